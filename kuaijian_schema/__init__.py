@@ -1,0 +1,54 @@
+"""Shared wire contract between the station gateway and the cloud (MQTT payloads, topics, signing,
+and the pushed configuration: strip specs and enzyme profiles).
+
+Does: pydantic models of every MQTT payload, topic helpers, canonical JSON + HMAC-SHA256 signing,
+UUIDv7 result ids. It is the only module both `gateway` and `cloud` import, so no schema is duplicated.
+
+Does not: any I/O, any interpretation, any storage.
+"""
+
+from kuaijian_schema.specs import (
+    Calibration4PL,
+    EnzymeSpec,
+    StripSpec,
+    TestLine,
+)
+from kuaijian_schema.wire import (
+    PROTOCOL_VERSION,
+    Ack,
+    InstrumentRef,
+    RawSignal,
+    Rejection,
+    Result,
+    SampleRef,
+    StationConfig,
+    Status,
+    canonical_json,
+    new_result_id,
+    sign_payload,
+    split_result_payload,
+    topic,
+    verify_payload,
+)
+
+__all__ = [
+    "PROTOCOL_VERSION",
+    "Ack",
+    "Calibration4PL",
+    "EnzymeSpec",
+    "InstrumentRef",
+    "RawSignal",
+    "Rejection",
+    "Result",
+    "SampleRef",
+    "StationConfig",
+    "Status",
+    "StripSpec",
+    "TestLine",
+    "canonical_json",
+    "new_result_id",
+    "sign_payload",
+    "split_result_payload",
+    "topic",
+    "verify_payload",
+]

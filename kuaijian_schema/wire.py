@@ -1,0 +1,190 @@
+"""MQTT wire contract (JSON, UTF-8), version kj/v1.
+
+Topics, per station id (12-digit village code + "-" + 2-digit station number, e.g. 370214101203-01):
+- kj/v1/{station}/result  gateway → cloud, QoS 1: one `Result` object or {"results": [Result, ...]}.
+- kj/v1/{station}/ack     cloud → gateway, QoS 1: `Ack` — ids/seqs durably committed, and rejections.
+- kj/v1/{station}/status  gateway → cloud, retained: `Status` (birth; last will = state "offline").
+- kj/v1/{station}/config  cloud → gateway, retained: `StationConfig`, versioned.
+
+Signing: `sig` = hex HMAC-SHA256(station key, canonical_json(result without "sig")), where canonical
+JSON is sorted keys, no whitespace, UTF-8. Verification works on the received dict, never on a
+re-serialised model, so no normalisation can break a valid signature.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import re
+from datetime import datetime
+from typing import Any, Literal
+from uuid import UUID
+
+import uuid6
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+from kuaijian_schema.specs import EnzymeSpec, StripSpec
+
+PROTOCOL_VERSION = "kj/v1"
+STATION_PATTERN = r"^\d{12}-\d{2}$"
+_STATION_RE = re.compile(STATION_PATTERN)
+TopicKind = Literal["result", "ack", "status", "config"]
+VerdictName = Literal["negative", "positive", "suspect", "invalid"]
+
+
+def topic(station: str, kind: TopicKind) -> str:
+    """Topic of `kind` for `station`; raises ValueError for a malformed station id."""
+    if not _STATION_RE.match(station):
+        raise ValueError(f"station id {station!r} is not 12 digits + '-' + 2 digits")
+    return f"{PROTOCOL_VERSION}/{station}/{kind}"
+
+
+def parse_topic(name: str) -> tuple[str, str]:
+    """(station, kind) of a kj/v1 topic; ValueError if it is not one."""
+    parts = name.split("/")
+    if len(parts) != 4 or f"{parts[0]}/{parts[1]}" != PROTOCOL_VERSION or not _STATION_RE.match(parts[2]):
+        raise ValueError(f"not a {PROTOCOL_VERSION} station topic: {name!r}")
+    return parts[2], parts[3]
+
+
+def new_result_id() -> UUID:
+    """A fresh UUIDv7 (time-ordered) result id."""
+    value: UUID = uuid6.uuid7()
+    return UUID(int=value.int)
+
+
+def canonical_json(obj: Any) -> bytes:
+    return json.dumps(
+        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode()
+
+
+def sign_payload(payload: dict[str, Any], key: bytes) -> str:
+    """HMAC-SHA256 hex digest over `payload` without its "sig" field."""
+    body = {k: v for k, v in payload.items() if k != "sig"}
+    return hmac.new(key, canonical_json(body), hashlib.sha256).hexdigest()
+
+
+def verify_payload(payload: dict[str, Any], key: bytes) -> bool:
+    sig = payload.get("sig")
+    if not isinstance(sig, str):
+        return False
+    try:
+        expected = sign_payload(payload, key)
+    except (TypeError, ValueError):
+        return False
+    return hmac.compare_digest(sig, expected)
+
+
+def split_result_payload(data: bytes) -> list[dict[str, Any]]:
+    """Decode a result-topic message into its result dicts (one object or {"results": [...]}).
+
+    Raises ValueError with a readable reason for anything that is not such a message.
+    """
+    try:
+        doc = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"payload is not UTF-8 JSON: {exc}") from exc
+    if isinstance(doc, dict) and "results" in doc:
+        items = doc["results"]
+        if not isinstance(items, list) or not items:
+            raise ValueError('"results" must be a non-empty list')
+    elif isinstance(doc, dict):
+        items = [doc]
+    else:
+        raise ValueError("payload must be a JSON object")
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise ValueError(f"results[{i}] is not an object")
+    return items
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class InstrumentRef(_Model):
+    serial: str = Field(min_length=1, max_length=64)
+    model: str = Field(min_length=1, max_length=64)
+    driver: str = Field(min_length=1, max_length=64)
+
+
+class SampleRef(_Model):
+    id: str = Field(min_length=1, max_length=64)
+    product: str = Field(min_length=1, max_length=64)
+    producer: str | None = Field(default=None, max_length=128)
+    sampled_at: AwareDatetime | None = None
+
+
+class RawSignal(_Model):
+    """Optional raw signal: zlib-compressed little-endian array, base64 encoded."""
+
+    encoding: Literal["zlib+base64"] = "zlib+base64"
+    dtype: Literal["<f4", "<f8", "<u2"]
+    shape: tuple[int, ...]
+    data: str
+
+
+class Result(_Model):
+    id: UUID
+    seq: int = Field(ge=1)
+    station: str = Field(pattern=STATION_PATTERN)
+    instrument: InstrumentRef
+    sample: SampleRef
+    method: Literal["gold", "enzyme"]
+    analyte: str = Field(min_length=1, max_length=64)
+    channel: int = Field(ge=0, le=255)
+    measured_at: AwareDatetime
+    verdict: VerdictName
+    values: dict[str, float | None]
+    qc: tuple[str, ...] = ()
+    algorithm: str = Field(min_length=1)
+    config_version: str = Field(min_length=1)
+    raw: RawSignal | None = None
+    operator: str | None = Field(default=None, max_length=64)
+    sig: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+
+class Rejection(_Model):
+    id: str
+    seq: int | None = None
+    reason: str
+
+
+class Ack(_Model):
+    """Cloud → gateway: these ids/seqs are durably committed (or permanently rejected)."""
+
+    ids: tuple[UUID, ...] = ()
+    seqs: tuple[int, ...] = ()
+    rejected: tuple[Rejection, ...] = ()
+
+
+class InstrumentStatus(_Model):
+    name: str
+    serial: str | None = None
+    model: str | None = None
+    driver: str
+    state: Literal["ok", "unavailable", "starting"]
+    last_error: str | None = None
+
+
+class Status(_Model):
+    station: str = Field(pattern=STATION_PATTERN)
+    state: Literal["online", "offline"]
+    at: AwareDatetime
+    instruments: tuple[InstrumentStatus, ...] = ()
+    versions: dict[str, str] = Field(default_factory=dict)
+    outbox_depth: int | None = Field(default=None, ge=0)
+    oldest_unsent_age_s: float | None = Field(default=None, ge=0)
+    free_disk_bytes: int | None = Field(default=None, ge=0)
+    config_version: str | None = None
+
+
+class StationConfig(_Model):
+    """Retained config pushed by the cloud; the gateway applies it atomically and records `version`."""
+
+    version: str = Field(min_length=1)
+    issued_at: datetime
+    gold_kits: tuple[StripSpec, ...] = ()
+    enzyme_profiles: tuple[EnzymeSpec, ...] = ()
