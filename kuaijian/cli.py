@@ -19,7 +19,8 @@ _REGISTRY: tuple[tuple[str, str | None], ...] = (
     ("gateway.interpret.cli", None),  # kuaijian interpret gold|enzyme FILE
     ("gateway.cli", "gateway"),  # kuaijian gateway run|status|...
     ("drivers.cli", "gateway"),  # kuaijian gateway scan
-    ("firmware_sim.cli", "sim"),  # kuaijian sim gold|enzyme
+    ("firmware_sim.cli_gold", "sim"),  # kuaijian sim gold
+    ("firmware_sim.cli_enzyme", "sim"),  # kuaijian sim enzyme
     ("cloud.cli", "cloud"),  # kuaijian cloud serve|enrol-station|import-grid|...
     ("kuaijian.demo", None),  # kuaijian demo
     ("kuaijian.fleet", None),  # kuaijian fleet
