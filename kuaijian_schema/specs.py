@@ -10,6 +10,7 @@ Enzyme: inhibition ≥ positive_pct → positive; suspect_low_pct ≤ inhibition
 
 from __future__ import annotations
 
+import itertools
 from typing import Literal, Self
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
@@ -68,7 +69,7 @@ class StripSpec(_Frozen):
                     f"does not fit a profile of {self.length} px"
                 )
         srt = sorted(positions)
-        for a, b in zip(srt, srt[1:], strict=False):
+        for a, b in itertools.pairwise(srt):
             if b - a < self.line_width:
                 raise ValueError(f"lines at {a} and {b} px overlap (line_width {self.line_width})")
         return self
