@@ -67,8 +67,8 @@ class Mosquitto:
             self.extra_conf,
         ]
         conf.write_text("\n".join(lines) + "\n")
-        log = (self.workdir / "mosquitto.log").open("ab")
-        self.proc = subprocess.Popen([exe, "-c", str(conf)], stdout=log, stderr=log)
+        with (self.workdir / "mosquitto.log").open("ab") as log:
+            self.proc = subprocess.Popen([exe, "-c", str(conf)], stdout=log, stderr=log)
         wait_for(lambda: port_open(self.port), 10, f"mosquitto did not listen on {self.port}")
 
     def stop(self) -> None:

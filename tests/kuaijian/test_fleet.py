@@ -1,0 +1,95 @@
+from __future__ import annotations
+
+import json
+import queue
+
+import paho.mqtt.client as mqtt
+import pytest
+
+from kuaijian.fleet import FleetError, run_fleet, station_ids, station_key
+from kuaijian_schema import Ack, Result, split_result_payload, topic, verify_payload
+from kuaijian_schema.wire import parse_topic
+from tests.helpers import Mosquitto
+
+SECRET = "test-secret"
+
+
+class Acker:
+    """A minimal cloud stand-in: verifies each result's signature and schema, then acks it."""
+
+    def __init__(self, port: int) -> None:
+        self.seen: list[Result] = []
+        self.bad: list[str] = []
+        self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="acker", protocol=mqtt.MQTTv311)
+        self.client.on_message = self._on_message
+        subscribed: queue.Queue[bool] = queue.Queue()
+        self.client.on_subscribe = lambda *_a: subscribed.put(True)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        self.client.subscribe("kj/v1/+/result", qos=1)
+        subscribed.get(timeout=5)
+
+    def _on_message(self, _c: object, _u: object, msg: mqtt.MQTTMessage) -> None:
+        station, _ = parse_topic(msg.topic)
+        ids = []
+        for doc in split_result_payload(msg.payload):
+            if not verify_payload(doc, station_key(SECRET, station)):
+                self.bad.append(doc["id"])
+                continue
+            res = Result.model_validate(doc)
+            self.seen.append(res)
+            ids.append(res.id)
+        ack = Ack(ids=tuple(ids))
+        self.client.publish(topic(station, "ack"), ack.model_dump_json(), qos=1)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def test_fleet_publishes_signed_results_and_counts_acks(mosquitto: Mosquitto) -> None:
+    acker = Acker(mosquitto.port)
+    try:
+        ids = station_ids(40)
+        report = run_fleet(mosquitto.url, ids, secret=SECRET, rate_per_min=120, duration_s=2.0, drain_s=10)
+    finally:
+        acker.close()
+    assert report.connected == 40
+    assert report.published > 40  # ~2 per station per second
+    assert acker.bad == []
+    assert report.acked == report.published == len(acker.seen)
+    assert report.unacked == 0
+    assert {"p50", "p95", "p99"} <= set(report.latency_ms)
+    # per-station seq is strictly increasing from 1
+    by_station: dict[str, list[int]] = {}
+    for r in acker.seen:
+        by_station.setdefault(r.station, []).append(r.seq)
+    for seqs in by_station.values():
+        assert sorted(seqs) == list(range(1, len(seqs) + 1))
+
+
+def test_unacked_results_are_reported(mosquitto: Mosquitto) -> None:
+    report = run_fleet(
+        mosquitto.url, station_ids(5), secret=SECRET, rate_per_min=600, duration_s=0.5, drain_s=0.2
+    )
+    assert report.published > 0
+    assert report.acked == 0
+    assert report.unacked == report.published
+
+
+def test_bad_arguments() -> None:
+    with pytest.raises(FleetError, match="6 digits"):
+        station_ids(3, county="12")
+    with pytest.raises(FleetError, match="mqtt://"):
+        run_fleet("http://x", station_ids(1), secret="s", rate_per_min=1, duration_s=0.1)
+    assert len(set(station_ids(2000))) == 2000
+    assert json.dumps(station_ids(1)) == '["370214001001-01"]'
+
+
+def test_connection_refused_is_clear() -> None:
+    from tests.helpers import free_port
+
+    with pytest.raises(FleetError, match="cannot connect"):
+        run_fleet(
+            f"mqtt://127.0.0.1:{free_port()}", station_ids(1), secret="s", rate_per_min=1, duration_s=0.1
+        )
