@@ -1,0 +1,92 @@
+"""App factory: `create_app(settings, clock=...)` builds the FastAPI app. Nothing happens at import.
+
+The lifespan migrates the database, then (if configured) starts MQTT ingest and the case scheduler,
+and stops them on shutdown. Routers are listed in ROUTER_MODULES; each module exposes `router`.
+
+Does not: define routes (cloud.api.routes.*) or business logic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import APIRouter, FastAPI
+
+from cloud.clock import Clock, SystemClock
+from cloud.db import open_db
+from cloud.live import hub_for
+from cloud.settings import Settings
+from kuaijian import __version__
+
+log = logging.getLogger(__name__)
+
+ROUTER_MODULES: tuple[str, ...] = (
+    "cloud.api.routes.health",
+    "cloud.api.routes.results",
+    "cloud.api.routes.stations",
+    "cloud.api.routes.grid",
+    "cloud.api.routes.cases",
+    "cloud.api.routes.configs",
+    "cloud.api.routes.admin",
+    "cloud.api.routes.reports",
+    "cloud.api.routes.dashboard",
+)
+
+
+def _routers() -> list[APIRouter]:
+    routers: list[APIRouter] = []
+    for name in ROUTER_MODULES:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            log.warning("router module %s not present; skipped", name)
+            continue
+        routers.append(module.router)
+    return routers
+
+
+def create_app(settings: Settings | None = None, *, clock: Clock | None = None) -> FastAPI:
+    """Build the cloud app. `settings` default to the environment (KJ_CLOUD_*); `clock` to UTC wall time."""
+    cfg = settings if settings is not None else Settings()
+    clk: Clock = clock if clock is not None else SystemClock()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        from cloud.services import Services  # noqa: PLC0415 - heavy (paho) import only when serving
+
+        db = await asyncio.to_thread(open_db, cfg.db_path)
+        db.close()
+        services = Services(cfg, clk, on_commit=hub_for(app).notify)
+        app.state.services = services
+        await asyncio.to_thread(services.start)
+        scheduler_task: asyncio.Task[None] | None = None
+        if cfg.scheduler_enabled:
+            scheduler_task = asyncio.create_task(services.run_scheduler())
+        try:
+            yield
+        finally:
+            if scheduler_task is not None:
+                scheduler_task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await scheduler_task
+            hub_for(app).close()
+            await asyncio.to_thread(services.stop)
+
+    app = FastAPI(
+        title="kuaijian cloud",
+        version=__version__,
+        description="快检 cloud: results, grid, stations, cases, configs, reports",
+        lifespan=lifespan,
+    )
+    app.state.settings = cfg
+    app.state.clock = clk
+    for router in _routers():
+        app.include_router(router)
+    return app

@@ -1,0 +1,268 @@
+"""Cloud storage: SQLite through sqlite-utils, WAL, with named, recorded, transactional migrations.
+
+Does: open a connection (`connect`), bring the schema up to date (`migrate`, each migration runs in one
+transaction and is recorded in ``schema_migrations``), and give write transactions (`transaction`,
+``BEGIN IMMEDIATE`` so concurrent writers queue on the lock instead of failing mid-transaction).
+
+Does not: business rules (see cloud.ingest, cloud.grid, cloud.cases) or HTTP.
+
+Tables (all timestamps are ISO-8601 UTC strings, ``YYYY-MM-DDTHH:MM:SS.ffffff+00:00``, so they sort):
+    grid_nodes    id, level (county|town|village|station), code (unique), name, parent_id, path
+                  ("/1/4/9/" — ids from the root, for subtree queries: path LIKE :node_path || '%'),
+                  grid_head, information_officer, co_manager (free text: "name phone")
+    stations      id (station id "370214101203-01"), node_id (its grid node, level station),
+                  key (hex HMAC key), mqtt_username, mqtt_password_hash (mosquitto $7$ format),
+                  enrolled_at, last_seen, online (0/1), backlog, oldest_unsent_age_s, free_disk_bytes,
+                  config_version, status_at, status_json, high_seq (highest seq stored)
+    results       id (UUID text, PK), seq, station, node_id, instrument_serial, instrument_model,
+                  instrument_driver, sample_id, product, producer, sampled_at, method, analyte, channel,
+                  measured_at, verdict, values_json, qc_json, algorithm, config_version, raw_json,
+                  operator, sig, received_at
+    seq_gaps      id, station, first_seq, last_seq (missing range, inclusive), detected_at, closed_at
+    dead_letters  id, received_at, topic, payload (text or hex for non-UTF-8), reason, station, result_id
+    cases         id, station, origin_node_id, node_id (current responsible node), level, status
+                  (open|assigned|feedback|closed), reason (positive|repeated_suspect), result_id, product,
+                  analyte, opened_at, deadline, assignee, closed_at, escalations, reminded (none|near|overdue
+                  at the current level), updated_at
+    case_actions  id, case_id, at, actor ("system" or a user name), action (report|assign|remind|feedback|
+                  escalate|close|note), note, data_json
+    users         id, name (unique), role (admin|county|town|village|station), node_id, token_hash
+                  (sha256 hex), created_at
+    configs       id, station, version, issued_at, issued_by, target_node_id, payload_json, published_at
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import sqlite_utils
+
+from cloud.errors import MigrationError
+
+Migration = tuple[str, str]
+"""(name, SQL script). Scripts run statement by statement inside one transaction."""
+
+
+def connect(path: Path | str) -> sqlite_utils.Database:
+    """Open the cloud database (WAL, foreign keys, 10 s busy timeout). Does not migrate."""
+    conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10.0)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA foreign_keys=ON")
+    conn.execute("PRAGMA busy_timeout=10000")
+    return sqlite_utils.Database(conn)
+
+
+def open_db(path: Path | str) -> sqlite_utils.Database:
+    """`connect` + `migrate`: the one call services and CLI verbs use."""
+    db = connect(path)
+    migrate(db)
+    return db
+
+
+@contextmanager
+def transaction(db: sqlite_utils.Database) -> Iterator[sqlite_utils.Database]:
+    """A write transaction (BEGIN IMMEDIATE … COMMIT, ROLLBACK on error). Nested use joins the outer one."""
+    conn = db.conn
+    if conn.in_transaction:
+        yield db
+        return
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        yield db
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
+
+
+_M001_INITIAL = """
+        CREATE TABLE grid_nodes (
+            id INTEGER PRIMARY KEY,
+            level TEXT NOT NULL CHECK (level IN ('county','town','village','station')),
+            code TEXT NOT NULL UNIQUE,
+            name TEXT NOT NULL,
+            parent_id INTEGER REFERENCES grid_nodes(id),
+            path TEXT NOT NULL,
+            grid_head TEXT,
+            information_officer TEXT,
+            co_manager TEXT
+        );
+        CREATE INDEX idx_grid_nodes_parent ON grid_nodes(parent_id);
+        CREATE INDEX idx_grid_nodes_path ON grid_nodes(path);
+
+        CREATE TABLE stations (
+            id TEXT PRIMARY KEY,
+            node_id INTEGER NOT NULL UNIQUE REFERENCES grid_nodes(id),
+            key TEXT NOT NULL,
+            mqtt_username TEXT NOT NULL UNIQUE,
+            mqtt_password_hash TEXT NOT NULL,
+            enrolled_at TEXT NOT NULL,
+            last_seen TEXT,
+            online INTEGER NOT NULL DEFAULT 0,
+            backlog INTEGER,
+            oldest_unsent_age_s REAL,
+            free_disk_bytes INTEGER,
+            config_version TEXT,
+            status_at TEXT,
+            status_json TEXT,
+            high_seq INTEGER NOT NULL DEFAULT 0
+        );
+
+        CREATE TABLE results (
+            id TEXT PRIMARY KEY,
+            seq INTEGER NOT NULL,
+            station TEXT NOT NULL REFERENCES stations(id),
+            node_id INTEGER NOT NULL REFERENCES grid_nodes(id),
+            instrument_serial TEXT NOT NULL,
+            instrument_model TEXT NOT NULL,
+            instrument_driver TEXT NOT NULL,
+            sample_id TEXT NOT NULL,
+            product TEXT NOT NULL,
+            producer TEXT,
+            sampled_at TEXT,
+            method TEXT NOT NULL,
+            analyte TEXT NOT NULL,
+            channel INTEGER NOT NULL,
+            measured_at TEXT NOT NULL,
+            verdict TEXT NOT NULL,
+            values_json TEXT NOT NULL,
+            qc_json TEXT NOT NULL,
+            algorithm TEXT NOT NULL,
+            config_version TEXT NOT NULL,
+            raw_json TEXT,
+            operator TEXT,
+            sig TEXT NOT NULL,
+            received_at TEXT NOT NULL
+        );
+        CREATE INDEX idx_results_station_seq ON results(station, seq);
+        CREATE INDEX idx_results_measured ON results(measured_at);
+        CREATE INDEX idx_results_node_measured ON results(node_id, measured_at);
+        CREATE INDEX idx_results_analyte ON results(analyte, measured_at);
+        CREATE INDEX idx_results_product ON results(product, measured_at);
+        CREATE INDEX idx_results_verdict ON results(verdict, measured_at);
+
+        CREATE TABLE seq_gaps (
+            id INTEGER PRIMARY KEY,
+            station TEXT NOT NULL,
+            first_seq INTEGER NOT NULL,
+            last_seq INTEGER NOT NULL,
+            detected_at TEXT NOT NULL,
+            closed_at TEXT
+        );
+        CREATE INDEX idx_seq_gaps_station ON seq_gaps(station, closed_at);
+
+        CREATE TABLE dead_letters (
+            id INTEGER PRIMARY KEY,
+            received_at TEXT NOT NULL,
+            topic TEXT NOT NULL,
+            payload TEXT NOT NULL,
+            reason TEXT NOT NULL,
+            station TEXT,
+            result_id TEXT
+        );
+        CREATE INDEX idx_dead_letters_received ON dead_letters(received_at);
+
+        CREATE TABLE cases (
+            id INTEGER PRIMARY KEY,
+            station TEXT NOT NULL REFERENCES stations(id),
+            origin_node_id INTEGER NOT NULL REFERENCES grid_nodes(id),
+            node_id INTEGER NOT NULL REFERENCES grid_nodes(id),
+            level TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('open','assigned','feedback','closed')),
+            reason TEXT NOT NULL,
+            result_id TEXT NOT NULL,
+            product TEXT NOT NULL,
+            analyte TEXT NOT NULL,
+            opened_at TEXT NOT NULL,
+            deadline TEXT NOT NULL,
+            assignee TEXT,
+            closed_at TEXT,
+            escalations INTEGER NOT NULL DEFAULT 0,
+            reminded TEXT NOT NULL DEFAULT 'none',
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX idx_cases_status_deadline ON cases(status, deadline);
+        CREATE INDEX idx_cases_origin ON cases(origin_node_id);
+        CREATE INDEX idx_cases_key ON cases(station, product, analyte, status);
+
+        CREATE TABLE case_actions (
+            id INTEGER PRIMARY KEY,
+            case_id INTEGER NOT NULL REFERENCES cases(id),
+            at TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            note TEXT,
+            data_json TEXT
+        );
+        CREATE INDEX idx_case_actions_case ON case_actions(case_id, id);
+
+        CREATE TABLE users (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            role TEXT NOT NULL CHECK (role IN ('admin','county','town','village','station')),
+            node_id INTEGER REFERENCES grid_nodes(id),
+            token_hash TEXT NOT NULL UNIQUE,
+            created_at TEXT NOT NULL
+        );
+
+        CREATE TABLE configs (
+            id INTEGER PRIMARY KEY,
+            station TEXT NOT NULL REFERENCES stations(id),
+            version TEXT NOT NULL,
+            issued_at TEXT NOT NULL,
+            issued_by TEXT NOT NULL,
+            target_node_id INTEGER NOT NULL REFERENCES grid_nodes(id),
+            payload_json TEXT NOT NULL,
+            published_at TEXT
+        );
+        CREATE INDEX idx_configs_station ON configs(station, id);
+"""
+
+
+MIGRATIONS: tuple[Migration, ...] = (("001_initial", _M001_INITIAL),)
+
+
+def applied_migrations(db: sqlite_utils.Database) -> list[str]:
+    if "schema_migrations" not in db.table_names():
+        return []
+    return [row[0] for row in db.execute("SELECT name FROM schema_migrations ORDER BY name").fetchall()]
+
+
+def migrate(db: sqlite_utils.Database, migrations: tuple[Migration, ...] = MIGRATIONS) -> list[str]:
+    """Apply the migrations not yet recorded, each in its own transaction. Returns the names applied."""
+    db.execute("CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)")
+    done: list[str] = []
+    for name, script in migrations:
+        try:
+            with transaction(db):
+                if db.execute("SELECT 1 FROM schema_migrations WHERE name = ?", [name]).fetchone():
+                    continue
+                # executescript() would COMMIT our transaction; run the statements one by one instead.
+                for statement in _split_sql(script):
+                    db.execute(statement)
+                db.execute(
+                    "INSERT INTO schema_migrations (name, applied_at) VALUES (?, strftime('%Y-%m-%dT%H:%M:%f+00:00','now'))",
+                    [name],
+                )
+                done.append(name)
+        except sqlite3.Error as exc:
+            raise MigrationError(f"migration {name} failed: {exc}") from exc
+    return done
+
+
+def _split_sql(script: str) -> list[str]:
+    parts: list[str] = []
+    buf = ""
+    for line in script.splitlines(keepends=True):
+        buf += line
+        if sqlite3.complete_statement(buf):
+            if buf.strip():
+                parts.append(buf.strip())
+            buf = ""
+    if buf.strip():
+        parts.append(buf.strip())
+    return parts

@@ -1,0 +1,57 @@
+"""Cloud settings (pydantic-settings, environment prefix ``KJ_CLOUD_``).
+
+Does: declare every configuration key of the cloud service with its default; built once by the app
+factory or a CLI verb (never at import time). Nested values (e.g. ``case_deadline_hours``) are JSON in
+the environment: ``KJ_CLOUD_CASE_DEADLINE_HOURS='{"station": 12, "village": 24, ...}'``.
+
+Does not: read files other than the environment, or open the database / broker.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+Level = Literal["county", "town", "village", "station"]
+LEVELS: tuple[Level, ...] = ("county", "town", "village", "station")
+
+
+def _default_deadlines() -> dict[str, float]:
+    return {"station": 24.0, "village": 24.0, "town": 48.0, "county": 72.0}
+
+
+class Settings(BaseSettings):
+    """All cloud configuration keys (documented in docs/config.md, section "cloud")."""
+
+    model_config = SettingsConfigDict(env_prefix="KJ_CLOUD_", extra="ignore")
+
+    db_path: Path = Field(default=Path("kuaijian-cloud.db"), description="SQLite database file")
+    broker_url: str | None = Field(
+        default=None, description="mqtt://host:port of the broker; None = no ingest / no config publish"
+    )
+    mqtt_username: str | None = Field(default=None, description="broker user of the ingest worker")
+    mqtt_password: str | None = Field(default=None, description="broker password of the ingest worker")
+    mqtt_client_id: str = Field(default="kj-cloud", description="client id prefix (a random suffix is added)")
+    mqtt_protocol: Literal["5", "3.1.1"] = Field(default="5", description="MQTT protocol version")
+    ingest_enabled: bool = Field(default=True, description="run MQTT ingest inside the web app")
+    ingest_shared_group: str | None = Field(
+        default="kj-ingest",
+        description="MQTT 5 shared-subscription group for results; None/'' = plain subscription",
+    )
+    ingest_batch_size: int = Field(default=500, gt=0, description="max results per commit")
+    ingest_batch_wait_s: float = Field(default=0.05, ge=0, description="max wait to fill a batch")
+    scheduler_enabled: bool = Field(default=True, description="run the case scheduler inside the web app")
+    scheduler_interval_s: float = Field(default=60.0, gt=0, description="seconds between scheduler ticks")
+    suspect_threshold: int = Field(default=2, ge=1, description="suspects that open a case")
+    suspect_window_days: float = Field(default=7.0, gt=0, description="window for counting suspects")
+    case_deadline_hours: dict[str, float] = Field(
+        default_factory=_default_deadlines, description="case deadline per level, hours"
+    )
+    remind_before_hours: float = Field(default=4.0, ge=0, description="remind this long before a deadline")
+    max_page_size: int = Field(default=1000, gt=0, description="upper bound of `limit` on list endpoints")
+
+    def deadline_hours(self, level: str) -> float:
+        return float(self.case_deadline_hours.get(level, _default_deadlines().get(level, 24.0)))
