@@ -1,0 +1,376 @@
+/* 快检 live dashboard. Plain ES2017, no build step, no external code: fetch + EventSource + inline SVG.
+ * Auth: a bearer token kept in localStorage ("kj.token"); the SSE stream gets it as ?token= because
+ * EventSource cannot set headers. Language: zh (default) / en, kept in localStorage ("kj.lang"). */
+(function () {
+  "use strict";
+
+  var API = "/api/v1";
+  var LOGIN_URL = API + "/auth/token";
+  var OVERVIEW_URL = API + "/dashboard/overview";
+  var LIVE_URL = API + "/live";
+  var FEED_MAX = 100;
+
+  var I18N = {
+    zh: {
+      title: "快检 · 农产品快速检测实时监控", live_on: "实时：已连接", live_off: "实时：未连接",
+      logout: "退出", login_title: "登录", username: "用户名", password: "密码",
+      or_token: "或粘贴访问令牌：", token: "令牌", login_button: "登录",
+      login_failed: "登录失败，请检查用户名、密码或令牌", session_expired: "登录已过期，请重新登录",
+      kpi_tests: "检测数", kpi_positives: "阳性数", kpi_rate: "阳性率", kpi_online: "站点在线",
+      kpi_cases: "待办案件", kpi_overdue: "已超期", window: "统计区间",
+      grid_title: "网格下钻", col_node: "区域", col_tests: "检测数", col_positives: "阳性",
+      col_rate: "阳性率", col_online: "在线站点", live_title: "实时检测结果",
+      map_title: "站点在线与积压", online: "在线", offline: "离线", unknown: "未知",
+      backlog_hint: "数字为待上传积压条数", chart_rate_title: "各检测项目阳性率",
+      chart_daily_title: "每日检测量", cases_title: "待处置案件", col_case: "案件", col_station: "站点",
+      col_analyte: "检测项目", col_product: "样品", col_status: "状态", col_level: "层级",
+      col_opened: "立案时间", col_deadline: "处置期限", no_cases: "暂无待处置案件",
+      footer: "数据每次有新结果时自动刷新", no_data: "暂无数据", tests: "检测", positives: "阳性",
+      overdue: "超期", last_seen: "最后在线", backlog: "积压",
+      v_positive: "阳性", v_negative: "阴性", v_suspect: "可疑", v_invalid: "无效",
+      l_county: "县/区", l_town: "乡镇", l_village: "村", l_station: "站点",
+      s_open: "已立案", s_reported: "已申报", s_assigned: "已交办", s_reminded: "已催办",
+      s_feedback: "已反馈", s_escalated: "已上报", s_closed: "已办结", lang_button: "English"
+    },
+    en: {
+      title: "Kuaijian · live produce rapid-testing dashboard", live_on: "Live: connected",
+      live_off: "Live: disconnected", logout: "Log out", login_title: "Log in", username: "Username",
+      password: "Password", or_token: "or paste an access token:", token: "Token", login_button: "Log in",
+      login_failed: "Login failed: check user name, password or token",
+      session_expired: "Session expired, please log in again",
+      kpi_tests: "Tests", kpi_positives: "Positives", kpi_rate: "Positive rate", kpi_online: "Stations online",
+      kpi_cases: "Open cases", kpi_overdue: "Overdue", window: "Period",
+      grid_title: "Grid drill-down", col_node: "Area", col_tests: "Tests", col_positives: "Positives",
+      col_rate: "Positive rate", col_online: "Online stations", live_title: "Live results",
+      map_title: "Station status and backlog", online: "online", offline: "offline", unknown: "unknown",
+      backlog_hint: "number = results waiting to upload", chart_rate_title: "Positive rate by analyte",
+      chart_daily_title: "Tests per day", cases_title: "Open cases", col_case: "Case", col_station: "Station",
+      col_analyte: "Analyte", col_product: "Sample", col_status: "Status", col_level: "Level",
+      col_opened: "Opened", col_deadline: "Deadline", no_cases: "No open cases",
+      footer: "Figures refresh whenever a new result arrives", no_data: "No data", tests: "tests",
+      positives: "positives", overdue: "overdue", last_seen: "last seen", backlog: "backlog",
+      v_positive: "positive", v_negative: "negative", v_suspect: "suspect", v_invalid: "invalid",
+      l_county: "County", l_town: "Town", l_village: "Village", l_station: "Station",
+      s_open: "open", s_reported: "reported", s_assigned: "assigned", s_reminded: "reminded",
+      s_feedback: "feedback", s_escalated: "escalated", s_closed: "closed", lang_button: "中文"
+    }
+  };
+
+  var state = { lang: "zh", token: null, node: null, data: null, source: null, refreshTimer: null };
+
+  function $(id) { return document.getElementById(id); }
+  function t(key) { var d = I18N[state.lang]; return (d && d[key]) || I18N.zh[key] || key; }
+  function el(tag, cls, text) {
+    var e = document.createElement(tag);
+    if (cls) { e.className = cls; }
+    if (text !== undefined && text !== null) { e.textContent = String(text); }
+    return e;
+  }
+  function store(key, value) {
+    try { if (value === null) { localStorage.removeItem(key); } else { localStorage.setItem(key, value); } }
+    catch (e) { /* storage disabled: keep in memory only */ }
+  }
+  function load(key) { try { return localStorage.getItem(key); } catch (e) { return null; } }
+  function pct(rate) { return rate === null || rate === undefined ? "–" : (rate * 100).toFixed(1) + "%"; }
+  function fmtTime(iso) {
+    if (!iso) { return "–"; }
+    var d = new Date(iso);
+    if (isNaN(d.getTime())) { return String(iso); }
+    var p = function (n) { return (n < 10 ? "0" : "") + n; };
+    return (d.getMonth() + 1) + "-" + p(d.getDate()) + " " + p(d.getHours()) + ":" + p(d.getMinutes()) +
+      ":" + p(d.getSeconds());
+  }
+  function label(prefix, value) { var k = prefix + value; return I18N[state.lang][k] ? t(k) : String(value); }
+
+  /* ---------- language ---------- */
+  function applyLang() {
+    document.documentElement.lang = state.lang === "zh" ? "zh-CN" : "en";
+    document.title = t("title");
+    var nodes = document.querySelectorAll("[data-i18n]");
+    for (var i = 0; i < nodes.length; i++) { nodes[i].textContent = t(nodes[i].getAttribute("data-i18n")); }
+    $("lang-toggle").textContent = t("lang_button");
+    setLive(state.source !== null && state.source.readyState === 1);
+    if (state.data) { render(state.data); }
+    var items = $("feed").children;
+    for (var j = 0; j < items.length; j++) { relabelFeedItem(items[j]); }
+  }
+  function toggleLang() {
+    state.lang = state.lang === "zh" ? "en" : "zh";
+    store("kj.lang", state.lang);
+    applyLang();
+  }
+
+  /* ---------- auth ---------- */
+  function showLogin(message) {
+    closeLive();
+    $("main").classList.add("hidden");
+    $("logout").classList.add("hidden");
+    $("login").classList.remove("hidden");
+    $("login-error").textContent = message || "";
+    $("who").textContent = "";
+  }
+  function loggedIn(token) {
+    state.token = token;
+    store("kj.token", token);
+    $("login").classList.add("hidden");
+    $("main").classList.remove("hidden");
+    $("logout").classList.remove("hidden");
+    refresh();
+  }
+  function logout() { state.token = null; state.data = null; store("kj.token", null); showLogin(""); }
+  function submitLogin(ev) {
+    ev.preventDefault();
+    var pasted = $("login-token").value.trim();
+    if (pasted) { loggedIn(pasted); return; }
+    var body = new URLSearchParams();
+    body.set("username", $("login-user").value);
+    body.set("password", $("login-pass").value);
+    fetch(LOGIN_URL, { method: "POST", body: body })
+      .then(function (r) { if (!r.ok) { throw new Error(String(r.status)); } return r.json(); })
+      .then(function (doc) { loggedIn(doc.access_token); })
+      .catch(function () { $("login-error").textContent = t("login_failed"); });
+  }
+
+  /* ---------- data ---------- */
+  function api(url) {
+    return fetch(url, { headers: { Authorization: "Bearer " + state.token } }).then(function (r) {
+      if (r.status === 401) { logout(); $("login-error").textContent = t("session_expired"); throw new Error("401"); }
+      if (!r.ok) { throw new Error("HTTP " + r.status); }
+      return r.json();
+    });
+  }
+  function refresh() {
+    if (!state.token) { return; }
+    var url = OVERVIEW_URL + (state.node ? "?node=" + encodeURIComponent(state.node) : "");
+    api(url).then(function (doc) {
+      var first = state.data === null || (state.data.node && state.data.node.id !== doc.node.id);
+      state.data = doc;
+      state.node = doc.node.id;
+      $("who").textContent = doc.user ? doc.user : "";
+      render(doc);
+      if (first || state.source === null) { renderFeed(doc.recent || []); openLive(doc.cursor); }
+    }).catch(function (e) { if (window.console) { console.warn("overview failed", e); } });
+  }
+  function scheduleRefresh() {
+    if (state.refreshTimer !== null) { return; }
+    state.refreshTimer = setTimeout(function () { state.refreshTimer = null; refresh(); }, 800);
+  }
+  function drill(nodeId) { state.node = nodeId; state.data = null; closeLive(); refresh(); }
+
+  /* ---------- live feed (SSE) ---------- */
+  function setLive(on) {
+    var s = $("live-state");
+    s.className = "pill " + (on ? "on" : "off");
+    s.textContent = t(on ? "live_on" : "live_off");
+  }
+  function closeLive() { if (state.source) { state.source.close(); state.source = null; } setLive(false); }
+  function openLive(cursor) {
+    closeLive();
+    var q = "?token=" + encodeURIComponent(state.token) + "&node=" + encodeURIComponent(state.node);
+    if (cursor !== undefined && cursor !== null) { q += "&after=" + encodeURIComponent(cursor); }
+    var src = new EventSource(LIVE_URL + q);
+    state.source = src;
+    src.onopen = function () { setLive(true); };
+    src.onerror = function () { setLive(false); };
+    src.addEventListener("result", function (ev) {
+      var r;
+      try { r = JSON.parse(ev.data); } catch (e) { return; }
+      addFeedItem(r, true);
+      scheduleRefresh();
+    });
+  }
+  function feedItem(r, fresh) {
+    var li = el("li", "result" + (fresh ? " fresh" : ""));
+    li.setAttribute("data-result-id", r.id);
+    li.setAttribute("data-verdict", r.verdict);
+    li.appendChild(el("span", "time", fmtTime(r.measured_at)));
+    var what = el("span", "what");
+    what.appendChild(el("strong", null, r.station_name || r.station));
+    what.appendChild(document.createTextNode(" · " + (r.product || "") + " · " + (r.analyte || "")));
+    li.appendChild(what);
+    li.appendChild(el("span", "verdict " + r.verdict, label("v_", r.verdict)));
+    return li;
+  }
+  function relabelFeedItem(li) {
+    var v = li.getAttribute("data-verdict");
+    var badge = li.querySelector(".verdict");
+    if (badge && v) { badge.textContent = label("v_", v); }
+  }
+  function addFeedItem(r, fresh) {
+    var feed = $("feed");
+    if (feed.querySelector('[data-result-id="' + String(r.id).replace(/"/g, "") + '"]')) { return; }
+    feed.insertBefore(feedItem(r, fresh), feed.firstChild);
+    while (feed.children.length > FEED_MAX) { feed.removeChild(feed.lastChild); }
+  }
+  function renderFeed(items) {
+    var feed = $("feed");
+    while (feed.firstChild) { feed.removeChild(feed.firstChild); }
+    for (var i = items.length - 1; i >= 0; i--) { addFeedItem(items[i], false); }
+  }
+
+  /* ---------- rendering ---------- */
+  function render(d) {
+    renderCrumbs(d.path || [d.node]);
+    var tt = d.totals;
+    $("kpi-tests").textContent = tt.tests;
+    $("kpi-positives").textContent = tt.positives;
+    $("kpi-rate").textContent = pct(tt.positive_rate);
+    $("kpi-online").textContent = tt.stations_online + " / " + tt.stations_total;
+    $("kpi-cases").textContent = tt.open_cases;
+    $("kpi-overdue").textContent = tt.overdue_cases;
+    $("window").textContent = d.window.from.slice(0, 10) + " – " + d.window.to.slice(0, 10);
+    renderGrid(d.children);
+    renderStations(d.stations);
+    renderCases(d.cases);
+    barChart($("chart-rate"), d.by_analyte);
+    dailyChart($("chart-daily"), d.per_day);
+  }
+  function renderCrumbs(path) {
+    var nav = $("crumbs");
+    while (nav.firstChild) { nav.removeChild(nav.firstChild); }
+    path.forEach(function (n, i) {
+      if (i > 0) { nav.appendChild(el("span", "sep", "›")); }
+      var name = label("l_", n.level) + " " + n.name;
+      if (i < path.length - 1) {
+        var a = el("a", null, name);
+        a.setAttribute("data-node", n.id);
+        a.addEventListener("click", function () { drill(n.id); });
+        nav.appendChild(a);
+      } else { nav.appendChild(el("strong", null, name)); }
+    });
+  }
+  function renderGrid(children) {
+    var tbody = $("grid-table").querySelector("tbody");
+    while (tbody.firstChild) { tbody.removeChild(tbody.firstChild); }
+    if (!children.length) {
+      var tr0 = el("tr"); var td0 = el("td", "muted", t("no_data")); td0.colSpan = 5;
+      tr0.appendChild(td0); tbody.appendChild(tr0); return;
+    }
+    children.forEach(function (c) {
+      var tr = el("tr", "drill");
+      tr.setAttribute("data-node", c.id);
+      tr.appendChild(el("td", null, c.name + " (" + label("l_", c.level) + ")"));
+      tr.appendChild(el("td", "num", c.tests));
+      tr.appendChild(el("td", "num", c.positives));
+      tr.appendChild(el("td", "num", pct(c.positive_rate)));
+      tr.appendChild(el("td", "num", c.stations_online + " / " + c.stations_total));
+      tr.addEventListener("click", function () { drill(c.id); });
+      tbody.appendChild(tr);
+    });
+  }
+  function renderStations(stations) {
+    var map = $("station-map");
+    while (map.firstChild) { map.removeChild(map.firstChild); }
+    if (!stations.length) { map.appendChild(el("p", "muted", t("no_data"))); return; }
+    var groups = {}; var order = [];
+    stations.forEach(function (s) {
+      var key = s.group_id || "";
+      if (!groups[key]) { groups[key] = { name: s.group_name || key, items: [] }; order.push(key); }
+      groups[key].items.push(s);
+    });
+    order.forEach(function (key) {
+      var g = groups[key];
+      var box = el("div", "town-group");
+      box.appendChild(el("h3", null, g.name));
+      var tiles = el("div", "tiles");
+      g.items.forEach(function (s) {
+        var st = s.state === "online" ? "on" : (s.state === "offline" ? "off" : "unknown");
+        var tile = el("div", "tile " + st);
+        tile.setAttribute("data-station", s.id);
+        tile.title = s.id + " · " + label("", t(s.state || "unknown")) + " · " + t("last_seen") + " " +
+          fmtTime(s.last_seen) + " · " + t("backlog") + " " + (s.outbox_depth === null ? "–" : s.outbox_depth);
+        tile.appendChild(el("span", "name", s.name || s.id));
+        tile.appendChild(el("span", "backlog", s.outbox_depth === null ? "–" : s.outbox_depth));
+        tiles.appendChild(tile);
+      });
+      box.appendChild(tiles);
+      map.appendChild(box);
+    });
+  }
+  function renderCases(cases) {
+    var tbody = $("cases-table").querySelector("tbody");
+    while (tbody.firstChild) { tbody.removeChild(tbody.firstChild); }
+    $("cases-empty").classList.toggle("hidden", cases.length > 0);
+    cases.forEach(function (c) {
+      var tr = el("tr", c.overdue ? "overdue" : "");
+      tr.setAttribute("data-case", c.id);
+      tr.appendChild(el("td", null, c.id));
+      tr.appendChild(el("td", null, c.station_name || c.station));
+      tr.appendChild(el("td", null, c.analyte || "–"));
+      tr.appendChild(el("td", null, c.product || "–"));
+      tr.appendChild(el("td", null, label("s_", c.status)));
+      tr.appendChild(el("td", null, label("l_", c.level)));
+      tr.appendChild(el("td", null, fmtTime(c.opened_at)));
+      tr.appendChild(el("td", "deadline", fmtTime(c.deadline) + (c.overdue ? " (" + t("overdue") + ")" : "")));
+      tbody.appendChild(tr);
+    });
+  }
+
+  /* ---------- charts (inline SVG, drawn here) ---------- */
+  var SVGNS = "http://www.w3.org/2000/svg";
+  function svg(tag, attrs, text) {
+    var e = document.createElementNS(SVGNS, tag);
+    Object.keys(attrs || {}).forEach(function (k) { e.setAttribute(k, attrs[k]); });
+    if (text !== undefined) { e.textContent = String(text); }
+    return e;
+  }
+  function clear(box) { while (box.firstChild) { box.removeChild(box.firstChild); } }
+  function barChart(box, rows) {
+    clear(box);
+    if (!rows.length) { box.appendChild(el("p", "muted", t("no_data"))); return; }
+    var rowH = 22, left = 110, right = 120, width = 520;
+    var h = rows.length * rowH + 10;
+    var maxRate = Math.max.apply(null, rows.map(function (r) { return r.positive_rate || 0; }).concat([0.01]));
+    var root = svg("svg", { viewBox: "0 0 " + width + " " + h, role: "img", "aria-label": t("chart_rate_title") });
+    rows.forEach(function (r, i) {
+      var y = 5 + i * rowH;
+      var w = (width - left - right) * (r.positive_rate || 0) / maxRate;
+      root.appendChild(svg("text", { x: left - 6, y: y + 14, "text-anchor": "end" }, r.analyte));
+      root.appendChild(svg("rect", { x: left, y: y + 3, width: Math.max(w, 1), height: rowH - 8, "class": "bar-rate" }));
+      root.appendChild(svg("text", { x: left + w + 6, y: y + 14 },
+        pct(r.positive_rate) + "  (" + r.positives + "/" + r.tests + ")"));
+    });
+    box.appendChild(root);
+  }
+  function dailyChart(box, rows) {
+    clear(box);
+    if (!rows.length) { box.appendChild(el("p", "muted", t("no_data"))); return; }
+    var width = 520, height = 200, left = 36, bottom = 24, top = 10;
+    var maxT = Math.max.apply(null, rows.map(function (r) { return r.tests; }).concat([1]));
+    var slot = (width - left - 6) / rows.length;
+    var bw = Math.max(2, slot * 0.7);
+    var root = svg("svg", { viewBox: "0 0 " + width + " " + height, role: "img", "aria-label": t("chart_daily_title") });
+    var plotH = height - bottom - top;
+    root.appendChild(svg("line", { x1: left, y1: top + plotH, x2: width, y2: top + plotH, "class": "axis" }));
+    root.appendChild(svg("text", { x: left - 4, y: top + 8, "text-anchor": "end" }, maxT));
+    root.appendChild(svg("text", { x: left - 4, y: top + plotH, "text-anchor": "end" }, 0));
+    var every = Math.ceil(rows.length / 8);
+    rows.forEach(function (r, i) {
+      var x = left + i * slot + (slot - bw) / 2;
+      var hT = plotH * r.tests / maxT, hP = plotH * r.positives / maxT;
+      var g = svg("g", {});
+      g.appendChild(svg("title", {}, r.day + ": " + r.tests + " " + t("tests") + ", " + r.positives + " " + t("positives")));
+      g.appendChild(svg("rect", { x: x, y: top + plotH - hT, width: bw, height: hT, "class": "bar-tests" }));
+      g.appendChild(svg("rect", { x: x, y: top + plotH - hP, width: bw, height: hP, "class": "bar-pos" }));
+      root.appendChild(g);
+      if (i % every === 0) {
+        root.appendChild(svg("text", { x: x + bw / 2, y: height - 8, "text-anchor": "middle" }, r.day.slice(5)));
+      }
+    });
+    box.appendChild(root);
+  }
+
+  /* ---------- boot ---------- */
+  function boot() {
+    var lang = load("kj.lang");
+    state.lang = lang === "en" ? "en" : "zh";
+    $("lang-toggle").addEventListener("click", toggleLang);
+    $("logout").addEventListener("click", logout);
+    $("login-form").addEventListener("submit", submitLogin);
+    applyLang();
+    var token = load("kj.token");
+    if (token) { loggedIn(token); } else { showLogin(""); }
+    setInterval(function () { if (state.token) { refresh(); } }, 30000);
+  }
+  if (document.readyState === "loading") { document.addEventListener("DOMContentLoaded", boot); } else { boot(); }
+})();
