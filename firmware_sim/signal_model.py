@@ -1,0 +1,636 @@
+"""Physical signal model of the simulated analyzers, with exact ground truth.
+
+Does:
+- Colloidal gold: reflectance profiles ``(n, L)`` and strip images ``(n, H, L[, 3])`` for a `StripSpec`.
+  Each line is a Gaussian optical-density (OD) band, R(x) = B(x)·10^(−OD(x)) + noise, where the
+  background B has a level, a linear drift and a low-frequency ripple. The test-line OD follows the
+  kit's 4PL calibration (competitive: falls with concentration; sandwich: rises), so the true T/C ratio
+  of integrated ODs is known exactly. Faults: missing / weak / out-of-place control line, saturation.
+  Positions jitter per strip (cassette placement) and per line; images add smile (curved lines),
+  dark housing rows, per-pixel noise and dust specks.
+- Enzyme inhibition (AChE, 412 nm): absorbance (runs, channels, time) rising linearly at a rate set by
+  the control channel's activity times (1 − inhibition); faults: weak control, falling absorbance,
+  noisy channel.
+
+Ground-truth verdict codes are the integers of `gateway.interpret.Verdict`
+(NEGATIVE=0, POSITIVE=1, SUSPECT=2, INVALID=3); this module does not import `gateway`.
+
+Typical use by an instrument simulator::
+
+    rng = np.random.default_rng(7)
+    sample = one_gold_profile(DEMO_KITS["imidacloprid-v1"], rng, concentration=0.8)
+    sample.profile            # (1024,) float64 reflectance in (0, 1]
+    sample.verdict            # (1,) expected verdict per test line
+    run = one_enzyme_run(GB_T_5009_199, 8, rng, inhibition=[0, 10, 55, 80, 0, 0, 30, 45])
+    run.times_s, run.absorbance, run.control_channel
+
+Does not: interpret anything (that is `gateway.interpret`), speak any protocol, or sleep.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Final, Literal
+
+import numpy as np
+import numpy.typing as npt
+
+from kuaijian_schema.kits import DEMO_KITS
+from kuaijian_schema.specs import Calibration4PL, EnzymeSpec, StripSpec
+
+__all__ = [
+    "DEMO_KITS",
+    "INVALID",
+    "NEGATIVE",
+    "POSITIVE",
+    "SUSPECT",
+    "EnzymeConditions",
+    "EnzymeRun",
+    "GoldBatch",
+    "GoldConditions",
+    "GoldImageBatch",
+    "GoldSample",
+    "GoldTruth",
+    "KineticsBatch",
+    "four_pl",
+    "generate_kinetics",
+    "generate_strip_images",
+    "generate_strips",
+    "one_enzyme_run",
+    "one_gold_profile",
+]
+
+F64 = npt.NDArray[np.float64]
+I8 = npt.NDArray[np.int8]
+B = npt.NDArray[np.bool_]
+
+NEGATIVE: Final = 0
+POSITIVE: Final = 1
+SUSPECT: Final = 2
+INVALID: Final = 3
+
+GoldFault = Literal["control_missing", "control_weak", "control_offset", "saturated"]
+EnzymeFault = Literal["weak_control", "falling", "noisy"]
+_GOLD_FAULTS: Final[tuple[GoldFault, ...]] = (
+    "control_missing",
+    "control_weak",
+    "control_offset",
+    "saturated",
+)
+_SQRT_2PI: Final = math.sqrt(2.0 * math.pi)
+
+
+def four_pl(cal: Calibration4PL, conc: npt.ArrayLike) -> F64:
+    """T/C ratio at concentration `conc` (mg/kg) by the kit's 4-parameter logistic."""
+    x = np.asarray(conc, dtype=np.float64)
+    out: F64 = cal.d + (cal.a - cal.d) / (1.0 + (np.maximum(x, 0.0) / cal.c) ** cal.b)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Colloidal gold
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class GoldConditions:
+    """Ranges the gold generator draws from (uniform unless stated) and fault probabilities per strip.
+
+    Integrated ODs are sums over pixels of OD (px·OD), the unit of `StripSpec.min_control_signal`.
+    """
+
+    background: tuple[float, float] = (0.70, 0.92)
+    drift: float = 0.08  # max |relative background change| end to end
+    ripple: float = 0.03  # max relative amplitude of the low-frequency unevenness
+    ripple_period_px: tuple[float, float] = (450.0, 1600.0)
+    noise_sd: tuple[float, float] = (0.002, 0.008)  # additive reflectance noise per pixel
+    sigma_frac: tuple[float, float] = (0.13, 0.17)  # band Gaussian sd as a fraction of line_width
+    strip_shift: float = 0.45  # max |cassette placement shift|, fraction of spec.tolerance
+    line_jitter: float = 0.15  # max |extra per-line shift|, fraction of spec.tolerance
+    control_od: tuple[float, float] = (2.5, 8.0)  # normal C line, × spec.min_control_signal
+    weak_control_od: tuple[float, float] = (0.1, 0.5)  # weak C line, × spec.min_control_signal
+    zero_fraction: float = 0.2  # drawn concentrations: fraction exactly 0 (analyte absent)
+    conc_span: float = 30.0  # drawn concentrations: log-uniform in [c/span, c·span] of the 4PL
+    ratio_range: tuple[float, float] = (0.0, 1.6)  # drawn ratio for lines without calibration
+    floor: float = 0.001  # detector floor reflectance
+    p_control_missing: float = 0.0
+    p_control_weak: float = 0.0
+    p_control_offset: float = 0.0
+    p_saturated: float = 0.0
+
+
+@dataclass(frozen=True, slots=True)
+class GoldTruth:
+    """Exact ground truth of n generated strips with K test lines."""
+
+    concentration: F64  # (n, K) mg/kg; NaN for lines without calibration
+    control_od: F64  # (n,) integrated OD of the C line (0 when missing)
+    test_od: F64  # (n, K) integrated OD of each T line
+    ratio: F64  # (n, K) test_od / control_od of an intact strip (the kit's response)
+    control_position: F64  # (n,) true C centre, px
+    test_position: F64  # (n, K) true T centres, px
+    sigma_px: F64  # (n,) Gaussian sd of the bands
+    background: F64  # (n,) mean background reflectance
+    noise_sd: F64  # (n,) additive reflectance noise sd
+    control_missing: B  # (n,)
+    control_weak: B  # (n,)
+    control_offset: B  # (n,) control line outside its search window
+    saturated: B  # (n,) a line darker than spec.saturation_reflectance
+    verdict: I8  # (n, K) expected verdict code
+
+    @property
+    def invalid(self) -> B:
+        """(n,) strips that must be read as invalid."""
+        out: B = self.control_missing | self.control_weak | self.control_offset | self.saturated
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class GoldSample:
+    """One strip: profile (L,) plus its truth row."""
+
+    profile: F64
+    concentration: tuple[float, ...]
+    control_od: float
+    test_od: tuple[float, ...]
+    ratio: tuple[float, ...]
+    verdict: tuple[int, ...]
+    fault: GoldFault | None
+
+
+@dataclass(frozen=True, slots=True)
+class GoldBatch:
+    """n reflectance profiles (n, L) float64 in (0, 1] and their truth."""
+
+    profiles: F64
+    truth: GoldTruth
+
+    def sample(self, i: int) -> GoldSample:
+        t = self.truth
+        fault: GoldFault | None = None
+        for name in _GOLD_FAULTS:
+            if bool(getattr(t, name)[i]):
+                fault = name
+        return GoldSample(
+            profile=self.profiles[i],
+            concentration=tuple(float(v) for v in t.concentration[i]),
+            control_od=float(t.control_od[i]),
+            test_od=tuple(float(v) for v in t.test_od[i]),
+            ratio=tuple(float(v) for v in t.ratio[i]),
+            verdict=tuple(int(v) for v in t.verdict[i]),
+            fault=fault,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class GoldImageBatch:
+    """n strip images (n, H, L) or (n, H, L, 3): float64 reflectance or uint8, and their truth."""
+
+    images: npt.NDArray[np.float64] | npt.NDArray[np.uint8]
+    truth: GoldTruth
+    smile_px: F64  # (n,) line displacement at the strip edges relative to the centre row
+
+
+@dataclass(frozen=True, slots=True)
+class _Render:
+    """Per-strip drawing parameters shared by the profile and image renderers."""
+
+    centres: F64  # (n, 1 + K): control first
+    amplitude: F64  # (n, 1 + K) peak OD
+    sigma: F64  # (n,)
+    level: F64  # (n,)
+    drift: F64  # (n,)
+    ripple: F64  # (n,)
+    period: F64  # (n,)
+    phase: F64  # (n,)
+    noise: F64  # (n,)
+
+
+def _expected_verdict(spec: StripSpec, ratio: F64, invalid: B) -> I8:
+    cut = np.array([ln.cutoff for ln in spec.lines])
+    band = np.array([ln.suspect_band for ln in spec.lines])
+    if spec.format == "competitive":
+        pos = ratio < cut
+        sus = ~pos & (ratio < cut + band)
+    else:
+        pos = ratio >= cut
+        sus = ~pos & (ratio >= cut - band)
+    v = np.where(pos, POSITIVE, np.where(sus, SUSPECT, NEGATIVE)).astype(np.int8)
+    v[invalid] = INVALID
+    return v
+
+
+def _draw_concentrations(spec: StripSpec, n: int, rng: np.random.Generator, cond: GoldConditions) -> F64:
+    k = len(spec.lines)
+    out = np.full((n, k), np.nan)
+    for j, ln in enumerate(spec.lines):
+        if ln.calibration is None:
+            continue
+        c = ln.calibration.c
+        logs = rng.uniform(math.log(c / cond.conc_span), math.log(c * cond.conc_span), n)
+        col = np.exp(logs)
+        col[rng.random(n) < cond.zero_fraction] = 0.0
+        out[:, j] = col
+    return out
+
+
+def _draw_gold(
+    spec: StripSpec,
+    n: int,
+    rng: np.random.Generator,
+    concentrations: npt.ArrayLike | None,
+    cond: GoldConditions,
+    fault: GoldFault | None,
+) -> tuple[GoldTruth, _Render]:
+    if n < 1:
+        raise ValueError(f"n must be ≥ 1, got {n}")
+    k = len(spec.lines)
+    if concentrations is None:
+        conc = _draw_concentrations(spec, n, rng, cond)
+    else:
+        given = np.array(concentrations, dtype=np.float64)
+        if given.size != n * k:
+            raise ValueError(f"concentrations must have shape ({n}, {k}) for {n} strips of {spec.name}")
+        conc = given.reshape(n, k)
+        if np.any(conc < 0) or not np.all(np.isfinite(conc)):
+            raise ValueError("concentrations must be finite and ≥ 0 mg/kg")
+    ratio = np.empty((n, k))
+    for j, ln in enumerate(spec.lines):
+        if ln.calibration is None:
+            ratio[:, j] = rng.uniform(*cond.ratio_range, n)
+            if concentrations is None:
+                conc[:, j] = np.nan
+        else:
+            ratio[:, j] = four_pl(ln.calibration, conc[:, j])
+
+    # faults: mutually exclusive per strip
+    kinds = np.full(n, -1)
+    if fault is not None:
+        kinds[:] = _GOLD_FAULTS.index(fault)
+    else:
+        probs = np.array(
+            [cond.p_control_missing, cond.p_control_weak, cond.p_control_offset, cond.p_saturated]
+        )
+        if probs.sum() > 1.0:
+            raise ValueError("fault probabilities sum to more than 1")
+        u = rng.random(n)
+        edges = np.cumsum(probs)
+        kinds = np.where(u < edges[-1], np.searchsorted(edges, u, side="right"), -1)
+    missing, weak, offset, saturated = (kinds == i for i in range(4))
+    if spec.saturation_reflectance <= 0:
+        saturated[:] = False
+
+    mcs = spec.min_control_signal
+    control_od = rng.uniform(*cond.control_od, n) * mcs
+    test_od = ratio * control_od[:, None]  # T keeps its kit response even when the C line fails
+    control_od = np.where(weak, rng.uniform(*cond.weak_control_od, n) * mcs, control_od)
+    control_od = np.where(missing, 0.0, control_od)
+
+    sigma = rng.uniform(*cond.sigma_frac, n) * spec.line_width
+    level = rng.uniform(*cond.background, n)
+    amp = np.concatenate([control_od[:, None], test_od], axis=1) / (sigma[:, None] * _SQRT_2PI)
+    if np.any(saturated):
+        # the darkest band of the strip goes below the saturation reflectance
+        which = np.argmax(amp, axis=1)
+        rows = np.flatnonzero(saturated)
+        target = np.log10(level[rows] / (0.3 * spec.saturation_reflectance))
+        amp[rows, which[rows]] = np.maximum(amp[rows, which[rows]], target)
+        control_od = amp[:, 0] * sigma * _SQRT_2PI
+        test_od = amp[:, 1:] * sigma[:, None] * _SQRT_2PI
+
+    nominal = np.array([spec.control_position, *(ln.position for ln in spec.lines)])
+    tol = spec.tolerance
+    shift = rng.uniform(-cond.strip_shift, cond.strip_shift, n) * tol
+    centres = (
+        nominal[None, :] + shift[:, None] + rng.uniform(-cond.line_jitter, cond.line_jitter, (n, k + 1)) * tol
+    )
+    if np.any(offset):
+        # move the C line well outside its search window, away from the nearest T line
+        tests = nominal[1:]
+        nearest = tests[np.argmin(np.abs(tests - spec.control_position))]
+        side = 1.0 if spec.control_position >= nearest else -1.0
+        dist = tol + spec.line_width * rng.uniform(1.0, 1.5, n)
+        lo, hi = 4 * sigma, spec.length - 4 * sigma
+        cand = spec.control_position + side * dist
+        other = spec.control_position - side * dist
+        fits = (cand >= lo) & (cand <= hi)
+        centres[:, 0] = np.where(offset, np.where(fits, cand, other), centres[:, 0])
+
+    truth = GoldTruth(
+        concentration=conc,
+        control_od=control_od,
+        test_od=test_od,
+        ratio=ratio,
+        control_position=centres[:, 0].copy(),
+        test_position=centres[:, 1:].copy(),
+        sigma_px=sigma,
+        background=level,
+        noise_sd=rng.uniform(*cond.noise_sd, n),
+        control_missing=missing,
+        control_weak=weak,
+        control_offset=offset,
+        saturated=saturated,
+        verdict=_expected_verdict(spec, ratio, missing | weak | offset | saturated),
+    )
+    render = _Render(
+        centres=centres,
+        amplitude=amp,
+        sigma=sigma,
+        level=level,
+        drift=rng.uniform(-cond.drift, cond.drift, n),
+        ripple=rng.uniform(0.0, cond.ripple, n),
+        period=rng.uniform(*cond.ripple_period_px, n),
+        phase=rng.uniform(0.0, 2 * math.pi, n),
+        noise=truth.noise_sd,
+    )
+    return truth, render
+
+
+def _background(r: _Render, rows: slice, x: F64) -> F64:
+    length = x.shape[-1]
+    lvl = r.level[rows, None]
+    drift = 1.0 + r.drift[rows, None] * (x / length - 0.5)
+    rip = 1.0 + r.ripple[rows, None] * np.sin(2 * math.pi * x / r.period[rows, None] + r.phase[rows, None])
+    out: F64 = lvl * drift * rip
+    return out
+
+
+def _od(r: _Render, rows: slice, x: F64, smile: F64 | None = None) -> F64:
+    """OD of rows `rows`; `smile` (m, H) adds a per-image-row displacement → (m, H, L)."""
+    sig = r.sigma[rows]
+    if smile is None:
+        od = np.zeros((sig.shape[0], x.shape[0]))
+        for j in range(r.centres.shape[1]):
+            z = (x[None, :] - r.centres[rows, j, None]) / sig[:, None]
+            od += r.amplitude[rows, j, None] * np.exp(-0.5 * z * z)
+        return od
+    od3 = np.zeros((sig.shape[0], smile.shape[1], x.shape[0]))
+    for j in range(r.centres.shape[1]):
+        c = r.centres[rows, j, None, None] + smile[:, :, None]
+        z = (x[None, None, :] - c) / sig[:, None, None]
+        od3 += r.amplitude[rows, j, None, None] * np.exp(-0.5 * z * z)
+    return od3
+
+
+def generate_strips(
+    spec: StripSpec,
+    n: int,
+    rng: np.random.Generator,
+    *,
+    concentrations: npt.ArrayLike | None = None,
+    conditions: GoldConditions | None = None,
+    fault: GoldFault | None = None,
+) -> GoldBatch:
+    """Generate n reflectance profiles (n, spec.length) for `spec` with exact truth.
+
+    `concentrations` (n, K) mg/kg fixes the analyte levels (drawn log-uniformly around each line's 4PL
+    inflection otherwise). `fault` forces one fault on every strip; otherwise faults occur with the
+    probabilities in `conditions`.
+    """
+    cond = conditions or GoldConditions()
+    truth, r = _draw_gold(spec, n, rng, concentrations, cond, fault)
+    x = np.arange(spec.length, dtype=np.float64)
+    out = np.empty((n, spec.length))
+    step = 2048
+    for s in range(0, n, step):
+        rows = slice(s, min(n, s + step))
+        refl = _background(r, rows, x) * 10.0 ** (-_od(r, rows, x))
+        refl += rng.standard_normal(refl.shape) * r.noise[rows, None]
+        out[rows] = np.clip(refl, cond.floor, 1.0)
+    return GoldBatch(profiles=out, truth=truth)
+
+
+def generate_strip_images(
+    spec: StripSpec,
+    n: int,
+    rng: np.random.Generator,
+    *,
+    height: int = 40,
+    smile_px: tuple[float, float] = (0.0, 3.0),
+    rgb: bool = False,
+    as_uint8: bool = False,
+    concentrations: npt.ArrayLike | None = None,
+    conditions: GoldConditions | None = None,
+    fault: GoldFault | None = None,
+) -> GoldImageBatch:
+    """Generate n strip images (n, height, spec.length[, 3]) with the same truth as `generate_strips`.
+
+    Lines are curved ("smile"): a line's centre moves by s·((y − yc)/(H/2))² px across the strip, with s
+    drawn from `smile_px` (either sign). The outer 12 % of rows on each side are the dark cassette
+    housing; a few dust specks darken random pixels. RGB images absorb mostly in green (gold ~525 nm).
+    """
+    if height < 8:
+        raise ValueError(f"height must be ≥ 8 rows, got {height}")
+    cond = conditions or GoldConditions()
+    truth, r = _draw_gold(spec, n, rng, concentrations, cond, fault)
+    x = np.arange(spec.length, dtype=np.float64)
+    yy = (np.arange(height) - (height - 1) / 2) / (height / 2)
+    smile = rng.uniform(*smile_px, n) * rng.choice([-1.0, 1.0], n)
+    housing = max(1, round(0.12 * height))
+    shape = (n, height, spec.length, 3) if rgb else (n, height, spec.length)
+    out = np.empty(shape, dtype=np.uint8 if as_uint8 else np.float64)
+    channel_od = np.array([0.3, 1.0, 0.55])
+    channel_tint = np.array([1.0, 0.98, 0.93])
+    step = 64
+    for s in range(0, n, step):
+        rows = slice(s, min(n, s + step))
+        m = rows.stop - rows.start
+        od = _od(r, rows, x, smile[rows, None] * yy[None, :] ** 2)  # (m, H, L)
+        bg = _background(r, rows, x)[:, None, :]  # (m, 1, L)
+        noise = r.noise[rows, None, None] * 1.5
+        if rgb:
+            refl = bg[..., None] * channel_tint * 10.0 ** (-od[..., None] * channel_od)
+            refl += rng.standard_normal(refl.shape) * noise[..., None]
+        else:
+            refl = bg * 10.0 ** (-od)
+            refl += rng.standard_normal(refl.shape) * noise
+        refl[:, :housing] = 0.25
+        refl[:, height - housing :] = 0.25
+        specks = rng.integers(0, 4, m)
+        for i in np.flatnonzero(specks):
+            ys = rng.integers(housing, height - housing, specks[i])
+            xs = rng.integers(0, spec.length, specks[i])
+            refl[i, ys, xs] *= 0.3
+        refl = np.clip(refl, cond.floor, 1.0)
+        out[rows] = np.rint(refl * 255.0).astype(np.uint8) if as_uint8 else refl
+    return GoldImageBatch(images=out, truth=truth, smile_px=smile)
+
+
+def one_gold_profile(
+    spec: StripSpec,
+    rng: np.random.Generator,
+    *,
+    concentration: float | Sequence[float] | None = None,
+    fault: GoldFault | None = None,
+    conditions: GoldConditions | None = None,
+) -> GoldSample:
+    """One strip for a single instrument: `concentration` in mg/kg (one value per test line, or one value
+    for every line; drawn when None). Returns the profile (L,) and its truth."""
+    conc: F64 | None = None
+    if concentration is not None:
+        c = np.atleast_1d(np.asarray(concentration, dtype=np.float64))
+        conc = np.broadcast_to(c, (len(spec.lines),)).reshape(1, -1) if c.size == 1 else c.reshape(1, -1)
+    return generate_strips(spec, 1, rng, concentrations=conc, conditions=conditions, fault=fault).sample(0)
+
+
+# --------------------------------------------------------------------------------------------------
+# Enzyme inhibition
+# --------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class EnzymeConditions:
+    """Ranges the kinetics generator draws from and fault probabilities."""
+
+    sample_interval_s: float = 3.0
+    extra_s: float = 6.0  # recording continues this long after spec.window_end_s
+    a0: tuple[float, float] = (0.05, 0.45)  # absorbance at t = 0
+    control_delta: tuple[float, float] = (1.5, 3.0)  # valid control ΔA, × spec.min_control_delta
+    weak_control_delta: tuple[float, float] = (0.1, 0.6)  # weak control ΔA, × spec.min_control_delta
+    noise_sd: tuple[float, float] = (0.001, 0.003)  # absorbance noise per reading
+    zero_fraction: float = 0.25  # drawn inhibitions: fraction exactly 0
+    p_weak_control: float = 0.0  # per run
+    p_falling: float = 0.0  # per sample channel
+    p_noisy: float = 0.0  # per sample channel: noise × noisy_factor
+    noisy_factor: float = 6.0
+
+
+@dataclass(frozen=True, slots=True)
+class KineticsBatch:
+    """R runs of a C-channel analyzer: absorbance (R, C, T) over times_s (T,) and the truth."""
+
+    times_s: F64  # (T,)
+    absorbance: F64  # (R, C, T)
+    control: npt.NDArray[np.intp]  # (R,) control channel per run
+    inhibition: F64  # (R, C) true inhibition % of the sample (0 for the control channel)
+    delta_a: F64  # (R, C) true ΔA over the detection window (negative for falling channels)
+    noise_sd: F64  # (R, C)
+    weak_control: B  # (R,)
+    falling: B  # (R, C)
+    noisy: B  # (R, C)
+    verdict: I8  # (R, C) expected verdict; control channel: NEGATIVE, or INVALID when the run is
+
+
+@dataclass(frozen=True, slots=True)
+class EnzymeRun:
+    """One analyzer run: times (T,), absorbance (C, T), control channel, and the truth per channel."""
+
+    times_s: F64
+    absorbance: F64
+    control_channel: int
+    inhibition: F64  # (C,)
+    delta_a: F64  # (C,)
+    verdict: I8  # (C,)
+
+
+def generate_kinetics(
+    spec: EnzymeSpec,
+    runs: int,
+    channels: int,
+    rng: np.random.Generator,
+    *,
+    inhibition: npt.ArrayLike | None = None,
+    control: npt.ArrayLike | None = None,
+    conditions: EnzymeConditions | None = None,
+    fault: EnzymeFault | None = None,
+) -> KineticsBatch:
+    """Generate kinetics for `runs` runs of a `channels`-channel analyzer.
+
+    `inhibition` (R, C) % fixes the sample inhibitions (the control channel's entry is ignored);
+    `control` (R,) fixes the control channel per run (random otherwise). `fault` forces one fault:
+    "weak_control" on every run, "falling"/"noisy" on the first sample channel of every run.
+    """
+    cond = conditions or EnzymeConditions()
+    if runs < 1 or channels < 2:
+        raise ValueError(f"need runs ≥ 1 and channels ≥ 2, got {runs}, {channels}")
+    r_idx = np.arange(runs)
+    ctrl = (
+        rng.integers(0, channels, runs)
+        if control is None
+        else np.broadcast_to(np.asarray(control, dtype=np.intp), (runs,)).copy()
+    )
+    if np.any((ctrl < 0) | (ctrl >= channels)):
+        raise ValueError(f"control channels must be in [0, {channels})")
+    is_ctrl = np.zeros((runs, channels), dtype=bool)
+    is_ctrl[r_idx, ctrl] = True
+    if inhibition is None:
+        inh = rng.uniform(0.0, 100.0, (runs, channels))
+        inh[rng.random((runs, channels)) < cond.zero_fraction] = 0.0
+    else:
+        inh = np.broadcast_to(np.asarray(inhibition, dtype=np.float64), (runs, channels)).copy()
+        if np.any((inh < 0) | (inh > 100)) or not np.all(np.isfinite(inh)):
+            raise ValueError("inhibition must be finite percentages in [0, 100]")
+    inh[is_ctrl] = 0.0
+
+    weak = rng.random(runs) < cond.p_weak_control
+    falling = (rng.random((runs, channels)) < cond.p_falling) & ~is_ctrl
+    noisy = (rng.random((runs, channels)) < cond.p_noisy) & ~is_ctrl
+    first_sample = np.where(ctrl == 0, 1, 0)
+    if fault == "weak_control":
+        weak[:] = True
+    elif fault == "falling":
+        falling[r_idx, first_sample] = True
+    elif fault == "noisy":
+        noisy[r_idx, first_sample] = True
+
+    mcd = spec.min_control_delta
+    dctrl = np.where(
+        weak, rng.uniform(*cond.weak_control_delta, runs) * mcd, rng.uniform(*cond.control_delta, runs) * mcd
+    )
+    delta = dctrl[:, None] * (1.0 - inh / 100.0)
+    fall = -(spec.fall_tolerance + rng.uniform(0.03, 0.2, (runs, channels)))
+    delta = np.where(falling, fall, delta)
+
+    span = spec.window_end_s - spec.window_start_s
+    times = np.arange(0.0, spec.window_end_s + cond.extra_s + 1e-9, cond.sample_interval_s)
+    rate = delta / span  # absorbance units per second
+    a0 = rng.uniform(*cond.a0, (runs, channels))
+    sd = rng.uniform(*cond.noise_sd, (runs, channels)) * np.where(noisy, cond.noisy_factor, 1.0)
+    absorb = a0[..., None] + rate[..., None] * times[None, None, :]
+    absorb += rng.standard_normal(absorb.shape) * sd[..., None]
+
+    verdict = np.where(
+        inh >= spec.positive_pct, POSITIVE, np.where(inh >= spec.suspect_low_pct, SUSPECT, NEGATIVE)
+    ).astype(np.int8)
+    verdict[is_ctrl] = NEGATIVE
+    verdict[falling] = INVALID
+    verdict[weak] = INVALID
+    return KineticsBatch(
+        times_s=times,
+        absorbance=absorb,
+        control=ctrl.astype(np.intp),
+        inhibition=inh,
+        delta_a=delta,
+        noise_sd=sd,
+        weak_control=weak,
+        falling=falling,
+        noisy=noisy,
+        verdict=verdict,
+    )
+
+
+def one_enzyme_run(
+    spec: EnzymeSpec,
+    channels: int,
+    rng: np.random.Generator,
+    *,
+    inhibition: Sequence[float] | None = None,
+    control_channel: int = 0,
+    fault: EnzymeFault | None = None,
+    conditions: EnzymeConditions | None = None,
+) -> EnzymeRun:
+    """One run of a `channels`-channel analyzer; `inhibition` has one % per channel (control ignored)."""
+    inh = None if inhibition is None else np.asarray(inhibition, dtype=np.float64).reshape(1, channels)
+    b = generate_kinetics(
+        spec, 1, channels, rng, inhibition=inh, control=[control_channel], conditions=conditions, fault=fault
+    )
+    return EnzymeRun(
+        times_s=b.times_s,
+        absorbance=b.absorbance[0],
+        control_channel=int(b.control[0]),
+        inhibition=b.inhibition[0],
+        delta_a=b.delta_a[0],
+        verdict=b.verdict[0],
+    )
