@@ -1,0 +1,285 @@
+"""Station configuration: the TOML file a station runs with (`kuaijian gateway run --config station.toml`).
+
+Does: parse TOML (tomllib), validate with pydantic (unknown keys refused), resolve relative paths against
+the file's directory, read the station key / broker password from files, and raise `ConfigError` whose
+message names the offending key (e.g. ``instruments[1].port: Field required``).
+
+Does not: open devices, databases or sockets. Interpretation specs (kits, enzyme profiles) are NOT here:
+they come from the built-in defaults (`gateway.defaults`) and the cloud's retained config push.
+
+Every key is documented in docs/config.md (section "Station gateway").
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal, Self
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from drivers.timeouts import Timeouts
+from gateway.errors import ConfigError
+from kuaijian_schema.wire import STATION_PATTERN
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class TimeoutsConfig(_Strict):
+    """`[instruments.timeouts]`: the driver session's `drivers.timeouts.Timeouts`."""
+
+    response_s: float = Field(default=1.0, gt=0)
+    retries: int = Field(default=3, ge=0)
+    inter_byte_s: float = Field(default=0.2, gt=0)
+    reconnect_initial_s: float = Field(default=0.5, gt=0)
+    reconnect_max_s: float = Field(default=30.0, gt=0)
+
+    @model_validator(mode="after")
+    def _order(self) -> Self:
+        if self.reconnect_initial_s > self.reconnect_max_s:
+            raise ValueError("reconnect_initial_s must not exceed reconnect_max_s")
+        return self
+
+    def to_timeouts(self) -> Timeouts:
+        return Timeouts(
+            response_s=self.response_s,
+            retries=self.retries,
+            inter_byte_s=self.inter_byte_s,
+            reconnect_initial_s=self.reconnect_initial_s,
+            reconnect_max_s=self.reconnect_max_s,
+        )
+
+
+class _InstrumentBase(_Strict):
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    enabled: bool = True
+    poll_interval_s: float | None = Field(default=None, gt=0)
+    timeouts: TimeoutsConfig = TimeoutsConfig()
+
+
+class GoldSerialInstrument(_InstrumentBase):
+    """A colloidal-gold strip reader on a serial port."""
+
+    driver: Literal["gold-serial"]
+    port: str = Field(min_length=1, description="serial device, e.g. /dev/ttyUSB0")
+    baudrate: int = Field(default=115200, gt=0)
+    default_kit: str | None = Field(default=None, description="kit used when the reader reports none")
+
+
+class EnzymeModbusInstrument(_InstrumentBase):
+    """An enzyme-inhibition analyzer over Modbus TCP (`host`) or RTU (`serial_port`)."""
+
+    driver: Literal["enzyme-modbus"]
+    host: str | None = None
+    port: int = Field(default=502, gt=0, lt=65536)
+    serial_port: str | None = None
+    baudrate: int = Field(default=19200, gt=0)
+    unit: int = Field(default=1, ge=0, le=247)
+    default_profile: str | None = Field(default=None, description="profile when the analyzer reports none")
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> Self:
+        if (self.host is None) == (self.serial_port is None):
+            raise ValueError("set exactly one of host (Modbus TCP) or serial_port (Modbus RTU)")
+        return self
+
+
+class PluginInstrument(_InstrumentBase):
+    """Any `drivers.readings.Analyzer` built by `factory` ("package.module:callable")."""
+
+    driver: Literal["plugin"]
+    factory: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    params: dict[str, Any] = Field(default_factory=dict)
+
+
+InstrumentConfig = Annotated[
+    GoldSerialInstrument | EnzymeModbusInstrument | PluginInstrument, Field(discriminator="driver")
+]
+
+
+class BrokerConfig(_Strict):
+    """`[broker]`: where and how the MQTT link connects."""
+
+    url: str = Field(description="mqtt://host[:1883] or mqtts://host[:8883]")
+    username: str | None = None
+    password: str | None = None
+    password_file: Path | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    client_id: str | None = Field(default=None, max_length=64)
+    protocol: Literal["5", "3.1.1"] = "5"
+    keepalive_s: int = Field(default=30, ge=5, le=65535)
+    session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0)
+    reconnect_min_s: int = Field(default=1, ge=1)
+    reconnect_max_s: int = Field(default=30, ge=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        parts = urlsplit(self.url)
+        if parts.scheme not in ("mqtt", "mqtts"):
+            raise ValueError(f"url scheme must be mqtt:// or mqtts://, got {self.url!r}")
+        if not parts.hostname:
+            raise ValueError(f"url has no host: {self.url!r}")
+        if self.password is not None and self.password_file is not None:
+            raise ValueError("set password or password_file, not both")
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together")
+        if self.reconnect_min_s > self.reconnect_max_s:
+            raise ValueError("reconnect_min_s must not exceed reconnect_max_s")
+        return self
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or ""
+
+    @property
+    def port(self) -> int:
+        parts = urlsplit(self.url)
+        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+
+    @property
+    def tls(self) -> bool:
+        return urlsplit(self.url).scheme == "mqtts"
+
+    def resolved_password(self) -> str | None:
+        if self.password_file is not None:
+            try:
+                return self.password_file.read_text(encoding="utf-8").strip()
+            except OSError as exc:
+                raise ConfigError(f"broker.password_file: cannot read {self.password_file}: {exc}") from exc
+        return self.password
+
+
+class LinkConfig(_Strict):
+    """`[link]`: delivery policy of the outbox over MQTT."""
+
+    ack_timeout_s: float = Field(default=30.0, gt=0, description="re-send when no application ack by then")
+    batch_max: int = Field(default=50, ge=1, le=1000, description="results per message under load")
+    max_messages_per_s: float = Field(default=20.0, gt=0, description="publish rate limit (drain)")
+    max_unacked: int = Field(default=1000, ge=1, description="results in flight without an ack")
+    status_interval_s: float = Field(default=60.0, gt=0)
+    tick_s: float = Field(default=0.2, gt=0, description="sender wake-up interval")
+
+
+class AcquisitionConfig(_Strict):
+    """`[acquisition]`: how workers pull records from the instruments."""
+
+    poll_interval_s: float = Field(default=1.0, gt=0)
+    read_batch: int = Field(default=32, ge=1, le=1000, description="records per outbox transaction")
+    start_from: Literal["first", "latest"] = Field(
+        default="first", description="new instrument: read its whole memory, or only new records"
+    )
+    full_retry_s: float = Field(default=5.0, gt=0, description="wait after disk full before retrying")
+    include_raw: bool = Field(default=False, description="attach the compressed raw signal to results")
+
+
+class StorageConfig(_Strict):
+    """`[storage]`: the outbox database."""
+
+    max_db_mb: float | None = Field(default=None, gt=0, description="cap of the outbox file size")
+
+
+class GatewayConfig(_Strict):
+    """The whole station TOML."""
+
+    station: str = Field(pattern=STATION_PATTERN)
+    key: str | None = Field(default=None, min_length=16)
+    key_file: Path | None = None
+    data_dir: Path
+    operator: str | None = Field(default=None, max_length=64)
+    broker: BrokerConfig
+    link: LinkConfig = LinkConfig()
+    acquisition: AcquisitionConfig = AcquisitionConfig()
+    storage: StorageConfig = StorageConfig()
+    instruments: tuple[InstrumentConfig, ...] = ()
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if (self.key is None) == (self.key_file is None):
+            raise ValueError("set exactly one of key or key_file")
+        names = [i.name for i in self.instruments]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"duplicate instrument names: {', '.join(dupes)}")
+        return self
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "outbox.db"
+
+    def station_key(self) -> bytes:
+        if self.key is not None:
+            return self.key.encode()
+        if self.key_file is None:
+            raise ConfigError("set key or key_file")
+        try:
+            text = self.key_file.read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise ConfigError(f"key_file: cannot read {self.key_file}: {exc}") from exc
+        if len(text) < 16:
+            raise ConfigError(f"key_file: key in {self.key_file} is shorter than 16 characters")
+        return text.encode()
+
+
+_PATH_KEYS = {
+    (): ("key_file", "data_dir"),
+    ("broker",): ("password_file", "ca_file", "cert_file", "key_file"),
+}
+
+
+def _resolve_paths(doc: dict[str, Any], base: Path) -> None:
+    for where, keys in _PATH_KEYS.items():
+        section: Any = doc
+        for part in where:
+            section = section.get(part) if isinstance(section, dict) else None
+        if not isinstance(section, dict):
+            continue
+        for key in keys:
+            value = section.get(key)
+            if isinstance(value, str) and value and not Path(value).expanduser().is_absolute():
+                section[key] = str(base / value)
+            elif isinstance(value, str):
+                section[key] = str(Path(value).expanduser())
+
+
+def _format_errors(exc: ValidationError, source: str) -> str:
+    lines = []
+    for err in exc.errors():
+        loc = ""
+        for part in err["loc"]:
+            if isinstance(part, int):
+                loc += f"[{part}]"
+            elif part in ("gold-serial", "enzyme-modbus", "plugin"):
+                continue  # discriminator tag inserted by pydantic
+            else:
+                loc += f".{part}" if loc else str(part)
+        lines.append(f"{loc or '(top level)'}: {err['msg']}")
+    return f"{source}: invalid station config:\n  " + "\n  ".join(lines)
+
+
+def parse_config(doc: dict[str, Any], *, base_dir: Path, source: str = "<config>") -> GatewayConfig:
+    """Validate an already-parsed TOML document; relative paths are taken from `base_dir`."""
+    doc = {k: (dict(v) if isinstance(v, dict) else v) for k, v in doc.items()}
+    _resolve_paths(doc, base_dir)
+    try:
+        return GatewayConfig.model_validate(doc)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, source)) from exc
+
+
+def load_config(path: Path) -> GatewayConfig:
+    """Read and validate a station TOML file; `ConfigError` names the file and the offending key."""
+    try:
+        with path.open("rb") as fh:
+            doc = tomllib.load(fh)
+    except FileNotFoundError as exc:
+        raise ConfigError(f"{path}: no such config file") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc}") from exc
+    return parse_config(doc, base_dir=path.resolve().parent, source=str(path))

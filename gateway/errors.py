@@ -1,0 +1,44 @@
+"""Exceptions of the station gateway.
+
+    GatewayError
+    ├── ConfigError          station TOML or a pushed StationConfig is invalid (message names the key)
+    ├── OutboxError          the SQLite outbox failed
+    │   ├── OutboxCorrupt    integrity check failed / not a database; the file was moved aside, not replaced
+    │   └── OutboxFull       disk or database full (SQLITE_FULL): nothing was written, retry later
+    └── LinkError            the MQTT link cannot be set up (bad broker URL, unreadable TLS/credential files)
+
+Driver failures stay `drivers.errors.DriverError` and are handled by the worker supervisor (instrument
+marked unavailable, reconnect with backoff); they never escape a worker thread.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class GatewayError(Exception):
+    """Base of every error raised by `gateway` (outside `gateway.interpret`)."""
+
+
+class ConfigError(GatewayError):
+    """Invalid station configuration; the message names the offending key."""
+
+
+class OutboxError(GatewayError):
+    """The outbox database failed."""
+
+
+class OutboxCorrupt(OutboxError):
+    """The outbox database is corrupt; it was renamed to `moved_to` and kept for inspection."""
+
+    def __init__(self, message: str, moved_to: Path | None = None) -> None:
+        super().__init__(message)
+        self.moved_to = moved_to
+
+
+class OutboxFull(OutboxError):
+    """The disk (or the configured outbox size cap) is full; the transaction was rolled back."""
+
+
+class LinkError(GatewayError):
+    """The MQTT link cannot be configured."""

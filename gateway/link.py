@@ -1,0 +1,313 @@
+"""MQTT link of the station gateway: drains the outbox to `kj/v1/{station}/result` and applies the
+cloud's application acks and config pushes.
+
+Does:
+- one paho-mqtt 2.x client (MQTT 5 with clean_start=False + session expiry, or 3.1.1 with
+  clean_session=False), QoS 1 everywhere, TLS (CA / client cert) and username/password, automatic
+  reconnect; it starts and keeps running with no network at all.
+- birth `Status` (retained) on every connect and every `status_interval_s`; last will = offline (retained).
+- sender thread: picks due outbox rows in priority order (positives first, then seq), at most
+  `max_unacked` in flight, one result per message when idle and `{"results": [...]}` batches of up to
+  `batch_max` under load, rate-limited to `max_messages_per_s` (so a drain after an outage does not flood
+  the broker). A result is due when never sent by this process, or when `ack_timeout_s` passed without an
+  application ack — even if the broker sent PUBACK, since a broker can accept and still drop. A new
+  connection without a session (broker lost its state) makes everything in flight due at once.
+- ack topic: rows named in `ids`/`seqs` are deleted from the outbox; `rejected` rows move to the
+  outbox's rejected table with the reason. Nothing is deleted on PUBACK.
+- config topic: a retained `StationConfig` is validated and handed to `on_config` (the service applies it
+  atomically); invalid pushes are logged and ignored, keeping the current config.
+
+Does not: build or sign results (the outbox stores them signed), touch instruments, or own the outbox.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from pydantic import ValidationError
+
+from gateway.config import GatewayConfig
+from gateway.errors import ConfigError, GatewayError, LinkError, OutboxError
+from gateway.outbox import Outbox
+from kuaijian_schema.wire import Ack, StationConfig, Status, topic
+
+log = logging.getLogger("gateway.link")
+
+
+class _TokenBucket:
+    def __init__(self, rate: float, clock: Callable[[], float]) -> None:
+        self.rate = rate
+        self.capacity = max(1.0, rate)
+        self.tokens = self.capacity
+        self.clock = clock
+        self.stamp = clock()
+
+    def take(self) -> bool:
+        now = self.clock()
+        self.tokens = min(self.capacity, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class Link:
+    """The MQTT side of the gateway. `start()` never blocks on the network; `stop()` says goodbye."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        outbox: Outbox,
+        *,
+        status: Callable[[], Status],
+        on_config: Callable[[StationConfig], None],
+    ) -> None:
+        self.config = config
+        self.outbox = outbox
+        self._status = status
+        self._on_config = on_config
+        self._station = config.station
+        self._topics = {k: topic(config.station, k) for k in ("result", "ack", "status", "config")}
+        self._lock = threading.Lock()
+        self._inflight: dict[int, float] = {}  # seq → monotonic deadline for the application ack
+        self._connected = threading.Event()
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._client: mqtt.Client | None = None
+        self._bucket = _TokenBucket(config.link.max_messages_per_s, time.monotonic)
+        self._last_status = 0.0
+        self.sent_messages = 0
+        self.sent_results = 0
+        self.acked_results = 0
+
+    # ------------------------------------------------------------------ lifecycle
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    def _make_client(self) -> mqtt.Client:
+        b = self.config.broker
+        client_id = b.client_id or f"kj-gw-{self._station}"
+        if b.protocol == "5":
+            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        else:
+            client = mqtt.Client(
+                CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311, clean_session=False
+            )
+        password = b.resolved_password()
+        if b.username is not None or password is not None:
+            client.username_pw_set(b.username or "", password)
+        if b.tls:
+            for name, path in (("ca_file", b.ca_file), ("cert_file", b.cert_file), ("key_file", b.key_file)):
+                if path is not None and not path.is_file():
+                    raise LinkError(f"broker.{name}: {path} is not a readable file")
+            try:
+                client.tls_set(
+                    ca_certs=None if b.ca_file is None else str(b.ca_file),
+                    certfile=None if b.cert_file is None else str(b.cert_file),
+                    keyfile=None if b.key_file is None else str(b.key_file),
+                    tls_version=ssl.PROTOCOL_TLS_CLIENT,
+                )
+            except (ssl.SSLError, OSError, ValueError) as exc:
+                raise LinkError(f"broker: cannot set up TLS: {exc}") from exc
+        offline = Status(station=self._station, state="offline", at=datetime.now(UTC))
+        client.will_set(self._topics["status"], offline.model_dump_json(), qos=1, retain=True)
+        client.max_inflight_messages_set(max(20, min(1000, self.config.link.max_unacked)))
+        client.reconnect_delay_set(b.reconnect_min_s, b.reconnect_max_s)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        return client
+
+    def start(self) -> None:
+        """Start connecting (in the background) and the sender thread."""
+        b = self.config.broker
+        client = self._make_client()
+        self._client = client
+        if b.protocol == "5":
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = b.session_expiry_s
+            client.connect_async(b.host, b.port, b.keepalive_s, clean_start=False, properties=props)
+        else:
+            client.connect_async(b.host, b.port, b.keepalive_s)
+        client.loop_start()
+        self._thread = threading.Thread(target=self._sender, name="gateway-link-sender", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Publish the offline status (when connected), disconnect and stop the threads."""
+        self._stopping.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        client = self._client
+        if client is None:
+            return
+        if self.connected:
+            offline = Status(station=self._station, state="offline", at=datetime.now(UTC))
+            info = client.publish(self._topics["status"], offline.model_dump_json(), qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout)
+            except (RuntimeError, ValueError) as exc:
+                log.warning("offline status not confirmed: %s", exc)
+        client.disconnect()
+        client.loop_stop()
+        self._connected.clear()
+
+    def wake(self) -> None:
+        """New rows were enqueued: send without waiting for the next tick."""
+        self._wake.set()
+
+    def inflight(self) -> int:
+        with self._lock:
+            return len(self._inflight)
+
+    # ------------------------------------------------------------------ paho callbacks (network thread)
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.ConnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason_code.is_failure:
+            log.warning("broker refused the connection: %s", reason_code)
+            return
+        client.subscribe([(self._topics["ack"], 1), (self._topics["config"], 1)])
+        if not flags.session_present:
+            # The broker has no session for us: whatever was in flight may be gone → send it again now.
+            with self._lock:
+                self._inflight.clear()
+        self._connected.set()
+        log.info("connected to %s (session present: %s)", self.config.broker.url, flags.session_present)
+        self.publish_status()
+        self._wake.set()
+
+    def _on_disconnect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: mqtt.DisconnectFlags,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        self._connected.clear()
+        if not self._stopping.is_set():
+            log.warning("disconnected from broker: %s", reason_code)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        try:
+            if message.topic == self._topics["ack"]:
+                self._handle_ack(bytes(message.payload))
+            elif message.topic == self._topics["config"]:
+                self._handle_config(bytes(message.payload))
+        except (ValidationError, ValueError, GatewayError) as exc:
+            # Never let bad input kill the network thread; an ack lost here is re-earned by a re-send.
+            log.warning("ignored message on %s: %s", message.topic, exc)
+
+    def _handle_ack(self, payload: bytes) -> None:
+        ack = Ack.model_validate_json(payload)
+        outcome = self.outbox.ack(
+            ids=[str(i) for i in ack.ids],
+            seqs=ack.seqs,
+            rejected=[(r.id, r.seq, r.reason) for r in ack.rejected],
+        )
+        with self._lock:
+            for seq in (*outcome.acked, *outcome.rejected, *ack.seqs):
+                self._inflight.pop(seq, None)
+        self.acked_results += len(outcome.acked)
+        for seq in outcome.rejected:
+            log.error("cloud rejected result seq %d (kept in the rejected table)", seq)
+        self._wake.set()
+
+    def _handle_config(self, payload: bytes) -> None:
+        if not payload:
+            return  # retained config cleared: keep what we have
+        try:
+            cfg = StationConfig.model_validate_json(payload)
+        except ValidationError as exc:
+            raise ConfigError(f"pushed station config is invalid, kept the current one: {exc}") from exc
+        self._on_config(cfg)
+
+    # ------------------------------------------------------------------ sending
+    def publish_status(self) -> None:
+        client = self._client
+        if client is None or not self.connected:
+            return
+        try:
+            status = self._status()
+        except OutboxError as exc:
+            log.warning("cannot build status: %s", exc)
+            return
+        client.publish(self._topics["status"], status.model_dump_json(), qos=1, retain=True)
+        self._last_status = time.monotonic()
+
+    def _sender(self) -> None:
+        tick = self.config.link.tick_s
+        while not self._stopping.is_set():
+            self._wake.wait(tick)
+            self._wake.clear()
+            if self._stopping.is_set() or not self.connected:
+                continue
+            if time.monotonic() - self._last_status >= self.config.link.status_interval_s:
+                self.publish_status()
+            try:
+                while self._send_some() and not self._stopping.is_set():
+                    pass
+            except OutboxError as exc:
+                log.warning("outbox read failed, will retry: %s", exc)
+
+    def _due(self, now: float) -> list[int]:
+        link = self.config.link
+        with self._lock:
+            active = {s for s, deadline in self._inflight.items() if deadline > now}
+        window = link.max_unacked - len(active)
+        if window <= 0:
+            return []
+        order = self.outbox.due_order(len(active) + window)
+        return [seq for seq, _prio in order if seq not in active][:window]
+
+    def _send_some(self) -> bool:
+        """Send one message if something is due and the rate allows; True when it sent."""
+        client = self._client
+        if client is None or not self.connected:
+            return False
+        now = time.monotonic()
+        due = self._due(now)
+        if not due:
+            return False
+        if not self._bucket.take():
+            return False
+        batch = due[: self.config.link.batch_max]
+        payloads = self.outbox.payloads(batch)
+        seqs = [s for s in batch if s in payloads]
+        if not seqs:
+            return True  # all acked meanwhile; look again
+        if len(seqs) == 1:
+            body = payloads[seqs[0]].encode()
+        else:
+            body = b'{"results":[' + b",".join(payloads[s].encode() for s in seqs) + b"]}"
+        info = client.publish(self._topics["result"], body, qos=1)
+        if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+            return False
+        deadline = now + self.config.link.ack_timeout_s
+        with self._lock:
+            for s in seqs:
+                self._inflight[s] = deadline
+        self.sent_messages += 1
+        self.sent_results += len(seqs)
+        return True

@@ -1,0 +1,511 @@
+"""Durable store-and-forward outbox of the station gateway (SQLite, WAL, synchronous=FULL).
+
+Does: in ONE transaction per batch of instrument records, allocate the persistent per-station `seq`,
+give each result its UUIDv7 id, sign it, store it, remember its unique key (instrument, epoch,
+record no, line) and advance the instrument's cursor — so a crash anywhere re-reads at most the records
+after the cursor, and a re-read is a no-op. Rows are keyed by seq / result id (never by time) and leave
+the outbox ONLY on the cloud's application ack; rejected rows move to the `rejected` table with the
+reason. Also stores the cloud-pushed station config with its version. Schema changes are named,
+recorded, transactional migrations (`MIGRATIONS`, table `schema_migrations`).
+
+Failure handling: `PRAGMA quick_check` at open; a corrupt file is renamed aside (never replaced or
+deleted) and `OutboxCorrupt` raised; the seq high-water mark is salvaged from it when possible so a new
+outbox never reuses a seq. SQLITE_FULL (disk full or `max_db_bytes` reached) → `OutboxFull` after a
+rollback: nothing half-written, the caller retries later.
+
+Does not: talk MQTT, read instruments or interpret signals. Thread-safe (one connection, one lock).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gateway.errors import OutboxCorrupt, OutboxError, OutboxFull
+from kuaijian_schema.wire import canonical_json, new_result_id
+
+SQLITE_FULL = 13
+SQLITE_CORRUPT = 11
+SQLITE_NOTADB = 26
+SEQ_FLOOR_SUFFIX = ".seq-floor"
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    name: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        "0001_initial",
+        (
+            "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+            "INSERT INTO counters (name, value) VALUES ('seq', 0), ('enqueued', 0), ('acked', 0), "
+            "('rejected', 0)",
+            # enqueued_at (unix s) is for reporting the oldest unsent age only; nothing is keyed on it.
+            "CREATE TABLE outbox (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, instrument TEXT NOT NULL,"
+            " priority INTEGER NOT NULL, enqueued_at REAL NOT NULL, payload TEXT NOT NULL)",
+            "CREATE INDEX outbox_by_priority ON outbox (priority DESC, seq)",
+            "CREATE TABLE records (instrument TEXT NOT NULL, epoch INTEGER NOT NULL, record_no INTEGER NOT"
+            " NULL, line TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL,"
+            " PRIMARY KEY (instrument, epoch, record_no, line)) WITHOUT ROWID",
+            "CREATE TABLE cursors (instrument TEXT PRIMARY KEY, epoch INTEGER NOT NULL,"
+            " last_record INTEGER NOT NULL, updated_at REAL NOT NULL)",
+            "CREATE TABLE rejected (seq INTEGER PRIMARY KEY, id TEXT NOT NULL, reason TEXT NOT NULL,"
+            " rejected_at REAL NOT NULL, payload TEXT NOT NULL)",
+            "CREATE TABLE configs (version TEXT PRIMARY KEY, doc TEXT NOT NULL, applied_at REAL NOT NULL)",
+            "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        ),
+    ),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """One result to enqueue: its line key within the record, send priority, and body.
+
+    `body` holds every `kuaijian_schema.Result` field except `id`, `seq` and `sig`, which the outbox adds.
+    """
+
+    line: str
+    priority: int
+    body: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class RecordDrafts:
+    """All results of one instrument record (they are committed together)."""
+
+    record_no: int
+    drafts: tuple[Draft, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    seq: int
+    id: str
+    priority: int
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Last record persisted from an instrument; `epoch` grows when its record counter restarts."""
+
+    epoch: int
+    last_record: int
+
+
+@dataclass(frozen=True, slots=True)
+class AckOutcome:
+    acked: tuple[int, ...]  # seqs deleted now
+    rejected: tuple[int, ...]  # seqs moved to the rejected table now
+    unknown: int  # ack entries matching no outbox row (already acked: redelivered ack)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    depth: int
+    oldest_enqueued_at: float | None
+    last_seq: int
+    enqueued_total: int
+    acked_total: int
+    rejected_total: int
+    config_version: str | None
+
+    def oldest_age_s(self, now: float | None = None) -> float | None:
+        if self.oldest_enqueued_at is None:
+            return None
+        return max(0.0, (time.time() if now is None else now) - self.oldest_enqueued_at)
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedRow:
+    seq: int
+    id: str
+    reason: str
+    rejected_at: float
+
+
+def _code(exc: sqlite3.Error) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return None if code is None else int(code) & 0xFF  # primary result code of an extended one
+
+
+def _translate(exc: sqlite3.Error, what: str) -> OutboxError:
+    code = _code(exc)
+    if code == SQLITE_FULL:
+        return OutboxFull(f"outbox full while {what}: {exc} (free disk space or raise storage.max_db_mb)")
+    if code in (SQLITE_CORRUPT, SQLITE_NOTADB):
+        return OutboxCorrupt(f"outbox database corrupt while {what}: {exc}")
+    return OutboxError(f"outbox failure while {what}: {exc}")
+
+
+class Outbox:
+    """The outbox database. Create with `Outbox.open(path)`; close with `close()`."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+        self._conn = conn
+        self._lock = threading.RLock()
+        self.path = path
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def open(cls, path: Path, *, max_db_bytes: int | None = None, check: bool = True) -> Outbox:
+        """Open (creating if needed) and migrate the outbox at `path`.
+
+        Raises `OutboxCorrupt` (after renaming the file aside) when the integrity check fails.
+        """
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fresh = not path.exists()
+        try:
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+        except sqlite3.Error as exc:
+            raise OutboxError(f"cannot open outbox {path}: {exc}") from exc
+        try:
+            _prepare(conn, path, check=check and not fresh, max_db_bytes=max_db_bytes)
+            box = cls(conn, path)
+            box._migrate(seq_floor=_read_seq_floor(path) if fresh else None)
+        except _CorruptFound as exc:
+            conn.close()
+            raise _move_aside(path, str(exc)) from exc
+        except sqlite3.Error as exc:
+            conn.close()
+            if _code(exc) in (SQLITE_CORRUPT, SQLITE_NOTADB):
+                raise _move_aside(path, str(exc)) from exc
+            raise _translate(exc, "opening") from exc
+        except BaseException:
+            conn.close()
+            raise
+        return box
+
+    def close(self) -> None:
+        with self._lock:
+            self._conn.close()
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextlib.contextmanager
+    def _tx(self, what: str) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            conn = self._conn
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                yield conn
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise _translate(exc, what) from exc
+            except BaseException:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+
+    def _read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            try:
+                return self._conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise _translate(exc, "reading") from exc
+
+    def _migrate(self, seq_floor: int | None) -> None:
+        with self._tx("migrating") as conn:
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+            )
+            done = {r[0] for r in conn.execute("SELECT name FROM schema_migrations")}
+            for mig in MIGRATIONS:
+                if mig.name in done:
+                    continue
+                for stmt in mig.statements:
+                    conn.execute(stmt)
+                conn.execute(
+                    "INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)",
+                    (mig.name, datetime.now(UTC).isoformat()),
+                )
+            if seq_floor is not None:
+                conn.execute("UPDATE counters SET value = MAX(value, ?) WHERE name = 'seq'", (seq_floor,))
+
+    def applied_migrations(self) -> list[str]:
+        return [r[0] for r in self._read("SELECT name FROM schema_migrations ORDER BY name")]
+
+    # ------------------------------------------------------------------ acquisition side
+    def cursor(self, instrument: str) -> Cursor | None:
+        rows = self._read("SELECT epoch, last_record FROM cursors WHERE instrument = ?", (instrument,))
+        return Cursor(int(rows[0][0]), int(rows[0][1])) if rows else None
+
+    def set_cursor(self, instrument: str, cursor: Cursor) -> None:
+        """Set an instrument's cursor (first sight with start_from=latest, or a new epoch)."""
+        with self._tx("setting a cursor") as conn:
+            conn.execute(
+                "INSERT INTO cursors (instrument, epoch, last_record, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (instrument) DO UPDATE SET epoch = excluded.epoch, "
+                "last_record = excluded.last_record, updated_at = excluded.updated_at",
+                (instrument, cursor.epoch, cursor.last_record, time.time()),
+            )
+
+    def enqueue(
+        self,
+        instrument: str,
+        epoch: int,
+        records: Sequence[RecordDrafts],
+        sign: Callable[[dict[str, Any]], str],
+    ) -> list[Enqueued]:
+        """Persist every result of `records` and advance the cursor, all in one transaction.
+
+        Results whose key (instrument, epoch, record_no, line) is already known are skipped (a re-read
+        after a crash). Returns the newly enqueued rows.
+        """
+        if not records:
+            return []
+        out: list[Enqueued] = []
+        now = time.time()
+        with self._tx("enqueueing results") as conn:
+            seq = int(conn.execute("SELECT value FROM counters WHERE name = 'seq'").fetchone()[0])
+            for rec in records:
+                for draft in rec.drafts:
+                    key = (instrument, epoch, rec.record_no, draft.line)
+                    if conn.execute(
+                        "SELECT 1 FROM records WHERE instrument = ? AND epoch = ? AND record_no = ? "
+                        "AND line = ?",
+                        key,
+                    ).fetchone():
+                        continue
+                    seq += 1
+                    rid = str(new_result_id())
+                    doc = dict(draft.body)
+                    doc["id"] = rid
+                    doc["seq"] = seq
+                    doc["sig"] = sign(doc)
+                    conn.execute(
+                        "INSERT INTO outbox (seq, id, instrument, priority, enqueued_at, payload) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        (seq, rid, instrument, draft.priority, now, canonical_json(doc).decode()),
+                    )
+                    conn.execute(
+                        "INSERT INTO records (instrument, epoch, record_no, line, seq, id) "
+                        "VALUES (?, ?, ?, ?, ?, ?)",
+                        (*key, seq, rid),
+                    )
+                    out.append(Enqueued(seq, rid, draft.priority))
+            last = max(r.record_no for r in records)
+            conn.execute("UPDATE counters SET value = ? WHERE name = 'seq'", (seq,))
+            conn.execute("UPDATE counters SET value = value + ? WHERE name = 'enqueued'", (len(out),))
+            conn.execute(
+                "INSERT INTO cursors (instrument, epoch, last_record, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (instrument) DO UPDATE SET last_record = MAX(last_record, excluded.last_record),"
+                " updated_at = excluded.updated_at WHERE epoch = excluded.epoch",
+                (instrument, epoch, last, now),
+            )
+        return out
+
+    # ------------------------------------------------------------------ delivery side
+    def due_order(self, limit: int) -> list[tuple[int, int]]:
+        """(seq, priority) of up to `limit` outbox rows in send order: priority first, then seq."""
+        rows = self._read("SELECT seq, priority FROM outbox ORDER BY priority DESC, seq LIMIT ?", (limit,))
+        return [(int(s), int(p)) for s, p in rows]
+
+    def payloads(self, seqs: Sequence[int]) -> dict[int, str]:
+        """Stored signed JSON of the given seqs (missing ones were acked meanwhile)."""
+        out: dict[int, str] = {}
+        for i in range(0, len(seqs), 500):
+            chunk = list(seqs[i : i + 500])
+            marks = ",".join("?" * len(chunk))
+            for seq, payload in self._read(f"SELECT seq, payload FROM outbox WHERE seq IN ({marks})", chunk):  # noqa: S608
+                out[int(seq)] = str(payload)
+        return out
+
+    def ack(
+        self,
+        ids: Iterable[str] = (),
+        seqs: Iterable[int] = (),
+        rejected: Iterable[tuple[str, int | None, str]] = (),
+    ) -> AckOutcome:
+        """Apply an application ack: delete acked rows; move rejected (id, seq, reason) rows aside."""
+        acked: list[int] = []
+        moved: list[int] = []
+        unknown = 0
+        now = time.time()
+        with self._tx("applying an ack") as conn:
+            for rid in ids:
+                row = conn.execute("DELETE FROM outbox WHERE id = ? RETURNING seq", (str(rid),)).fetchone()
+                if row:
+                    acked.append(int(row[0]))
+                else:
+                    unknown += 1
+            for seq in seqs:
+                row = conn.execute("DELETE FROM outbox WHERE seq = ? RETURNING seq", (int(seq),)).fetchone()
+                if row:
+                    acked.append(int(row[0]))
+                else:
+                    unknown += 1
+            for rid, maybe_seq, reason in rejected:
+                row = conn.execute(
+                    "DELETE FROM outbox WHERE id = ? OR seq = ? RETURNING seq, id, payload",
+                    (str(rid), -1 if maybe_seq is None else int(maybe_seq)),
+                ).fetchone()
+                if not row:
+                    unknown += 1
+                    continue
+                conn.execute(
+                    "INSERT OR REPLACE INTO rejected (seq, id, reason, rejected_at, payload) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    (int(row[0]), str(row[1]), reason, now, str(row[2])),
+                )
+                moved.append(int(row[0]))
+            conn.execute("UPDATE counters SET value = value + ? WHERE name = 'acked'", (len(acked),))
+            conn.execute("UPDATE counters SET value = value + ? WHERE name = 'rejected'", (len(moved),))
+        return AckOutcome(tuple(acked), tuple(moved), unknown)
+
+    def rejected_rows(self, limit: int = 100) -> list[RejectedRow]:
+        rows = self._read(
+            "SELECT seq, id, reason, rejected_at FROM rejected ORDER BY seq DESC LIMIT ?", (limit,)
+        )
+        return [RejectedRow(int(a), str(b), str(c), float(d)) for a, b, c, d in rows]
+
+    def stats(self) -> OutboxStats:
+        with self._lock:
+            counters = dict(self._read("SELECT name, value FROM counters"))
+            depth, oldest = self._read("SELECT COUNT(*), MIN(enqueued_at) FROM outbox")[0]
+            version = self._read("SELECT value FROM settings WHERE name = 'config_version'")
+        return OutboxStats(
+            depth=int(depth),
+            oldest_enqueued_at=None if oldest is None else float(oldest),
+            last_seq=int(counters["seq"]),
+            enqueued_total=int(counters["enqueued"]),
+            acked_total=int(counters["acked"]),
+            rejected_total=int(counters["rejected"]),
+            config_version=str(version[0][0]) if version else None,
+        )
+
+    def cursors(self) -> dict[str, Cursor]:
+        rows = self._read("SELECT instrument, epoch, last_record FROM cursors ORDER BY instrument")
+        return {str(i): Cursor(int(e), int(n)) for i, e, n in rows}
+
+    # ------------------------------------------------------------------ pushed config
+    def store_config(self, version: str, doc: dict[str, Any]) -> bool:
+        """Record `doc` as the current config `version` atomically; False when already current."""
+        with self._tx("storing the station config") as conn:
+            row = conn.execute("SELECT value FROM settings WHERE name = 'config_version'").fetchone()
+            if row and row[0] == version:
+                return False
+            conn.execute(
+                "INSERT OR REPLACE INTO configs (version, doc, applied_at) VALUES (?, ?, ?)",
+                (version, json.dumps(doc, ensure_ascii=False, sort_keys=True), time.time()),
+            )
+            conn.execute(
+                "INSERT OR REPLACE INTO settings (name, value) VALUES ('config_version', ?)", (version,)
+            )
+        return True
+
+    def current_config(self) -> tuple[str, dict[str, Any]] | None:
+        rows = self._read(
+            "SELECT c.version, c.doc FROM settings s JOIN configs c ON c.version = s.value "
+            "WHERE s.name = 'config_version'"
+        )
+        if not rows:
+            return None
+        doc = json.loads(rows[0][1])
+        if not isinstance(doc, dict):
+            raise OutboxCorrupt(f"stored config {rows[0][0]} is not an object")
+        return str(rows[0][0]), doc
+
+
+class _CorruptFound(Exception):
+    """Internal: quick_check reported problems."""
+
+
+def _prepare(conn: sqlite3.Connection, path: Path, *, check: bool, max_db_bytes: int | None) -> None:
+    conn.execute("PRAGMA busy_timeout = 10000")
+    if check:
+        rows = conn.execute("PRAGMA quick_check").fetchall()
+        if rows != [("ok",)]:
+            raise _CorruptFound("; ".join(str(r[0]) for r in rows[:5]))
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+    if mode is None or str(mode[0]).lower() != "wal":
+        raise OutboxError(f"cannot switch {path} to WAL journal mode (got {mode})")
+    conn.execute("PRAGMA synchronous = FULL")
+    if max_db_bytes is not None:
+        page = int(conn.execute("PRAGMA page_size").fetchone()[0])
+        conn.execute(f"PRAGMA max_page_count = {max(16, max_db_bytes // page)}")
+
+
+def _salvage_seq(path: Path) -> int | None:
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1.0)
+    except sqlite3.Error:
+        return None
+    best: int | None = None
+    try:
+        for sql in (
+            "SELECT value FROM counters WHERE name = 'seq'",
+            "SELECT MAX(seq) FROM outbox",
+            "SELECT MAX(seq) FROM records",
+            "SELECT MAX(seq) FROM rejected",
+        ):
+            try:
+                row = conn.execute(sql).fetchone()
+            except sqlite3.Error:
+                continue
+            if row and row[0] is not None:
+                best = max(best or 0, int(row[0]))
+    finally:
+        conn.close()
+    return best
+
+
+def _read_seq_floor(path: Path) -> int | None:
+    floor_file = path.with_name(path.name + SEQ_FLOOR_SUFFIX)
+    try:
+        return int(floor_file.read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def _move_aside(path: Path, detail: str) -> OutboxCorrupt:
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    n = 1
+    while target.exists():
+        target = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+        n += 1
+    try:
+        path.rename(target)
+        for suffix in ("-wal", "-shm"):
+            side = path.with_name(path.name + suffix)
+            if side.exists():
+                side.rename(target.with_name(target.name + suffix))
+    except OSError as exc:
+        return OutboxCorrupt(
+            f"outbox {path} is corrupt ({detail}) and could not be moved aside: {exc}; "
+            "the gateway refuses to start over it"
+        )
+    salvaged = _salvage_seq(target)
+    # Without a salvaged high-water mark, continue from a clock-derived floor (ms since epoch): far above
+    # any seq a station can have used, so a seq is never reused.
+    floor = salvaged if salvaged is not None else int(time.time() * 1000)
+    floor_file = path.with_name(path.name + SEQ_FLOOR_SUFFIX)
+    with contextlib.suppress(OSError):
+        floor_file.write_text(f"{floor}\n")
+    how = "salvaged from it" if salvaged is not None else "could not be salvaged; using a clock floor"
+    return OutboxCorrupt(
+        f"outbox {path} is corrupt ({detail}); it was moved to {target} and kept for inspection. "
+        f"Un-sent results in it must be recovered by hand. A new outbox will be created on the next "
+        f"start; seq numbering continues above {floor} ({how}).",
+        moved_to=target,
+    )

@@ -1,0 +1,217 @@
+"""Outbox: one-transaction enqueue with seq + cursor, keyed acks, rejections, migrations, corruption,
+disk full, and a stateful property test over enqueue / ack / crash (reopen)."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, settings
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
+
+from gateway.errors import OutboxCorrupt, OutboxFull
+from gateway.outbox import MIGRATIONS, Cursor, Draft, Outbox, RecordDrafts
+from kuaijian_schema.wire import sign_payload, verify_payload
+
+KEY = b"0123456789abcdef-station-key"
+
+
+def _sign(doc: dict[str, Any]) -> str:
+    return sign_payload(doc, KEY)
+
+
+def _record(n: int, lines: int = 1, verdict: str = "negative") -> RecordDrafts:
+    return RecordDrafts(
+        n,
+        tuple(
+            Draft(line=f"ch0/{k}", priority=2 if verdict == "positive" else 0, body={"n": n, "k": k})
+            for k in range(lines)
+        ),
+    )
+
+
+def test_enqueue_assigns_seq_signs_and_advances_cursor(tmp_path: Path) -> None:
+    with Outbox.open(tmp_path / "o.db") as box:
+        out = box.enqueue("gold-serial:G1", 0, [_record(1, 2), _record(2)], _sign)
+        assert [e.seq for e in out] == [1, 2, 3]
+        assert len({e.id for e in out}) == 3
+        assert box.cursor("gold-serial:G1") == Cursor(0, 2)
+        payloads = box.payloads([1, 2, 3])
+        docs = [json.loads(payloads[s]) for s in (1, 2, 3)]
+        assert all(verify_payload(d, KEY) for d in docs)
+        assert [d["seq"] for d in docs] == [1, 2, 3]
+        assert box.stats().depth == 3
+        assert box.applied_migrations() == [m.name for m in MIGRATIONS]
+        conn = sqlite3.connect(tmp_path / "o.db")
+        assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        conn.close()
+
+
+def test_reread_after_crash_is_a_noop(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    with Outbox.open(path) as box:
+        box.enqueue("i", 0, [_record(1, 3)], _sign)
+    with Outbox.open(path) as box:  # "crash" before the worker saw the cursor: it re-reads record 1
+        again = box.enqueue("i", 0, [_record(1, 3), _record(2)], _sign)
+        assert [e.seq for e in again] == [4]
+        assert box.stats().enqueued_total == 4
+
+
+def test_ack_by_id_and_seq_and_rejection(tmp_path: Path) -> None:
+    with Outbox.open(tmp_path / "o.db") as box:
+        out = box.enqueue("i", 0, [_record(n) for n in range(1, 6)], _sign)
+        res = box.ack(ids=[out[0].id], seqs=[out[1].seq])
+        assert sorted(res.acked) == [1, 2]
+        res = box.ack(ids=[out[0].id])  # redelivered ack: no-op
+        assert res.acked == ()
+        assert res.unknown == 1
+        res = box.ack(rejected=[(out[2].id, None, "bad signature")])
+        assert res.rejected == (3,)
+        rows = box.rejected_rows()
+        assert [(r.seq, r.reason) for r in rows] == [(3, "bad signature")]
+        st_ = box.stats()
+        assert (st_.depth, st_.acked_total, st_.rejected_total, st_.last_seq) == (2, 2, 1, 5)
+
+
+def test_priority_order_positives_first(tmp_path: Path) -> None:
+    with Outbox.open(tmp_path / "o.db") as box:
+        box.enqueue("i", 0, [_record(1), _record(2, verdict="positive"), _record(3)], _sign)
+        assert [s for s, _ in box.due_order(10)] == [2, 1, 3]
+
+
+def test_config_is_stored_with_version(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    with Outbox.open(path) as box:
+        assert box.current_config() is None
+        assert box.store_config("7", {"version": "7"})
+        assert not box.store_config("7", {"version": "7"})
+    with Outbox.open(path) as box:
+        assert box.current_config() == ("7", {"version": "7"})
+        assert box.stats().config_version == "7"
+
+
+def test_corrupt_file_is_moved_aside_and_seq_continues(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    with Outbox.open(path) as box:
+        box.enqueue("i", 0, [_record(n) for n in range(1, 40)], _sign)
+    # Overwrite the middle of the file: pages become garbage.
+    data = bytearray(path.read_bytes())
+    assert len(data) > 8192
+    data[4096:8192] = b"\xa5" * 4096
+    path.write_bytes(bytes(data))
+    with pytest.raises(OutboxCorrupt) as info:
+        Outbox.open(path)
+    moved = info.value.moved_to
+    assert moved is not None
+    assert moved.exists(), "the corrupt file must be kept"
+    assert "moved to" in str(info.value)
+    assert not path.exists()
+    with Outbox.open(path) as box:  # a new outbox never reuses a seq
+        out = box.enqueue("i", 0, [_record(100)], _sign)
+        assert out[0].seq > 39
+
+
+def test_not_a_database_is_moved_aside(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    path.write_bytes(b"this is not sqlite at all" * 100)
+    with pytest.raises(OutboxCorrupt, match="corrupt"):
+        Outbox.open(path)
+    assert info_files(tmp_path)
+
+
+def info_files(d: Path) -> list[Path]:
+    return sorted(p for p in d.iterdir() if ".corrupt-" in p.name)
+
+
+def test_disk_full_rolls_back_and_keeps_cursor(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    with Outbox.open(path, max_db_bytes=64 * 1024) as box:
+        big = {"blob": "x" * 3000}
+        n = 0
+        full: OutboxFull | None = None
+        for n in range(1, 1000):  # until the cap is hit
+            try:
+                box.enqueue("i", 0, [RecordDrafts(n, (Draft("l", 0, big),))], _sign)
+            except OutboxFull as exc:
+                full = exc
+                break
+        assert full is not None, "the 64 KiB cap was never reached"
+        assert "full" in str(full)
+        before = box.stats()
+        assert box.cursor("i") == Cursor(0, n - 1), "the failed record must not advance the cursor"
+        assert before.last_seq == n - 1 == before.depth
+        # space returns (acks delete rows) → the same record goes in
+        box.ack(seqs=range(1, n))
+        out = box.enqueue("i", 0, [RecordDrafts(n, (Draft("l", 0, big),))], _sign)
+        assert out[0].seq == n
+
+
+class OutboxMachine(RuleBasedStateMachine):
+    """Any interleaving of enqueue / ack / crash+reopen loses nothing and never reuses a seq."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        import tempfile
+
+        self.dir = tempfile.TemporaryDirectory()
+        self.path = Path(self.dir.name) / "o.db"
+        self.box = Outbox.open(self.path)
+        self.next_record = 1
+        self.issued: dict[int, str] = {}  # seq → id, everything ever enqueued
+        self.pending: set[int] = set()
+        self.acked: set[int] = set()
+
+    def teardown(self) -> None:
+        self.box.close()
+        self.dir.cleanup()
+
+    @rule(lines=st.integers(1, 3), records=st.integers(1, 3), reread=st.booleans())
+    def enqueue(self, lines: int, records: int, reread: bool) -> None:
+        start = self.next_record - 1 if reread and self.next_record > 1 else self.next_record
+        recs = [_record(n, lines) for n in range(start, self.next_record + records)]
+        out = self.box.enqueue("inst", 0, recs, _sign)
+        for e in out:
+            assert e.seq not in self.issued, f"seq {e.seq} reused"
+            assert all(e.seq > s for s in self.issued), "seq not strictly increasing"
+            self.issued[e.seq] = e.id
+            self.pending.add(e.seq)
+        self.next_record += records
+
+    @precondition(lambda self: bool(self.pending))
+    @rule(data=st.data(), by_id=st.booleans())
+    def ack(self, data: st.DataObject, by_id: bool) -> None:
+        chosen = data.draw(st.sets(st.sampled_from(sorted(self.pending | self.acked)), min_size=1))
+        if by_id:
+            res = self.box.ack(ids=[self.issued[s] for s in chosen])
+        else:
+            res = self.box.ack(seqs=sorted(chosen))
+        assert set(res.acked) == chosen & self.pending
+        self.pending -= chosen
+        self.acked |= chosen
+
+    @rule()
+    def crash_and_reopen(self) -> None:
+        # Abandon the connection without closing it cleanly (as a killed process would), then reopen.
+        self.box.close()
+        self.box = Outbox.open(self.path)
+
+    @invariant()
+    def nothing_lost(self) -> None:
+        in_box = {s for s, _ in self.box.due_order(10_000)}
+        assert in_box == self.pending, "outbox rows differ from un-acked results"
+        st_ = self.box.stats()
+        assert st_.enqueued_total == len(self.issued)
+        assert st_.acked_total == len(self.acked)
+        assert st_.last_seq == max(self.issued, default=0)
+        cur = self.box.cursor("inst")
+        assert (cur.last_record if cur else 0) == self.next_record - 1
+
+
+TestOutboxMachine = OutboxMachine.TestCase
+TestOutboxMachine.settings = settings(
+    max_examples=40, stateful_step_count=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+)
