@@ -59,7 +59,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        from cloud.services import Services  # noqa: PLC0415 - heavy (paho) import only when serving
+        from cloud.services import Services  # heavy (paho) import only when serving
 
         db = await asyncio.to_thread(open_db, cfg.db_path)
         db.close()

@@ -23,7 +23,7 @@ from cloud.errors import Conflict, Invalid, NotFound
 
 Role = Literal["admin", "county", "town", "village", "station"]
 ROLES: tuple[Role, ...] = get_args(Role)
-TOKEN_PREFIX = "kjc_"
+TOKEN_PREFIX = "kjc_"  # noqa: S105 - a prefix, not a secret
 
 
 @dataclass(frozen=True)
@@ -50,7 +50,7 @@ class User:
         if self.is_admin:
             return "1=1", []
         return (
-            f"{node_column} IN (SELECT id FROM grid_nodes WHERE path LIKE ? ESCAPE '\\')",
+            f"{node_column} IN (SELECT id FROM grid_nodes WHERE path LIKE ? ESCAPE '\\')",  # noqa: S608
             [_like_prefix(self.node_path)],
         )
 
@@ -63,9 +63,7 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_user(
-    db: sqlite_utils.Database, name: str, role: str, node_code: str | None, now: datetime
-) -> str:
+def create_user(db: sqlite_utils.Database, name: str, role: str, node_code: str | None, now: datetime) -> str:
     """Create a user scoped to grid node `node_code` (None for admin) and return its bearer token.
 
     The role must match the node's level (a town officer sits on a town node). Raises Invalid,

@@ -1,12 +1,12 @@
 """Exceptions of the cloud package. Routes translate them to HTTP errors; nothing else raises HTTPException.
 
-    CloudError
-    ├── NotFound            a thing does not exist, or is outside the caller's scope (→ 404)
-    ├── Forbidden           the caller's role may not do this (→ 403)
-    ├── Invalid             input is well-formed but not acceptable (→ 422 / CLI exit 2)
-    │   └── GridImportError a grid CSV row is wrong (carries the line number)
-    ├── Conflict            the request conflicts with current state (→ 409)
-    └── MigrationError      the database schema cannot be brought up to date
+CloudError
+├── NotFound            a thing does not exist, or is outside the caller's scope (→ 404)
+├── Forbidden           the caller's role may not do this (→ 403)
+├── Invalid             input is well-formed but not acceptable (→ 422 / CLI exit 2)
+│   └── GridImportError a grid CSV row is wrong (carries the line number)
+├── Conflict            the request conflicts with current state (→ 409)
+└── MigrationError      the database schema cannot be brought up to date
 """
 
 from __future__ import annotations

@@ -1,0 +1,338 @@
+"""Cases: a positive (or repeated-suspect) result opens a case at its station; people act on it;
+the scheduler reminds and escalates. Every change is an audited row in ``case_actions``.
+
+Lifecycle:  report (申报, automatic) → assign (交办) → remind (催办, automatic near/after the deadline, or
+by hand) → feedback (反馈: retest result, product held/destroyed, lab confirmation) → close.
+Each level has a deadline (Settings.case_deadline_hours). When an unresolved case's deadline passes,
+`tick` records an overdue reminder and escalates it one level up (station → village → town → county,
+逐级上报) with that level's deadline; at county it is reminded once as overdue and stays there.
+
+Opening rules (`on_result`, called by ingest inside its batch transaction):
+- positive → a case, unless an unclosed case already exists for the same station+product+analyte, in
+  which case the result is reported on that case;
+- suspect → a case when it is the Nth suspect (Settings.suspect_threshold, default 2) for the same
+  station+product+analyte measured within Settings.suspect_window_days (default 7) — suspects that
+  precede the last closed case of that key are not counted again.
+
+Who may act: anyone who sees the case (its station is in their subtree) may add feedback or a note;
+assign / remind / close need the case's current responsible node in the caller's subtree (else Forbidden).
+
+Does not: HTTP, or time: `now` is always passed in (the app's Clock), so tests control time.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Literal
+
+import sqlite_utils
+
+from cloud.auth import User
+from cloud.db import transaction
+from cloud.errors import Conflict, Forbidden, Invalid, NotFound
+from cloud.grid import PARENT_LEVEL, node_by_id
+from cloud.settings import Settings
+
+ActionName = Literal["assign", "remind", "feedback", "close", "note"]
+FeedbackKind = Literal[
+    "retest_negative", "retest_positive", "product_held", "product_destroyed", "lab_confirmed", "lab_negative"
+]
+SYSTEM = "system"
+
+CASE_COLUMNS = (
+    "id, station, origin_node_id, node_id, level, status, reason, result_id, product, analyte, opened_at,"
+    " deadline, assignee, closed_at, escalations, reminded, updated_at"
+)
+
+
+@dataclass(frozen=True)
+class NewResult:
+    """What case rules need from a freshly stored result."""
+
+    id: str
+    station: str
+    node_id: int
+    product: str
+    analyte: str
+    verdict: str
+    measured_at: datetime
+
+
+@dataclass(frozen=True)
+class TickReport:
+    reminded: int
+    escalated: int
+
+
+def _record(
+    db: sqlite_utils.Database,
+    case_id: int,
+    at: datetime,
+    actor: str,
+    action: str,
+    note: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> None:
+    db.execute(
+        "INSERT INTO case_actions (case_id, at, actor, action, note, data_json) VALUES (?, ?, ?, ?, ?, ?)",
+        [
+            case_id,
+            at.isoformat(),
+            actor,
+            action,
+            note,
+            None if data is None else json.dumps(data, ensure_ascii=False),
+        ],
+    )
+
+
+def _open_case_for_key(db: sqlite_utils.Database, station: str, product: str, analyte: str) -> int | None:
+    row = db.execute(
+        "SELECT id FROM cases WHERE station = ? AND product = ? AND analyte = ? AND status != 'closed'"
+        " ORDER BY id DESC LIMIT 1",
+        [station, product, analyte],
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
+def on_result(db: sqlite_utils.Database, result: NewResult, settings: Settings, now: datetime) -> int | None:
+    """Apply the opening rules to a newly stored result; returns the case id it opened or joined."""
+    if result.verdict not in ("positive", "suspect"):
+        return None
+    with transaction(db):
+        existing = _open_case_for_key(db, result.station, result.product, result.analyte)
+        if result.verdict == "suspect":
+            since = result.measured_at - timedelta(days=settings.suspect_window_days)
+            last_closed = db.execute(
+                "SELECT MAX(closed_at) FROM cases WHERE station = ? AND product = ? AND analyte = ?"
+                " AND status = 'closed'",
+                [result.station, result.product, result.analyte],
+            ).fetchone()[0]
+            count = db.execute(
+                "SELECT COUNT(*) FROM results WHERE station = ? AND product = ? AND analyte = ?"
+                " AND verdict = 'suspect' AND measured_at >= ? AND measured_at <= ?"
+                " AND (? IS NULL OR received_at > ?)",
+                [
+                    result.station,
+                    result.product,
+                    result.analyte,
+                    since.isoformat(),
+                    result.measured_at.isoformat(),
+                    last_closed,
+                    last_closed,
+                ],
+            ).fetchone()[0]
+            if count < settings.suspect_threshold:
+                return None
+        data = {"result_id": result.id, "verdict": result.verdict}
+        if existing is not None:
+            _record(db, existing, now, SYSTEM, "report", f"further {result.verdict} result {result.id}", data)
+            db.execute("UPDATE cases SET updated_at = ? WHERE id = ?", [now.isoformat(), existing])
+            return existing
+        reason = "positive" if result.verdict == "positive" else "repeated_suspect"
+        deadline = now + timedelta(hours=settings.deadline_hours("station"))
+        cur = db.execute(
+            "INSERT INTO cases (station, origin_node_id, node_id, level, status, reason, result_id, product,"
+            " analyte, opened_at, deadline, updated_at) VALUES (?, ?, ?, 'station', 'open', ?, ?, ?, ?, ?, ?, ?)",
+            [
+                result.station,
+                result.node_id,
+                result.node_id,
+                reason,
+                result.id,
+                result.product,
+                result.analyte,
+                now.isoformat(),
+                deadline.isoformat(),
+                now.isoformat(),
+            ],
+        )
+        case_id = int(cur.lastrowid or 0)
+        note = (
+            f"automatic: positive {result.analyte} in {result.product}"
+            if reason == "positive"
+            else f"automatic: {settings.suspect_threshold} suspect {result.analyte} results in {result.product}"
+            f" within {settings.suspect_window_days:g} days"
+        )
+        _record(db, case_id, now, SYSTEM, "report", note, {**data, "deadline": deadline.isoformat()})
+        return case_id
+
+
+def tick(db: sqlite_utils.Database, now: datetime, settings: Settings) -> TickReport:
+    """Remind cases nearing their deadline, remind + escalate overdue ones. Idempotent for a given `now`."""
+    reminded = escalated = 0
+    near = timedelta(hours=settings.remind_before_hours)
+    with transaction(db):
+        rows = db.execute(
+            "SELECT id, node_id, level, deadline, reminded FROM cases WHERE status != 'closed'"
+            " AND deadline <= ? ORDER BY id",
+            [(now + near).isoformat()],
+        ).fetchall()
+        for case_id, node_id, level, deadline_s, was_reminded in rows:
+            deadline = datetime.fromisoformat(deadline_s)
+            if now < deadline:
+                if was_reminded == "none":
+                    _record(
+                        db,
+                        case_id,
+                        now,
+                        SYSTEM,
+                        "remind",
+                        "deadline approaching",
+                        {"kind": "near", "deadline": deadline_s},
+                    )
+                    db.execute(
+                        "UPDATE cases SET reminded = 'near', updated_at = ? WHERE id = ?",
+                        [now.isoformat(), case_id],
+                    )
+                    reminded += 1
+                continue
+            parent_level = PARENT_LEVEL[level]
+            node = node_by_id(db, node_id)
+            parent = None if node is None or node.parent_id is None else node_by_id(db, node.parent_id)
+            if parent_level is None or parent is None:
+                if was_reminded != "overdue":
+                    _record(
+                        db,
+                        case_id,
+                        now,
+                        SYSTEM,
+                        "remind",
+                        "deadline passed",
+                        {"kind": "overdue", "deadline": deadline_s},
+                    )
+                    db.execute(
+                        "UPDATE cases SET reminded = 'overdue', updated_at = ? WHERE id = ?",
+                        [now.isoformat(), case_id],
+                    )
+                    reminded += 1
+                continue
+            new_deadline = now + timedelta(hours=settings.deadline_hours(parent.level))
+            _record(
+                db,
+                case_id,
+                now,
+                SYSTEM,
+                "remind",
+                "deadline passed",
+                {"kind": "overdue", "deadline": deadline_s},
+            )
+            _record(
+                db,
+                case_id,
+                now,
+                SYSTEM,
+                "escalate",
+                f"overdue at {level}; escalated to {parent.level} {parent.code}",
+                {
+                    "from_level": level,
+                    "to_level": parent.level,
+                    "to_node": parent.code,
+                    "deadline": new_deadline.isoformat(),
+                },
+            )
+            db.execute(
+                "UPDATE cases SET node_id = ?, level = ?, deadline = ?, escalations = escalations + 1,"
+                " reminded = 'none', updated_at = ? WHERE id = ?",
+                [parent.id, parent.level, new_deadline.isoformat(), now.isoformat(), case_id],
+            )
+            reminded += 1
+            escalated += 1
+    return TickReport(reminded=reminded, escalated=escalated)
+
+
+def case_row(db: sqlite_utils.Database, case_id: int) -> dict[str, Any] | None:
+    cur = db.execute(f"SELECT {CASE_COLUMNS} FROM cases WHERE id = ?", [case_id])  # noqa: S608 - constant
+    row = cur.fetchone()
+    if row is None:
+        return None
+    return dict(zip([d[0] for d in cur.description], row, strict=True))
+
+
+def _visible_case(db: sqlite_utils.Database, user: User, case_id: int) -> dict[str, Any]:
+    case = case_row(db, case_id)
+    origin = None if case is None else node_by_id(db, int(case["origin_node_id"]))
+    if case is None or origin is None or not user.sees(origin.path):
+        raise NotFound(f"case {case_id} not found in your scope")
+    return case
+
+
+def act(
+    db: sqlite_utils.Database,
+    user: User,
+    case_id: int,
+    action: ActionName,
+    now: datetime,
+    *,
+    note: str | None = None,
+    assignee: str | None = None,
+    feedback: FeedbackKind | None = None,
+    data: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Apply a user's action to a case (audited). Returns the updated case row.
+
+    Raises NotFound (not in scope), Forbidden (may see but not do this), Conflict (closed case,
+    close without feedback), Invalid (missing assignee / feedback kind).
+    """
+    with transaction(db):
+        case = _visible_case(db, user, case_id)
+        if case["status"] == "closed":
+            raise Conflict(f"case {case_id} is closed")
+        if action in ("assign", "remind", "close"):
+            current = node_by_id(db, int(case["node_id"]))
+            if current is None or not user.sees(current.path):
+                raise Forbidden(f"case {case_id} is handled at {case['level']} level, above your node")
+        payload: dict[str, Any] = dict(data or {})
+        status = case["status"]
+        if action == "assign":
+            if not assignee or not assignee.strip():
+                raise Invalid("assign needs an assignee")
+            payload["assignee"] = assignee
+            db.execute("UPDATE cases SET assignee = ? WHERE id = ?", [assignee, case_id])
+            status = "assigned"
+        elif action == "feedback":
+            if feedback is None:
+                raise Invalid("feedback needs a kind")
+            payload["kind"] = feedback
+            status = "feedback"
+        elif action == "close":
+            has_feedback = db.execute(
+                "SELECT 1 FROM case_actions WHERE case_id = ? AND action = 'feedback' LIMIT 1", [case_id]
+            ).fetchone()
+            if not has_feedback:
+                raise Conflict("a case is closed after feedback (反馈) has been recorded")
+            status = "closed"
+            db.execute("UPDATE cases SET closed_at = ? WHERE id = ?", [now.isoformat(), case_id])
+        elif action == "remind":
+            payload["kind"] = "manual"
+        _record(db, case_id, now, user.name, action, note, payload or None)
+        db.execute(
+            "UPDATE cases SET status = ?, updated_at = ? WHERE id = ?", [status, now.isoformat(), case_id]
+        )
+        updated = case_row(db, case_id)
+    if updated is None:  # pragma: no cover - we hold the write lock
+        raise NotFound(f"case {case_id} vanished")
+    return updated
+
+
+def actions(db: sqlite_utils.Database, case_id: int) -> list[dict[str, Any]]:
+    cur = db.execute(
+        "SELECT id, at, actor, action, note, data_json FROM case_actions WHERE case_id = ? ORDER BY id",
+        [case_id],
+    )
+    out = []
+    for row in cur.fetchall():
+        item = dict(zip([d[0] for d in cur.description], row, strict=True))
+        item["data"] = None if item.pop("data_json") is None else json.loads(row[5])
+        out.append(item)
+    return out
+
+
+def get_case(
+    db: sqlite_utils.Database, user: User, case_id: int
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A case in the user's scope with its audit trail; NotFound otherwise."""
+    case = _visible_case(db, user, case_id)
+    return case, actions(db, case_id)

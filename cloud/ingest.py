@@ -1,0 +1,573 @@
+"""MQTT ingest: validate, verify, store idempotently, then acknowledge.
+
+`process_batch(db, messages, settings)` is the pure-ish core (one transaction over the database):
+for each result-topic message it splits the payload (`kuaijian_schema.split_result_payload`), and per
+result looks up the station key (station from the topic), verifies the HMAC on the received dict,
+validates it as `kuaijian_schema.Result`, checks that the payload's station is the topic's station, and
+stores it with INSERT OR IGNORE by id (a redelivery is a no-op but is acknowledged again). Rejected
+results go to ``dead_letters`` with the reason and are listed in the ack's `rejected` (when they carry
+an id) so the gateway stops re-sending them. New results advance the station's seq high-water mark:
+a jump records a gap in ``seq_gaps``; a late result shrinks/closes the gap it fills. New positives and
+suspects go through `cloud.cases.on_result`. Status messages update the station row (online, backlog,
+oldest unsent age, …); older statuses than the stored one are ignored.
+
+`IngestWorker` connects with paho-mqtt 2 (MQTT 5 by default), subscribes to
+``$share/{group}/kj/v1/+/result`` (or the plain topic when no group is configured / MQTT 3.1.1) and
+``kj/v1/+/status``, collects messages into batches, commits a batch, and only then PUBACKs the MQTT
+messages (manual acks) and publishes one `Ack` per station on ``kj/v1/{station}/ack`` (QoS 1). If the
+commit fails the batch is retried; nothing is acknowledged that is not durably stored.
+
+Never crashes on input: every failure of one message or one result becomes a dead letter.
+
+Does not: HTTP, or open the database for anybody else.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import queue
+import sqlite3
+import threading
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlparse
+
+import paho.mqtt.client as mqtt
+import sqlite_utils
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from pydantic import ValidationError
+
+from cloud import cases
+from cloud.clock import Clock
+from cloud.db import connect, transaction
+from cloud.settings import Settings
+from kuaijian_schema import Ack, Rejection, Result, Status, split_result_payload, verify_payload
+from kuaijian_schema.wire import parse_topic
+
+log = logging.getLogger(__name__)
+
+MAX_DEAD_LETTER_CHARS = 256 * 1024
+SQLITE_MAX_INT = 2**63 - 1
+RESULT_FILTER = "kj/v1/+/result"
+STATUS_FILTER = "kj/v1/+/status"
+
+
+@dataclass(frozen=True)
+class Inbound:
+    """One received MQTT message. `mid`/`qos` are used for the manual PUBACK after the commit."""
+
+    topic: str
+    payload: bytes
+    received_at: datetime
+    mid: int = 0
+    qos: int = 0
+
+
+@dataclass
+class StationAck:
+    ids: list[str] = field(default_factory=list)
+    seqs: list[int] = field(default_factory=list)
+    rejected: list[Rejection] = field(default_factory=list)
+
+    def to_ack(self) -> Ack:
+        return Ack.model_validate({"ids": self.ids, "seqs": self.seqs, "rejected": self.rejected})
+
+
+@dataclass
+class BatchOutcome:
+    acks: dict[str, StationAck] = field(default_factory=dict)
+    stored: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    statuses: int = 0
+    dead_letters: int = 0
+    cases_touched: set[int] = field(default_factory=set)
+
+
+def _payload_text(payload: bytes) -> str:
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError:
+        text = "hex:" + payload.hex()
+    if len(text) > MAX_DEAD_LETTER_CHARS:
+        text = text[:MAX_DEAD_LETTER_CHARS] + "…[truncated]"
+    return text
+
+
+def _item_text(item: dict[str, Any]) -> str:
+    try:
+        text = json.dumps(item, ensure_ascii=True, sort_keys=True, default=str)
+    except (TypeError, ValueError):  # pragma: no cover - json.loads output always re-serialises
+        text = repr(item)
+    return text[:MAX_DEAD_LETTER_CHARS]
+
+
+def _dead_letter(
+    db: sqlite_utils.Database,
+    msg: Inbound,
+    payload: str,
+    reason: str,
+    station: str | None = None,
+    result_id: str | None = None,
+) -> None:
+    db.execute(
+        "INSERT INTO dead_letters (received_at, topic, payload, reason, station, result_id)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        [msg.received_at.isoformat(), msg.topic[:1024], payload, reason[:2000], station, result_id],
+    )
+
+
+def _schema_reason(exc: ValidationError) -> str:
+    parts = []
+    for err in exc.errors()[:5]:
+        loc = ".".join(str(p) for p in err.get("loc", ()))
+        parts.append(f"{loc or '<root>'}: {err.get('msg', 'invalid')}")
+    return "schema: " + "; ".join(parts)
+
+
+class _Batch:
+    """State of one `process_batch` call (station lookups cached for the batch)."""
+
+    def __init__(self, db: sqlite_utils.Database, settings: Settings) -> None:
+        self.db = db
+        self.settings = settings
+        self.out = BatchOutcome()
+        self._stations: dict[str, tuple[bytes, int] | None] = {}
+        self.new: list[tuple[Result, int, datetime]] = []
+
+    def station(self, station: str) -> tuple[bytes, int] | None:
+        if station not in self._stations:
+            row = self.db.execute("SELECT key, node_id FROM stations WHERE id = ?", [station]).fetchone()
+            self._stations[station] = None if row is None else (bytes.fromhex(row[0]), int(row[1]))
+        return self._stations[station]
+
+    def ack(self, station: str) -> StationAck:
+        return self.out.acks.setdefault(station, StationAck())
+
+    def reject(self, msg: Inbound, station: str, item: dict[str, Any], reason: str) -> None:
+        rid = item.get("id")
+        seq = item.get("seq")
+        rid_s = rid if isinstance(rid, str) and len(rid) <= 64 else None
+        seq_i = (
+            seq if isinstance(seq, int) and not isinstance(seq, bool) and 0 <= seq <= SQLITE_MAX_INT else None
+        )
+        _dead_letter(self.db, msg, _item_text(item), reason, station, rid_s)
+        self.out.rejected += 1
+        self.out.dead_letters += 1
+        if rid_s is not None:
+            self.ack(station).rejected.append(Rejection(id=rid_s, seq=seq_i, reason=reason))
+
+    def result_message(self, msg: Inbound, station: str) -> None:
+        try:
+            items = split_result_payload(msg.payload)
+        except ValueError as exc:
+            _dead_letter(self.db, msg, _payload_text(msg.payload), str(exc), station)
+            self.out.dead_letters += 1
+            return
+        for item in items:
+            with self.db.atomic():  # a savepoint per result: a failure undoes only that result
+                self.result_item(msg, station, item)
+
+    def result_item(self, msg: Inbound, station: str, item: dict[str, Any]) -> None:
+        known = self.station(station)
+        if known is None:
+            self.reject(msg, station, item, f"unknown station {station}")
+            return
+        key, node_id = known
+        if "sig" not in item:
+            self.reject(msg, station, item, "unsigned")
+            return
+        if not verify_payload(item, key):
+            self.reject(msg, station, item, "bad signature")
+            return
+        try:
+            result = Result.model_validate(item)
+        except ValidationError as exc:
+            self.reject(msg, station, item, _schema_reason(exc))
+            return
+        if result.station != station:
+            self.reject(
+                msg, station, item, f"station mismatch: payload says {result.station}, topic {station}"
+            )
+            return
+        if result.seq > SQLITE_MAX_INT:
+            self.reject(msg, station, item, "seq out of range")
+            return
+        rid = str(result.id)
+        cur = self.db.execute(
+            "INSERT OR IGNORE INTO results (id, seq, station, node_id, instrument_serial, instrument_model,"
+            " instrument_driver, sample_id, product, producer, sampled_at, method, analyte, channel,"
+            " measured_at, verdict, values_json, qc_json, algorithm, config_version, raw_json, operator,"
+            " sig, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            [
+                rid,
+                result.seq,
+                station,
+                node_id,
+                result.instrument.serial,
+                result.instrument.model,
+                result.instrument.driver,
+                result.sample.id,
+                result.sample.product,
+                result.sample.producer,
+                None if result.sample.sampled_at is None else result.sample.sampled_at.isoformat(),
+                result.method,
+                result.analyte,
+                result.channel,
+                result.measured_at.isoformat(),
+                result.verdict,
+                json.dumps(result.values, allow_nan=False),
+                json.dumps(list(result.qc), ensure_ascii=False),
+                result.algorithm,
+                result.config_version,
+                None if result.raw is None else result.raw.model_dump_json(),
+                result.operator,
+                result.sig,
+                msg.received_at.isoformat(),
+            ],
+        )
+        if cur.rowcount == 1:
+            self.out.stored += 1
+            self.new.append((result, node_id, msg.received_at))
+        else:
+            self.out.duplicates += 1
+        ack = self.ack(station)
+        ack.ids.append(rid)
+        ack.seqs.append(result.seq)
+
+    def status_message(self, msg: Inbound, station: str) -> None:
+        try:
+            doc = json.loads(msg.payload.decode("utf-8"))
+            status = Status.model_validate(doc)
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            self._status_dead(msg, station, f"status is not UTF-8 JSON: {exc}")
+            return
+        except ValidationError as exc:
+            self._status_dead(msg, station, "status " + _schema_reason(exc))
+            return
+        except RecursionError:
+            self._status_dead(msg, station, "status nested too deeply")
+            return
+        if status.station != station:
+            self._status_dead(
+                msg, station, f"station mismatch: payload says {status.station}, topic {station}"
+            )
+            return
+        if self.station(station) is None:
+            self._status_dead(msg, station, f"unknown station {station}")
+            return
+        at = status.at.isoformat()
+        self.db.execute(
+            "UPDATE stations SET online = ?, status_at = ?, status_json = ?, backlog = ?, oldest_unsent_age_s = ?,"
+            " free_disk_bytes = ?, config_version = COALESCE(?, config_version),"
+            " last_seen = CASE WHEN last_seen IS NULL OR last_seen < ? THEN ? ELSE last_seen END"
+            " WHERE id = ? AND (status_at IS NULL OR status_at <= ?)",
+            [
+                1 if status.state == "online" else 0,
+                at,
+                status.model_dump_json(),
+                status.outbox_depth,
+                status.oldest_unsent_age_s,
+                status.free_disk_bytes,
+                status.config_version,
+                msg.received_at.isoformat(),
+                msg.received_at.isoformat(),
+                station,
+                at,
+            ],
+        )
+        self.out.statuses += 1
+
+    def _status_dead(self, msg: Inbound, station: str, reason: str) -> None:
+        _dead_letter(self.db, msg, _payload_text(msg.payload), reason, station)
+        self.out.dead_letters += 1
+
+    def finish(self) -> None:
+        """Seq tracking, station last_seen and case rules for the results stored in this batch."""
+        by_station: dict[str, list[tuple[Result, int, datetime]]] = {}
+        for entry in self.new:
+            by_station.setdefault(entry[0].station, []).append(entry)
+        for station, entries in by_station.items():
+            entries.sort(key=lambda e: e[0].seq)
+            _track_seqs(self.db, station, [e[0].seq for e in entries], entries[-1][2])
+            latest = max(e[2] for e in entries).isoformat()
+            self.db.execute(
+                "UPDATE stations SET last_seen = CASE WHEN last_seen IS NULL OR last_seen < ? THEN ?"
+                " ELSE last_seen END WHERE id = ?",
+                [latest, latest, station],
+            )
+            for result, node_id, received_at in entries:
+                case_id = cases.on_result(
+                    self.db,
+                    cases.NewResult(
+                        id=str(result.id),
+                        station=station,
+                        node_id=node_id,
+                        product=result.sample.product,
+                        analyte=result.analyte,
+                        verdict=result.verdict,
+                        measured_at=result.measured_at,
+                    ),
+                    self.settings,
+                    received_at,
+                )
+                if case_id is not None:
+                    self.out.cases_touched.add(case_id)
+
+
+def _track_seqs(db: sqlite_utils.Database, station: str, seqs: list[int], now: datetime) -> None:
+    """Advance the station's high-water mark over sorted new `seqs`; record and fill gaps."""
+    high = int(db.execute("SELECT high_seq FROM stations WHERE id = ?", [station]).fetchone()[0])
+    stamp = now.isoformat()
+    for seq in seqs:
+        if seq > high:
+            if seq > high + 1:
+                db.execute(
+                    "INSERT INTO seq_gaps (station, first_seq, last_seq, detected_at) VALUES (?, ?, ?, ?)",
+                    [station, high + 1, seq - 1, stamp],
+                )
+            high = seq
+            continue
+        gap = db.execute(
+            "SELECT id, first_seq, last_seq, detected_at FROM seq_gaps WHERE station = ? AND closed_at IS NULL"
+            " AND first_seq <= ? AND last_seq >= ?",
+            [station, seq, seq],
+        ).fetchone()
+        if gap is None:
+            continue  # a seq seen before under another id: nothing to fill
+        gap_id, first, last, detected = gap
+        if first == last:
+            db.execute("UPDATE seq_gaps SET closed_at = ? WHERE id = ?", [stamp, gap_id])
+        elif seq == first:
+            db.execute("UPDATE seq_gaps SET first_seq = ? WHERE id = ?", [seq + 1, gap_id])
+        elif seq == last:
+            db.execute("UPDATE seq_gaps SET last_seq = ? WHERE id = ?", [seq - 1, gap_id])
+        else:
+            db.execute("UPDATE seq_gaps SET last_seq = ? WHERE id = ?", [seq - 1, gap_id])
+            db.execute(
+                "INSERT INTO seq_gaps (station, first_seq, last_seq, detected_at) VALUES (?, ?, ?, ?)",
+                [station, seq + 1, last, detected],
+            )
+    db.execute("UPDATE stations SET high_seq = ? WHERE id = ?", [high, station])
+
+
+def process_batch(db: sqlite_utils.Database, messages: Sequence[Inbound], settings: Settings) -> BatchOutcome:
+    """Store a batch of received messages in ONE transaction; returns what to acknowledge.
+
+    Raises only sqlite3.Error (the database itself failed: nothing was committed, retry the batch).
+    """
+    with transaction(db):
+        batch = _Batch(db, settings)
+        for msg in messages:
+            try:
+                station, kind = parse_topic(msg.topic)
+            except ValueError as exc:
+                _dead_letter(db, msg, _payload_text(msg.payload), str(exc))
+                batch.out.dead_letters += 1
+                continue
+            if kind not in ("result", "status"):
+                _dead_letter(db, msg, _payload_text(msg.payload), f"unexpected topic kind {kind!r}", station)
+                batch.out.dead_letters += 1
+                continue
+            try:
+                with db.atomic():
+                    if kind == "result":
+                        batch.result_message(msg, station)
+                    else:
+                        batch.status_message(msg, station)
+            except sqlite3.Error:
+                raise
+            except Exception as exc:
+                # A bug must not stop ingest: the message is dead-lettered with the error and acked.
+                log.exception("ingest failed on a message on %s", msg.topic)
+                _dead_letter(
+                    db,
+                    msg,
+                    _payload_text(msg.payload),
+                    f"internal error: {type(exc).__name__}: {exc}",
+                    station,
+                )
+                batch.out.dead_letters += 1
+        batch.finish()
+    return batch.out
+
+
+def _broker(url: str) -> tuple[str, int]:
+    parsed = urlparse(url)
+    if parsed.scheme not in ("mqtt", "tcp") or not parsed.hostname:
+        raise ValueError(f"broker url must look like mqtt://host:port, not {url!r}")
+    return parsed.hostname, parsed.port or 1883
+
+
+class MqttLink:
+    """A paho client that connects, (re)subscribes on every connect, and publishes. Thread-safe publish."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        subscriptions: Sequence[str] = (),
+        on_message: Callable[[mqtt.MQTTMessage], None] | None = None,
+        *,
+        manual_ack: bool = False,
+        name: str = "link",
+    ) -> None:
+        self.settings = settings
+        self.subscriptions = tuple(subscriptions)
+        v5 = settings.mqtt_protocol == "5"
+        if v5:
+            self.client = mqtt.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=f"{settings.mqtt_client_id}-{name}-{uuid.uuid4().hex[:8]}",
+                protocol=mqtt.MQTTv5,
+                manual_ack=manual_ack,
+            )
+        else:
+            self.client = mqtt.Client(
+                CallbackAPIVersion.VERSION2,
+                client_id=f"{settings.mqtt_client_id}-{name}-{uuid.uuid4().hex[:8]}",
+                clean_session=True,
+                protocol=mqtt.MQTTv311,
+                manual_ack=manual_ack,
+            )
+        if settings.mqtt_username:
+            self.client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
+        self.client.on_connect = self._on_connect
+        if on_message is not None:
+            handler = on_message
+            self.client.on_message = lambda _c, _u, message: handler(message)
+        self.connected = threading.Event()
+        self.client.reconnect_delay_set(min_delay=1, max_delay=10)
+
+    def _on_connect(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        flags: Any,
+        reason_code: ReasonCode,
+        properties: Properties | None,
+    ) -> None:
+        if reason_code.is_failure:
+            log.warning("broker refused connection: %s", reason_code)
+            return
+        for sub in self.subscriptions:
+            client.subscribe(sub, qos=1)
+        self.connected.set()
+
+    def start(self) -> None:
+        host, port = _broker(self.settings.broker_url or "")
+        self.client.connect_async(host, port, keepalive=30)
+        self.client.loop_start()
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def publish(
+        self, topic_name: str, payload: bytes | str, *, qos: int = 1, retain: bool = False
+    ) -> mqtt.MQTTMessageInfo:
+        return self.client.publish(topic_name, payload, qos=qos, retain=retain)
+
+
+def result_subscription(settings: Settings) -> str:
+    group = settings.ingest_shared_group
+    if group and settings.mqtt_protocol == "5":
+        return f"$share/{group}/{RESULT_FILTER}"
+    return RESULT_FILTER
+
+
+class IngestWorker:
+    """Receives from the broker, commits in batches, then acks (MQTT PUBACK + application Ack)."""
+
+    def __init__(self, settings: Settings, clock: Clock, on_commit: Callable[[], None] | None = None) -> None:
+        self.settings = settings
+        self.clock = clock
+        self.on_commit = on_commit
+        self._queue: queue.Queue[Inbound] = queue.Queue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.link = MqttLink(
+            settings,
+            (result_subscription(settings), STATUS_FILTER),
+            self._on_message,
+            manual_ack=True,
+            name="ingest",
+        )
+        self.committed_batches = 0
+        self.last_outcome: BatchOutcome | None = None
+
+    def _on_message(self, message: mqtt.MQTTMessage) -> None:
+        self._queue.put(
+            Inbound(
+                topic=message.topic if isinstance(message.topic, str) else str(message.topic),
+                payload=bytes(message.payload),
+                received_at=self.clock.now(),
+                mid=message.mid,
+                qos=message.qos,
+            )
+        )
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="kj-ingest", daemon=True)
+        self._thread.start()
+        self.link.start()
+
+    def stop(self) -> None:
+        self.link.stop()
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def _next_batch(self) -> list[Inbound]:
+        try:
+            first = self._queue.get(timeout=0.2)
+        except queue.Empty:
+            return []
+        batch = [first]
+        deadline = time.monotonic() + self.settings.ingest_batch_wait_s
+        while len(batch) < self.settings.ingest_batch_size:
+            remaining = deadline - time.monotonic()
+            try:
+                batch.append(
+                    self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
+                )
+            except queue.Empty:
+                break
+        return batch
+
+    def _run(self) -> None:
+        db = connect(self.settings.db_path)
+        try:
+            while not self._stop.is_set():
+                batch = self._next_batch()
+                if batch:
+                    self._commit_and_ack(db, batch)
+        finally:
+            db.close()
+
+    def _commit_and_ack(self, db: sqlite_utils.Database, batch: list[Inbound]) -> None:
+        delay = 0.1
+        while True:
+            try:
+                outcome = process_batch(db, batch, self.settings)
+                break
+            except sqlite3.Error:
+                log.exception("ingest commit failed; retrying the batch of %d", len(batch))
+                if self._stop.wait(delay):
+                    return  # shutting down: unacked messages are redelivered / re-sent by gateways
+                delay = min(delay * 2, 5.0)
+        for msg in batch:
+            if msg.qos > 0:
+                self.link.client.ack(msg.mid, msg.qos)
+        for station, ack in outcome.acks.items():
+            self.link.publish(f"kj/v1/{station}/ack", ack.to_ack().model_dump_json(), qos=1)
+        self.committed_batches += 1
+        self.last_outcome = outcome
+        if self.on_commit is not None and (outcome.stored or outcome.statuses):
+            self.on_commit()

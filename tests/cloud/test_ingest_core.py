@@ -1,0 +1,206 @@
+"""process_batch against a real SQLite database: idempotency, rejections, seq gaps, status, fuzzing."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from typing import Any
+
+import sqlite_utils
+from hypothesis import HealthCheck, given, settings as hsettings
+from hypothesis import strategies as st
+
+from cloud.ingest import Inbound, process_batch
+from cloud.settings import Settings
+from kuaijian_schema import sign_payload
+from tests.cloud.factories import T0, Grid, batch_payload
+
+A1 = "370214101203-01"
+A2 = "370214101203-02"
+B1 = "370214102001-01"
+
+
+def _msg(station: str, payload: bytes, kind: str = "result", at_min: int = 0) -> Inbound:
+    return Inbound(f"kj/v1/{station}/{kind}", payload, T0 + timedelta(minutes=at_min), mid=1, qos=1)
+
+
+def _count(db: sqlite_utils.Database, sql: str, *params: Any) -> int:
+    return int(db.execute(sql, list(params)).fetchone()[0])
+
+
+def test_redelivery_is_a_noop_but_acked_each_time(db: sqlite_utils.Database, grid: Grid, settings: Settings) -> None:
+    results = [grid.result(A1) for _ in range(3)]
+    payload = batch_payload(results)
+    for _ in range(3):
+        out = process_batch(db, [_msg(A1, payload)], settings)
+        assert [str(i) for i in out.acks[A1].to_ack().ids] == [r["id"] for r in results]
+        assert out.acks[A1].seqs == [1, 2, 3]
+    assert _count(db, "SELECT COUNT(*) FROM results") == 3
+    # redeliveries inside one batch too
+    out = process_batch(db, [_msg(A1, payload), _msg(A1, payload)], settings)
+    assert out.stored == 0 and out.duplicates == 6
+    assert _count(db, "SELECT COUNT(*) FROM seq_gaps") == 0
+
+
+def test_stored_row_keeps_wire_fields(db: sqlite_utils.Database, grid: Grid, settings: Settings) -> None:
+    r = grid.result(A1, verdict="positive", values={"ratio": 0.31, "conc_mg_kg": 0.8})
+    process_batch(db, [_msg(A1, json.dumps(r).encode())], settings)
+    row = next(db.query("SELECT * FROM results WHERE id = ?", [r["id"]]))
+    assert row["product"] == "菠菜" and row["analyte"] == "imidacloprid" and row["verdict"] == "positive"
+    assert json.loads(row["values_json"]) == {"ratio": 0.31, "conc_mg_kg": 0.8}
+    assert row["sig"] == r["sig"] and row["seq"] == 1 and row["received_at"] == T0.isoformat()
+
+
+def test_rejections_dead_lettered_with_reason_and_listed(
+    db: sqlite_utils.Database, grid: Grid, settings: Settings
+) -> None:
+    good = grid.result(A1)
+    forged = grid.result(A1)
+    forged["verdict"] = "positive"  # changed after signing
+    unsigned = grid.result(A1)
+    del unsigned["sig"]
+    wrong_key = grid.result(A1)
+    wrong_key["sig"] = sign_payload(wrong_key, grid.key(B1))
+    other_station = grid.result(A2)  # correctly signed by A2, but published on A1's topic
+    bad_schema = grid.result(A1, verdict="maybe")
+    out = process_batch(
+        db, [_msg(A1, batch_payload([good, forged, unsigned, wrong_key, other_station, bad_schema]))], settings
+    )
+    ack = out.acks[A1].to_ack()
+    assert [str(i) for i in ack.ids] == [good["id"]]
+    reasons = {r.id: r.reason for r in ack.rejected}
+    assert reasons[forged["id"]] == "bad signature"
+    assert reasons[unsigned["id"]] == "unsigned"
+    assert reasons[wrong_key["id"]] == "bad signature"
+    assert reasons[other_station["id"]] == "bad signature"  # A1's key does not verify A2's signature
+    assert reasons[bad_schema["id"]].startswith("schema: verdict")
+    dead = {r["result_id"]: r["reason"] for r in db.query("SELECT * FROM dead_letters")}
+    assert dead == reasons
+    assert _count(db, "SELECT COUNT(*) FROM results") == 1
+
+
+def test_station_mismatch_with_valid_signature(db: sqlite_utils.Database, grid: Grid, settings: Settings) -> None:
+    # signed with A1's key but claiming to be B1: signature verifies, station check rejects it
+    r = grid.result(A1, station=B1)
+    out = process_batch(db, [_msg(A1, json.dumps(r).encode())], settings)
+    assert out.acks[A1].rejected[0].reason.startswith("station mismatch")
+    assert _count(db, "SELECT COUNT(*) FROM results") == 0
+
+
+def test_unknown_station_and_garbage(db: sqlite_utils.Database, grid: Grid, settings: Settings) -> None:
+    stranger = "999999999999-01"
+    msgs = [
+        _msg(stranger, json.dumps(grid.result(A1, station=stranger)).encode()),
+        _msg(A1, b"\xff\xfe not json"),
+        _msg(A1, b"[1, 2]"),
+        Inbound("kj/v1/nonsense", b"{}", T0),
+        _msg(A1, b"{}", kind="config"),
+    ]
+    out = process_batch(db, msgs, settings)
+    assert out.acks[stranger].rejected[0].reason == f"unknown station {stranger}"
+    reasons = [r["reason"] for r in db.query("SELECT reason FROM dead_letters ORDER BY id")]
+    assert reasons[0] == f"unknown station {stranger}"
+    assert reasons[1].startswith("payload is not UTF-8 JSON")
+    assert reasons[2] == "payload must be a JSON object"
+    assert reasons[3].startswith("not a kj/v1 station topic")
+    assert reasons[4] == "unexpected topic kind 'config'"
+    row = next(db.query("SELECT payload FROM dead_letters WHERE id = 2"))
+    assert row["payload"].startswith("hex:fffe")
+
+
+def test_seq_gaps_detected_and_closed_by_late_results(
+    db: sqlite_utils.Database, grid: Grid, settings: Settings
+) -> None:
+    r = {s: grid.result(A1, seq=s) for s in range(1, 11)}
+
+    def send(*seqs: int) -> None:
+        process_batch(db, [_msg(A1, batch_payload([r[s] for s in seqs]))], settings)
+
+    def gaps() -> list[tuple[int, int, bool]]:
+        rows = db.execute("SELECT first_seq, last_seq, closed_at FROM seq_gaps ORDER BY first_seq, id")
+        return [(a, b, c is not None) for a, b, c in rows.fetchall()]
+
+    send(1, 2)
+    assert gaps() == []
+    send(6)  # 3..5 missing
+    assert gaps() == [(3, 5, False)]
+    send(9, 7)  # out of order within a batch: only 8 is missing on top
+    assert gaps() == [(3, 5, False), (8, 8, False)]
+    send(4)  # splits 3..5
+    assert gaps() == [(3, 3, False), (5, 5, False), (8, 8, False)]
+    send(3, 5, 8)
+    assert gaps() == [(3, 3, True), (5, 5, True), (8, 8, True)]
+    send(10)
+    assert all(closed for *_, closed in gaps())
+    assert _count(db, "SELECT high_seq FROM stations WHERE id = ?", A1) == 10
+
+
+def test_status_updates_station_and_ignores_stale(db: sqlite_utils.Database, grid: Grid, settings: Settings) -> None:
+    def status(state: str, minute: int, depth: int) -> Inbound:
+        doc = {
+            "station": A1,
+            "state": state,
+            "at": (T0 + timedelta(minutes=minute)).isoformat(),
+            "outbox_depth": depth,
+            "oldest_unsent_age_s": 12.5,
+        }
+        return _msg(A1, json.dumps(doc).encode(), kind="status", at_min=minute)
+
+    process_batch(db, [status("online", 5, 40)], settings)
+    row = next(db.query("SELECT * FROM stations WHERE id = ?", [A1]))
+    assert (row["online"], row["backlog"], row["oldest_unsent_age_s"]) == (1, 40, 12.5)
+    process_batch(db, [status("offline", 3, 99)], settings)  # older than what we have: ignored
+    row = next(db.query("SELECT * FROM stations WHERE id = ?", [A1]))
+    assert (row["online"], row["backlog"]) == (1, 40)
+    process_batch(db, [status("offline", 9, 0)], settings)
+    row = next(db.query("SELECT * FROM stations WHERE id = ?", [A1]))
+    assert (row["online"], row["backlog"]) == (0, 0)
+    bad = _msg(A1, json.dumps({"station": B1, "state": "online", "at": T0.isoformat()}).encode(), kind="status")
+    process_batch(db, [bad], settings)
+    assert next(db.query("SELECT reason FROM dead_letters"))["reason"].startswith("station mismatch")
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=5),
+    max_leaves=20,
+)
+
+
+@hsettings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    payload=st.one_of(
+        st.binary(max_size=200),
+        _json.map(lambda v: json.dumps(v).encode()),
+        st.fixed_dictionaries({"results": st.lists(_json, max_size=3)}).map(lambda v: json.dumps(v).encode()),
+    ),
+    kind=st.sampled_from(["result", "status"]),
+    station=st.sampled_from([A1, B1, "999999999999-99"]),
+)
+def test_fuzz_never_crashes(
+    db: sqlite_utils.Database, grid: Grid, settings: Settings, payload: bytes, kind: str, station: str
+) -> None:
+    before = _count(db, "SELECT COUNT(*) FROM dead_letters")
+    out = process_batch(db, [_msg(station, payload, kind=kind)], settings)
+    assert out.stored == 0
+    if kind == "result":
+        assert _count(db, "SELECT COUNT(*) FROM dead_letters") > before
+
+
+@hsettings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    field=st.sampled_from(["seq", "channel", "values", "measured_at", "sample", "id", "qc", "analyte"]),
+    value=_json,
+)
+def test_fuzz_signed_fields_never_crash(
+    db: sqlite_utils.Database, grid: Grid, settings: Settings, field: str, value: Any
+) -> None:
+    """Correctly signed results with arbitrary field values are stored or rejected, never crash."""
+    doc = grid.result(A1)
+    doc[field] = value
+    doc["sig"] = sign_payload(doc, grid.key(A1))
+    out = process_batch(db, [_msg(A1, json.dumps(doc).encode())], settings)
+    acked = len(out.acks[A1].ids) if A1 in out.acks else 0
+    assert acked + out.rejected == 1
+    if out.rejected and isinstance(doc["id"], str):
+        assert out.acks[A1].rejected[0].id == doc["id"]
