@@ -1,0 +1,240 @@
+"""Report endpoints under /api/v1/reports (JSON by default, `?format=csv` for Excel-friendly CSV).
+
+Every endpoint is scoped to the caller's grid node: `node` defaults to the caller's own node (the whole
+grid for an admin) and a node outside the caller's subtree is answered 404, like the rest of the API.
+
+Does not: compute anything itself (cloud.reports does) or write to the database.
+"""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel
+
+from cloud import reports
+from cloud.api.deps import ClockDep, CurrentUserDep, DbDep
+from cloud.errors import CloudError, Forbidden, Invalid, NotFound
+
+router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
+
+CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
+_CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"text/csv": {"schema": {"type": "string"}}},
+        "description": "JSON, or CSV with ?format=csv",
+    }
+}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "missing or invalid bearer token"},
+    404: {"description": "grid node not found in your scope"},
+    422: {"description": "invalid parameters"},
+}
+
+NodeQuery = Annotated[
+    str | None,
+    Query(max_length=64, description="grid node code (default: your own node; everything for an admin)"),
+]
+StartQuery = Annotated[date | None, Query(description="first local day (default: 29 days before end)")]
+EndQuery = Annotated[date | None, Query(description="last local day, inclusive (default: today, China time)")]
+TableFormat = Annotated[Literal["json", "csv"], Query(description="json (default) or csv (UTF-8 with BOM)")]
+
+
+def _http(exc: CloudError) -> HTTPException:
+    if isinstance(exc, NotFound):
+        return HTTPException(status.HTTP_404_NOT_FOUND, str(exc))
+    if isinstance(exc, Forbidden):
+        return HTTPException(status.HTTP_403_FORBIDDEN, str(exc))
+    if isinstance(exc, Invalid):
+        return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc))
+    return HTTPException(status.HTTP_409_CONFLICT, str(exc))
+
+
+def _csv(body: bytes, filename: str) -> Response:
+    return Response(
+        content=body,
+        media_type=CSV_MEDIA_TYPE,
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+def _safe(text: str | None) -> str:
+    return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in (text or "all"))
+
+
+def _range(start: date | None, end: date | None, today: date) -> reports.Period:
+    last = end if end is not None else today
+    first = start if start is not None else last - timedelta(days=29)
+    return reports.range_period(first, last)
+
+
+class NodeSummary(BaseModel):
+    node: reports.Scope
+    period: reports.Period
+    totals: reports.Counts
+    closure: reports.ClosureStats
+    by_analyte: list[reports.AnalyteRow]
+
+
+class PositivityReport(BaseModel):
+    node: reports.Scope
+    period: reports.Period
+    rows: list[reports.PositivityRow]
+
+
+class ClosureReport(BaseModel):
+    node: reports.Scope
+    period: reports.Period
+    closure: reports.ClosureStats
+
+
+@router.get("/summary", responses=_ERRORS)
+def summary(
+    db: DbDep,
+    user: CurrentUserDep,
+    clock: ClockDep,
+    node: NodeQuery = None,
+    start: StartQuery = None,
+    end: EndQuery = None,
+) -> NodeSummary:
+    """Totals (tests, valid, positives, suspects, invalid, positive rate), case closure and per-analyte
+    counts of one node over a period of local days."""
+    now = clock.now()
+    try:
+        scope = reports.resolve_scope(db, user, node)
+        period = _range(start, end, reports.local_today(now))
+        return NodeSummary(
+            node=scope,
+            period=period,
+            totals=reports.counts(db, scope, period),
+            closure=reports.closure(db, scope, period, now),
+            by_analyte=reports.by_analyte(db, scope, period),
+        )
+    except CloudError as exc:
+        raise _http(exc) from exc
+
+
+@router.get("/positivity", responses={**_CSV_RESPONSE, **_ERRORS}, response_model=PositivityReport)
+def positivity(
+    db: DbDep,
+    user: CurrentUserDep,
+    clock: ClockDep,
+    node: NodeQuery = None,
+    start: StartQuery = None,
+    end: EndQuery = None,
+    format: TableFormat = "json",
+) -> PositivityReport | Response:
+    """Tests done, positives and positive rate by analyte × product × month (local months)."""
+    try:
+        scope = reports.resolve_scope(db, user, node)
+        period = _range(start, end, reports.local_today(clock.now()))
+        rows = reports.positivity(db, scope, period)
+    except CloudError as exc:
+        raise _http(exc) from exc
+    if format == "csv":
+        return _csv(
+            reports.to_csv(rows, reports.POSITIVITY_COLUMNS),
+            f"positivity_{_safe(scope.code)}_{period.start}_{period.end}.csv",
+        )
+    return PositivityReport(node=scope, period=period, rows=rows)
+
+
+@router.get("/closure", responses={**_CSV_RESPONSE, **_ERRORS}, response_model=ClosureReport)
+def case_closure(
+    db: DbDep,
+    user: CurrentUserDep,
+    clock: ClockDep,
+    node: NodeQuery = None,
+    start: StartQuery = None,
+    end: EndQuery = None,
+    format: TableFormat = "json",
+) -> ClosureReport | Response:
+    """On-time case closure of the cases opened in the period (judged now)."""
+    now = clock.now()
+    try:
+        scope = reports.resolve_scope(db, user, node)
+        period = _range(start, end, reports.local_today(now))
+        stats = reports.closure(db, scope, period, now)
+    except CloudError as exc:
+        raise _http(exc) from exc
+    if format == "csv":
+        return _csv(
+            reports.to_csv([stats], reports.CLOSURE_COLUMNS),
+            f"closure_{_safe(scope.code)}_{period.start}_{period.end}.csv",
+        )
+    return ClosureReport(node=scope, period=period, closure=stats)
+
+
+@router.get("/rankings", responses={**_CSV_RESPONSE, **_ERRORS}, response_model=reports.Ranking)
+def rankings(
+    db: DbDep,
+    user: CurrentUserDep,
+    clock: ClockDep,
+    level: Annotated[reports.RankLevel, Query(description="rank towns, counties or villages")] = "town",
+    period: Annotated[reports.PeriodKind, Query(description="day, ISO week or month")] = "week",
+    on: Annotated[date | None, Query(description="a local day inside the period (default: today)")] = None,
+    node: NodeQuery = None,
+    format: TableFormat = "json",
+) -> reports.Ranking | Response:
+    """Rank the nodes of `level` inside `node` over the day / week / month containing `on`.
+    Towns are usually ranked daily or weekly, counties weekly or monthly; any combination is allowed."""
+    now = clock.now()
+    try:
+        scope = reports.resolve_scope(db, user, node)
+        span = reports.period_containing(period, on if on is not None else reports.local_today(now))
+        result = reports.ranking(db, scope, level, span, now)
+    except CloudError as exc:
+        raise _http(exc) from exc
+    if format == "csv":
+        return _csv(
+            reports.to_csv(result.rows, reports.RANKING_COLUMNS),
+            f"ranking_{level}_{span.label}_{_safe(scope.code)}.csv",
+        )
+    return result
+
+
+@router.get(
+    "/weekly",
+    responses={
+        200: {
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "text/html": {"schema": {"type": "string"}},
+            },
+            "description": "JSON, CSV (?format=csv) or a printable HTML page (?format=html)",
+        },
+        **_ERRORS,
+    },
+    response_model=reports.WeeklyReport,
+)
+def weekly(
+    db: DbDep,
+    user: CurrentUserDep,
+    clock: ClockDep,
+    node: NodeQuery = None,
+    week: Annotated[
+        str | None,
+        Query(max_length=16, description="ISO week such as 2026-W47 (default: the last full week)"),
+    ] = None,
+    format: Annotated[Literal["json", "csv", "html"], Query()] = "json",
+) -> reports.WeeklyReport | Response:
+    """The weekly report of a node: totals vs the previous week, case closure, per analyte, per day,
+    ranking of the child nodes and the list of positive results."""
+    now = clock.now()
+    try:
+        scope = reports.resolve_scope(db, user, node)
+        if week is None:
+            span = reports.week_period(reports.local_today(now) - timedelta(days=7))
+        else:
+            span = reports.parse_iso_week(week)
+        report = reports.weekly_report(db, scope, span, now)
+    except CloudError as exc:
+        raise _http(exc) from exc
+    if format == "csv":
+        return _csv(reports.weekly_csv(report), f"weekly_{_safe(scope.code)}_{span.label}.csv")
+    if format == "html":
+        return HTMLResponse(reports.weekly_html(report))
+    return report
