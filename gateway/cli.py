@@ -1,10 +1,193 @@
-"""CLI verbs (placeholder: filled in by the owning package)."""
+"""`kuaijian gateway run|status|check-config|rejected` — the station gateway's command line.
+
+Does: parse arguments, configure logging, run the service until SIGTERM/SIGINT, and inspect a station's
+outbox. Exit codes: 0 ok, 1 runtime failure (outbox failed while running), 2 invalid config,
+3 outbox corrupt (moved aside; see the message).
+
+Does not: import heavy dependencies at module import (they are imported inside the verbs).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
 from typing import Any
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Add this module's verbs to `subparsers`."""
+    """Add the gateway verbs to `subparsers` (the `kuaijian gateway` group)."""
+    run = subparsers.add_parser("run", help="run the station gateway service", description=_run.__doc__)
+    run.add_argument("--config", type=Path, required=True, help="station TOML file")
+    run.add_argument("--log-level", default="INFO", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    run.add_argument("--duration", type=float, default=None, help="stop by itself after S seconds")
+    run.set_defaults(func=_run)
+
+    st = subparsers.add_parser(
+        "status", help="outbox depth, seq, cursors, config version", description=_status.__doc__
+    )
+    st.add_argument("--config", type=Path, required=True, help="station TOML file")
+    st.add_argument("--json", action="store_true", help="machine-readable output")
+    st.set_defaults(func=_status)
+
+    chk = subparsers.add_parser(
+        "check-config", help="validate a station TOML file", description=_check.__doc__
+    )
+    chk.add_argument("--config", type=Path, required=True, help="station TOML file")
+    chk.set_defaults(func=_check)
+
+    rej = subparsers.add_parser("rejected", help="results the cloud rejected", description=_rejected.__doc__)
+    rej.add_argument("--config", type=Path, required=True, help="station TOML file")
+    rej.add_argument("--limit", type=int, default=50)
+    rej.set_defaults(func=_rejected)
+
+
+def _err(msg: str) -> None:
+    print(f"kuaijian gateway: {msg}", file=sys.stderr)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Run the gateway: read the instruments, store results in the outbox, deliver them over MQTT."""
+    from gateway.config import load_config
+    from gateway.errors import ConfigError, GatewayError, OutboxCorrupt
+    from gateway.service import GatewayService
+
+    logging.basicConfig(
+        level=getattr(logging, args.log_level), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        _err(str(exc))
+        return 2
+    service = GatewayService(config)
+    stop = threading.Event()
+
+    def on_signal(signum: int, _frame: object) -> None:
+        stop.set()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        service.start()
+    except ConfigError as exc:
+        _err(str(exc))
+        service.stop()
+        return 2
+    except OutboxCorrupt as exc:
+        _err(str(exc))
+        return 3
+    except GatewayError as exc:
+        _err(str(exc))
+        service.stop()
+        return 1
+    deadline = None if args.duration is None else time.monotonic() + args.duration
+    code = 0
+    while not stop.wait(0.2):
+        if service.fatal.is_set():
+            _err(f"stopping: {service.fatal_reason}")
+            code = 1
+            break
+        if deadline is not None and time.monotonic() >= deadline:
+            break
+    service.stop()
+    return code
+
+
+def _open_outbox(path: Path) -> Any:
+    from gateway.config import load_config
+    from gateway.outbox import Outbox
+
+    config = load_config(path)
+    if not config.db_path.exists():
+        return config, None
+    return config, Outbox.open(config.db_path, check=False)
+
+
+def _status(args: argparse.Namespace) -> int:
+    """Show the outbox of a station: depth, oldest unsent age, last seq, counters, cursors, config."""
+    from gateway.errors import ConfigError, GatewayError
+
+    try:
+        config, box = _open_outbox(args.config)
+    except ConfigError as exc:
+        _err(str(exc))
+        return 2
+    except GatewayError as exc:
+        _err(str(exc))
+        return 1
+    if box is None:
+        doc: dict[str, Any] = {"station": config.station, "outbox": str(config.db_path), "exists": False}
+    else:
+        with box:
+            stats = box.stats()
+            doc = {
+                "station": config.station,
+                "outbox": str(config.db_path),
+                "exists": True,
+                "depth": stats.depth,
+                "oldest_unsent_age_s": stats.oldest_age_s(),
+                "last_seq": stats.last_seq,
+                "enqueued_total": stats.enqueued_total,
+                "acked_total": stats.acked_total,
+                "rejected_total": stats.rejected_total,
+                "config_version": stats.config_version or "builtin",
+                "cursors": {
+                    k: {"epoch": c.epoch, "last_record": c.last_record} for k, c in box.cursors().items()
+                },
+                "migrations": box.applied_migrations(),
+            }
+    if args.json:
+        print(json.dumps(doc, ensure_ascii=False, indent=2))
+        return 0
+    for k, v in doc.items():
+        if k == "cursors":
+            print("cursors:")
+            for inst, c in v.items():
+                print(f"  {inst}: record {c['last_record']} (epoch {c['epoch']})")
+        else:
+            print(f"{k}: {v}")
+    return 0
+
+
+def _check(args: argparse.Namespace) -> int:
+    """Validate a station TOML file and print what it configures."""
+    from gateway.config import load_config
+    from gateway.errors import ConfigError
+
+    try:
+        config = load_config(args.config)
+        config.station_key()
+        config.broker.resolved_password()
+    except ConfigError as exc:
+        _err(str(exc))
+        return 2
+    print(f"station {config.station}: broker {config.broker.url}, data dir {config.data_dir}")
+    for inst in config.instruments:
+        print(f"  instrument {inst.name}: {inst.driver}{'' if inst.enabled else ' (disabled)'}")
+    return 0
+
+
+def _rejected(args: argparse.Namespace) -> int:
+    """List results the cloud rejected (kept locally with the reason; never deleted)."""
+    from gateway.errors import ConfigError, GatewayError
+
+    try:
+        _config, box = _open_outbox(args.config)
+    except ConfigError as exc:
+        _err(str(exc))
+        return 2
+    except GatewayError as exc:
+        _err(str(exc))
+        return 1
+    if box is None:
+        return 0
+    with box:
+        for row in box.rejected_rows(args.limit):
+            print(f"seq {row.seq}  id {row.id}  reason: {row.reason}")
+    return 0

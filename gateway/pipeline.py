@@ -1,0 +1,323 @@
+"""From instrument readings to outbox drafts: spec lookup, interpretation, wire result bodies.
+
+Does: keep the station's current specs (`SpecBook`: built-in defaults, replaced by name by the cloud's
+pushed `StationConfig`, swapped atomically), group a batch of readings by kit/profile, call the numpy
+core (`interpret_strips` / `interpret_kinetics`) once per group, and turn every strip test line /
+enzyme sample channel into a `Draft` carrying every `Result` field except id/seq/sig (the outbox adds
+those in its transaction). Every result records the algorithm and config version it used.
+
+Nothing is silently dropped: a reading that cannot be interpreted (unknown kit or profile, profile
+length ≠ spec, interpretation error) still becomes a result with verdict `invalid` and a QC flag saying
+why, so it reaches the cloud and the station's record stays complete.
+
+Does not: read instruments, store or send anything.
+"""
+
+from __future__ import annotations
+
+import base64
+import math
+import threading
+import zlib
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from drivers.readings import DeviceInfo, EnzymeReading, GoldReading, Reading
+from gateway.interpret import ENZYME_ALGORITHM, GOLD_ALGORITHM, interpret_kinetics, interpret_strips
+from gateway.interpret.errors import InterpretError
+from gateway.outbox import Draft, RecordDrafts
+from kuaijian_schema.kits import DEMO_KITS
+from kuaijian_schema.specs import GB_T_5009_199, NY_T_448, EnzymeSpec, StripSpec
+from kuaijian_schema.wire import StationConfig
+
+BUILTIN_VERSION = "builtin"
+ENZYME_ANALYTE = "cholinesterase-inhibitors"  # organophosphates + carbamates, as a class
+PRIORITY = {"positive": 3, "suspect": 2, "invalid": 1, "negative": 0}
+
+
+@dataclass(frozen=True, slots=True)
+class SpecBook:
+    """The specs in force: kits and enzyme profiles by name, plus the config version they come from."""
+
+    version: str
+    kits: Mapping[str, StripSpec]
+    profiles: Mapping[str, EnzymeSpec]
+
+    @classmethod
+    def builtin(cls) -> SpecBook:
+        """Defaults so a station works before any config push."""
+        return cls(
+            version=BUILTIN_VERSION,
+            kits=MappingProxyType(dict(DEMO_KITS)),
+            profiles=MappingProxyType({p.name: p for p in (GB_T_5009_199, NY_T_448)}),
+        )
+
+    def with_config(self, cfg: StationConfig) -> SpecBook:
+        """Built-in defaults overlaid by the pushed kits/profiles (by name); version = cfg.version."""
+        base = SpecBook.builtin()
+        kits = dict(base.kits)
+        kits.update({k.name: k for k in cfg.gold_kits})
+        profiles = dict(base.profiles)
+        profiles.update({p.name: p for p in cfg.enzyme_profiles})
+        return SpecBook(cfg.version, MappingProxyType(kits), MappingProxyType(profiles))
+
+    def profile(self, name: str) -> EnzymeSpec | None:
+        """Exact name, else a unique prefix match either way ("GB/T 5009.199" ↔ "GB/T 5009.199-2003")."""
+        if name in self.profiles:
+            return self.profiles[name]
+        hits = [p for n, p in self.profiles.items() if name and (n.startswith(name) or name.startswith(n))]
+        return hits[0] if len(hits) == 1 else None
+
+
+@dataclass
+class SpecHolder:
+    """Thread-safe holder of the current `SpecBook` (workers read, the link's config push writes)."""
+
+    book: SpecBook = field(default_factory=SpecBook.builtin)
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def get(self) -> SpecBook:
+        with self._lock:
+            return self.book
+
+    def set(self, book: SpecBook) -> None:
+        with self._lock:
+            self.book = book
+
+
+def _clean(values: Mapping[str, float | None]) -> dict[str, float | None]:
+    return {k: (None if v is None or not math.isfinite(v) else float(v)) for k, v in values.items()}
+
+
+def _raw(arr: npt.NDArray[np.float64]) -> dict[str, Any]:
+    data = np.ascontiguousarray(arr, dtype="<f4")
+    return {
+        "encoding": "zlib+base64",
+        "dtype": "<f4",
+        "shape": list(data.shape),
+        "data": base64.b64encode(zlib.compress(data.tobytes(), 6)).decode("ascii"),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Interpreter:
+    """Callable turning a batch of one instrument's readings into `RecordDrafts` (one per reading)."""
+
+    station: str
+    specs: SpecHolder
+    operator: str | None = None
+    include_raw: bool = False
+    default_kit: str | None = None
+    default_profile: str | None = None
+
+    def __call__(self, info: DeviceInfo, readings: Sequence[Reading]) -> list[RecordDrafts]:
+        book = self.specs.get()
+        drafts: dict[int, list[Draft]] = {r.record_no: [] for r in readings}
+        golds = [r for r in readings if isinstance(r, GoldReading)]
+        enzymes = [r for r in readings if isinstance(r, EnzymeReading)]
+        if golds:
+            self._gold(info, golds, book, drafts)
+        for rd in enzymes:
+            self._enzyme(info, rd, book, drafts)
+        return [RecordDrafts(r.record_no, tuple(drafts[r.record_no])) for r in readings]
+
+    # ------------------------------------------------------------------ common
+    def _body(
+        self,
+        info: DeviceInfo,
+        *,
+        sample_id: str,
+        product: str,
+        record_no: int,
+        method: str,
+        analyte: str,
+        channel: int,
+        measured_at: str,
+        verdict: str,
+        values: Mapping[str, float | None],
+        qc: Sequence[str],
+        algorithm: str,
+        config_version: str,
+        operator: str,
+    ) -> dict[str, Any]:
+        qc = list(qc)
+        if not sample_id:
+            sample_id = f"{info.serial}-{record_no}"
+            qc.append("no-sample-id")
+        body: dict[str, Any] = {
+            "station": self.station,
+            "instrument": {"serial": info.serial, "model": info.model, "driver": info.driver},
+            "sample": {"id": sample_id[:64], "product": (product or "unknown")[:64]},
+            "method": method,
+            "analyte": analyte[:64] or "unknown",
+            "channel": channel,
+            "measured_at": measured_at,
+            "verdict": verdict,
+            "values": _clean(values),
+            "qc": qc,
+            "algorithm": algorithm,
+            "config_version": config_version,
+        }
+        op = operator or self.operator
+        if op:
+            body["operator"] = op[:64]
+        return body
+
+    # ------------------------------------------------------------------ colloidal gold
+    def _gold(
+        self, info: DeviceInfo, readings: list[GoldReading], book: SpecBook, out: dict[int, list[Draft]]
+    ) -> None:
+        groups: dict[str, list[GoldReading]] = defaultdict(list)
+        for rd in readings:
+            groups[rd.kit or self.default_kit or ""].append(rd)
+        for kit, group in groups.items():
+            spec = book.kits.get(kit)
+            if spec is None:
+                for rd in group:
+                    self._gold_invalid(info, rd, book, out, f"unknown-kit:{kit or '-'}")
+                continue
+            fits = [rd for rd in group if rd.profile.ndim == 1 and rd.profile.shape[0] == spec.length]
+            for rd in group:
+                if not (rd.profile.ndim == 1 and rd.profile.shape[0] == spec.length):
+                    self._gold_invalid(info, rd, book, out, f"profile-length-mismatch:{rd.profile.shape}")
+            if not fits:
+                continue
+            try:
+                res = interpret_strips(np.stack([rd.profile for rd in fits]), spec)
+            except InterpretError:
+                # One bad strip must not take the batch down: interpret them one by one.
+                for rd in fits:
+                    self._gold_one(info, rd, spec, book, out)
+                continue
+            for i, rd in enumerate(fits):
+                for k, analyte in enumerate(res.analytes):
+                    self._gold_draft(
+                        info,
+                        rd,
+                        book,
+                        out,
+                        analyte,
+                        res.verdict_for(i, k),
+                        res.values_for(i, k),
+                        res.flags_for(i, k),
+                        res.algorithm,
+                        k,
+                    )
+
+    def _gold_one(
+        self, info: DeviceInfo, rd: GoldReading, spec: StripSpec, book: SpecBook, out: dict[int, list[Draft]]
+    ) -> None:
+        try:
+            res = interpret_strips(rd.profile[np.newaxis, :], spec)
+        except InterpretError as exc:
+            self._gold_invalid(info, rd, book, out, f"interpretation-error:{type(exc).__name__}", spec)
+            return
+        for k, analyte in enumerate(res.analytes):
+            self._gold_draft(
+                info,
+                rd,
+                book,
+                out,
+                analyte,
+                res.verdict_for(0, k),
+                res.values_for(0, k),
+                res.flags_for(0, k),
+                res.algorithm,
+                k,
+            )
+
+    def _gold_invalid(
+        self,
+        info: DeviceInfo,
+        rd: GoldReading,
+        book: SpecBook,
+        out: dict[int, list[Draft]],
+        flag: str,
+        spec: StripSpec | None = None,
+    ) -> None:
+        analytes = spec.analytes if spec is not None else (rd.kit or "unknown",)
+        for k, analyte in enumerate(analytes):
+            self._gold_draft(info, rd, book, out, analyte, "invalid", {}, (flag,), GOLD_ALGORITHM, k)
+
+    def _gold_draft(
+        self,
+        info: DeviceInfo,
+        rd: GoldReading,
+        book: SpecBook,
+        out: dict[int, list[Draft]],
+        analyte: str,
+        verdict: str,
+        values: Mapping[str, float | None],
+        qc: Sequence[str],
+        algorithm: str,
+        line: int,
+    ) -> None:
+        body = self._body(
+            info,
+            sample_id=rd.sample_id,
+            product=rd.product,
+            record_no=rd.record_no,
+            method="gold",
+            analyte=analyte,
+            channel=rd.channel,
+            measured_at=rd.measured_at.isoformat(),
+            verdict=verdict,
+            values=values,
+            qc=qc,
+            algorithm=algorithm,
+            config_version=book.version,
+            operator=rd.operator,
+        )
+        if self.include_raw:
+            body["raw"] = _raw(rd.profile)
+        out[rd.record_no].append(Draft(f"ch{rd.channel}/t{line}", PRIORITY[verdict], body))
+
+    # ------------------------------------------------------------------ enzyme inhibition
+    def _enzyme(
+        self, info: DeviceInfo, rd: EnzymeReading, book: SpecBook, out: dict[int, list[Draft]]
+    ) -> None:
+        name = rd.profile or self.default_profile or ""
+        spec = book.profile(name)
+        channels = [c for c in range(rd.absorbance.shape[0]) if c != rd.control_channel]
+        flag: str | None = None
+        res = None
+        if spec is None:
+            flag = f"unknown-profile:{name or '-'}"
+        else:
+            try:
+                res = interpret_kinetics(
+                    rd.times_s, rd.absorbance[np.newaxis, ...], np.array([rd.control_channel]), spec
+                )
+            except InterpretError as exc:
+                flag = f"interpretation-error:{type(exc).__name__}"
+        for c in channels:
+            if res is not None:
+                verdict, values, qc = res.verdict_for(0, c), res.values_for(0, c), res.flags_for(0, c)
+                algorithm = res.algorithm
+            else:
+                verdict, values, qc, algorithm = "invalid", {}, (flag or "invalid",), ENZYME_ALGORITHM
+            body = self._body(
+                info,
+                sample_id=rd.sample_ids[c] if c < len(rd.sample_ids) else "",
+                product=rd.products[c] if c < len(rd.products) else "",
+                record_no=rd.record_no,
+                method="enzyme",
+                analyte=ENZYME_ANALYTE,
+                channel=c,
+                measured_at=rd.measured_at.isoformat(),
+                verdict=verdict,
+                values=values,
+                qc=qc,
+                algorithm=algorithm,
+                config_version=book.version,
+                operator=rd.operator,
+            )
+            if self.include_raw:
+                body["raw"] = _raw(rd.absorbance[c])
+            out[rd.record_no].append(Draft(f"ch{c}", PRIORITY[verdict], body))

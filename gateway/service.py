@@ -1,0 +1,246 @@
+"""The station gateway service: wires config, outbox, specs, instrument workers and the MQTT link.
+
+Does: open the outbox (integrity check, migrations), restore the last pushed config from it (else the
+built-in defaults), build one supervised `InstrumentWorker` per enabled instrument, start the `Link`
+(which connects in the background: the station measures and stores fully offline), apply config pushes
+atomically (stored with its version in the outbox first, then swapped in for the workers), and report a
+`Status` (instruments, versions, outbox depth, oldest unsent age, free disk).
+
+Does not: parse CLI arguments or install signal handlers (that is `gateway.cli`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import shutil
+import threading
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+from pydantic import ValidationError
+
+from drivers.readings import Analyzer
+from drivers.timeouts import Timeouts
+from gateway.config import (
+    EnzymeModbusInstrument,
+    GatewayConfig,
+    GoldSerialInstrument,
+    InstrumentConfig,
+    PluginInstrument,
+)
+from gateway.errors import ConfigError, GatewayError
+from gateway.interpret import ENZYME_ALGORITHM, GOLD_ALGORITHM
+from gateway.link import Link
+from gateway.outbox import Enqueued, Outbox
+from gateway.pipeline import Interpreter, SpecBook, SpecHolder
+from gateway.worker import InstrumentWorker, WorkerState
+from kuaijian import __version__
+from kuaijian_schema.wire import PROTOCOL_VERSION, InstrumentStatus, StationConfig, Status, sign_payload
+
+log = logging.getLogger("gateway.service")
+
+AnalyzerFactory = Callable[[], Analyzer]
+
+
+def analyzer_factory(inst: InstrumentConfig, timeouts: Timeouts) -> AnalyzerFactory:
+    """A zero-argument constructor of the instrument's driver (drivers are imported lazily)."""
+    if isinstance(inst, GoldSerialInstrument):
+
+        def gold() -> Analyzer:
+            from drivers.gold_serial import GoldSerialAnalyzer
+
+            return GoldSerialAnalyzer(inst.port, baudrate=inst.baudrate, timeouts=timeouts)
+
+        return gold
+    if isinstance(inst, EnzymeModbusInstrument):
+
+        def enzyme() -> Analyzer:
+            from drivers.enzyme_modbus import EnzymeModbusAnalyzer
+
+            return EnzymeModbusAnalyzer(
+                host=inst.host,
+                port=inst.port,
+                serial_port=inst.serial_port,
+                baudrate=inst.baudrate,
+                unit=inst.unit,
+                timeouts=timeouts,
+            )
+
+        return enzyme
+    if isinstance(inst, PluginInstrument):
+        module_name, _, attr = inst.factory.partition(":")
+        try:
+            factory = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(
+                f"instruments.{inst.name}.factory: cannot load {inst.factory!r}: {exc}"
+            ) from exc
+        params = dict(inst.params)
+
+        def plugin() -> Analyzer:
+            analyzer: Analyzer = factory(params, timeouts)
+            return analyzer
+
+        return plugin
+    raise ConfigError(f"instruments.{inst.name}: unknown driver")
+
+
+class GatewayService:
+    """Start with `start()`, stop with `stop()`; `fatal` is set when the outbox fails irrecoverably."""
+
+    def __init__(self, config: GatewayConfig) -> None:
+        self.config = config
+        self.specs = SpecHolder()
+        self.fatal = threading.Event()
+        self.fatal_reason: str | None = None
+        self.outbox: Outbox | None = None
+        self.link: Link | None = None
+        self.workers: list[InstrumentWorker] = []
+        self._config_lock = threading.Lock()
+
+    def start(self) -> None:
+        cfg = self.config
+        key = cfg.station_key()
+        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        max_bytes = None if cfg.storage.max_db_mb is None else int(cfg.storage.max_db_mb * 1024 * 1024)
+        factories = [(inst, analyzer_factory(inst, inst.timeouts.to_timeouts())) for inst in cfg.instruments]
+        outbox = Outbox.open(cfg.db_path, max_db_bytes=max_bytes)
+        self.outbox = outbox
+        self._restore_config(outbox)
+
+        def sign(doc: dict[str, Any]) -> str:
+            return sign_payload(doc, key)
+
+        self.link = Link(cfg, outbox, status=self.status, on_config=self.apply_config)
+        for inst, factory in factories:
+            if not inst.enabled:
+                continue
+            interp = Interpreter(
+                station=cfg.station,
+                specs=self.specs,
+                operator=cfg.operator,
+                include_raw=cfg.acquisition.include_raw,
+                default_kit=inst.default_kit if isinstance(inst, GoldSerialInstrument) else None,
+                default_profile=inst.default_profile if isinstance(inst, EnzymeModbusInstrument) else None,
+            )
+            self.workers.append(
+                InstrumentWorker(
+                    name=inst.name,
+                    driver=inst.driver,
+                    make_analyzer=factory,
+                    interpret=interp,
+                    outbox=outbox,
+                    sign=sign,
+                    timeouts=inst.timeouts.to_timeouts(),
+                    poll_interval_s=inst.poll_interval_s or cfg.acquisition.poll_interval_s,
+                    read_batch=cfg.acquisition.read_batch,
+                    start_from=cfg.acquisition.start_from,
+                    full_retry_s=cfg.acquisition.full_retry_s,
+                    on_enqueued=self._on_enqueued,
+                    on_state=self._on_worker_state,
+                    on_fatal=self._on_fatal,
+                )
+            )
+        self.link.start()
+        for w in self.workers:
+            w.start()
+        log.info(
+            "gateway %s started: %d instrument(s), outbox %s, config %s",
+            cfg.station,
+            len(self.workers),
+            cfg.db_path,
+            self.specs.get().version,
+        )
+
+    def stop(self, timeout: float = 5.0) -> None:
+        for w in self.workers:
+            w.stop()
+        for w in self.workers:
+            w.join(timeout)
+        if self.link is not None:
+            self.link.stop(timeout)
+        if self.outbox is not None:
+            self.outbox.close()
+            self.outbox = None
+
+    # ------------------------------------------------------------------ config
+    def _restore_config(self, outbox: Outbox) -> None:
+        stored = outbox.current_config()
+        if stored is None:
+            return
+        version, doc = stored
+        try:
+            self.specs.set(SpecBook.builtin().with_config(StationConfig.model_validate(doc)))
+        except ValidationError as exc:
+            log.warning("stored config %s no longer validates, using built-in defaults: %s", version, exc)
+
+    def apply_config(self, cfg: StationConfig) -> None:
+        """Apply a pushed config atomically: record it (with its version) in the outbox, then swap."""
+        with self._config_lock:
+            if self.outbox is None:
+                return
+            if cfg.version == self.specs.get().version:
+                return
+            book = SpecBook.builtin().with_config(cfg)
+            self.outbox.store_config(cfg.version, cfg.model_dump(mode="json"))
+            self.specs.set(book)
+        log.info(
+            "applied station config %s (%d kits, %d enzyme profiles)",
+            cfg.version,
+            len(book.kits),
+            len(book.profiles),
+        )
+        if self.link is not None:
+            self.link.publish_status()
+
+    # ------------------------------------------------------------------ callbacks
+    def _on_enqueued(self, rows: list[Enqueued]) -> None:
+        if rows and self.link is not None:
+            self.link.wake()
+
+    def _on_worker_state(self, state: WorkerState) -> None:
+        if self.link is not None:
+            self.link.publish_status()
+
+    def _on_fatal(self, name: str, exc: Exception) -> None:
+        self.fatal_reason = f"instrument {name}: {exc}"
+        self.fatal.set()
+
+    # ------------------------------------------------------------------ status
+    def status(self) -> Status:
+        outbox = self.outbox
+        if outbox is None:
+            raise GatewayError("gateway is not running")
+        stats = outbox.stats()
+        try:
+            free = shutil.disk_usage(self.config.data_dir).free
+        except OSError:
+            free = None
+        return Status(
+            station=self.config.station,
+            state="online",
+            at=datetime.now(UTC),
+            instruments=tuple(
+                InstrumentStatus(
+                    name=s.name,
+                    serial=s.serial,
+                    model=s.model,
+                    driver=s.driver,
+                    state=s.state,
+                    last_error=s.last_error,
+                )
+                for s in (w.state for w in self.workers)
+            ),
+            versions={
+                "kuaijian": __version__,
+                "protocol": PROTOCOL_VERSION,
+                "gold": GOLD_ALGORITHM,
+                "enzyme": ENZYME_ALGORITHM,
+            },
+            outbox_depth=stats.depth,
+            oldest_unsent_age_s=stats.oldest_age_s(),
+            free_disk_bytes=free,
+            config_version=self.specs.get().version,
+        )

@@ -1,0 +1,200 @@
+"""Supervised acquisition worker: one thread per instrument, pulling records into the outbox.
+
+Does: open the analyzer, identify it, then loop: `latest_record()`, read the records after the cursor
+(at most `read_batch`), interpret them (`gateway.pipeline`) and commit all their results + the cursor +
+the seq in ONE outbox transaction — before anything else happens with them. A record is only ever
+"taken" by that commit, so a crash anywhere re-reads it and the outbox's unique key makes that a no-op.
+A counter that goes backwards (memory cleared, instrument swapped) starts a new cursor epoch.
+
+Failure policy (supervisor): any `DriverError` marks the instrument unavailable, closes it and retries
+with exponential backoff (`Timeouts.reconnect_initial_s` doubling up to `reconnect_max_s`); records read
+before the failure are committed first. `OutboxFull` pauses reading (the instrument keeps its records)
+and retries every `full_retry_s` until space returns. Other outbox failures stop this worker and are
+reported to the service through `on_fatal`. A failing worker never stops the others.
+
+Does not: talk MQTT or decide verdicts (the interpretation core does).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from typing import Literal
+
+from drivers.errors import DriverError
+from drivers.readings import Analyzer, DeviceInfo, Reading
+from drivers.timeouts import Timeouts
+from gateway.errors import OutboxError, OutboxFull
+from gateway.outbox import Cursor, Enqueued, Outbox, RecordDrafts
+
+log = logging.getLogger("gateway.worker")
+
+State = Literal["ok", "unavailable", "starting"]
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerState:
+    name: str
+    driver: str
+    state: State = "starting"
+    serial: str | None = None
+    model: str | None = None
+    last_error: str | None = None
+    last_record: int | None = None
+    records_read: int = 0
+
+
+Interpret = Callable[[DeviceInfo, list[Reading]], list[RecordDrafts]]
+
+
+class InstrumentWorker:
+    """Supervised pull loop for one instrument (a daemon thread)."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        driver: str,
+        make_analyzer: Callable[[], Analyzer],
+        interpret: Interpret,
+        outbox: Outbox,
+        sign: Callable[[dict[str, object]], str],
+        timeouts: Timeouts,
+        poll_interval_s: float,
+        read_batch: int,
+        start_from: Literal["first", "latest"],
+        full_retry_s: float,
+        on_enqueued: Callable[[list[Enqueued]], None] = lambda _e: None,
+        on_state: Callable[[WorkerState], None] = lambda _s: None,
+        on_fatal: Callable[[str, Exception], None] = lambda _n, _e: None,
+    ) -> None:
+        self.name = name
+        self._make = make_analyzer
+        self._interpret = interpret
+        self._outbox = outbox
+        self._sign = sign
+        self._timeouts = timeouts
+        self._poll = poll_interval_s
+        self._batch = read_batch
+        self._start_from = start_from
+        self._full_retry = full_retry_s
+        self._on_enqueued = on_enqueued
+        self._on_state = on_state
+        self._on_fatal = on_fatal
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+        self._state = WorkerState(name=name, driver=driver)
+
+    @property
+    def state(self) -> WorkerState:
+        with self._lock:
+            return self._state
+
+    def _set(self, **changes: object) -> None:
+        with self._lock:
+            old = self._state
+            self._state = replace(old, **changes)  # type: ignore[arg-type]
+            new = self._state
+        if (old.state, old.last_error) != (new.state, new.last_error):
+            self._on_state(new)
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._supervise, name=f"worker-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    @property
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    # ------------------------------------------------------------------ supervision
+    def _supervise(self) -> None:
+        backoff = self._timeouts.reconnect_initial_s
+        while not self._stop.is_set():
+            analyzer: Analyzer | None = None
+            try:
+                analyzer = self._make()
+                analyzer.open()
+                info = analyzer.identify()
+                self._set(state="ok", serial=info.serial, model=info.model, last_error=None)
+                backoff = self._timeouts.reconnect_initial_s
+                self._pull(analyzer, info)
+            except DriverError as exc:
+                self._set(state="unavailable", last_error=f"{type(exc).__name__}: {exc}")
+                log.warning("instrument %s unavailable (retry in %.1fs): %s", self.name, backoff, exc)
+            except OutboxError as exc:
+                self._set(state="unavailable", last_error=f"outbox: {exc}")
+                log.error("instrument %s stopped: outbox failure: %s", self.name, exc)  # noqa: TRY400
+                self._on_fatal(self.name, exc)
+                return
+            finally:
+                if analyzer is not None:
+                    with contextlib.suppress(DriverError):
+                        analyzer.close()
+            if self._stop.wait(backoff):
+                break
+            backoff = min(backoff * 2, self._timeouts.reconnect_max_s)
+
+    def _pull(self, analyzer: Analyzer, info: DeviceInfo) -> None:
+        key = f"{info.driver}:{info.serial}"
+        cursor = self._outbox.cursor(key)
+        while not self._stop.is_set():
+            latest = analyzer.latest_record()
+            if cursor is None:
+                cursor = Cursor(0, 0 if self._start_from == "first" else latest)
+                self._outbox.set_cursor(key, cursor)
+            elif latest < cursor.last_record:
+                log.warning(
+                    "instrument %s: record counter went back from %d to %d (memory cleared or replaced); "
+                    "starting a new cursor epoch",
+                    self.name,
+                    cursor.last_record,
+                    latest,
+                )
+                cursor = Cursor(cursor.epoch + 1, 0)
+                self._outbox.set_cursor(key, cursor)
+            if latest <= cursor.last_record:
+                self._stop.wait(self._poll)
+                continue
+            upto = min(latest, cursor.last_record + self._batch)
+            readings: list[Reading] = []
+            failure: DriverError | None = None
+            for n in range(cursor.last_record + 1, upto + 1):
+                try:
+                    readings.append(analyzer.read_record(n))
+                except DriverError as exc:
+                    failure = exc
+                    break
+            if readings:
+                if not self._commit(key, cursor.epoch, info, readings):
+                    return  # stop requested while waiting for disk space
+                cursor = Cursor(cursor.epoch, readings[-1].record_no)
+                self._set(last_record=cursor.last_record, records_read=self.state.records_read + len(readings))
+            if failure is not None:
+                raise failure
+
+    def _commit(self, key: str, epoch: int, info: DeviceInfo, readings: list[Reading]) -> bool:
+        drafts = self._interpret(info, readings)
+        while True:
+            try:
+                enqueued = self._outbox.enqueue(key, epoch, drafts, self._sign)
+            except OutboxFull as exc:
+                self._set(state="unavailable", last_error=f"outbox full, not reading new records: {exc}")
+                log.error("instrument %s paused: %s", self.name, exc)  # noqa: TRY400
+                if self._stop.wait(self._full_retry):
+                    return False
+                continue
+            if self.state.state != "ok":
+                self._set(state="ok", last_error=None)
+            self._on_enqueued(enqueued)
+            return True

@@ -1,0 +1,106 @@
+"""Fixtures of the gateway tests: station TOML writer, in-process service, test acker."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from gateway.config import load_config
+from gateway.service import GatewayService
+from tests.gateway.acker import Acker
+from tests.helpers import Mosquitto, wait_for
+
+STATION = "370214101203-01"
+KEY = "test-station-key-0123456789"
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f'"{k}" = {_toml_value(x)}' for k, x in v.items()) + " }"
+    return repr(v)
+
+
+def write_station(
+    directory: Path,
+    port: int,
+    instruments: list[dict[str, Any]],
+    *,
+    link: dict[str, Any] | None = None,
+    acquisition: dict[str, Any] | None = None,
+    storage: dict[str, Any] | None = None,
+) -> Path:
+    """Write a station TOML with fast timings for tests; returns its path."""
+    lines = [
+        f'station = "{STATION}"',
+        f'key = "{KEY}"',
+        'data_dir = "data"',
+        "",
+        "[broker]",
+        f'url = "mqtt://127.0.0.1:{port}"',
+        "keepalive_s = 5",
+        "reconnect_min_s = 1",
+        "reconnect_max_s = 1",
+        "",
+        "[link]",
+    ]
+    link_cfg = {"ack_timeout_s": 3.0, "tick_s": 0.05, "max_messages_per_s": 500.0, "status_interval_s": 1.0}
+    link_cfg.update(link or {})
+    lines += [f"{k} = {_toml_value(v)}" for k, v in link_cfg.items()]
+    lines += ["", "[acquisition]"]
+    acq = {"poll_interval_s": 0.05}
+    acq.update(acquisition or {})
+    lines += [f"{k} = {_toml_value(v)}" for k, v in acq.items()]
+    if storage:
+        lines += ["", "[storage]"] + [f"{k} = {_toml_value(v)}" for k, v in storage.items()]
+    for inst in instruments:
+        lines += ["", "[[instruments]]"]
+        timeouts = inst.get("timeouts", {"reconnect_initial_s": 0.05, "reconnect_max_s": 0.2})
+        lines += [f"{k} = {_toml_value(v)}" for k, v in inst.items() if k != "timeouts"]
+        lines += ["[instruments.timeouts]"] + [f"{k} = {_toml_value(v)}" for k, v in timeouts.items()]
+    path = directory / "station.toml"
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return path
+
+
+def fast_instrument(name: str = "fast-1", **params: Any) -> dict[str, Any]:
+    p = {"serial": "FAST-0001", "t0": time.time(), "rate": 500.0, "total": 100}
+    p.update(params)
+    return {"name": name, "driver": "plugin", "factory": "tests.gateway.fast_source:make", "params": p}
+
+
+@pytest.fixture
+def acker(mosquitto: Mosquitto) -> Iterator[Acker]:
+    a = Acker(mosquitto.port, STATION, KEY.encode())
+    a.start()
+    wait_for(a.connected.is_set, 10, "acker did not connect")
+    try:
+        yield a
+    finally:
+        a.stop()
+
+
+class RunningService:
+    def __init__(self, config_path: Path) -> None:
+        self.service = GatewayService(load_config(config_path))
+
+    def __enter__(self) -> GatewayService:
+        self.service.start()
+        return self.service
+
+    def __exit__(self, *exc: object) -> None:
+        self.service.stop()
+
+
+def drained(service: GatewayService, total: int) -> bool:
+    box = service.outbox
+    assert box is not None
+    st = box.stats()
+    return st.enqueued_total >= total and st.depth == 0

@@ -1,0 +1,98 @@
+"""A fast, deterministic in-process analyzer for gateway tests and the benchmark (driver = "plugin").
+
+Record n is a pure function of n (a colloidal-gold strip drawn once from the firmware_sim signal model:
+every 10th strip positive, the rest blank), so a gateway killed and restarted against the same
+parameters sees exactly the same records — the ground truth for the no-loss tests. Records "complete"
+at `rate` per second from the wall-clock instant `t0` (a parameter), up to `total`.
+
+Parameters (TOML `params` table): serial, t0 (unix s), rate (records/s), total, channels, kit,
+fail_open_until (unix s: `open()` raises TransportError before then).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from drivers.errors import ProtocolError, TransportError
+from drivers.readings import DeviceInfo, GoldReading
+from drivers.timeouts import Timeouts
+from firmware_sim.signal_model import one_gold_profile
+from kuaijian_schema.kits import DEMO_KITS
+
+KIT = "imidacloprid-v1"
+
+
+@lru_cache(maxsize=8)
+def _profiles(kit: str) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
+    spec = DEMO_KITS[kit]
+    rng = np.random.default_rng(7)
+    cal = spec.lines[0].calibration
+    high = (cal.c * 6.0) if cal is not None else 5.0
+    blank = one_gold_profile(spec, rng, concentration=0.0).profile
+    positive = one_gold_profile(spec, rng, concentration=high).profile
+    return blank, positive
+
+
+def is_positive(record_no: int) -> bool:
+    return record_no % 10 == 0
+
+
+class FastGoldSource:
+    """`drivers.readings.Analyzer` over a deterministic record sequence."""
+
+    def __init__(self, params: dict[str, Any], timeouts: Timeouts) -> None:
+        self.serial = str(params.get("serial", "FAST-0001"))
+        self.t0 = float(params.get("t0", time.time()))
+        self.rate = float(params.get("rate", 100.0))
+        self.total = int(params.get("total", 1_000_000))
+        self.channels = int(params.get("channels", 8))
+        self.kit = str(params.get("kit", KIT))
+        self.fail_open_until = float(params.get("fail_open_until", 0.0))
+        self.timeouts = timeouts
+        self.opened = False
+
+    def open(self) -> None:
+        if time.time() < self.fail_open_until:
+            raise TransportError(f"{self.serial}: port busy (simulated)")
+        self.opened = True
+
+    def close(self) -> None:
+        self.opened = False
+
+    def identify(self) -> DeviceInfo:
+        return DeviceInfo(
+            serial=self.serial,
+            model="FAST-G",
+            firmware="1",
+            driver="plugin",
+            method="gold",
+            channels=self.channels,
+        )
+
+    def latest_record(self) -> int:
+        return max(0, min(self.total, int((time.time() - self.t0) * self.rate)))
+
+    def read_record(self, record_no: int) -> GoldReading:
+        if not 1 <= record_no <= self.latest_record():
+            raise ProtocolError(f"no record {record_no}")
+        blank, positive = _profiles(self.kit)
+        return GoldReading(
+            record_no=record_no,
+            channel=1 + record_no % self.channels,
+            kit=self.kit,
+            sample_id=f"{self.serial}-S{record_no:06d}",
+            product="菠菜",
+            measured_at=datetime.fromtimestamp(self.t0 + record_no / self.rate, UTC),
+            profile=positive if is_positive(record_no) else blank,
+        )
+
+
+def make(params: dict[str, Any], timeouts: Timeouts) -> FastGoldSource:
+    """Plugin factory (`factory = "tests.gateway.fast_source:make"`)."""
+    return FastGoldSource(params, timeouts)

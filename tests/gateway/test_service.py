@@ -1,0 +1,172 @@
+"""The gateway end to end against a real Mosquitto broker and a test acker standing in for the cloud."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from kuaijian_schema.kits import DEMO_KITS
+from kuaijian_schema.wire import StationConfig, topic
+from tests.gateway.acker import Acker
+from tests.gateway.conftest import STATION, RunningService, drained, fast_instrument, write_station
+from tests.gateway.fast_source import is_positive
+from tests.helpers import Mosquitto, free_port, wait_for
+
+
+def _check_complete(acker: Acker, total: int) -> None:
+    assert not acker.bad, acker.bad[:5]
+    got = acker.received
+    assert set(got) == set(range(1, total + 1)), "seqs must be exactly 1..N"
+    samples = sorted(r["sample"]["id"] for r in got.values())
+    assert len(set(samples)) == total, "each record delivered under exactly one seq"
+
+
+def test_delivers_everything_signed_and_acked(tmp_path: Path, mosquitto: Mosquitto, acker: Acker) -> None:
+    cfg = write_station(tmp_path, mosquitto.port, [fast_instrument(total=150, rate=3000.0)])
+    with RunningService(cfg) as svc:
+        wait_for(lambda: drained(svc, 150), 20, "outbox did not drain")
+        assert svc.outbox is not None
+        st = svc.outbox.stats()
+        assert (st.enqueued_total, st.acked_total, st.last_seq, st.depth) == (150, 150, 150, 0)
+        _check_complete(acker, 150)
+        r = acker.received[10]
+        assert r["verdict"] == "positive"
+        assert r["algorithm"] == "gold/1.0"
+        assert r["config_version"] == "builtin"
+        assert acker.received[11]["verdict"] == "negative"
+        wait_for(lambda: any(s.get("state") == "online" for s in acker.statuses), 5, "no birth status")
+        online = [s for s in acker.statuses if s["state"] == "online"][-1]
+        assert online["instruments"][0]["state"] == "ok"
+        assert online["free_disk_bytes"] > 0
+    wait_for(lambda: acker.statuses[-1]["state"] == "offline", 5, "no offline status at stop")
+
+
+def test_offline_start_then_positives_drain_first(tmp_path: Path) -> None:
+    broker = Mosquitto(workdir=tmp_path, port=free_port())
+    # 1. No broker at all: the gateway starts, measures and stores everything offline.
+    inst = fast_instrument(total=200, rate=5000.0)
+    offline = write_station(tmp_path, broker.port, [inst])
+    with RunningService(offline) as svc:
+        assert svc.outbox is not None
+        box = svc.outbox
+        wait_for(lambda: box.stats().enqueued_total == 200, 10, "offline acquisition stalled")
+        assert svc.link is not None
+        assert not svc.link.connected
+    # 2. The network comes back (broker + cloud first), then the gateway restarts and drains.
+    broker.start()
+    acker = Acker(broker.port, STATION, b"test-station-key-0123456789")
+    acker.start()
+    try:
+        wait_for(acker.connected.is_set, 10, "acker did not connect")
+        online = write_station(tmp_path, broker.port, [inst], link={"batch_max": 10})
+        with RunningService(online) as svc:
+            wait_for(lambda: drained(svc, 200), 20, "outbox did not drain after the outage")
+        _check_complete(acker, 200)
+        positives = {s for s, r in acker.received.items() if r["verdict"] == "positive"}
+        assert positives == {s for s, r in acker.received.items() if is_positive(int(r["sample"]["id"][-6:]))}
+        assert len(positives) == 20
+        assert set(acker.delivery_order[:20]) == positives, "positives must drain first"
+        assert acker.batches > 0, "a backlog is sent in batches"
+    finally:
+        acker.stop()
+        broker.stop()
+
+
+def test_broker_restart_during_measurement_loses_nothing(
+    tmp_path: Path, mosquitto: Mosquitto, acker: Acker
+) -> None:
+    total = 600
+    cfg = write_station(tmp_path, mosquitto.port, [fast_instrument(total=total, rate=150.0)])
+    with RunningService(cfg) as svc:
+        assert svc.outbox is not None
+        box = svc.outbox
+        wait_for(lambda: box.stats().acked_total >= 50, 10, "nothing acked before the outage")
+        mosquitto.stop()  # no persistence: the broker forgets sessions and in-flight messages
+        during = box.stats().enqueued_total
+        wait_for(lambda: box.stats().enqueued_total >= during + 100, 10, "measurement stopped offline")
+        mosquitto.start()
+        wait_for(lambda: drained(svc, total), 40, "outbox did not drain after the restart")
+        st = box.stats()
+        assert st.acked_total == st.enqueued_total == total, "every result acked exactly once in accounting"
+    _check_complete(acker, total)
+
+
+def test_broker_that_drops_gets_resends_until_acked(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    acker = Acker(mosquitto.port, STATION, b"test-station-key-0123456789", drop_first=True)
+    acker.start()
+    try:
+        wait_for(acker.connected.is_set, 10, "acker did not connect")
+        cfg = write_station(
+            tmp_path, mosquitto.port, [fast_instrument(total=40, rate=2000.0)], link={"ack_timeout_s": 0.5}
+        )
+        with RunningService(cfg) as svc:
+            wait_for(lambda: drained(svc, 40), 20, "results were not re-sent until acked")
+        _check_complete(acker, 40)
+        assert all(acker.deliveries[s] >= 2 for s in range(1, 41)), "each result must have been re-sent"
+    finally:
+        acker.stop()
+
+
+def test_rejected_results_are_kept_with_reason(tmp_path: Path, mosquitto: Mosquitto, acker: Acker) -> None:
+    acker.reject = {3: "unknown instrument", 7: "bad sample"}
+    cfg = write_station(tmp_path, mosquitto.port, [fast_instrument(total=10, rate=2000.0)])
+    with RunningService(cfg) as svc:
+        wait_for(lambda: drained(svc, 10), 20, "outbox did not drain")
+        assert svc.outbox is not None
+        rows = {r.seq: r.reason for r in svc.outbox.rejected_rows()}
+        assert rows == {3: "unknown instrument", 7: "bad sample"}
+        st = svc.outbox.stats()
+        assert (st.acked_total, st.rejected_total) == (8, 2)
+
+
+def test_config_push_is_applied_atomically_and_stamped(
+    tmp_path: Path, mosquitto: Mosquitto, acker: Acker
+) -> None:
+    spec = DEMO_KITS["imidacloprid-v1"]
+    # A strict lot: everything becomes positive (cutoff above any blank ratio).
+    strict = spec.model_copy(update={"lines": (spec.lines[0].model_copy(update={"cutoff": 50.0}),)})
+    cfg_doc = StationConfig(version="lot-42", issued_at=datetime.now(UTC), gold_kits=(strict,))
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    pub.connect("127.0.0.1", mosquitto.port)
+    pub.loop_start()
+    pub.publish(topic(STATION, "config"), cfg_doc.model_dump_json(), qos=1, retain=True).wait_for_publish(5)
+    pub.publish(topic(STATION, "config"), b"{not json", qos=1).wait_for_publish(5)  # ignored, kept
+    pub.disconnect()
+    pub.loop_stop()
+    cfg = write_station(tmp_path, mosquitto.port, [fast_instrument(t0=0.0, total=0)])
+    with RunningService(cfg) as svc:
+        wait_for(lambda: svc.specs.get().version == "lot-42", 10, "config push not applied")
+        assert svc.outbox is not None
+        assert svc.outbox.current_config() is not None
+        assert svc.outbox.stats().config_version == "lot-42"
+    # Restart offline: the stored config is in force without the broker.
+    cfg = write_station(tmp_path, free_port(), [fast_instrument(total=20, rate=2000.0, serial="FAST-2")])
+    with RunningService(cfg) as svc:
+        assert svc.specs.get().version == "lot-42"
+        assert svc.outbox is not None
+        box = svc.outbox
+        wait_for(lambda: box.stats().enqueued_total == 20, 10, "acquisition stalled")
+        docs = [json.loads(p) for p in box.payloads([s for s, _ in box.due_order(100)]).values()]
+        assert len(docs) == 20
+        assert all(d["config_version"] == "lot-42" for d in docs)
+        assert all(d["verdict"] == "positive" for d in docs)
+
+
+def test_failing_instrument_is_retried_and_does_not_stop_others(tmp_path: Path) -> None:
+    import time
+
+    bad = fast_instrument("bad", serial="FAST-BAD", fail_open_until=time.time() + 1.0, total=5, rate=1000.0)
+    good = fast_instrument("good", serial="FAST-GOOD", total=30, rate=1000.0)
+    cfg = write_station(tmp_path, free_port(), [bad, good])
+    with RunningService(cfg) as svc:
+        assert svc.outbox is not None
+        box = svc.outbox
+        wait_for(lambda: box.cursors().get("plugin:FAST-GOOD") is not None, 5, "good instrument not read")
+        states = {w.name: w.state for w in svc.workers}
+        assert states["bad"].state in ("unavailable", "starting")
+        wait_for(lambda: box.stats().enqueued_total == 35, 10, "bad instrument never recovered")
+        assert {w.name: w.state.state for w in svc.workers} == {"bad": "ok", "good": "ok"}
