@@ -15,10 +15,12 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, FastAPI, Request, status
+from fastapi.responses import JSONResponse
 
 from cloud.clock import Clock, SystemClock
 from cloud.db import open_db
+from cloud.errors import CloudError, Conflict, Forbidden, Invalid, NotFound
 from cloud.live import hub_for
 from cloud.settings import Settings
 from kuaijian import __version__
@@ -89,4 +91,21 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     app.state.clock = clk
     for router in _routers():
         app.include_router(router)
+    app.add_exception_handler(CloudError, _cloud_error)
     return app
+
+
+_STATUS: tuple[tuple[type[CloudError], int], ...] = (
+    (NotFound, status.HTTP_404_NOT_FOUND),
+    (Forbidden, status.HTTP_403_FORBIDDEN),
+    (Invalid, status.HTTP_422_UNPROCESSABLE_CONTENT),
+    (Conflict, status.HTTP_409_CONFLICT),
+)
+
+
+async def _cloud_error(request: Request, exc: Exception) -> JSONResponse:
+    """Translate the domain exceptions (cloud.errors) to HTTP status codes; anything else is a 500."""
+    for cls, code in _STATUS:
+        if isinstance(exc, cls):
+            return JSONResponse({"detail": str(exc)}, status_code=code)
+    return JSONResponse({"detail": "internal error"}, status_code=status.HTTP_500_INTERNAL_SERVER_ERROR)

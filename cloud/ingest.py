@@ -438,11 +438,12 @@ class MqttLink:
             )
         if settings.mqtt_username:
             self.client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
+        self.connected = threading.Event()
         self.client.on_connect = self._on_connect
+        self.client.on_disconnect = lambda *_args: self.connected.clear()
         if on_message is not None:
             handler = on_message
             self.client.on_message = lambda _c, _u, message: handler(message)
-        self.connected = threading.Event()
         self.client.reconnect_delay_set(min_delay=1, max_delay=10)
 
     def _on_connect(
@@ -468,6 +469,17 @@ class MqttLink:
     def stop(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+    def publish_retained(self, topic_name: str, payload: bytes, timeout: float) -> bool:
+        """Publish retained at QoS 1 and wait for the broker's PUBACK (the `configs.Publisher` protocol)."""
+        if not self.connected.is_set():
+            return False
+        info = self.client.publish(topic_name, payload, qos=1, retain=True)
+        try:
+            info.wait_for_publish(timeout)
+        except (RuntimeError, ValueError):
+            return False
+        return info.is_published()
 
     def publish(
         self, topic_name: str, payload: bytes | str, *, qos: int = 1, retain: bool = False

@@ -1,7 +1,8 @@
 """Background services of the web app: MQTT ingest (+ config publisher) and the case scheduler.
 
-Does: start/stop the ingest worker when a broker is configured, run `cloud.cases.tick` every
-`scheduler_interval_s` with the injected clock.
+Does: start/stop the ingest worker when a broker is configured (or a publish-only link when ingest is
+disabled), and run the scheduler loop: every `scheduler_interval_s`, `cloud.cases.tick(now)` with the
+injected clock, then publish pending configs.
 Does not: HTTP, or the logic of ingest/cases themselves.
 """
 
@@ -9,9 +10,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import Callable
 
+from cloud import cases, configs
 from cloud.clock import Clock
+from cloud.db import connect
+from cloud.ingest import IngestWorker, MqttLink
 from cloud.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -22,14 +27,47 @@ class Services:
         self.settings = settings
         self.clock = clock
         self.on_commit = on_commit
+        self.ingest: IngestWorker | None = None
+        self.link: MqttLink | None = None
+
+    @property
+    def publisher(self) -> configs.Publisher | None:
+        return self.link
 
     def start(self) -> None:
-        """Start ingest if a broker is configured (filled in with cloud.ingest)."""
+        if not self.settings.broker_url:
+            return
+        if self.settings.ingest_enabled:
+            self.ingest = IngestWorker(self.settings, self.clock, self.on_commit)
+            self.link = self.ingest.link
+            self.ingest.start()
+        else:
+            self.link = MqttLink(self.settings, name="publisher")
+            self.link.start()
 
     def stop(self) -> None:
-        """Stop whatever `start` started."""
+        if self.ingest is not None:
+            self.ingest.stop()
+        elif self.link is not None:
+            self.link.stop()
+
+    def scheduler_step(self) -> cases.TickReport:
+        """One scheduler pass (blocking): tick cases at clock.now(), then publish pending configs."""
+        db = connect(self.settings.db_path)
+        try:
+            now = self.clock.now()
+            report = cases.tick(db, now, self.settings)
+            if self.link is not None:
+                configs.publish_pending(db, self.link, now)
+            return report
+        finally:
+            db.close()
 
     async def run_scheduler(self) -> None:
-        """Tick the case scheduler forever (cancel the task to stop)."""
+        """Run `scheduler_step` forever, every `scheduler_interval_s` (cancel the task to stop)."""
         while True:
+            try:
+                await asyncio.to_thread(self.scheduler_step)
+            except sqlite3.Error:
+                log.exception("scheduler step failed; retrying next interval")
             await asyncio.sleep(self.settings.scheduler_interval_s)

@@ -7,7 +7,8 @@ from datetime import timedelta
 from typing import Any
 
 import sqlite_utils
-from hypothesis import HealthCheck, given, settings as hsettings
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from cloud.ingest import Inbound, process_batch
@@ -28,7 +29,9 @@ def _count(db: sqlite_utils.Database, sql: str, *params: Any) -> int:
     return int(db.execute(sql, list(params)).fetchone()[0])
 
 
-def test_redelivery_is_a_noop_but_acked_each_time(db: sqlite_utils.Database, grid: Grid, settings: Settings) -> None:
+def test_redelivery_is_a_noop_but_acked_each_time(
+    db: sqlite_utils.Database, grid: Grid, settings: Settings
+) -> None:
     results = [grid.result(A1) for _ in range(3)]
     payload = batch_payload(results)
     for _ in range(3):
@@ -38,7 +41,8 @@ def test_redelivery_is_a_noop_but_acked_each_time(db: sqlite_utils.Database, gri
     assert _count(db, "SELECT COUNT(*) FROM results") == 3
     # redeliveries inside one batch too
     out = process_batch(db, [_msg(A1, payload), _msg(A1, payload)], settings)
-    assert out.stored == 0 and out.duplicates == 6
+    assert out.stored == 0
+    assert out.duplicates == 6
     assert _count(db, "SELECT COUNT(*) FROM seq_gaps") == 0
 
 
@@ -46,9 +50,13 @@ def test_stored_row_keeps_wire_fields(db: sqlite_utils.Database, grid: Grid, set
     r = grid.result(A1, verdict="positive", values={"ratio": 0.31, "conc_mg_kg": 0.8})
     process_batch(db, [_msg(A1, json.dumps(r).encode())], settings)
     row = next(db.query("SELECT * FROM results WHERE id = ?", [r["id"]]))
-    assert row["product"] == "菠菜" and row["analyte"] == "imidacloprid" and row["verdict"] == "positive"
+    assert row["product"] == "菠菜"
+    assert row["analyte"] == "imidacloprid"
+    assert row["verdict"] == "positive"
     assert json.loads(row["values_json"]) == {"ratio": 0.31, "conc_mg_kg": 0.8}
-    assert row["sig"] == r["sig"] and row["seq"] == 1 and row["received_at"] == T0.isoformat()
+    assert row["sig"] == r["sig"]
+    assert row["seq"] == 1
+    assert row["received_at"] == T0.isoformat()
 
 
 def test_rejections_dead_lettered_with_reason_and_listed(
@@ -64,7 +72,9 @@ def test_rejections_dead_lettered_with_reason_and_listed(
     other_station = grid.result(A2)  # correctly signed by A2, but published on A1's topic
     bad_schema = grid.result(A1, verdict="maybe")
     out = process_batch(
-        db, [_msg(A1, batch_payload([good, forged, unsigned, wrong_key, other_station, bad_schema]))], settings
+        db,
+        [_msg(A1, batch_payload([good, forged, unsigned, wrong_key, other_station, bad_schema]))],
+        settings,
     )
     ack = out.acks[A1].to_ack()
     assert [str(i) for i in ack.ids] == [good["id"]]
@@ -79,7 +89,9 @@ def test_rejections_dead_lettered_with_reason_and_listed(
     assert _count(db, "SELECT COUNT(*) FROM results") == 1
 
 
-def test_station_mismatch_with_valid_signature(db: sqlite_utils.Database, grid: Grid, settings: Settings) -> None:
+def test_station_mismatch_with_valid_signature(
+    db: sqlite_utils.Database, grid: Grid, settings: Settings
+) -> None:
     # signed with A1's key but claiming to be B1: signature verifies, station check rejects it
     r = grid.result(A1, station=B1)
     out = process_batch(db, [_msg(A1, json.dumps(r).encode())], settings)
@@ -135,7 +147,9 @@ def test_seq_gaps_detected_and_closed_by_late_results(
     assert _count(db, "SELECT high_seq FROM stations WHERE id = ?", A1) == 10
 
 
-def test_status_updates_station_and_ignores_stale(db: sqlite_utils.Database, grid: Grid, settings: Settings) -> None:
+def test_status_updates_station_and_ignores_stale(
+    db: sqlite_utils.Database, grid: Grid, settings: Settings
+) -> None:
     def status(state: str, minute: int, depth: int) -> Inbound:
         doc = {
             "station": A1,
@@ -155,13 +169,19 @@ def test_status_updates_station_and_ignores_stale(db: sqlite_utils.Database, gri
     process_batch(db, [status("offline", 9, 0)], settings)
     row = next(db.query("SELECT * FROM stations WHERE id = ?", [A1]))
     assert (row["online"], row["backlog"]) == (0, 0)
-    bad = _msg(A1, json.dumps({"station": B1, "state": "online", "at": T0.isoformat()}).encode(), kind="status")
+    bad = _msg(
+        A1, json.dumps({"station": B1, "state": "online", "at": T0.isoformat()}).encode(), kind="status"
+    )
     process_batch(db, [bad], settings)
     assert next(db.query("SELECT reason FROM dead_letters"))["reason"].startswith("station mismatch")
 
 
 _json = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False, allow_infinity=False) | st.text(max_size=20),
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(max_size=20),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=5),
     max_leaves=20,
 )

@@ -1,0 +1,72 @@
+"""Cases: GET /api/cases, GET /api/cases/{id} (with the audit trail), POST /api/cases/{id}/actions."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Query
+
+from cloud import cases, queries
+from cloud.api.deps import ClockDep, CurrentUserDep, DbDep
+from cloud.api.models import CaseActionIn, CaseDetail, CaseOut, Page
+from cloud.api.pagination import PageDep
+
+router = APIRouter(prefix="/api/cases", tags=["cases"])
+
+
+def _detail(db: DbDep, case: dict[str, Any], actions: list[dict[str, Any]]) -> CaseDetail:
+    node_code = db.execute("SELECT code FROM grid_nodes WHERE id = ?", [case["node_id"]]).fetchone()[0]
+    return CaseDetail.model_validate({**case, "node_code": node_code, "actions": actions})
+
+
+@router.get("")
+def list_cases(
+    db: DbDep,
+    user: CurrentUserDep,
+    clock: ClockDep,
+    page: PageDep,
+    status: Literal["open", "assigned", "feedback", "closed"] | None = None,
+    node: Annotated[
+        str | None, Query(max_length=64, description="grid node code: cases of its stations")
+    ] = None,
+    station: Annotated[str | None, Query(max_length=64)] = None,
+    level: Literal["station", "village", "town", "county"] | None = None,
+    overdue: Annotated[bool, Query(description="only unclosed cases past their deadline")] = False,
+) -> Page[CaseOut]:
+    found = queries.list_cases(
+        db,
+        user,
+        status=status,
+        node=node,
+        station=station,
+        level=level,
+        overdue_at=clock.now() if overdue else None,
+        limit=page.limit,
+        offset=page.offset,
+    )
+    items: list[Any] = found.items
+    return Page[CaseOut](total=found.total, limit=page.limit, offset=page.offset, items=items)
+
+
+@router.get("/{case_id}")
+def get_case(db: DbDep, user: CurrentUserDep, case_id: int) -> CaseDetail:
+    case, actions = cases.get_case(db, user, case_id)
+    return _detail(db, case, actions)
+
+
+@router.post("/{case_id}/actions")
+def act(db: DbDep, user: CurrentUserDep, clock: ClockDep, case_id: int, body: CaseActionIn) -> CaseDetail:
+    """assign (交办) / remind (催办) / feedback (反馈) / close / note. 404 outside your scope, 403 above your node."""
+    cases.act(
+        db,
+        user,
+        case_id,
+        body.action,
+        clock.now(),
+        note=body.note,
+        assignee=body.assignee,
+        feedback=body.feedback,
+        data=body.data,
+    )
+    case, actions = cases.get_case(db, user, case_id)
+    return _detail(db, case, actions)

@@ -1,0 +1,104 @@
+"""Station configuration push: versioned `StationConfig` documents stored per station and published
+retained on ``kj/v1/{station}/config``.
+
+Does: `push_config` stores one row per station of the target (a station, or every enrolled station in a
+node's subtree) under a new global version number; `publish_pending` publishes every station's latest
+unpublished config (retained, QoS 1) through a publisher and marks it published once the broker has it.
+A newer push supersedes older unpublished ones, so a station never receives an outdated config.
+
+Does not: HTTP or MQTT connection management (the caller passes a `Publisher`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Protocol
+
+import sqlite_utils
+
+from cloud.auth import User
+from cloud.db import transaction
+from cloud.errors import Forbidden, Invalid
+from cloud.queries import scoped_node
+from kuaijian_schema import EnzymeSpec, StationConfig, StripSpec, topic
+
+PUSH_ROLES = ("admin", "county", "town")
+
+
+class Publisher(Protocol):
+    def publish_retained(self, topic_name: str, payload: bytes, timeout: float) -> bool:
+        """Publish retained at QoS 1; True once the broker acknowledged it within `timeout` s."""
+        ...
+
+
+@dataclass(frozen=True)
+class Push:
+    version: str
+    issued_at: datetime
+    target: str
+    stations: tuple[str, ...]
+    config: StationConfig
+
+
+def push_config(
+    db: sqlite_utils.Database,
+    user: User,
+    target: str,
+    gold_kits: Sequence[StripSpec],
+    enzyme_profiles: Sequence[EnzymeSpec],
+    now: datetime,
+) -> Push:
+    """Store a new config version for every station under `target` (a station id or a node code)."""
+    if user.role not in PUSH_ROLES:
+        raise Forbidden("only admin, county and town users push configuration")
+    node = scoped_node(db, user, target)
+    with transaction(db):
+        stations = [
+            r[0]
+            for r in db.execute(
+                "SELECT s.id FROM stations s JOIN grid_nodes g ON g.id = s.node_id"
+                " WHERE substr(g.path, 1, ?) = ? ORDER BY s.id",
+                [len(node.path), node.path],
+            ).fetchall()
+        ]
+        if not stations:
+            raise Invalid(f"no enrolled station under {target}")
+        last = db.execute("SELECT COALESCE(MAX(CAST(version AS INTEGER)), 0) FROM configs").fetchone()[0]
+        version = str(int(last) + 1)
+        config = StationConfig(
+            version=version,
+            issued_at=now,
+            gold_kits=tuple(gold_kits),
+            enzyme_profiles=tuple(enzyme_profiles),
+        )
+        payload = config.model_dump_json()
+        for station in stations:
+            db.execute(
+                "INSERT INTO configs (station, version, issued_at, issued_by, target_node_id, payload_json)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [station, version, now.isoformat(), user.name, node.id, payload],
+            )
+    return Push(version=version, issued_at=now, target=target, stations=tuple(stations), config=config)
+
+
+def publish_pending(
+    db: sqlite_utils.Database, publisher: Publisher, now: datetime, timeout: float = 5.0
+) -> int:
+    """Publish each station's newest unpublished config; returns how many were published."""
+    rows = db.execute(
+        "SELECT c.id, c.station, c.payload_json FROM configs c WHERE c.published_at IS NULL"
+        " AND c.id = (SELECT MAX(id) FROM configs WHERE station = c.station) ORDER BY c.id"
+    ).fetchall()
+    published = 0
+    for config_id, station, payload in rows:
+        if not publisher.publish_retained(topic(station, "config"), payload.encode(), timeout):
+            break  # broker not reachable: try again on the next tick
+        with transaction(db):
+            db.execute(
+                "UPDATE configs SET published_at = ? WHERE station = ? AND id <= ? AND published_at IS NULL",
+                [now.isoformat(), station, config_id],
+            )
+        published += 1
+    return published

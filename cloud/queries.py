@@ -1,0 +1,410 @@
+"""Read-side queries for the API, every one restricted to the caller's scope.
+
+Does: list results / stations / cases / seq gaps / dead letters / configs with filters and
+limit+offset pagination (returning the total), build the grid tree and per-node roll-ups.
+Does not: write anything, or HTTP.
+"""
+
+# ruff: noqa: S608 - SQL text here is assembled only from this module's constants; values are bound.
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import sqlite_utils
+
+from cloud.auth import User, require_in_scope
+from cloud.errors import NotFound
+from cloud.grid import Node, node_by_code, subtree
+
+Rows = list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Page:
+    total: int
+    items: Rows
+
+
+def _dicts(cur: Any) -> Rows:
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def scoped_node(db: sqlite_utils.Database, user: User, code: str) -> Node:
+    """The node `code` if it is inside the user's subtree; NotFound otherwise (also for unknown codes)."""
+    node = node_by_code(db, code)
+    require_in_scope(user, None if node is None else node.path, f"grid node {code}")
+    assert node is not None  # noqa: S101 - require_in_scope raised otherwise
+    return node
+
+
+def _subtree_sql(column: str, path: str) -> tuple[str, list[object]]:
+    sql = f"{column} IN (SELECT id FROM grid_nodes WHERE substr(path, 1, ?) = ?)"
+    return sql, [len(path), path]
+
+
+class _Where:
+    def __init__(self, user: User, node_column: str) -> None:
+        sql, params = user.scope_sql(node_column)
+        self.parts = [sql]
+        self.params: list[object] = list(params)
+
+    def add(self, sql: str, *params: object) -> None:
+        self.parts.append(sql)
+        self.params.extend(params)
+
+    def subtree(self, column: str, node: Node) -> None:
+        sql, params = _subtree_sql(column, node.path)
+        self.add(sql, *params)
+
+    @property
+    def sql(self) -> str:
+        return " AND ".join(f"({p})" for p in self.parts)
+
+
+def _page(
+    db: sqlite_utils.Database, select: str, frm: str, where: _Where, order: str, limit: int, offset: int
+) -> Page:
+    total = int(db.execute(f"SELECT COUNT(*) FROM {frm} WHERE {where.sql}", where.params).fetchone()[0])
+    cur = db.execute(
+        f"SELECT {select} FROM {frm} WHERE {where.sql} ORDER BY {order} LIMIT ? OFFSET ?",
+        [*where.params, limit, offset],
+    )
+    return Page(total=total, items=_dicts(cur))
+
+
+RESULT_COLUMNS = (
+    "r.id, r.seq, r.station, r.instrument_serial, r.instrument_model, r.instrument_driver, r.sample_id,"
+    " r.product, r.producer, r.sampled_at, r.method, r.analyte, r.channel, r.measured_at, r.verdict,"
+    " r.values_json, r.qc_json, r.algorithm, r.config_version, r.operator, r.received_at,"
+    " r.raw_json IS NOT NULL AS has_raw"
+)
+
+
+def result_item(row: dict[str, Any]) -> dict[str, Any]:
+    """A results row (RESULT_COLUMNS) in API shape."""
+    return {
+        "id": row["id"],
+        "seq": row["seq"],
+        "station": row["station"],
+        "instrument": {
+            "serial": row["instrument_serial"],
+            "model": row["instrument_model"],
+            "driver": row["instrument_driver"],
+        },
+        "sample": {
+            "id": row["sample_id"],
+            "product": row["product"],
+            "producer": row["producer"],
+            "sampled_at": row["sampled_at"],
+        },
+        "method": row["method"],
+        "analyte": row["analyte"],
+        "channel": row["channel"],
+        "measured_at": row["measured_at"],
+        "verdict": row["verdict"],
+        "values": json.loads(row["values_json"]),
+        "qc": json.loads(row["qc_json"]),
+        "algorithm": row["algorithm"],
+        "config_version": row["config_version"],
+        "operator": row["operator"],
+        "received_at": row["received_at"],
+        "has_raw": bool(row["has_raw"]),
+    }
+
+
+def list_results(
+    db: sqlite_utils.Database,
+    user: User,
+    *,
+    station: str | None = None,
+    node: str | None = None,
+    analyte: str | None = None,
+    product: str | None = None,
+    verdict: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> Page:
+    """Results, newest measurement first. `since` inclusive, `until` exclusive (measured_at)."""
+    where = _Where(user, "r.node_id")
+    if station is not None:
+        scoped_node(db, user, station)
+        where.add("r.station = ?", station)
+    if node is not None:
+        where.subtree("r.node_id", scoped_node(db, user, node))
+    if analyte is not None:
+        where.add("r.analyte = ?", analyte)
+    if product is not None:
+        where.add("r.product = ?", product)
+    if verdict is not None:
+        where.add("r.verdict = ?", verdict)
+    if since is not None:
+        where.add("r.measured_at >= ?", since.isoformat())
+    if until is not None:
+        where.add("r.measured_at < ?", until.isoformat())
+    page = _page(db, RESULT_COLUMNS, "results r", where, "r.measured_at DESC, r.id DESC", limit, offset)
+    return Page(page.total, [result_item(r) for r in page.items])
+
+
+def get_result(db: sqlite_utils.Database, user: User, result_id: str) -> dict[str, Any]:
+    where = _Where(user, "r.node_id")
+    where.add("r.id = ?", result_id)
+    cur = db.execute(f"SELECT {RESULT_COLUMNS}, r.raw_json FROM results r WHERE {where.sql}", where.params)
+    rows = _dicts(cur)
+    if not rows:
+        raise NotFound(f"result {result_id} not found in your scope")
+    item = result_item(rows[0])
+    item["raw"] = None if rows[0]["raw_json"] is None else json.loads(rows[0]["raw_json"])
+    return item
+
+
+STATION_COLUMNS = (
+    "s.id, g.name, g.code AS node_code, v.code AS village_code, s.enrolled_at, s.last_seen, s.online,"
+    " s.backlog, s.oldest_unsent_age_s, s.free_disk_bytes, s.config_version, s.status_at, s.high_seq,"
+    " (SELECT COUNT(*) FROM seq_gaps q WHERE q.station = s.id AND q.closed_at IS NULL) AS open_gaps"
+)
+_STATION_FROM = (
+    "stations s JOIN grid_nodes g ON g.id = s.node_id LEFT JOIN grid_nodes v ON v.id = g.parent_id"
+)
+
+
+def _station_item(row: dict[str, Any]) -> dict[str, Any]:
+    row = dict(row)
+    row["online"] = bool(row["online"])
+    return row
+
+
+def list_stations(
+    db: sqlite_utils.Database,
+    user: User,
+    *,
+    node: str | None = None,
+    online: bool | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> Page:
+    where = _Where(user, "s.node_id")
+    if node is not None:
+        where.subtree("s.node_id", scoped_node(db, user, node))
+    if online is not None:
+        where.add("s.online = ?", int(online))
+    page = _page(db, STATION_COLUMNS, _STATION_FROM, where, "s.id", limit, offset)
+    return Page(page.total, [_station_item(r) for r in page.items])
+
+
+def get_station(db: sqlite_utils.Database, user: User, station: str) -> dict[str, Any]:
+    where = _Where(user, "s.node_id")
+    where.add("s.id = ?", station)
+    rows = _dicts(
+        db.execute(
+            f"SELECT {STATION_COLUMNS}, s.status_json FROM {_STATION_FROM} WHERE {where.sql}", where.params
+        )
+    )
+    if not rows:
+        raise NotFound(f"station {station} not found in your scope")
+    item = _station_item(rows[0])
+    status = item.pop("status_json")
+    item["status"] = None if status is None else json.loads(status)
+    return item
+
+
+def node_item(node: Node) -> dict[str, Any]:
+    return {
+        "code": node.code,
+        "level": node.level,
+        "name": node.name,
+        "people": {
+            "grid_head": node.grid_head,
+            "information_officer": node.information_officer,
+            "co_manager": node.co_manager,
+        },
+    }
+
+
+def _roots(db: sqlite_utils.Database, user: User, code: str | None) -> list[Node]:
+    if code is not None:
+        return [scoped_node(db, user, code)]
+    if user.is_admin:
+        return [n for n in subtree(db, "/") if n.parent_id is None]
+    return [scoped_node(db, user, user.node_code or "")]
+
+
+def grid_tree(db: sqlite_utils.Database, user: User, code: str | None = None) -> list[dict[str, Any]]:
+    """Nested nodes under `code` (default: the user's own node; admin: every county)."""
+    out: list[dict[str, Any]] = []
+    for root in _roots(db, user, code):
+        items: dict[int, dict[str, Any]] = {}
+        for node in subtree(db, root.path):
+            item = {**node_item(node), "children": []}
+            items[node.id] = item
+            if node.id == root.id:
+                out.append(item)
+            elif node.parent_id in items:
+                items[node.parent_id]["children"].append(item)
+    return out
+
+
+def rollup(
+    db: sqlite_utils.Database,
+    user: User,
+    code: str | None = None,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+) -> dict[str, Any]:
+    """Tests, positives, suspects, positive rate, open cases and stations online for a node and each child."""
+    roots = _roots(db, user, code)
+    if code is None and len(roots) != 1:
+        # admin without a node: a virtual root whose children are the counties
+        parent: dict[str, Any] = {"code": None, "level": "root", "name": "all", "people": None}
+        kids = roots
+        parent_path = "/"
+    else:
+        node = roots[0]
+        parent = node_item(node)
+        parent_path = node.path
+        kids = [n for n in subtree(db, node.path) if n.parent_id == node.id]
+
+    def stats(path: str) -> dict[str, Any]:
+        sql, params = _subtree_sql("node_id", path)
+        cond = [sql]
+        args: list[object] = list(params)
+        if since is not None:
+            cond.append("measured_at >= ?")
+            args.append(since.isoformat())
+        if until is not None:
+            cond.append("measured_at < ?")
+            args.append(until.isoformat())
+        query = (
+            "SELECT COUNT(*), COALESCE(SUM(verdict = 'positive'), 0), COALESCE(SUM(verdict = 'suspect'), 0)"
+            " FROM results WHERE " + " AND ".join(cond)
+        )
+        tests, positives, suspects = db.execute(query, args).fetchone()
+        csql, cparams = _subtree_sql("origin_node_id", path)
+        open_cases = db.execute(
+            f"SELECT COUNT(*) FROM cases WHERE status != 'closed' AND {csql}", cparams
+        ).fetchone()[0]
+        ssql, sparams = _subtree_sql("node_id", path)
+        stations, online = db.execute(
+            f"SELECT COUNT(*), COALESCE(SUM(online), 0) FROM stations WHERE {ssql}",
+            sparams,
+        ).fetchone()
+        return {
+            "tests": int(tests),
+            "positives": int(positives),
+            "suspects": int(suspects),
+            "positive_rate": (positives / tests) if tests else 0.0,
+            "open_cases": int(open_cases),
+            "stations": int(stations),
+            "stations_online": int(online),
+        }
+
+    return {
+        "node": {**parent, **stats(parent_path)},
+        "children": [{**node_item(k), **stats(k.path)} for k in kids],
+    }
+
+
+CASE_LIST_COLUMNS = (
+    "c.id, c.station, c.level, g.code AS node_code, c.status, c.reason, c.result_id, c.product, c.analyte,"
+    " c.opened_at, c.deadline, c.assignee, c.closed_at, c.escalations, c.reminded, c.updated_at"
+)
+
+
+def list_cases(
+    db: sqlite_utils.Database,
+    user: User,
+    *,
+    status: str | None = None,
+    node: str | None = None,
+    station: str | None = None,
+    level: str | None = None,
+    overdue_at: datetime | None = None,
+    limit: int = 100,
+    offset: int = 0,
+) -> Page:
+    """Cases whose station is in scope; `overdue_at`: only unclosed cases whose deadline is before it."""
+    where = _Where(user, "c.origin_node_id")
+    if status is not None:
+        where.add("c.status = ?", status)
+    if node is not None:
+        where.subtree("c.origin_node_id", scoped_node(db, user, node))
+    if station is not None:
+        where.add("c.station = ?", station)
+    if level is not None:
+        where.add("c.level = ?", level)
+    if overdue_at is not None:
+        where.add("c.status != 'closed' AND c.deadline < ?", overdue_at.isoformat())
+    return _page(
+        db,
+        CASE_LIST_COLUMNS,
+        "cases c JOIN grid_nodes g ON g.id = c.node_id",
+        where,
+        "c.deadline, c.id",
+        limit,
+        offset,
+    )
+
+
+def list_gaps(
+    db: sqlite_utils.Database, user: User, *, station: str | None, open_only: bool, limit: int, offset: int
+) -> Page:
+    where = _Where(user, "s.node_id")
+    if station is not None:
+        where.add("q.station = ?", station)
+    if open_only:
+        where.add("q.closed_at IS NULL")
+    return _page(
+        db,
+        "q.id, q.station, q.first_seq, q.last_seq, q.detected_at, q.closed_at",
+        "seq_gaps q JOIN stations s ON s.id = q.station",
+        where,
+        "q.id DESC",
+        limit,
+        offset,
+    )
+
+
+def list_dead_letters(
+    db: sqlite_utils.Database, *, station: str | None, reason: str | None, limit: int, offset: int
+) -> Page:
+    """Admin only (the caller checks): dead letters are not scoped because many have no known station."""
+    where = _Where(User(0, "admin", "admin", None, None, "/"), "NULL")
+    if station is not None:
+        where.add("station = ?", station)
+    if reason is not None:
+        where.add("reason LIKE ?", f"%{reason}%")
+    return _page(
+        db,
+        "id, received_at, topic, payload, reason, station, result_id",
+        "dead_letters",
+        where,
+        "id DESC",
+        limit,
+        offset,
+    )
+
+
+def list_configs(
+    db: sqlite_utils.Database, user: User, *, station: str | None, limit: int, offset: int
+) -> Page:
+    where = _Where(user, "s.node_id")
+    if station is not None:
+        where.add("c.station = ?", station)
+    page = _page(
+        db,
+        "c.id, c.station, c.version, c.issued_at, c.issued_by, g.code AS target, c.published_at, c.payload_json",
+        "configs c JOIN stations s ON s.id = c.station JOIN grid_nodes g ON g.id = c.target_node_id",
+        where,
+        "c.id DESC",
+        limit,
+        offset,
+    )
+    for item in page.items:
+        item["config"] = json.loads(item.pop("payload_json"))
+    return page
