@@ -5,7 +5,6 @@
   "use strict";
 
   var API = "/api/v1";
-  var LOGIN_URL = API + "/auth/token";
   var OVERVIEW_URL = API + "/dashboard/overview";
   var LIVE_URL = API + "/live";
   var FEED_MAX = 100;
@@ -13,9 +12,9 @@
   var I18N = {
     zh: {
       title: "快检 · 农产品快速检测实时监控", live_on: "实时：已连接", live_off: "实时：未连接",
-      logout: "退出", login_title: "登录", username: "用户名", password: "密码",
-      or_token: "或粘贴访问令牌：", token: "令牌", login_button: "登录",
-      login_failed: "登录失败，请检查用户名、密码或令牌", session_expired: "登录已过期，请重新登录",
+      logout: "退出", login_title: "登录", token: "令牌", login_button: "登录",
+      token_hint: "请输入管理员发放的访问令牌（kuaijian cloud create-user）。",
+      login_failed: "登录失败：令牌无效", session_expired: "登录已过期，请重新登录",
       kpi_tests: "检测数", kpi_positives: "阳性数", kpi_rate: "阳性率", kpi_online: "站点在线",
       kpi_cases: "待办案件", kpi_overdue: "已超期", window: "统计区间",
       grid_title: "网格下钻", col_node: "区域", col_tests: "检测数", col_positives: "阳性",
@@ -28,15 +27,15 @@
       footer: "数据每次有新结果时自动刷新", no_data: "暂无数据", tests: "检测", positives: "阳性",
       overdue: "超期", last_seen: "最后在线", backlog: "积压",
       v_positive: "阳性", v_negative: "阴性", v_suspect: "可疑", v_invalid: "无效",
-      l_county: "县/区", l_town: "乡镇", l_village: "村", l_station: "站点",
+      l_all: "全部辖区", l_county: "县/区", l_town: "乡镇", l_village: "村", l_station: "站点",
       s_open: "已立案", s_reported: "已申报", s_assigned: "已交办", s_reminded: "已催办",
       s_feedback: "已反馈", s_escalated: "已上报", s_closed: "已办结", lang_button: "English"
     },
     en: {
       title: "Kuaijian · live produce rapid-testing dashboard", live_on: "Live: connected",
-      live_off: "Live: disconnected", logout: "Log out", login_title: "Log in", username: "Username",
-      password: "Password", or_token: "or paste an access token:", token: "Token", login_button: "Log in",
-      login_failed: "Login failed: check user name, password or token",
+      live_off: "Live: disconnected", logout: "Log out", login_title: "Log in", token: "Token",
+      login_button: "Log in", token_hint: "Enter the access token issued by your administrator (kuaijian cloud create-user).",
+      login_failed: "Login failed: invalid token",
       session_expired: "Session expired, please log in again",
       kpi_tests: "Tests", kpi_positives: "Positives", kpi_rate: "Positive rate", kpi_online: "Stations online",
       kpi_cases: "Open cases", kpi_overdue: "Overdue", window: "Period",
@@ -50,13 +49,13 @@
       footer: "Figures refresh whenever a new result arrives", no_data: "No data", tests: "tests",
       positives: "positives", overdue: "overdue", last_seen: "last seen", backlog: "backlog",
       v_positive: "positive", v_negative: "negative", v_suspect: "suspect", v_invalid: "invalid",
-      l_county: "County", l_town: "Town", l_village: "Village", l_station: "Station",
+      l_all: "All areas", l_county: "County", l_town: "Town", l_village: "Village", l_station: "Station",
       s_open: "open", s_reported: "reported", s_assigned: "assigned", s_reminded: "reminded",
       s_feedback: "feedback", s_escalated: "escalated", s_closed: "closed", lang_button: "中文"
     }
   };
 
-  var state = { lang: "zh", token: null, node: null, data: null, source: null, refreshTimer: null };
+  var state = { lang: "zh", token: null, node: null, data: null, source: null, refreshTimer: null, fresh: false };
 
   function $(id) { return document.getElementById(id); }
   function t(key) { var d = I18N[state.lang]; return (d && d[key]) || I18N.zh[key] || key; }
@@ -109,8 +108,9 @@
     $("login-error").textContent = message || "";
     $("who").textContent = "";
   }
-  function loggedIn(token) {
+  function loggedIn(token, fresh) {
     state.token = token;
+    state.fresh = !!fresh;
     store("kj.token", token);
     $("login").classList.add("hidden");
     $("main").classList.remove("hidden");
@@ -121,20 +121,19 @@
   function submitLogin(ev) {
     ev.preventDefault();
     var pasted = $("login-token").value.trim();
-    if (pasted) { loggedIn(pasted); return; }
-    var body = new URLSearchParams();
-    body.set("username", $("login-user").value);
-    body.set("password", $("login-pass").value);
-    fetch(LOGIN_URL, { method: "POST", body: body })
-      .then(function (r) { if (!r.ok) { throw new Error(String(r.status)); } return r.json(); })
-      .then(function (doc) { loggedIn(doc.access_token); })
-      .catch(function () { $("login-error").textContent = t("login_failed"); });
+    if (!pasted) { $("login-error").textContent = t("login_failed"); return; }
+    $("login-token").value = "";
+    loggedIn(pasted, true);
   }
 
   /* ---------- data ---------- */
   function api(url) {
     return fetch(url, { headers: { Authorization: "Bearer " + state.token } }).then(function (r) {
-      if (r.status === 401) { logout(); $("login-error").textContent = t("session_expired"); throw new Error("401"); }
+      if (r.status === 401) {
+        var msg = t(state.fresh ? "login_failed" : "session_expired");
+        logout(); $("login-error").textContent = msg; throw new Error("401");
+      }
+      state.fresh = false;
       if (!r.ok) { throw new Error("HTTP " + r.status); }
       return r.json();
     });
@@ -230,7 +229,7 @@
     while (nav.firstChild) { nav.removeChild(nav.firstChild); }
     path.forEach(function (n, i) {
       if (i > 0) { nav.appendChild(el("span", "sep", "›")); }
-      var name = label("l_", n.level) + " " + n.name;
+      var name = n.level === "all" ? t("l_all") : label("l_", n.level) + " " + n.name;
       if (i < path.length - 1) {
         var a = el("a", null, name);
         a.setAttribute("data-node", n.id);
@@ -369,7 +368,7 @@
     $("login-form").addEventListener("submit", submitLogin);
     applyLang();
     var token = load("kj.token");
-    if (token) { loggedIn(token); } else { showLogin(""); }
+    if (token) { loggedIn(token, false); } else { showLogin(""); }
     setInterval(function () { if (state.token) { refresh(); } }, 30000);
   }
   if (document.readyState === "loading") { document.addEventListener("DOMContentLoaded", boot); } else { boot(); }

@@ -1,0 +1,470 @@
+"""The live dashboard: static page at /dashboard/ (and / redirects there), its data endpoint
+GET /api/v1/dashboard/overview, and the Server-Sent Events feed GET /api/v1/live.
+
+The live feed tails the `results` table by SQLite rowid (so results committed by any ingest process show
+up) and wakes early when the in-process ingest calls `cloud.live.hub_for(app).notify()`. EventSource cannot
+send headers, so /api/v1/live alone also accepts the bearer token as `?token=`. Each event is
+`event: result`, `id: <rowid>` (the browser resends it as Last-Event-ID on reconnect, so nothing is
+missed), `data: <json>`; a comment heartbeat every `PING_S` seconds keeps proxies from closing the stream.
+
+Does not: compute report figures (cloud.reports) or write to the database.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Annotated, Any
+
+import anyio
+import sqlite_utils
+from fastapi import APIRouter, Header, HTTPException, Query, Request, status
+from fastapi.responses import FileResponse, RedirectResponse
+from pydantic import BaseModel
+from sse_starlette import EventSourceResponse, ServerSentEvent
+
+from cloud import reports
+from cloud.api.deps import ClockDep, CurrentUserDep, DbDep, SettingsDep
+from cloud.auth import User, user_for_token
+from cloud.db import connect
+from cloud.errors import CloudError, NotFound
+from cloud.live import hub_for
+
+router = APIRouter(tags=["dashboard"])
+
+STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
+STATIC_FILES = {"app.js": "text/javascript", "app.css": "text/css", "index.html": "text/html"}
+POLL_S = 1.0
+PING_S = 10.0
+BATCH = 200
+RECENT = 30
+MAX_STATIONS = 1000
+MAX_CASES = 200
+
+
+# ---------------------------------------------------------------- static page
+
+
+def _static(name: str) -> FileResponse:
+    return FileResponse(
+        STATIC_DIR / name,
+        media_type=f"{STATIC_FILES[name]}; charset=utf-8",
+        headers={"Cache-Control": "no-cache"},
+    )
+
+
+@router.get("/", include_in_schema=False)
+def root() -> RedirectResponse:
+    return RedirectResponse("/dashboard/")
+
+
+@router.get("/dashboard", include_in_schema=False)
+def dashboard_redirect() -> RedirectResponse:
+    return RedirectResponse("/dashboard/")
+
+
+@router.get("/dashboard/", include_in_schema=False)
+def dashboard_page() -> FileResponse:
+    return _static("index.html")
+
+
+@router.get("/dashboard/{name}", include_in_schema=False)
+def dashboard_asset(name: str) -> FileResponse:
+    if name not in STATIC_FILES:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, "no such dashboard file")
+    return _static(name)
+
+
+# ---------------------------------------------------------------- overview
+
+
+class NodeFigures(BaseModel):
+    id: str
+    name: str
+    level: str
+    tests: int
+    valid: int
+    positives: int
+    positive_rate: float | None
+    stations_total: int
+    stations_online: int
+
+
+class StationTile(BaseModel):
+    id: str
+    name: str
+    group_id: str | None
+    group_name: str | None
+    state: str  # online | offline | unknown (never reported a status)
+    last_seen: str | None
+    outbox_depth: int | None
+    oldest_unsent_age_s: float | None
+
+
+class OpenCase(BaseModel):
+    id: int
+    station: str
+    station_name: str
+    analyte: str
+    product: str
+    status: str
+    level: str
+    escalations: int
+    opened_at: str
+    deadline: str
+    overdue: bool
+
+
+class LiveResult(BaseModel):
+    rowid: int
+    id: str
+    station: str
+    station_name: str
+    analyte: str
+    product: str
+    sample_id: str
+    method: str
+    verdict: str
+    measured_at: str
+    received_at: str
+
+
+class Totals(BaseModel):
+    tests: int
+    valid: int
+    positives: int
+    suspects: int
+    positive_rate: float | None
+    stations_total: int
+    stations_online: int
+    open_cases: int
+    overdue_cases: int
+
+
+class Overview(BaseModel):
+    user: str
+    node: NodeFigures
+    path: list[NodeFigures]
+    window: dict[str, str | int]
+    totals: Totals
+    children: list[NodeFigures]
+    stations: list[StationTile]
+    cases: list[OpenCase]
+    by_analyte: list[reports.AnalyteRow]
+    per_day: list[reports.DayRow]
+    recent: list[LiveResult]
+    cursor: int
+
+
+def _like(path: str) -> str:
+    return path.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
+def _in_scope(scope: reports.Scope, column: str) -> tuple[str, list[Any]]:
+    if scope.path == "/":
+        return "1=1", []
+    return f"{column} IN (SELECT id FROM grid_nodes WHERE path LIKE ? ESCAPE '\\')", [_like(scope.path)]  # noqa: S608
+
+
+def _station_counts(db: sqlite_utils.Database, scope: reports.Scope) -> tuple[int, int]:
+    clause, params = _in_scope(scope, "s.node_id")
+    row = db.execute(
+        f"SELECT COUNT(*), COALESCE(SUM(s.online), 0) FROM stations s WHERE {clause}",  # noqa: S608
+        params,
+    ).fetchone()
+    return int(row[0]), int(row[1])
+
+
+def _figures(db: sqlite_utils.Database, scope: reports.Scope, period: reports.Period) -> NodeFigures:
+    c = reports.counts(db, scope, period)
+    total, online = _station_counts(db, scope)
+    return NodeFigures(
+        id=scope.code or "",
+        name=scope.name,
+        level=scope.level,
+        tests=c.tests,
+        valid=c.valid,
+        positives=c.positives,
+        positive_rate=c.positive_rate,
+        stations_total=total,
+        stations_online=online,
+    )
+
+
+def _children(db: sqlite_utils.Database, scope: reports.Scope) -> list[reports.Scope]:
+    if scope.id is None:
+        rows = db.execute(
+            "SELECT id, code, name, level, path FROM grid_nodes WHERE parent_id IS NULL ORDER BY code"
+        )
+    else:
+        rows = db.execute(
+            "SELECT id, code, name, level, path FROM grid_nodes WHERE parent_id = ? ORDER BY code", [scope.id]
+        )
+    return [reports.Scope(id=r[0], code=r[1], name=r[2], level=r[3], path=r[4]) for r in rows.fetchall()]
+
+
+def _stations(db: sqlite_utils.Database, scope: reports.Scope) -> list[StationTile]:
+    """Stations under `scope`, grouped by the child of `scope` they belong to (town under a county…)."""
+    clause, params = _in_scope(scope, "s.node_id")
+    rows = db.execute(
+        f"""SELECT s.id, g.name, g.path, s.online, s.last_seen, s.backlog, s.oldest_unsent_age_s, s.status_at
+            FROM stations s JOIN grid_nodes g ON g.id = s.node_id WHERE {clause}
+            ORDER BY g.path LIMIT ?""",  # noqa: S608
+        [*params, MAX_STATIONS],
+    ).fetchall()
+    depth = 0 if scope.id is None else len([p for p in scope.path.split("/") if p])
+    group_ids: set[int] = set()
+    parsed: list[tuple[Any, ...]] = []
+    for row in rows:
+        ids = [int(p) for p in str(row[2]).split("/") if p]
+        group = ids[depth] if depth < len(ids) - 1 else (scope.id if scope.id is not None else ids[-1])
+        group_ids.add(group)
+        parsed.append((*row, group))
+    names: dict[int, tuple[str, str]] = {}
+    if group_ids:
+        marks = ",".join("?" for _ in group_ids)
+        for gid, code, name in db.execute(
+            f"SELECT id, code, name FROM grid_nodes WHERE id IN ({marks})",  # noqa: S608 - placeholders only
+            sorted(group_ids),
+        ).fetchall():
+            names[int(gid)] = (str(code), str(name))
+    tiles = []
+    for sid, name, _path, online, last_seen, backlog, oldest, status_at, group in parsed:
+        state = "online" if online else ("offline" if (status_at or last_seen) else "unknown")
+        code, gname = names.get(group, (None, None))
+        tiles.append(
+            StationTile(
+                id=sid,
+                name=name,
+                group_id=code,
+                group_name=gname,
+                state=state,
+                last_seen=last_seen,
+                outbox_depth=backlog,
+                oldest_unsent_age_s=oldest,
+            )
+        )
+    return tiles
+
+
+def _cases(db: sqlite_utils.Database, scope: reports.Scope, now: datetime) -> tuple[list[OpenCase], int, int]:
+    clause, params = _in_scope(scope, "c.origin_node_id")
+    now_s = now.isoformat()
+    total, overdue = db.execute(
+        f"""SELECT COUNT(*), COALESCE(SUM(c.deadline < ?), 0) FROM cases c
+            WHERE c.status != 'closed' AND {clause}""",  # noqa: S608
+        [now_s, *params],
+    ).fetchone()
+    rows = db.execute(
+        f"""SELECT c.id, c.station, g.name, c.analyte, c.product, c.status, c.level, c.escalations,
+                   c.opened_at, c.deadline
+            FROM cases c JOIN grid_nodes g ON g.id = c.origin_node_id
+            WHERE c.status != 'closed' AND {clause} ORDER BY c.deadline, c.id LIMIT ?""",  # noqa: S608
+        [*params, MAX_CASES],
+    ).fetchall()
+    cases = [
+        OpenCase(
+            id=r[0],
+            station=r[1],
+            station_name=r[2],
+            analyte=r[3],
+            product=r[4],
+            status=r[5],
+            level=r[6],
+            escalations=r[7],
+            opened_at=r[8],
+            deadline=r[9],
+            overdue=datetime.fromisoformat(r[9]) < now,
+        )
+        for r in rows
+    ]
+    return cases, int(total), int(overdue)
+
+
+_LIVE_COLUMNS = """r.rowid, r.id, r.station, g.name, r.analyte, r.product, r.sample_id, r.method, r.verdict,
+                   r.measured_at, r.received_at"""
+
+
+def _live_row(r: tuple[Any, ...]) -> LiveResult:
+    return LiveResult(
+        rowid=r[0],
+        id=r[1],
+        station=r[2],
+        station_name=r[3],
+        analyte=r[4],
+        product=r[5],
+        sample_id=r[6],
+        method=r[7],
+        verdict=r[8],
+        measured_at=r[9],
+        received_at=r[10],
+    )
+
+
+def results_after(
+    db: sqlite_utils.Database, scope: reports.Scope, after: int, limit: int
+) -> list[LiveResult]:
+    """Results under `scope` with rowid > `after`, oldest first (the live feed's tail query)."""
+    clause, params = _in_scope(scope, "r.node_id")
+    rows = db.execute(
+        f"""SELECT {_LIVE_COLUMNS} FROM results r JOIN grid_nodes g ON g.id = r.node_id
+            WHERE r.rowid > ? AND {clause} ORDER BY r.rowid LIMIT ?""",  # noqa: S608
+        [after, *params, limit],
+    ).fetchall()
+    return [_live_row(r) for r in rows]
+
+
+def _recent(db: sqlite_utils.Database, scope: reports.Scope) -> list[LiveResult]:
+    clause, params = _in_scope(scope, "r.node_id")
+    rows = db.execute(
+        f"""SELECT {_LIVE_COLUMNS} FROM results r JOIN grid_nodes g ON g.id = r.node_id
+            WHERE {clause} ORDER BY r.rowid DESC LIMIT ?""",  # noqa: S608
+        [*params, RECENT],
+    ).fetchall()
+    return [_live_row(r) for r in rows]
+
+
+def _cursor(db: sqlite_utils.Database) -> int:
+    return int(db.execute("SELECT COALESCE(MAX(rowid), 0) FROM results").fetchone()[0])
+
+
+def overview(db: sqlite_utils.Database, user: User, code: str | None, now: datetime, days: int) -> Overview:
+    """Everything the dashboard shows for node `code` (default: the user's node) over the last `days`."""
+    cursor = _cursor(db)  # before reading anything else: the live feed resumes after it, nothing is lost
+    scope = reports.resolve_scope(db, user, code)
+    today = reports.local_today(now)
+    period = reports.range_period(today - timedelta(days=days - 1), today)
+    node = _figures(db, scope, period)
+    ancestors = [s for s in reports.scope_path(db, scope) if user.sees(s.path)]
+    if user.is_admin and scope.id is not None:
+        ancestors.insert(0, reports.ALL_SCOPE)
+    path = [node if s.code == scope.code else _figures(db, s, period) for s in ancestors]
+    stations_total, stations_online = node.stations_total, node.stations_online
+    totals_counts = reports.counts(db, scope, period)
+    cases, open_cases, overdue = _cases(db, scope, now)
+    return Overview(
+        user=user.name,
+        node=node,
+        path=path or [node],
+        window={"from": period.start.isoformat(), "to": period.end.isoformat(), "days": days},
+        totals=Totals(
+            tests=totals_counts.tests,
+            valid=totals_counts.valid,
+            positives=totals_counts.positives,
+            suspects=totals_counts.suspects,
+            positive_rate=totals_counts.positive_rate,
+            stations_total=stations_total,
+            stations_online=stations_online,
+            open_cases=open_cases,
+            overdue_cases=overdue,
+        ),
+        children=[_figures(db, c, period) for c in _children(db, scope)],
+        stations=_stations(db, scope),
+        cases=cases,
+        by_analyte=reports.by_analyte(db, scope, period),
+        per_day=reports.per_day(db, scope, period),
+        recent=_recent(db, scope),
+        cursor=cursor,
+    )
+
+
+@router.get(
+    "/api/v1/dashboard/overview",
+    tags=["dashboard"],
+    responses={
+        401: {"description": "missing or invalid bearer token"},
+        404: {"description": "node not in scope"},
+    },
+)
+def dashboard_overview(
+    db: DbDep,
+    user: CurrentUserDep,
+    clock: ClockDep,
+    node: Annotated[
+        str | None, Query(max_length=64, description="grid node code (default: your node)")
+    ] = None,
+    days: Annotated[int, Query(ge=1, le=366, description="window of local days ending today")] = 14,
+) -> Overview:
+    """Figures for one grid node: totals, child nodes (drill-down), station tiles, open cases, charts,
+    the most recent results and the live-feed cursor."""
+    try:
+        return overview(db, user, node, clock.now(), days)
+    except NotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    except CloudError as exc:
+        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+
+
+# ---------------------------------------------------------------- live feed (SSE)
+
+
+async def _live_events(
+    request: Request, db_path: Path, scope: reports.Scope, after: int | None
+) -> AsyncIterator[ServerSentEvent]:
+    hub = hub_for(request.app)
+    db = await anyio.to_thread.run_sync(connect, db_path)
+    try:
+        async with hub.subscribe() as sub:
+            cursor = after if after is not None else await anyio.to_thread.run_sync(_cursor, db)
+            yield ServerSentEvent(event="hello", data=json.dumps({"cursor": cursor}), retry=2000)
+            while not sub.closed:
+                rows = await anyio.to_thread.run_sync(results_after, db, scope, cursor, BATCH)
+                for row in rows:
+                    cursor = row.rowid
+                    yield ServerSentEvent(event="result", id=str(row.rowid), data=row.model_dump_json())
+                if len(rows) < BATCH:
+                    await sub.wait(POLL_S)
+    finally:
+        db.close()
+
+
+@router.get(
+    "/api/v1/live",
+    tags=["dashboard"],
+    response_class=EventSourceResponse,
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "endless stream of `result` events"},
+        401: {"description": "missing or invalid token"},
+        404: {"description": "node not in scope"},
+    },
+)
+def live(
+    request: Request,
+    settings: SettingsDep,
+    db: DbDep,
+    token: Annotated[
+        str | None, Query(max_length=256, description="bearer token (EventSource sends no headers)")
+    ] = None,
+    node: Annotated[
+        str | None, Query(max_length=64, description="grid node code (default: your node)")
+    ] = None,
+    after: Annotated[
+        int | None, Query(ge=0, description="resume after this results rowid (default: now)")
+    ] = None,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+    last_event_id: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> EventSourceResponse:
+    """Server-Sent Events: every result stored under `node` from now on (or after `after` / Last-Event-ID)."""
+    secret = token
+    if secret is None and authorization is not None and authorization.lower().startswith("bearer "):
+        secret = authorization[7:].strip()
+    user = None if not secret else user_for_token(db, secret)
+    if user is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "missing or invalid token", headers={"WWW-Authenticate": "Bearer"}
+        )
+    try:
+        scope = reports.resolve_scope(db, user, node)
+    except NotFound as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
+    resume = after
+    if last_event_id is not None and last_event_id.strip().isdigit():
+        resume = int(last_event_id.strip())
+    return EventSourceResponse(
+        _live_events(request, settings.db_path, scope, resume),
+        ping=PING_S,
+        send_timeout=30,
+        headers={"Cache-Control": "no-store"},
+    )
