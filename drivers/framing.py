@@ -119,8 +119,9 @@ def decode_frame(buffer: bytes | bytearray) -> tuple[int, Frame | None]:
 
     Returns ``(0, None)`` when more bytes are needed, ``(n, None)`` when the first n bytes are noise to
     drop (bytes before a flag, or an empty frame between two adjacent flags), and ``(n, frame)`` for a
-    valid frame (n includes its closing flag). Raises `MalformedFrame` / `CrcMismatch` for a bad frame;
-    their ``consumed`` stops *before* the closing flag, which may be the opening flag of the next frame.
+    valid frame. Raises `MalformedFrame` / `CrcMismatch` for a bad frame. ``n`` / ``consumed`` always
+    stop *before* the closing flag: it may be the opening flag of the next frame (a frame that lost its
+    own opening or closing flag then costs at most itself, never its neighbour).
     """
     n = len(buffer)
     if n == 0:
@@ -138,7 +139,7 @@ def decode_frame(buffer: bytes | bytearray) -> tuple[int, Frame | None]:
     if end == 1:
         return 1, None
     try:
-        body = unstuff(memoryview(buffer)[1:end])
+        body = unstuff(bytes(buffer[1:end]))
     except ValueError as exc:
         raise MalformedFrame(str(exc), consumed=end) from exc
     if len(body) < HEADER_LEN + CRC_LEN:
@@ -155,4 +156,4 @@ def decode_frame(buffer: bytes | bytearray) -> tuple[int, Frame | None]:
     want = crc16_ccitt(body[:-2])
     if got != want:
         raise CrcMismatch(f"CRC {got:04X} != computed {want:04X}", consumed=end, seq=body[1])
-    return end + 1, Frame(addr=body[0], seq=body[1], cmd=body[2], payload=bytes(body[HEADER_LEN:-2]))
+    return end, Frame(addr=body[0], seq=body[1], cmd=body[2], payload=bytes(body[HEADER_LEN:-2]))

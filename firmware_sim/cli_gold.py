@@ -1,10 +1,114 @@
-"""CLI verbs (placeholder: filled in by the owning package)."""
+"""`kuaijian sim gold`: run a simulated colloidal-gold reader on a pseudo-terminal from the command line.
+
+Does: start `firmware_sim.gold_serial.GoldSimulator`, print the pty slave path and the stable link the
+gateway can be configured with, optionally measure strips periodically and inject faults; stop cleanly on
+Ctrl-C / SIGTERM or after `--duration`.
+
+Does not: anything a library caller could not do with `GoldSimulator` directly.
+"""
 
 from __future__ import annotations
 
 import argparse
+import signal
+import threading
+import time
+from types import FrameType
 from typing import Any
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Add this module's verbs to `subparsers`."""
+    """Add `gold` to the `kuaijian sim` group."""
+    p = subparsers.add_parser(
+        "gold",
+        help="simulated colloidal-gold strip reader on a pty (gold-serial protocol)",
+        description="Serve a simulated colloidal-gold strip reader on a real pseudo-terminal and print "
+        "where it listens. Runs until Ctrl-C / SIGTERM or --duration.",
+    )
+    p.add_argument("--serial", default="GR-0001", help="device serial number (default GR-0001)")
+    p.add_argument("--model", default="KJ-G8", help="model name (default KJ-G8)")
+    p.add_argument("--channels", type=int, default=8, help="strip channels (default 8)")
+    p.add_argument("--seed", type=int, default=0, help="random seed of the signal model (default 0)")
+    p.add_argument("--link", default=None, help="create the stable symlink here (default: a temp dir)")
+    p.add_argument("--preload", type=int, default=0, metavar="N", help="measure N strips before serving")
+    p.add_argument(
+        "--measure-every", type=float, default=0.0, metavar="S", help="measure a random strip every S s"
+    )
+    p.add_argument("--positive-rate", type=float, default=0.1, help="share of positive strips (default 0.1)")
+    p.add_argument(
+        "--duration", type=float, default=0.0, metavar="S", help="stop after S s (0 = until signal)"
+    )
+    faults = p.add_argument_group("fault injection (probabilities per frame / request)")
+    for name in ("garble", "bad-crc", "truncate", "noise", "silence", "nak"):
+        faults.add_argument(f"--{name}", type=float, default=0.0, metavar="P")
+    faults.add_argument("--delay", type=float, default=0.0, metavar="S", help="reply latency (slow device)")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from firmware_sim.gold_serial import DEMO_PRODUCTS, FaultConfig, GoldSimulator
+
+    if args.channels < 1:
+        print("--channels must be >= 1", flush=True)
+        return 2
+    faults = FaultConfig(
+        garble=args.garble,
+        bad_crc=args.bad_crc,
+        truncate=args.truncate,
+        noise=args.noise,
+        silence=args.silence,
+        nak=args.nak,
+        delay_s=args.delay,
+    )
+    sim = GoldSimulator(
+        serial=args.serial,
+        model=args.model,
+        channels=args.channels,
+        seed=args.seed,
+        faults=faults,
+        link_path=args.link,
+    )
+    done = threading.Event()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        done.set()
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
+        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        kits = sorted(sim.firmware.kits)
+        for i in range(args.preload):
+            sim.measure(
+                kits[i % len(kits)],
+                i % args.channels + 1,
+                f"{args.serial}-P{i + 1:05d}",
+                DEMO_PRODUCTS[i % len(DEMO_PRODUCTS)],
+                0.0,
+            )
+        path = sim.start()
+        print(
+            f"gold reader {args.serial} ({args.model}, {args.channels} channels) listening on {path}",
+            flush=True,
+        )
+        print(f"stable link: {sim.link_path}", flush=True)
+        print(f"records in memory: {len(sim.truth)}", flush=True)
+        if args.measure_every > 0:
+            sim.auto_measure(
+                args.measure_every,
+                positive_rate=args.positive_rate,
+                on_record=lambda n: print(f"measured record {n}", flush=True),
+            )
+        deadline = time.monotonic() + args.duration if args.duration > 0 else float("inf")
+        while not done.wait(min(0.5, max(0.0, deadline - time.monotonic()))):
+            if time.monotonic() >= deadline:
+                break
+    finally:
+        sim.stop()
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if sim.errors:
+        print(f"simulator thread failed: {sim.errors[0]!r}", flush=True)
+        return 1
+    print("stopped", flush=True)
+    return 0
