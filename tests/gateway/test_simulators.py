@@ -1,0 +1,94 @@
+"""The gateway against the simulated analyzers over real transports: a colloidal-gold reader on a pty
+and an enzyme-inhibition analyzer over Modbus TCP, delivered through Mosquitto to the test acker.
+Unplugging the gold reader marks it unavailable without stopping the enzyme analyzer; records measured
+while it was unplugged are read after it comes back."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from firmware_sim.enzyme_modbus import EnzymeSimulator
+from firmware_sim.gold_serial import GoldSimulator
+from kuaijian_schema.kits import DEMO_KITS
+from kuaijian_schema.specs import GB_T_5009_199
+from tests.gateway.acker import Acker
+from tests.gateway.conftest import RunningService, write_station
+from tests.helpers import Mosquitto, wait_for
+
+
+@pytest.fixture
+def gold() -> Iterator[GoldSimulator]:
+    sim = GoldSimulator(serial="GR-7001", seed=3)
+    sim.start()
+    try:
+        yield sim
+    finally:
+        sim.stop()
+
+
+@pytest.fixture
+def enzyme() -> Iterator[EnzymeSimulator]:
+    sim = EnzymeSimulator(serial="EN-7001", channels=4, profile=GB_T_5009_199, seed=5)
+    try:
+        yield sim
+    finally:
+        sim.stop()
+
+
+def _verdicts(acker: Acker, method: str) -> list[tuple[str, int, str]]:
+    with acker.lock:
+        return sorted(
+            (r["sample"]["id"], r["channel"], r["verdict"])
+            for r in acker.received.values()
+            if r["method"] == method
+        )
+
+
+def test_gold_and_enzyme_simulators_end_to_end(
+    tmp_path: Path, mosquitto: Mosquitto, acker: Acker, gold: GoldSimulator, enzyme: EnzymeSimulator
+) -> None:
+    host, port = enzyme.start_tcp()
+    fast = {"reconnect_initial_s": 0.05, "reconnect_max_s": 0.2, "response_s": 0.5, "retries": 1}
+    cfg = write_station(
+        tmp_path,
+        mosquitto.port,
+        [
+            {"name": "gold-1", "driver": "gold-serial", "port": gold.link_path, "timeouts": fast},
+            {"name": "enzyme-1", "driver": "enzyme-modbus", "host": host, "port": port, "timeouts": fast},
+        ],
+    )
+    kit = DEMO_KITS["imidacloprid-v1"]
+    cal = kit.lines[0].calibration
+    assert cal is not None
+    gold.measure(kit.name, 1, "G-1", "菠菜", 0.0)
+    gold.measure(kit.name, 2, "G-2", "韭菜", cal.c * 6)
+    enzyme.measure(["", "E-1", "E-2", "E-3"], ["", "白菜", "芹菜", "黄瓜"], [0.0, 85.0, 5.0, 5.0])
+    with RunningService(cfg) as svc:
+        wait_for(lambda: len(acker.seqs()) == 5, 30, f"expected 5 results, got {len(acker.seqs())}")
+        assert _verdicts(acker, "gold") == [("G-1", 1, "negative"), ("G-2", 2, "positive")]
+        assert _verdicts(acker, "enzyme") == [
+            ("E-1", 1, "positive"),
+            ("E-2", 2, "negative"),
+            ("E-3", 3, "negative"),
+        ]
+        e1 = next(r for r in acker.received.values() if r["sample"]["id"] == "E-1")
+        assert e1["values"]["inhibition_pct"] == pytest.approx(85.0, abs=8.0)
+        assert e1["instrument"] == {"serial": "EN-7001", "model": "KJ-E12", "driver": "enzyme-modbus"}
+
+        # Pull the gold reader's cable: it becomes unavailable, the enzyme analyzer keeps delivering.
+        gold.unplug()
+        worker = next(w for w in svc.workers if w.name == "gold-1")
+        wait_for(lambda: worker.state.state == "unavailable", 15, "unplugged reader not marked unavailable")
+        enzyme.measure(["", "E-4", "E-5", "E-6"], ["", "白菜", "芹菜", "黄瓜"], [0.0, 5.0, 5.0, 5.0])
+        wait_for(lambda: len(acker.seqs()) == 8, 15, "enzyme analyzer stalled while the reader was unplugged")
+        gold.measure(kit.name, 3, "G-3", "菠菜", 0.0)  # measured while the gateway cannot see it
+        gold.replug()
+        wait_for(lambda: len(acker.seqs()) == 9, 30, "record measured while unplugged was not read")
+        assert worker.state.state == "ok"
+        assert svc.outbox is not None
+        wait_for(lambda: svc.outbox is not None and svc.outbox.stats().depth == 0, 10, "outbox not drained")
+    assert not acker.bad
+    assert sorted(acker.seqs()) == list(range(1, 10))
