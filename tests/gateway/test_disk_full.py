@@ -1,0 +1,50 @@
+"""Outbox full (SQLITE_FULL via the configured size cap): the worker stops reading new records (the
+instrument keeps them), says why in its status, and resumes when acks free space — nothing is lost."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tests.gateway.acker import Acker
+from tests.gateway.conftest import STATION, RunningService, drained, fast_instrument, write_station
+from tests.helpers import Mosquitto, free_port, wait_for
+
+
+def test_disk_full_pauses_reading_and_resumes(tmp_path: Path) -> None:
+    broker = Mosquitto(workdir=tmp_path, port=free_port())
+    total = 400
+    cfg = write_station(
+        tmp_path,
+        broker.port,
+        [fast_instrument(total=total, rate=20000.0)],
+        acquisition={"full_retry_s": 0.1, "read_batch": 4},
+        storage={"max_db_mb": 0.15},
+    )
+    with RunningService(cfg) as svc:
+        assert svc.outbox is not None
+        box = svc.outbox
+        worker = svc.workers[0]
+        wait_for(
+            lambda: worker.state.last_error is not None and "outbox full" in worker.state.last_error,
+            10,
+            "the outbox never filled up",
+        )
+        stuck = box.stats().enqueued_total
+        assert 0 < stuck < total
+        assert worker.state.state == "unavailable"
+        cursor = box.cursors()["plugin:FAST-0001"]
+        assert cursor.last_record == stuck, "cursor never passes what was stored"
+        status = svc.status()
+        assert status.instruments[0].last_error is not None
+        # Network (and so acks) come back: space frees up, reading resumes, everything arrives.
+        broker.start()
+        acker = Acker(broker.port, STATION, b"test-station-key-0123456789")
+        acker.start()
+        try:
+            wait_for(lambda: drained(svc, total), 30, f"did not recover: {box.stats()}")
+            assert worker.state.state == "ok"
+            assert acker.seqs() == set(range(1, total + 1))
+            assert not acker.bad
+        finally:
+            acker.stop()
+            broker.stop()
