@@ -1,0 +1,74 @@
+"""`kuaijian gateway run|status|check-config|rejected`."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.outbox import Draft, Outbox, RecordDrafts
+from kuaijian.cli import main
+from tests.gateway.conftest import fast_instrument, write_station
+from tests.helpers import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _run(config: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kuaijian.cli", "gateway", "run", "--config", str(config), *extra],
+        cwd=REPO,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_check_config_and_status(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = write_station(tmp_path, free_port(), [fast_instrument()])
+    assert main(["gateway", "check-config", "--config", str(cfg)]) == 0
+    assert "instrument fast-1: plugin" in capsys.readouterr().out
+    assert main(["gateway", "status", "--config", str(cfg), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["exists"] is False
+    with Outbox.open(tmp_path / "data" / "outbox.db") as box:
+        out = box.enqueue(
+            "plugin:X", 0, [RecordDrafts(1, (Draft("a", 0, {}), Draft("b", 0, {})))], lambda d: "s"
+        )
+        box.ack(rejected=[(out[0].id, out[0].seq, "unknown station")])
+    assert main(["gateway", "status", "--config", str(cfg), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert (doc["depth"], doc["last_seq"], doc["rejected_total"]) == (1, 2, 1)
+    assert doc["cursors"] == {"plugin:X": {"epoch": 0, "last_record": 1}}
+    assert main(["gateway", "status", "--config", str(cfg)]) == 0
+    assert "depth: 1" in capsys.readouterr().out
+    assert main(["gateway", "rejected", "--config", str(cfg)]) == 0
+    assert "reason: unknown station" in capsys.readouterr().out
+
+
+def test_bad_config_exits_2_naming_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "station.toml"
+    cfg.write_text('station = "370214101203-01"\nkey = "0123456789abcdef"\ndata_dir = "d"\n')
+    assert main(["gateway", "check-config", "--config", str(cfg)]) == 2
+    assert "broker: Field required" in capsys.readouterr().err
+
+
+def test_run_offline_then_corrupt_outbox_exits_3(tmp_path: Path) -> None:
+    cfg = write_station(tmp_path, free_port(), [fast_instrument(total=20, rate=1000.0)])
+    done = _run(cfg, "--duration", "1.0")
+    assert done.returncode == 0, done.stderr
+    db = tmp_path / "data" / "outbox.db"
+    with Outbox.open(db) as box:
+        assert box.stats().enqueued_total == 20, "offline run must still measure and store"
+    db.write_bytes(b"garbage" * 2000)
+    for side in ("-wal", "-shm"):
+        db.with_name(db.name + side).unlink(missing_ok=True)
+    done = _run(cfg, "--duration", "0.5")
+    assert done.returncode == 3
+    assert "corrupt" in done.stderr
+    assert "moved to" in done.stderr
+    assert list((tmp_path / "data").glob("outbox.db.corrupt-*"))

@@ -1,0 +1,102 @@
+"""Station TOML: validation errors name the key; paths resolve against the file; secrets from files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gateway.config import EnzymeModbusInstrument, GoldSerialInstrument, load_config
+from gateway.errors import ConfigError
+
+GOOD = """
+station = "370214101203-01"
+key_file = "secrets/station.key"
+data_dir = "var"
+
+[broker]
+url = "mqtts://broker.example.cn"
+username = "370214101203-01"
+password_file = "secrets/broker.pw"
+ca_file = "ca.pem"
+
+[link]
+batch_max = 20
+
+[[instruments]]
+name = "gold-1"
+driver = "gold-serial"
+port = "/dev/serial/by-id/usb-Kuaijian_KJ-G8_GR-0001"
+default_kit = "imidacloprid-v1"
+
+[[instruments]]
+name = "enzyme-1"
+driver = "enzyme-modbus"
+host = "192.168.10.20"
+unit = 3
+[instruments.timeouts]
+response_s = 2.0
+"""
+
+
+def test_good_config(tmp_path: Path) -> None:
+    (tmp_path / "secrets").mkdir()
+    (tmp_path / "secrets" / "station.key").write_text("k" * 32 + "\n")
+    (tmp_path / "secrets" / "broker.pw").write_text("pw\n")
+    path = tmp_path / "station.toml"
+    path.write_text(GOOD)
+    cfg = load_config(path)
+    assert cfg.data_dir == tmp_path / "var"
+    assert cfg.db_path == tmp_path / "var" / "outbox.db"
+    assert cfg.station_key() == b"k" * 32
+    assert cfg.broker.tls
+    assert (cfg.broker.host, cfg.broker.port) == ("broker.example.cn", 8883)
+    assert cfg.broker.ca_file == tmp_path / "ca.pem"
+    assert cfg.broker.resolved_password() == "pw"
+    assert cfg.link.batch_max == 20
+    gold, enzyme = cfg.instruments
+    assert isinstance(gold, GoldSerialInstrument)
+    assert isinstance(enzyme, EnzymeModbusInstrument)
+    assert enzyme.port == 502
+    assert enzyme.timeouts.to_timeouts().response_s == 2.0
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (
+            ('driver = "gold-serial"\nport = "/dev/serial', 'driver = "gold-serial"\nportx = "/dev/serial'),
+            "instruments[0].port",
+        ),
+        (('url = "mqtts://broker.example.cn"', 'url = "http://broker"'), "broker: Value error, url scheme"),
+        (
+            ("unit = 3", 'unit = 3\nserial_port = "/dev/ttyS0"'),
+            "instruments[1]: Value error, set exactly one",
+        ),
+        (("batch_max = 20", "batch_max = 0"), "link.batch_max"),
+        (('station = "370214101203-01"', 'station = "3702-01"'), "station:"),
+        (('name = "enzyme-1"', 'name = "gold-1"'), "duplicate instrument names: gold-1"),
+        (('driver = "enzyme-modbus"', 'driver = "enzyme-rs485"'), "instruments[1]"),
+    ],
+)
+def test_errors_name_the_key(tmp_path: Path, change: tuple[str, str], message: str) -> None:
+    path = tmp_path / "station.toml"
+    assert change[0] in GOOD
+    path.write_text(GOOD.replace(change[0], change[1]))
+    with pytest.raises(ConfigError) as info:
+        load_config(path)
+    assert message in str(info.value)
+    assert str(path) in str(info.value)
+
+
+def test_unreadable_or_bad_toml(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no such config file"):
+        load_config(tmp_path / "missing.toml")
+    bad = tmp_path / "bad.toml"
+    bad.write_text("station = ")
+    with pytest.raises(ConfigError, match="not valid TOML"):
+        load_config(bad)
+    (tmp_path / "station.toml").write_text(GOOD)
+    cfg = load_config(tmp_path / "station.toml")
+    with pytest.raises(ConfigError, match="key_file: cannot read"):
+        cfg.station_key()

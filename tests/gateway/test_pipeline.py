@@ -1,0 +1,100 @@
+"""Readings → result drafts: verdicts from the numpy core, nothing dropped, every body a valid Result."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+import pytest
+
+from drivers.readings import DeviceInfo, EnzymeReading, GoldReading
+from firmware_sim.signal_model import one_enzyme_run, one_gold_profile
+from gateway.outbox import RecordDrafts
+from gateway.pipeline import Interpreter, SpecBook, SpecHolder
+from kuaijian_schema.kits import DEMO_KITS
+from kuaijian_schema.specs import GB_T_5009_199
+from kuaijian_schema.wire import Result, new_result_id
+
+STATION = "370214101203-01"
+GOLD = DeviceInfo("GR-1", "KJ-G8", "2.3", "gold-serial", "gold", 8)
+ENZ = DeviceInfo("EN-1", "KJ-E12", "1.4", "enzyme-modbus", "enzyme", 4)
+NOW = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
+
+
+def _validate(recs: list[RecordDrafts]) -> list[Result]:
+    out = []
+    for rec in recs:
+        for d in rec.drafts:
+            doc: dict[str, Any] = dict(d.body, id=str(new_result_id()), seq=1, sig="0" * 64)
+            out.append(Result.model_validate(doc))
+    return out
+
+
+def _gold(n: int, kit: str, profile: np.ndarray[Any, Any], sample: str = "S") -> GoldReading:
+    return GoldReading(n, 1, kit, sample, "菠菜", NOW, profile)
+
+
+def test_gold_verdicts_lines_and_fallbacks() -> None:
+    rng = np.random.default_rng(1)
+    imi, card = DEMO_KITS["imidacloprid-v1"], DEMO_KITS["nitrofurans-card-v1"]
+    cal = imi.lines[0].calibration
+    assert cal is not None
+    readings = [
+        _gold(1, imi.name, one_gold_profile(imi, rng, concentration=0.0).profile),
+        _gold(2, imi.name, one_gold_profile(imi, rng, concentration=cal.c * 6).profile, sample=""),
+        _gold(3, card.name, one_gold_profile(card, rng, concentration=0.0).profile),
+        _gold(4, "no-such-kit", np.ones(1024)),
+        _gold(5, imi.name, np.ones(300)),
+    ]
+    interp = Interpreter(station=STATION, specs=SpecHolder(), operator="王", include_raw=True)
+    recs = interp(GOLD, readings)
+    assert [r.record_no for r in recs] == [1, 2, 3, 4, 5]
+    assert [len(r.drafts) for r in recs] == [1, 1, 3, 1, 1]
+    results = _validate(recs)
+    verdicts = [r.verdict for r in results]
+    assert verdicts == ["negative", "positive", "negative", "negative", "negative", "invalid", "invalid"]
+    assert [r.analyte for r in results[2:5]] == ["AOZ", "AMOZ", "SEM"]
+    assert {d.line for d in recs[2].drafts} == {"ch1/t0", "ch1/t1", "ch1/t2"}
+    assert "unknown-kit:no-such-kit" in results[5].qc
+    assert any(q.startswith("profile-length-mismatch") for q in results[6].qc)
+    assert results[1].sample.id == "GR-1-2"
+    assert "no-sample-id" in results[1].qc
+    assert results[0].operator == "王"
+    assert results[0].raw is not None
+    assert results[0].config_version == "builtin"
+    assert recs[1].drafts[0].priority > recs[0].drafts[0].priority, "positives go first"
+
+
+def test_enzyme_verdicts_profile_aliases_and_unknown_profile() -> None:
+    rng = np.random.default_rng(2)
+    run = one_enzyme_run(GB_T_5009_199, 4, rng, inhibition=[0.0, 90.0, 2.0, 2.0], control_channel=0)
+    times = np.asarray(run.times_s, dtype=np.float64)
+    absorbance = np.asarray(run.absorbance, dtype=np.float64)
+
+    def reading(n: int, profile: str) -> EnzymeReading:
+        return EnzymeReading(
+            n, profile, 0, times, absorbance, ("", "E1", "E2", "E3"), ("", "白菜", "芹菜", "黄瓜"), NOW
+        )
+
+    interp = Interpreter(station=STATION, specs=SpecHolder())
+    recs = interp(ENZ, [reading(1, "GB/T 5009.199"), reading(2, "mystery")])
+    results = _validate(recs)
+    assert [r.verdict for r in results[:3]] == ["positive", "negative", "negative"]
+    assert [r.channel for r in results[:3]] == [1, 2, 3]
+    assert results[0].values["inhibition_pct"] == pytest.approx(90.0, abs=8.0)
+    assert [r.verdict for r in results[3:]] == ["invalid"] * 3
+    assert all("unknown-profile:mystery" in r.qc for r in results[3:])
+
+
+def test_spec_book_overlay_by_name() -> None:
+    from kuaijian_schema.wire import StationConfig
+
+    imi = DEMO_KITS["imidacloprid-v1"]
+    lot = imi.model_copy(update={"version": "lot-9"})
+    cfg = StationConfig(version="12", issued_at=NOW, gold_kits=(lot,))
+    book = SpecBook.builtin().with_config(cfg)
+    assert book.version == "12"
+    assert book.kits[imi.name].version == "lot-9"
+    assert set(book.kits) == set(DEMO_KITS), "pushed kits replace defaults by name, others stay"
+    assert book.profile("NY/T 448") is not None
