@@ -109,7 +109,8 @@ class GoldConditions:
     sigma_frac: tuple[float, float] = (0.13, 0.17)  # band Gaussian sd as a fraction of line_width
     strip_shift: float = 0.45  # max |cassette placement shift|, fraction of spec.tolerance
     line_jitter: float = 0.15  # max |extra per-line shift|, fraction of spec.tolerance
-    control_od: tuple[float, float] = (2.5, 8.0)  # normal C line, × spec.min_control_signal
+    control_od: tuple[float, float] = (2.5, 8.0)  # normal C line, × spec.min_control_signal (scaled
+    # down together with the T lines where the darkest band would otherwise approach saturation)
     weak_control_od: tuple[float, float] = (0.1, 0.5)  # weak C line, × spec.min_control_signal
     zero_fraction: float = 0.2  # drawn concentrations: fraction exactly 0 (analyte absent)
     conc_span: float = 30.0  # drawn concentrations: log-uniform in [c/span, c·span] of the 4PL
@@ -291,6 +292,15 @@ def _draw_gold(
     sigma = rng.uniform(*cond.sigma_frac, n) * spec.line_width
     level = rng.uniform(*cond.background, n)
     amp = np.concatenate([control_od[:, None], test_od], axis=1) / (sigma[:, None] * _SQRT_2PI)
+    if spec.saturation_reflectance > 0:
+        # intact strips stay clear of saturation: the darkest band keeps R ≥ 1.6 × the threshold even
+        # where drift and ripple lower the background (both lines scale together, the ratio is kept)
+        dim = 1.0 - cond.drift / 2 - cond.ripple
+        a_max = np.log10(level * dim / (1.6 * spec.saturation_reflectance))
+        scale = np.minimum(1.0, a_max / np.maximum(amp.max(axis=1), 1e-12))
+        amp *= scale[:, None]
+        control_od = control_od * scale
+        test_od = test_od * scale[:, None]
     if np.any(saturated):
         # the darkest band of the strip goes below the saturation reflectance
         which = np.argmax(amp, axis=1)

@@ -4,19 +4,21 @@ Algorithm (per line j — control first, then each test line — identical for e
 1. Only the pixels around each line are touched: a region of ±(tolerance + h + f) px around the nominal
    centre, where 2h+1 ≈ line_width is the integration window and f = max(3, h) the baseline flanks.
 2. y = log10(max(R, 1e-4)) in float32; prefix sums over the region make every window sum O(1).
-3. For each candidate centre p within ±tolerance, the baseline-corrected integrated OD is
+3. For a candidate centre p within ±tolerance, the baseline-corrected integrated OD is
    S(p) = (2h+1)·mean(flanks) − Σ_window y, i.e. OD(x) = −log10(R(x)/R_baseline(x)) summed over the
    window, with R_baseline linear between the left flank [p−h−f, p−h) and the right flank (p+h, p+h+f].
-   The line is at argmax S (parabolic sub-pixel refinement for the reported position) and its signal is
-   S there.
-4. ratio = max(S_T, 0) / S_C; validity: control missing (< 30 % of min_control_signal), weak
-   (< min_control_signal), out of place (argmax on the window edge), saturated (any pixel of a line
-   region below saturation_reflectance) → INVALID for every test line of the strip.
+   The line sits at the argmax of the same estimator with a narrow (≈ FWHM) window — the wide window's
+   S(p) is flat near a line, so its own argmax would wander by several px with noise — refined to
+   sub-pixel by a parabola; the line's signal is S at that position.
+4. ratio = max(S_T, 0) / S_C (NaN when the control is missing). Validity: control missing (< 30 % of
+   min_control_signal), weak (< min_control_signal), out of place (locator argmax on the window edge),
+   saturated (any pixel of a line region below saturation_reflectance) → INVALID for every test line.
 5. Verdicts per test line from the spec's format, cutoff and suspect band; concentration by the 4PL
    inverse (NaN + BELOW/ABOVE_CALIBRATION flag outside the asymptotes, NaN without calibration or when
    invalid).
-Strips are processed in chunks of ~1 MiB of input so every intermediate stays in L2 cache; there is no
-per-strip Python loop.
+Two passes, no per-strip Python loop: pass 1 streams the input in ~1 MiB chunks (finiteness check and
+gather of the line regions into a compact float32 array); pass 2 works on ~256 KiB chunks of the
+regions so every intermediate stays in L2 cache.
 
 Does not: retry, log, read devices or files; images are reduced to profiles by `images.py`.
 """
@@ -65,7 +67,7 @@ class StripResults:
     analytes: tuple[str, ...]  # (K,)
     control_signal: F64  # (N,) integrated OD of the C line
     test_signal: F64  # (N, K) integrated OD of each T line
-    ratio: F64  # (N, K) max(T, 0) / C; NaN when C ≤ 0
+    ratio: F64  # (N, K) max(T, 0) / C; NaN when the control line is missing
     verdict: npt.NDArray[np.int8]  # (N, K) `Verdict` codes
     control_position: F64  # (N,) found C centre, px
     test_position: F64  # (N, K) found T centres, px
@@ -129,11 +131,12 @@ def _layout(spec: StripSpec) -> _Layout:
     width = 2 * (tol + h + f) + 1
     lo = nominal - (tol + h + f)
     for c in nominal:
-        if c - tol - h < 0 or c + tol + h > spec.length - 1:
+        # StripSpec validates the layout; this guards specs built without validation (model_copy)
+        if not 0 <= c < spec.length:
             raise SpecMismatchError(
-                f"kit {spec.name}: line at {c} px ± {tol + h} px (tolerance + half width) runs off the "
-                f"{spec.length} px profile"
+                f"kit {spec.name}: line at {c} px lies outside the {spec.length} px profile"
             )
+    # edge-clamped: a flank reaching past the profile end repeats the last pixel
     index = np.clip(lo[:, None] + np.arange(width)[None, :], 0, spec.length - 1).reshape(-1)
     cal = np.full((len(spec.lines), 4), np.nan)
     for k, ln in enumerate(spec.lines):
@@ -238,7 +241,7 @@ def interpret_strips(profiles: npt.NDArray[np.floating[Any]], spec: StripSpec) -
     invalid = (strip_flags & int(GOLD_INVALIDATING)) != 0
 
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(control[:, None] > 0, np.maximum(test, 0.0) / control[:, None], np.nan)
+        ratio = np.where(~missing[:, None], np.maximum(test, 0.0) / control[:, None], np.nan)
     cut = lay.cutoff[None, :]
     band = lay.band[None, :]
     if lay.competitive:
