@@ -170,7 +170,9 @@ ENZYME_MAP: Final = RegisterMap(
         Field("oldest_run", 44, 2, "u32", "r", doc="oldest run still in memory (0 = none)"),
         Field("clock", 46, 2, "u32", "r", unit="s", doc="instrument clock, Unix epoch seconds (UTC)"),
         # control (writable)
-        Field("command", 60, 1, "u16", "rw", doc="write 1 = start run, 2 = clear error; reads 0"),
+        Field(
+            "command", 60, 1, "u16", "rw", doc="write 1 = start run, 2 = clear error; reads the last command"
+        ),
         Field(
             "select_run", 61, 2, "u32", "rw", doc="run number shown in the run page (write u32 with FC 16)"
         ),
@@ -297,13 +299,25 @@ def decode_absorbance(regs: Sequence[int]) -> npt.NDArray[np.float64]:
     return signed.astype(np.float64) * ABSORBANCE_SCALE
 
 
+def _crc_table() -> tuple[int, ...]:
+    table = []
+    for byte in range(256):
+        crc = byte
+        for _ in range(8):
+            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+        table.append(crc)
+    return tuple(table)
+
+
+_CRC_TABLE: Final = _crc_table()
+
+
 def crc16_modbus(data: bytes) -> int:
     """CRC-16/MODBUS (poly 0xA001 reflected, init 0xFFFF); crc16_modbus(b"123456789") == 0x4B37."""
     crc = 0xFFFF
+    table = _CRC_TABLE
     for byte in data:
-        crc ^= byte
-        for _ in range(8):
-            crc = (crc >> 1) ^ 0xA001 if crc & 1 else crc >> 1
+        crc = (crc >> 8) ^ table[(crc ^ byte) & 0xFF]
     return crc
 
 
@@ -631,6 +645,21 @@ def _close_client(client: _Client) -> None:
     client.close()  # type: ignore[no-untyped-call]  # pymodbus leaves close() unannotated
 
 
+class UnexpectedReply(ProtocolError):
+    """A well-formed reply that does not answer the request sent (wrong function, size or echo) —
+    typically a late RTU reply to an earlier request. Retried like a timeout."""
+
+
+def _check_reply(rsp: object, function_code: int) -> None:
+    """Exception responses → ModbusExceptionResponse; a reply to another function → FrameError
+    (e.g. a late RTU reply to an earlier request, which carries no transaction id)."""
+    fc = int(getattr(rsp, "function_code", -1))
+    if fc == function_code | 0x80:
+        raise ModbusExceptionResponse(function_code, int(getattr(rsp, "exception_code", 0)))
+    if fc != function_code:
+        raise UnexpectedReply(f"reply has function code {fc:#04x}, expected {function_code:#04x}")
+
+
 class ModbusSession:
     """One Modbus link (TCP or RTU) to one unit: retries, timeouts, reconnect, error translation.
 
@@ -739,16 +768,33 @@ class ModbusSession:
                     # Serial lines stay open; TCP is reopened so a late reply cannot be mismatched.
                     if self.host is not None:
                         self._drop()
+                    else:
+                        self._quiet_line()
                     last = DriverTimeout(f"{what} on {self.endpoint}: no valid reply: {exc}")
                     last.__cause__ = exc
                 except (ModbusException, OSError) as exc:
                     self._drop()
                     last = TransportError(f"{what} on {self.endpoint}: {exc}")
                     last.__cause__ = exc
-                except FrameError as exc:
+                except (FrameError, UnexpectedReply) as exc:
+                    if self.host is None:
+                        self._quiet_line()
                     last = exc
         assert last is not None  # noqa: S101 — at least one attempt ran
         raise last
+
+    def _quiet_line(self) -> None:
+        """After a missed reply on a serial line, let a late reply arrive and discard it, so it
+        cannot be taken for the answer to the next request (RTU frames carry no transaction id)."""
+        client = self._client
+        sock = getattr(client, "socket", None) if client is not None else None
+        if sock is None:
+            return
+        time.sleep(self.timeouts.inter_byte_s)
+        try:
+            sock.reset_input_buffer()
+        except OSError:
+            self._drop()
 
     def read(self, address: int, count: int) -> list[int]:
         """Read `count` holding registers from `address`, split into ≤125-register requests."""
@@ -763,11 +809,10 @@ class ModbusSession:
 
     def _read_once(self, client: _Client, address: int, count: int) -> list[int]:
         rsp = client.read_holding_registers(address, count=count, device_id=self.unit)
-        if rsp.isError():
-            raise ModbusExceptionResponse(0x03, int(getattr(rsp, "exception_code", 0)))
+        _check_reply(rsp, 0x03)
         regs = list(getattr(rsp, "registers", []))
         if len(regs) != count:
-            raise FrameError(f"asked {count} registers at {address}, got {len(regs)}")
+            raise UnexpectedReply(f"asked {count} registers at {address}, got {len(regs)}")
         return regs
 
     def write(self, address: int, values: Sequence[int]) -> None:
@@ -779,12 +824,15 @@ class ModbusSession:
         def op(client: _Client) -> None:
             if len(vals) == 1:
                 rsp = client.write_register(address, vals[0], device_id=self.unit)
-                fc = 0x06
+                _check_reply(rsp, 0x06)
+                echoed = [getattr(rsp, "address", None), *getattr(rsp, "registers", [])[:1]]
+                if echoed != [address, vals[0]]:
+                    raise UnexpectedReply(f"write {address}: echo {echoed} does not match the request")
             else:
                 rsp = client.write_registers(address, vals, device_id=self.unit)
-                fc = 0x10
-            if rsp.isError():
-                raise ModbusExceptionResponse(fc, int(getattr(rsp, "exception_code", 0)))
+                _check_reply(rsp, 0x10)
+                if getattr(rsp, "address", None) != address or getattr(rsp, "count", None) != len(vals):
+                    raise UnexpectedReply(f"write {address}+{len(vals)}: reply does not match the request")
 
         self._call(f"write {address}", op)
 
@@ -793,8 +841,7 @@ class ModbusSession:
 
         def op(client: _Client) -> dict[int, str]:
             rsp = client.read_device_information(device_id=self.unit)
-            if rsp.isError():
-                raise ModbusExceptionResponse(0x2B, int(getattr(rsp, "exception_code", 0)))
+            _check_reply(rsp, 0x2B)
             info = getattr(rsp, "information", {})
             return {
                 int(k): (v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v))

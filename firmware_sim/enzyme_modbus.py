@@ -167,6 +167,7 @@ class EnzymeSimulator:
         )
         self.truth: dict[int, RunTruth] = {}
         self.requests = 0  # requests received (all servers)
+        self.in_flight = 0  # requests received and not yet answered (e.g. delayed by `delay_s`)
         self._runs: OrderedDict[int, RunPage] = OrderedDict()
         self._memory_runs = memory_runs
         self._counter = 0
@@ -360,23 +361,29 @@ class EnzymeSimulator:
             self._garble_reply = bool(getattr(pdu, "_kj_garble", False))
             return pdu
         verdict = self._take_verdict()
+        with self._lock:
+            self.in_flight += 1
         inner: Callable[[Any, int], Coroutine[Any, Any, ModbusPDU]] = pdu.datastore_update
         if isinstance(pdu, ReadDeviceInformationRequest):
             inner = self._device_information(pdu)
         fc = pdu.function_code
 
         async def update(context: Any, device_id: int) -> ModbusPDU:
-            if verdict is not None and verdict.delay_s:
-                await asyncio.sleep(verdict.delay_s)
-            if verdict is not None and verdict.exception_code is not None:
-                rsp: ModbusPDU = ExceptionResponse(fc, verdict.exception_code)
-            else:
-                self._torn = verdict is not None and verdict.torn_reads
-                rsp = await inner(context, device_id)
-            if verdict is not None:
-                rsp._kj_silent = verdict.silent  # type: ignore[attr-defined]
-                rsp._kj_garble = verdict.garble  # type: ignore[attr-defined]
-            return rsp
+            try:
+                if verdict is not None and verdict.delay_s:
+                    await asyncio.sleep(verdict.delay_s)
+                if verdict is not None and verdict.exception_code is not None:
+                    rsp: ModbusPDU = ExceptionResponse(fc, verdict.exception_code)
+                else:
+                    self._torn = verdict is not None and verdict.torn_reads
+                    rsp = await inner(context, device_id)
+                if verdict is not None:
+                    rsp._kj_silent = verdict.silent  # type: ignore[attr-defined]
+                    rsp._kj_garble = verdict.garble  # type: ignore[attr-defined]
+                return rsp
+            finally:
+                with self._lock:
+                    self.in_flight -= 1  # the reply is sent (or dropped) right after this returns
 
         pdu.datastore_update = update  # type: ignore[method-assign]
         return pdu
@@ -482,6 +489,7 @@ class EnzymeSimulator:
                 self._write_status()
             elif value != Command.NONE:
                 return ExcCodes.ILLEGAL_VALUE
+            self._put(cmd.address, [value])  # reads back the last command accepted
         if address < sel.end and end > sel.address:
             words = list(self._regs[sel.address : sel.end])
             for i, v in enumerate(values):
