@@ -73,7 +73,7 @@ def resolve_scope(db: sqlite_utils.Database, user: User, code: str | None) -> Sc
 
     Raises NotFound if the node does not exist or is outside the user's subtree (existence not leaked).
     """
-    if code is None:
+    if not code:  # None or "" (an empty query parameter): the caller's own node
         if user.is_admin:
             return ALL_SCOPE
         code = user.node_code

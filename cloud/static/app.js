@@ -165,7 +165,8 @@
   function closeLive() { if (state.source) { state.source.close(); state.source = null; } setLive(false); }
   function openLive(cursor) {
     closeLive();
-    var q = "?token=" + encodeURIComponent(state.token) + "&node=" + encodeURIComponent(state.node);
+    var q = "?token=" + encodeURIComponent(state.token);
+    if (state.node) { q += "&node=" + encodeURIComponent(state.node); }
     if (cursor !== undefined && cursor !== null) { q += "&after=" + encodeURIComponent(cursor); }
     var src = new EventSource(LIVE_URL + q);
     state.source = src;

@@ -232,7 +232,9 @@ def _stations(db: sqlite_utils.Database, scope: reports.Scope) -> list[StationTi
             names[int(gid)] = (str(code), str(name))
     tiles = []
     for sid, name, _path, online, last_seen, backlog, oldest, status_at, group in parsed:
-        state = "online" if online else ("offline" if (status_at or last_seen) else "unknown")
+        # online/offline come from the station's retained status (birth / last will); a station that
+        # sent results but never a status is "unknown".
+        state = "online" if online else ("offline" if status_at else "unknown")
         code, gname = names.get(group, (None, None))
         tiles.append(
             StationTile(

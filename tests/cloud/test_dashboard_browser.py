@@ -1,0 +1,150 @@
+"""The dashboard in headless Chromium: a result published by a gateway appears on the page.
+
+Real pieces end to end: Mosquitto broker, the cloud app under uvicorn with MQTT ingest, a signed result
+published on kj/v1/{station}/result with the station's enrolled key, the browser's EventSource feed.
+Also checks the zh/en switch (and that the choice is remembered across reloads)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+from selenium import webdriver
+from selenium.webdriver.chrome.service import Service
+from selenium.webdriver.common.by import By
+from selenium.webdriver.support.ui import WebDriverWait
+
+from cloud.app import create_app
+from cloud.clock import ManualClock
+from cloud.db import open_db
+from cloud.settings import Settings
+from tests.cloud.factories import T0, Grid, build_grid
+from tests.cloud.test_dashboard import running_app
+from tests.helpers import Mosquitto
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMEDRIVER = Path("/usr/bin/chromedriver")
+SCREENSHOT = Path("/tmp/kuaijian_dashboard.png")
+STATION = "370214101203-01"
+
+pytestmark = [
+    pytest.mark.browser,
+    pytest.mark.skipif(
+        not (CHROMIUM.exists() and CHROMEDRIVER.exists()), reason="needs Debian chromium + chromedriver"
+    ),
+]
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = str(CHROMIUM)
+    for arg in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-dev-shm-usage",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--window-size=1400,1700",
+        f"--user-data-dir={tmp_path / 'chrome-profile'}",
+    ):
+        opts.add_argument(arg)
+    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=opts)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def _publish(broker: Mosquitto, topic: str, payload: bytes) -> None:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-gateway", protocol=mqtt.MQTTv311)
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    try:
+        info = client.publish(topic, payload, qos=1)
+        info.wait_for_publish(10)
+        assert info.is_published()
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def _text(driver: webdriver.Chrome, css: str) -> str:
+    return str(driver.find_element(By.CSS_SELECTOR, css).text)
+
+
+def test_published_result_appears_live_and_language_switches(
+    browser: webdriver.Chrome, mosquitto: Mosquitto, tmp_path: Path
+) -> None:
+    settings = Settings(
+        db_path=tmp_path / "cloud.db",
+        broker_url=mosquitto.url,
+        scheduler_enabled=False,
+        ingest_batch_wait_s=0.01,
+    )
+    db = open_db(settings.db_path)
+    try:
+        grid: Grid = build_grid(db)
+    finally:
+        db.close()
+    app = create_app(settings, clock=ManualClock(T0 + timedelta(hours=1)))
+    wait = WebDriverWait(browser, 20, poll_frequency=0.05)
+    with running_app(app) as base:
+        browser.get(f"{base}/dashboard/")
+        # Chinese by default, login box first
+        wait.until(lambda d: d.find_element(By.ID, "login").is_displayed())
+        assert _text(browser, "#login h2") == "登录"
+        browser.find_element(By.ID, "login-token").send_keys(grid.tokens["admin"])
+        browser.find_element(By.ID, "login-submit").click()
+        wait.until(lambda d: d.find_element(By.ID, "main").is_displayed())
+        wait.until(lambda d: "on" in d.find_element(By.ID, "live-state").get_attribute("class").split())
+        assert browser.execute_script("return localStorage.getItem('kj.token')") == grid.tokens["admin"]
+        assert _text(browser, "#kpi-tests") == "0"
+
+        doc = grid.result(STATION, verdict="positive", analyte="毒死蜱", measured_at=T0.isoformat())
+        payload = json.dumps(doc, ensure_ascii=False).encode()
+        _publish(mosquitto, f"kj/v1/{STATION}/result", payload)
+
+        item = f'#feed li[data-result-id="{doc["id"]}"]'
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, item))
+        assert "毒死蜱" in _text(browser, item)
+        assert _text(browser, f"{item} .verdict") == "阳性"
+        # the figures refresh after the event: one test, one positive, one open case
+        wait.until(lambda d: _text(d, "#kpi-tests") == "1" and _text(d, "#kpi-positives") == "1")
+        wait.until(lambda d: _text(d, "#kpi-cases") == "1")
+        assert browser.find_elements(By.CSS_SELECTOR, "#cases-table tbody tr")
+        # drill-down: county → town shows the town's villages
+        browser.find_element(By.CSS_SELECTOR, '#grid-table tr[data-node="370214"]').click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '#grid-table tr[data-node="370214101"]'))
+        browser.find_element(By.CSS_SELECTOR, '#grid-table tr[data-node="370214101"]').click()
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '#grid-table tr[data-node="370214101203"]'))
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, item))  # feed reloaded for the town
+        assert "棘洪滩街道" in _text(browser, "#crumbs")
+        browser.save_screenshot(str(SCREENSHOT.with_name("kuaijian_dashboard_zh.png")))
+
+        # zh → en
+        assert _text(browser, "h2[data-i18n=live_title]") == "实时检测结果"
+        browser.find_element(By.ID, "lang-toggle").click()
+        wait.until(lambda d: _text(d, "h2[data-i18n=live_title]") == "Live results")
+        assert _text(browser, f"{item} .verdict") == "positive"
+        assert _text(browser, ".kpi-label[data-i18n=kpi_rate]") == "Positive rate"
+        assert browser.execute_script("return document.documentElement.lang") == "en"
+        browser.save_screenshot(str(SCREENSHOT))
+        # remembered across reloads (localStorage), token too
+        browser.refresh()
+        wait.until(lambda d: d.find_element(By.ID, "main").is_displayed())
+        wait.until(lambda d: _text(d, "h2[data-i18n=live_title]") == "Live results")
+        browser.find_element(By.ID, "lang-toggle").click()
+        wait.until(lambda d: _text(d, "h2[data-i18n=live_title]") == "实时检测结果")
+        logs: list[dict[str, Any]] = browser.get_log("browser")
+        severe = [entry for entry in logs if entry.get("level") == "SEVERE"]
+        assert not severe, severe
