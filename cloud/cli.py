@@ -1,10 +1,255 @@
-"""CLI verbs (placeholder: filled in by the owning package)."""
+"""`kuaijian cloud …` verbs: serve, ingest, import-grid, enrol-station, mosquitto-auth, create-user, tick.
+
+Every verb takes --db (default: KJ_CLOUD_DB_PATH or kuaijian-cloud.db); verbs that talk to the broker take
+--broker (default: KJ_CLOUD_BROKER_URL). Heavy imports happen inside the verb functions.
+Exit codes: 0 ok, 2 invalid input / not found / conflict (message on stderr), 1 other failure.
+
+Does not: business logic (cloud.grid, cloud.enrol, cloud.auth, cloud.ingest, cloud.cases).
+"""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from cloud.settings import Settings
+
+
+def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
+    from cloud.settings import Settings
+
+    overrides: dict[str, Any] = dict(extra)
+    if getattr(args, "db", None) is not None:
+        overrides["db_path"] = args.db
+    if getattr(args, "broker", None) is not None:
+        overrides["broker_url"] = args.broker
+    for name in ("mqtt_username", "mqtt_password", "ingest_shared_group", "mqtt_protocol"):
+        value = getattr(args, name, None)
+        if value is not None:
+            overrides[name] = value
+    return Settings(**overrides)
+
+
+def _add_db(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--db", type=Path, default=None, help="SQLite database (default: $KJ_CLOUD_DB_PATH)")
+
+
+def _add_broker(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--broker", default=None, help="mqtt://host:port (default: $KJ_CLOUD_BROKER_URL)")
+    p.add_argument("--mqtt-username", dest="mqtt_username", default=None, help="broker user of the ingest")
+    p.add_argument("--mqtt-password", dest="mqtt_password", default=None, help="its password")
+    p.add_argument(
+        "--shared-group",
+        dest="ingest_shared_group",
+        default=None,
+        help="MQTT 5 shared-subscription group ('' = plain subscription)",
+    )
+    p.add_argument("--mqtt-protocol", dest="mqtt_protocol", choices=("5", "3.1.1"), default=None)
+
+
+def _fail(exc: Exception) -> int:
+    print(f"error: {exc}", file=sys.stderr)
+    return 2
+
+
+def _now() -> Any:
+    from cloud.clock import SystemClock
+
+    return SystemClock().now()
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from cloud.app import create_app
+
+    settings = _settings(args)
+    if settings.broker_url is None:
+        print("note: no --broker: serving without MQTT ingest / config publishing", file=sys.stderr)
+    uvicorn.run(create_app(settings), host=args.host, port=args.port, log_level=args.log_level)
+    return 0
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    import signal
+    import threading
+
+    from cloud.clock import SystemClock
+    from cloud.db import open_db
+    from cloud.ingest import IngestWorker
+
+    settings = _settings(args)
+    if not settings.broker_url:
+        return _fail(ValueError("--broker (or KJ_CLOUD_BROKER_URL) is required"))
+    open_db(settings.db_path).close()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    worker = IngestWorker(settings, SystemClock())
+    worker.start()
+    print(
+        f"ingest worker connected to {settings.broker_url}, db {settings.db_path}",
+        file=sys.stderr,
+        flush=True,
+    )
+    try:
+        stop.wait()
+    finally:
+        worker.stop()
+    return 0
+
+
+def cmd_import_grid(args: argparse.Namespace) -> int:
+    from cloud.db import open_db
+    from cloud.errors import CloudError
+    from cloud.grid import import_grid_csv
+
+    db = open_db(_settings(args).db_path)
+    try:
+        report = import_grid_csv(db, Path(args.file).read_text(encoding="utf-8"))
+    except (CloudError, OSError, UnicodeDecodeError) as exc:
+        return _fail(exc)
+    finally:
+        db.close()
+    print(f"grid imported: {report.created} created, {report.updated} updated")
+    return 0
+
+
+def cmd_enrol_station(args: argparse.Namespace) -> int:
+    from cloud.db import open_db
+    from cloud.enrol import enrol_station
+    from cloud.errors import CloudError
+
+    settings = _settings(args)
+    db = open_db(settings.db_path)
+    try:
+        enrolment = enrol_station(db, args.station, args.node, _now(), name=args.name, rotate=args.rotate)
+    except CloudError as exc:
+        return _fail(exc)
+    finally:
+        db.close()
+    print(f"station:       {enrolment.station}")
+    print(f"mqtt username: {enrolment.mqtt_username}")
+    print(f"mqtt password: {enrolment.mqtt_password}   (shown once; only its hash is stored)")
+    print(f"hmac key:      {enrolment.key_hex}")
+    print(
+        "\n# station.toml snippet\n"
+        + enrolment.station_toml(settings.broker_url or "mqtt://broker.example:1883")
+    )
+    print(
+        "# then regenerate the broker's files: kuaijian cloud mosquitto-auth --out DIR, and SIGHUP mosquitto"
+    )
+    return 0
+
+
+def cmd_mosquitto_auth(args: argparse.Namespace) -> int:
+    from cloud.db import open_db
+    from cloud.enrol import write_mosquitto_auth
+    from cloud.errors import CloudError
+
+    settings = _settings(args)
+    user = args.ingest_user or settings.mqtt_username
+    password = args.ingest_password or settings.mqtt_password
+    if not user or not password:
+        return _fail(
+            ValueError("--ingest-user/--ingest-password (or KJ_CLOUD_MQTT_USERNAME/_PASSWORD) required")
+        )
+    db = open_db(settings.db_path)
+    try:
+        passwd, acl = write_mosquitto_auth(db, Path(args.out), user, password)
+    except (CloudError, OSError) as exc:
+        return _fail(exc)
+    finally:
+        db.close()
+    print(f"wrote {passwd} and {acl}")
+    print(f"mosquitto.conf:\n  allow_anonymous false\n  password_file {passwd}\n  acl_file {acl}")
+    return 0
+
+
+def cmd_create_user(args: argparse.Namespace) -> int:
+    from cloud.auth import create_user
+    from cloud.db import open_db
+    from cloud.errors import CloudError
+
+    db = open_db(_settings(args).db_path)
+    try:
+        token = create_user(db, args.name, args.role, args.node, _now())
+    except CloudError as exc:
+        return _fail(exc)
+    finally:
+        db.close()
+    print(token)
+    return 0
+
+
+def cmd_tick(args: argparse.Namespace) -> int:
+    from cloud.clock import SystemClock
+    from cloud.db import open_db
+    from cloud.services import Services
+
+    settings = _settings(args)
+    open_db(settings.db_path).close()
+    services = Services(settings, SystemClock())
+    services.start()
+    try:
+        if services.link is not None:
+            services.link.connected.wait(5)
+        report = services.scheduler_step()
+    finally:
+        services.stop()
+    print(f"reminded {report.reminded}, escalated {report.escalated}")
+    return 0
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Add this module's verbs to `subparsers`."""
+    """Add the `kuaijian cloud` verbs to `subparsers`."""
+    p = subparsers.add_parser("serve", help="run the REST API + dashboard with ingest and the case scheduler")
+    _add_db(p)
+    _add_broker(p)
+    p.add_argument("--host", default="127.0.0.1")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--log-level", default="info")
+    p.set_defaults(func=cmd_serve)
+
+    p = subparsers.add_parser("ingest", help="run an extra MQTT ingest worker (shared subscription)")
+    _add_db(p)
+    _add_broker(p)
+    p.set_defaults(func=cmd_ingest)
+
+    p = subparsers.add_parser("import-grid", help="import/update grid nodes from a CSV (see docs/cloud.md)")
+    _add_db(p)
+    p.add_argument("file", help="CSV: level,code,name,parent_code,grid_head,information_officer,co_manager")
+    p.set_defaults(func=cmd_import_grid)
+
+    p = subparsers.add_parser("enrol-station", help="issue a station's MQTT credentials and HMAC key")
+    _add_db(p)
+    p.add_argument("--station", required=True, help="station id, e.g. 370214101203-01")
+    p.add_argument("--node", required=True, help="code of its village")
+    p.add_argument("--name", default=None, help="display name")
+    p.add_argument("--rotate", action="store_true", help="re-issue credentials of an enrolled station")
+    p.add_argument("--broker", default=None, help="broker URL for the printed station.toml")
+    p.set_defaults(func=cmd_enrol_station)
+
+    p = subparsers.add_parser("mosquitto-auth", help="write Mosquitto password file + ACL from the database")
+    _add_db(p)
+    p.add_argument("--out", required=True, help="directory for passwd and acl")
+    p.add_argument(
+        "--ingest-user", default=None, help="broker user of the cloud (default $KJ_CLOUD_MQTT_USERNAME)"
+    )
+    p.add_argument("--ingest-password", default=None, help="its password (default $KJ_CLOUD_MQTT_PASSWORD)")
+    p.set_defaults(func=cmd_mosquitto_auth)
+
+    p = subparsers.add_parser("create-user", help="create an API user and print its bearer token")
+    _add_db(p)
+    p.add_argument("--name", required=True)
+    p.add_argument("--role", required=True, choices=("admin", "county", "town", "village", "station"))
+    p.add_argument("--node", default=None, help="grid node code the user is scoped to (not for admin)")
+    p.set_defaults(func=cmd_create_user)
+
+    p = subparsers.add_parser("tick", help="run one case-scheduler pass now (reminders, escalation, configs)")
+    _add_db(p)
+    _add_broker(p)
+    p.set_defaults(func=cmd_tick)

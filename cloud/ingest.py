@@ -439,7 +439,10 @@ class MqttLink:
         if settings.mqtt_username:
             self.client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
         self.connected = threading.Event()
+        """Set once connected AND (if any) subscribed; cleared on disconnect."""
+        self._suback_mid: int | None = None
         self.client.on_connect = self._on_connect
+        self.client.on_subscribe = self._on_subscribe
         self.client.on_disconnect = lambda *_args: self.connected.clear()
         if on_message is not None:
             handler = on_message
@@ -457,9 +460,26 @@ class MqttLink:
         if reason_code.is_failure:
             log.warning("broker refused connection: %s", reason_code)
             return
-        for sub in self.subscriptions:
-            client.subscribe(sub, qos=1)
-        self.connected.set()
+        if not self.subscriptions:
+            self.connected.set()
+            return
+        _, mid = client.subscribe([(sub, 1) for sub in self.subscriptions])
+        self._suback_mid = mid
+
+    def _on_subscribe(
+        self,
+        client: mqtt.Client,
+        userdata: Any,
+        mid: int,
+        reason_codes: list[ReasonCode],
+        properties: Properties | None,
+    ) -> None:
+        if mid != self._suback_mid:
+            return
+        for sub, rc in zip(self.subscriptions, reason_codes, strict=False):
+            if rc.is_failure:
+                log.error("broker refused subscription %s: %s", sub, rc)
+        self.connected.set()  # ready: connected and subscribed
 
     def start(self) -> None:
         host, port = _broker(self.settings.broker_url or "")

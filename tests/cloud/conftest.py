@@ -10,7 +10,7 @@ import sqlite_utils
 from cloud.clock import ManualClock
 from cloud.db import open_db
 from cloud.settings import Settings
-from tests.cloud.factories import T0, Grid, build_grid, testclient_class
+from tests.cloud.factories import T0, Grid, api_client_class, build_grid
 
 
 @pytest.fixture
@@ -47,5 +47,5 @@ def api(settings: Settings, clock: ManualClock, grid: Grid) -> Iterator[Any]:
     """A TestClient (lifespan running, no broker, no scheduler) over the factory grid, ManualClock at T0."""
     from cloud.app import create_app
 
-    with testclient_class()(create_app(settings, clock=clock)) as client:
+    with api_client_class()(create_app(settings, clock=clock)) as client:
         yield client

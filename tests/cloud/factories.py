@@ -105,7 +105,7 @@ def build_grid(db: sqlite_utils.Database, *, users: bool = True) -> Grid:
     return grid
 
 
-def testclient_class() -> Any:
+def api_client_class() -> Any:
     """starlette's TestClient warns about httpx at import; import it with that one warning silenced."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*httpx.*")
