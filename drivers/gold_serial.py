@@ -34,7 +34,7 @@ from drivers.errors import (
     ProtocolError,
     TransportError,
 )
-from drivers.framing import MAX_PAYLOAD, CrcMismatch, Frame, MalformedFrame, decode_frame, encode_frame
+from drivers.framing import FLAG, MAX_PAYLOAD, CrcMismatch, Frame, MalformedFrame, decode_frame, encode_frame
 from drivers.readings import DeviceInfo, GoldReading
 from drivers.timeouts import Timeouts
 from drivers.transport import Transport, transport_for
@@ -556,9 +556,10 @@ class GoldSession:
                 raise
             if consumed == 0:
                 return None
+            if frame is None and self._buf[0] != FLAG:
+                self.stats.noise_bytes += consumed  # not just a spare flag
             del self._buf[:consumed]
             if frame is None:
-                self.stats.noise_bytes += consumed if consumed > 1 else 0
                 continue
             if frame.seq != seq:
                 self.stats.stale_replies += 1

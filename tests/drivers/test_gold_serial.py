@@ -1,0 +1,329 @@
+"""gold-serial driver against the simulated reader over real ptys: results, every injected fault, unplug."""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import tty
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from drivers.errors import (
+    ChecksumError,
+    DeviceNotFound,
+    DriverError,
+    DriverTimeout,
+    FrameError,
+    ProtocolError,
+    TransportError,
+)
+from drivers.gold_serial import GoldSerialAnalyzer, probe_serial
+from drivers.readings import Analyzer, GoldReading
+from drivers.timeouts import Timeouts
+from firmware_sim.gold_serial import FaultConfig, GoldSimulator, SimRecord
+from tests.helpers import free_port, wait_for
+
+FAST = Timeouts(response_s=0.2, retries=10, inter_byte_s=0.05)
+FEW = Timeouts(response_s=0.15, retries=2, inter_byte_s=0.05)
+STRIPS = [
+    ("imidacloprid-v1", 1, "S-0001", "菠菜", 0.0),
+    ("nitrofurans-card-v1", 4, "S-0002", "鸡蛋", (0.0, 5.0, 0.1)),
+    ("carbendazim-v1", 8, "S-0003", "黄瓜", 2.0),
+]
+
+
+@pytest.fixture
+def sim() -> Iterator[GoldSimulator]:
+    s = GoldSimulator(serial="GR-0042", seed=3)
+    for kit, channel, sample, product, conc in STRIPS:
+        s.measure(kit, channel, sample, product, conc, operator="李明")
+    s.start()
+    try:
+        yield s
+    finally:
+        s.stop()
+    assert not s.errors, s.errors
+
+
+@pytest.fixture
+def reader(sim: GoldSimulator) -> Iterator[GoldSerialAnalyzer]:
+    a = GoldSerialAnalyzer(sim.link_path, timeouts=FAST)
+    a.open()
+    try:
+        yield a
+    finally:
+        a.close()
+
+
+def assert_matches(reading: GoldReading, truth: SimRecord) -> None:
+    assert reading.record_no == truth.record_no
+    assert (reading.channel, reading.kit, reading.sample_id, reading.product, reading.operator) == (
+        truth.channel,
+        truth.kit,
+        truth.sample_id,
+        truth.product,
+        truth.operator,
+    )
+    assert reading.measured_at == truth.measured_at
+    assert reading.measured_at.tzinfo is not None
+    assert reading.profile.dtype == np.float64
+    assert reading.profile.shape == truth.profile.shape == (1024,)
+    assert np.array_equal(reading.profile, truth.profile), "profile differs from the simulator's truth"
+    assert 0.0 <= reading.profile.min() <= reading.profile.max() <= 1.0
+
+
+def read_all_and_check(reader: GoldSerialAnalyzer, sim: GoldSimulator) -> None:
+    latest = reader.latest_record()
+    assert latest == max(sim.truth)
+    for n in range(1, latest + 1):
+        assert_matches(reader.read_record(n), sim.truth[n])
+
+
+# ------------------------------------------------------------------ clean line
+def test_identify_and_read_every_record(sim: GoldSimulator, reader: GoldSerialAnalyzer) -> None:
+    assert isinstance(reader, Analyzer)
+    info = reader.identify()
+    assert (info.serial, info.model, info.driver, info.method, info.channels) == (
+        "GR-0042",
+        "KJ-G8",
+        "gold-serial",
+        "gold",
+        8,
+    )
+    read_all_and_check(reader, sim)
+    # The profile is the signal model's reflectance quantised to 16 bits, nothing else.
+    for rec in sim.truth.values():
+        assert np.max(np.abs(rec.profile - rec.sample.profile)) <= 0.5 / 65535 + 1e-12
+    assert reader.session.stats.retransmissions == 0
+
+
+def test_open_is_idempotent_and_new_records_appear(sim: GoldSimulator, reader: GoldSerialAnalyzer) -> None:
+    reader.open()
+    reader.open()
+    assert sim.stats.by_command["IDENTIFY"] == 1
+    n = sim.measure("procymidone-v1", 2, "S-0004", "番茄", 0.5)
+    assert reader.latest_record() == n == 4
+    assert_matches(reader.read_record(n), sim.truth[n])
+
+
+def test_clock_sync(sim: GoldSimulator, reader: GoldSerialAnalyzer) -> None:
+    target = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    reader.sync_clock(target)
+    got = reader.get_clock()
+    assert timedelta(0) <= got - target <= timedelta(seconds=2)
+    n = sim.measure("imidacloprid-v1", 3, "S-0005", "芹菜")
+    reading = reader.read_record(n)
+    assert timedelta(0) <= reading.measured_at - target <= timedelta(seconds=2)
+    assert reader.status().flags & 0x02 == 0  # clock set
+    with pytest.raises(ValueError, match="timezone-aware"):
+        reader.sync_clock(datetime(2026, 1, 1))  # noqa: DTZ001 - the point of the test
+
+
+def test_unknown_record_is_refused_not_retried(reader: GoldSerialAnalyzer) -> None:
+    with pytest.raises(ProtocolError, match="NO_SUCH_RECORD"):
+        reader.read_record(999)
+    assert reader.session.stats.retransmissions == 0
+    with pytest.raises(ValueError, match="record numbers"):
+        reader.read_record(0)
+
+
+def test_concurrent_callers_are_serialised(sim: GoldSimulator, reader: GoldSerialAnalyzer) -> None:
+    results: list[GoldReading] = []
+    failures: list[BaseException] = []
+
+    def work() -> None:
+        try:
+            for n in (1, 2, 3):
+                results.append(reader.read_record(n))
+        except DriverError as exc:
+            failures.append(exc)
+
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not failures
+    assert len(results) == 9
+    for r in results:
+        assert_matches(r, sim.truth[r.record_no])
+
+
+# ------------------------------------------------------------------ injected faults
+# fault → (config, simulator counter proving it was injected, driver counter proving it was handled)
+FAULTS = {
+    "garbled bytes": (FaultConfig(garble=0.3), "garbled", "retransmissions"),
+    "bad checksums": (FaultConfig(bad_crc=0.3), "bad_crc", "crc_errors"),
+    "truncated frames": (FaultConfig(truncate=0.3), "truncated", "retransmissions"),
+    "line noise": (FaultConfig(noise=0.5), "noise", "noise_bytes"),
+    "silence": (FaultConfig(silence=0.2), "silenced", "timeouts"),
+    "NAK storm": (FaultConfig(nak=0.6), "naks_sent", "naks_received"),
+    "everything at once": (
+        FaultConfig(garble=0.1, bad_crc=0.1, truncate=0.1, noise=0.2, silence=0.05, nak=0.1, delay_s=0.01),
+        "garbled",
+        "retransmissions",
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(FAULTS))
+def test_faults_never_corrupt_a_result_and_the_driver_recovers(
+    name: str, sim: GoldSimulator, reader: GoldSerialAnalyzer
+) -> None:
+    faults, injected, handled = FAULTS[name]
+    sim.faults = faults
+    reader.sync_clock(datetime.now(UTC))
+    for _ in range(2):
+        read_all_and_check(reader, sim)
+    assert getattr(sim.stats, injected) > 0, f"the {name} fault was never injected"
+    assert getattr(reader.session.stats, handled) > 0
+    # Retransmissions are answered from the device's reply cache: nothing ran twice.
+    assert sim.stats.by_command["SET_CLOCK"] == 1
+    assert sim.stats.by_command["GET_RECORD"] == 2 * len(STRIPS)
+
+    sim.faults = None
+    before = reader.session.stats.retransmissions
+    read_all_and_check(reader, sim)
+    assert reader.session.stats.retransmissions == before, "still retransmitting after the fault ended"
+
+
+def test_slow_device_beyond_the_response_timeout(sim: GoldSimulator, reader: GoldSerialAnalyzer) -> None:
+    sim.faults = FaultConfig(delay_s=0.3)  # response_s is 0.2: every first attempt times out
+    assert_matches(reader.read_record(2), sim.truth[2])
+    stats = reader.session.stats
+    assert stats.timeouts >= 5
+    assert sim.stats.by_command["GET_PROFILE"] == 4  # late replies matched by seq, not re-executed
+    sim.faults = FaultConfig(delay_s=0.05)  # slow but within the timeout: no retransmission
+    assert_matches(reader.read_record(3), sim.truth[3])  # (may still wait behind the last late reply)
+    before = stats.retransmissions
+    assert_matches(reader.read_record(3), sim.truth[3])
+    assert stats.retransmissions == before
+    assert stats.stale_replies >= 1  # the duplicate late replies were recognised and dropped
+
+
+@pytest.mark.parametrize(
+    ("faults", "error"),
+    [
+        (FaultConfig(bad_crc=1.0), ChecksumError),
+        (FaultConfig(truncate=1.0), FrameError),
+        (FaultConfig(silence=1.0), DriverTimeout),
+        (FaultConfig(nak=1.0), ProtocolError),
+        (FaultConfig(garble=1.0), (FrameError, DriverTimeout)),
+    ],
+    ids=["bad-crc", "truncate", "silence", "nak", "garble"],
+)
+def test_persistent_faults_raise_and_never_return_a_reading(
+    sim: GoldSimulator, faults: FaultConfig, error: type[DriverError] | tuple[type[DriverError], ...]
+) -> None:
+    reader = GoldSerialAnalyzer(sim.link_path, timeouts=FEW)
+    reader.open()
+    try:
+        sim.faults = faults
+        with pytest.raises(error):
+            reader.read_record(1)
+        with pytest.raises(error):
+            reader.latest_record()
+        assert reader.session.transport.is_open  # a misbehaving device is not an unplugged one
+        sim.faults = None
+        assert_matches(reader.read_record(1), sim.truth[1])
+    finally:
+        reader.close()
+
+
+# ------------------------------------------------------------------ unplug / replug
+def test_unplug_raises_transport_error_and_reconnect_recovers(
+    sim: GoldSimulator, reader: GoldSerialAnalyzer
+) -> None:
+    assert_matches(reader.read_record(1), sim.truth[1])
+    sim.unplug()
+    assert not os.path.lexists(sim.link_path)
+    with pytest.raises(TransportError) as info:
+        reader.latest_record()
+    assert not isinstance(info.value, DriverTimeout)
+    assert not reader.session.transport.is_open
+    with pytest.raises(TransportError, match="not open"):
+        reader.latest_record()
+    with pytest.raises(TransportError, match="cannot open"):
+        reader.reconnect()
+
+    n = sim.measure("carbofuran-v1", 5, "S-0009", "豇豆", 1.0)  # measured while the cable was out
+    new_path = sim.replug()
+    assert os.path.realpath(sim.link_path) == new_path
+    reader.reconnect()
+    assert reader.session.stats.reconnects == 2
+    assert reader.latest_record() == n
+    read_all_and_check(reader, sim)
+
+
+def test_a_different_device_on_the_same_path_is_refused(
+    sim: GoldSimulator, reader: GoldSerialAnalyzer
+) -> None:
+    link = sim.link_path
+    sim.unplug()
+    with GoldSimulator(serial="GR-9999", link_path=link) as other:
+        assert os.path.realpath(link) == other.path
+        with pytest.raises(ProtocolError, match="expected device GR-0042, found GR-9999"):
+            reader.reconnect()
+    assert not os.path.lexists(link)
+
+
+# ------------------------------------------------------------------ probing
+def test_probe_finds_the_reader(sim: GoldSimulator) -> None:
+    info = probe_serial(sim.path)
+    assert (info.serial, info.driver) == ("GR-0042", "gold-serial")
+
+
+def test_probe_reports_device_not_found() -> None:
+    with pytest.raises(DeviceNotFound, match="cannot open"):
+        probe_serial("/dev/serial/by-id/usb-absent")
+    master, slave = os.openpty()  # a port where nothing answers
+    tty.setraw(slave)
+    try:
+        with pytest.raises(DeviceNotFound):
+            probe_serial(os.ttyname(slave), Timeouts(response_s=0.1, retries=1))
+    finally:
+        os.close(slave)
+        os.close(master)
+
+
+# ------------------------------------------------------------------ same driver over TCP (serial server)
+def test_driver_over_tcp_serial_server() -> None:
+    sim = GoldSimulator(serial="GR-TCP", seed=5)
+    n = sim.measure("peanut-allergen-v1", 2, "S-0100", "花生", 3.0)
+    port = free_port()
+    srv = socket.create_server(("127.0.0.1", port))
+    srv.settimeout(5)
+    stop = threading.Event()
+
+    def serve() -> None:
+        conn, _ = srv.accept()
+        with conn:
+            conn.settimeout(0.1)
+            while not stop.is_set():
+                try:
+                    data = conn.recv(4096)
+                except TimeoutError:
+                    continue
+                if not data:
+                    return
+                for out in sim.firmware.receive(data):
+                    conn.sendall(out)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    reader = GoldSerialAnalyzer(f"tcp://127.0.0.1:{port}", timeouts=FAST)
+    try:
+        reader.open()
+        assert reader.identify().serial == "GR-TCP"
+        assert_matches(reader.read_record(n), sim.truth[n])
+    finally:
+        reader.close()
+        stop.set()
+        thread.join(5)
+        srv.close()
+    assert not thread.is_alive()
+    wait_for(lambda: not thread.is_alive(), 1, "TCP serving thread did not stop")
