@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from firmware_sim.signal_model import GoldConditions, generate_strips, one_gold_profile
+from firmware_sim.signal_model import GoldBatch, GoldConditions, generate_strips, one_gold_profile
 from gateway.interpret import (
     GOLD_ALGORITHM,
     GoldFlag,
@@ -33,11 +33,12 @@ def _away_from_boundaries(spec: StripSpec, ratio: np.ndarray) -> np.ndarray:
     cut = np.array([ln.cutoff for ln in spec.lines])
     band = np.array([ln.suspect_band for ln in spec.lines])
     other = cut + band if spec.format == "competitive" else cut - band
-    return (np.abs(ratio - cut) > MARGIN) & (np.abs(ratio - other) > MARGIN)
+    far: np.ndarray = (np.abs(ratio - cut) > MARGIN) & (np.abs(ratio - other) > MARGIN)
+    return far
 
 
 @pytest.fixture(scope="module", params=KITS)
-def kit_run(request: pytest.FixtureRequest) -> tuple[StripSpec, object, StripResults]:
+def kit_run(request: pytest.FixtureRequest) -> tuple[StripSpec, GoldBatch, StripResults]:
     spec = DEMO_KITS[request.param]
     batch = generate_strips(
         spec, 3000, np.random.default_rng(zlib.crc32(request.param.encode())), conditions=FAULTY
@@ -45,9 +46,9 @@ def kit_run(request: pytest.FixtureRequest) -> tuple[StripSpec, object, StripRes
     return spec, batch, interpret_strips(batch.profiles, spec)
 
 
-def test_ratio_accuracy_across_generator_range(kit_run: tuple[StripSpec, object, StripResults]) -> None:
+def test_ratio_accuracy_across_generator_range(kit_run: tuple[StripSpec, GoldBatch, StripResults]) -> None:
     spec, batch, res = kit_run
-    truth = batch.truth  # type: ignore[attr-defined]
+    truth = batch.truth
     ok = ~truth.invalid
     assert ok.sum() > 2000
     err = res.ratio[ok] - truth.ratio[ok]
@@ -64,9 +65,9 @@ def test_ratio_accuracy_across_generator_range(kit_run: tuple[StripSpec, object,
     assert np.abs(res.test_position[ok][present] - truth.test_position[ok][present]).max() < 1.0
 
 
-def test_verdicts_agree_away_from_cutoff(kit_run: tuple[StripSpec, object, StripResults]) -> None:
+def test_verdicts_agree_away_from_cutoff(kit_run: tuple[StripSpec, GoldBatch, StripResults]) -> None:
     spec, batch, res = kit_run
-    truth = batch.truth  # type: ignore[attr-defined]
+    truth = batch.truth
     far = _away_from_boundaries(spec, truth.ratio) & ~truth.invalid[:, None]
     assert far.sum() > 1500
     disagree = np.argwhere(far & (res.verdict != truth.verdict))
@@ -75,9 +76,11 @@ def test_verdicts_agree_away_from_cutoff(kit_run: tuple[StripSpec, object, Strip
     assert set(np.unique(res.verdict[far])) >= {Verdict.NEGATIVE, Verdict.POSITIVE}
 
 
-def test_invalid_strips_are_invalid_never_negative(kit_run: tuple[StripSpec, object, StripResults]) -> None:
+def test_invalid_strips_are_invalid_never_negative(
+    kit_run: tuple[StripSpec, GoldBatch, StripResults],
+) -> None:
     spec, batch, res = kit_run
-    truth = batch.truth  # type: ignore[attr-defined]
+    truth = batch.truth
     for fault in ("control_missing", "control_weak", "control_offset", "saturated"):
         rows = getattr(truth, fault)
         assert rows.sum() > 50, fault
@@ -103,9 +106,9 @@ def test_control_missing_is_never_negative_whatever_the_test_line(kit: str) -> N
     assert not (res.verdict == Verdict.NEGATIVE).any()
 
 
-def test_concentration_by_4pl_inverse(kit_run: tuple[StripSpec, object, StripResults]) -> None:
+def test_concentration_by_4pl_inverse(kit_run: tuple[StripSpec, GoldBatch, StripResults]) -> None:
     spec, batch, res = kit_run
-    truth = batch.truth  # type: ignore[attr-defined]
+    truth = batch.truth
     for k, line in enumerate(spec.lines):
         cal = line.calibration
         assert cal is not None
