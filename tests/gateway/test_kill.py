@@ -15,6 +15,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from functools import partial
 from pathlib import Path
 
 from tests.gateway.acker import Acker
@@ -38,13 +39,17 @@ def _spawn(config: Path, log: Path) -> subprocess.Popen[bytes]:
                 "--config",
                 str(config),
                 "--log-level",
-                "WARNING",
+                "INFO",
             ],
             cwd=REPO,
             env=env,
             stdout=fh,
             stderr=fh,
         )
+
+
+def _started(log: Path, proc: subprocess.Popen[bytes], before: int) -> bool:
+    return log.read_text().count("started:") > before or proc.poll() is not None
 
 
 def _db_counts(db: Path) -> tuple[int, int, int]:
@@ -71,9 +76,14 @@ def test_sigkill_at_random_moments(tmp_path: Path, mosquitto: Mosquitto, acker: 
     db = tmp_path / "data" / "outbox.db"
     log = tmp_path / "gateway.log"
     for i in range(KILLS):
+        started_before = log.read_text().count("started:") if log.exists() else 0
         proc = _spawn(config, log)
         try:
-            time.sleep(rng.uniform(0.15, 1.0))  # the random moment of the kill (not a synchronisation)
+            if i % 2:
+                # Odd runs: a random moment after the service is up (reading, enqueueing, sending, acking).
+                wait_for(partial(_started, log, proc, started_before), 30, f"gateway run {i} did not start")
+            # The random moment of the kill (from spawn on even runs: also hits start-up and migrations).
+            time.sleep(rng.uniform(0.05, 0.8))
             assert proc.poll() is None, (
                 f"gateway exited early (seed {seed}, run {i}): {log.read_text()[-2000:]}"
             )
@@ -83,8 +93,11 @@ def test_sigkill_at_random_moments(tmp_path: Path, mosquitto: Mosquitto, acker: 
     assert db.exists(), "the gateway never created its outbox"
     killed_at = _db_counts(db)
     # Final run: let it finish the instrument's memory and drain.
+    started_before = log.read_text().count("started:")
     proc = _spawn(config, log)
     try:
+        wait_for(partial(_started, log, proc, started_before), 30, "final gateway run did not start")
+        assert proc.poll() is None, log.read_text()[-2000:]
         wait_for(
             lambda: _db_counts(db)[1] == total and _db_counts(db)[0] == 0,
             45,
