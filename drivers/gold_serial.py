@@ -440,18 +440,18 @@ class GoldSession:
         self.timeouts = timeouts
         self.address = address
         self.stats = SessionStats()
-        self._lock = threading.RLock()
+        self.lock = threading.RLock()  # one outstanding request; reentrant for open()+identify()
         self._seq = os.urandom(1)[0]
         self._buf = bytearray()
 
     def open(self) -> None:
-        with self._lock:
+        with self.lock:
             if not self.transport.is_open:
                 self._buf.clear()
                 self.transport.open()
 
     def close(self) -> None:
-        with self._lock:
+        with self.lock:
             self.transport.close()
             self._buf.clear()
 
@@ -462,7 +462,7 @@ class GoldSession:
     def request(self, msg: Request) -> Reply:
         """Send `msg`, return the decoded reply (never NAK). CAN replies raise ProtocolError."""
         cmd, payload = encode_request(msg)
-        with self._lock:
+        with self.lock:
             try:
                 reply = self._transact(cmd, payload)
             except DriverTimeout:
@@ -601,7 +601,7 @@ class GoldSerialAnalyzer:
         self._info: DeviceInfo | None = None
 
     def open(self) -> None:
-        with self.session._lock:
+        with self.session.lock:
             if self.session.transport.is_open and self._info is not None:
                 return
             self.session.open()
@@ -616,7 +616,7 @@ class GoldSerialAnalyzer:
 
     def reconnect(self) -> None:
         """Close and reopen the port, then re-identify (one attempt; the caller owns the backoff)."""
-        with self.session._lock:
+        with self.session.lock:
             self.session.close()
             self.session.stats.reconnects += 1
             self.open()

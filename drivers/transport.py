@@ -11,6 +11,7 @@ Does not: frame, retry, reconnect or lock — that is the session layer of each 
 
 from __future__ import annotations
 
+import os
 import socket
 import threading
 import time
@@ -284,6 +285,27 @@ class LoopbackTransport:
         self._check()
         with self._rx.cond:
             self._rx.buf.clear()
+
+
+BY_ID_DIR = "/dev/serial/by-id"
+
+
+def by_id_alias(path: str, by_id_dir: str = BY_ID_DIR) -> str | None:
+    """The stable /dev/serial/by-id/… name of a serial device path (e.g. /dev/ttyUSB0), if udev made one.
+
+    Configure gateways with this name: it survives replugging and re-enumeration. None when there is no
+    alias (built-in UARTs, ptys, or no udev).
+    """
+    try:
+        names = sorted(os.listdir(by_id_dir))
+    except OSError:
+        return None
+    target = os.path.realpath(path)
+    for name in names:
+        alias = os.path.join(by_id_dir, name)
+        if os.path.realpath(alias) == target:
+            return alias
+    return None
 
 
 def transport_for(port: str, *, baudrate: int = 115200) -> Transport:

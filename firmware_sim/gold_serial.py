@@ -189,7 +189,7 @@ class GoldFirmware:
         self._latest = 0
         self._clock_offset = timedelta(seconds=clock_offset_s)
         self._clock_set = False
-        self._busy = False
+        self.busy = False  # a strip is incubating / being scanned (STATUS flag bit 0); set by the owner
         self._rng = np.random.default_rng(seed)
         self._fault_rng = random.Random(seed ^ 0x5EED)
         self._lock = threading.RLock()
@@ -215,32 +215,28 @@ class GoldFirmware:
         if not 1 <= channel <= self.channels:
             raise ValueError(f"channel {channel} not in 1..{self.channels}")
         with self._lock:
-            self._busy = True
-            try:
-                sample = one_gold_profile(self.kits[kit], self._rng, concentration=concentration)
-                raw = np.clip(np.rint(sample.profile * FULL_SCALE), 0, FULL_SCALE).astype(np.uint16)
-                raw.setflags(write=False)
-                profile = raw.astype(np.float64) / float(FULL_SCALE)
-                profile.setflags(write=False)
-                self._latest += 1
-                record = SimRecord(
-                    record_no=self._latest,
-                    channel=channel,
-                    kit=kit,
-                    sample_id=sample_id,
-                    product=product,
-                    operator=operator,
-                    measured_at=self.device_now().replace(microsecond=0),
-                    raw=raw,
-                    profile=profile,
-                    sample=sample,
-                )
-                self.records[record.record_no] = record
-                while len(self.records) > self.capacity:
-                    del self.records[min(self.records)]
-                return record.record_no
-            finally:
-                self._busy = False
+            sample = one_gold_profile(self.kits[kit], self._rng, concentration=concentration)
+            raw = np.clip(np.rint(sample.profile * FULL_SCALE), 0, FULL_SCALE).astype(np.uint16)
+            raw.setflags(write=False)
+            profile = raw.astype(np.float64) / float(FULL_SCALE)
+            profile.setflags(write=False)
+            self._latest += 1
+            record = SimRecord(
+                record_no=self._latest,
+                channel=channel,
+                kit=kit,
+                sample_id=sample_id,
+                product=product,
+                operator=operator,
+                measured_at=self.device_now().replace(microsecond=0),
+                raw=raw,
+                profile=profile,
+                sample=sample,
+            )
+            self.records[record.record_no] = record
+            while len(self.records) > self.capacity:
+                del self.records[min(self.records)]
+            return record.record_no
 
     def reset_link(self) -> None:
         """Power-cycle of the serial interface: drop partial input and the reply cache."""
@@ -331,7 +327,7 @@ class GoldFirmware:
                 self._clock_set = True
                 reply = Ack()
             case GetStatus():
-                flags = (STATUS_BUSY if self._busy else 0) | (0 if self._clock_set else STATUS_CLOCK_UNSET)
+                flags = (STATUS_BUSY if self.busy else 0) | (0 if self._clock_set else STATUS_CLOCK_UNSET)
                 reply = StatusReply(self._latest, min(self.records, default=0), flags)
             case GetRecord(record_no=n):
                 reply = self._header(n)
@@ -623,7 +619,8 @@ class GoldSimulator:
                     except OSError as exc:
                         if exc.errno != errno.EIO:
                             raise
-                        data = b""
+                        data = b""  # no slave open (cannot happen while we hold one); do not spin
+                        self._stop.wait(0.05)
                     if data:
                         delay = self.firmware.faults.delay_s
                         due = time.monotonic() + delay

@@ -29,7 +29,7 @@ from tests.helpers import free_port, wait_for
 
 FAST = Timeouts(response_s=0.2, retries=10, inter_byte_s=0.05)
 FEW = Timeouts(response_s=0.15, retries=2, inter_byte_s=0.05)
-STRIPS = [
+STRIPS: list[tuple[str, int, str, str, float | tuple[float, ...]]] = [
     ("imidacloprid-v1", 1, "S-0001", "菠菜", 0.0),
     ("nitrofurans-card-v1", 4, "S-0002", "鸡蛋", (0.0, 5.0, 0.1)),
     ("carbendazim-v1", 8, "S-0003", "黄瓜", 2.0),
@@ -119,6 +119,9 @@ def test_clock_sync(sim: GoldSimulator, reader: GoldSerialAnalyzer) -> None:
     reading = reader.read_record(n)
     assert timedelta(0) <= reading.measured_at - target <= timedelta(seconds=2)
     assert reader.status().flags & 0x02 == 0  # clock set
+    assert not reader.status().busy
+    sim.firmware.busy = True
+    assert reader.status().busy
     with pytest.raises(ValueError, match="timezone-aware"):
         reader.sync_clock(datetime(2026, 1, 1))  # noqa: DTZ001 - the point of the test
 

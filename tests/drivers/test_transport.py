@@ -8,11 +8,19 @@ import threading
 import time
 import tty
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from drivers.errors import TransportError
-from drivers.transport import LoopbackTransport, SerialTransport, TcpTransport, Transport, transport_for
+from drivers.transport import (
+    LoopbackTransport,
+    SerialTransport,
+    TcpTransport,
+    Transport,
+    by_id_alias,
+    transport_for,
+)
 from tests.helpers import free_port, wait_for
 
 
@@ -115,7 +123,8 @@ def test_tcp_transport_round_trip_and_peer_close(tcp_server: tuple[int, list[soc
     t.open()
     t.open()
     try:
-        peer = wait_for(lambda: conns[0] if conns else None, 5, "the server did not accept the connection")
+        wait_for(lambda: conns, 5, "the server did not accept the connection")
+        peer = conns[0]
         t.write(b"\x7e\x01")
         peer.settimeout(2)
         assert peer.recv(10) == b"\x7e\x01"
@@ -200,3 +209,19 @@ def test_serial_transport_fails_with_transport_error_when_the_pty_vanishes() -> 
 def test_serial_transport_missing_port() -> None:
     with pytest.raises(TransportError, match="cannot open"):
         SerialTransport("/dev/serial/by-id/usb-nothing-here").open()
+
+
+def test_by_id_alias_finds_the_stable_name(tmp_path: Path, pty_pair: tuple[int, str]) -> None:
+    _, path = pty_pair
+    by_id = tmp_path / "by-id"
+    by_id.mkdir()
+    (by_id / "usb-Other_Device_123-if00-port0").symlink_to("/dev/null")
+    alias = by_id / "usb-Kuaijian_KJ-G8_GR-0001-if00-port0"
+    alias.symlink_to(path)
+    assert by_id_alias(path, str(by_id)) == str(alias)
+    assert by_id_alias("/dev/zero", str(by_id)) is None
+    assert by_id_alias(path, str(tmp_path / "missing")) is None
+    # the alias is what a gateway opens; it works like the device path itself
+    t = SerialTransport(str(alias))
+    t.open()
+    t.close()
