@@ -148,6 +148,22 @@ class _Batch:
             self._stations[station] = None if row is None else (bytes.fromhex(row[0]), int(row[1]))
         return self._stations[station]
 
+    def snapshot(self) -> tuple[dict[str, tuple[int, int, int]], int, int, int, int]:
+        """Counters to undo one message's effects on the outcome if its savepoint is rolled back."""
+        acks = {k: (len(a.ids), len(a.seqs), len(a.rejected)) for k, a in self.out.acks.items()}
+        return acks, len(self.new), self.out.stored, self.out.duplicates, self.out.rejected
+
+    def restore(self, snap: tuple[dict[str, tuple[int, int, int]], int, int, int, int]) -> None:
+        acks, n_new, stored, duplicates, rejected = snap
+        for station, ack in list(self.out.acks.items()):
+            if station not in acks:
+                del self.out.acks[station]
+                continue
+            n_ids, n_seqs, n_rej = acks[station]
+            del ack.ids[n_ids:], ack.seqs[n_seqs:], ack.rejected[n_rej:]
+        del self.new[n_new:]
+        self.out.stored, self.out.duplicates, self.out.rejected = stored, duplicates, rejected
+
     def ack(self, station: str) -> StationAck:
         return self.out.acks.setdefault(station, StationAck())
 
@@ -172,8 +188,7 @@ class _Batch:
             self.out.dead_letters += 1
             return
         for item in items:
-            with self.db.atomic():  # a savepoint per result: a failure undoes only that result
-                self.result_item(msg, station, item)
+            self.result_item(msg, station, item)
 
     def result_item(self, msg: Inbound, station: str, item: dict[str, Any]) -> None:
         known = self.station(station)
@@ -304,20 +319,24 @@ class _Batch:
                 [latest, latest, station],
             )
             for result, node_id, received_at in entries:
-                case_id = cases.on_result(
-                    self.db,
-                    cases.NewResult(
-                        id=str(result.id),
-                        station=station,
-                        node_id=node_id,
-                        product=result.sample.product,
-                        analyte=result.analyte,
-                        verdict=result.verdict,
-                        measured_at=result.measured_at,
-                    ),
-                    self.settings,
-                    received_at,
+                new = cases.NewResult(
+                    id=str(result.id),
+                    station=station,
+                    node_id=node_id,
+                    product=result.sample.product,
+                    analyte=result.analyte,
+                    verdict=result.verdict,
+                    measured_at=result.measured_at,
                 )
+                try:
+                    with self.db.atomic():
+                        case_id = cases.on_result(self.db, new, self.settings, received_at)
+                except sqlite3.Error:
+                    raise
+                except Exception:
+                    # The result is stored and acked; a bug in the case rules must not lose it.
+                    log.exception("case rules failed for result %s", new.id)
+                    continue
                 if case_id is not None:
                     self.out.cases_touched.add(case_id)
 
@@ -376,8 +395,9 @@ def process_batch(db: sqlite_utils.Database, messages: Sequence[Inbound], settin
                 _dead_letter(db, msg, _payload_text(msg.payload), f"unexpected topic kind {kind!r}", station)
                 batch.out.dead_letters += 1
                 continue
+            snap = batch.snapshot()
             try:
-                with db.atomic():
+                with db.atomic():  # a savepoint per message: a failure undoes only this message
                     if kind == "result":
                         batch.result_message(msg, station)
                     else:
@@ -387,6 +407,7 @@ def process_batch(db: sqlite_utils.Database, messages: Sequence[Inbound], settin
             except Exception as exc:
                 # A bug must not stop ingest: the message is dead-lettered with the error and acked.
                 log.exception("ingest failed on a message on %s", msg.topic)
+                batch.restore(snap)
                 _dead_letter(
                     db,
                     msg,
@@ -583,6 +604,11 @@ class IngestWorker:
         finally:
             db.close()
 
+    def _puback(self, batch: list[Inbound]) -> None:
+        for msg in batch:
+            if msg.qos > 0:
+                self.link.client.ack(msg.mid, msg.qos)
+
     def _commit_and_ack(self, db: sqlite_utils.Database, batch: list[Inbound]) -> None:
         delay = 0.1
         while True:
@@ -594,9 +620,13 @@ class IngestWorker:
                 if self._stop.wait(delay):
                     return  # shutting down: unacked messages are redelivered / re-sent by gateways
                 delay = min(delay * 2, 5.0)
-        for msg in batch:
-            if msg.qos > 0:
-                self.link.client.ack(msg.mid, msg.qos)
+            except Exception:
+                # Cannot happen by design (process_batch contains per-message failures); if it does,
+                # keep the worker alive and let the gateways re-send after their ack timeout.
+                log.exception("ingest batch failed; %d messages not acknowledged to gateways", len(batch))
+                self._puback(batch)  # free the broker's in-flight window; gateways re-send later
+                return
+        self._puback(batch)
         for station, ack in outcome.acks.items():
             self.link.publish(f"kj/v1/{station}/ack", ack.to_ack().model_dump_json(), qos=1)
         self.committed_batches += 1

@@ -6,6 +6,7 @@ import json
 from datetime import timedelta
 from typing import Any
 
+import pytest
 import sqlite_utils
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
@@ -224,3 +225,45 @@ def test_fuzz_signed_fields_never_crash(
     assert acked + out.rejected == 1
     if out.rejected and isinstance(doc["id"], str):
         assert out.acks[A1].rejected[0].id == doc["id"]
+
+
+def test_internal_error_rolls_back_only_that_message(
+    db: sqlite_utils.Database, grid: Grid, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A bug hit halfway through a message undoes that message (rows and ack entries), not the batch."""
+    import cloud.ingest
+
+    real = cloud.ingest.Result
+
+    class Exploding:
+        @staticmethod
+        def model_validate(doc: dict[str, Any]) -> Any:
+            if doc["seq"] == 4:
+                raise RuntimeError("boom")
+            return real.model_validate(doc)
+
+    monkeypatch.setattr(cloud.ingest, "Result", Exploding)
+    first = [grid.result(A1) for _ in range(2)]  # seq 1, 2
+    second = [grid.result(A1) for _ in range(2)]  # seq 3 stored, then seq 4 explodes
+    out = process_batch(db, [_msg(A1, batch_payload(first)), _msg(A1, batch_payload(second))], settings)
+    assert [str(i) for i in out.acks[A1].to_ack().ids] == [r["id"] for r in first]
+    assert out.stored == 2
+    assert _count(db, "SELECT COUNT(*) FROM results") == 2
+    reason = next(db.query("SELECT reason FROM dead_letters"))["reason"]
+    assert reason == "internal error: RuntimeError: boom"
+    assert _count(db, "SELECT high_seq FROM stations WHERE id = ?", A1) == 2
+
+
+def test_case_rule_bug_does_not_lose_results(
+    db: sqlite_utils.Database, grid: Grid, settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import cloud.cases
+
+    def broken(*_a: Any, **_k: Any) -> None:
+        raise ZeroDivisionError("bug")
+
+    monkeypatch.setattr(cloud.cases, "on_result", broken)
+    r = grid.result(A1, verdict="positive")
+    out = process_batch(db, [_msg(A1, json.dumps(r).encode())], settings)
+    assert [str(i) for i in out.acks[A1].to_ack().ids] == [r["id"]]
+    assert _count(db, "SELECT COUNT(*) FROM results") == 1
