@@ -415,6 +415,7 @@ class SessionStats:
     naks_received: int = 0
     stale_replies: int = 0
     noise_bytes: int = 0
+    foreign_frames: int = 0
     reconnects: int = 0
     extra: dict[str, int] = field(default_factory=dict)
 
@@ -426,9 +427,10 @@ class GoldSession:
     `timeouts.response_s` for a reply with the request's sequence number:
     - a corrupt reply (CRC/format error, or a frame cut off for `inter_byte_s`) → send NAK(seq), the
       device retransmits its cached reply;
-    - a NAK from the device, or no reply → retransmit the request with the same seq (the device answers a
-      repeated seq from its cache and does not execute the command twice);
-    - a reply with another seq is stale (an earlier retransmission) and is dropped.
+    - a NAK from the device (whatever its seq), or no reply → retransmit the request with the same seq
+      (the device answers a repeated seq from its cache and does not execute the command twice);
+    - a reply with another seq is stale (an earlier retransmission) and is dropped, and so are frames
+      addressed FF (host frames: an echo or a second host) or, with a specific `address`, from others.
     After `timeouts.retries` retransmissions the last failure is raised. A `TransportError` closes the
     transport; the caller reopens (`open()` is idempotent).
     """
@@ -561,7 +563,10 @@ class GoldSession:
             del self._buf[:consumed]
             if frame is None:
                 continue
-            if frame.seq != seq:
+            if frame.addr == BROADCAST or (self.address != BROADCAST and frame.addr != self.address):
+                self.stats.foreign_frames += 1  # our own request echoed, another host, another device
+                continue
+            if frame.seq != seq and frame.cmd != Cmd.NAK:  # a NAK of a corrupt request may carry any seq
                 self.stats.stale_replies += 1
                 continue
             return frame

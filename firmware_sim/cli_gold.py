@@ -39,7 +39,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--duration", type=float, default=0.0, metavar="S", help="stop after S s (0 = until signal)"
     )
     faults = p.add_argument_group("fault injection (probabilities per frame / request)")
-    for name in ("garble", "bad-crc", "truncate", "noise", "silence", "nak"):
+    for name in ("garble", "bad-crc", "truncate", "noise", "silence", "nak", "rx-garble"):
         faults.add_argument(f"--{name}", type=float, default=0.0, metavar="P")
     faults.add_argument("--delay", type=float, default=0.0, metavar="S", help="reply latency (slow device)")
     p.set_defaults(func=_run)
@@ -58,6 +58,7 @@ def _run(args: argparse.Namespace) -> int:
         noise=args.noise,
         silence=args.silence,
         nak=args.nak,
+        rx_garble=args.rx_garble,
         delay_s=args.delay,
     )
     sim = GoldSimulator(

@@ -88,6 +88,8 @@ class FaultConfig:
     noise:    1–16 random bytes of line noise are sent before the frame
     silence:  per request: no reply at all (1.0 = the device is dead)
     nak:      per request: the device NAKs a valid request (BUSY) instead of executing it (NAK storm)
+    rx_garble: per chunk of bytes the device receives: one byte corrupted on the way in (host → device
+              line noise; the device NAKs the frame)
     delay_s:  every reply is sent this late (slow device)
     """
 
@@ -97,10 +99,11 @@ class FaultConfig:
     noise: float = 0.0
     silence: float = 0.0
     nak: float = 0.0
+    rx_garble: float = 0.0
     delay_s: float = 0.0
 
     def __post_init__(self) -> None:
-        for name in ("garble", "bad_crc", "truncate", "noise", "silence", "nak"):
+        for name in ("garble", "bad_crc", "truncate", "noise", "silence", "nak", "rx_garble"):
             p = getattr(self, name)
             if not 0.0 <= p <= 1.0:
                 raise ValueError(f"fault probability {name}={p} is not in [0, 1]")
@@ -136,6 +139,7 @@ class FirmwareStats:
     """What the simulated reader did (tests use it to prove a fault was really injected)."""
 
     frames_in: int = 0
+    rx_garbled: int = 0
     bad_frames_in: int = 0
     executed: int = 0
     from_cache: int = 0
@@ -249,6 +253,12 @@ class GoldFirmware:
         """Feed bytes from the host; return the byte strings to send back (faults applied)."""
         out: list[bytes] = []
         with self._lock:
+            p = self.faults.rx_garble
+            if p and data and self._fault_rng.random() < p:
+                self.stats.rx_garbled += 1
+                corrupted = bytearray(data)
+                corrupted[self._fault_rng.randrange(len(corrupted))] ^= self._fault_rng.randrange(1, 256)
+                data = bytes(corrupted)
             self._inbuf.extend(data)
             while self._inbuf:
                 try:

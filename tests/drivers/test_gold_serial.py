@@ -21,10 +21,21 @@ from drivers.errors import (
     ProtocolError,
     TransportError,
 )
-from drivers.gold_serial import GoldSerialAnalyzer, probe_serial
+from drivers.framing import Frame, encode_frame
+from drivers.gold_serial import (
+    Cmd,
+    GetRecord,
+    GoldSerialAnalyzer,
+    GoldSession,
+    NakReason,
+    RecordHeader,
+    probe_serial,
+    profile_crc32,
+)
 from drivers.readings import Analyzer, GoldReading
 from drivers.timeouts import Timeouts
-from firmware_sim.gold_serial import FaultConfig, GoldSimulator, SimRecord
+from drivers.transport import LoopbackTransport
+from firmware_sim.gold_serial import FaultConfig, GoldFirmware, GoldSimulator, SimRecord
 from tests.helpers import free_port, wait_for
 
 FAST = Timeouts(response_s=0.2, retries=10, inter_byte_s=0.05)
@@ -165,8 +176,18 @@ FAULTS = {
     "line noise": (FaultConfig(noise=0.5), "noise", "noise_bytes"),
     "silence": (FaultConfig(silence=0.2), "silenced", "timeouts"),
     "NAK storm": (FaultConfig(nak=0.6), "naks_sent", "naks_received"),
+    "corrupted requests": (FaultConfig(rx_garble=0.3), "rx_garbled", "retransmissions"),
     "everything at once": (
-        FaultConfig(garble=0.1, bad_crc=0.1, truncate=0.1, noise=0.2, silence=0.05, nak=0.1, delay_s=0.01),
+        FaultConfig(
+            garble=0.1,
+            bad_crc=0.1,
+            truncate=0.1,
+            noise=0.2,
+            silence=0.05,
+            nak=0.1,
+            rx_garble=0.1,
+            delay_s=0.01,
+        ),
         "garbled",
         "retransmissions",
     ),
@@ -330,3 +351,61 @@ def test_driver_over_tcp_serial_server() -> None:
         srv.close()
     assert not thread.is_alive()
     wait_for(lambda: not thread.is_alive(), 1, "TCP serving thread did not stop")
+
+
+# ------------------------------------------------------------------ session over the loopback transport
+def _device_thread(
+    end: LoopbackTransport, fw: GoldFirmware, stop: threading.Event, *, echo: bool, nak_seq: int | None
+) -> threading.Thread:
+    """A device on the far end of a loopback link; optionally echoes the host's bytes first (a line with
+    echo on) and NAKs the first request with a wrong sequence number."""
+
+    def run() -> None:
+        pending_nak = nak_seq
+        while not stop.is_set():
+            try:
+                data = end.read(4096, 0.05)
+            except TransportError:
+                return
+            if not data:
+                continue
+            if echo:
+                end.write(data)
+            if pending_nak is not None:
+                end.write(encode_frame(Frame(0x01, pending_nak, Cmd.NAK, bytes((NakReason.CRC,)))))
+                pending_nak = None
+                continue
+            for out in fw.receive(data):
+                end.write(out)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    return thread
+
+
+@pytest.mark.parametrize(("echo", "nak_seq"), [(True, None), (False, 0x00), (True, 0x00)])
+def test_session_ignores_echo_and_honours_naks_with_a_garbled_seq(echo: bool, nak_seq: int | None) -> None:
+    sim = GoldSimulator(serial="GR-LOOP", seed=9)
+    n = sim.measure("imidacloprid-v1", 1, "S-1", "菠菜", 0.2)
+    host, device = LoopbackTransport.pair()
+    host.open()
+    device.open()
+    stop = threading.Event()
+    thread = _device_thread(device, sim.firmware, stop, echo=echo, nak_seq=nak_seq)
+    session = GoldSession(host, Timeouts(response_s=0.3, retries=2, inter_byte_s=0.1))
+    try:
+        reply = session.request(GetRecord(n))
+        assert isinstance(reply, RecordHeader)
+        assert reply.record_no == n
+        assert reply.profile_crc32 == profile_crc32(sim.truth[n].raw)
+        if echo:
+            assert session.stats.foreign_frames >= 1
+        if nak_seq is not None:
+            assert session.stats.naks_received == 1
+            assert session.stats.retransmissions == 1
+            assert session.stats.timeouts == 0  # the NAK was acted on at once, not waited out
+    finally:
+        stop.set()
+        host.close()
+        thread.join(5)
+    assert not thread.is_alive()
