@@ -367,9 +367,14 @@ class EnzymeSimulator:
         if isinstance(pdu, ReadDeviceInformationRequest):
             inner = self._device_information(pdu)
         fc = pdu.function_code
+        foreign = pdu.dev_id != self.unit  # on a multi-drop line other units' requests get no answer
 
         async def update(context: Any, device_id: int) -> ModbusPDU:
             try:
+                if foreign:
+                    ignored = ExceptionResponse(fc, ExcCodes.GATEWAY_NO_RESPONSE)
+                    ignored._kj_silent = True  # type: ignore[attr-defined]
+                    return ignored
                 if verdict is not None and verdict.delay_s:
                     await asyncio.sleep(verdict.delay_s)
                 if verdict is not None and verdict.exception_code is not None:

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from drivers.enzyme_modbus import EnzymeModbusAnalyzer, ModbusExceptionResponse, Status, probe_rtu, probe_tcp
+from drivers.errors import DeviceNotFound
 from drivers.timeouts import Timeouts
 from firmware_sim.enzyme_modbus import EnzymeSimulator
 from kuaijian_schema.specs import GB_T_5009_199, NY_T_448
@@ -92,6 +93,8 @@ def test_unplug_replug_same_endpoints_and_clean_stop() -> None:
     host, port = sim.start_tcp()
     path = sim.start_rtu()
     assert probe_tcp(host, port).serial == "EN-0501"
+    with pytest.raises(DeviceNotFound):  # another unit id on the line: no answer at all
+        probe_tcp(host, port, unit=2, timeouts=FAST)
     sim.unplug()
     sim.replug()
     assert sim.tcp_address == (host, port)
