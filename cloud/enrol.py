@@ -17,13 +17,14 @@ import base64
 import hashlib
 import os
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import sqlite_utils
 
-from cloud.db import transaction
+from cloud.db import open_db, transaction
 from cloud.errors import Conflict, Invalid, NotFound
 from cloud.grid import STATION_RE, node_by_code, upsert_node
 
@@ -65,19 +66,23 @@ def enrol_station(
     *,
     name: str | None = None,
     rotate: bool = False,
+    key: bytes | None = None,
 ) -> Enrolment:
     """Enrol `station` under village `village_code`: grid node, MQTT username/password, HMAC key.
 
+    `key` (≥ 16 bytes) is used as the HMAC key instead of a fresh random one (load simulators derive keys).
     Raises Invalid (bad id / not under that village), NotFound (no such village) or Conflict (already
     enrolled and not `rotate`).
     """
+    if key is not None and len(key) < 16:
+        raise Invalid("an HMAC key must be at least 16 bytes")
     if not STATION_RE.match(station):
         raise Invalid(f"station id {station!r} must be a 12-digit village code + '-' + 2 digits")
     village = node_by_code(db, village_code)
     if village is None or village.level != "village":
         raise NotFound(f"no village with code {village_code!r}")
     password = secrets.token_urlsafe(24)
-    key_hex = secrets.token_hex(32)
+    key_hex = key.hex() if key is not None else secrets.token_hex(32)
     with transaction(db):
         existing = db.execute("SELECT node_id FROM stations WHERE id = ?", [station]).fetchone()
         if existing is not None and not rotate:
@@ -109,6 +114,31 @@ def enrol_station(
                 [key_hex, mosquitto_hash(password), now.isoformat(), station],
             )
     return Enrolment(station=station, mqtt_username=station, mqtt_password=password, key_hex=key_hex)
+
+
+def enrol_fleet(db_path: Path | str, stations: Sequence[str], keys: Sequence[bytes]) -> None:
+    """Enrol simulated stations (`kuaijian fleet --enrol-db`) with the given keys, creating the county, town
+    and village nodes implied by their ids (6/9/12-digit prefixes). Re-enrolling replaces the key."""
+    if len(stations) != len(keys):
+        raise Invalid("one key per station")
+    db = open_db(db_path)
+    try:
+        now = datetime.now(UTC)
+        with transaction(db):
+            for station, key in zip(stations, keys, strict=True):
+                if not STATION_RE.match(station):
+                    raise Invalid(f"station id {station!r} must be a 12-digit village code + '-' + 2 digits")
+                county, town, village = station[:6], station[:9], station[:12]
+                for level, code, parent in (
+                    ("county", county, None),
+                    ("town", town, county),
+                    ("village", village, town),
+                ):
+                    if node_by_code(db, code) is None:
+                        upsert_node(db, level, code, f"{level} {code}", parent)
+                enrol_station(db, station, village, now, key=key, rotate=True)
+    finally:
+        db.close()
 
 
 def station_key(db: sqlite_utils.Database, station: str) -> bytes | None:

@@ -1,0 +1,143 @@
+"""Grid CSV import, subtree paths, fleet enrolment, users, and the recorded migrations."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+import sqlite_utils
+
+from cloud.auth import create_user, user_for_token
+from cloud.db import MIGRATIONS, applied_migrations, migrate, open_db
+from cloud.enrol import enrol_fleet
+from cloud.errors import Conflict, GridImportError, Invalid, NotFound
+from cloud.grid import children, import_grid_csv, node_by_code, subtree
+from tests.cloud.factories import GRID_CSV, T0
+
+
+def test_import_builds_paths_and_people(db: sqlite_utils.Database) -> None:
+    report = import_grid_csv(db, "\ufeff" + GRID_CSV)  # Excel's BOM is accepted
+    assert (report.created, report.updated) == (6, 0)
+    county = node_by_code(db, "370214")
+    town = node_by_code(db, "370214101")
+    village = node_by_code(db, "370214101203")
+    assert county is not None
+    assert town is not None
+    assert village is not None
+    assert village.path == f"/{county.id}/{town.id}/{village.id}/"
+    assert town.grid_head == "王强 13800000001"
+    assert town.co_manager == "钱军"
+    assert [n.code for n in subtree(db, town.path)] == ["370214101", "370214101203", "370214101204"]
+    assert [n.code for n in children(db, None)] == ["370214"]
+
+
+def test_reimport_updates_and_moves_subtree(db: sqlite_utils.Database) -> None:
+    import_grid_csv(db, GRID_CSV)
+    moved = (
+        "level,code,name,parent_code,grid_head\n"
+        "village,370214101204,北万社区(新),370214102,新网格长\n"  # moved from town 101 to town 102
+    )
+    report = import_grid_csv(db, moved)
+    assert (report.created, report.updated) == (0, 1)
+    village = node_by_code(db, "370214101204")
+    new_town = node_by_code(db, "370214102")
+    assert village is not None
+    assert new_town is not None
+    assert village.path.startswith(new_town.path)
+    assert village.name == "北万社区(新)"
+    assert village.grid_head == "新网格长"
+
+
+def test_rows_in_any_order(db: sqlite_utils.Database) -> None:
+    lines = GRID_CSV.strip().splitlines()
+    import_grid_csv(db, "\n".join([lines[0], *reversed(lines[1:])]) + "\n")
+    assert len(subtree(db, "/")) == 6
+
+
+@pytest.mark.parametrize(
+    ("csv_text", "line", "message"),
+    [
+        ("level,code,name\ncounty,1,x\n", 1, "missing column(s): parent_code"),
+        ("level,code,name,parent_code\nprovince,37,山东,\n", 2, "level must be one of"),
+        ("level,code,name,parent_code\ncounty,370214,x,\ntown,370214101,y,\n", 3, "needs a parent county"),
+        ("level,code,name,parent_code\ntown,370214101,y,999\n", 2, "parent '999' not found"),
+        (
+            "level,code,name,parent_code\ncounty,370214,x,\ntown,370214101,y,370214\nvillage,370214101203,z,370214\n",
+            4,
+            "parent of a village must be a town",
+        ),
+        (
+            "level,code,name,parent_code\ncounty,370214,x,\ntown,370214101,y,370214\n"
+            "village,370214101203,z,370214101\nstation,370214101999-01,s,370214101203\n",
+            5,
+            "does not belong to village",
+        ),
+    ],
+)
+def test_bad_rows_name_the_line_and_import_nothing(
+    db: sqlite_utils.Database, csv_text: str, line: int, message: str
+) -> None:
+    with pytest.raises(GridImportError, match=re.escape(message)) as err:
+        import_grid_csv(db, csv_text)
+    assert err.value.line == line
+    assert subtree(db, "/") == []  # one transaction: all rows or none
+
+
+def test_enrol_fleet_creates_nodes_and_uses_given_keys(tmp_path: Path) -> None:
+    path = tmp_path / "fleet.db"
+    ids = ["370214001001-01", "370214001002-01", "370214002001-01"]
+    keys = [bytes([i]) * 32 for i in range(1, 4)]
+    enrol_fleet(path, ids, keys)
+    enrol_fleet(path, ids, [bytes([9]) * 32] * 3)  # re-enrolling replaces keys
+    db = open_db(path)
+    try:
+        assert {r[0]: r[1] for r in db.execute("SELECT id, key FROM stations").fetchall()} == dict.fromkeys(
+            ids, (bytes([9]) * 32).hex()
+        )
+        assert [n.level for n in subtree(db, "/")].count("town") == 2
+    finally:
+        db.close()
+    with pytest.raises(Invalid):
+        enrol_fleet(path, ["bad"], [b"k" * 32])
+
+
+def test_users_roles_and_tokens(db: sqlite_utils.Database) -> None:
+    import_grid_csv(db, GRID_CSV)
+    token = create_user(db, "town", "town", "370214101", T0)
+    user = user_for_token(db, token)
+    assert user is not None
+    assert (user.role, user.node_code) == ("town", "370214101")
+    assert user_for_token(db, token + "x") is None
+    assert db.execute("SELECT token_hash FROM users").fetchone()[0] != token  # only the hash is stored
+    with pytest.raises(Conflict):
+        create_user(db, "town", "town", "370214102", T0)
+    with pytest.raises(Invalid, match="is a town, not a village"):
+        create_user(db, "v", "village", "370214101", T0)
+    with pytest.raises(NotFound):
+        create_user(db, "v", "village", "999", T0)
+    with pytest.raises(Invalid, match="not scoped"):
+        create_user(db, "a", "admin", "370214", T0)
+    with pytest.raises(Invalid, match="role must be"):
+        create_user(db, "x", "mayor", "370214", T0)
+
+
+def test_migrations_are_recorded_and_run_once(tmp_path: Path) -> None:
+    db = open_db(tmp_path / "m.db")
+    try:
+        assert applied_migrations(db) == [name for name, _ in MIGRATIONS]
+        assert migrate(db) == []
+        extra = (
+            *MIGRATIONS,
+            ("002_test", "ALTER TABLE results ADD COLUMN note TEXT;\nCREATE INDEX idx_t ON results(note);"),
+        )
+        assert migrate(db, extra) == ["002_test"]
+        broken = (*extra, ("003_broken", "ALTER TABLE results ADD COLUMN x TEXT;\nTHIS IS NOT SQL;"))
+        with pytest.raises(Exception, match="003_broken"):
+            migrate(db, broken)
+        columns = {c.name for c in db["results"].columns}
+        assert "note" in columns
+        assert "x" not in columns  # the failed migration was rolled back as a whole
+        assert "003_broken" not in applied_migrations(db)
+    finally:
+        db.close()
