@@ -4,7 +4,7 @@
 (function () {
   "use strict";
 
-  var API = "/api/v1";
+  var API = "/api";
   var OVERVIEW_URL = API + "/dashboard/overview";
   var LIVE_URL = API + "/live";
   var FEED_MAX = 100;

@@ -27,10 +27,10 @@ from cloud.clock import ManualClock
 from cloud.db import open_db
 from cloud.live import hub_for
 from cloud.settings import Settings
-from tests.cloud import factories
 from tests.cloud.test_reports import (
     NOW,
     Dataset,
+    api_client,
     build_dataset,
     expect_counts,
     local_day,
@@ -105,7 +105,7 @@ def _settings(ds: Dataset) -> Settings:
 
 @pytest.fixture
 def client(dataset: Dataset, tokens: dict[str, str]) -> Iterator[Any]:
-    with factories.testclient_class()(create_app(_settings(dataset), clock=ManualClock(NOW))) as tc:
+    with api_client(create_app(_settings(dataset), clock=ManualClock(NOW))) as tc:
         yield tc
 
 
@@ -129,7 +129,7 @@ def test_page_and_assets_are_served_locally(client: Any) -> None:
 
 
 def test_overview_figures(client: Any, dataset: Dataset, tokens: dict[str, str]) -> None:
-    resp = _get(client, tokens["county"], "/api/v1/dashboard/overview", days=14)
+    resp = _get(client, tokens["county"], "/api/dashboard/overview", days=14)
     assert resp.status_code == 200, resp.text
     doc = resp.json()
     today = local_day(NOW)
@@ -185,15 +185,15 @@ def test_overview_figures(client: Any, dataset: Dataset, tokens: dict[str, str])
 
 
 def test_overview_is_scoped(client: Any, tokens: dict[str, str]) -> None:
-    assert client.get("/api/v1/dashboard/overview").status_code == 401
-    own = _get(client, tokens["town"], "/api/v1/dashboard/overview").json()
+    assert client.get("/api/dashboard/overview").status_code == 401
+    own = _get(client, tokens["town"], "/api/dashboard/overview").json()
     assert own["node"]["id"] == "370214101"
     assert {r["station"][:9] for r in own["recent"]} == {"370214101"}
     for node in ("370214102", "370214", "370215", "nope"):
-        assert _get(client, tokens["town"], "/api/v1/dashboard/overview", node=node).status_code == 404
-    admin = _get(client, tokens["admin"], "/api/v1/dashboard/overview", node="370214101201").json()
+        assert _get(client, tokens["town"], "/api/dashboard/overview", node=node).status_code == 404
+    admin = _get(client, tokens["admin"], "/api/dashboard/overview", node="370214101201").json()
     assert [p["level"] for p in admin["path"]] == ["all", "county", "town", "village"]
-    everything = _get(client, tokens["admin"], "/api/v1/dashboard/overview").json()
+    everything = _get(client, tokens["admin"], "/api/dashboard/overview").json()
     assert [c["id"] for c in everything["children"]] == ["370214", "370215"]
 
 
@@ -278,14 +278,14 @@ class SseReader:
 def test_live_feed_scoped_resumable_and_stops_promptly(dataset: Dataset, tokens: dict[str, str]) -> None:
     app = create_app(_settings(dataset), clock=ManualClock(NOW))
     with running_app(app) as base, httpx.Client(base_url=base, timeout=httpx.Timeout(10, read=None)) as http:
-        assert http.get("/api/v1/live", params={"token": "kjc_wrong"}).status_code == 401
-        assert http.get("/api/v1/live").status_code == 401
-        other = http.get("/api/v1/live", params={"token": tokens["town"], "node": "370214102"})
+        assert http.get("/api/live", params={"token": "kjc_wrong"}).status_code == 401
+        assert http.get("/api/live").status_code == 401
+        other = http.get("/api/live", params={"token": tokens["town"], "node": "370214102"})
         assert other.status_code == 404
         cursor = _max_rowid(dataset.db_path)
         elsewhere = _insert_result(dataset.db_path, "370214102201-01")
         mine = _insert_result(dataset.db_path, "370214101201-02")
-        reader = SseReader(http, f"/api/v1/live?token={tokens['town']}&after={cursor}")
+        reader = SseReader(http, f"/api/live?token={tokens['town']}&after={cursor}")
         wait_for(lambda: reader.results(), 10, "no result event on the live feed")
         assert reader.status == 200
         assert [r["id"] for r in reader.results()] == [mine]  # the other town's result is not sent
@@ -299,9 +299,7 @@ def test_live_feed_scoped_resumable_and_stops_promptly(dataset: Dataset, tokens:
         assert reader.results()[1]["id"] == later
         # EventSource reconnects with Last-Event-ID: resume exactly after it
         first_rowid = reader.results()[0]["_id"]
-        resumed = SseReader(
-            http, f"/api/v1/live?token={tokens['town']}", headers={"Last-Event-ID": first_rowid}
-        )
+        resumed = SseReader(http, f"/api/live?token={tokens['town']}", headers={"Last-Event-ID": first_rowid})
         wait_for(lambda: resumed.results(), 10, "resumed stream sent nothing")
         assert [r["id"] for r in resumed.results()] == [later]
         assert elsewhere not in {r["id"] for r in reader.results() + resumed.results()}
@@ -313,6 +311,6 @@ def test_live_feed_scoped_resumable_and_stops_promptly(dataset: Dataset, tokens:
 
 
 def test_today_window_default(client: Any, tokens: dict[str, str]) -> None:
-    doc = _get(client, tokens["admin"], "/api/v1/dashboard/overview").json()
+    doc = _get(client, tokens["admin"], "/api/dashboard/overview").json()
     assert doc["window"]["days"] == 14
     assert doc["window"]["to"] == date(2026, 11, 25).isoformat()

@@ -8,6 +8,7 @@ import io
 import json
 import random
 import uuid
+import warnings
 from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -27,7 +28,6 @@ from cloud.enrol import enrol_station
 from cloud.errors import Invalid
 from cloud.grid import upsert_node
 from cloud.settings import Settings
-from tests.cloud import factories
 
 CN = ZoneInfo("Asia/Shanghai")
 NOW = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)  # 11:00 China time, Wednesday of 2026-W48
@@ -466,6 +466,15 @@ def test_period_validation() -> None:
 # ------------------------------------------------------------------ HTTP: CSV and scoping
 
 
+def api_client(app: Any) -> Any:
+    """A TestClient for `app`; starlette warns about httpx at import, silenced for that import only."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*httpx.*")
+        from fastapi.testclient import TestClient
+
+    return TestClient(app)
+
+
 @pytest.fixture
 def client(dataset: Dataset) -> Iterator[tuple[Any, dict[str, str]]]:
     settings = Settings(
@@ -482,7 +491,7 @@ def client(dataset: Dataset) -> Iterator[tuple[Any, dict[str, str]]]:
         }
     finally:
         db.close()
-    with factories.testclient_class()(app) as tc:
+    with api_client(app) as tc:
         yield tc, tokens
 
 
@@ -493,9 +502,9 @@ def _get(tc: Any, token: str, path: str, **params: Any) -> Any:
 def test_positivity_csv_parses_back(client: tuple[Any, dict[str, str]]) -> None:
     tc, tok = client
     params = {"node": "370214", "start": "2026-10-01", "end": "2026-11-30"}
-    js = _get(tc, tok["admin"], "/api/v1/reports/positivity", **params)
+    js = _get(tc, tok["admin"], "/api/reports/positivity", **params)
     assert js.status_code == 200, js.text
-    resp = _get(tc, tok["admin"], "/api/v1/reports/positivity", format="csv", **params)
+    resp = _get(tc, tok["admin"], "/api/reports/positivity", format="csv", **params)
     assert resp.status_code == 200
     assert resp.headers["content-type"].startswith("text/csv")
     assert "attachment" in resp.headers["content-disposition"]
@@ -520,14 +529,14 @@ def test_positivity_csv_parses_back(client: tuple[Any, dict[str, str]]) -> None:
 
 def test_ranking_and_weekly_formats(client: tuple[Any, dict[str, str]], dataset: Dataset) -> None:
     tc, tok = client
-    rk = _get(tc, tok["admin"], "/api/v1/reports/rankings", level="county", period="month", on="2026-10-15")
+    rk = _get(tc, tok["admin"], "/api/reports/rankings", level="county", period="month", on="2026-10-15")
     assert rk.status_code == 200, rk.text
     expected = expect_ranking(dataset, "county", None, date(2026, 10, 1), date(2026, 10, 31))
     assert [r["code"] for r in rk.json()["rows"]] == [e["code"] for e in expected]
     rk_csv = _get(
         tc,
         tok["admin"],
-        "/api/v1/reports/rankings",
+        "/api/reports/rankings",
         level="county",
         period="month",
         on="2026-10-15",
@@ -537,17 +546,17 @@ def test_ranking_and_weekly_formats(client: tuple[Any, dict[str, str]], dataset:
     assert [(p["编码 code"], float(p["得分 score"])) for p in parsed] == [
         (e["code"], e["score"]) for e in expected
     ]
-    html_page = _get(tc, tok["county"], "/api/v1/reports/weekly", week="2026-W47", format="html")
+    html_page = _get(tc, tok["county"], "/api/reports/weekly", week="2026-W47", format="html")
     assert html_page.status_code == 200
     assert html_page.headers["content-type"].startswith("text/html")
     assert "城阳区" in html_page.text
-    weekly = _get(tc, tok["county"], "/api/v1/reports/weekly", week="2026-W47").json()
+    weekly = _get(tc, tok["county"], "/api/reports/weekly", week="2026-W47").json()
     assert weekly["node"]["code"] == "370214"
     assert weekly["week"] == "2026-W47"
-    default_week = _get(tc, tok["county"], "/api/v1/reports/weekly").json()
+    default_week = _get(tc, tok["county"], "/api/reports/weekly").json()
     assert default_week["week"] == "2026-W47"  # NOW is in W48: the default is the last full week
-    assert _get(tc, tok["county"], "/api/v1/reports/weekly", week="2026-47").status_code == 422
-    summ = _get(tc, tok["town"], "/api/v1/reports/summary", start="2026-11-01", end="2026-11-24").json()
+    assert _get(tc, tok["county"], "/api/reports/weekly", week="2026-47").status_code == 422
+    summ = _get(tc, tok["town"], "/api/reports/summary", start="2026-11-01", end="2026-11-24").json()
     assert summ["totals"] == expect_counts(
         results_in(dataset, "370214101", date(2026, 11, 1), date(2026, 11, 24))
     )
@@ -557,11 +566,11 @@ def test_ranking_and_weekly_formats(client: tuple[Any, dict[str, str]], dataset:
 def test_report_endpoints_are_scoped(client: tuple[Any, dict[str, str]], dataset: Dataset) -> None:
     tc, tok = client
     paths = [
-        "/api/v1/reports/summary",
-        "/api/v1/reports/positivity",
-        "/api/v1/reports/closure",
-        "/api/v1/reports/rankings",
-        "/api/v1/reports/weekly",
+        "/api/reports/summary",
+        "/api/reports/positivity",
+        "/api/reports/closure",
+        "/api/reports/rankings",
+        "/api/reports/weekly",
     ]
     for path in paths:
         assert tc.get(path).status_code == 401, path
@@ -572,14 +581,14 @@ def test_report_endpoints_are_scoped(client: tuple[Any, dict[str, str]], dataset
         assert _get(tc, tok["town"], path, node="370214101201").status_code == 200, path
         assert _get(tc, tok["county"], path, node="370215").status_code == 404, path
     # defaults to the caller's own node; the county officer's town ranking holds only its own towns
-    own = _get(tc, tok["town"], "/api/v1/reports/summary").json()
+    own = _get(tc, tok["town"], "/api/reports/summary").json()
     assert own["node"]["code"] == "370214101"
     towns = _get(
-        tc, tok["county"], "/api/v1/reports/rankings", level="town", period="week", on="2026-11-18"
+        tc, tok["county"], "/api/reports/rankings", level="town", period="week", on="2026-11-18"
     ).json()
     assert {r["code"] for r in towns["rows"]} == {"370214101", "370214102"}
     everything = _get(
-        tc, tok["admin"], "/api/v1/reports/rankings", level="town", period="week", on="2026-11-18"
+        tc, tok["admin"], "/api/reports/rankings", level="town", period="week", on="2026-11-18"
     ).json()
     assert {r["code"] for r in everything["rows"]} == {
         c for c, lvl in dataset.levels.items() if lvl == "town"

@@ -1,9 +1,9 @@
 """The live dashboard: static page at /dashboard/ (and / redirects there), its data endpoint
-GET /api/v1/dashboard/overview, and the Server-Sent Events feed GET /api/v1/live.
+GET /api/dashboard/overview, and the Server-Sent Events feed GET /api/live.
 
 The live feed tails the `results` table by SQLite rowid (so results committed by any ingest process show
 up) and wakes early when the in-process ingest calls `cloud.live.hub_for(app).notify()`. EventSource cannot
-send headers, so /api/v1/live alone also accepts the bearer token as `?token=`. Each event is
+send headers, so /api/live alone also accepts the bearer token as `?token=`. Each event is
 `event: result`, `id: <rowid>` (the browser resends it as Last-Event-ID on reconnect, so nothing is
 missed), `data: <json>`; a comment heartbeat every `PING_S` seconds keeps proxies from closing the stream.
 
@@ -373,7 +373,7 @@ def overview(db: sqlite_utils.Database, user: User, code: str | None, now: datet
 
 
 @router.get(
-    "/api/v1/dashboard/overview",
+    "/api/dashboard/overview",
     tags=["dashboard"],
     responses={
         401: {"description": "missing or invalid bearer token"},
@@ -423,7 +423,7 @@ async def _live_events(
 
 
 @router.get(
-    "/api/v1/live",
+    "/api/live",
     tags=["dashboard"],
     response_class=EventSourceResponse,
     responses={

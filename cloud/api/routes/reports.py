@@ -1,4 +1,4 @@
-"""Report endpoints under /api/v1/reports (JSON by default, `?format=csv` for Excel-friendly CSV).
+"""Report endpoints under /api/reports (JSON by default, `?format=csv` for Excel-friendly CSV).
 
 Every endpoint is scoped to the caller's grid node: `node` defaults to the caller's own node (the whole
 grid for an admin) and a node outside the caller's subtree is answered 404, like the rest of the API.
@@ -19,7 +19,7 @@ from cloud import reports
 from cloud.api.deps import ClockDep, CurrentUserDep, DbDep
 from cloud.errors import CloudError, Forbidden, Invalid, NotFound
 
-router = APIRouter(prefix="/api/v1/reports", tags=["reports"])
+router = APIRouter(prefix="/api/reports", tags=["reports"])
 
 CSV_MEDIA_TYPE = "text/csv; charset=utf-8"
 _CSV_RESPONSE: dict[int | str, dict[str, Any]] = {
