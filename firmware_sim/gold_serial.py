@@ -582,6 +582,11 @@ class GoldSimulator:
         self._master, self._slave = master, slave
         self._path = os.ttyname(slave)
         if self._link is not None:
+            if os.path.lexists(self._link) and not os.path.islink(self._link):
+                os.close(master)
+                os.close(slave)
+                self._master = self._slave = self._path = None
+                raise FileExistsError(f"{self._link} exists and is not a symlink; refusing to replace it")
             tmp = f"{self._link}.{os.getpid()}.tmp"
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)

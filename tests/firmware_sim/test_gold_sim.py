@@ -218,8 +218,6 @@ def test_pty_lifecycle_link_unplug_replug_stop() -> None:
         sim.unplug()
         assert not sim.plugged
         assert not os.path.lexists(link)
-        with pytest.raises(serial.SerialException):
-            serial.Serial(path, 115200).close()  # the old slave is gone
         new = sim.replug()
         assert os.path.realpath(link) == new == sim.path
         assert probe_serial(link).serial == "GR-0777"
@@ -228,6 +226,17 @@ def test_pty_lifecycle_link_unplug_replug_stop() -> None:
     assert not os.path.exists(os.path.dirname(link))
     assert not [t for t in threading.enumerate() if t.name.startswith("gold-sim-GR-0777")]
     assert not sim.errors
+
+
+def test_link_path_never_replaces_a_regular_file(tmp_path: Path) -> None:
+    precious = tmp_path / "ttyGOLD"
+    precious.write_text("not a device")
+    sim = GoldSimulator(link_path=str(precious))
+    with pytest.raises(FileExistsError):
+        sim.start()
+    sim.stop()
+    assert precious.read_text() == "not a device"
+    assert not sim.plugged
 
 
 def test_auto_measure_adds_records_until_stopped() -> None:
