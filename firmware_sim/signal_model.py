@@ -368,20 +368,31 @@ def _background(r: _Render, rows: slice, x: F64) -> F64:
 
 
 def _od(r: _Render, rows: slice, x: F64, smile: F64 | None = None) -> F64:
-    """OD of rows `rows`; `smile` (m, H) adds a per-image-row displacement → (m, H, L)."""
+    """OD of rows `rows`; `smile` (m, H) adds a per-image-row displacement → (m, H, L).
+
+    Each band is evaluated only over the columns within 7 sd of where it can be in these rows.
+    """
     sig = r.sigma[rows]
-    if smile is None:
-        od = np.zeros((sig.shape[0], x.shape[0]))
-        for j in range(r.centres.shape[1]):
-            z = (x[None, :] - r.centres[rows, j, None]) / sig[:, None]
-            od += r.amplitude[rows, j, None] * np.exp(-0.5 * z * z)
-        return od
-    od3 = np.zeros((sig.shape[0], smile.shape[1], x.shape[0]))
+    m = sig.shape[0]
+    length = x.shape[0]
+    reach = 7.0 * float(sig.max())
+    bend = 0.0 if smile is None else float(np.abs(smile).max())
+    od = np.zeros((m, length) if smile is None else (m, smile.shape[1], length))
     for j in range(r.centres.shape[1]):
-        c = r.centres[rows, j, None, None] + smile[:, :, None]
-        z = (x[None, None, :] - c) / sig[:, None, None]
-        od3 += r.amplitude[rows, j, None, None] * np.exp(-0.5 * z * z)
-    return od3
+        cj = r.centres[rows, j]
+        lo = max(0, int(math.floor(cj.min() - bend - reach)))
+        hi = min(length, int(math.ceil(cj.max() + bend + reach)) + 1)
+        if lo >= hi:
+            continue
+        xs = x[lo:hi]
+        if smile is None:
+            z = (xs[None, :] - cj[:, None]) / sig[:, None]
+            od[:, lo:hi] += r.amplitude[rows, j, None] * np.exp(-0.5 * z * z)
+        else:
+            c = cj[:, None, None] + smile[:, :, None]
+            z = (xs[None, None, :] - c) / sig[:, None, None]
+            od[:, :, lo:hi] += r.amplitude[rows, j, None, None] * np.exp(-0.5 * z * z)
+    return od
 
 
 def generate_strips(

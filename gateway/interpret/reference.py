@@ -23,8 +23,9 @@ F64 = npt.NDArray[np.float64]
 def naive_interpret_strips(profiles: F64, spec: StripSpec) -> tuple[F64, F64, npt.NDArray[np.int8]]:
     """Per-strip reference (numpy + scipy.signal.find_peaks loop) used by tests and the benchmark.
 
-    Same physics and rules as `interpret_strips`, written the obvious way: per strip, per line, find the
-    most prominent OD peak in the search window with find_peaks, then integrate the baseline-corrected OD.
+    Same physics and rules as `interpret_strips`, written the obvious way: per strip, per line, take the
+    most prominent OD peak in the search window (find_peaks), then sum the baseline-corrected OD over the
+    integration window, the baseline being the mean of the two flanks.
     Returns (control_signal (N,), ratio (N, K), verdict (N, K)).
     """
     from scipy.signal import find_peaks
@@ -46,16 +47,14 @@ def naive_interpret_strips(profiles: F64, spec: StripSpec) -> tuple[F64, F64, np
             region = profiles[i, max(0, lo - h - f) : hi + h + f]
             if spec.saturation_reflectance > 0 and region.min() < spec.saturation_reflectance:
                 saturated = True
-            best_s, best_p = -np.inf, c
-            peaks, _ = find_peaks(y[lo:hi])
-            cands = [lo + p for p in peaks] or [c]
-            for p in cands:
-                idx_l = np.clip(np.arange(p - h - f, p - h), 0, lay.length - 1)
-                idx_r = np.clip(np.arange(p + h + 1, p + h + f + 1), 0, lay.length - 1)
-                base = (y[idx_l].mean() + y[idx_r].mean()) / 2
-                s = float(np.sum(y[p - h : p + h + 1] - base))
-                if s > best_s:
-                    best_s, best_p = s, p
+            # the most prominent local maximum of OD in the search window (or its maximum)
+            window = y[lo:hi]
+            peaks, props = find_peaks(window, prominence=0.0)
+            best_p = lo + int(peaks[np.argmax(props["prominences"])] if peaks.size else np.argmax(window))
+            idx_l = np.clip(np.arange(best_p - h - f, best_p - h), 0, lay.length - 1)
+            idx_r = np.clip(np.arange(best_p + h + 1, best_p + h + f + 1), 0, lay.length - 1)
+            base = (y[idx_l].mean() + y[idx_r].mean()) / 2
+            best_s = float(np.sum(y[best_p - h : best_p + h + 1] - base))
             sigs.append(best_s)
             if j == 0:
                 edge0 = best_p <= lo or best_p >= hi - 1

@@ -167,10 +167,15 @@ def test_rows_are_independent_of_batching_and_order() -> None:
     whole = interpret_strips(batch.profiles, spec)
     perm = rng.permutation(700)
     shuffled = interpret_strips(batch.profiles[perm], spec)
-    for name in ("control_signal", "test_signal", "verdict", "flags", "test_position"):
+    # float32 BLAS blocking depends on the batch size, so sums agree to rounding, decisions exactly
+    for name in ("control_signal", "test_signal", "test_position", "ratio"):
+        np.testing.assert_allclose(
+            getattr(shuffled, name), getattr(whole, name)[perm], atol=1e-4, err_msg=name
+        )
+    for name in ("verdict", "flags"):
         np.testing.assert_array_equal(getattr(shuffled, name), getattr(whole, name)[perm], err_msg=name)
     single = interpret_strips(batch.profiles[123:124].copy(), spec)
-    assert single.test_signal[0, 0] == whole.test_signal[123, 0]
+    assert single.test_signal[0, 0] == pytest.approx(whole.test_signal[123, 0], abs=1e-4)
     f32 = interpret_strips(batch.profiles.astype(np.float32), spec)
     np.testing.assert_allclose(f32.control_signal, whole.control_signal, atol=1e-3)
 
