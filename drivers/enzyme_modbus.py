@@ -651,7 +651,7 @@ class UnexpectedReply(ProtocolError):
 
 
 def _check_reply(rsp: object, function_code: int) -> None:
-    """Exception responses → ModbusExceptionResponse; a reply to another function → FrameError
+    """Exception responses → ModbusExceptionResponse; a reply to another function → UnexpectedReply
     (e.g. a late RTU reply to an earlier request, which carries no transaction id)."""
     fc = int(getattr(rsp, "function_code", -1))
     if fc == function_code | 0x80:
@@ -752,13 +752,15 @@ class ModbusSession:
                     return op(client)
                 except TransportError as exc:  # from _connect
                     last = exc
-                    time.sleep(backoff)
-                    backoff = min(backoff * 2, self.timeouts.reconnect_max_s)
+                    if attempt + 1 < attempts:
+                        time.sleep(backoff)
+                        backoff = min(backoff * 2, self.timeouts.reconnect_max_s)
                 except ModbusExceptionResponse as exc:
                     if exc.exception_code not in RETRYABLE_EXCEPTIONS:
                         raise
                     last = exc
-                    time.sleep(min(0.05 * 2**attempt, self.timeouts.response_s))
+                    if attempt + 1 < attempts:
+                        time.sleep(min(0.05 * 2**attempt, self.timeouts.response_s))
                 except ConnectionException as exc:
                     self._drop()
                     last = TransportError(f"{what} on {self.endpoint}: connection failed: {exc}")
