@@ -22,6 +22,7 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 # config); docs/config.md must have a table row for each dotted key, written `prefix + key`.
 CONFIG_MODELS: list[tuple[str, str, str]] = [
     ("kuaijian_schema.wire", "StationConfig", "config."),
+    ("cloud.settings", "Settings", "cloud."),
 ]
 
 
