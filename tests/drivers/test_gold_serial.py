@@ -283,6 +283,45 @@ def test_unplug_raises_transport_error_and_reconnect_recovers(
     read_all_and_check(reader, sim)
 
 
+def test_unplug_during_an_outstanding_request(sim: GoldSimulator, reader: GoldSerialAnalyzer) -> None:
+    sim.faults = FaultConfig(delay_s=5.0)  # the request stays outstanding until the cable is pulled
+    errors: list[BaseException] = []
+
+    def call() -> None:
+        try:
+            reader.latest_record()
+        except DriverError as exc:
+            errors.append(exc)
+
+    frames_before = sim.stats.frames_in
+    thread = threading.Thread(target=call)
+    thread.start()
+    try:
+        wait_for(lambda: sim.stats.frames_in > frames_before, 5, "the request never reached the reader")
+        sim.unplug()
+    finally:
+        thread.join(10)
+    assert len(errors) == 1
+    assert isinstance(errors[0], TransportError)
+    assert not isinstance(errors[0], DriverTimeout)
+
+
+def test_quick_replug_costs_one_failed_call(sim: GoldSimulator, reader: GoldSerialAnalyzer) -> None:
+    sim.replug()  # the driver still holds the old, dead pty
+    outcomes: list[str] = []
+    for _ in range(3):  # what a gateway worker does (minus its backoff)
+        try:
+            latest = reader.latest_record()
+        except TransportError:
+            outcomes.append("transport error")
+            reader.reconnect()
+            continue
+        outcomes.append(f"latest {latest}")
+        break
+    assert outcomes == ["transport error", f"latest {len(STRIPS)}"]
+    assert os.path.realpath(sim.link_path) == sim.path
+
+
 def test_a_different_device_on_the_same_path_is_refused(
     sim: GoldSimulator, reader: GoldSerialAnalyzer
 ) -> None:
