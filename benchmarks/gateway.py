@@ -33,7 +33,7 @@ from firmware_sim.gold_serial import GoldSimulator  # noqa: E402
 from kuaijian_schema.kits import DEMO_KITS  # noqa: E402
 from kuaijian_schema.specs import GB_T_5009_199  # noqa: E402
 from tests.gateway.acker import Acker  # noqa: E402
-from tests.gateway.conftest import KEY, STATION, fast_instrument, write_station  # noqa: E402
+from tests.gateway.conftest import KEY_BYTES, STATION, fast_instrument, write_station  # noqa: E402
 from tests.helpers import Mosquitto, wait_for  # noqa: E402
 
 LINK = {
@@ -79,7 +79,7 @@ def _run(
 ) -> Row:
     workdir.mkdir(parents=True, exist_ok=True)
     config = write_station(workdir, broker.port, instruments, link=LINK, acquisition=ACQ)
-    acker = Acker(broker.port, STATION, KEY.encode())
+    acker = Acker(broker.port, STATION, KEY_BYTES)
     acker.start()
     wait_for(acker.connected.is_set, 10, "acker did not connect")
     log = (workdir / "gateway.log").open("wb")

@@ -122,12 +122,12 @@ def _status(args: argparse.Namespace) -> int:
         _err(str(exc))
         return 1
     if box is None:
-        doc: dict[str, Any] = {"station": config.station, "outbox": str(config.db_path), "exists": False}
+        doc: dict[str, Any] = {"station": config.station_id, "outbox": str(config.db_path), "exists": False}
     else:
         with box:
             stats = box.stats()
             doc = {
-                "station": config.station,
+                "station": config.station_id,
                 "outbox": str(config.db_path),
                 "exists": True,
                 "depth": stats.depth,
@@ -163,11 +163,11 @@ def _check(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.config)
         config.station_key()
-        config.broker.resolved_password()
+        config.mqtt.resolved_password()
     except ConfigError as exc:
         _err(str(exc))
         return 2
-    print(f"station {config.station}: broker {config.broker.url}, data dir {config.data_dir}")
+    print(f"station {config.station_id}: broker {config.mqtt.url}, data dir {config.data_dir}")
     for inst in config.instruments:
         print(f"  instrument {inst.name}: {inst.driver}{'' if inst.enabled else ' (disabled)'}")
     return 0

@@ -12,6 +12,7 @@ Every key is documented in docs/config.md (section "Station gateway").
 
 from __future__ import annotations
 
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal, Self
@@ -22,6 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from drivers.timeouts import Timeouts
 from gateway.errors import ConfigError
 from kuaijian_schema.wire import STATION_PATTERN
+
+HEX_KEY_PATTERN = r"^(?:[0-9a-fA-F]{2}){16,}$"
 
 
 class _Strict(BaseModel):
@@ -101,7 +104,7 @@ InstrumentConfig = Annotated[
 
 
 class BrokerConfig(_Strict):
-    """`[broker]`: where and how the MQTT link connects."""
+    """`[mqtt]`: where and how the MQTT link connects."""
 
     url: str = Field(description="mqtt://host[:1883] or mqtts://host[:8883]")
     username: str | None = None
@@ -150,7 +153,7 @@ class BrokerConfig(_Strict):
             try:
                 return self.password_file.read_text(encoding="utf-8").strip()
             except OSError as exc:
-                raise ConfigError(f"broker.password_file: cannot read {self.password_file}: {exc}") from exc
+                raise ConfigError(f"mqtt.password_file: cannot read {self.password_file}: {exc}") from exc
         return self.password
 
 
@@ -183,15 +186,27 @@ class StorageConfig(_Strict):
     max_db_mb: float | None = Field(default=None, gt=0, description="cap of the outbox file size")
 
 
+class StationSection(_Strict):
+    """`[station]`: identity, HMAC key and local storage of this station."""
+
+    id: str = Field(pattern=STATION_PATTERN, description="12-digit village code + '-' + 2-digit number")
+    key: str | None = Field(default=None, pattern=HEX_KEY_PATTERN, description="HMAC key, hex")
+    key_file: Path | None = None
+    data_dir: Path = Field(default=Path("/var/lib/kuaijian"))
+    operator: str | None = Field(default=None, max_length=64)
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if (self.key is None) == (self.key_file is None):
+            raise ValueError("set exactly one of key or key_file")
+        return self
+
+
 class GatewayConfig(_Strict):
     """The whole station TOML."""
 
-    station: str = Field(pattern=STATION_PATTERN)
-    key: str | None = Field(default=None, min_length=16)
-    key_file: Path | None = None
-    data_dir: Path
-    operator: str | None = Field(default=None, max_length=64)
-    broker: BrokerConfig
+    station: StationSection
+    mqtt: BrokerConfig
     link: LinkConfig = LinkConfig()
     acquisition: AcquisitionConfig = AcquisitionConfig()
     storage: StorageConfig = StorageConfig()
@@ -199,8 +214,6 @@ class GatewayConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        if (self.key is None) == (self.key_file is None):
-            raise ValueError("set exactly one of key or key_file")
         names = [i.name for i in self.instruments]
         dupes = sorted({n for n in names if names.count(n) > 1})
         if dupes:
@@ -208,26 +221,36 @@ class GatewayConfig(_Strict):
         return self
 
     @property
+    def station_id(self) -> str:
+        return self.station.id
+
+    @property
+    def data_dir(self) -> Path:
+        return self.station.data_dir
+
+    @property
     def db_path(self) -> Path:
-        return self.data_dir / "outbox.db"
+        return self.station.data_dir / "outbox.db"
 
     def station_key(self) -> bytes:
-        if self.key is not None:
-            return self.key.encode()
-        if self.key_file is None:
-            raise ConfigError("set key or key_file")
+        """The HMAC-SHA256 key (hex in the config, as `kuaijian cloud enrol-station` prints it)."""
+        if self.station.key is not None:
+            return bytes.fromhex(self.station.key)
+        if self.station.key_file is None:
+            raise ConfigError("station: set key or key_file")
+        path = self.station.key_file
         try:
-            text = self.key_file.read_text(encoding="utf-8").strip()
+            text = path.read_text(encoding="utf-8").strip()
         except OSError as exc:
-            raise ConfigError(f"key_file: cannot read {self.key_file}: {exc}") from exc
-        if len(text) < 16:
-            raise ConfigError(f"key_file: key in {self.key_file} is shorter than 16 characters")
-        return text.encode()
+            raise ConfigError(f"station.key_file: cannot read {path}: {exc}") from exc
+        if not re.fullmatch(HEX_KEY_PATTERN, text):
+            raise ConfigError(f"station.key_file: {path} must hold a hex key of at least 32 hex digits")
+        return bytes.fromhex(text)
 
 
 _PATH_KEYS = {
-    (): ("key_file", "data_dir"),
-    ("broker",): ("password_file", "ca_file", "cert_file", "key_file"),
+    ("station",): ("key_file", "data_dir"),
+    ("mqtt",): ("password_file", "ca_file", "cert_file", "key_file"),
 }
 
 

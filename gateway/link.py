@@ -78,8 +78,8 @@ class Link:
         self.outbox = outbox
         self._status = status
         self._on_config = on_config
-        self._station = config.station
-        self._topics = {k: topic(config.station, k) for k in ("result", "ack", "status", "config")}
+        self._station = config.station_id
+        self._topics = {k: topic(config.station_id, k) for k in ("result", "ack", "status", "config")}
         self._lock = threading.Lock()
         self._inflight: dict[int, float] = {}  # seq → monotonic deadline for the application ack
         self._connected = threading.Event()
@@ -99,7 +99,7 @@ class Link:
         return self._connected.is_set()
 
     def _make_client(self) -> mqtt.Client:
-        b = self.config.broker
+        b = self.config.mqtt
         client_id = b.client_id or f"kj-gw-{self._station}"
         if b.protocol == "5":
             client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
@@ -113,7 +113,7 @@ class Link:
         if b.tls:
             for name, path in (("ca_file", b.ca_file), ("cert_file", b.cert_file), ("key_file", b.key_file)):
                 if path is not None and not path.is_file():
-                    raise LinkError(f"broker.{name}: {path} is not a readable file")
+                    raise LinkError(f"mqtt.{name}: {path} is not a readable file")
             try:
                 client.tls_set(
                     ca_certs=None if b.ca_file is None else str(b.ca_file),
@@ -122,7 +122,7 @@ class Link:
                     tls_version=ssl.PROTOCOL_TLS_CLIENT,
                 )
             except (ssl.SSLError, OSError, ValueError) as exc:
-                raise LinkError(f"broker: cannot set up TLS: {exc}") from exc
+                raise LinkError(f"mqtt: cannot set up TLS: {exc}") from exc
         offline = Status(station=self._station, state="offline", at=datetime.now(UTC))
         client.will_set(self._topics["status"], offline.model_dump_json(), qos=1, retain=True)
         client.max_inflight_messages_set(max(20, min(1000, self.config.link.max_unacked)))
@@ -134,7 +134,7 @@ class Link:
 
     def start(self) -> None:
         """Start connecting (in the background) and the sender thread."""
-        b = self.config.broker
+        b = self.config.mqtt
         client = self._make_client()
         self._client = client
         if b.protocol == "5":
@@ -193,7 +193,7 @@ class Link:
             with self._lock:
                 self._inflight.clear()
         self._connected.set()
-        log.info("connected to %s (session present: %s)", self.config.broker.url, flags.session_present)
+        log.info("connected to %s (session present: %s)", self.config.mqtt.url, flags.session_present)
         self.publish_status()
         self._wake.set()
 

@@ -118,9 +118,9 @@ class GatewayService:
             if not inst.enabled:
                 continue
             interp = Interpreter(
-                station=cfg.station,
+                station=cfg.station_id,
                 specs=self.specs,
-                operator=cfg.operator,
+                operator=cfg.station.operator,
                 include_raw=cfg.acquisition.include_raw,
                 default_kit=inst.default_kit if isinstance(inst, GoldSerialInstrument) else None,
                 default_profile=inst.default_profile if isinstance(inst, EnzymeModbusInstrument) else None,
@@ -148,7 +148,7 @@ class GatewayService:
             w.start()
         log.info(
             "gateway %s started: %d instrument(s), outbox %s, config %s",
-            cfg.station,
+            cfg.station_id,
             len(self.workers),
             cfg.db_path,
             self.specs.get().version,
@@ -219,7 +219,7 @@ class GatewayService:
         except OSError:
             free = None
         return Status(
-            station=self.config.station,
+            station=self.config.station_id,
             state="online",
             at=datetime.now(UTC),
             instruments=tuple(

@@ -179,7 +179,9 @@ class InstrumentWorker:
                 if not self._commit(key, cursor.epoch, info, readings):
                     return  # stop requested while waiting for disk space
                 cursor = Cursor(cursor.epoch, readings[-1].record_no)
-                self._set(last_record=cursor.last_record, records_read=self.state.records_read + len(readings))
+                self._set(
+                    last_record=cursor.last_record, records_read=self.state.records_read + len(readings)
+                )
             if failure is not None:
                 raise failure
 

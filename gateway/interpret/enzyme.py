@@ -87,8 +87,12 @@ def _float_array(name: str, value: object, ndim: int, shape_text: str) -> npt.ND
     if value.size == 0:
         raise InputError(f"{name} is empty (shape {value.shape}); expected {shape_text}")
     arr = value if value.dtype.kind == "f" else value.astype(np.float64)
-    if not np.isfinite(arr).all():
-        raise InputError(f"{name} contains NaN or inf")
+    # one streaming pass: NaN/inf propagate into the sum (no temporary mask array)
+    if not math.isfinite(float(arr.sum(dtype=np.float64))):
+        flat = arr.reshape(-1, arr.shape[-1])
+        where = np.unravel_index(int(np.flatnonzero(~np.isfinite(flat).all(axis=1))[0]), arr.shape[:-1])
+        at = f" at index {tuple(int(i) for i in where)}" if arr.ndim > 1 else ""
+        raise InputError(f"{name} contains NaN or inf{at}")
     return arr
 
 
@@ -129,11 +133,14 @@ def interpret_kinetics(
             f"profile {spec.name}: detection window {spec.window_start_s:g}–{spec.window_end_s:g} s holds "
             f"{win.size} samples of times {t[0]:g}–{t[-1]:g} s; need ≥ {MIN_WINDOW_SAMPLES}"
         )
-    tw = t[win[0] : win[-1] + 1].astype(np.float64)
+    tw = t[win].astype(np.float64)
     dt = tw - tw.mean()
     span = spec.window_end_s - spec.window_start_s
-    weights = dt * (span / float(dt @ dt))
-    flat = a.reshape(r_n * c_n, t_n)[:, win[0] : win[-1] + 1]
+    # least-squares slope × span as one matrix-vector product over the whole (contiguous) record,
+    # with zero weight outside the detection window
+    weights = np.zeros(t_n)
+    weights[win] = dt * (span / float(dt @ dt))
+    flat = a.reshape(r_n * c_n, t_n)
     delta = (flat @ weights.astype(flat.dtype, copy=False)).astype(np.float64).reshape(r_n, c_n)
 
     runs = np.arange(r_n)

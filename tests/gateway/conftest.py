@@ -15,7 +15,8 @@ from tests.gateway.acker import Acker
 from tests.helpers import Mosquitto, wait_for
 
 STATION = "370214101203-01"
-KEY = "test-station-key-0123456789"
+KEY = "4b4a2d746573742d73746174696f6e2d6b65792d30303031"  # hex, as enrol-station prints it
+KEY_BYTES = bytes.fromhex(KEY)
 
 
 def _toml_value(v: Any) -> str:
@@ -39,11 +40,12 @@ def write_station(
 ) -> Path:
     """Write a station TOML with fast timings for tests; returns its path."""
     lines = [
-        f'station = "{STATION}"',
+        "[station]",
+        f'id = "{STATION}"',
         f'key = "{KEY}"',
         'data_dir = "data"',
         "",
-        "[broker]",
+        "[mqtt]",
         f'url = "mqtt://127.0.0.1:{port}"',
         "keepalive_s = 5",
         "reconnect_min_s = 1",
@@ -78,7 +80,7 @@ def fast_instrument(name: str = "fast-1", **params: Any) -> dict[str, Any]:
 
 @pytest.fixture
 def acker(mosquitto: Mosquitto) -> Iterator[Acker]:
-    a = Acker(mosquitto.port, STATION, KEY.encode())
+    a = Acker(mosquitto.port, STATION, KEY_BYTES)
     a.start()
     wait_for(a.connected.is_set, 10, "acker did not connect")
     try:

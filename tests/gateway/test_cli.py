@@ -52,9 +52,9 @@ def test_check_config_and_status(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 def test_bad_config_exits_2_naming_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = tmp_path / "station.toml"
-    cfg.write_text('station = "370214101203-01"\nkey = "0123456789abcdef"\ndata_dir = "d"\n')
+    cfg.write_text('[station]\nid = "370214101203-01"\nkey = "00112233445566778899aabbccddeeff"\n')
     assert main(["gateway", "check-config", "--config", str(cfg)]) == 2
-    assert "broker: Field required" in capsys.readouterr().err
+    assert "mqtt: Field required" in capsys.readouterr().err
 
 
 def test_run_offline_then_corrupt_outbox_exits_3(tmp_path: Path) -> None:

@@ -10,11 +10,12 @@ from gateway.config import EnzymeModbusInstrument, GoldSerialInstrument, load_co
 from gateway.errors import ConfigError
 
 GOOD = """
-station = "370214101203-01"
+[station]
+id = "370214101203-01"
 key_file = "secrets/station.key"
 data_dir = "var"
 
-[broker]
+[mqtt]
 url = "mqtts://broker.example.cn"
 username = "370214101203-01"
 password_file = "secrets/broker.pw"
@@ -41,18 +42,18 @@ response_s = 2.0
 
 def test_good_config(tmp_path: Path) -> None:
     (tmp_path / "secrets").mkdir()
-    (tmp_path / "secrets" / "station.key").write_text("k" * 32 + "\n")
+    (tmp_path / "secrets" / "station.key").write_text("ab" * 32 + "\n")
     (tmp_path / "secrets" / "broker.pw").write_text("pw\n")
     path = tmp_path / "station.toml"
     path.write_text(GOOD)
     cfg = load_config(path)
     assert cfg.data_dir == tmp_path / "var"
     assert cfg.db_path == tmp_path / "var" / "outbox.db"
-    assert cfg.station_key() == b"k" * 32
-    assert cfg.broker.tls
-    assert (cfg.broker.host, cfg.broker.port) == ("broker.example.cn", 8883)
-    assert cfg.broker.ca_file == tmp_path / "ca.pem"
-    assert cfg.broker.resolved_password() == "pw"
+    assert cfg.station_key() == b"\xab" * 32
+    assert cfg.mqtt.tls
+    assert (cfg.mqtt.host, cfg.mqtt.port) == ("broker.example.cn", 8883)
+    assert cfg.mqtt.ca_file == tmp_path / "ca.pem"
+    assert cfg.mqtt.resolved_password() == "pw"
     assert cfg.link.batch_max == 20
     gold, enzyme = cfg.instruments
     assert isinstance(gold, GoldSerialInstrument)
@@ -68,13 +69,14 @@ def test_good_config(tmp_path: Path) -> None:
             ('driver = "gold-serial"\nport = "/dev/serial', 'driver = "gold-serial"\nportx = "/dev/serial'),
             "instruments[0].port",
         ),
-        (('url = "mqtts://broker.example.cn"', 'url = "http://broker"'), "broker: Value error, url scheme"),
+        (('url = "mqtts://broker.example.cn"', 'url = "http://broker"'), "mqtt: Value error, url scheme"),
         (
             ("unit = 3", 'unit = 3\nserial_port = "/dev/ttyS0"'),
             "instruments[1]: Value error, set exactly one",
         ),
         (("batch_max = 20", "batch_max = 0"), "link.batch_max"),
-        (('station = "370214101203-01"', 'station = "3702-01"'), "station:"),
+        (('id = "370214101203-01"', 'id = "3702-01"'), "station.id:"),
+        (('key_file = "secrets/station.key"', 'key = "not hex"'), "station.key:"),
         (('name = "enzyme-1"', 'name = "gold-1"'), "duplicate instrument names: gold-1"),
         (('driver = "enzyme-modbus"', 'driver = "enzyme-rs485"'), "instruments[1]"),
     ],

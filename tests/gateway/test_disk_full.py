@@ -6,7 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from tests.gateway.acker import Acker
-from tests.gateway.conftest import STATION, RunningService, drained, fast_instrument, write_station
+from tests.gateway.conftest import KEY_BYTES, STATION, RunningService, drained, fast_instrument, write_station
 from tests.helpers import Mosquitto, free_port, wait_for
 
 
@@ -38,7 +38,7 @@ def test_disk_full_pauses_reading_and_resumes(tmp_path: Path) -> None:
         assert status.instruments[0].last_error is not None
         # Network (and so acks) come back: space frees up, reading resumes, everything arrives.
         broker.start()
-        acker = Acker(broker.port, STATION, b"test-station-key-0123456789")
+        acker = Acker(broker.port, STATION, KEY_BYTES)
         acker.start()
         try:
             wait_for(lambda: drained(svc, total), 30, f"did not recover: {box.stats()}")

@@ -12,7 +12,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from kuaijian_schema.kits import DEMO_KITS
 from kuaijian_schema.wire import StationConfig, topic
 from tests.gateway.acker import Acker
-from tests.gateway.conftest import STATION, RunningService, drained, fast_instrument, write_station
+from tests.gateway.conftest import KEY_BYTES, STATION, RunningService, drained, fast_instrument, write_station
 from tests.gateway.fast_source import is_positive
 from tests.helpers import Mosquitto, free_port, wait_for
 
@@ -58,7 +58,7 @@ def test_offline_start_then_positives_drain_first(tmp_path: Path) -> None:
         assert not svc.link.connected
     # 2. The network comes back (broker + cloud first), then the gateway restarts and drains.
     broker.start()
-    acker = Acker(broker.port, STATION, b"test-station-key-0123456789")
+    acker = Acker(broker.port, STATION, KEY_BYTES)
     acker.start()
     try:
         wait_for(acker.connected.is_set, 10, "acker did not connect")
@@ -96,7 +96,7 @@ def test_broker_restart_during_measurement_loses_nothing(
 
 
 def test_broker_that_drops_gets_resends_until_acked(tmp_path: Path, mosquitto: Mosquitto) -> None:
-    acker = Acker(mosquitto.port, STATION, b"test-station-key-0123456789", drop_first=True)
+    acker = Acker(mosquitto.port, STATION, KEY_BYTES, drop_first=True)
     acker.start()
     try:
         wait_for(acker.connected.is_set, 10, "acker did not connect")
