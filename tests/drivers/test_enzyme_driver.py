@@ -26,7 +26,7 @@ from firmware_sim.enzyme_modbus import EnzymeSimulator
 from kuaijian_schema.specs import GB_T_5009_199
 from tests.helpers import free_port, wait_for
 
-FAST = Timeouts(response_s=0.2, retries=2, inter_byte_s=0.05, reconnect_initial_s=0.02, reconnect_max_s=0.1)
+FAST = Timeouts(response_s=0.3, retries=2, inter_byte_s=0.05, reconnect_initial_s=0.02, reconnect_max_s=0.1)
 
 
 @pytest.fixture(scope="module")
@@ -133,11 +133,11 @@ def test_silent_device_times_out_and_recovers(analyzer: EnzymeModbusAnalyzer, si
 
 
 def test_slow_device(analyzer: EnzymeModbusAnalyzer, sim: EnzymeSimulator) -> None:
-    sim.faults.delay_s = 0.05  # slow but within response_s: fine
+    sim.faults.delay_s = 0.1  # slow but within response_s: fine
     assert analyzer.latest_record() == sim.run_counter
     # slower than every attempt together: a timeout. The late replies then arrive while the next
     # call runs (on RTU they carry no transaction id) and must never be taken for its answers.
-    sim.faults.delay_s = 0.9
+    sim.faults.delay_s = 1.2
     with pytest.raises(DriverTimeout):
         analyzer.latest_record()
     sim.faults.clear()
@@ -176,9 +176,7 @@ def test_unplug_and_replug(analyzer: EnzymeModbusAnalyzer, sim: EnzymeSimulator)
     assert analyzer.latest_record() == sim.run_counter
     sim.unplug()
     try:
-        with pytest.raises(TransportError):
-            analyzer.latest_record()
-        with pytest.raises(TransportError):
+        with pytest.raises(TransportError):  # TCP: connection refused; RTU: DriverTimeout (dead line)
             analyzer.read_record(1)
     finally:
         sim.replug()
