@@ -42,7 +42,7 @@ def test_disk_full_pauses_reading_and_resumes(tmp_path: Path) -> None:
         acker.start()
         try:
             wait_for(lambda: drained(svc, total), 30, f"did not recover: {box.stats()}")
-            assert worker.state.state == "ok"
+            wait_for(lambda: worker.state.state == "ok", 5, "worker did not report ok after space returned")
             assert acker.seqs() == set(range(1, total + 1))
             assert not acker.bad
         finally:
