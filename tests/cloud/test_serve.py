@@ -1,0 +1,101 @@
+"""The app's background services: the in-app scheduler escalates with the injected clock, and
+`kuaijian cloud serve` runs end to end (uvicorn + ingest against a real Mosquitto)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import urllib.request
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from cloud.app import create_app
+from cloud.clock import ManualClock
+from cloud.ingest import Inbound, process_batch
+from cloud.settings import Settings
+from kuaijian_schema import Ack
+from tests.cloud.factories import T0, Grid, api_client_class, bearer, build_grid
+from tests.cloud.mqtt_client import Recorder
+from tests.helpers import Mosquitto, free_port, port_open, wait_for
+
+A1 = "370214101203-01"
+
+
+def test_in_app_scheduler_uses_the_clock(settings: Settings, grid: Grid, db: sqlite_utils.Database) -> None:
+    clock = ManualClock(T0)
+    r = grid.result(A1, verdict="positive")
+    process_batch(db, [Inbound(f"kj/v1/{A1}/result", json.dumps(r).encode(), T0)], settings)
+    cfg = settings.model_copy(update={"scheduler_enabled": True, "scheduler_interval_s": 0.02})
+    with api_client_class()(create_app(cfg, clock=clock)) as api:
+        headers = bearer(grid.tokens["town_a"])
+
+        def level() -> str:
+            return str(api.get("/api/cases", headers=headers).json()["items"][0]["level"])
+
+        assert level() == "station"
+        clock.advance(timedelta(hours=25))
+        wait_for(lambda: level() == "village", 10, "the scheduler did not escalate the overdue case")
+
+
+def _get(port: int, path: str, token: str | None = None) -> Any:
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
+    if token:
+        req.add_header("Authorization", f"Bearer {token}")
+    with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310 - loopback
+        return json.loads(resp.read())
+
+
+def test_cli_serve_end_to_end(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    db_path = tmp_path / "cloud.db"
+    from cloud.db import open_db
+
+    db = open_db(db_path)
+    grid = build_grid(db)
+    db.close()
+    port = free_port()
+    log = (tmp_path / "serve.log").open("wb")
+    env = {**os.environ, "KJ_CLOUD_SCHEDULER_INTERVAL_S": "3600"}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kuaijian.cli", "cloud", "serve", "--db", str(db_path), "--broker", mosquitto.url,
+         "--port", str(port), "--log-level", "info"],
+        stdout=log, stderr=subprocess.STDOUT, env=env,
+    )  # fmt: skip
+    station = Recorder(mosquitto.port, "gw").start()
+    try:
+        wait_for(lambda: port_open(port) or proc.poll() is not None, 30, "serve did not listen")
+        assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+        assert _get(port, "/api/health")["status"] == "ok"
+        station.subscribe(f"kj/v1/{A1}/ack")
+        result = grid.result(A1)
+
+        def acked() -> bool:
+            # the ingest subscription may not be active yet: re-send until acked (as a gateway does)
+            if not station.received(f"kj/v1/{A1}/ack"):
+                station.publish(f"kj/v1/{A1}/result", json.dumps(result).encode())
+                return False
+            return True
+
+        wait_for(acked, 20, "no ack from kuaijian cloud serve", interval=0.3)
+        ack = Ack.model_validate_json(station.received(f"kj/v1/{A1}/ack")[0])
+        assert [str(i) for i in ack.ids] == [result["id"]]
+        body = _get(port, "/api/results", grid.tokens["admin"])
+        assert [i["id"] for i in body["items"]] == [result["id"]]
+    finally:
+        station.stop()
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(5)
+        log.close()
+    # uvicorn shuts down gracefully on SIGTERM, then re-raises it (exit status -15)
+    text = (tmp_path / "serve.log").read_text()
+    assert proc.returncode in (0, -15), text
+    assert "Application shutdown complete" in text
+    assert "Traceback" not in text
