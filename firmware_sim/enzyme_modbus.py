@@ -180,6 +180,7 @@ class EnzymeSimulator:
         self._write_identity()
         self._write_status()
         self._torn_flip = False
+        self._torn = False  # set per request (loop thread) when the torn_reads fault applies to it
         # runtime (loop thread)
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
@@ -434,8 +435,6 @@ class EnzymeSimulator:
             return data
 
         return trace
-
-    _torn = False
 
     async def _action(
         self,
