@@ -26,6 +26,7 @@ from __future__ import annotations
 import csv
 import html
 import io
+import json
 from collections.abc import Iterable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
@@ -742,3 +743,74 @@ def weekly_html(report: WeeklyReport) -> str:
         "</body></html>",
     ]
     return "".join(parts)
+
+
+# ---------------------------------------------------------------- operator entry point (CLI)
+
+ReportKind = Literal["weekly", "positivity", "closure", "rankings", "summary"]
+REPORT_KINDS: tuple[str, ...] = ("weekly", "positivity", "closure", "rankings", "summary")
+
+
+def scope_for_code(db: sqlite_utils.Database, code: str | None) -> Scope:
+    """Unscoped lookup for operators (CLI): the node with `code`, or the whole grid for None."""
+    if not code:
+        return ALL_SCOPE
+    row = db.execute("SELECT id, code, name, level, path FROM grid_nodes WHERE code = ?", [code]).fetchone()
+    if row is None:
+        raise NotFound(f"grid node {code!r} not found")
+    return Scope(id=int(row[0]), code=str(row[1]), name=str(row[2]), level=str(row[3]), path=str(row[4]))
+
+
+def render_report(
+    db: sqlite_utils.Database,
+    kind: ReportKind,
+    scope: Scope,
+    now: datetime,
+    *,
+    fmt: Literal["json", "csv", "html"] = "json",
+    week: str | None = None,
+    start: date | None = None,
+    end: date | None = None,
+    level: RankLevel = "town",
+    period: PeriodKind = "week",
+    on: date | None = None,
+    tz: ZoneInfo = REPORT_TZ,
+) -> bytes:
+    """One report as bytes (JSON, CSV with BOM, or HTML for the weekly report) — what the REST endpoints
+    return, for an operator's CLI or a cron job. Raises Invalid for a format the report does not have."""
+    today = local_today(now, tz)
+    if fmt == "html" and kind != "weekly":
+        raise Invalid("only the weekly report has an HTML form")
+    if kind == "weekly":
+        span = parse_iso_week(week) if week else week_period(today - timedelta(days=7))
+        report = weekly_report(db, scope, span, now, tz)
+        if fmt == "csv":
+            return weekly_csv(report)
+        if fmt == "html":
+            return weekly_html(report).encode("utf-8")
+        return report.model_dump_json(indent=2).encode("utf-8")
+    if kind == "rankings":
+        ranked = ranking(db, scope, level, period_containing(period, on or today), now, tz)
+        if fmt == "csv":
+            return to_csv(ranked.rows, RANKING_COLUMNS)
+        return ranked.model_dump_json(indent=2).encode("utf-8")
+    last = end or today
+    rng = range_period(start or last - timedelta(days=29), last)
+    doc: dict[str, Any] = {"node": scope.model_dump(), "period": rng.model_dump(mode="json")}
+    if kind == "positivity":
+        rows = positivity(db, scope, rng, tz)
+        if fmt == "csv":
+            return to_csv(rows, POSITIVITY_COLUMNS)
+        doc["rows"] = [r.model_dump() for r in rows]
+    elif kind == "closure":
+        stats = closure(db, scope, rng, now, tz)
+        if fmt == "csv":
+            return to_csv([stats], CLOSURE_COLUMNS)
+        doc["closure"] = stats.model_dump()
+    else:
+        if fmt == "csv":
+            raise Invalid("the summary has no CSV form; use positivity or closure")
+        doc["totals"] = counts(db, scope, rng, tz).model_dump()
+        doc["closure"] = closure(db, scope, rng, now, tz).model_dump()
+        doc["by_analyte"] = [a.model_dump() for a in by_analyte(db, scope, rng, tz)]
+    return json.dumps(doc, ensure_ascii=False, indent=2).encode("utf-8")

@@ -593,3 +593,45 @@ def test_report_endpoints_are_scoped(client: tuple[Any, dict[str, str]], dataset
     assert {r["code"] for r in everything["rows"]} == {
         c for c, lvl in dataset.levels.items() if lvl == "town"
     }
+
+
+def test_report_cli_verb(dataset: Dataset, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import argparse
+
+    from cloud import report_cli
+
+    parser = argparse.ArgumentParser()
+    report_cli.register(parser.add_subparsers())
+    out = tmp_path / "weekly.csv"
+    db_arg = ["--db", str(dataset.db_path)]
+    args = parser.parse_args(
+        [
+            "report",
+            "weekly",
+            *db_arg,
+            "--node",
+            "370214",
+            "--week",
+            "2026-W47",
+            "--format",
+            "csv",
+            "-o",
+            str(out),
+        ]
+    )
+    assert args.func(args) == 0
+    parsed = list(csv.DictReader(io.StringIO(out.read_bytes().decode("utf-8-sig"))))
+    week_rows = results_in(dataset, "370214", date(2026, 11, 16), date(2026, 11, 22))
+    assert parsed[-1]["编码 code"] == "370214"
+    assert int(parsed[-1]["检测数 tests"]) == len(week_rows)
+    args = parser.parse_args(
+        ["report", "positivity", *db_arg, "--start", "2026-10-01", "--end", "2026-10-31"]
+    )
+    assert args.func(args) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert sum(r["tests"] for r in doc["rows"]) == len(
+        results_in(dataset, None, date(2026, 10, 1), date(2026, 10, 31))
+    )
+    args = parser.parse_args(["report", "closure", *db_arg, "--node", "999"])
+    assert args.func(args) == 2
+    assert "not found" in capsys.readouterr().err

@@ -217,7 +217,10 @@ def weekly(
     node: NodeQuery = None,
     week: Annotated[
         str | None,
-        Query(max_length=16, description="ISO week such as 2026-W47 (default: the last full week)"),
+        Query(
+            pattern=r"^\d{4}-[Ww]\d{2}$",
+            description="ISO week such as 2026-W47 (default: the last full week)",
+        ),
     ] = None,
     format: Annotated[Literal["json", "csv", "html"], Query()] = "json",
 ) -> reports.WeeklyReport | Response:
