@@ -56,6 +56,7 @@ MISSING_FRACTION: Final = 0.3
 """Control signal below this fraction of min_control_signal counts as missing (else weak)."""
 _FLOOR: Final = np.float32(1e-4)
 _GATHER_BYTES: Final = 1 << 20  # input rows per gather chunk
+_BLOCK_BYTES: Final = 16 << 20  # float32 line-region buffer: memory stays bounded for any N
 _WORK_BYTES: Final = 256 << 10  # region rows per work chunk (intermediates stay in L2)
 
 
@@ -233,25 +234,39 @@ def interpret_strips(profiles: npt.NDArray[np.floating[Any]], spec: StripSpec) -
     pos = np.empty((n, nl))
     edge = np.empty((n, nl), dtype=bool)
     sat = np.empty(n, dtype=bool)
-    # pass 1 (input-sized chunks, each read once from memory): finiteness of the whole profile and
-    # the pixels of every line region, gathered into a compact float32 array
     width = nl * lay.width
-    regions = np.empty((n, width), dtype=np.float32)
-    rows = max(16, _GATHER_BYTES // max(1, x.shape[1] * x.itemsize))
-    for s in range(0, n, rows):
-        chunk = x[s : s + rows]
-        if not math.isfinite(float(chunk.sum())):
-            _raise_bad_rows(chunk, s, "reflectance must be finite")
-        if lay.contiguous:
-            for j, lo in enumerate(lay.nominal - (lay.tol + lay.h + lay.f)):
-                regions[s : s + rows, j * lay.width : (j + 1) * lay.width] = chunk[:, lo : lo + lay.width]
-        else:
-            regions[s : s + rows] = chunk[:, lay.index]
-    # pass 2 (L2-sized chunks of the regions): baseline, line search, integration
-    rows = max(16, _WORK_BYTES // (width * 4))
-    for s in range(0, n, rows):
-        e = min(n, s + rows)
-        _chunk(regions[s:e], s, lay, spec.saturation_reflectance, signal[s:e], pos[s:e], edge[s:e], sat[s:e])
+    block = max(64, _BLOCK_BYTES // (width * 4))  # strips per block: bounds the regions buffer
+    regions = np.empty((min(n, block), width), dtype=np.float32)
+    rows1 = max(16, _GATHER_BYTES // max(1, x.shape[1] * x.itemsize))
+    rows2 = max(16, _WORK_BYTES // (width * 4))
+    for b0 in range(0, n, block):
+        b1 = min(n, b0 + block)
+        # pass 1 (input-sized chunks, each read once from memory): finiteness of the whole profile
+        # and the pixels of every line region, gathered into a compact float32 buffer
+        for s in range(b0, b1, rows1):
+            e = min(b1, s + rows1)
+            chunk = x[s:e]
+            if not math.isfinite(float(chunk.sum())):
+                _raise_bad_rows(chunk, s, "reflectance must be finite")
+            dst = regions[s - b0 : e - b0]
+            if lay.contiguous:
+                for j, lo in enumerate(lay.nominal - (lay.tol + lay.h + lay.f)):
+                    dst[:, j * lay.width : (j + 1) * lay.width] = chunk[:, lo : lo + lay.width]
+            else:
+                dst[...] = chunk[:, lay.index]
+        # pass 2 (L2-sized chunks of the regions): baseline, line search, integration
+        for s in range(b0, b1, rows2):
+            e = min(b1, s + rows2)
+            _chunk(
+                regions[s - b0 : e - b0],
+                s,
+                lay,
+                spec.saturation_reflectance,
+                signal[s:e],
+                pos[s:e],
+                edge[s:e],
+                sat[s:e],
+            )
 
     control = signal[:, 0]
     test = signal[:, 1:]

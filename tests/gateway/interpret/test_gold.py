@@ -18,6 +18,7 @@ from gateway.interpret import (
     SpecMismatchError,
     StripResults,
     Verdict,
+    gold,
     interpret_strips,
 )
 from gateway.interpret.reference import naive_interpret_strips
@@ -158,6 +159,19 @@ def test_illumination_scale_does_not_change_signals(factor: float, seed: int) ->
     b = interpret_strips(batch.profiles * factor, spec)
     assert np.allclose(a.control_signal, b.control_signal, atol=2e-3)
     assert np.allclose(a.test_signal, b.test_signal, atol=2e-3)
+
+
+def test_small_blocks_and_chunks_give_the_same_results(monkeypatch: pytest.MonkeyPatch) -> None:
+    spec = DEMO_KITS["nitrofurans-card-v1"]
+    batch = generate_strips(spec, 300, np.random.default_rng(6), conditions=FAULTY)
+    whole = interpret_strips(batch.profiles, spec)
+    monkeypatch.setattr(gold, "_BLOCK_BYTES", 1)  # 64-strip blocks
+    monkeypatch.setattr(gold, "_GATHER_BYTES", 1)  # 16-strip gather chunks
+    monkeypatch.setattr(gold, "_WORK_BYTES", 1)  # 16-strip work chunks
+    small = interpret_strips(batch.profiles, spec)
+    np.testing.assert_array_equal(small.verdict, whole.verdict)
+    np.testing.assert_array_equal(small.flags, whole.flags)
+    np.testing.assert_allclose(small.ratio, whole.ratio, atol=1e-4)
 
 
 def test_rows_are_independent_of_batching_and_order() -> None:
