@@ -5,7 +5,8 @@ written the obvious way — a Python loop per strip with scipy.signal.find_peaks
 channel — so tests can check the vectorized core against an independent implementation and the
 benchmark can measure the speed-up.
 
-Does not: serve production traffic (no validation, no flags beyond the verdict).
+Does not: serve production traffic (no validation, no flags beyond the verdict). It needs scipy, a
+development dependency, imported inside `naive_interpret_strips` only.
 """
 
 from __future__ import annotations
