@@ -19,7 +19,17 @@ from kuaijian_schema.wire import Result, split_result_payload, topic, verify_pay
 
 
 class Acker:
-    def __init__(self, port: int, station: str, key: bytes, *, drop_first: bool = False) -> None:
+    def __init__(
+        self,
+        port: int,
+        station: str,
+        key: bytes,
+        *,
+        drop_first: bool = False,
+        ca_file: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+    ) -> None:
         self.station = station
         self.key = key
         self.drop_first = drop_first
@@ -37,6 +47,10 @@ class Acker:
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=f"acker-{station}", protocol=mqtt.MQTTv5
         )
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        if ca_file is not None:
+            self.client.tls_set(ca_certs=ca_file)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.port = port
