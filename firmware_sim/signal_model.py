@@ -380,8 +380,8 @@ def _od(r: _Render, rows: slice, x: F64, smile: F64 | None = None) -> F64:
     od = np.zeros((m, length) if smile is None else (m, smile.shape[1], length))
     for j in range(r.centres.shape[1]):
         cj = r.centres[rows, j]
-        lo = max(0, int(math.floor(cj.min() - bend - reach)))
-        hi = min(length, int(math.ceil(cj.max() + bend + reach)) + 1)
+        lo = max(0, math.floor(cj.min() - bend - reach))
+        hi = min(length, math.ceil(cj.max() + bend + reach) + 1)
         if lo >= hi:
             continue
         xs = x[lo:hi]

@@ -185,7 +185,8 @@ def _kernel(tol: int, h: int, f: int, hp: int) -> F32:
 
 
 def check_profiles(profiles: object, spec: StripSpec) -> npt.NDArray[np.floating[Any]]:
-    """Validate the type, dtype, shape and length of `profiles`; return it as a float array (no copy)."""
+    """Validate the type, dtype, shape and length of `profiles`; return it as a float array (a copy
+    only for float16)."""
     if not isinstance(profiles, np.ndarray):
         raise InputError(
             f"profiles must be a numpy array (N, L) of reflectance, got {type(profiles).__name__}"
@@ -204,6 +205,9 @@ def check_profiles(profiles: object, spec: StripSpec) -> npt.NDArray[np.floating
         raise SpecMismatchError(
             f"profiles have {length} px but kit {spec.name} expects profiles of {spec.length} px"
         )
+    if profiles.dtype.itemsize < 4:
+        # float16: widen once, so chunk sums cannot overflow into a false "inf"
+        return profiles.astype(np.float32)
     return profiles
 
 

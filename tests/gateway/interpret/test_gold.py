@@ -192,6 +192,8 @@ def test_rows_are_independent_of_batching_and_order() -> None:
     assert single.test_signal[0, 0] == pytest.approx(whole.test_signal[123, 0], abs=1e-4)
     f32 = interpret_strips(batch.profiles.astype(np.float32), spec)
     np.testing.assert_allclose(f32.control_signal, whole.control_signal, atol=1e-3)
+    f16 = interpret_strips(batch.profiles.astype(np.float16), spec)  # 11-bit mantissa: coarse but valid
+    np.testing.assert_allclose(f16.control_signal, whole.control_signal, rtol=0.05, atol=0.05)
 
 
 def test_sandwich_and_competitive_verdict_rules() -> None:
