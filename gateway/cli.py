@@ -136,6 +136,7 @@ def _status(args: argparse.Namespace) -> int:
                 "enqueued_total": stats.enqueued_total,
                 "acked_total": stats.acked_total,
                 "rejected_total": stats.rejected_total,
+                "skipped_records": stats.skipped_total,
                 "config_version": stats.config_version or "builtin",
                 "cursors": {
                     k: {"epoch": c.epoch, "last_record": c.last_record} for k, c in box.cursors().items()

@@ -178,6 +178,9 @@ class AcquisitionConfig(_Strict):
     )
     full_retry_s: float = Field(default=5.0, gt=0, description="wait after disk full before retrying")
     include_raw: bool = Field(default=False, description="attach the compressed raw signal to results")
+    skip_unreadable_after: int = Field(
+        default=10, ge=0, description="skip a record after this many protocol failures (0 = never)"
+    )
 
 
 class StorageConfig(_Strict):

@@ -66,6 +66,15 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
         ),
     ),
+    Migration(
+        "0002_skipped_records",
+        (
+            # Records an instrument could not deliver after repeated attempts (e.g. rolled out of its
+            # memory): skipped so acquisition moves on, but recorded with the reason, never silently.
+            "CREATE TABLE skipped (instrument TEXT NOT NULL, epoch INTEGER NOT NULL, record_no INTEGER NOT NULL,"
+            " reason TEXT NOT NULL, skipped_at REAL NOT NULL, PRIMARY KEY (instrument, epoch, record_no))",
+        ),
+    ),
 )
 
 
@@ -119,6 +128,7 @@ class OutboxStats:
     enqueued_total: int
     acked_total: int
     rejected_total: int
+    skipped_total: int
     config_version: str | None
 
     def oldest_age_s(self, now: float | None = None) -> float | None:
@@ -314,6 +324,27 @@ class Outbox:
             )
         return out
 
+    def skip_record(self, instrument: str, epoch: int, record_no: int, reason: str) -> None:
+        """Record that `record_no` could not be read and move the cursor past it (one transaction)."""
+        now = time.time()
+        with self._tx("skipping a record") as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO skipped (instrument, epoch, record_no, reason, skipped_at) "
+                "VALUES (?, ?, ?, ?, ?)",
+                (instrument, epoch, record_no, reason, now),
+            )
+            conn.execute(
+                "INSERT INTO cursors (instrument, epoch, last_record, updated_at) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (instrument) DO UPDATE SET last_record = MAX(last_record, excluded.last_record),"
+                " updated_at = excluded.updated_at WHERE epoch = excluded.epoch",
+                (instrument, epoch, record_no, now),
+            )
+
+    def skipped_records(self) -> list[tuple[str, int, int, str]]:
+        """(instrument, epoch, record_no, reason) of every skipped record."""
+        rows = self._read("SELECT instrument, epoch, record_no, reason FROM skipped ORDER BY skipped_at")
+        return [(str(a), int(b), int(c), str(d)) for a, b, c, d in rows]
+
     # ------------------------------------------------------------------ delivery side
     def due_order(self, limit: int) -> list[tuple[int, int]]:
         """(seq, priority) of up to `limit` outbox rows in send order: priority first, then seq."""
@@ -383,6 +414,7 @@ class Outbox:
             counters = dict(self._read("SELECT name, value FROM counters"))
             depth, oldest = self._read("SELECT COUNT(*), MIN(enqueued_at) FROM outbox")[0]
             version = self._read("SELECT value FROM settings WHERE name = 'config_version'")
+            skipped = self._read("SELECT COUNT(*) FROM skipped")[0][0]
         return OutboxStats(
             depth=int(depth),
             oldest_enqueued_at=None if oldest is None else float(oldest),
@@ -390,6 +422,7 @@ class Outbox:
             enqueued_total=int(counters["enqueued"]),
             acked_total=int(counters["acked"]),
             rejected_total=int(counters["rejected"]),
+            skipped_total=int(skipped),
             config_version=str(version[0][0]) if version else None,
         )
 

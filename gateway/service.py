@@ -138,6 +138,7 @@ class GatewayService:
                     read_batch=cfg.acquisition.read_batch,
                     start_from=cfg.acquisition.start_from,
                     full_retry_s=cfg.acquisition.full_retry_s,
+                    skip_unreadable_after=cfg.acquisition.skip_unreadable_after,
                     on_enqueued=self._on_enqueued,
                     on_state=self._on_worker_state,
                     on_fatal=self._on_fatal,

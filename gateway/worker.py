@@ -24,7 +24,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from drivers.errors import DriverError
+from drivers.errors import DriverError, ProtocolError
 from drivers.readings import Analyzer, DeviceInfo, Reading
 from drivers.timeouts import Timeouts
 from gateway.errors import OutboxError, OutboxFull
@@ -67,6 +67,7 @@ class InstrumentWorker:
         read_batch: int,
         start_from: Literal["first", "latest"],
         full_retry_s: float,
+        skip_unreadable_after: int = 0,
         on_enqueued: Callable[[list[Enqueued]], None] = lambda _e: None,
         on_state: Callable[[WorkerState], None] = lambda _s: None,
         on_fatal: Callable[[str, Exception], None] = lambda _n, _e: None,
@@ -81,6 +82,8 @@ class InstrumentWorker:
         self._batch = read_batch
         self._start_from = start_from
         self._full_retry = full_retry_s
+        self._skip_after = skip_unreadable_after
+        self._failing: tuple[str, int, int] | None = None  # (instrument, record, consecutive failures)
         self._on_enqueued = on_enqueued
         self._on_state = on_state
         self._on_fatal = on_fatal
@@ -175,6 +178,9 @@ class InstrumentWorker:
                 except DriverError as exc:
                     failure = exc
                     break
+            if failure is not None and not readings and self._unreadable(key, cursor, failure, latest):
+                cursor = Cursor(cursor.epoch, cursor.last_record + 1)
+                continue
             if readings:
                 if not self._commit(key, cursor.epoch, info, readings):
                     return  # stop requested while waiting for disk space
@@ -182,8 +188,31 @@ class InstrumentWorker:
                 self._set(
                     last_record=cursor.last_record, records_read=self.state.records_read + len(readings)
                 )
+                self._failing = None
             if failure is not None:
                 raise failure
+
+    def _unreadable(self, key: str, cursor: Cursor, exc: DriverError, latest: int) -> bool:
+        """Count protocol failures on the record after the cursor; True when it was skipped now.
+
+        Transport failures (unplugged, timeouts) never count: the record is still there. A record that keeps
+        failing with a protocol error (e.g. rolled out of the instrument's memory) must not block every newer
+        record forever: after `skip_unreadable_after` attempts it is recorded in the `skipped` table and the
+        cursor moves past it, in one transaction.
+        """
+        n = cursor.last_record + 1
+        if not isinstance(exc, ProtocolError) or self._skip_after <= 0 or n >= latest:
+            return False
+        count = self._failing[2] + 1 if self._failing is not None and self._failing[:2] == (key, n) else 1
+        self._failing = (key, n, count)
+        if count < self._skip_after:
+            return False
+        reason = f"unreadable after {count} attempts: {type(exc).__name__}: {exc}"
+        self._outbox.skip_record(key, cursor.epoch, n, reason)
+        self._failing = None
+        self._set(last_error=f"record {n} skipped ({reason})")
+        log.error("instrument %s: record %d skipped: %s", self.name, n, reason)
+        return True
 
     def _commit(self, key: str, epoch: int, info: DeviceInfo, readings: list[Reading]) -> bool:
         drafts = self._interpret(info, readings)

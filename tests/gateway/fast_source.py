@@ -6,7 +6,8 @@ parameters sees exactly the same records — the ground truth for the no-loss te
 at `rate` per second from the wall-clock instant `t0` (a parameter), up to `total`.
 
 Parameters (TOML `params` table): serial, t0 (unix s), rate (records/s), total, channels, kit,
-fail_open_until (unix s: `open()` raises TransportError before then).
+fail_open_until (unix s: `open()` raises TransportError before then), unreadable (record numbers
+whose read always fails with ProtocolError, like records rolled out of memory).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ class FastGoldSource:
         self.channels = int(params.get("channels", 8))
         self.kit = str(params.get("kit", KIT))
         self.fail_open_until = float(params.get("fail_open_until", 0.0))
+        self.unreadable = {int(n) for n in params.get("unreadable", [])}
         self.timeouts = timeouts
         self.opened = False
 
@@ -79,8 +81,8 @@ class FastGoldSource:
         return max(0, min(self.total, int((time.time() - self.t0) * self.rate)))
 
     def read_record(self, record_no: int) -> GoldReading:
-        if not 1 <= record_no <= self.latest_record():
-            raise ProtocolError(f"no record {record_no}")
+        if not 1 <= record_no <= self.latest_record() or record_no in self.unreadable:
+            raise ProtocolError(f"record {record_no} is not in memory")
         blank, positive = _profiles(self.kit)
         return GoldReading(
             record_no=record_no,

@@ -129,7 +129,7 @@ def info_files(d: Path) -> list[Path]:
 
 def test_disk_full_rolls_back_and_keeps_cursor(tmp_path: Path) -> None:
     path = tmp_path / "o.db"
-    with Outbox.open(path, max_db_bytes=64 * 1024) as box:
+    with Outbox.open(path, max_db_bytes=128 * 1024) as box:
         big = {"blob": "x" * 3000}
         n = 0
         full: OutboxFull | None = None
@@ -139,7 +139,7 @@ def test_disk_full_rolls_back_and_keeps_cursor(tmp_path: Path) -> None:
             except OutboxFull as exc:
                 full = exc
                 break
-        assert full is not None, "the 64 KiB cap was never reached"
+        assert full is not None, "the 128 KiB cap was never reached"
         assert "full" in str(full)
         before = box.stats()
         assert box.cursor("i") == Cursor(0, n - 1), "the failed record must not advance the cursor"

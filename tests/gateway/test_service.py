@@ -170,3 +170,27 @@ def test_failing_instrument_is_retried_and_does_not_stop_others(tmp_path: Path) 
         assert states["bad"].state in ("unavailable", "starting")
         wait_for(lambda: box.stats().enqueued_total == 35, 10, "bad instrument never recovered")
         assert {w.name: w.state.state for w in svc.workers} == {"bad": "ok", "good": "ok"}
+
+
+def test_unreadable_record_is_skipped_and_recorded(tmp_path: Path) -> None:
+    inst = fast_instrument(total=30, rate=3000.0, unreadable=[5])
+    cfg = write_station(tmp_path, free_port(), [inst], acquisition={"skip_unreadable_after": 3})
+    with RunningService(cfg) as svc:
+        assert svc.outbox is not None
+        box = svc.outbox
+        wait_for(
+            lambda: box.stats().enqueued_total == 29, 10, "acquisition stuck behind an unreadable record"
+        )
+        assert box.skipped_records() == [
+            (
+                "plugin:FAST-0001",
+                0,
+                5,
+                "unreadable after 3 attempts: ProtocolError: record 5 is not in memory",
+            )
+        ]
+        assert box.stats().skipped_total == 1
+        assert box.cursors()["plugin:FAST-0001"].last_record == 30
+        worker = svc.workers[0]
+        assert worker.state.last_error is not None
+        assert "record 5 skipped" in worker.state.last_error
