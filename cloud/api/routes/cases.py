@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, Path, Query
 
 from cloud import cases, queries
 from cloud.api.deps import ClockDep, CurrentUserDep, DbDep
@@ -12,6 +12,8 @@ from cloud.api.models import CaseActionIn, CaseDetail, CaseOut, Page
 from cloud.api.pagination import PageDep
 
 router = APIRouter(prefix="/api/cases", tags=["cases"])
+
+CaseId = Annotated[int, Path(ge=1, le=2**63 - 1, description="case id")]
 
 
 def _detail(db: DbDep, case: dict[str, Any], actions: list[dict[str, Any]]) -> CaseDetail:
@@ -49,13 +51,13 @@ def list_cases(
 
 
 @router.get("/{case_id}")
-def get_case(db: DbDep, user: CurrentUserDep, case_id: int) -> CaseDetail:
+def get_case(db: DbDep, user: CurrentUserDep, case_id: CaseId) -> CaseDetail:
     case, actions = cases.get_case(db, user, case_id)
     return _detail(db, case, actions)
 
 
 @router.post("/{case_id}/actions")
-def act(db: DbDep, user: CurrentUserDep, clock: ClockDep, case_id: int, body: CaseActionIn) -> CaseDetail:
+def act(db: DbDep, user: CurrentUserDep, clock: ClockDep, case_id: CaseId, body: CaseActionIn) -> CaseDetail:
     """assign (交办) / remind (催办) / feedback (反馈) / close / note. 404 outside your scope, 403 above your node."""
     cases.act(
         db,
