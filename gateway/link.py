@@ -274,7 +274,10 @@ class Link:
     def _due(self, now: float) -> list[int]:
         link = self.config.link
         with self._lock:
-            active = {s for s, deadline in self._inflight.items() if deadline > now}
+            # Expired entries are due again (and dropped here, so acked-meanwhile rows cannot linger).
+            for seq in [s for s, deadline in self._inflight.items() if deadline <= now]:
+                del self._inflight[seq]
+            active = set(self._inflight)
         window = link.max_unacked - len(active)
         if window <= 0:
             return []
@@ -301,13 +304,16 @@ class Link:
             body = payloads[seqs[0]].encode()
         else:
             body = b'{"results":[' + b",".join(payloads[s].encode() for s in seqs) + b"]}"
-        info = client.publish(self._topics["result"], body, qos=1)
-        if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
-            return False
         deadline = now + self.config.link.ack_timeout_s
-        with self._lock:
+        with self._lock:  # before publishing: the ack may arrive before publish() returns
             for s in seqs:
                 self._inflight[s] = deadline
+        info = client.publish(self._topics["result"], body, qos=1)
+        if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
+            with self._lock:
+                for s in seqs:
+                    self._inflight.pop(s, None)
+            return False
         self.sent_messages += 1
         self.sent_results += len(seqs)
         return True

@@ -150,6 +150,10 @@ def test_disk_full_rolls_back_and_keeps_cursor(tmp_path: Path) -> None:
         assert out[0].seq == n
 
 
+class _Crash(BaseException):
+    """Stands for the process dying (not an Exception: nothing may catch it on the way out)."""
+
+
 class OutboxMachine(RuleBasedStateMachine):
     """Any interleaving of enqueue / ack / crash+reopen loses nothing and never reuses a seq."""
 
@@ -193,6 +197,26 @@ class OutboxMachine(RuleBasedStateMachine):
         self.pending -= chosen
         self.acked |= chosen
 
+    @rule(after=st.integers(0, 4))
+    def crash_inside_enqueue(self, after: int) -> None:
+        # The process dies in the middle of the enqueue transaction (after signing `after` results):
+        # nothing of it may persist, the cursor must not move, no seq is consumed.
+        calls = 0
+
+        def dying_sign(doc: dict[str, Any]) -> str:
+            nonlocal calls
+            calls += 1
+            if calls > after:
+                raise _Crash
+            return _sign(doc)
+
+        before = self.box.stats()
+        with pytest.raises(_Crash):
+            self.box.enqueue(
+                "inst", 0, [_record(self.next_record, 3), _record(self.next_record + 1, 3)], dying_sign
+            )
+        assert self.box.stats() == before
+
     @rule()
     def crash_and_reopen(self) -> None:
         # Abandon the connection without closing it cleanly (as a killed process would), then reopen.
@@ -213,5 +237,5 @@ class OutboxMachine(RuleBasedStateMachine):
 
 TestOutboxMachine = OutboxMachine.TestCase
 TestOutboxMachine.settings = settings(
-    max_examples=40, stateful_step_count=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
+    max_examples=30, stateful_step_count=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
