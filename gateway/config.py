@@ -287,9 +287,27 @@ def _format_errors(exc: ValidationError, source: str) -> str:
     return f"{source}: invalid station config:\n  " + "\n  ".join(lines)
 
 
+_FLAT_STATION_KEYS = {"key": "key", "key_file": "key_file", "data_dir": "data_dir", "operator": "operator"}
+
+
+def _normalise(doc: dict[str, Any]) -> dict[str, Any]:
+    """Accept the flat spelling (top-level `station = "…"`, `key`, `key_file`, `data_dir`, `operator`) and
+    `[broker]` for `[mqtt]`; everything is validated (and reported) under the canonical names."""
+    doc = {k: (dict(v) if isinstance(v, dict) else v) for k, v in doc.items()}
+    if isinstance(doc.get("station"), str):
+        station: dict[str, Any] = {"id": doc.pop("station")}
+        for flat, key in _FLAT_STATION_KEYS.items():
+            if flat in doc and not isinstance(doc[flat], dict):
+                station[key] = doc.pop(flat)
+        doc["station"] = station
+    if "broker" in doc and "mqtt" not in doc:
+        doc["mqtt"] = doc.pop("broker")
+    return doc
+
+
 def parse_config(doc: dict[str, Any], *, base_dir: Path, source: str = "<config>") -> GatewayConfig:
     """Validate an already-parsed TOML document; relative paths are taken from `base_dir`."""
-    doc = {k: (dict(v) if isinstance(v, dict) else v) for k, v in doc.items()}
+    doc = _normalise(doc)
     _resolve_paths(doc, base_dir)
     try:
         return GatewayConfig.model_validate(doc)

@@ -102,3 +102,29 @@ def test_unreadable_or_bad_toml(tmp_path: Path) -> None:
     cfg = load_config(tmp_path / "station.toml")
     with pytest.raises(ConfigError, match="key_file: cannot read"):
         cfg.station_key()
+
+
+def test_flat_spelling_and_broker_alias(tmp_path: Path) -> None:
+    path = tmp_path / "station.toml"
+    path.write_text(
+        'station = "370214101203-01"\nkey = "00112233445566778899aabbccddeeff"\ndata_dir = "d"\noperator = "demo"\n'
+        '[broker]\nurl = "mqtt://127.0.0.1:1883"\nprotocol = "3.1.1"\n'
+    )
+    cfg = load_config(path)
+    assert cfg.station_id == "370214101203-01"
+    assert cfg.data_dir == tmp_path / "d"
+    assert cfg.station.operator == "demo"
+    assert cfg.mqtt.protocol == "3.1.1"
+    assert cfg.station_key() == bytes.fromhex("00112233445566778899aabbccddeeff")
+
+
+def test_enrolment_snippet_layout(tmp_path: Path) -> None:
+    """The `[station]` + `[mqtt]` tables `kuaijian cloud enrol-station` prints are a complete config."""
+    path = tmp_path / "station.toml"
+    path.write_text(
+        '[station]\nid = "370214101203-01"\nkey = "' + "ab" * 32 + '"\n\n[mqtt]\n'
+        'url = "mqtt://broker.example:1883"\nusername = "370214101203-01"\npassword = "pw"\n'
+    )
+    cfg = load_config(path)
+    assert cfg.mqtt.resolved_password() == "pw"
+    assert cfg.data_dir == Path("/var/lib/kuaijian")
