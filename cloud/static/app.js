@@ -152,7 +152,7 @@
   }
   function scheduleRefresh() {
     if (state.refreshTimer !== null) { return; }
-    state.refreshTimer = setTimeout(function () { state.refreshTimer = null; refresh(); }, 800);
+    state.refreshTimer = setTimeout(function () { state.refreshTimer = null; refresh(); }, 1500);
   }
   function drill(nodeId) { state.node = nodeId; state.data = null; closeLive(); refresh(); }
 
