@@ -13,8 +13,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from gateway.errors import OutboxCorrupt, OutboxFull
-from gateway.outbox import MIGRATIONS, Cursor, Draft, Outbox, RecordDrafts
+from gateway.errors import OutboxCorrupt, OutboxError, OutboxFull
+from gateway.outbox import MIGRATIONS, Cursor, Draft, Migration, Outbox, RecordDrafts
 from kuaijian_schema.wire import sign_payload, verify_payload
 
 KEY = b"0123456789abcdef-station-key"
@@ -239,3 +239,21 @@ TestOutboxMachine = OutboxMachine.TestCase
 TestOutboxMachine.settings = settings(
     max_examples=30, stateful_step_count=25, deadline=None, suppress_health_check=[HealthCheck.too_slow]
 )
+
+
+def test_failed_migration_is_rolled_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "o.db"
+    Outbox.open(path).close()
+    bad = Migration("9999_broken", ("CREATE TABLE half_done (x INTEGER)", "CREATE TABLE outbox (x INTEGER)"))
+    monkeypatch.setattr("gateway.outbox.MIGRATIONS", (*MIGRATIONS, bad))
+    with pytest.raises(OutboxError, match="migrating"):
+        Outbox.open(path)
+    monkeypatch.undo()
+    with Outbox.open(path) as box:
+        assert box.applied_migrations() == [m.name for m in MIGRATIONS]
+    conn = sqlite3.connect(path)
+    try:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    finally:
+        conn.close()
+    assert "half_done" not in tables, "a failed migration must leave nothing behind"
