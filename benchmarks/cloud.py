@@ -25,16 +25,20 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+# This script is itself named cloud.py: drop its directory from sys.path so `import cloud` finds the package.
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 
-from cloud.clock import SystemClock
-from cloud.db import open_db
-from cloud.enrol import enrol_station
-from cloud.grid import import_grid_csv
-from cloud.ingest import IngestWorker
-from cloud.settings import Settings
-from kuaijian_schema import new_result_id, sign_payload
+import paho.mqtt.client as mqtt  # noqa: E402
+from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
+
+from cloud.clock import SystemClock  # noqa: E402
+from cloud.db import open_db  # noqa: E402
+from cloud.enrol import enrol_station  # noqa: E402
+from cloud.grid import import_grid_csv  # noqa: E402
+from cloud.ingest import IngestWorker  # noqa: E402
+from cloud.settings import Settings  # noqa: E402
+from kuaijian_schema import new_result_id, sign_payload  # noqa: E402
 
 VILLAGE = "370214101203"
 

@@ -55,6 +55,7 @@ log = logging.getLogger(__name__)
 
 MAX_DEAD_LETTER_CHARS = 256 * 1024
 SQLITE_MAX_INT = 2**63 - 1
+IDLE_S = 0.005  # a pause this long in the incoming stream ends a batch early
 RESULT_FILTER = "kj/v1/+/result"
 STATUS_FILTER = "kj/v1/+/status"
 
@@ -578,6 +579,9 @@ class IngestWorker:
             self._thread.join(10)
 
     def _next_batch(self) -> list[Inbound]:
+        """Up to `ingest_batch_size` messages: wait at most `ingest_batch_wait_s` for the batch to fill, but
+        stop early when the stream pauses for `IDLE_S` (the broker's in-flight window is full or the burst
+        is over — waiting longer would only add latency)."""
         try:
             first = self._queue.get(timeout=0.2)
         except queue.Empty:
@@ -587,9 +591,10 @@ class IngestWorker:
         while len(batch) < self.settings.ingest_batch_size:
             remaining = deadline - time.monotonic()
             try:
-                batch.append(
-                    self._queue.get(timeout=remaining) if remaining > 0 else self._queue.get_nowait()
-                )
+                if remaining <= 0:
+                    batch.append(self._queue.get_nowait())
+                else:
+                    batch.append(self._queue.get(timeout=min(remaining, IDLE_S)))
             except queue.Empty:
                 break
         return batch
