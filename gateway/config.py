@@ -161,11 +161,18 @@ class LinkConfig(_Strict):
     """`[link]`: delivery policy of the outbox over MQTT."""
 
     ack_timeout_s: float = Field(default=30.0, gt=0, description="re-send when no application ack by then")
+    ack_timeout_max_s: float = Field(default=600.0, gt=0, description="cap of the doubling re-send timeout")
     batch_max: int = Field(default=50, ge=1, le=1000, description="results per message under load")
     max_messages_per_s: float = Field(default=20.0, gt=0, description="publish rate limit (drain)")
     max_unacked: int = Field(default=1000, ge=1, description="results in flight without an ack")
     status_interval_s: float = Field(default=60.0, gt=0)
     tick_s: float = Field(default=0.2, gt=0, description="sender wake-up interval")
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        if self.ack_timeout_max_s < self.ack_timeout_s:
+            raise ValueError("ack_timeout_max_s must not be below ack_timeout_s")
+        return self
 
 
 class AcquisitionConfig(_Strict):

@@ -10,7 +10,8 @@ Does:
   `max_unacked` in flight, one result per message when idle and `{"results": [...]}` batches of up to
   `batch_max` under load, rate-limited to `max_messages_per_s` (so a drain after an outage does not flood
   the broker). A result is due when never sent by this process, or when `ack_timeout_s` passed without an
-  application ack — even if the broker sent PUBACK, since a broker can accept and still drop. A new
+  application ack — even if the broker sent PUBACK, since a broker can accept and still drop (each further
+  re-send of the same result waits twice as long, up to `ack_timeout_max_s`). A new
   connection without a session (broker lost its state) makes everything in flight due at once.
 - ack topic: rows named in `ids`/`seqs` are deleted from the outbox; `rejected` rows move to the
   outbox's rejected table with the reason. Nothing is deleted on PUBACK.
@@ -82,6 +83,7 @@ class Link:
         self._topics = {k: topic(config.station_id, k) for k in ("result", "ack", "status", "config")}
         self._lock = threading.Lock()
         self._inflight: dict[int, float] = {}  # seq → monotonic deadline for the application ack
+        self._attempts: dict[int, int] = {}  # seq → sends by this process without an ack
         self._connected = threading.Event()
         self._wake = threading.Event()
         self._stopping = threading.Event()
@@ -192,6 +194,7 @@ class Link:
             # The broker has no session for us: whatever was in flight may be gone → send it again now.
             with self._lock:
                 self._inflight.clear()
+                self._attempts.clear()
         self._connected.set()
         log.info("connected to %s (session present: %s)", self.config.mqtt.url, flags.session_present)
         self.publish_status()
@@ -229,6 +232,7 @@ class Link:
         with self._lock:
             for seq in (*outcome.acked, *outcome.rejected, *ack.seqs):
                 self._inflight.pop(seq, None)
+                self._attempts.pop(seq, None)
         self.acked_results += len(outcome.acked)
         for seq in outcome.rejected:
             log.error("cloud rejected result seq %d (kept in the rejected table)", seq)
@@ -304,10 +308,15 @@ class Link:
             body = payloads[seqs[0]].encode()
         else:
             body = b'{"results":[' + b",".join(payloads[s].encode() for s in seqs) + b"]}"
-        deadline = now + self.config.link.ack_timeout_s
+        link = self.config.link
         with self._lock:  # before publishing: the ack may arrive before publish() returns
             for s in seqs:
-                self._inflight[s] = deadline
+                n = self._attempts.get(s, 0) + 1
+                self._attempts[s] = n
+                # Re-sends back off (×2 per attempt up to ack_timeout_max_s) while the cloud does not ack.
+                self._inflight[s] = now + min(
+                    link.ack_timeout_s * 2 ** min(n - 1, 16), link.ack_timeout_max_s
+                )
         info = client.publish(self._topics["result"], body, qos=1)
         if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
             with self._lock:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -194,3 +195,20 @@ def test_unreadable_record_is_skipped_and_recorded(tmp_path: Path) -> None:
         worker = svc.workers[0]
         assert worker.state.last_error is not None
         assert "record 5 skipped" in worker.state.last_error
+
+
+def test_resends_back_off_while_the_cloud_does_not_ack(
+    tmp_path: Path, mosquitto: Mosquitto, acker: Acker
+) -> None:
+    acker.ack_enabled = False
+    link = {"ack_timeout_s": 0.05, "ack_timeout_max_s": 10.0}
+    cfg = write_station(tmp_path, mosquitto.port, [fast_instrument(total=1, rate=1000.0)], link=link)
+    with RunningService(cfg) as svc:
+        wait_for(lambda: acker.deliveries[1] >= 4, 10, "result 1 was not re-sent")
+        # Sends at ~0, 0.05, 0.15, 0.35, 0.75, 1.55 s: doubling. Without back-off a 0.8 s observation
+        # window after the 4th send would see ~16 more.
+        start = time.monotonic()
+        wait_for(lambda: time.monotonic() - start > 0.8, 5, "observation window")
+        assert acker.deliveries[1] <= 6, f"re-sends did not back off: {acker.deliveries[1]} deliveries"
+        acker.ack_enabled = True
+        wait_for(lambda: drained(svc, 1), 10, "not acked once the cloud acks again")
