@@ -9,7 +9,7 @@ results go to ``dead_letters`` with the reason and are listed in the ack's `reje
 an id) so the gateway stops re-sending them. New results advance the station's seq high-water mark:
 a jump records a gap in ``seq_gaps``; a late result shrinks/closes the gap it fills. New positives and
 suspects go through `cloud.cases.on_result`. Status messages update the station row (online, backlog,
-oldest unsent age, …); older statuses than the stored one are ignored.
+oldest unsent age, …) in arrival order.
 
 `IngestWorker` connects with paho-mqtt 2 (MQTT 5 by default), subscribes to
 ``$share/{group}/kj/v1/+/result`` (or the plain topic when no group is configured / MQTT 3.1.1) and
@@ -279,24 +279,28 @@ class _Batch:
         if self.station(station) is None:
             self._status_dead(msg, station, f"unknown station {station}")
             return
-        at = status.at.isoformat()
+        # Statuses apply in arrival order (MQTT keeps per-topic order), NOT by their `at`: the last will
+        # ("offline") is composed when the gateway connects, so its `at` is older than the births after it.
+        # A status without depth/age/disk figures (the will) keeps the last known ones.
+        online = 1 if status.state == "online" else 0
         self.db.execute(
-            "UPDATE stations SET online = ?, status_at = ?, status_json = ?, backlog = ?, oldest_unsent_age_s = ?,"
-            " free_disk_bytes = ?, config_version = COALESCE(?, config_version),"
-            " last_seen = CASE WHEN last_seen IS NULL OR last_seen < ? THEN ? ELSE last_seen END"
-            " WHERE id = ? AND (status_at IS NULL OR status_at <= ?)",
+            "UPDATE stations SET online = ?, status_at = ?, status_json = ?, backlog = COALESCE(?, backlog),"
+            " oldest_unsent_age_s = COALESCE(?, oldest_unsent_age_s),"
+            " free_disk_bytes = COALESCE(?, free_disk_bytes), config_version = COALESCE(?, config_version),"
+            " last_seen = CASE WHEN ? AND (last_seen IS NULL OR last_seen < ?) THEN ? ELSE last_seen END"
+            " WHERE id = ?",
             [
-                1 if status.state == "online" else 0,
-                at,
+                online,
+                status.at.isoformat(),
                 status.model_dump_json(),
                 status.outbox_depth,
                 status.oldest_unsent_age_s,
                 status.free_disk_bytes,
                 status.config_version,
+                online,
                 msg.received_at.isoformat(),
                 msg.received_at.isoformat(),
                 station,
-                at,
             ],
         )
         self.out.statuses += 1

@@ -148,28 +148,31 @@ def test_seq_gaps_detected_and_closed_by_late_results(
     assert _count(db, "SELECT high_seq FROM stations WHERE id = ?", A1) == 10
 
 
-def test_status_updates_station_and_ignores_stale(
+def test_status_updates_station_in_arrival_order(
     db: sqlite_utils.Database, grid: Grid, settings: Settings
 ) -> None:
-    def status(state: str, minute: int, depth: int) -> Inbound:
-        doc = {
+    def status(state: str, minute: int, depth: int | None, received: int) -> Inbound:
+        doc: dict[str, Any] = {
             "station": A1,
             "state": state,
             "at": (T0 + timedelta(minutes=minute)).isoformat(),
-            "outbox_depth": depth,
-            "oldest_unsent_age_s": 12.5,
         }
-        return _msg(A1, json.dumps(doc).encode(), kind="status", at_min=minute)
+        if depth is not None:
+            doc.update(outbox_depth=depth, oldest_unsent_age_s=12.5)
+        return _msg(A1, json.dumps(doc).encode(), kind="status", at_min=received)
 
-    process_batch(db, [status("online", 5, 40)], settings)
-    row = next(db.query("SELECT * FROM stations WHERE id = ?", [A1]))
-    assert (row["online"], row["backlog"], row["oldest_unsent_age_s"]) == (1, 40, 12.5)
-    process_batch(db, [status("offline", 3, 99)], settings)  # older than what we have: ignored
-    row = next(db.query("SELECT * FROM stations WHERE id = ?", [A1]))
-    assert (row["online"], row["backlog"]) == (1, 40)
-    process_batch(db, [status("offline", 9, 0)], settings)
-    row = next(db.query("SELECT * FROM stations WHERE id = ?", [A1]))
-    assert (row["online"], row["backlog"]) == (0, 0)
+    def row() -> dict[str, Any]:
+        return dict(next(db.query("SELECT * FROM stations WHERE id = ?", [A1])))
+
+    process_batch(db, [status("online", 5, 40, received=5)], settings)
+    assert (row()["online"], row()["backlog"], row()["oldest_unsent_age_s"]) == (1, 40, 12.5)
+    assert row()["last_seen"] == (T0 + timedelta(minutes=5)).isoformat()
+    # the last will was composed at connect time (minute 4) but arrives later: it still wins
+    process_batch(db, [status("offline", 4, None, received=9)], settings)
+    assert (row()["online"], row()["backlog"]) == (0, 40)  # the will keeps the last known backlog
+    assert row()["last_seen"] == (T0 + timedelta(minutes=5)).isoformat()
+    process_batch(db, [status("online", 10, 0, received=10)], settings)
+    assert (row()["online"], row()["backlog"]) == (1, 0)
     bad = _msg(
         A1, json.dumps({"station": B1, "state": "online", "at": T0.isoformat()}).encode(), kind="status"
     )
