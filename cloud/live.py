@@ -80,8 +80,9 @@ class LiveHub:
         with self._lock:
             self._closed = True
             subs = list(self._subs)
+            for sub in subs:  # every flag is set before anyone is woken
+                sub.closed = True
         for sub in subs:
-            sub.closed = True
             sub.wake_threadsafe()
 
     @contextlib.asynccontextmanager

@@ -314,3 +314,49 @@ def test_today_window_default(client: Any, tokens: dict[str, str]) -> None:
     doc = _get(client, tokens["admin"], "/api/dashboard/overview").json()
     assert doc["window"]["days"] == 14
     assert doc["window"]["to"] == date(2026, 11, 25).isoformat()
+
+
+def test_station_user_sees_only_its_station(client: Any, dataset: Dataset) -> None:
+    db = open_db(dataset.db_path)
+    try:
+        token = create_user(db, "st01", "station", "370214101201-01", NOW)
+    finally:
+        db.close()
+    doc = _get(client, token, "/api/dashboard/overview").json()
+    assert doc["node"]["id"] == "370214101201-01"
+    assert doc["children"] == []
+    assert [s["id"] for s in doc["stations"]] == ["370214101201-01"]
+    assert {r["station"] for r in doc["recent"]} == {"370214101201-01"}
+    assert _get(client, token, "/api/dashboard/overview", node="370214101201-02").status_code == 404
+
+
+def test_live_hub_wakes_from_threads_and_closes() -> None:
+    """notify() from many threads wakes every subscriber; close() ends waiting and later subscribers."""
+    import asyncio
+
+    from cloud.live import LiveHub
+
+    hub = LiveHub()
+
+    async def scenario() -> None:
+        async with hub.subscribe() as a, hub.subscribe() as b:
+            assert hub.subscriber_count == 2
+            assert not await a.wait(0.01)  # nothing yet: times out
+            threads = [threading.Thread(target=hub.notify) for _ in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            assert await a.wait(2)
+            assert await b.wait(2)
+            waiter = asyncio.create_task(a.wait(30))
+            await asyncio.sleep(0)
+            threading.Thread(target=hub.close).start()
+            assert await asyncio.wait_for(waiter, 5)
+            assert a.closed
+            assert b.closed
+        assert hub.subscriber_count == 0
+        async with hub.subscribe() as late:
+            assert late.closed
+
+    asyncio.run(scenario())
