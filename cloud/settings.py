@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Level = Literal["county", "town", "village", "station"]
@@ -52,6 +52,16 @@ class Settings(BaseSettings):
     )
     remind_before_hours: float = Field(default=4.0, ge=0, description="remind this long before a deadline")
     max_page_size: int = Field(default=1000, gt=0, description="upper bound of `limit` on list endpoints")
+
+    @field_validator("case_deadline_hours")
+    @classmethod
+    def _check_deadlines(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = set(value) - set(LEVELS)
+        if unknown:
+            raise ValueError(f"unknown level(s) {sorted(unknown)}; levels are {', '.join(LEVELS)}")
+        if any(hours <= 0 for hours in value.values()):
+            raise ValueError("deadlines must be positive hours")
+        return {**_default_deadlines(), **value}
 
     def deadline_hours(self, level: str) -> float:
         return float(self.case_deadline_hours.get(level, _default_deadlines().get(level, 24.0)))

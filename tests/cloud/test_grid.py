@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -141,3 +142,48 @@ def test_migrations_are_recorded_and_run_once(tmp_path: Path) -> None:
         assert "003_broken" not in applied_migrations(db)
     finally:
         db.close()
+
+
+def test_deadline_settings_validated(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from cloud.settings import Settings
+
+    monkeypatch.setenv("KJ_CLOUD_CASE_DEADLINE_HOURS", '{"station": 12}')
+    assert Settings().case_deadline_hours == {"station": 12, "village": 24, "town": 48, "county": 72}
+    monkeypatch.setenv("KJ_CLOUD_CASE_DEADLINE_HOURS", '{"province": 12}')
+    with pytest.raises(ValidationError, match="unknown level"):
+        Settings()
+    monkeypatch.setenv("KJ_CLOUD_CASE_DEADLINE_HOURS", '{"town": 0}')
+    with pytest.raises(ValidationError, match="positive"):
+        Settings()
+
+
+def test_pending_configs_published_latest_first_once_broker_is_back(db: sqlite_utils.Database) -> None:
+    from cloud.auth import user_for_token
+    from cloud.configs import publish_pending, push_config
+    from tests.cloud.factories import build_grid
+
+    grid = build_grid(db)
+    admin = user_for_token(db, grid.tokens["admin"])
+    assert admin is not None
+    push_config(db, admin, "370214101203", [], [], T0)  # v1 → 2 stations
+    push_config(db, admin, "370214101203-01", [], [], T0)  # v2 → 1 station
+
+    class Broker:
+        def __init__(self, up: bool) -> None:
+            self.up = up
+            self.sent: list[tuple[str, str]] = []
+
+        def publish_retained(self, topic_name: str, payload: bytes, timeout: float) -> bool:
+            if self.up:
+                self.sent.append((topic_name, json.loads(payload)["version"]))
+            return self.up
+
+    down = Broker(up=False)
+    assert publish_pending(db, down, T0) == 0
+    up = Broker(up=True)
+    assert publish_pending(db, up, T0) == 2
+    assert sorted(up.sent) == [("kj/v1/370214101203-01/config", "2"), ("kj/v1/370214101203-02/config", "1")]
+    assert db.execute("SELECT COUNT(*) FROM configs WHERE published_at IS NULL").fetchone()[0] == 0
+    assert publish_pending(db, up, T0) == 0  # nothing left
