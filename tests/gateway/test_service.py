@@ -212,3 +212,24 @@ def test_resends_back_off_while_the_cloud_does_not_ack(
         assert acker.deliveries[1] <= 6, f"re-sends did not back off: {acker.deliveries[1]} deliveries"
         acker.ack_enabled = True
         wait_for(lambda: drained(svc, 1), 10, "not acked once the cloud acks again")
+
+
+def test_results_published_while_nobody_subscribes_are_resent(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """The broker PUBACKs and drops (the cloud's subscriber is away, no persistent session): PUBACK is not
+    delivery, so the gateway keeps the rows and sends them again until the application ack."""
+    cfg = write_station(
+        tmp_path, mosquitto.port, [fast_instrument(total=20, rate=2000.0)], link={"ack_timeout_s": 0.3}
+    )
+    with RunningService(cfg) as svc:
+        assert svc.link is not None
+        link = svc.link
+        wait_for(lambda: link.sent_results >= 20, 10, "nothing published")
+        assert svc.outbox is not None
+        assert svc.outbox.stats().depth == 20, "PUBACK must not remove anything"
+        acker = Acker(mosquitto.port, STATION, KEY_BYTES)
+        acker.start()
+        try:
+            wait_for(lambda: drained(svc, 20), 15, "dropped results were not re-sent")
+            assert acker.seqs() == set(range(1, 21))
+        finally:
+            acker.stop()
