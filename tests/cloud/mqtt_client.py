@@ -59,11 +59,13 @@ class Recorder:
     def subscribe(self, topic: str) -> list[ReasonCode]:
         _, mid = self.client.subscribe(topic, qos=1)
         assert mid is not None
-        return wait_for(lambda: self.suback.get(mid), 10, f"no SUBACK for {topic}")
+        wait_for(lambda: mid in self.suback, 10, f"no SUBACK for {topic}")
+        return self.suback[mid]
 
     def publish(self, topic: str, payload: bytes, retain: bool = False) -> ReasonCode:
         info = self.client.publish(topic, payload, qos=1, retain=retain)
-        return wait_for(lambda: self.puback.get(info.mid), 10, f"no PUBACK on {topic}")
+        wait_for(lambda: info.mid in self.puback, 10, f"no PUBACK on {topic}")
+        return self.puback[info.mid]
 
     def received(self, topic: str) -> list[bytes]:
         with self.lock:

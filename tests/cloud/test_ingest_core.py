@@ -235,8 +235,7 @@ def test_internal_error_rolls_back_only_that_message(
 ) -> None:
     """A bug hit halfway through a message undoes that message (rows and ack entries), not the batch."""
     import cloud.ingest
-
-    real = cloud.ingest.Result
+    from kuaijian_schema import Result as real
 
     class Exploding:
         @staticmethod

@@ -60,7 +60,7 @@ def test_redelivery_one_row_acked_each_time(
     payload = batch_payload(results)
     for n in range(1, 4):
         assert not station.publish(f"kj/v1/{A1}/result", payload).is_failure
-        wait_for(lambda n=n: len(_acks(station)) >= n, 10, f"ack #{n} not received")
+        wait_for(lambda: len(_acks(station)) >= n, 10, f"ack #{n} not received")  # noqa: B023 - called now
     acked = [{str(i) for i in a.ids} for a in _acks(station)]
     assert acked == [{r["id"] for r in results}] * 3
     assert _acks(station)[0].seqs == (1, 2, 3, 4, 5)
