@@ -190,7 +190,7 @@ def cmd_tick(args: argparse.Namespace) -> int:
     from cloud.db import open_db
     from cloud.services import Services
 
-    settings = _settings(args)
+    settings = _settings(args, ingest_enabled=False)  # publish pending configs only; no ingest
     open_db(settings.db_path).close()
     services = Services(settings, SystemClock())
     services.start()

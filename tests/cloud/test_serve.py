@@ -99,3 +99,35 @@ def test_cli_serve_end_to_end(tmp_path: Path, mosquitto: Mosquitto) -> None:
     assert proc.returncode in (0, -15), text
     assert "Application shutdown complete" in text
     assert "Traceback" not in text
+
+
+def test_cli_tick_escalates_and_publishes_pending_configs(
+    settings: Settings, grid: Grid, db: sqlite_utils.Database, mosquitto: Mosquitto
+) -> None:
+    import contextlib
+    import io
+
+    from cloud.auth import user_for_token
+    from cloud.configs import push_config
+    from kuaijian.cli import main
+
+    r = grid.result(A1, verdict="positive")
+    process_batch(
+        db, [Inbound(f"kj/v1/{A1}/result", json.dumps(r).encode(), T0)], settings
+    )  # deadline T0 + 24 h
+    admin = user_for_token(db, grid.tokens["admin"])
+    assert admin is not None
+    push_config(db, admin, A1, [], [], T0)  # pending: no broker when pushed
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["cloud", "tick", "--db", str(settings.db_path), "--broker", mosquitto.url])
+    assert code == 0
+    assert out.getvalue().strip() == "reminded 1, escalated 1"  # the wall clock is far past T0 + 24 h
+    assert db.execute("SELECT level FROM cases").fetchone()[0] == "village"
+    station = Recorder(mosquitto.port, "gw-tick").start()
+    try:
+        station.subscribe(f"kj/v1/{A1}/config")
+        retained = wait_for(lambda: station.received(f"kj/v1/{A1}/config"), 10, "config was not retained")
+        assert json.loads(retained[0])["version"] == "1"
+    finally:
+        station.stop()
