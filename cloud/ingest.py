@@ -69,6 +69,8 @@ class Inbound:
     received_at: datetime
     mid: int = 0
     qos: int = 0
+    session: int = 0
+    """`MqttLink.session` when received: a PUBACK after a reconnect would hit another message's mid."""
 
 
 @dataclass
@@ -467,6 +469,7 @@ class MqttLink:
         self.connected = threading.Event()
         """Set once connected AND (if any) subscribed; cleared on disconnect."""
         self._suback_mid: int | None = None
+        self.session = 0
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = self._on_subscribe
         self.client.on_disconnect = lambda *_args: self.connected.clear()
@@ -486,6 +489,7 @@ class MqttLink:
         if reason_code.is_failure:
             log.warning("broker refused connection: %s", reason_code)
             return
+        self.session += 1  # clean start: message ids of the previous connection are void
         if not self.subscriptions:
             self.connected.set()
             return
@@ -568,6 +572,7 @@ class IngestWorker:
                 received_at=self.clock.now(),
                 mid=message.mid,
                 qos=message.qos,
+                session=self.link.session,
             )
         )
 
@@ -615,7 +620,7 @@ class IngestWorker:
 
     def _puback(self, batch: list[Inbound]) -> None:
         for msg in batch:
-            if msg.qos > 0:
+            if msg.qos > 0 and msg.session == self.link.session:
                 self.link.client.ack(msg.mid, msg.qos)
 
     def _commit_and_ack(self, db: sqlite_utils.Database, batch: list[Inbound]) -> None:

@@ -156,3 +156,29 @@ def test_two_workers_share_the_subscription(
     finally:
         for w in workers:
             w.stop()
+
+
+def test_ingest_survives_a_broker_restart(
+    settings: Settings, grid: Grid, db: sqlite_utils.Database, mosquitto: Mosquitto
+) -> None:
+    cfg = settings.model_copy(update={"broker_url": mosquitto.url})
+    worker = IngestWorker(cfg, SystemClock())
+    worker.start()
+    try:
+        wait_for(worker.link.connected.is_set, 10, "worker did not connect")
+        mosquitto.stop()
+        wait_for(lambda: not worker.link.connected.is_set(), 10, "worker did not notice the outage")
+        mosquitto.start()
+        wait_for(worker.link.connected.is_set, 20, "worker did not reconnect and resubscribe")
+        gw = Recorder(mosquitto.port, "gw-after-restart").start()
+        try:
+            gw.subscribe(f"kj/v1/{A1}/ack")
+            r = grid.result(A1)
+            gw.publish(f"kj/v1/{A1}/result", json.dumps(r).encode())
+            ack = wait_for(lambda: gw.received(f"kj/v1/{A1}/ack"), 10, "no ack after the restart")
+            assert [str(i) for i in Ack.model_validate_json(ack[0]).ids] == [r["id"]]
+        finally:
+            gw.stop()
+    finally:
+        worker.stop()
+    assert _rows(db) == 1
