@@ -269,3 +269,21 @@ def test_case_rule_bug_does_not_lose_results(
     out = process_batch(db, [_msg(A1, json.dumps(r).encode())], settings)
     assert [str(i) for i in out.acks[A1].to_ack().ids] == [r["id"]]
     assert _count(db, "SELECT COUNT(*) FROM results") == 1
+
+
+def test_pathological_payloads(db: sqlite_utils.Database, grid: Grid, settings: Settings) -> None:
+    deep = b"[" * 100_000 + b"]" * 100_000
+    huge_seq = grid.result(A1, seq=2**70)
+    msgs = [
+        _msg(A1, deep),
+        _msg(A1, deep, kind="status"),
+        _msg(A1, b'{"results": ' + deep + b"}"),
+        _msg(A1, json.dumps(huge_seq).encode()),
+        _msg(A1, b'{"id": "x", "sig": "' + b"a" * 64 + b'", "values": {"ratio": Infinity}}'),
+    ]
+    out = process_batch(db, msgs, settings)
+    assert out.stored == 0
+    assert out.dead_letters == 5
+    reasons = [r["reason"] for r in db.query("SELECT reason FROM dead_letters ORDER BY id")]
+    assert reasons[3] == "seq out of range"
+    assert reasons[4] == "bad signature"
