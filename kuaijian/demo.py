@@ -1,10 +1,446 @@
-"""CLI verbs (placeholder: filled in by the owning package)."""
+"""`kuaijian demo`: the whole system on one machine, from a clean checkout.
+
+Starts, in order: an MQTT broker (embedded amqtt, or the one given with ``--broker``); a cloud database with a
+generated demo grid (one county, several towns, one village per station), enrolled stations and an admin
+user; the cloud service (``kuaijian cloud serve``: ingest, case scheduler, REST API, dashboard); per station
+a simulated colloidal-gold reader on a real pseudo-terminal and a simulated enzyme-inhibition analyzer on
+Modbus TCP; and per station a gateway process (``kuaijian gateway run``) configured exactly as a real station
+would be. A workload thread makes the simulated technicians measure samples (occasional positives). The demo
+prints the dashboard URL and a login token, then a live status line until Ctrl-C (or ``--duration``), and
+shuts everything down in reverse order.
+"""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import json
+import os
+import random
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
+
+COUNTY = ("370214", "城阳区")
+TOWNS = ("流亭街道", "夏庄街道", "惜福镇街道", "上马街道", "河套街道", "红岛街道", "棘洪滩街道", "城阳街道")
+VILLAGES = ("东村", "西村", "南庄", "北庄", "前屯", "后屯", "河崖", "山前", "王家", "李家")
+PEOPLE = ("王强", "李娜", "张伟", "刘洋", "陈静", "杨帆", "赵磊", "黄敏", "周杰", "吴霞")
+PRODUCTS = ("菠菜", "芹菜", "韭菜", "豇豆", "黄瓜", "番茄", "小白菜", "生菜", "茄子", "辣椒")
+
+
+class DemoError(RuntimeError):
+    """The demo could not start: a clear message for the console."""
+
+
+@dataclass
+class DemoStation:
+    station: str
+    village: str
+    town: str
+    key_hex: str
+    mqtt_password: str
+    gold: Any = None
+    enzyme: Any = None
+    gateway: subprocess.Popen[bytes] | None = None
+    config_path: Path | None = None
+
+
+@dataclass
+class Demo:
+    """The running demo; `start()` then `stop()` (idempotent), or use as a context manager."""
+
+    data_dir: Path
+    http_port: int = 8800
+    broker_url: str | None = None
+    towns: int = 3
+    stations_per_town: int = 2
+    rate_per_min: float = 6.0
+    positive_rate: float = 0.08
+    seed: int = 1
+    log: Any = field(default=sys.stderr)
+    stations: list[DemoStation] = field(default_factory=list)
+    admin_token: str = ""
+    _broker: Any = None
+    _cloud: subprocess.Popen[bytes] | None = None
+    _workload: threading.Thread | None = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _measured: int = 0
+
+    @property
+    def dashboard_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}/dashboard/"
+
+    # ------------------------------------------------------------------ start
+    def start(self) -> None:
+        if not 1 <= self.towns <= len(TOWNS):
+            raise DemoError(f"--towns must be between 1 and {len(TOWNS)}")
+        if not 1 <= self.stations_per_town <= len(VILLAGES):
+            raise DemoError(f"--stations-per-town must be between 1 and {len(VILLAGES)}")
+        if self.rate_per_min <= 0:
+            raise DemoError("--rate must be positive")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self._start_broker()
+            self._prepare_cloud_db()
+            self._start_cloud()
+            self._start_instruments()
+            self._start_gateways()
+            self._start_workload()
+        except BaseException:
+            self.stop()
+            raise
+
+    def _say(self, text: str) -> None:
+        print(text, file=self.log, flush=True)
+
+    def _start_broker(self) -> None:
+        if self.broker_url is not None:
+            self._say(f"demo: using broker {self.broker_url}")
+            return
+        from kuaijian.broker import BrokerStartError, EmbeddedBroker
+
+        port = _free_port()
+        self._broker = EmbeddedBroker(port=port)
+        try:
+            self._broker.start()
+        except BrokerStartError as exc:
+            raise DemoError(str(exc)) from exc
+        self.broker_url = self._broker.url
+        self._say(f"demo: embedded MQTT broker (amqtt) on {self.broker_url}")
+
+    @property
+    def cloud_db(self) -> Path:
+        return self.data_dir / "cloud.db"
+
+    def _prepare_cloud_db(self) -> None:
+        from cloud.auth import create_user
+        from cloud.db import open_db
+        from cloud.enrol import enrol_station
+        from cloud.grid import import_grid_csv
+
+        rng = random.Random(self.seed)
+        rows = ["level,code,name,parent_code,grid_head,information_officer,co_manager"]
+        county_code, county_name = COUNTY
+        rows.append(f"county,{county_code},{county_name},,{PEOPLE[0]},{PEOPLE[1]},{PEOPLE[2]}")
+        plan: list[tuple[str, str, str]] = []
+        for t in range(self.towns):
+            town_code = f"{county_code}{t + 1:03d}"
+            rows.append(f"town,{town_code},{TOWNS[t]},{county_code},{_people(rng)}")
+            for v in range(self.stations_per_town):
+                village_code = f"{town_code}{v + 201:03d}"
+                rows.append(
+                    f"village,{village_code},{TOWNS[t][:2]}{VILLAGES[v]}村,{town_code},{_people(rng)}"
+                )
+                plan.append((f"{village_code}-01", village_code, TOWNS[t]))
+        now = datetime.now(UTC)
+        db = open_db(self.cloud_db)
+        try:
+            import_grid_csv(db, "\n".join(rows) + "\n")
+            for station, village, town in plan:
+                enrolment = enrol_station(db, station, village, now)
+                self.stations.append(
+                    DemoStation(station, village, town, enrolment.key_hex, enrolment.mqtt_password)
+                )
+            self.admin_token = create_user(db, "demo-admin", "admin", None, now)
+        finally:
+            db.close()
+        self._say(f"demo: grid of 1 county, {self.towns} towns, {len(plan)} stations in {self.cloud_db}")
+
+    def _start_cloud(self) -> None:
+        log = (self.data_dir / "cloud.log").open("ab")
+        cmd = [
+            sys.executable, "-m", "kuaijian.cli", "cloud", "serve",
+            "--db", str(self.cloud_db), "--broker", str(self.broker_url),
+            "--mqtt-protocol", "3.1.1", "--shared-group", "",
+            "--host", "127.0.0.1", "--port", str(self.http_port),
+        ]  # fmt: skip
+        env = {**os.environ, "KJ_CLOUD_SCHEDULER_INTERVAL_S": "5"}
+        self._cloud = subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
+        log.close()
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            if self._cloud.poll() is not None:
+                raise DemoError(
+                    f"the cloud exited with {self._cloud.returncode}; see {self.data_dir / 'cloud.log'}"
+                )
+            if self._api("/api/health") is not None:
+                self._say(f"demo: cloud serving on http://127.0.0.1:{self.http_port}")
+                return
+            time.sleep(0.2)
+        raise DemoError(f"the cloud did not answer within 60 s; see {self.data_dir / 'cloud.log'}")
+
+    def _start_instruments(self) -> None:
+        from firmware_sim.enzyme_modbus import EnzymeSimulator
+        from firmware_sim.gold_serial import GoldSimulator
+        from kuaijian_schema.specs import GB_T_5009_199
+
+        for i, st in enumerate(self.stations):
+            st.gold = GoldSimulator(
+                serial=f"GR-{st.station[6:12]}",
+                seed=self.seed * 1000 + i,
+                link_path=str(self.data_dir / f"tty-gold-{st.station}"),
+            )
+            st.gold.start()
+            st.enzyme = EnzymeSimulator(
+                serial=f"EN-{st.station[6:12]}", profile=GB_T_5009_199, seed=self.seed * 1000 + i
+            )
+            st.enzyme.start_tcp("127.0.0.1", 0)
+        self._say(
+            f"demo: {len(self.stations)} gold readers on ptys, {len(self.stations)} enzyme analyzers on Modbus TCP"
+        )
+
+    def _station_toml(self, st: DemoStation) -> str:
+        from urllib.parse import urlsplit
+
+        url = urlsplit(str(self.broker_url))
+        host, port = st.enzyme.tcp_address or ("127.0.0.1", 0)
+        data = self.data_dir / f"gw-{st.station}"
+        return f"""# generated by kuaijian demo — the same layout `kuaijian cloud enrol-station` prints
+[station]
+id = "{st.station}"
+key = "{st.key_hex}"
+data_dir = "{data}"
+operator = "demo"
+
+[mqtt]
+url = "mqtt://{url.hostname}:{url.port or 1883}"
+username = "{st.station}"
+password = "{st.mqtt_password}"
+protocol = "3.1.1"
+
+[link]
+ack_timeout_s = 15
+status_interval_s = 5
+
+[acquisition]
+poll_interval_s = 0.5
+
+[[instruments]]
+name = "gold"
+driver = "gold-serial"
+port = "{st.gold.link_path}"
+
+[instruments.timeouts]
+reconnect_max_s = 5
+
+[[instruments]]
+name = "enzyme"
+driver = "enzyme-modbus"
+host = "{host}"
+port = {port}
+
+[instruments.timeouts]
+reconnect_max_s = 5
+"""
+
+    def _start_gateways(self) -> None:
+        for st in self.stations:
+            st.config_path = self.data_dir / f"station-{st.station}.toml"
+            st.config_path.write_text(self._station_toml(st), encoding="utf-8")
+            log = (self.data_dir / f"gateway-{st.station}.log").open("ab")
+            st.gateway = subprocess.Popen(
+                [sys.executable, "-m", "kuaijian.cli", "gateway", "run", "--config", str(st.config_path)],
+                stdout=log,
+                stderr=log,
+            )
+            log.close()
+        self._say(f"demo: {len(self.stations)} gateways started (configs and logs in {self.data_dir})")
+
+    def _start_workload(self) -> None:
+        self._workload = threading.Thread(target=self._work, name="demo-workload", daemon=True)
+        self._workload.start()
+
+    def _work(self) -> None:
+        """Technicians at every station measure samples at a Poisson rate; some are positive."""
+        rng = random.Random(self.seed)
+        mean_gap = 60.0 / self.rate_per_min / max(1, len(self.stations))
+        n = 0
+        while not self._stop.wait(rng.expovariate(1.0 / mean_gap)):
+            st = rng.choice(self.stations)
+            n += 1
+            product = rng.choice(PRODUCTS)
+            positive = rng.random() < self.positive_rate
+            try:
+                if rng.random() < 0.7:
+                    kit_name = rng.choice(sorted(st.gold.firmware.kits))
+                    spec = st.gold.firmware.kits[kit_name]
+                    cal = spec.lines[0].calibration
+                    conc = (cal.c * 4.0 if cal is not None else 5.0) if positive else 0.0
+                    st.gold.measure(
+                        kit_name, rng.randrange(1, 9), f"{st.station[-9:-3]}-{n:05d}", product, conc
+                    )
+                else:
+                    channels = st.enzyme.channels
+                    samples = [f"{st.station[-9:-3]}-{n:05d}-{c}" for c in range(channels - 1)]
+                    products = [rng.choice(PRODUCTS) for _ in samples]
+                    inhibition = [  # one per channel; the control channel's value is ignored
+                        rng.uniform(55, 90) if rng.random() < self.positive_rate / 4 else rng.uniform(0, 30)
+                        for _ in range(channels)
+                    ]
+                    st.enzyme.measure(samples, products, inhibition)
+                self._measured += 1
+            except Exception as exc:  # noqa: BLE001 - a simulator hiccup must not stop the workload
+                self._say(f"demo: workload: {exc}")
+
+    # ------------------------------------------------------------------ status
+    def _api(self, path: str) -> Any:
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.http_port}{path}",
+            headers={"Authorization": f"Bearer {self.admin_token}"},
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=2) as resp:  # noqa: S310 - loopback http only
+                return json.loads(resp.read())
+        except (urllib.error.URLError, OSError, ValueError):
+            return None
+
+    def status(self) -> dict[str, Any]:
+        """Counts for the status line, read from the cloud's REST API."""
+        health = self._api("/api/health") or {}
+        stations = self._api("/api/stations?limit=1000") or {}
+        cases = self._api("/api/cases?status=open&limit=1") or {}
+        items = stations.get("items", []) if isinstance(stations, dict) else []
+        return {
+            "measured": self._measured,
+            "delivered": health.get("results", 0),
+            "online": sum(1 for s in items if s.get("online")),
+            "stations": len(self.stations),
+            "backlog": sum(int(s.get("backlog") or 0) for s in items),
+            "open_cases": cases.get("total", 0) if isinstance(cases, dict) else 0,
+        }
+
+    # ------------------------------------------------------------------ stop
+    def stop(self) -> None:
+        self._stop.set()
+        if self._workload is not None:
+            self._workload.join(5)
+            self._workload = None
+        for st in self.stations:
+            if st.gateway is not None and st.gateway.poll() is None:
+                st.gateway.send_signal(signal.SIGTERM)
+        for st in self.stations:
+            if st.gateway is not None:
+                _reap(st.gateway)
+                st.gateway = None
+        if self._cloud is not None:
+            if self._cloud.poll() is None:
+                self._cloud.send_signal(signal.SIGTERM)
+            _reap(self._cloud)
+            self._cloud = None
+        for st in self.stations:
+            for sim in (st.gold, st.enzyme):
+                if sim is not None:
+                    with contextlib.suppress(Exception):
+                        sim.stop()
+            st.gold = st.enzyme = None
+        if self._broker is not None:
+            self._broker.stop()
+            self._broker = None
+
+    def __enter__(self) -> Demo:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _reap(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
+def _people(rng: random.Random) -> str:
+    a, b, c = rng.sample(PEOPLE, 3)
+    return f"{a} 1380000{rng.randrange(1000, 9999)},{b},{c}"
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    tmp: str | None = None
+    if args.data_dir is None:
+        tmp = tempfile.mkdtemp(prefix="kuaijian-demo-")
+    data_dir = Path(args.data_dir or tmp or ".")
+    demo = Demo(
+        data_dir=data_dir,
+        http_port=args.port,
+        broker_url=args.broker,
+        towns=args.towns,
+        stations_per_town=args.stations_per_town,
+        rate_per_min=args.rate,
+        seed=args.seed,
+    )
+    stop = threading.Event()
+    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        demo.start()
+        print(
+            f"\n  dashboard: {demo.dashboard_url}\n  login token: {demo.admin_token}\n  Ctrl-C to stop\n",
+            flush=True,
+        )
+        started = time.monotonic()
+        while not stop.wait(1.0):
+            s = demo.status()
+            line = (
+                f"\r[{time.monotonic() - started:5.0f}s] measurements {s['measured']}  results in cloud {s['delivered']}  "
+                f"stations online {s['online']}/{s['stations']}  backlog {s['backlog']}  open cases {s['open_cases']}  "
+            )
+            print(line, end="", flush=True)
+            if args.duration is not None and time.monotonic() - started >= args.duration:
+                break
+        print()
+    except KeyboardInterrupt:
+        print("\ndemo: stopping…", flush=True)
+    except DemoError as exc:
+        print(f"kuaijian demo: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        demo.stop()
+        if tmp is not None and not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    print("demo: stopped", flush=True)
+    return 0
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Add this module's verbs to `subparsers`."""
+    p = subparsers.add_parser(
+        "demo",
+        help="run broker, cloud, simulated analyzers and gateways on this machine",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument(
+        "--broker", default=None, help="existing broker URL (default: start an embedded amqtt broker)"
+    )
+    p.add_argument("--port", type=int, default=8800, help="HTTP port of the cloud/dashboard (default 8800)")
+    p.add_argument("--towns", type=int, default=3, help="towns in the demo county (default 3)")
+    p.add_argument("--stations-per-town", type=int, default=2, help="stations per town (default 2)")
+    p.add_argument("--rate", type=float, default=6.0, help="measurements per minute per station (default 6)")
+    p.add_argument(
+        "--data-dir", default=None, help="keep databases, configs and logs here (default: temp dir)"
+    )
+    p.add_argument("--keep", action="store_true", help="keep the temporary data dir after stopping")
+    p.add_argument("--duration", type=float, default=None, help="stop by itself after S seconds")
+    p.add_argument("--seed", type=int, default=1, help="random seed of the workload (default 1)")
+    p.set_defaults(func=_cmd_demo)

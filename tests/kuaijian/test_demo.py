@@ -1,0 +1,79 @@
+"""`kuaijian demo` end to end: it starts, results reach the cloud, the dashboard answers, Ctrl-C stops it."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import urllib.request
+from pathlib import Path
+
+from tests.helpers import free_port, wait_for
+
+
+def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
+    req = urllib.request.Request(url, headers={"Authorization": f"Bearer {token}"} if token else {})
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return int(resp.status), resp.read()
+
+
+def test_demo_delivers_results_and_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kuaijian.cli", "demo", "--port", str(port), "--data-dir", str(tmp_path),
+         "--towns", "1", "--stations-per-town", "2", "--rate", "120", "--duration", "110"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )  # fmt: skip
+    out: list[str] = []
+    reader = threading.Thread(
+        target=lambda: [out.append(line.decode(errors="replace")) for line in iter(proc.stdout.readline, b"")]  # type: ignore[union-attr]
+    )
+    reader.start()
+    try:
+        token_line = wait_for(
+            lambda: next((line for line in out if "login token:" in line), None) or proc.poll() is not None,
+            60,
+            "demo did not print its dashboard URL and token",
+        )
+        assert isinstance(token_line, str), f"demo exited early with {proc.returncode}: {''.join(out)}"
+        token = token_line.split("login token:")[1].strip()
+        assert any(f"http://127.0.0.1:{port}/dashboard/" in line for line in out)
+
+        def results_in_cloud() -> int:
+            _, body = _get(f"http://127.0.0.1:{port}/api/health")
+            return int(json.loads(body)["results"])
+
+        wait_for(lambda: results_in_cloud() >= 5, 60, "no results reached the cloud within 60 s")
+        status, page = _get(f"http://127.0.0.1:{port}/dashboard/")
+        assert status == 200
+        assert b"<html" in page.lower()
+        _, body = _get(f"http://127.0.0.1:{port}/api/stations", token)
+        stations = json.loads(body)
+        assert stations["total"] == 2
+        wait_for(
+            lambda: all(
+                s["online"]
+                for s in json.loads(_get(f"http://127.0.0.1:{port}/api/stations", token)[1])["items"]
+            ),
+            30,
+            "both demo stations should report online",
+        )
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            rc = proc.wait(60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+            reader.join(10)
+            if proc.stdout is not None:
+                proc.stdout.close()
+    text = "".join(out)
+    assert rc == 0, text
+    assert "demo: stopped" in text
+    assert re.search(r"results in cloud \d+", text)
