@@ -190,6 +190,10 @@ class _Batch:
             _dead_letter(self.db, msg, _payload_text(msg.payload), str(exc), station)
             self.out.dead_letters += 1
             return
+        except RecursionError:
+            _dead_letter(self.db, msg, _payload_text(msg.payload), "payload nested too deeply", station)
+            self.out.dead_letters += 1
+            return
         for item in items:
             self.result_item(msg, station, item)
 

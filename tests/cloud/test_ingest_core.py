@@ -285,5 +285,10 @@ def test_pathological_payloads(db: sqlite_utils.Database, grid: Grid, settings: 
     assert out.stored == 0
     assert out.dead_letters == 5
     reasons = [r["reason"] for r in db.query("SELECT reason FROM dead_letters ORDER BY id")]
+    assert reasons[:3] == [
+        "payload nested too deeply",
+        "status nested too deeply",
+        "payload nested too deeply",
+    ]
     assert reasons[3] == "seq out of range"
     assert reasons[4] == "bad signature"
