@@ -12,7 +12,9 @@ Does not: frame, retry, reconnect or lock — that is the session layer of each 
 from __future__ import annotations
 
 import os
+import select
 import socket
+import termios
 import threading
 import time
 from typing import Protocol, runtime_checkable
@@ -21,6 +23,11 @@ from urllib.parse import urlsplit
 import serial
 
 from drivers.errors import TransportError
+
+# Everything pyserial lets through on POSIX: its own exception, raw OS errors (ioctl on a vanished
+# device) and termios.error (tcsetattr on a hung-up tty), which is not an OSError.
+_SERIAL_ERRORS: tuple[type[Exception], ...] = (serial.SerialException, OSError, termios.error)
+_SERIAL_OPEN_ERRORS: tuple[type[Exception], ...] = (*_SERIAL_ERRORS, ValueError)  # ValueError: bad settings
 
 
 @runtime_checkable
@@ -50,7 +57,7 @@ class Transport(Protocol):
 
 
 class SerialTransport:
-    """A serial port via pyserial: a tty, a USB adapter, a /dev/serial/by-id link or a pty slave.
+    """A serial port via pyserial (POSIX): a tty, a USB adapter, a /dev/serial/by-id link or a pty slave.
 
     The path is opened as given; a /dev/serial/by-id/… symlink is resolved by the OS at every open, so
     reopening after an unplug/replug finds the device under its new /dev/ttyUSBn. The port is opened
@@ -86,7 +93,7 @@ class SerialTransport:
                 exclusive=True,
             )
             ser.reset_input_buffer()
-        except (serial.SerialException, OSError, ValueError) as exc:
+        except _SERIAL_OPEN_ERRORS as exc:
             raise TransportError(f"cannot open serial port {self._path}: {exc}") from exc
         self._ser = ser
 
@@ -95,7 +102,7 @@ class SerialTransport:
         if ser is not None:
             try:
                 ser.close()
-            except (serial.SerialException, OSError):
+            except _SERIAL_ERRORS:
                 pass  # the port is gone already (unplugged); nothing left to release
 
     def _port(self) -> serial.Serial:
@@ -108,26 +115,28 @@ class SerialTransport:
         try:
             ser.write(data)
             ser.flush()
-        except (serial.SerialException, OSError) as exc:
+        except _SERIAL_ERRORS as exc:
             raise TransportError(f"write to {self._path} failed: {exc}") from exc
 
     def read(self, max_bytes: int, timeout: float) -> bytes:
         ser = self._port()
         try:
-            ser.timeout = max(timeout, 0.0)
-            first = ser.read(1)
-            if not first:
+            # Our own select(): changing pyserial's timeout per call would re-run tcsetattr every time.
+            ready, _, _ = select.select([ser.fileno()], [], [], max(timeout, 0.0))
+            if not ready:
                 return b""
-            waiting = ser.in_waiting
-            rest = ser.read(min(waiting, max_bytes - 1)) if waiting and max_bytes > 1 else b""
-        except (serial.SerialException, OSError) as exc:
+            # timeout=0: read what is there; a hung-up tty (unplugged) is "ready" and fails with EIO.
+            data = ser.read(max(1, min(ser.in_waiting, max_bytes)))
+        except _SERIAL_ERRORS as exc:
             raise TransportError(f"read from {self._path} failed: {exc}") from exc
-        return bytes(first) + bytes(rest)
+        if not data:
+            raise TransportError(f"read from {self._path} failed: port ready but no data (unplugged?)")
+        return bytes(data)
 
     def discard_input(self) -> None:
         try:
             self._port().reset_input_buffer()
-        except (serial.SerialException, OSError) as exc:
+        except _SERIAL_ERRORS as exc:
             raise TransportError(f"flush of {self._path} failed: {exc}") from exc
 
 
