@@ -46,7 +46,7 @@ def _get(port: int, path: str, token: str | None = None) -> Any:
     req = urllib.request.Request(f"http://127.0.0.1:{port}{path}")
     if token:
         req.add_header("Authorization", f"Bearer {token}")
-    with urllib.request.urlopen(req, timeout=5) as resp:  # noqa: S310 - loopback
+    with urllib.request.urlopen(req, timeout=5) as resp:
         return json.loads(resp.read())
 
 
