@@ -253,3 +253,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     _add_db(p)
     _add_broker(p)
     p.set_defaults(func=cmd_tick)
+
+    from cloud import report_cli
+
+    report_cli.register(subparsers)

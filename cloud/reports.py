@@ -142,34 +142,35 @@ EARLIEST = date(2000, 1, 1)
 LATEST = date(2099, 12, 31)
 
 
-def _checked(*days: date) -> None:
+def check_dates(*days: date) -> None:
+    """Invalid unless every day lies in the supported report range."""
     for d in days:
         if not EARLIEST <= d <= LATEST:
             raise Invalid(f"dates must lie between {EARLIEST} and {LATEST}, got {d}")
 
 
 def day_period(d: date) -> Period:
-    _checked(d)
+    check_dates(d)
     return Period(kind="day", start=d, end=d, label=d.isoformat())
 
 
 def week_period(d: date) -> Period:
     """The ISO week (Monday–Sunday) containing `d`."""
-    _checked(d)
+    check_dates(d)
     year, week, weekday = d.isocalendar()
     start = d - timedelta(days=weekday - 1)
     return Period(kind="week", start=start, end=start + timedelta(days=6), label=f"{year}-W{week:02d}")
 
 
 def month_period(d: date) -> Period:
-    _checked(d)
+    check_dates(d)
     start = d.replace(day=1)
     nxt = (start + timedelta(days=32)).replace(day=1)
     return Period(kind="month", start=start, end=nxt - timedelta(days=1), label=start.strftime("%Y-%m"))
 
 
 def range_period(start: date, end: date) -> Period:
-    _checked(start, end)
+    check_dates(start, end)
     if end < start:
         raise Invalid("end date is before start date")
     if (end - start).days > 3660:

@@ -596,16 +596,14 @@ def test_report_endpoints_are_scoped(client: tuple[Any, dict[str, str]], dataset
 
 
 def test_report_cli_verb(dataset: Dataset, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    import argparse
+    from kuaijian.cli import build_parser
 
-    from cloud import report_cli
-
-    parser = argparse.ArgumentParser()
-    report_cli.register(parser.add_subparsers())
+    parser = build_parser()  # the real `kuaijian` tree: the verb is `kuaijian cloud report`
     out = tmp_path / "weekly.csv"
     db_arg = ["--db", str(dataset.db_path)]
     args = parser.parse_args(
         [
+            "cloud",
             "report",
             "weekly",
             *db_arg,
@@ -625,13 +623,25 @@ def test_report_cli_verb(dataset: Dataset, tmp_path: Path, capsys: pytest.Captur
     assert parsed[-1]["编码 code"] == "370214"
     assert int(parsed[-1]["检测数 tests"]) == len(week_rows)
     args = parser.parse_args(
-        ["report", "positivity", *db_arg, "--start", "2026-10-01", "--end", "2026-10-31"]
+        ["cloud", "report", "positivity", *db_arg, "--start", "2026-10-01", "--end", "2026-10-31"]
     )
     assert args.func(args) == 0
     doc = json.loads(capsys.readouterr().out)
     assert sum(r["tests"] for r in doc["rows"]) == len(
         results_in(dataset, None, date(2026, 10, 1), date(2026, 10, 31))
     )
-    args = parser.parse_args(["report", "closure", *db_arg, "--node", "999"])
+    args = parser.parse_args(["cloud", "report", "closure", *db_arg, "--node", "999"])
     assert args.func(args) == 2
     assert "not found" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("path", ["/api/reports/summary", "/api/reports/positivity", "/api/reports/closure"])
+def test_out_of_range_dates_are_422_not_500(
+    client: tuple[Any, dict[str, str]], dataset: Dataset, path: str
+) -> None:
+    """Found by schemathesis: `end=0001-01-01` overflowed the default-start arithmetic."""
+    tc, tok = client
+    for params in ({"end": "0001-01-01"}, {"start": "0001-01-01"}, {"end": "9999-12-31"}):
+        resp = _get(tc, tok["admin"], path, **params)
+        assert resp.status_code == 422, (path, params, resp.text)
+        assert "dates must lie between" in resp.text

@@ -67,6 +67,7 @@ def _safe(text: str | None) -> str:
 
 def _range(start: date | None, end: date | None, today: date) -> reports.Period:
     last = end if end is not None else today
+    reports.check_dates(last)  # before the arithmetic below, which overflows near date.min
     first = start if start is not None else last - timedelta(days=29)
     return reports.range_period(first, last)
 
