@@ -605,6 +605,15 @@ class GoldSerialAnalyzer:
         self.session = GoldSession(transport_for(port, baudrate=baudrate), timeouts)
         self._info: DeviceInfo | None = None
 
+    @classmethod
+    def from_transport(
+        cls, transport: Transport, *, timeouts: Timeouts = DEFAULT_TIMEOUTS
+    ) -> GoldSerialAnalyzer:
+        """The same driver over any `Transport` (e.g. a `LoopbackTransport` to an in-process device)."""
+        analyzer = cls(transport.name, timeouts=timeouts)
+        analyzer.session = GoldSession(transport, timeouts)
+        return analyzer
+
     def open(self) -> None:
         with self.session.lock:
             if self.session.transport.is_open and self._info is not None:

@@ -11,6 +11,8 @@ from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from drivers.errors import (
     ChecksumError,
@@ -443,6 +445,66 @@ def test_session_ignores_echo_and_honours_naks_with_a_garbled_seq(echo: bool, na
             assert session.stats.naks_received == 1
             assert session.stats.retransmissions == 1
             assert session.stats.timeouts == 0  # the NAK was acted on at once, not waited out
+    finally:
+        stop.set()
+        host.close()
+        thread.join(5)
+    assert not thread.is_alive()
+
+
+probabilities = st.floats(0.0, 0.5)
+
+
+@settings(max_examples=20, deadline=None)
+@given(
+    garble=probabilities,
+    bad_crc=probabilities,
+    truncate=probabilities,
+    noise=probabilities,
+    nak=probabilities,
+    rx_garble=probabilities,
+    silence=st.floats(0.0, 0.3),
+    seed=st.integers(0, 2**16),
+)
+def test_any_fault_mix_gives_the_exact_profile_or_an_error(
+    garble: float,
+    bad_crc: float,
+    truncate: float,
+    noise: float,
+    nak: float,
+    rx_garble: float,
+    silence: float,
+    seed: int,
+) -> None:
+    faults = FaultConfig(
+        garble=garble,
+        bad_crc=bad_crc,
+        truncate=truncate,
+        noise=noise,
+        nak=nak,
+        rx_garble=rx_garble,
+        silence=silence,
+    )
+    sim = GoldSimulator(serial="GR-PROP", seed=seed)
+    n = sim.measure("nitrofurans-card-v1", 1 + seed % 8, f"S-{seed}", "鸡蛋", (0.0, 0.5, 4.0))
+    sim.faults = faults
+    host, device = LoopbackTransport.pair()
+    host.open()
+    device.open()
+    stop = threading.Event()
+    thread = _device_thread(device, sim.firmware, stop, echo=False, nak_seq=None)
+    reader = GoldSerialAnalyzer.from_transport(
+        host, timeouts=Timeouts(response_s=0.03, retries=6, inter_byte_s=0.02)
+    )
+    try:
+        for _ in range(2):
+            try:
+                reading = reader.read_record(n)
+            except DriverError:
+                continue  # giving up is allowed; a wrong reading is not
+            assert_matches(reading, sim.truth[n])
+        sim.faults = None
+        assert_matches(reader.read_record(n), sim.truth[n])
     finally:
         stop.set()
         host.close()
