@@ -39,8 +39,17 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--duration", type=float, default=0.0, metavar="S", help="stop after S s (0 = until signal)"
     )
     faults = p.add_argument_group("fault injection (probabilities per frame / request)")
-    for name in ("garble", "bad-crc", "truncate", "noise", "silence", "nak", "rx-garble"):
-        faults.add_argument(f"--{name}", type=float, default=0.0, metavar="P")
+    fault_help = {
+        "garble": "replace one byte of an outgoing frame",
+        "bad-crc": "send a frame with a wrong CRC",
+        "truncate": "cut an outgoing frame short",
+        "noise": "send 1-16 random bytes before a frame",
+        "silence": "ignore a request (no reply)",
+        "nak": "NAK a valid request as busy (NAK storm)",
+        "rx-garble": "corrupt one byte of received data (the reader NAKs it)",
+    }
+    for name, text in fault_help.items():
+        faults.add_argument(f"--{name}", type=float, default=0.0, metavar="P", help=f"{text} (default 0)")
     faults.add_argument("--delay", type=float, default=0.0, metavar="S", help="reply latency (slow device)")
     p.set_defaults(func=_run)
 
