@@ -499,16 +499,23 @@ class GoldSession:
             except DriverTimeout as exc:
                 failure = exc
                 outgoing = request
+                log.debug(
+                    "%s: cmd %02X seq %02X attempt %d: %s", self.transport.name, cmd, seq, attempt + 1, exc
+                )
                 continue
             except FrameError as exc:
                 failure = exc
                 outgoing = nak
+                log.debug(
+                    "%s: cmd %02X seq %02X attempt %d: %s", self.transport.name, cmd, seq, attempt + 1, exc
+                )
                 continue
             reply = decode_reply(frame.cmd, frame.payload)
             if isinstance(reply, Nak):
                 self.stats.naks_received += 1
                 failure = ProtocolError(f"device NAKed the request (reason {reply.reason:#04x})")
                 outgoing = request
+                log.debug("%s: cmd %02X seq %02X attempt %d: NAK", self.transport.name, cmd, seq, attempt + 1)
                 continue
             if isinstance(reply, Refused | Ack) or frame.cmd == cmd | REPLY_BIT:
                 return reply
