@@ -30,6 +30,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--channels", type=int, default=8, help="strip channels (default 8)")
     p.add_argument("--seed", type=int, default=0, help="random seed of the signal model (default 0)")
     p.add_argument("--link", default=None, help="create the stable symlink here (default: a temp dir)")
+    p.add_argument("--memory", type=int, default=1000, metavar="N", help="records kept (oldest dropped)")
     p.add_argument("--preload", type=int, default=0, metavar="N", help="measure N strips before serving")
     p.add_argument(
         "--measure-every", type=float, default=0.0, metavar="S", help="measure a random strip every S s"
@@ -57,8 +58,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 def _run(args: argparse.Namespace) -> int:
     from firmware_sim.gold_serial import DEMO_PRODUCTS, FaultConfig, GoldSimulator
 
-    if args.channels < 1:
-        print("--channels must be >= 1", flush=True)
+    if not 1 <= args.channels <= 255 or args.memory < 1:
+        print("--channels must be 1..255 and --memory >= 1", flush=True)
         return 2
     faults = FaultConfig(
         garble=args.garble,
@@ -77,6 +78,7 @@ def _run(args: argparse.Namespace) -> int:
         seed=args.seed,
         faults=faults,
         link_path=args.link,
+        memory=args.memory,
     )
     done = threading.Event()
 

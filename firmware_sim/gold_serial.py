@@ -130,8 +130,12 @@ class SimRecord:
     operator: str
     measured_at: datetime
     raw: npt.NDArray[np.uint16]
-    profile: npt.NDArray[np.float64]
     sample: GoldSample
+
+    @property
+    def profile(self) -> npt.NDArray[np.float64]:
+        """raw / 65535 as float64: bit for bit what a correct driver returns."""
+        return self.raw.astype(np.float64) / float(FULL_SCALE)
 
 
 @dataclass
@@ -175,7 +179,7 @@ class GoldFirmware:
         seed: int,
         faults: FaultConfig,
         address: int = 0x01,
-        capacity: int = 5000,
+        capacity: int = 1000,
         clock_offset_s: float = 0.0,
     ) -> None:
         if not 1 <= channels <= 255:
@@ -222,8 +226,6 @@ class GoldFirmware:
             sample = one_gold_profile(self.kits[kit], self._rng, concentration=concentration)
             raw = np.clip(np.rint(sample.profile * FULL_SCALE), 0, FULL_SCALE).astype(np.uint16)
             raw.setflags(write=False)
-            profile = raw.astype(np.float64) / float(FULL_SCALE)
-            profile.setflags(write=False)
             self._latest += 1
             record = SimRecord(
                 record_no=self._latest,
@@ -234,7 +236,6 @@ class GoldFirmware:
                 operator=operator,
                 measured_at=self.device_now().replace(microsecond=0),
                 raw=raw,
-                profile=profile,
                 sample=sample,
             )
             self.records[record.record_no] = record
@@ -416,6 +417,7 @@ class GoldSimulator:
         firmware: str = "2.3.1",
         link_path: str | None = None,
         clock_offset_s: float = 0.0,
+        memory: int = 1000,
     ) -> None:
         self.firmware = GoldFirmware(
             serial=serial,
@@ -425,6 +427,7 @@ class GoldSimulator:
             kits=DEMO_KITS if kits is None else kits,
             seed=seed,
             faults=faults or NO_FAULTS,
+            capacity=memory,
             clock_offset_s=clock_offset_s,
         )
         self._requested_link = link_path
