@@ -147,6 +147,18 @@ def test_unknown_record_is_refused_not_retried(reader: GoldSerialAnalyzer) -> No
         reader.read_record(0)
 
 
+def test_records_dropped_from_a_full_memory() -> None:
+    with GoldSimulator(serial="GR-FULL", memory=2) as sim:
+        for i in range(4):
+            sim.measure("imidacloprid-v1", 1, f"S-{i}", "菠菜")
+        with GoldSerialAnalyzer(sim.path, timeouts=FAST) as reader:
+            status = reader.status()
+            assert (status.latest_record, status.oldest_record) == (4, 3)
+            with pytest.raises(ProtocolError, match="NO_SUCH_RECORD"):
+                reader.read_record(2)
+            assert_matches(reader.read_record(3), sim.truth[3])
+
+
 def test_concurrent_callers_are_serialised(sim: GoldSimulator, reader: GoldSerialAnalyzer) -> None:
     results: list[GoldReading] = []
     failures: list[BaseException] = []
