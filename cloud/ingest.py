@@ -431,11 +431,13 @@ def process_batch(db: sqlite_utils.Database, messages: Sequence[Inbound], settin
     return batch.out
 
 
-def _broker(url: str) -> tuple[str, int]:
+def _broker(url: str) -> tuple[str, int, bool]:
+    """(host, port, tls) of an mqtt:// (1883) or mqtts:// (8883, TLS) broker URL."""
     parsed = urlparse(url)
-    if parsed.scheme not in ("mqtt", "tcp") or not parsed.hostname:
-        raise ValueError(f"broker url must look like mqtt://host:port, not {url!r}")
-    return parsed.hostname, parsed.port or 1883
+    if parsed.scheme not in ("mqtt", "tcp", "mqtts") or not parsed.hostname:
+        raise ValueError(f"broker url must look like mqtt://host:port or mqtts://host:port, not {url!r}")
+    tls = parsed.scheme == "mqtts"
+    return parsed.hostname, parsed.port or (8883 if tls else 1883), tls
 
 
 class MqttLink:
@@ -516,7 +518,10 @@ class MqttLink:
         self.connected.set()  # ready: connected and subscribed
 
     def start(self) -> None:
-        host, port = _broker(self.settings.broker_url or "")
+        host, port, tls = _broker(self.settings.broker_url or "")
+        if tls:
+            ca = self.settings.mqtt_ca_file
+            self.client.tls_set(ca_certs=str(ca) if ca is not None else None)
         self.client.connect_async(host, port, keepalive=30)
         self.client.loop_start()
 

@@ -30,10 +30,14 @@ class Settings(BaseSettings):
 
     db_path: Path = Field(default=Path("kuaijian-cloud.db"), description="SQLite database file")
     broker_url: str | None = Field(
-        default=None, description="mqtt://host:port of the broker; None = no ingest / no config publish"
+        default=None,
+        description="mqtt://host:port or mqtts://host:port (TLS) of the broker; None = no ingest / no config publish",
     )
     mqtt_username: str | None = Field(default=None, description="broker user of the ingest worker")
     mqtt_password: str | None = Field(default=None, description="broker password of the ingest worker")
+    mqtt_ca_file: Path | None = Field(
+        default=None, description="CA bundle verifying an mqtts:// broker (default: the system CAs)"
+    )
     mqtt_client_id: str = Field(default="kj-cloud", description="client id prefix (a random suffix is added)")
     mqtt_protocol: Literal["5", "3.1.1"] = Field(default="5", description="MQTT protocol version")
     ingest_enabled: bool = Field(default=True, description="run MQTT ingest inside the web app")

@@ -80,3 +80,35 @@ class Mosquitto:
                 self.proc.kill()
                 self.proc.wait(5)
         self.proc = None
+
+
+def make_test_pki(d: Path) -> None:
+    """A throw-away CA (ca.pem) and a server certificate for 127.0.0.1/localhost (server.pem, server.key)
+    in `d`, made with the openssl command line, for TLS tests against a local Mosquitto."""
+
+    def openssl(*args: str) -> None:
+        subprocess.run(["openssl", *args], cwd=d, check=True, capture_output=True, timeout=30)
+
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    openssl(
+        "req", "-x509", *ec, "-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=kj-test-ca"
+    )
+    openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost")
+    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
+    openssl(
+        "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+        "-out", "server.pem", "-days", "2", "-extfile", "san.ext",
+    )  # fmt: skip
+
+
+def tls_mosquitto_conf(d: Path, password_file: Path | None = None) -> str:
+    """Mosquitto config lines for a TLS listener with the certificates of `make_test_pki(d)`."""
+    import os
+
+    lines = [f"cafile {d / 'ca.pem'}", f"certfile {d / 'server.pem'}", f"keyfile {d / 'server.key'}"]
+    if password_file is not None:
+        lines += [f"password_file {password_file}", "allow_anonymous false"]
+    if os.geteuid() == 0:
+        # As root, mosquitto drops to user "mosquitto", which cannot read pytest's private tmp dir.
+        lines.append("user root")
+    return "\n".join(lines)

@@ -14,9 +14,17 @@ from tests.helpers import wait_for
 
 class Recorder:
     def __init__(
-        self, port: int, client_id: str, username: str | None = None, password: str | None = None
+        self,
+        port: int,
+        client_id: str,
+        username: str | None = None,
+        password: str | None = None,
+        *,
+        ca_file: str | None = None,
     ) -> None:
         self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
+        if ca_file is not None:
+            self.client.tls_set(ca_certs=ca_file)
         if username is not None:
             self.client.username_pw_set(username, password)
         self.port = port

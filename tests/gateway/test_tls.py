@@ -3,45 +3,16 @@ against a real Mosquitto that refuses anonymous clients; and over MQTT 3.1.1."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 from pathlib import Path
 
 from tests.gateway.acker import Acker
 from tests.gateway.conftest import KEY_BYTES, STATION, RunningService, drained, fast_instrument, write_station
-from tests.helpers import Mosquitto, free_port, wait_for
-
-
-def _openssl(*args: str, cwd: Path) -> None:
-    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True, timeout=30)
-
-
-def _pki(d: Path) -> None:
-    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-    _openssl(
-        "req",
-        "-x509",
-        *ec,
-        "-keyout",
-        "ca.key",
-        "-out",
-        "ca.pem",
-        "-days",
-        "2",
-        "-subj",
-        "/CN=kj-test-ca",
-        cwd=d,
-    )
-    _openssl("req", *ec, "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost", cwd=d)
-    (d / "san.ext").write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\n")
-    _openssl(
-        "x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
-        "-out", "server.pem", "-days", "2", "-extfile", "san.ext", cwd=d,
-    )  # fmt: skip
+from tests.helpers import Mosquitto, free_port, make_test_pki, tls_mosquitto_conf, wait_for
 
 
 def test_tls_with_username_password(tmp_path: Path) -> None:
-    _pki(tmp_path)
+    make_test_pki(tmp_path)
     pwfile = tmp_path / "passwd"
     subprocess.run(
         ["mosquitto_passwd", "-c", "-b", str(pwfile), STATION, "s3cret-station"], check=True, timeout=30
@@ -50,17 +21,7 @@ def test_tls_with_username_password(tmp_path: Path) -> None:
     broker = Mosquitto(
         workdir=tmp_path,
         port=free_port(),
-        extra_conf="\n".join(
-            [
-                f"cafile {tmp_path / 'ca.pem'}",
-                f"certfile {tmp_path / 'server.pem'}",
-                f"keyfile {tmp_path / 'server.key'}",
-                f"password_file {pwfile}",
-                "allow_anonymous false",
-                # As root, mosquitto drops to user "mosquitto", which cannot read pytest's private tmp dir.
-                "user root" if os.geteuid() == 0 else "",
-            ]
-        ),
+        extra_conf=tls_mosquitto_conf(tmp_path, pwfile),
     )
     broker.start()
     acker = Acker(
