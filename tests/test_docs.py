@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import importlib
 import re
+import types
+import typing
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any, get_args, get_origin
 
 import pytest
 import yaml
@@ -23,6 +25,7 @@ DOCS = Path(__file__).resolve().parent.parent / "docs"
 CONFIG_MODELS: list[tuple[str, str, str]] = [
     ("kuaijian_schema.wire", "StationConfig", "config."),
     ("cloud.settings", "Settings", "cloud."),
+    ("gateway.config", "GatewayConfig", ""),  # the station TOML (every instrument driver's keys too)
 ]
 
 
@@ -57,17 +60,27 @@ def test_every_topic_is_documented() -> None:
         assert t in addresses, f"topic {t} is missing from docs/asyncapi.yaml"
 
 
+def _models(annotation: Any) -> Iterator[type[BaseModel]]:
+    """The pydantic models inside an annotation (through Optional, unions, tuples and Annotated)."""
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        yield annotation
+        return
+    origin = get_origin(annotation)
+    if origin is typing.Annotated:
+        yield from _models(get_args(annotation)[0])
+        return
+    if origin is not None or isinstance(annotation, types.UnionType):
+        for arg in get_args(annotation):
+            yield from _models(arg)
+
+
 def _keys(model: type[BaseModel], prefix: str = "") -> Iterator[str]:
+    """Dotted keys of `model`; a list/union of models contributes the keys of each member."""
     for name, field in model.model_fields.items():
         key = f"{prefix}{field.alias or name}"
         yield key
-        for arg in (field.annotation, *get_args(field.annotation)):
-            inner: Any = arg
-            for a in get_args(arg) or (arg,):
-                if isinstance(a, type) and issubclass(a, BaseModel):
-                    inner = a
-            if isinstance(inner, type) and issubclass(inner, BaseModel):
-                yield from _keys(inner, f"{key}.")
+        for sub in _models(field.annotation):
+            yield from _keys(sub, f"{key}.")
 
 
 @pytest.mark.parametrize(("module", "model", "prefix"), CONFIG_MODELS)
@@ -75,5 +88,22 @@ def test_every_config_key_is_documented(module: str, model: str, prefix: str) ->
     text = (DOCS / "config.md").read_text(encoding="utf-8")
     documented = set(re.findall(r"^\|\s*`([^`]+)`", text, re.M))
     cls = getattr(importlib.import_module(module), model)
-    missing = [k for k in _keys(cls, prefix) if k not in documented]
+    keys = set(_keys(cls, prefix))
+    missing = [k for k in keys if k not in documented]
     assert not missing, f"{module}.{model}: keys without a row in docs/config.md: {sorted(set(missing))}"
+
+
+def test_key_walker_reaches_nested_and_union_models() -> None:
+    from gateway.config import GatewayConfig
+
+    keys = set(_keys(GatewayConfig))
+    # instrument tables are a discriminated union of driver models, each with a nested timeouts table
+    assert {
+        "instruments.port",
+        "instruments.host",
+        "instruments.factory",
+        "instruments.timeouts.response_s",
+    } <= keys
+    assert "config.gold_kits.lines.calibration.a" in set(
+        _keys(__import__("kuaijian_schema").StationConfig, "config.")
+    )
