@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 import queue
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -9,7 +10,7 @@ import pytest
 from kuaijian.fleet import FleetError, run_fleet, station_ids, station_key
 from kuaijian_schema import Ack, Result, split_result_payload, topic, verify_payload
 from kuaijian_schema.wire import parse_topic
-from tests.helpers import Mosquitto
+from tests.helpers import Mosquitto, wait_for
 
 SECRET = "test-secret"
 
@@ -93,3 +94,36 @@ def test_connection_refused_is_clear() -> None:
         run_fleet(
             f"mqtt://127.0.0.1:{free_port()}", station_ids(1), secret="s", rate_per_min=1, duration_s=0.1
         )
+
+
+def test_fleet_against_the_real_cloud_ingest(mosquitto: Mosquitto, tmp_path: Path) -> None:
+    """`--enrol-db` enrols the fleet with its derived keys; the real ingest verifies, stores and acks all."""
+    from cloud.clock import SystemClock
+    from cloud.db import open_db
+    from cloud.enrol import enrol_fleet
+    from cloud.ingest import IngestWorker
+    from cloud.settings import Settings
+
+    db_path = tmp_path / "cloud.db"
+    ids = station_ids(30, county="370215")
+    enrol_fleet(db_path, ids, [station_key(SECRET, s) for s in ids])
+    settings = Settings(
+        db_path=db_path, broker_url=mosquitto.url, mqtt_protocol="3.1.1", ingest_shared_group=""
+    )
+    worker = IngestWorker(settings, SystemClock())
+    worker.start()
+    try:
+        wait_for(worker.link.connected.is_set, 10, "cloud ingest did not connect")
+        report = run_fleet(mosquitto.url, ids, secret=SECRET, rate_per_min=120, duration_s=2.0, drain_s=20)
+    finally:
+        worker.stop()
+    assert report.published > 30
+    assert report.acked == report.published
+    assert report.rejected == 0
+    db = open_db(db_path)
+    try:
+        assert db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == report.published
+        assert db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0] == 0
+        assert db.execute("SELECT COUNT(*) FROM seq_gaps").fetchone()[0] == 0
+    finally:
+        db.close()
