@@ -27,10 +27,11 @@ def test_demo_delivers_results_and_stops_cleanly(tmp_path: Path) -> None:
         [sys.executable, "-m", "kuaijian.cli", "demo", "--port", str(port), "--data-dir", str(tmp_path),
          "--towns", "1", "--stations-per-town", "2", "--rate", "120", "--duration", "110"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        text=True, encoding="utf-8", errors="replace",  # universal newlines: the "\r" status line is a line too
     )  # fmt: skip
     out: list[str] = []
     reader = threading.Thread(
-        target=lambda: [out.append(line.decode(errors="replace")) for line in iter(proc.stdout.readline, b"")]  # type: ignore[union-attr]
+        target=lambda: [out.append(line) for line in iter(proc.stdout.readline, "")]  # type: ignore[union-attr]
     )
     reader.start()
     try:
@@ -62,6 +63,11 @@ def test_demo_delivers_results_and_stops_cleanly(tmp_path: Path) -> None:
             30,
             "both demo stations should report online",
         )
+        wait_for(
+            lambda: any(re.search(r"results in cloud [1-9]", line) for line in out),
+            30,
+            "the live status line did not show delivered results",
+        )
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -76,4 +82,3 @@ def test_demo_delivers_results_and_stops_cleanly(tmp_path: Path) -> None:
     text = "".join(out)
     assert rc == 0, text
     assert "demo: stopped" in text
-    assert re.search(r"results in cloud \d+", text)
