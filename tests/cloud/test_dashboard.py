@@ -360,3 +360,22 @@ def test_live_hub_wakes_from_threads_and_closes() -> None:
             assert late.closed
 
     asyncio.run(scenario())
+
+
+def test_station_map_groups_by_town_then_village(
+    client: Any, dataset: Dataset, tokens: dict[str, str]
+) -> None:
+    """The whole-grid (admin) and county views show one box per town; a town view one box per village."""
+
+    def groups(token: str, **params: Any) -> dict[str, str | None]:
+        resp = _get(client, token, "/api/dashboard/overview", **params)
+        assert resp.status_code == 200, resp.text
+        return {t["id"]: t["group_id"] for t in resp.json()["stations"]}
+
+    everything = groups(tokens["admin"])
+    assert everything, "the dataset has stations"
+    assert all(g == sid[:9] for sid, g in everything.items())  # town code = first 9 digits
+    assert groups(tokens["county"]) == {s: g for s, g in everything.items() if s.startswith("370214")}
+    town = groups(tokens["town"])
+    assert town
+    assert all(g == sid[:12] for sid, g in town.items())  # village code = first 12 digits

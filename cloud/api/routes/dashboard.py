@@ -206,7 +206,7 @@ def _children(db: sqlite_utils.Database, scope: reports.Scope) -> list[reports.S
 
 
 def _stations(db: sqlite_utils.Database, scope: reports.Scope) -> list[StationTile]:
-    """Stations under `scope`, grouped by the child of `scope` they belong to (town under a county…)."""
+    """Stations under `scope`, grouped by town (by village once the scope is a town or below)."""
     clause, params = _in_scope(scope, "s.node_id")
     rows = db.execute(
         f"""SELECT s.id, g.name, g.path, s.online, s.last_seen, s.backlog, s.oldest_unsent_age_s, s.status_at
@@ -214,7 +214,9 @@ def _stations(db: sqlite_utils.Database, scope: reports.Scope) -> list[StationTi
             ORDER BY g.path LIMIT ?""",  # noqa: S608
         [*params, MAX_STATIONS],
     ).fetchall()
-    depth = 0 if scope.id is None else len([p for p in scope.path.split("/") if p])
+    # paths are /county/town/village/station/: group at the town level at least, so the whole-grid and
+    # county views show one box per town, a town view one box per village
+    depth = max(1, 0 if scope.id is None else len([p for p in scope.path.split("/") if p]))
     group_ids: set[int] = set()
     parsed: list[tuple[Any, ...]] = []
     for row in rows:
