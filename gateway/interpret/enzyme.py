@@ -76,7 +76,9 @@ def _num(v: float | np.floating[Any]) -> float | None:
     return f if math.isfinite(f) else None
 
 
-def _float_array(name: str, value: object, ndim: int, shape_text: str) -> npt.NDArray[np.floating[Any]]:
+def _float_array(
+    name: str, value: object, ndim: int, shape_text: str, *, check_finite: bool = True
+) -> npt.NDArray[np.floating[Any]]:
     if not isinstance(value, np.ndarray):
         raise InputError(f"{name} must be a numpy array {shape_text}, got {type(value).__name__}")
     if value.dtype.kind not in "fiu":
@@ -88,12 +90,20 @@ def _float_array(name: str, value: object, ndim: int, shape_text: str) -> npt.ND
         raise InputError(f"{name} is empty (shape {value.shape}); expected {shape_text}")
     arr = value if value.dtype.kind == "f" else value.astype(np.float64)
     # one streaming pass: NaN/inf propagate into the sum (no temporary mask array)
-    if not math.isfinite(float(arr.sum(dtype=np.float64))):
-        flat = arr.reshape(-1, arr.shape[-1])
-        where = np.unravel_index(int(np.flatnonzero(~np.isfinite(flat).all(axis=1))[0]), arr.shape[:-1])
-        at = f" at index {tuple(int(i) for i in where)}" if arr.ndim > 1 else ""
-        raise InputError(f"{name} contains NaN or inf{at}")
+    if check_finite and not math.isfinite(float(arr.sum(dtype=np.float64))):
+        _raise_not_finite(name, arr)
     return arr
+
+
+def _raise_not_finite(name: str, arr: npt.NDArray[np.floating[Any]]) -> None:
+    """InputError naming the first row (all but the last axis) holding NaN/inf."""
+    flat = arr.reshape(-1, arr.shape[-1])
+    bad_rows = np.flatnonzero(~np.isfinite(flat).all(axis=1))
+    if bad_rows.size == 0:
+        raise InputError(f"{name} holds values too large to fit a slope (overflow)")
+    where = np.unravel_index(int(bad_rows[0]), arr.shape[:-1])
+    at = f" at index {tuple(int(i) for i in where)}" if arr.ndim > 1 else ""
+    raise InputError(f"{name} contains NaN or inf{at}")
 
 
 def interpret_kinetics(
@@ -108,7 +118,9 @@ def interpret_kinetics(
     arrays and SpecMismatchError when the detection window holds fewer than 3 samples.
     """
     t = _float_array("times_s", times_s, 1, "(T,) seconds")
-    a = _float_array("absorbance", absorbance, 3, "(R, C, T)")
+    # absorbance is checked for NaN/inf through the slopes below (NaN·0 = NaN, so a non-finite value
+    # anywhere in a channel's record makes its ΔA non-finite): no separate pass over the input
+    a = _float_array("absorbance", absorbance, 3, "(R, C, T)", check_finite=False)
     r_n, c_n, t_n = a.shape
     if t_n != t.shape[0]:
         raise InputError(f"absorbance has {t_n} time points but times_s has {t.shape[0]}")
@@ -141,7 +153,10 @@ def interpret_kinetics(
     weights = np.zeros(t_n)
     weights[win] = dt * (span / float(dt @ dt))
     flat = a.reshape(r_n * c_n, t_n)
-    delta = (flat @ weights.astype(flat.dtype, copy=False)).astype(np.float64).reshape(r_n, c_n)
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite input is reported just below
+        delta = (flat @ weights.astype(flat.dtype, copy=False)).astype(np.float64).reshape(r_n, c_n)
+    if not np.isfinite(delta).all():
+        _raise_not_finite("absorbance", a)
 
     runs = np.arange(r_n)
     dac = delta[runs, ctrl]

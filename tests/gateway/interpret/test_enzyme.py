@@ -141,3 +141,18 @@ def test_bad_input(
     with pytest.raises(error) as info:
         interpret_kinetics(times, absorbance, control, GB_T_5009_199)  # type: ignore[arg-type]
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+@pytest.mark.parametrize("where", ["before_window", "in_window", "after_window"])
+def test_non_finite_anywhere_is_reported_with_its_index(dtype: type, bad: float, where: str) -> None:
+    """Finiteness is checked through the slopes (no extra pass): NaN/inf outside the detection window,
+    where the least-squares weight is 0, must be caught too (NaN·0 = NaN, inf·0 = NaN)."""
+    spec = EnzymeSpec(name="window", window_start_s=30.0, window_end_s=120.0)
+    t = np.arange(0.0, 181.0, 3.0)
+    a = np.random.default_rng(1).uniform(0.2, 1.0, (6, 4, t.size)).astype(dtype)
+    pos = {"before_window": 2, "in_window": 20, "after_window": t.size - 1}[where]
+    a[4, 2, pos] = bad
+    with pytest.raises(InputError, match=r"NaN or inf at index \(4, 2\)"):
+        interpret_kinetics(t, a, 0, spec)
