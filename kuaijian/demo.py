@@ -399,16 +399,20 @@ def _cmd_demo(args: argparse.Namespace) -> int:
             flush=True,
         )
         started = time.monotonic()
-        while not stop.wait(1.0):
+        # on a terminal one status line rewritten every second; into a log or pipe a new line every 5 s
+        tty = sys.stdout.isatty()
+        period, end = (1.0, "") if tty else (5.0, "\n")
+        while not stop.wait(period):
             s = demo.status()
             line = (
-                f"\r[{time.monotonic() - started:5.0f}s] measurements {s['measured']}  results in cloud {s['delivered']}  "
+                f"[{time.monotonic() - started:5.0f}s] measurements {s['measured']}  results in cloud {s['delivered']}  "
                 f"stations online {s['online']}/{s['stations']}  backlog {s['backlog']}  open cases {s['open_cases']}  "
             )
-            print(line, end="", flush=True)
+            print(("\r" if tty else "") + line, end=end, flush=True)
             if args.duration is not None and time.monotonic() - started >= args.duration:
                 break
-        print()
+        if tty:
+            print()
     except KeyboardInterrupt:
         print("\ndemo: stopping…", flush=True)
     except DemoError as exc:
