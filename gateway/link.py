@@ -11,7 +11,9 @@ Does:
   `batch_max` under load, rate-limited to `max_messages_per_s` (so a drain after an outage does not flood
   the broker). A result is due when never sent by this process, or when `ack_timeout_s` passed without an
   application ack — even if the broker sent PUBACK, since a broker can accept and still drop (each further
-  re-send of the same result waits twice as long, up to `ack_timeout_max_s`). A new
+  re-send of the same result waits twice as long, up to `ack_timeout_max_s`; the first ack that arrives
+  afterwards makes every backed-off result due at once, so a cloud outage does not leave results waiting
+  out their back-off after the cloud is back). A new
   connection without a session (broker lost its state) makes everything in flight due at once.
 - ack topic: rows named in `ids`/`seqs` are deleted from the outbox; `rejected` rows move to the
   outbox's rejected table with the reason. Nothing is deleted on PUBACK.
@@ -233,6 +235,11 @@ class Link:
             for seq in (*outcome.acked, *outcome.rejected, *ack.seqs):
                 self._inflight.pop(seq, None)
                 self._attempts.pop(seq, None)
+            # The cloud answers again: results whose re-sends were backing off while it was away are due
+            # now, instead of after their (up to ack_timeout_max_s) back-off runs out.
+            for seq in [s for s, n in self._attempts.items() if n >= 2]:
+                self._inflight.pop(seq, None)
+                self._attempts[seq] = 0
         self.acked_results += len(outcome.acked)
         for seq in outcome.rejected:
             log.error("cloud rejected result seq %d (kept in the rejected table)", seq)

@@ -233,3 +233,24 @@ def test_results_published_while_nobody_subscribes_are_resent(tmp_path: Path, mo
             assert acker.seqs() == set(range(1, 21))
         finally:
             acker.stop()
+
+
+def test_backed_off_results_are_resent_as_soon_as_the_cloud_acks_again(
+    tmp_path: Path, mosquitto: Mosquitto, acker: Acker
+) -> None:
+    """After a cloud outage, the first ack (for a new result) makes the backed-off ones due at once."""
+    acker.ack_enabled = False
+    link = {"ack_timeout_s": 0.2, "ack_timeout_max_s": 60.0}
+    t0 = time.time()
+    early = fast_instrument("early", serial="FAST-0001", t0=t0, total=1, rate=1000.0)
+    late = fast_instrument("late", serial="FAST-0002", t0=t0 + 3.3, total=1, rate=1000.0)  # after the outage
+    cfg = write_station(tmp_path, mosquitto.port, [early, late], link=link)
+    with RunningService(cfg) as svc:
+        # sends of the early result at ~0, 0.2, 0.6, 1.4, 3.0, then not before ~6.2 s
+        wait_for(lambda: acker.deliveries[1] >= 5, 10, "the early result was not re-sent with back-off")
+        acker.ack_enabled = True  # the cloud is back
+        back = time.monotonic()
+        wait_for(lambda: drained(svc, 2), 10, "not everything acked after the cloud came back")
+        waited = time.monotonic() - back
+        assert waited < 2.5, f"backed-off result waited {waited:.1f}s after the cloud's first ack"
+        assert acker.seqs() == {1, 2}
