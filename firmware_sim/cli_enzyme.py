@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
-import threading
-import time
-from types import FrameType
 from typing import Any
+
+from firmware_sim.runloop import stop_on_signals, wait_until
 
 PROFILES = ("gb", "ny")
 
@@ -87,52 +85,40 @@ def _run(args: argparse.Namespace) -> int:
         faults=faults,
         unit=args.unit,
     )
-    done = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        done.set()
-
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        for i in range(args.preload):
-            ids = [f"{args.serial}-P{i + 1:04d}-{c:02d}" for c in range(1, args.channels)]
-            sim.measure(ids, ["菠菜"] * (args.channels - 1))
-        endpoints: dict[str, Any] = {
-            "serial": args.serial,
-            "model": args.model,
-            "channels": args.channels,
-            "profile": profile.name,
-            "unit": args.unit,
-        }
-        if not args.no_tcp:
-            host, port = sim.start_tcp(args.host, args.port)
-            endpoints["tcp"] = f"{host}:{port}"
-        if args.rtu:
-            endpoints["rtu"] = sim.start_rtu(args.baudrate)
-        if args.json:
-            print(json.dumps(endpoints, ensure_ascii=False), flush=True)
-        else:
-            print(
-                f"enzyme analyzer {args.serial} ({args.model}, {args.channels} channels, "
-                f"profile {profile.name}), unit {args.unit}",
-                flush=True,
-            )
-            if "tcp" in endpoints:
-                print(f"modbus-tcp listening on {endpoints['tcp']}", flush=True)
-            if "rtu" in endpoints:
-                print(f"modbus-rtu listening on {endpoints['rtu']} ({args.baudrate} 8N1)", flush=True)
-            print(f"runs in memory: {sim.run_counter}", flush=True)
-        if args.measure_every > 0:
-            sim.auto_measure(args.measure_every)
-        deadline = time.monotonic() + args.duration if args.duration > 0 else float("inf")
-        while not done.wait(min(0.5, max(0.0, deadline - time.monotonic()))):
-            if time.monotonic() >= deadline:
-                break
-    finally:
-        sim.stop()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+    with stop_on_signals() as done:
+        try:
+            for i in range(args.preload):
+                ids = [f"{args.serial}-P{i + 1:04d}-{c:02d}" for c in range(1, args.channels)]
+                sim.measure(ids, ["菠菜"] * (args.channels - 1))
+            endpoints: dict[str, Any] = {
+                "serial": args.serial,
+                "model": args.model,
+                "channels": args.channels,
+                "profile": profile.name,
+                "unit": args.unit,
+            }
+            if not args.no_tcp:
+                host, port = sim.start_tcp(args.host, args.port)
+                endpoints["tcp"] = f"{host}:{port}"
+            if args.rtu:
+                endpoints["rtu"] = sim.start_rtu(args.baudrate)
+            if args.json:
+                print(json.dumps(endpoints, ensure_ascii=False), flush=True)
+            else:
+                print(
+                    f"enzyme analyzer {args.serial} ({args.model}, {args.channels} channels, "
+                    f"profile {profile.name}), unit {args.unit}",
+                    flush=True,
+                )
+                if "tcp" in endpoints:
+                    print(f"modbus-tcp listening on {endpoints['tcp']}", flush=True)
+                if "rtu" in endpoints:
+                    print(f"modbus-rtu listening on {endpoints['rtu']} ({args.baudrate} 8N1)", flush=True)
+                print(f"runs in memory: {sim.run_counter}", flush=True)
+            if args.measure_every > 0:
+                sim.auto_measure(args.measure_every)
+            wait_until(done, args.duration)
+        finally:
+            sim.stop()
     print("stopped", flush=True)
     return 0

@@ -10,11 +10,9 @@ Does not: anything a library caller could not do with `GoldSimulator` directly.
 from __future__ import annotations
 
 import argparse
-import signal
-import threading
-import time
-from types import FrameType
 from typing import Any
+
+from firmware_sim.runloop import stop_on_signals, wait_until
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -80,45 +78,33 @@ def _run(args: argparse.Namespace) -> int:
         link_path=args.link,
         memory=args.memory,
     )
-    done = threading.Event()
-
-    def on_signal(signum: int, frame: FrameType | None) -> None:
-        done.set()
-
-    previous = {}
-    if threading.current_thread() is threading.main_thread():
-        previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        kits = sorted(sim.firmware.kits)
-        for i in range(args.preload):
-            sim.measure(
-                kits[i % len(kits)],
-                i % args.channels + 1,
-                f"{args.serial}-P{i + 1:05d}",
-                DEMO_PRODUCTS[i % len(DEMO_PRODUCTS)],
-                0.0,
+    with stop_on_signals() as done:
+        try:
+            kits = sorted(sim.firmware.kits)
+            for i in range(args.preload):
+                sim.measure(
+                    kits[i % len(kits)],
+                    i % args.channels + 1,
+                    f"{args.serial}-P{i + 1:05d}",
+                    DEMO_PRODUCTS[i % len(DEMO_PRODUCTS)],
+                    0.0,
+                )
+            path = sim.start()
+            print(
+                f"gold reader {args.serial} ({args.model}, {args.channels} channels) listening on {path}",
+                flush=True,
             )
-        path = sim.start()
-        print(
-            f"gold reader {args.serial} ({args.model}, {args.channels} channels) listening on {path}",
-            flush=True,
-        )
-        print(f"stable link: {sim.link_path}", flush=True)
-        print(f"records in memory: {len(sim.truth)}", flush=True)
-        if args.measure_every > 0:
-            sim.auto_measure(
-                args.measure_every,
-                positive_rate=args.positive_rate,
-                on_record=lambda n: print(f"measured record {n}", flush=True),
-            )
-        deadline = time.monotonic() + args.duration if args.duration > 0 else float("inf")
-        while not done.wait(min(0.5, max(0.0, deadline - time.monotonic()))):
-            if time.monotonic() >= deadline:
-                break
-    finally:
-        sim.stop()
-        for s, handler in previous.items():
-            signal.signal(s, handler)
+            print(f"stable link: {sim.link_path}", flush=True)
+            print(f"records in memory: {len(sim.truth)}", flush=True)
+            if args.measure_every > 0:
+                sim.auto_measure(
+                    args.measure_every,
+                    positive_rate=args.positive_rate,
+                    on_record=lambda n: print(f"measured record {n}", flush=True),
+                )
+            wait_until(done, args.duration)
+        finally:
+            sim.stop()
     if sim.errors:
         print(f"simulator thread failed: {sim.errors[0]!r}", flush=True)
         return 1
