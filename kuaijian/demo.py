@@ -395,7 +395,9 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     try:
         demo.start()
         print(
-            f"\n  dashboard: {demo.dashboard_url}\n  login token: {demo.admin_token}\n  Ctrl-C to stop\n",
+            f"\n  dashboard: {demo.dashboard_url}\n"
+            f"  one-click login: {demo.dashboard_url}#token={demo.admin_token}\n"
+            f"  login token: {demo.admin_token}\n  Ctrl-C to stop\n",
             flush=True,
         )
         started = time.monotonic()

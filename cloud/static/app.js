@@ -1,5 +1,6 @@
 /* 快检 live dashboard. Plain ES2017, no build step, no external code: fetch + EventSource + inline SVG.
- * Auth: a bearer token kept in localStorage ("kj.token"); the SSE stream gets it as ?token= because
+ * Auth: a bearer token kept in localStorage ("kj.token"), typed into the login box or taken once from a
+ * "#token=..." link; the SSE stream gets it as ?token= because
  * EventSource cannot set headers. Language: zh (default) / en, kept in localStorage ("kj.lang"). */
 (function () {
   "use strict";
@@ -368,8 +369,15 @@
     $("logout").addEventListener("click", logout);
     $("login-form").addEventListener("submit", submitLogin);
     applyLang();
+    // a link like /dashboard/#token=... (printed by `kuaijian demo`) logs in at once; the fragment never
+    // reaches the server, and it is removed from the address bar so it is not bookmarked or shared
+    var fromLink = /(?:^#|&)token=([^&]+)/.exec(window.location.hash);
+    if (fromLink) {
+      store("kj.token", decodeURIComponent(fromLink[1]));
+      history.replaceState(null, "", window.location.pathname + window.location.search);
+    }
     var token = load("kj.token");
-    if (token) { loggedIn(token, false); } else { showLogin(""); }
+    if (token) { loggedIn(token, !!fromLink); } else { showLogin(""); }
     setInterval(function () { if (state.token) { refresh(); } }, 30000);
   }
   if (document.readyState === "loading") { document.addEventListener("DOMContentLoaded", boot); } else { boot(); }

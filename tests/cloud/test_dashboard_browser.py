@@ -148,3 +148,22 @@ def test_published_result_appears_live_and_language_switches(
         logs: list[dict[str, Any]] = browser.get_log("browser")
         severe = [entry for entry in logs if entry.get("level") == "SEVERE"]
         assert not severe, severe
+
+
+def test_token_link_logs_in_and_leaves_the_address_bar(browser: webdriver.Chrome, tmp_path: Path) -> None:
+    """`kuaijian demo` prints /dashboard/#token=…: one click logs in; the token leaves the URL at once."""
+    settings = Settings(db_path=tmp_path / "cloud.db", broker_url=None, scheduler_enabled=False)
+    db = open_db(settings.db_path)
+    try:
+        grid: Grid = build_grid(db)
+    finally:
+        db.close()
+    app = create_app(settings, clock=ManualClock(T0 + timedelta(hours=1)))
+    wait = WebDriverWait(browser, 20, poll_frequency=0.05)
+    with running_app(app) as base:
+        browser.get(f"{base}/dashboard/#token={grid.tokens['county']}")
+        wait.until(lambda d: d.find_element(By.ID, "main").is_displayed())
+        assert not browser.find_element(By.ID, "login").is_displayed()
+        assert browser.current_url == f"{base}/dashboard/"
+        assert browser.execute_script("return localStorage.getItem('kj.token')") == grid.tokens["county"]
+        wait.until(lambda d: _text(d, "#who") != "")
