@@ -7,6 +7,7 @@
 
   var API = "/api";
   var OVERVIEW_URL = API + "/dashboard/overview";
+  var RANKING_URL = API + "/reports/rankings";
   var LIVE_URL = API + "/live";
   var FEED_MAX = 100;
 
@@ -30,7 +31,10 @@
       v_positive: "阳性", v_negative: "阴性", v_suspect: "可疑", v_invalid: "无效",
       l_all: "全部辖区", l_county: "县/区", l_town: "乡镇", l_village: "村", l_station: "站点",
       s_open: "已立案", s_reported: "已申报", s_assigned: "已交办", s_reminded: "已催办",
-      s_feedback: "已反馈", s_escalated: "已上报", s_closed: "已办结", lang_button: "English"
+      s_feedback: "已反馈", s_escalated: "已上报", s_closed: "已办结", lang_button: "English",
+      rank_title: "单位排名", rank_level: "排名对象", rank_period: "周期", p_day: "日", p_week: "周",
+      p_month: "月", export_csv: "导出 CSV", col_rank: "名次", col_coverage: "站点覆盖",
+      col_ontime: "按时办结", col_score: "得分"
     },
     en: {
       title: "Kuaijian · live produce rapid-testing dashboard", live_on: "Live: connected",
@@ -52,11 +56,17 @@
       v_positive: "positive", v_negative: "negative", v_suspect: "suspect", v_invalid: "invalid",
       l_all: "All areas", l_county: "County", l_town: "Town", l_village: "Village", l_station: "Station",
       s_open: "open", s_reported: "reported", s_assigned: "assigned", s_reminded: "reminded",
-      s_feedback: "feedback", s_escalated: "escalated", s_closed: "closed", lang_button: "中文"
+      s_feedback: "feedback", s_escalated: "escalated", s_closed: "closed", lang_button: "中文",
+      rank_title: "Rankings", rank_level: "Rank", rank_period: "Period", p_day: "day", p_week: "week",
+      p_month: "month", export_csv: "Export CSV", col_rank: "Rank", col_coverage: "Station coverage",
+      col_ontime: "Closed on time", col_score: "Score"
     }
   };
 
-  var state = { lang: "zh", token: null, node: null, data: null, source: null, refreshTimer: null, fresh: false };
+  var state = {
+    lang: "zh", token: null, node: null, data: null, source: null, refreshTimer: null, fresh: false,
+    ranking: null, rankLevelChosen: false
+  };
 
   function $(id) { return document.getElementById(id); }
   function t(key) { var d = I18N[state.lang]; return (d && d[key]) || I18N.zh[key] || key; }
@@ -91,6 +101,7 @@
     $("lang-toggle").textContent = t("lang_button");
     setLive(state.source !== null && state.source.readyState === 1);
     if (state.data) { render(state.data); }
+    if (state.ranking) { renderRanking(state.ranking); }
     var items = $("feed").children;
     for (var j = 0; j < items.length; j++) { relabelFeedItem(items[j]); }
   }
@@ -148,6 +159,7 @@
       state.node = doc.node.id;
       $("who").textContent = doc.user ? doc.user : "";
       render(doc);
+      loadRanking();
       if (first || state.source === null) { renderFeed(doc.recent || []); openLive(doc.cursor); }
     }).catch(function (e) { if (window.console) { console.warn("overview failed", e); } });
   }
@@ -155,7 +167,9 @@
     if (state.refreshTimer !== null) { return; }
     state.refreshTimer = setTimeout(function () { state.refreshTimer = null; refresh(); }, 1500);
   }
-  function drill(nodeId) { state.node = nodeId; state.data = null; closeLive(); refresh(); }
+  function drill(nodeId) {
+    state.node = nodeId; state.data = null; state.rankLevelChosen = false; closeLive(); refresh();
+  }
 
   /* ---------- live feed (SSE) ---------- */
   function setLive(on) {
@@ -207,6 +221,60 @@
     var feed = $("feed");
     while (feed.firstChild) { feed.removeChild(feed.firstChild); }
     for (var i = items.length - 1; i >= 0; i--) { addFeedItem(items[i], false); }
+  }
+
+  /* ---------- rankings ---------- */
+  var CHILD_LEVEL = { all: "county", county: "town", town: "village" };
+  function rankingQuery(format) {
+    var q = "?level=" + encodeURIComponent($("rank-level").value) +
+      "&period=" + encodeURIComponent($("rank-period").value);
+    if (state.node) { q += "&node=" + encodeURIComponent(state.node); }
+    return RANKING_URL + q + (format ? "&format=" + format : "");
+  }
+  function loadRanking() {
+    if (!state.token || !state.data) { return; }
+    var level = CHILD_LEVEL[state.data.node.level];
+    $("ranking-card").classList.toggle("hidden", !level);
+    if (!level) { return; }
+    if (!state.rankLevelChosen) { $("rank-level").value = level; }
+    api(rankingQuery(null)).then(function (doc) {
+      state.ranking = doc;
+      renderRanking(doc);
+    }).catch(function (e) { if (window.console) { console.warn("ranking failed", e); } });
+  }
+  function renderRanking(doc) {
+    var tbody = $("ranking-table").querySelector("tbody");
+    while (tbody.firstChild) { tbody.removeChild(tbody.firstChild); }
+    $("rank-period-label").textContent = doc.period.label;
+    $("rank-formula").textContent = doc.score_formula;
+    if (!doc.rows.length) {
+      var tr0 = el("tr"); var td0 = el("td", "muted", t("no_data")); td0.colSpan = 7;
+      tr0.appendChild(td0); tbody.appendChild(tr0); return;
+    }
+    doc.rows.forEach(function (r) {
+      var tr = el("tr");
+      tr.setAttribute("data-node", r.code);
+      tr.appendChild(el("td", "num", r.rank));
+      tr.appendChild(el("td", null, r.name));
+      tr.appendChild(el("td", "num", r.tests));
+      tr.appendChild(el("td", "num", pct(r.positive_rate)));
+      tr.appendChild(el("td", "num", pct(r.coverage)));
+      tr.appendChild(el("td", "num", pct(r.on_time_rate)));
+      tr.appendChild(el("td", "num", r.score.toFixed(1)));
+      tbody.appendChild(tr);
+    });
+  }
+  function downloadRankingCsv() {
+    // the export needs the bearer header, so fetch it and hand the browser a blob to save
+    fetch(rankingQuery("csv"), { headers: { Authorization: "Bearer " + state.token } }).then(function (r) {
+      if (!r.ok) { throw new Error("HTTP " + r.status); }
+      var name = /filename="([^"]+)"/.exec(r.headers.get("Content-Disposition") || "");
+      return r.blob().then(function (b) { return { blob: b, name: name ? name[1] : "ranking.csv" }; });
+    }).then(function (file) {
+      var a = el("a"); a.href = URL.createObjectURL(file.blob); a.download = file.name;
+      document.body.appendChild(a); a.click(); document.body.removeChild(a);
+      setTimeout(function () { URL.revokeObjectURL(a.href); }, 1000);
+    }).catch(function (e) { if (window.console) { console.warn("csv export failed", e); } });
   }
 
   /* ---------- rendering ---------- */
@@ -319,14 +387,19 @@
   function barChart(box, rows) {
     clear(box);
     if (!rows.length) { box.appendChild(el("p", "muted", t("no_data"))); return; }
-    var rowH = 22, left = 110, right = 120, width = 520;
+    var rowH = 22, left = 170, right = 120, width = 580;
+    var MAX_LABEL = 24;  // characters; longer analyte names are shortened (full name in the tooltip)
     var h = rows.length * rowH + 10;
     var maxRate = Math.max.apply(null, rows.map(function (r) { return r.positive_rate || 0; }).concat([0.01]));
     var root = svg("svg", { viewBox: "0 0 " + width + " " + h, role: "img", "aria-label": t("chart_rate_title") });
     rows.forEach(function (r, i) {
       var y = 5 + i * rowH;
       var w = (width - left - right) * (r.positive_rate || 0) / maxRate;
-      root.appendChild(svg("text", { x: left - 6, y: y + 14, "text-anchor": "end" }, r.analyte));
+      var name = String(r.analyte);
+      var shown = name.length > MAX_LABEL ? name.slice(0, MAX_LABEL - 1) + "…" : name;
+      var lbl = svg("text", { x: left - 6, y: y + 14, "text-anchor": "end" }, shown);
+      lbl.appendChild(svg("title", {}, name));
+      root.appendChild(lbl);
       root.appendChild(svg("rect", { x: left, y: y + 3, width: Math.max(w, 1), height: rowH - 8, "class": "bar-rate" }));
       root.appendChild(svg("text", { x: left + w + 6, y: y + 14 },
         pct(r.positive_rate) + "  (" + r.positives + "/" + r.tests + ")"));
@@ -368,6 +441,10 @@
     $("lang-toggle").addEventListener("click", toggleLang);
     $("logout").addEventListener("click", logout);
     $("login-form").addEventListener("submit", submitLogin);
+    $("rank-level").addEventListener("change", function () { state.rankLevelChosen = true; loadRanking(); });
+    $("rank-period").value = "week";
+    $("rank-period").addEventListener("change", loadRanking);
+    $("rank-csv").addEventListener("click", downloadRankingCsv);
     applyLang();
     // a link like /dashboard/#token=... (printed by `kuaijian demo`) logs in at once; the fragment never
     // reaches the server, and it is removed from the address bar so it is not bookmarked or shared

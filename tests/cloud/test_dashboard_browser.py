@@ -167,3 +167,42 @@ def test_token_link_logs_in_and_leaves_the_address_bar(browser: webdriver.Chrome
         assert browser.current_url == f"{base}/dashboard/"
         assert browser.execute_script("return localStorage.getItem('kj.token')") == grid.tokens["county"]
         wait.until(lambda d: _text(d, "#who") != "")
+
+
+def test_rankings_panel_follows_the_drill_down(browser: webdriver.Chrome, tmp_path: Path) -> None:
+    """County officers rank their towns (and, inside a town, its villages) on the dashboard."""
+    settings = Settings(db_path=tmp_path / "cloud.db", broker_url=None, scheduler_enabled=False)
+    db = open_db(settings.db_path)
+    try:
+        grid: Grid = build_grid(db)
+    finally:
+        db.close()
+    app = create_app(settings, clock=ManualClock(T0 + timedelta(hours=1)))
+    wait = WebDriverWait(browser, 20, poll_frequency=0.05)
+    with running_app(app) as base:
+        browser.get(f"{base}/dashboard/#token={grid.tokens['county']}")
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#ranking-table tbody tr[data-node]"))
+        towns = [
+            e.get_attribute("data-node")
+            for e in browser.find_elements(By.CSS_SELECTOR, "#ranking-table tbody tr[data-node]")
+        ]
+        assert set(towns) == {"370214101", "370214102"}
+        assert browser.find_element(By.ID, "rank-level").get_attribute("value") == "town"
+        assert "W" in _text(browser, "#rank-period-label")  # an ISO week by default
+        # a month instead of a week
+        browser.find_element(By.CSS_SELECTOR, '#rank-period option[value="month"]').click()
+        wait.until(lambda d: "W" not in _text(d, "#rank-period-label"))
+        # drilling into a town ranks its villages
+        browser.find_element(By.CSS_SELECTOR, '#grid-table tr[data-node="370214101"]').click()
+        wait.until(lambda d: d.find_element(By.ID, "rank-level").get_attribute("value") == "village")
+        wait.until(
+            lambda d: (
+                all(
+                    str(e.get_attribute("data-node")).startswith("370214101")
+                    for e in d.find_elements(By.CSS_SELECTOR, "#ranking-table tbody tr[data-node]")
+                )
+                and d.find_elements(By.CSS_SELECTOR, "#ranking-table tbody tr[data-node]")
+            )
+        )
+        severe = [e for e in browser.get_log("browser") if e.get("level") == "SEVERE"]
+        assert not severe, severe
