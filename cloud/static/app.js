@@ -34,7 +34,12 @@
       s_feedback: "已反馈", s_escalated: "已上报", s_closed: "已办结", lang_button: "English",
       rank_title: "单位排名", rank_level: "排名对象", rank_period: "周期", p_day: "日", p_week: "周",
       p_month: "月", export_csv: "导出 CSV", col_rank: "名次", col_coverage: "站点覆盖",
-      col_ontime: "按时办结", col_score: "得分"
+      col_ontime: "按时办结", col_score: "得分", action: "处置", a_assign: "交办", a_remind: "催办",
+      a_feedback: "反馈", a_close: "办结", a_note: "备注", a_report: "申报", a_escalate: "上报",
+      assignee: "承办人", feedback: "反馈结果", note: "说明", submit: "提交",
+      f_retest_negative: "复检阴性", f_retest_positive: "复检阳性", f_product_held: "产品已封存",
+      f_product_destroyed: "产品已销毁", f_lab_confirmed: "实验室确证阳性", f_lab_negative: "实验室确证阴性",
+      case_reason_positive: "阳性结果", case_reason_repeated_suspect: "多次可疑", action_failed: "操作失败"
     },
     en: {
       title: "Kuaijian · live produce rapid-testing dashboard", live_on: "Live: connected",
@@ -59,13 +64,20 @@
       s_feedback: "feedback", s_escalated: "escalated", s_closed: "closed", lang_button: "中文",
       rank_title: "Rankings", rank_level: "Rank", rank_period: "Period", p_day: "day", p_week: "week",
       p_month: "month", export_csv: "Export CSV", col_rank: "Rank", col_coverage: "Station coverage",
-      col_ontime: "Closed on time", col_score: "Score"
+      col_ontime: "Closed on time", col_score: "Score", action: "Action", a_assign: "assign",
+      a_remind: "remind", a_feedback: "feedback", a_close: "close", a_note: "note", a_report: "report",
+      a_escalate: "escalate", assignee: "Assignee", feedback: "Feedback", note: "Note", submit: "Submit",
+      f_retest_negative: "retest negative", f_retest_positive: "retest positive",
+      f_product_held: "product held", f_product_destroyed: "product destroyed",
+      f_lab_confirmed: "lab confirmed positive", f_lab_negative: "lab negative",
+      case_reason_positive: "positive result", case_reason_repeated_suspect: "repeated suspect",
+      action_failed: "Action failed"
     }
   };
 
   var state = {
     lang: "zh", token: null, node: null, data: null, source: null, refreshTimer: null, fresh: false,
-    ranking: null, rankLevelChosen: false
+    ranking: null, rankLevelChosen: false, caseId: null, caseDoc: null
   };
 
   function $(id) { return document.getElementById(id); }
@@ -102,6 +114,7 @@
     setLive(state.source !== null && state.source.readyState === 1);
     if (state.data) { render(state.data); }
     if (state.ranking) { renderRanking(state.ranking); }
+    if (state.caseDoc) { renderCase(state.caseDoc); }
     var items = $("feed").children;
     for (var j = 0; j < items.length; j++) { relabelFeedItem(items[j]); }
   }
@@ -371,8 +384,64 @@
       tr.appendChild(el("td", null, label("l_", c.level)));
       tr.appendChild(el("td", null, fmtTime(c.opened_at)));
       tr.appendChild(el("td", "deadline", fmtTime(c.deadline) + (c.overdue ? " (" + t("overdue") + ")" : "")));
+      tr.addEventListener("click", function () { openCase(c.id); });
       tbody.appendChild(tr);
     });
+  }
+
+  /* ---------- one case: timeline and actions (交办 / 催办 / 反馈 / 办结) ---------- */
+  function openCase(id) {
+    state.caseId = id;
+    $("case-error").textContent = "";
+    api(API + "/cases/" + encodeURIComponent(id)).then(renderCase)
+      .catch(function (e) { $("case-error").textContent = t("action_failed") + ": " + e.message; });
+  }
+  function renderCase(c) {
+    state.caseDoc = c;
+    $("case-panel").classList.remove("hidden");
+    $("case-title").textContent = "#" + c.id + " · " + c.station;
+    $("case-summary").textContent = label("case_reason_", c.reason) + " · " + c.product + " · " + c.analyte +
+      " · " + label("s_", c.status) + " · " + label("l_", c.level) + " · " + fmtTime(c.deadline) +
+      (c.assignee ? " · " + t("assignee") + ": " + c.assignee : "");
+    var ol = $("case-actions");
+    clear(ol);
+    c.actions.forEach(function (a) {
+      var li = el("li", "action-" + a.action);
+      li.setAttribute("data-action", a.action);
+      var fb = a.action === "feedback" && a.data && a.data.kind ? " · " + label("f_", a.data.kind) : "";
+      var who = a.data && a.data.assignee ? " → " + a.data.assignee : "";
+      li.textContent = fmtTime(a.at) + " " + label("a_", a.action) + who + fb + " · " + a.actor +
+        (a.note ? " · " + a.note : "");
+      ol.appendChild(li);
+    });
+    $("case-form").classList.toggle("hidden", c.status === "closed");
+  }
+  function syncCaseForm() {
+    var a = $("case-action").value;
+    $("case-assignee-box").classList.toggle("hidden", a !== "assign");
+    $("case-feedback-box").classList.toggle("hidden", a !== "feedback");
+  }
+  function submitCase(ev) {
+    ev.preventDefault();
+    if (state.caseId === null) { return; }
+    var body = { action: $("case-action").value, note: $("case-note").value.trim() || null };
+    if (body.action === "assign") { body.assignee = $("case-assignee").value.trim() || null; }
+    if (body.action === "feedback") { body.feedback = $("case-feedback").value; }
+    $("case-error").textContent = "";
+    fetch(API + "/cases/" + encodeURIComponent(state.caseId) + "/actions", {
+      method: "POST",
+      headers: { Authorization: "Bearer " + state.token, "Content-Type": "application/json" },
+      body: JSON.stringify(body)
+    }).then(function (r) {
+      return r.json().catch(function () { return {}; }).then(function (doc) {
+        if (!r.ok) { throw new Error(doc.detail ? (typeof doc.detail === "string" ? doc.detail : JSON.stringify(doc.detail)) : "HTTP " + r.status); }
+        return doc;
+      });
+    }).then(function (doc) {
+      $("case-note").value = ""; $("case-assignee").value = "";
+      renderCase(doc);
+      refresh();
+    }).catch(function (e) { $("case-error").textContent = t("action_failed") + ": " + e.message; });
   }
 
   /* ---------- charts (inline SVG, drawn here) ---------- */
@@ -445,6 +514,12 @@
     $("rank-period").value = "week";
     $("rank-period").addEventListener("change", loadRanking);
     $("rank-csv").addEventListener("click", downloadRankingCsv);
+    $("case-action").addEventListener("change", syncCaseForm);
+    $("case-form").addEventListener("submit", submitCase);
+    $("case-close-panel").addEventListener("click", function () {
+      state.caseId = null; $("case-panel").classList.add("hidden");
+    });
+    syncCaseForm();
     applyLang();
     // a link like /dashboard/#token=... (printed by `kuaijian demo`) logs in at once; the fragment never
     // reaches the server, and it is removed from the address bar so it is not bookmarked or shared

@@ -206,3 +206,67 @@ def test_rankings_panel_follows_the_drill_down(browser: webdriver.Chrome, tmp_pa
         )
         severe = [e for e in browser.get_log("browser") if e.get("level") == "SEVERE"]
         assert not severe, severe
+
+
+def test_case_is_assigned_answered_and_closed_from_the_dashboard(
+    browser: webdriver.Chrome, tmp_path: Path
+) -> None:
+    """A town officer opens a case, assigns it (交办), records feedback (反馈) and closes it (办结)."""
+    from selenium.webdriver.support.ui import Select
+
+    settings = Settings(db_path=tmp_path / "cloud.db", broker_url=None, scheduler_enabled=False)
+    clock = ManualClock(T0 + timedelta(hours=1))
+    db = open_db(settings.db_path)
+    try:
+        grid: Grid = build_grid(db)
+        from cloud.ingest import Inbound, process_batch
+
+        doc = grid.result(STATION, verdict="positive", analyte="毒死蜱", measured_at=T0.isoformat())
+        process_batch(
+            db,
+            [Inbound(f"kj/v1/{STATION}/result", json.dumps(doc).encode(), clock.now(), 1, 1, 0)],
+            settings,
+        )
+        case_id = db.execute("SELECT id FROM cases").fetchone()[0]
+    finally:
+        db.close()
+    app = create_app(settings, clock=clock)
+    wait = WebDriverWait(browser, 20, poll_frequency=0.05)
+    with running_app(app) as base:
+        browser.get(f"{base}/dashboard/#token={grid.tokens['town_a']}")
+        row = f'#cases-table tr[data-case="{case_id}"]'
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, row))
+        browser.find_element(By.CSS_SELECTOR, row).click()
+        wait.until(lambda d: d.find_element(By.ID, "case-panel").is_displayed())
+        assert browser.find_elements(By.CSS_SELECTOR, '#case-actions li[data-action="report"]')
+
+        def act(action: str, **fields: str) -> None:
+            Select(browser.find_element(By.ID, "case-action")).select_by_value(action)
+            for field_id, value in fields.items():
+                box = browser.find_element(By.ID, field_id)
+                if box.tag_name == "select":
+                    Select(box).select_by_value(value)
+                else:
+                    box.send_keys(value)
+            before = len(browser.find_elements(By.CSS_SELECTOR, "#case-actions li"))
+            browser.find_element(By.ID, "case-submit").click()
+            wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#case-actions li")) > before)
+
+        act("assign", **{"case-assignee": "张伟", "case-note": "today"})
+        assert "张伟" in _text(browser, '#case-actions li[data-action="assign"]')
+        # closing before any feedback is refused by the API and the reason is shown
+        Select(browser.find_element(By.ID, "case-action")).select_by_value("close")
+        browser.find_element(By.ID, "case-submit").click()
+        wait.until(lambda d: "feedback" in _text(d, "#case-error"))
+        act("feedback", **{"case-feedback": "product_destroyed"})
+        act("close")
+        wait.until(lambda d: not d.find_element(By.ID, "case-form").is_displayed())
+        assert [
+            e.get_attribute("data-action") for e in browser.find_elements(By.CSS_SELECTOR, "#case-actions li")
+        ] == [
+            "report",
+            "assign",
+            "feedback",
+            "close",
+        ]
+        wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, row))  # no longer an open case
