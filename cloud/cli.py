@@ -185,6 +185,71 @@ def cmd_create_user(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_push_config(args: argparse.Namespace) -> int:
+    """Store a new config version for every station under --target; publish it now if --broker is given,
+    else a running `kuaijian cloud serve` publishes it on its next scheduler pass."""
+    import json
+    from pathlib import Path
+
+    from pydantic import BaseModel, ConfigDict, ValidationError
+
+    from cloud import configs
+    from cloud.auth import User
+    from cloud.clock import SystemClock
+    from cloud.db import open_db
+    from cloud.errors import CloudError
+    from cloud.services import Services
+    from kuaijian_schema.specs import EnzymeSpec, StripSpec
+
+    class ConfigFile(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        gold_kits: tuple[StripSpec, ...] = ()
+        enzyme_profiles: tuple[EnzymeSpec, ...] = ()
+
+    try:
+        doc = ConfigFile.model_validate(json.loads(Path(args.file).read_text(encoding="utf-8")))
+    except (OSError, ValueError, ValidationError) as exc:
+        return _fail(ValueError(f"{args.file}: {exc}"))
+    if not doc.gold_kits and not doc.enzyme_profiles:
+        return _fail(ValueError(f"{args.file}: neither gold_kits nor enzyme_profiles given"))
+    settings = _settings(args, ingest_enabled=False)
+    operator = User(
+        id=0, name=f"cli:{args.issued_by}", role="admin", node_id=None, node_code=None, node_path="/"
+    )
+    db = open_db(settings.db_path)
+    try:
+        push = configs.push_config(db, operator, args.target, doc.gold_kits, doc.enzyme_profiles, _now())
+    except CloudError as exc:
+        return _fail(exc)
+    finally:
+        db.close()
+    print(f"config version {push.version} stored for {len(push.stations)} station(s) under {push.target}")
+    if settings.broker_url is None:
+        print(
+            "not published yet: the running cloud publishes it on its next scheduler pass (or use --broker)"
+        )
+        return 0
+    services = Services(settings, SystemClock())
+    services.start()
+    try:
+        if services.link is not None and not services.link.connected.wait(10):
+            return _fail(
+                ConnectionError(f"broker {settings.broker_url} not reachable; the config stays pending")
+            )
+        publisher = services.publisher
+        if publisher is None:
+            return _fail(ConnectionError("no MQTT publisher (is the broker URL set?)"))
+        db = open_db(settings.db_path)
+        try:
+            published = configs.publish_pending(db, publisher, _now())
+        finally:
+            db.close()
+    finally:
+        services.stop()
+    print(f"published (retained) to {published} station(s)")
+    return 0
+
+
 def cmd_tick(args: argparse.Namespace) -> int:
     from cloud.clock import SystemClock
     from cloud.db import open_db
@@ -248,6 +313,16 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--role", required=True, choices=("admin", "county", "town", "village", "station"))
     p.add_argument("--node", default=None, help="grid node code the user is scoped to (not for admin)")
     p.set_defaults(func=cmd_create_user)
+
+    p = subparsers.add_parser(
+        "push-config", help="push kits / enzyme profiles (JSON file) to every station under a grid node"
+    )
+    _add_db(p)
+    _add_broker(p)
+    p.add_argument("--target", required=True, help="station id or grid node code (county, town, village)")
+    p.add_argument("--issued-by", default="operator", help="name recorded with the config version")
+    p.add_argument("file", help='JSON: {"gold_kits": [StripSpec, ...], "enzyme_profiles": [EnzymeSpec, ...]}')
+    p.set_defaults(func=cmd_push_config)
 
     p = subparsers.add_parser("tick", help="run one case-scheduler pass now (reminders, escalation, configs)")
     _add_db(p)

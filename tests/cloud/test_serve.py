@@ -131,3 +131,54 @@ def test_cli_tick_escalates_and_publishes_pending_configs(
         assert json.loads(retained[0])["version"] == "1"
     finally:
         station.stop()
+
+
+def test_cli_push_config_to_a_town_publishes_retained(
+    tmp_path: Path, settings: Settings, grid: Grid, db: sqlite_utils.Database, mosquitto: Mosquitto
+) -> None:
+    """`kuaijian cloud push-config --target TOWN FILE --broker URL`: every station of the town gets the
+    new version retained on its config topic; a bad file is refused with a message naming it."""
+    import contextlib
+    import io
+
+    from kuaijian.cli import main
+    from kuaijian_schema import StationConfig
+    from kuaijian_schema.kits import DEMO_KITS
+    from kuaijian_schema.specs import NY_T_448
+
+    kit = DEMO_KITS["imidacloprid-v1"].model_copy(update={"version": "lot-2026-11"})
+    cfg_file = tmp_path / "kits.json"
+    cfg_file.write_text(
+        json.dumps({"gold_kits": [kit.model_dump()], "enzyme_profiles": [NY_T_448.model_dump()]}),
+        encoding="utf-8",
+    )
+    town_stations = [s for s in grid.enrolments if s.startswith("370214101")]
+    assert town_stations
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(
+            ["cloud", "push-config", "--db", str(settings.db_path), "--broker", mosquitto.url,
+             "--target", "370214101", str(cfg_file)]
+        )  # fmt: skip
+    assert code == 0, out.getvalue()
+    assert f"stored for {len(town_stations)} station(s)" in out.getvalue()
+    assert f"published (retained) to {len(town_stations)} station(s)" in out.getvalue()
+    station = Recorder(mosquitto.port, "gw-push").start()
+    try:
+        for st in town_stations:
+            station.subscribe(f"kj/v1/{st}/config")
+            raw = wait_for(lambda st=st: station.received(f"kj/v1/{st}/config"), 10, f"no config for {st}")
+            pushed = StationConfig.model_validate_json(raw[0])
+            assert pushed.gold_kits[0].version == "lot-2026-11"
+            assert pushed.enzyme_profiles[0].positive_pct == 70.0
+    finally:
+        station.stop()
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"gold_kits": [{"name": "x"}]}', encoding="utf-8")
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        assert (
+            main(["cloud", "push-config", "--db", str(settings.db_path), "--target", "370214101", str(bad)])
+            == 2
+        )
+    assert "bad.json" in err.getvalue()
