@@ -119,6 +119,8 @@ def cmd_import_grid(args: argparse.Namespace) -> int:
 
 
 def cmd_enrol_station(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
     from cloud.db import open_db
     from cloud.enrol import enrol_station
     from cloud.errors import CloudError
@@ -126,7 +128,15 @@ def cmd_enrol_station(args: argparse.Namespace) -> int:
     settings = _settings(args)
     db = open_db(settings.db_path)
     try:
-        enrolment = enrol_station(db, args.station, args.node, _now(), name=args.name, rotate=args.rotate)
+        enrolment = enrol_station(
+            db,
+            args.station,
+            args.node,
+            _now(),
+            name=args.name,
+            rotate=args.rotate,
+            grace=timedelta(days=settings.key_rotation_grace_days),
+        )
     except CloudError as exc:
         return _fail(exc)
     finally:

@@ -11,7 +11,8 @@ Tables (all timestamps are ISO-8601 UTC strings, ``YYYY-MM-DDTHH:MM:SS.ffffff+00
                   ("/1/4/9/" — ids from the root, for subtree queries: path LIKE :node_path || '%'),
                   grid_head, information_officer, co_manager (free text: "name phone")
     stations      id (station id "370214101203-01"), node_id (its grid node, level station),
-                  key (hex HMAC key), mqtt_username, mqtt_password_hash (mosquitto $7$ format),
+                  key (hex HMAC key), previous_key + previous_key_until (the key replaced by the last
+                  rotation and until when it still verifies), mqtt_username, mqtt_password_hash (mosquitto $7$ format),
                   enrolled_at, last_seen, online (0/1), backlog, oldest_unsent_age_s, free_disk_bytes,
                   config_version, status_at, status_json, high_seq (highest seq stored)
     results       id (UUID text, PK), seq, station, node_id, instrument_serial, instrument_model,
@@ -223,7 +224,17 @@ _M001_INITIAL = """
 """
 
 
-MIGRATIONS: tuple[Migration, ...] = (("001_initial", _M001_INITIAL),)
+# Key rotation (`enrol-station --rotate`): the replaced key keeps verifying until `previous_key_until`, so
+# results a gateway signed before it got the new key — already in its outbox — are not rejected.
+_M002_PREVIOUS_KEY = """
+        ALTER TABLE stations ADD COLUMN previous_key TEXT;
+        ALTER TABLE stations ADD COLUMN previous_key_until TEXT;
+"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    ("001_initial", _M001_INITIAL),
+    ("002_station_previous_key", _M002_PREVIOUS_KEY),
+)
 
 
 def applied_migrations(db: sqlite_utils.Database) -> list[str]:

@@ -19,7 +19,7 @@ import os
 import secrets
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import sqlite_utils
@@ -67,10 +67,12 @@ def enrol_station(
     name: str | None = None,
     rotate: bool = False,
     key: bytes | None = None,
+    grace: timedelta = timedelta(days=30),
 ) -> Enrolment:
     """Enrol `station` under village `village_code`: grid node, MQTT username/password, HMAC key.
 
     `key` (≥ 16 bytes) is used as the HMAC key instead of a fresh random one (load simulators derive keys).
+    With `rotate`, the replaced key still verifies for `grace` (results already signed and queued).
     Raises Invalid (bad id / not under that village), NotFound (no such village) or Conflict (already
     enrolled and not `rotate`).
     """
@@ -110,8 +112,11 @@ def enrol_station(
             )
         else:
             db.execute(
-                "UPDATE stations SET key = ?, mqtt_password_hash = ?, enrolled_at = ? WHERE id = ?",
-                [key_hex, mosquitto_hash(password), now.isoformat(), station],
+                # the replaced key keeps verifying for `grace`: results the gateway signed before it got
+                # the new key (already in its outbox) are still accepted
+                "UPDATE stations SET previous_key = key, previous_key_until = ?, key = ?,"
+                " mqtt_password_hash = ?, enrolled_at = ? WHERE id = ?",
+                [(now + grace).isoformat(), key_hex, mosquitto_hash(password), now.isoformat(), station],
             )
     return Enrolment(station=station, mqtt_username=station, mqtt_password=password, key_hex=key_hex)
 

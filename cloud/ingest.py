@@ -142,13 +142,23 @@ class _Batch:
         self.db = db
         self.settings = settings
         self.out = BatchOutcome()
-        self._stations: dict[str, tuple[bytes, int] | None] = {}
+        self._stations: dict[str, tuple[tuple[bytes, ...], int] | None] = {}
         self.new: list[tuple[Result, int, datetime]] = []
 
-    def station(self, station: str) -> tuple[bytes, int] | None:
+    def station(self, station: str, now: datetime) -> tuple[tuple[bytes, ...], int] | None:
+        """(keys that verify now, grid node) of an enrolled station: its key, plus the key replaced by the
+        last rotation while its grace period lasts."""
         if station not in self._stations:
-            row = self.db.execute("SELECT key, node_id FROM stations WHERE id = ?", [station]).fetchone()
-            self._stations[station] = None if row is None else (bytes.fromhex(row[0]), int(row[1]))
+            row = self.db.execute(
+                "SELECT key, node_id, previous_key, previous_key_until FROM stations WHERE id = ?", [station]
+            ).fetchone()
+            if row is None:
+                self._stations[station] = None
+            else:
+                keys = [bytes.fromhex(row[0])]
+                if row[2] and row[3] and now.isoformat() < row[3]:
+                    keys.append(bytes.fromhex(row[2]))
+                self._stations[station] = (tuple(keys), int(row[1]))
         return self._stations[station]
 
     def snapshot(self) -> tuple[dict[str, tuple[int, int, int]], int, int, int, int]:
@@ -198,15 +208,15 @@ class _Batch:
             self.result_item(msg, station, item)
 
     def result_item(self, msg: Inbound, station: str, item: dict[str, Any]) -> None:
-        known = self.station(station)
+        known = self.station(station, msg.received_at)
         if known is None:
             self.reject(msg, station, item, f"unknown station {station}")
             return
-        key, node_id = known
+        keys, node_id = known
         if "sig" not in item:
             self.reject(msg, station, item, "unsigned")
             return
-        if not verify_payload(item, key):
+        if not any(verify_payload(item, key) for key in keys):
             self.reject(msg, station, item, "bad signature")
             return
         try:
@@ -282,7 +292,7 @@ class _Batch:
                 msg, station, f"station mismatch: payload says {status.station}, topic {station}"
             )
             return
-        if self.station(station) is None:
+        if self.station(station, msg.received_at) is None:
             self._status_dead(msg, station, f"unknown station {station}")
             return
         # Statuses apply in arrival order (MQTT keeps per-topic order), NOT by their `at`: the last will

@@ -55,6 +55,9 @@ class Settings(BaseSettings):
         default_factory=_default_deadlines, description="case deadline per level, hours"
     )
     remind_before_hours: float = Field(default=4.0, ge=0, description="remind this long before a deadline")
+    key_rotation_grace_days: float = Field(
+        default=30.0, ge=0, description="after a key rotation, the old station key still verifies this long"
+    )
     max_page_size: int = Field(default=1000, gt=0, description="upper bound of `limit` on list endpoints")
 
     @field_validator("case_deadline_hours")

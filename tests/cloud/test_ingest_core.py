@@ -292,3 +292,28 @@ def test_pathological_payloads(db: sqlite_utils.Database, grid: Grid, settings: 
     ]
     assert reasons[3] == "seq out of range"
     assert reasons[4] == "bad signature"
+
+
+def test_rotated_key_old_signatures_accepted_during_grace_only(
+    db: sqlite_utils.Database, grid: Grid, settings: Settings
+) -> None:
+    """After `enrol-station --rotate`, results the gateway signed with the old key (still in its outbox)
+    verify until the grace period ends; the new key verifies at once; anything else stays rejected."""
+    from cloud.enrol import enrol_station
+    from tests.cloud.factories import signed_result
+
+    old_key = grid.key(A1)
+    rotated = enrol_station(db, A1, "370214101203", T0, rotate=True, grace=timedelta(days=30))
+    new_key = bytes.fromhex(rotated.key_hex)
+    assert new_key != old_key
+    queued = signed_result(A1, old_key, seq=1)  # signed before the rotation
+    fresh = signed_result(A1, new_key, seq=2)
+    forged = signed_result(A1, b"x" * 32, seq=3)
+    out = process_batch(db, [_msg(A1, batch_payload([queued, fresh, forged]), at_min=60)], settings)
+    assert sorted(str(i) for i in out.acks[A1].to_ack().ids) == sorted([queued["id"], fresh["id"]])
+    assert [r.reason for r in out.acks[A1].rejected] == ["bad signature"]
+    late = signed_result(A1, old_key, seq=4)
+    after_grace = Inbound(f"kj/v1/{A1}/result", batch_payload([late]), T0 + timedelta(days=31), mid=1, qos=1)
+    out = process_batch(db, [after_grace], settings)
+    assert [r.reason for r in out.acks[A1].rejected] == ["bad signature"]
+    assert _count(db, "SELECT COUNT(*) FROM results") == 2
