@@ -88,6 +88,8 @@ class Demo:
             raise DemoError(f"--stations-per-town must be between 1 and {len(VILLAGES)}")
         if self.rate_per_min <= 0:
             raise DemoError("--rate must be positive")
+        if not _port_free(self.http_port):
+            raise DemoError(f"port {self.http_port} on 127.0.0.1 is in use; choose another with --port")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._start_broker()
@@ -366,6 +368,17 @@ def _reap(proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
 def _people(rng: random.Random) -> str:
     a, b, c = rng.sample(PEOPLE, 3)
     return f"{a} 1380000{rng.randrange(1000, 9999)},{b},{c}"
+
+
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _free_port() -> int:

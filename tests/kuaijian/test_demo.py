@@ -82,3 +82,18 @@ def test_demo_delivers_results_and_stops_cleanly(tmp_path: Path) -> None:
     text = "".join(out)
     assert rc == 0, text
     assert "demo: stopped" in text
+
+
+def test_busy_port_is_a_clear_error(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run(
+            [sys.executable, "-m", "kuaijian.cli", "demo", "--port", str(port), "--data-dir", str(tmp_path)],
+            capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+    assert proc.returncode == 2
+    assert f"port {port} on 127.0.0.1 is in use" in proc.stderr
