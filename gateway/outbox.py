@@ -10,7 +10,8 @@ recorded, transactional migrations (`MIGRATIONS`, table `schema_migrations`).
 
 Failure handling: `PRAGMA quick_check` at open; a corrupt file is renamed aside (never replaced or
 deleted) and `OutboxCorrupt` raised; the seq high-water mark is salvaged from it when possible so a new
-outbox never reuses a seq. SQLITE_FULL (disk full or `max_db_bytes` reached) → `OutboxFull` after a
+outbox never reuses a seq, and `salvage_from` later restores its readable un-sent results, de-duplication
+keys and instrument cursors into the new outbox. SQLITE_FULL (disk full or `max_db_bytes` reached) → `OutboxFull` after a
 rollback: nothing half-written, the caller retries later.
 
 Does not: talk MQTT, read instruments or interpret signals. Thread-safe (one connection, one lock).
@@ -111,6 +112,30 @@ class Cursor:
 
     epoch: int
     last_record: int
+
+
+@dataclass(frozen=True, slots=True)
+class SalvageReport:
+    """What `Outbox.salvage_from` recovered from a moved-aside corrupt outbox."""
+
+    source: Path
+    results_found: int  # outbox rows read from the corrupt file
+    results_restored: int  # of those, newly queued here (the rest were already here, or invalid)
+    results_invalid: int  # unparsable, id/seq not matching the row, or signature not verifying
+    records_restored: int  # de-duplication keys (instrument, epoch, record, line)
+    cursors_restored: int  # instrument cursors, so the instruments are not read again from the start
+    errors: tuple[str, ...]  # tables or ranges that could not be read
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "source": str(self.source),
+            "results_found": self.results_found,
+            "results_restored": self.results_restored,
+            "results_invalid": self.results_invalid,
+            "records_restored": self.records_restored,
+            "cursors_restored": self.cursors_restored,
+            "errors": list(self.errors),
+        }
 
 
 @dataclass(frozen=True, slots=True)
@@ -430,6 +455,106 @@ class Outbox:
         rows = self._read("SELECT instrument, epoch, last_record FROM cursors ORDER BY instrument")
         return {str(i): Cursor(int(e), int(n)) for i, e, n in rows}
 
+    # ------------------------------------------------------------------ recovery
+    def salvage_from(self, corrupt: Path, verify: Callable[[dict[str, Any]], bool]) -> SalvageReport:
+        """Recover what can still be read from a corrupt outbox moved aside by `open`: un-sent results
+        (each kept only if its JSON names the row's id and seq and `verify` accepts its signature), the
+        de-duplication keys and the instrument cursors — so nothing un-sent is lost and the instruments are
+        not read again from the start (which would queue duplicates under new ids).
+
+        Reads each table in key order up to the first unreadable page, then backwards from the end to it,
+        so rows on both sides of one damaged region are recovered. Idempotent: rows already here are kept.
+        Writes `<corrupt>.salvaged` with the report, which `unsalvaged()` uses to skip the file next time.
+        """
+        errors: list[str] = []
+        try:
+            src = sqlite3.connect(f"file:{corrupt}?mode=ro", uri=True, timeout=1.0)
+        except sqlite3.Error as exc:
+            report = SalvageReport(corrupt, 0, 0, 0, 0, 0, (f"cannot open: {exc}",))
+            _write_salvage_marker(corrupt, report)
+            return report
+        try:
+            outbox_rows = _read_table(
+                src, "outbox", "seq, id, instrument, priority, enqueued_at, payload", ("seq",), errors
+            )
+            records = _read_table(
+                src,
+                "records",
+                "instrument, epoch, record_no, line, seq, id",
+                ("instrument", "epoch", "record_no", "line"),
+                errors,
+            )
+            cursors = _read_table(
+                src, "cursors", "instrument, epoch, last_record, updated_at", ("instrument",), errors
+            )
+        finally:
+            src.close()
+        valid: list[tuple[Any, ...]] = []
+        invalid = 0
+        for seq, rid, instrument, priority, enqueued_at, payload in outbox_rows:
+            try:
+                doc = json.loads(payload)
+                ok = isinstance(doc, dict) and doc.get("id") == rid and doc.get("seq") == seq and verify(doc)
+            except (TypeError, ValueError):
+                ok = False
+            if ok:
+                valid.append((seq, rid, instrument, priority, enqueued_at, payload))
+            else:
+                invalid += 1
+        with self._tx("restoring salvaged rows") as conn:
+            restored = 0
+            for row in valid:
+                seq, rid = row[0], row[1]
+                holder = conn.execute("SELECT id FROM outbox WHERE seq = ?", (seq,)).fetchone()
+                if holder is not None:
+                    if holder[0] != rid:  # cannot happen with the seq floor; never overwrite, say so
+                        errors.append(f"seq {seq} is taken by another result here; {rid} left in {corrupt}")
+                    continue
+                if conn.execute("SELECT 1 FROM outbox WHERE id = ?", (rid,)).fetchone():
+                    continue
+                conn.execute(
+                    "INSERT INTO outbox (seq, id, instrument, priority, enqueued_at, payload)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    row,
+                )
+                restored += 1
+            before = conn.total_changes
+            for row in records:
+                conn.execute(
+                    "INSERT OR IGNORE INTO records (instrument, epoch, record_no, line, seq, id)"
+                    " VALUES (?, ?, ?, ?, ?, ?)",
+                    row,
+                )
+            records_restored = conn.total_changes - before
+            before = conn.total_changes
+            for row in cursors:
+                conn.execute(
+                    "INSERT INTO cursors (instrument, epoch, last_record, updated_at) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (instrument) DO UPDATE SET last_record = MAX(last_record, excluded.last_record)"
+                    " WHERE epoch = excluded.epoch",
+                    row,
+                )
+            cursors_restored = conn.total_changes - before
+            conn.execute("UPDATE counters SET value = value + ? WHERE name = 'enqueued'", (restored,))
+            # never hand out a seq the old outbox used (the floor file normally guarantees it already)
+            top = max([r[0] for r in valid] + [r[4] for r in records], default=0)
+            conn.execute("UPDATE counters SET value = MAX(value, ?) WHERE name = 'seq'", (top,))
+        report = SalvageReport(
+            corrupt, len(outbox_rows), restored, invalid, records_restored, cursors_restored, tuple(errors)
+        )
+        _write_salvage_marker(corrupt, report)
+        return report
+
+    def unsalvaged(self) -> list[Path]:
+        """Corrupt outboxes moved aside next to this one that `salvage_from` has not processed yet."""
+        found = sorted(self.path.parent.glob(f"{self.path.name}.corrupt-*"))
+        return [
+            p
+            for p in found
+            if not p.name.endswith(("-wal", "-shm", ".salvaged"))
+            and not p.with_name(p.name + ".salvaged").exists()
+        ]
+
     # ------------------------------------------------------------------ pushed config
     def store_config(self, version: str, doc: dict[str, Any]) -> bool:
         """Record `doc` as the current config `version` atomically; False when already current."""
@@ -502,6 +627,71 @@ def _salvage_seq(path: Path) -> int | None:
     return best
 
 
+def _read_table(
+    conn: sqlite3.Connection,
+    table: str,
+    columns: str,
+    key: tuple[str, ...],
+    errors: list[str],
+    chunk: int = 500,
+) -> list[tuple[Any, ...]]:
+    """Rows of `table` in primary-key order, paging by key so a damaged page costs only its own rows where
+    possible: for an integer key the scan skips ahead past an unreadable stretch (doubling the jump);
+    otherwise, or when that fails too, it reads backwards from the end to the damage."""
+    names = [c.strip() for c in columns.split(",")]
+    idx = [names.index(k) for k in key]
+    order_by = ", ".join(key)
+    tup = f"({', '.join(key)})" if len(key) > 1 else key[0]
+    marks = f"({', '.join('?' for _ in key)})" if len(key) > 1 else "?"
+    rows: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+
+    def page(cmp: str, direction: str, after: tuple[Any, ...] | None) -> list[tuple[Any, ...]]:
+        where = "" if after is None else f"WHERE {tup} {cmp} {marks}"
+        sql = (
+            f"SELECT {columns} FROM {table} {where} "  # noqa: S608 - identifiers are ours, values bound
+            f"ORDER BY {', '.join(f'{k} {direction}' for k in key)} LIMIT {chunk}"
+        )
+        return [tuple(r) for r in conn.execute(sql, () if after is None else after).fetchall()]
+
+    for cmp, direction in ((">", "ASC"), ("<", "DESC")):
+        after: tuple[Any, ...] | None = None
+        failed = False
+        while True:
+            try:
+                batch = page(cmp, direction, after)
+            except sqlite3.Error as exc:
+                resumed = None
+                if direction == "ASC" and len(key) == 1 and after is not None and isinstance(after[0], int):
+                    jump = 1
+                    while resumed is None and jump <= 1 << 24:
+                        with contextlib.suppress(sqlite3.Error):
+                            resumed = page(cmp, direction, (after[0] + jump,))
+                        jump *= 2
+                errors.append(
+                    f"{table} ({direction.lower()} scan after {order_by}={after}): {exc}"
+                    + ("" if resumed is None else "; skipped ahead")
+                )
+                if resumed is None:
+                    failed = True
+                    break
+                batch = resumed
+            if not batch:
+                break
+            for row in batch:
+                rows[tuple(row[i] for i in idx)] = row
+            after = tuple(batch[-1][i] for i in idx)
+        if not failed:
+            break  # this scan reached the end of the table: no need to come back from the other end
+    return [rows[k] for k in sorted(rows)]
+
+
+def _write_salvage_marker(corrupt: Path, report: SalvageReport) -> None:
+    with contextlib.suppress(OSError):
+        corrupt.with_name(corrupt.name + ".salvaged").write_text(
+            json.dumps(report.as_dict(), indent=2) + "\n"
+        )
+
+
 def _read_seq_floor(path: Path) -> int | None:
     floor_file = path.with_name(path.name + SEQ_FLOOR_SUFFIX)
     try:
@@ -537,8 +727,9 @@ def _move_aside(path: Path, detail: str) -> OutboxCorrupt:
         floor_file.write_text(f"{floor}\n")
     how = "salvaged from it" if salvaged is not None else "could not be salvaged; using a clock floor"
     return OutboxCorrupt(
-        f"outbox {path} is corrupt ({detail}); it was moved to {target} and kept for inspection. "
-        f"Un-sent results in it must be recovered by hand. A new outbox will be created on the next "
-        f"start; seq numbering continues above {floor} ({how}).",
+        f"outbox {path} is corrupt ({detail}); it was moved to {target} and kept. On the next start a "
+        f"new outbox is created (seq numbering continues above {floor}, {how}) and everything still "
+        f"readable in the old one — un-sent results with valid signatures, instrument cursors — is "
+        f"salvaged into it automatically.",
         moved_to=target,
     )

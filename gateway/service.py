@@ -37,7 +37,14 @@ from gateway.outbox import Enqueued, Outbox
 from gateway.pipeline import Interpreter, SpecBook, SpecHolder
 from gateway.worker import InstrumentWorker, WorkerState
 from kuaijian import __version__
-from kuaijian_schema.wire import PROTOCOL_VERSION, InstrumentStatus, StationConfig, Status, sign_payload
+from kuaijian_schema.wire import (
+    PROTOCOL_VERSION,
+    InstrumentStatus,
+    StationConfig,
+    Status,
+    sign_payload,
+    verify_payload,
+)
 
 log = logging.getLogger("gateway.service")
 
@@ -108,6 +115,18 @@ class GatewayService:
         factories = [(inst, analyzer_factory(inst, inst.timeouts.to_timeouts())) for inst in cfg.instruments]
         outbox = Outbox.open(cfg.db_path, max_db_bytes=max_bytes)
         self.outbox = outbox
+        for corrupt in outbox.unsalvaged():
+            # before any worker runs: restored cursors keep the instruments from being read again
+            report = outbox.salvage_from(corrupt, lambda doc: verify_payload(doc, key))
+            log.warning(
+                "salvaged %s: %d of %d un-sent results restored (%d invalid), %d cursors restored%s",
+                corrupt.name,
+                report.results_restored,
+                report.results_found,
+                report.results_invalid,
+                report.cursors_restored,
+                f"; unreadable: {'; '.join(report.errors)}" if report.errors else "",
+            )
         self._restore_config(outbox)
 
         def sign(doc: dict[str, Any]) -> str:

@@ -72,3 +72,38 @@ def test_run_offline_then_corrupt_outbox_exits_3(tmp_path: Path) -> None:
     assert "corrupt" in done.stderr
     assert "moved to" in done.stderr
     assert list((tmp_path / "data").glob("outbox.db.corrupt-*"))
+
+
+def test_corrupt_outbox_is_salvaged_on_the_next_start(tmp_path: Path) -> None:
+    """Damage that fails the integrity check but leaves the rows readable (here: the priority index's page):
+    exit 3 once, then the next start restores every un-sent result and the instrument cursor, so nothing
+    is lost and the instrument is not read again into duplicates."""
+    import sqlite3
+
+    cfg = write_station(tmp_path, free_port(), [fast_instrument(total=50, rate=1000.0)])
+    assert _run(cfg, "--duration", "1.0").returncode == 0
+    db = tmp_path / "data" / "outbox.db"
+    with Outbox.open(db) as box:
+        before = box.payloads(list(range(1, 51)))
+        assert len(before) == 50
+    conn = sqlite3.connect(db)
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    rootpage = conn.execute(
+        "SELECT rootpage FROM sqlite_master WHERE name = 'outbox_by_priority'"
+    ).fetchone()[0]
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    data = bytearray(db.read_bytes())
+    data[(rootpage - 1) * page_size : rootpage * page_size] = b"\xa5" * page_size
+    db.write_bytes(bytes(data))
+
+    failed = _run(cfg, "--duration", "0.5")
+    assert failed.returncode == 3, failed.stderr
+    assert "salvaged into it automatically" in failed.stderr
+    again = _run(cfg, "--duration", "1.0")
+    assert again.returncode == 0, again.stderr
+    assert "50 of 50 un-sent results restored" in again.stderr
+    with Outbox.open(db) as box:
+        after = box.payloads(list(range(1, 10_000)))
+        assert after == before, "the same results (ids, seqs, signatures), no duplicates"
+        assert box.cursor("plugin:FAST-0001") is not None

@@ -257,3 +257,80 @@ def test_failed_migration_is_rolled_back(tmp_path: Path, monkeypatch: pytest.Mon
     finally:
         conn.close()
     assert "half_done" not in tables, "a failed migration must leave nothing behind"
+
+
+def _verify(doc: dict[str, Any]) -> bool:
+    return verify_payload(doc, KEY)
+
+
+def _corrupt_middle(path: Path, pages: slice) -> None:
+    data = bytearray(path.read_bytes())
+    start, stop = pages.start * 4096, pages.stop * 4096
+    assert len(data) > stop
+    data[start:stop] = b"\xa5" * (stop - start)
+    path.write_bytes(bytes(data))
+
+
+def test_salvage_restores_unsent_results_cursors_and_dedup_keys(tmp_path: Path) -> None:
+    """A corrupt outbox moved aside: everything readable is restored into the new one, so nothing un-sent
+    is lost and re-reading the instrument is a no-op (no duplicates under new ids)."""
+    path = tmp_path / "o.db"
+    with Outbox.open(path) as box:
+        box.enqueue("i", 0, [_record(n, lines=2) for n in range(1, 31)], _sign)
+        sent = box.payloads([1, 2])
+        box.ack(ids=[json.loads(sent[1])["id"], json.loads(sent[2])["id"]], seqs=[], rejected=[])
+        original = box.payloads(list(range(3, 61)))
+    # a tampered row (as a bit flip would leave it) must not be restored
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE outbox SET payload = replace(payload, '\"n\":7', '\"n\":8') WHERE seq = 13")
+    conn.commit()
+    conn.close()
+    aside = tmp_path / "o.db.corrupt-test"
+    path.rename(aside)
+    with Outbox.open(path) as box:
+        assert box.unsalvaged() == [aside]
+        report = box.salvage_from(aside, _verify)
+        assert (report.results_found, report.results_restored, report.results_invalid) == (58, 57, 1)
+        assert report.cursors_restored == 1
+        assert report.records_restored == 60
+        assert report.errors == ()
+        assert box.unsalvaged() == [], "a salvaged file is marked and not processed again"
+        restored = box.payloads(list(range(1, 61)))
+        assert set(restored) == set(range(3, 61)) - {13}
+        assert all(restored[s] == original[s] for s in restored), "restored byte for byte (signatures hold)"
+        assert box.cursor("i") == Cursor(0, 30)
+        assert box.enqueue("i", 0, [_record(30, lines=2)], _sign) == [], "re-read after salvage is a no-op"
+        assert box.enqueue("i", 0, [_record(31)], _sign)[0].seq == 61
+        again = box.salvage_from(aside, _verify)
+        assert again.results_restored == 0  # idempotent
+
+
+def test_salvage_of_a_damaged_file_keeps_only_verified_rows(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    with Outbox.open(path) as box:
+        box.enqueue("i", 0, [_record(n, lines=3) for n in range(1, 200)], _sign)
+    _corrupt_middle(path, slice(3, 5))
+    with pytest.raises(OutboxCorrupt, match="salvaged into it automatically") as info:
+        Outbox.open(path)
+    moved = info.value.moved_to
+    assert moved is not None
+    with Outbox.open(path) as box:
+        report = box.salvage_from(moved, _verify)
+        restored = box.payloads(list(range(1, 600)))
+        assert report.results_restored == len(restored) > 0
+        assert all(_verify(json.loads(p)) for p in restored.values())
+        if report.results_restored < 597:
+            assert report.errors, "rows were lost: the report must say what could not be read"
+
+
+def test_salvage_of_garbage_reports_instead_of_failing(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    path.write_bytes(b"this is not sqlite at all" * 100)
+    with pytest.raises(OutboxCorrupt):
+        Outbox.open(path)
+    with Outbox.open(path) as box:
+        [aside] = box.unsalvaged()
+        report = box.salvage_from(aside, _verify)
+        assert report.results_restored == 0
+        assert report.errors
+        assert box.unsalvaged() == []
