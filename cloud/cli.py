@@ -26,7 +26,13 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
         overrides["db_path"] = args.db
     if getattr(args, "broker", None) is not None:
         overrides["broker_url"] = args.broker
-    for name in ("mqtt_username", "mqtt_password", "ingest_shared_group", "mqtt_protocol"):
+    for name in (
+        "mqtt_username",
+        "mqtt_password",
+        "ingest_shared_group",
+        "mqtt_protocol",
+        "ingest_client_id",
+    ):
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
@@ -48,6 +54,12 @@ def _add_broker(p: argparse.ArgumentParser) -> None:
         help="MQTT 5 shared-subscription group ('' = plain subscription)",
     )
     p.add_argument("--mqtt-protocol", dest="mqtt_protocol", choices=("5", "3.1.1"), default=None)
+    p.add_argument(
+        "--client-id",
+        dest="ingest_client_id",
+        default=None,
+        help="stable client id of the ingest worker: persistent session, results queued while it is down",
+    )
 
 
 def _fail(exc: Exception) -> int:

@@ -40,6 +40,7 @@ from urllib.parse import urlparse
 import paho.mqtt.client as mqtt
 import sqlite_utils
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
@@ -465,18 +466,23 @@ class MqttLink:
         self.settings = settings
         self.subscriptions = tuple(subscriptions)
         v5 = settings.mqtt_protocol == "5"
+        # A persistent session (the ingest worker's stable client id): the broker keeps its subscriptions
+        # and queues QoS 1 results while it is down, instead of dropping them until gateways re-send.
+        self.persistent = name == "ingest" and bool(settings.ingest_client_id)
+        client_id = (
+            str(settings.ingest_client_id)
+            if self.persistent
+            else f"{settings.mqtt_client_id}-{name}-{uuid.uuid4().hex[:8]}"
+        )
         if v5:
             self.client = mqtt.Client(
-                CallbackAPIVersion.VERSION2,
-                client_id=f"{settings.mqtt_client_id}-{name}-{uuid.uuid4().hex[:8]}",
-                protocol=mqtt.MQTTv5,
-                manual_ack=manual_ack,
+                CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=manual_ack
             )
         else:
             self.client = mqtt.Client(
                 CallbackAPIVersion.VERSION2,
-                client_id=f"{settings.mqtt_client_id}-{name}-{uuid.uuid4().hex[:8]}",
-                clean_session=True,
+                client_id=client_id,
+                clean_session=not self.persistent,
                 protocol=mqtt.MQTTv311,
                 manual_ack=manual_ack,
             )
@@ -532,7 +538,12 @@ class MqttLink:
         if tls:
             ca = self.settings.mqtt_ca_file
             self.client.tls_set(ca_certs=str(ca) if ca is not None else None)
-        self.client.connect_async(host, port, keepalive=30)
+        if self.persistent and self.settings.mqtt_protocol == "5":
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = self.settings.ingest_session_expiry_s
+            self.client.connect_async(host, port, keepalive=30, clean_start=False, properties=props)
+        else:
+            self.client.connect_async(host, port, keepalive=30)
         self.client.loop_start()
 
     def stop(self) -> None:

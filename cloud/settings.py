@@ -45,6 +45,14 @@ class Settings(BaseSettings):
         default="kj-ingest",
         description="MQTT 5 shared-subscription group for results; None/'' = plain subscription",
     )
+    ingest_client_id: str | None = Field(
+        default=None,
+        description="stable client id of this ingest worker: a persistent session, so the broker queues "
+        "results while it is down (give each worker its own); None = a fresh clean session per start",
+    )
+    ingest_session_expiry_s: int = Field(
+        default=7 * 24 * 3600, ge=0, description="MQTT 5 session expiry of a persistent ingest session"
+    )
     ingest_batch_size: int = Field(default=500, gt=0, description="max results per commit")
     ingest_batch_wait_s: float = Field(default=0.05, ge=0, description="max wait to fill a batch")
     scheduler_enabled: bool = Field(default=True, description="run the case scheduler inside the web app")
