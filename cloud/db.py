@@ -48,10 +48,15 @@ Migration = tuple[str, str]
 
 
 def connect(path: Path | str) -> sqlite_utils.Database:
-    """Open the cloud database (WAL, foreign keys, 10 s busy timeout). Does not migrate."""
+    """Open the cloud database (WAL, synchronous=FULL, foreign keys, 10 s busy timeout). Does not migrate.
+
+    FULL, not NORMAL: ingest publishes the application ack right after the commit and the gateway then deletes
+    its copy, so a commit must survive a power cut, not only a process crash (NORMAL in WAL mode may lose the
+    last commits on power loss). Batched commits keep the cost to one fsync per batch.
+    """
     conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10.0)
     conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("PRAGMA synchronous=NORMAL")
+    conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=10000")
     return sqlite_utils.Database(conn)

@@ -187,3 +187,13 @@ def test_pending_configs_published_latest_first_once_broker_is_back(db: sqlite_u
     assert sorted(up.sent) == [("kj/v1/370214101203-01/config", "2"), ("kj/v1/370214101203-02/config", "1")]
     assert db.execute("SELECT COUNT(*) FROM configs WHERE published_at IS NULL").fetchone()[0] == 0
     assert publish_pending(db, up, T0) == 0  # nothing left
+
+
+def test_database_is_wal_with_full_sync(tmp_path: Path) -> None:
+    """Acks follow commits and gateways then delete their copies: commits must survive a power cut."""
+    db = open_db(tmp_path / "d.db")
+    try:
+        assert db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL
+    finally:
+        db.close()
