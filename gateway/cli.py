@@ -44,6 +44,14 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     rej = subparsers.add_parser("rejected", help="results the cloud rejected", description=_rejected.__doc__)
     rej.add_argument("--config", type=Path, required=True, help="station TOML file")
     rej.add_argument("--limit", type=int, default=50)
+    rej.add_argument(
+        "--requeue",
+        action="store_true",
+        help="send them again (after fixing the cause, e.g. enrolment); with --seq only those",
+    )
+    rej.add_argument(
+        "--seq", type=int, action="append", default=None, help="with --requeue: this seq (repeatable)"
+    )
     rej.set_defaults(func=_rejected)
 
 
@@ -175,7 +183,7 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _rejected(args: argparse.Namespace) -> int:
-    """List results the cloud rejected (kept locally with the reason; never deleted)."""
+    """List results the cloud rejected (kept locally with the reason; never deleted), or requeue them."""
     from gateway.errors import ConfigError, GatewayError
 
     try:
@@ -189,6 +197,13 @@ def _rejected(args: argparse.Namespace) -> int:
     if box is None:
         return 0
     with box:
+        if args.requeue:
+            moved = box.requeue_rejected(args.seq)
+            print(
+                f"requeued {len(moved)} result(s) for delivery"
+                + (f": seq {', '.join(map(str, moved))}" if moved else "")
+            )
+            return 0
         for row in box.rejected_rows(args.limit):
             print(f"seq {row.seq}  id {row.id}  reason: {row.reason}")
     return 0

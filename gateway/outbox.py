@@ -37,6 +37,8 @@ SQLITE_FULL = 13
 SQLITE_CORRUPT = 11
 SQLITE_NOTADB = 26
 SEQ_FLOOR_SUFFIX = ".seq-floor"
+PRIORITY = {"positive": 3, "suspect": 2, "invalid": 1, "negative": 0}
+"""Send priority by verdict: positives first (higher is sooner)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -427,6 +429,38 @@ class Outbox:
             conn.execute("UPDATE counters SET value = value + ? WHERE name = 'acked'", (len(acked),))
             conn.execute("UPDATE counters SET value = value + ? WHERE name = 'rejected'", (len(moved),))
         return AckOutcome(tuple(acked), tuple(moved), unknown)
+
+    def requeue_rejected(self, seqs: Sequence[int] | None = None) -> list[int]:
+        """Move rejected results (all, or those with `seqs`) back into the outbox, unchanged (same id, seq and
+        signature), for delivery once the cause is fixed — e.g. the station enrolled, or its key updated.
+        Returns the seqs requeued."""
+        now = time.time()
+        with self._tx("requeueing rejected results") as conn:
+            if seqs is None:
+                rows = conn.execute("SELECT seq, id, payload FROM rejected ORDER BY seq").fetchall()
+            else:
+                rows = [
+                    r
+                    for s in seqs
+                    if (
+                        r := conn.execute(
+                            "SELECT seq, id, payload FROM rejected WHERE seq = ?", (int(s),)
+                        ).fetchone()
+                    )
+                ]
+            moved: list[int] = []
+            for seq, rid, payload in rows:
+                doc = json.loads(payload)
+                inst = doc.get("instrument") or {}
+                instrument = f"{inst.get('driver', '?')}:{inst.get('serial', '?')}"
+                conn.execute(
+                    "INSERT INTO outbox (seq, id, instrument, priority, enqueued_at, payload) VALUES (?, ?, ?, ?, ?, ?)",
+                    (seq, rid, instrument, PRIORITY.get(str(doc.get("verdict")), 0), now, payload),
+                )
+                conn.execute("DELETE FROM rejected WHERE seq = ?", (seq,))
+                moved.append(int(seq))
+            conn.execute("UPDATE counters SET value = value - ? WHERE name = 'rejected'", (len(moved),))
+        return moved
 
     def rejected_rows(self, limit: int = 100) -> list[RejectedRow]:
         rows = self._read(

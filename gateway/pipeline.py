@@ -31,14 +31,13 @@ import numpy.typing as npt
 from drivers.readings import DeviceInfo, EnzymeReading, GoldReading, Reading
 from gateway.interpret import ENZYME_ALGORITHM, GOLD_ALGORITHM, interpret_kinetics, interpret_strips
 from gateway.interpret.errors import InterpretError
-from gateway.outbox import Draft, RecordDrafts
+from gateway.outbox import PRIORITY, Draft, RecordDrafts
 from kuaijian_schema.kits import DEMO_KITS
 from kuaijian_schema.specs import GB_T_5009_199, NY_T_448, EnzymeSpec, StripSpec
 from kuaijian_schema.wire import StationConfig
 
 BUILTIN_VERSION = "builtin"
 ENZYME_ANALYTE = "cholinesterase-inhibitors"  # organophosphates + carbamates, as a class
-PRIORITY = {"positive": 3, "suspect": 2, "invalid": 1, "negative": 0}
 
 
 @dataclass(frozen=True, slots=True)

@@ -48,6 +48,11 @@ def test_check_config_and_status(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert "depth: 1" in capsys.readouterr().out
     assert main(["gateway", "rejected", "--config", str(cfg)]) == 0
     assert "reason: unknown station" in capsys.readouterr().out
+    assert main(["gateway", "rejected", "--config", str(cfg), "--requeue"]) == 0
+    assert "requeued 1 result(s) for delivery: seq 1" in capsys.readouterr().out
+    assert main(["gateway", "status", "--config", str(cfg), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert (doc["depth"], doc["rejected_total"]) == (2, 0)
 
 
 def test_bad_config_exits_2_naming_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

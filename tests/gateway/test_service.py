@@ -122,6 +122,18 @@ def test_rejected_results_are_kept_with_reason(tmp_path: Path, mosquitto: Mosqui
         assert rows == {3: "unknown instrument", 7: "bad sample"}
         st = svc.outbox.stats()
         assert (st.acked_total, st.rejected_total) == (8, 2)
+        first_ids = {seq: acker.received[seq]["id"] for seq in (3, 7)}
+        # the cause is fixed in the cloud (e.g. the station enrolled): requeue while the gateway runs
+        acker.reject = {}
+        assert svc.outbox.requeue_rejected([7]) == [7]
+        wait_for(lambda: acker.deliveries[7] >= 2 and svc.outbox.stats().depth == 0, 10, "seq 7 not re-sent")
+        assert svc.outbox.requeue_rejected() == [3]
+        wait_for(lambda: acker.deliveries[3] >= 2 and svc.outbox.stats().depth == 0, 10, "seq 3 not re-sent")
+        assert svc.outbox.rejected_rows() == []
+        st = svc.outbox.stats()
+        assert (st.acked_total, st.rejected_total) == (10, 0)
+        assert acker.bad == [], "re-sent unchanged: same id, seq and valid signature"
+        assert {seq: acker.received[seq]["id"] for seq in (3, 7)} == first_ids
 
 
 def test_config_push_is_applied_atomically_and_stamped(
