@@ -155,7 +155,7 @@ class _Crash(BaseException):
 
 
 class OutboxMachine(RuleBasedStateMachine):
-    """Any interleaving of enqueue / ack / crash+reopen loses nothing and never reuses a seq."""
+    """Any interleaving of enqueue / ack / reject / requeue / crash+reopen loses nothing and never reuses a seq."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -168,6 +168,7 @@ class OutboxMachine(RuleBasedStateMachine):
         self.issued: dict[int, str] = {}  # seq → id, everything ever enqueued
         self.pending: set[int] = set()
         self.acked: set[int] = set()
+        self.rejected: set[int] = set()
 
     def teardown(self) -> None:
         self.box.close()
@@ -196,6 +197,28 @@ class OutboxMachine(RuleBasedStateMachine):
         assert set(res.acked) == chosen & self.pending
         self.pending -= chosen
         self.acked |= chosen
+
+    @precondition(lambda self: bool(self.pending))
+    @rule(data=st.data())
+    def reject(self, data: st.DataObject) -> None:
+        chosen = data.draw(st.sets(st.sampled_from(sorted(self.pending)), min_size=1))
+        res = self.box.ack(rejected=[(self.issued[s], s, "test reason") for s in chosen])
+        assert set(res.rejected) == chosen
+        self.pending -= chosen
+        self.rejected |= chosen
+
+    @precondition(lambda self: bool(self.rejected))
+    @rule(data=st.data(), everything=st.booleans())
+    def requeue(self, data: st.DataObject, everything: bool) -> None:
+        chosen = (
+            set(self.rejected)
+            if everything
+            else data.draw(st.sets(st.sampled_from(sorted(self.rejected)), min_size=1))
+        )
+        moved = self.box.requeue_rejected(None if everything else sorted(chosen))
+        assert set(moved) == chosen
+        self.rejected -= chosen
+        self.pending |= chosen
 
     @rule(after=st.integers(0, 4))
     def crash_inside_enqueue(self, after: int) -> None:
@@ -230,6 +253,10 @@ class OutboxMachine(RuleBasedStateMachine):
         st_ = self.box.stats()
         assert st_.enqueued_total == len(self.issued)
         assert st_.acked_total == len(self.acked)
+        assert st_.rejected_total == len(self.rejected)
+        assert {r.seq for r in self.box.rejected_rows(10_000)} == self.rejected
+        payloads = self.box.payloads(sorted(self.pending))
+        assert all(json.loads(p)["id"] == self.issued[s] for s, p in payloads.items()), "id/seq pairing kept"
         assert st_.last_seq == max(self.issued, default=0)
         cur = self.box.cursor("inst")
         assert (cur.last_record if cur else 0) == self.next_record - 1
