@@ -185,6 +185,9 @@ class AcquisitionConfig(_Strict):
     )
     full_retry_s: float = Field(default=5.0, gt=0, description="wait after disk full before retrying")
     include_raw: bool = Field(default=False, description="attach the compressed raw signal to results")
+    max_clock_drift_s: float = Field(
+        default=5.0, ge=0, description="set an analyzer's clock on connect when it is off by more; 0 = never"
+    )
     skip_unreadable_after: int = Field(
         default=10, ge=0, description="skip a record after this many protocol failures (0 = never)"
     )

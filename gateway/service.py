@@ -158,6 +158,7 @@ class GatewayService:
                     start_from=cfg.acquisition.start_from,
                     full_retry_s=cfg.acquisition.full_retry_s,
                     skip_unreadable_after=cfg.acquisition.skip_unreadable_after,
+                    max_clock_drift_s=cfg.acquisition.max_clock_drift_s,
                     on_enqueued=self._on_enqueued,
                     on_state=self._on_worker_state,
                     on_fatal=self._on_fatal,

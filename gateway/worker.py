@@ -22,10 +22,11 @@ import logging
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Literal
 
 from drivers.errors import DriverError, ProtocolError
-from drivers.readings import Analyzer, DeviceInfo, Reading
+from drivers.readings import Analyzer, ClockSync, DeviceInfo, Reading
 from drivers.timeouts import Timeouts
 from gateway.errors import OutboxError, OutboxFull
 from gateway.outbox import Cursor, Enqueued, Outbox, RecordDrafts
@@ -68,6 +69,7 @@ class InstrumentWorker:
         start_from: Literal["first", "latest"],
         full_retry_s: float,
         skip_unreadable_after: int = 0,
+        max_clock_drift_s: float = 0.0,
         on_enqueued: Callable[[list[Enqueued]], None] = lambda _e: None,
         on_state: Callable[[WorkerState], None] = lambda _s: None,
         on_fatal: Callable[[str, Exception], None] = lambda _n, _e: None,
@@ -83,6 +85,7 @@ class InstrumentWorker:
         self._start_from = start_from
         self._full_retry = full_retry_s
         self._skip_after = skip_unreadable_after
+        self._max_drift = max_clock_drift_s
         self._failing: tuple[str, int, int] | None = None  # (instrument, record, consecutive failures)
         self._on_enqueued = on_enqueued
         self._on_state = on_state
@@ -129,6 +132,7 @@ class InstrumentWorker:
                 analyzer = self._make()
                 analyzer.open()
                 info = analyzer.identify()
+                self._check_clock(analyzer)
                 self._set(state="ok", serial=info.serial, model=info.model, last_error=None)
                 backoff = self._timeouts.reconnect_initial_s
                 self._pull(analyzer, info)
@@ -147,6 +151,17 @@ class InstrumentWorker:
             if self._stop.wait(backoff):
                 break
             backoff = min(backoff * 2, self._timeouts.reconnect_max_s)
+
+    def _check_clock(self, analyzer: Analyzer) -> None:
+        """Set the analyzer's clock when it is off by more than `max_clock_drift_s` (its results carry its
+        own timestamps); 0 disables. Analyzers without a settable clock are left alone."""
+        if self._max_drift <= 0 or not isinstance(analyzer, ClockSync):
+            return
+        now = datetime.now(UTC)
+        drift = (analyzer.get_clock() - now).total_seconds()
+        if abs(drift) > self._max_drift:
+            analyzer.sync_clock(datetime.now(UTC))
+            log.warning("instrument %s: clock was off by %+.0f s; set to UTC now", self.name, drift)
 
     def _pull(self, analyzer: Analyzer, info: DeviceInfo) -> None:
         key = f"{info.driver}:{info.serial}"

@@ -92,3 +92,36 @@ def test_gold_and_enzyme_simulators_end_to_end(
         wait_for(lambda: svc.outbox is not None and svc.outbox.stats().depth == 0, 10, "outbox not drained")
     assert not acker.bad
     assert sorted(acker.seqs()) == list(range(1, 10))
+
+
+@pytest.mark.parametrize("max_drift", [5.0, 0.0], ids=["sync", "disabled"])
+def test_reader_clock_is_set_when_it_drifts(
+    tmp_path: Path, mosquitto: Mosquitto, acker: Acker, max_drift: float
+) -> None:
+    """A reader whose clock is an hour off is set to UTC on connect, so its results carry true times."""
+    from datetime import UTC, datetime
+
+    sim = GoldSimulator(serial="GR-7002", seed=4, clock_offset_s=3600.0)
+    sim.start()
+    try:
+        fast = {"reconnect_initial_s": 0.05, "reconnect_max_s": 0.2, "response_s": 0.5, "retries": 1}
+        cfg = write_station(
+            tmp_path,
+            mosquitto.port,
+            [{"name": "gold-1", "driver": "gold-serial", "port": sim.link_path, "timeouts": fast}],
+            acquisition={"max_clock_drift_s": max_drift},
+        )
+        with RunningService(cfg) as svc:
+            worker = svc.workers[0]
+            wait_for(lambda: worker.state.state == "ok", 15, "reader not connected")
+            sim.measure("imidacloprid-v1", 1, "G-CLK", "菠菜", 0.0)
+            wait_for(lambda: len(acker.seqs()) == 1, 15, "result not delivered")
+            measured = datetime.fromisoformat(next(iter(acker.received.values()))["measured_at"])
+            offset = (measured - datetime.now(UTC)).total_seconds()
+            if max_drift:
+                assert abs(offset) < 10, f"result time still off by {offset:.0f} s after the clock sync"
+                assert abs((sim.firmware.device_now() - datetime.now(UTC)).total_seconds()) < 5
+            else:
+                assert offset > 3000, "with max_clock_drift_s = 0 the reader's clock is left alone"
+    finally:
+        sim.stop()
