@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -150,123 +151,130 @@ def test_published_result_appears_live_and_language_switches(
         assert not severe, severe
 
 
-def test_token_link_logs_in_and_leaves_the_address_bar(browser: webdriver.Chrome, tmp_path: Path) -> None:
+@dataclass
+class OfflineCloud:
+    """The cloud app under uvicorn without a broker, over a database with the test grid and users."""
+
+    base: str
+    grid: Grid
+    settings: Settings
+    wait: WebDriverWait  # type: ignore[type-arg]
+
+
+@pytest.fixture
+def offline_cloud(browser: webdriver.Chrome, tmp_path: Path) -> Iterator[OfflineCloud]:
+    settings = Settings(db_path=tmp_path / "cloud.db", broker_url=None, scheduler_enabled=False)
+    db = open_db(settings.db_path)
+    try:
+        grid: Grid = build_grid(db)
+    finally:
+        db.close()
+    app = create_app(settings, clock=ManualClock(T0 + timedelta(hours=1)))
+    with running_app(app) as base:
+        yield OfflineCloud(base, grid, settings, WebDriverWait(browser, 20, poll_frequency=0.05))
+
+
+def test_token_link_logs_in_and_leaves_the_address_bar(
+    browser: webdriver.Chrome, offline_cloud: OfflineCloud
+) -> None:
     """`kuaijian demo` prints /dashboard/#token=…: one click logs in; the token leaves the URL at once."""
-    settings = Settings(db_path=tmp_path / "cloud.db", broker_url=None, scheduler_enabled=False)
-    db = open_db(settings.db_path)
-    try:
-        grid: Grid = build_grid(db)
-    finally:
-        db.close()
-    app = create_app(settings, clock=ManualClock(T0 + timedelta(hours=1)))
-    wait = WebDriverWait(browser, 20, poll_frequency=0.05)
-    with running_app(app) as base:
-        browser.get(f"{base}/dashboard/#token={grid.tokens['county']}")
-        wait.until(lambda d: d.find_element(By.ID, "main").is_displayed())
-        assert not browser.find_element(By.ID, "login").is_displayed()
-        assert browser.current_url == f"{base}/dashboard/"
-        assert browser.execute_script("return localStorage.getItem('kj.token')") == grid.tokens["county"]
-        wait.until(lambda d: _text(d, "#who") != "")
+    base, grid, wait = offline_cloud.base, offline_cloud.grid, offline_cloud.wait
+    browser.get(f"{base}/dashboard/#token={grid.tokens['county']}")
+    wait.until(lambda d: d.find_element(By.ID, "main").is_displayed())
+    assert not browser.find_element(By.ID, "login").is_displayed()
+    assert browser.current_url == f"{base}/dashboard/"
+    assert browser.execute_script("return localStorage.getItem('kj.token')") == grid.tokens["county"]
+    wait.until(lambda d: _text(d, "#who") != "")
 
 
-def test_rankings_panel_follows_the_drill_down(browser: webdriver.Chrome, tmp_path: Path) -> None:
+def test_rankings_panel_follows_the_drill_down(
+    browser: webdriver.Chrome, offline_cloud: OfflineCloud
+) -> None:
     """County officers rank their towns (and, inside a town, its villages) on the dashboard."""
-    settings = Settings(db_path=tmp_path / "cloud.db", broker_url=None, scheduler_enabled=False)
-    db = open_db(settings.db_path)
-    try:
-        grid: Grid = build_grid(db)
-    finally:
-        db.close()
-    app = create_app(settings, clock=ManualClock(T0 + timedelta(hours=1)))
-    wait = WebDriverWait(browser, 20, poll_frequency=0.05)
-    with running_app(app) as base:
-        browser.get(f"{base}/dashboard/#token={grid.tokens['county']}")
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#ranking-table tbody tr[data-node]"))
-        towns = [
-            e.get_attribute("data-node")
-            for e in browser.find_elements(By.CSS_SELECTOR, "#ranking-table tbody tr[data-node]")
-        ]
-        assert set(towns) == {"370214101", "370214102"}
-        assert browser.find_element(By.ID, "rank-level").get_attribute("value") == "town"
-        assert "W" in _text(browser, "#rank-period-label")  # an ISO week by default
-        # a month instead of a week
-        browser.find_element(By.CSS_SELECTOR, '#rank-period option[value="month"]').click()
-        wait.until(lambda d: "W" not in _text(d, "#rank-period-label"))
-        # drilling into a town ranks its villages
-        browser.find_element(By.CSS_SELECTOR, '#grid-table tr[data-node="370214101"]').click()
-        wait.until(lambda d: d.find_element(By.ID, "rank-level").get_attribute("value") == "village")
-        wait.until(
-            lambda d: (
-                all(
-                    str(e.get_attribute("data-node")).startswith("370214101")
-                    for e in d.find_elements(By.CSS_SELECTOR, "#ranking-table tbody tr[data-node]")
-                )
-                and d.find_elements(By.CSS_SELECTOR, "#ranking-table tbody tr[data-node]")
+    base, grid, wait = offline_cloud.base, offline_cloud.grid, offline_cloud.wait
+    browser.get(f"{base}/dashboard/#token={grid.tokens['county']}")
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#ranking-table tbody tr[data-node]"))
+    towns = [
+        e.get_attribute("data-node")
+        for e in browser.find_elements(By.CSS_SELECTOR, "#ranking-table tbody tr[data-node]")
+    ]
+    assert set(towns) == {"370214101", "370214102"}
+    assert browser.find_element(By.ID, "rank-level").get_attribute("value") == "town"
+    assert "W" in _text(browser, "#rank-period-label")  # an ISO week by default
+    # a month instead of a week
+    browser.find_element(By.CSS_SELECTOR, '#rank-period option[value="month"]').click()
+    wait.until(lambda d: "W" not in _text(d, "#rank-period-label"))
+    # drilling into a town ranks its villages
+    browser.find_element(By.CSS_SELECTOR, '#grid-table tr[data-node="370214101"]').click()
+    wait.until(lambda d: d.find_element(By.ID, "rank-level").get_attribute("value") == "village")
+    wait.until(
+        lambda d: (
+            all(
+                str(e.get_attribute("data-node")).startswith("370214101")
+                for e in d.find_elements(By.CSS_SELECTOR, "#ranking-table tbody tr[data-node]")
             )
+            and d.find_elements(By.CSS_SELECTOR, "#ranking-table tbody tr[data-node]")
         )
-        severe = [e for e in browser.get_log("browser") if e.get("level") == "SEVERE"]
-        assert not severe, severe
+    )
+    severe = [e for e in browser.get_log("browser") if e.get("level") == "SEVERE"]
+    assert not severe, severe
 
 
 def test_case_is_assigned_answered_and_closed_from_the_dashboard(
-    browser: webdriver.Chrome, tmp_path: Path
+    browser: webdriver.Chrome, offline_cloud: OfflineCloud
 ) -> None:
     """A town officer opens a case, assigns it (交办), records feedback (反馈) and closes it (办结)."""
     from selenium.webdriver.support.ui import Select
 
-    settings = Settings(db_path=tmp_path / "cloud.db", broker_url=None, scheduler_enabled=False)
-    clock = ManualClock(T0 + timedelta(hours=1))
-    db = open_db(settings.db_path)
-    try:
-        grid: Grid = build_grid(db)
-        from cloud.ingest import Inbound, process_batch
+    from cloud.ingest import Inbound, process_batch
 
+    base, grid, wait = offline_cloud.base, offline_cloud.grid, offline_cloud.wait
+    db = open_db(offline_cloud.settings.db_path)
+    try:
         doc = grid.result(STATION, verdict="positive", analyte="毒死蜱", measured_at=T0.isoformat())
+        received = T0 + timedelta(hours=1)
         process_batch(
             db,
-            [Inbound(f"kj/v1/{STATION}/result", json.dumps(doc).encode(), clock.now(), 1, 1, 0)],
-            settings,
+            [Inbound(f"kj/v1/{STATION}/result", json.dumps(doc).encode(), received)],
+            offline_cloud.settings,
         )
         case_id = db.execute("SELECT id FROM cases").fetchone()[0]
     finally:
         db.close()
-    app = create_app(settings, clock=clock)
-    wait = WebDriverWait(browser, 20, poll_frequency=0.05)
-    with running_app(app) as base:
-        browser.get(f"{base}/dashboard/#token={grid.tokens['town_a']}")
-        row = f'#cases-table tr[data-case="{case_id}"]'
-        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, row))
-        browser.find_element(By.CSS_SELECTOR, row).click()
-        wait.until(lambda d: d.find_element(By.ID, "case-panel").is_displayed())
-        assert browser.find_elements(By.CSS_SELECTOR, '#case-actions li[data-action="report"]')
+    browser.get(f"{base}/dashboard/#token={grid.tokens['town_a']}")
+    row = f'#cases-table tr[data-case="{case_id}"]'
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, row))
+    browser.find_element(By.CSS_SELECTOR, row).click()
+    wait.until(lambda d: d.find_element(By.ID, "case-panel").is_displayed())
+    assert browser.find_elements(By.CSS_SELECTOR, '#case-actions li[data-action="report"]')
 
-        def act(action: str, **fields: str) -> None:
-            Select(browser.find_element(By.ID, "case-action")).select_by_value(action)
-            for field_id, value in fields.items():
-                box = browser.find_element(By.ID, field_id)
-                if box.tag_name == "select":
-                    Select(box).select_by_value(value)
-                else:
-                    box.send_keys(value)
-            before = len(browser.find_elements(By.CSS_SELECTOR, "#case-actions li"))
-            browser.find_element(By.ID, "case-submit").click()
-            wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#case-actions li")) > before)
-
-        act("assign", **{"case-assignee": "张伟", "case-note": "today"})
-        assert "张伟" in _text(browser, '#case-actions li[data-action="assign"]')
-        # closing before any feedback is refused by the API and the reason is shown
-        Select(browser.find_element(By.ID, "case-action")).select_by_value("close")
+    def act(action: str, **fields: str) -> None:
+        Select(browser.find_element(By.ID, "case-action")).select_by_value(action)
+        for field_id, value in fields.items():
+            box = browser.find_element(By.ID, field_id)
+            if box.tag_name == "select":
+                Select(box).select_by_value(value)
+            else:
+                box.send_keys(value)
+        before = len(browser.find_elements(By.CSS_SELECTOR, "#case-actions li"))
         browser.find_element(By.ID, "case-submit").click()
-        wait.until(lambda d: "feedback" in _text(d, "#case-error"))
-        act("feedback", **{"case-feedback": "product_destroyed"})
-        act("close")
-        wait.until(lambda d: not d.find_element(By.ID, "case-form").is_displayed())
-        assert [
-            e.get_attribute("data-action") for e in browser.find_elements(By.CSS_SELECTOR, "#case-actions li")
-        ] == [
-            "report",
-            "assign",
-            "feedback",
-            "close",
-        ]
-        wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, row))  # no longer an open case
+        wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#case-actions li")) > before)
+
+    act("assign", **{"case-assignee": "张伟", "case-note": "today"})
+    assert "张伟" in _text(browser, '#case-actions li[data-action="assign"]')
+    # closing before any feedback is refused by the API and the reason is shown
+    Select(browser.find_element(By.ID, "case-action")).select_by_value("close")
+    browser.find_element(By.ID, "case-submit").click()
+    wait.until(lambda d: "feedback" in _text(d, "#case-error"))
+    act("feedback", **{"case-feedback": "product_destroyed"})
+    act("close")
+    wait.until(lambda d: not d.find_element(By.ID, "case-form").is_displayed())
+    assert [
+        e.get_attribute("data-action") for e in browser.find_elements(By.CSS_SELECTOR, "#case-actions li")
+    ] == [
+        "report",
+        "assign",
+        "feedback",
+        "close",
+    ]
+    wait.until(lambda d: not d.find_elements(By.CSS_SELECTOR, row))  # no longer an open case
