@@ -157,11 +157,15 @@ class InstrumentWorker:
         own timestamps); 0 disables. Analyzers without a settable clock are left alone."""
         if self._max_drift <= 0 or not isinstance(analyzer, ClockSync):
             return
-        now = datetime.now(UTC)
-        drift = (analyzer.get_clock() - now).total_seconds()
-        if abs(drift) > self._max_drift:
-            analyzer.sync_clock(datetime.now(UTC))
-            log.warning("instrument %s: clock was off by %+.0f s; set to UTC now", self.name, drift)
+        try:
+            drift = (analyzer.get_clock() - datetime.now(UTC)).total_seconds()
+            if abs(drift) > self._max_drift:
+                analyzer.sync_clock(datetime.now(UTC))
+                log.warning("instrument %s: clock was off by %+.0f s; set to UTC now", self.name, drift)
+        except ProtocolError as exc:
+            # an analyzer that refuses clock commands still measures: read it anyway (transport errors
+            # propagate: the link is gone)
+            log.warning("instrument %s: could not check or set its clock: %s", self.name, exc)
 
     def _pull(self, analyzer: Analyzer, info: DeviceInfo) -> None:
         key = f"{info.driver}:{info.serial}"
