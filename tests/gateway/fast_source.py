@@ -98,3 +98,18 @@ class FastGoldSource:
 def make(params: dict[str, Any], timeouts: Timeouts) -> FastGoldSource:
     """Plugin factory (`factory = "tests.gateway.fast_source:make"`)."""
     return FastGoldSource(params, timeouts)
+
+
+class ClockRefusingSource(FastGoldSource):
+    """A source that has a clock interface but refuses clock commands (as older firmware would)."""
+
+    def get_clock(self) -> datetime:
+        raise ProtocolError(f"{self.serial}: GET_CLOCK refused (NAK)")
+
+    def sync_clock(self, now: datetime) -> None:
+        raise ProtocolError(f"{self.serial}: SET_CLOCK refused (NAK)")
+
+
+def make_clock_refusing(params: dict[str, Any], timeouts: Timeouts) -> ClockRefusingSource:
+    """Plugin factory (`factory = "tests.gateway.fast_source:make_clock_refusing"`)."""
+    return ClockRefusingSource(params, timeouts)

@@ -125,3 +125,17 @@ def test_reader_clock_is_set_when_it_drifts(
                 assert offset > 3000, "with max_clock_drift_s = 0 the reader's clock is left alone"
     finally:
         sim.stop()
+
+
+def test_analyzer_refusing_clock_commands_is_still_read(
+    tmp_path: Path, mosquitto: Mosquitto, acker: Acker
+) -> None:
+    from tests.gateway.conftest import drained, fast_instrument
+
+    inst = fast_instrument(total=5, rate=1000.0) | {
+        "factory": "tests.gateway.fast_source:make_clock_refusing"
+    }
+    cfg = write_station(tmp_path, mosquitto.port, [inst], acquisition={"max_clock_drift_s": 1.0})
+    with RunningService(cfg) as svc:
+        wait_for(lambda: drained(svc, 5), 15, "results of a clock-refusing analyzer were not delivered")
+        assert svc.workers[0].state.state == "ok"
