@@ -160,6 +160,20 @@ def on_result(db: sqlite_utils.Database, result: NewResult, settings: Settings, 
         return case_id
 
 
+_REMIND_NOTE = {"near": "deadline approaching", "overdue": "deadline passed"}
+
+
+def _remind(
+    db: sqlite_utils.Database, case_id: int, now: datetime, kind: str, deadline: str, *, mark: bool = True
+) -> None:
+    """Record an automatic reminder (催办) of `kind` ("near" / "overdue"); `mark` remembers it on the case."""
+    _record(db, case_id, now, SYSTEM, "remind", _REMIND_NOTE[kind], {"kind": kind, "deadline": deadline})
+    if mark:
+        db.execute(
+            "UPDATE cases SET reminded = ?, updated_at = ? WHERE id = ?", [kind, now.isoformat(), case_id]
+        )
+
+
 def tick(db: sqlite_utils.Database, now: datetime, settings: Settings) -> TickReport:
     """Remind cases nearing their deadline, remind + escalate overdue ones. Idempotent for a given `now`."""
     reminded = escalated = 0
@@ -174,19 +188,7 @@ def tick(db: sqlite_utils.Database, now: datetime, settings: Settings) -> TickRe
             deadline = datetime.fromisoformat(deadline_s)
             if now < deadline:
                 if was_reminded == "none":
-                    _record(
-                        db,
-                        case_id,
-                        now,
-                        SYSTEM,
-                        "remind",
-                        "deadline approaching",
-                        {"kind": "near", "deadline": deadline_s},
-                    )
-                    db.execute(
-                        "UPDATE cases SET reminded = 'near', updated_at = ? WHERE id = ?",
-                        [now.isoformat(), case_id],
-                    )
+                    _remind(db, case_id, now, "near", deadline_s)
                     reminded += 1
                 continue
             parent_level = PARENT_LEVEL[level]
@@ -194,31 +196,11 @@ def tick(db: sqlite_utils.Database, now: datetime, settings: Settings) -> TickRe
             parent = None if node is None or node.parent_id is None else node_by_id(db, node.parent_id)
             if parent_level is None or parent is None:
                 if was_reminded != "overdue":
-                    _record(
-                        db,
-                        case_id,
-                        now,
-                        SYSTEM,
-                        "remind",
-                        "deadline passed",
-                        {"kind": "overdue", "deadline": deadline_s},
-                    )
-                    db.execute(
-                        "UPDATE cases SET reminded = 'overdue', updated_at = ? WHERE id = ?",
-                        [now.isoformat(), case_id],
-                    )
+                    _remind(db, case_id, now, "overdue", deadline_s)
                     reminded += 1
                 continue
             new_deadline = now + timedelta(hours=settings.deadline_hours(parent.level))
-            _record(
-                db,
-                case_id,
-                now,
-                SYSTEM,
-                "remind",
-                "deadline passed",
-                {"kind": "overdue", "deadline": deadline_s},
-            )
+            _remind(db, case_id, now, "overdue", deadline_s, mark=False)  # the escalation resets `reminded`
             _record(
                 db,
                 case_id,
