@@ -29,7 +29,7 @@ from cloud import reports
 from cloud.api.deps import ClockDep, CurrentUserDep, DbDep, SettingsDep
 from cloud.auth import User, user_for_token
 from cloud.db import connect
-from cloud.errors import CloudError, NotFound
+from cloud.errors import NotFound
 from cloud.live import hub_for
 
 router = APIRouter(tags=["dashboard"])
@@ -393,12 +393,7 @@ def dashboard_overview(
 ) -> Overview:
     """Figures for one grid node: totals, child nodes (drill-down), station tiles, open cases, charts,
     the most recent results and the live-feed cursor."""
-    try:
-        return overview(db, user, node, clock.now(), days)
-    except NotFound as exc:
-        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from exc
-    except CloudError as exc:
-        raise HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc)) from exc
+    return overview(db, user, node, clock.now(), days)  # NotFound → 404, Invalid → 422 (app error handler)
 
 
 # ---------------------------------------------------------------- live feed (SSE)

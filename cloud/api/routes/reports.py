@@ -11,13 +11,12 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query, Response, status
+from fastapi import APIRouter, Query, Response
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 
 from cloud import reports
 from cloud.api.deps import ClockDep, CurrentUserDep, DbDep
-from cloud.errors import CloudError, Forbidden, Invalid, NotFound
 
 router = APIRouter(prefix="/api/reports", tags=["reports"])
 
@@ -41,16 +40,6 @@ NodeQuery = Annotated[
 StartQuery = Annotated[date | None, Query(description="first local day (default: 29 days before end)")]
 EndQuery = Annotated[date | None, Query(description="last local day, inclusive (default: today, China time)")]
 TableFormat = Annotated[Literal["json", "csv"], Query(description="json (default) or csv (UTF-8 with BOM)")]
-
-
-def _http(exc: CloudError) -> HTTPException:
-    if isinstance(exc, NotFound):
-        return HTTPException(status.HTTP_404_NOT_FOUND, str(exc))
-    if isinstance(exc, Forbidden):
-        return HTTPException(status.HTTP_403_FORBIDDEN, str(exc))
-    if isinstance(exc, Invalid):
-        return HTTPException(status.HTTP_422_UNPROCESSABLE_CONTENT, str(exc))
-    return HTTPException(status.HTTP_409_CONFLICT, str(exc))
 
 
 def _csv(body: bytes, filename: str) -> Response:
@@ -104,18 +93,15 @@ def summary(
     """Totals (tests, valid, positives, suspects, invalid, positive rate), case closure and per-analyte
     counts of one node over a period of local days."""
     now = clock.now()
-    try:
-        scope = reports.resolve_scope(db, user, node)
-        period = _range(start, end, reports.local_today(now))
-        return NodeSummary(
-            node=scope,
-            period=period,
-            totals=reports.counts(db, scope, period),
-            closure=reports.closure(db, scope, period, now),
-            by_analyte=reports.by_analyte(db, scope, period),
-        )
-    except CloudError as exc:
-        raise _http(exc) from exc
+    scope = reports.resolve_scope(db, user, node)
+    period = _range(start, end, reports.local_today(now))
+    return NodeSummary(
+        node=scope,
+        period=period,
+        totals=reports.counts(db, scope, period),
+        closure=reports.closure(db, scope, period, now),
+        by_analyte=reports.by_analyte(db, scope, period),
+    )
 
 
 @router.get("/positivity", responses={**_CSV_RESPONSE, **_ERRORS}, response_model=PositivityReport)
@@ -129,12 +115,9 @@ def positivity(
     format: TableFormat = "json",
 ) -> PositivityReport | Response:
     """Tests done, positives and positive rate by analyte × product × month (local months)."""
-    try:
-        scope = reports.resolve_scope(db, user, node)
-        period = _range(start, end, reports.local_today(clock.now()))
-        rows = reports.positivity(db, scope, period)
-    except CloudError as exc:
-        raise _http(exc) from exc
+    scope = reports.resolve_scope(db, user, node)
+    period = _range(start, end, reports.local_today(clock.now()))
+    rows = reports.positivity(db, scope, period)
     if format == "csv":
         return _csv(
             reports.to_csv(rows, reports.POSITIVITY_COLUMNS),
@@ -155,12 +138,9 @@ def case_closure(
 ) -> ClosureReport | Response:
     """On-time case closure of the cases opened in the period (judged now)."""
     now = clock.now()
-    try:
-        scope = reports.resolve_scope(db, user, node)
-        period = _range(start, end, reports.local_today(now))
-        stats = reports.closure(db, scope, period, now)
-    except CloudError as exc:
-        raise _http(exc) from exc
+    scope = reports.resolve_scope(db, user, node)
+    period = _range(start, end, reports.local_today(now))
+    stats = reports.closure(db, scope, period, now)
     if format == "csv":
         return _csv(
             reports.to_csv([stats], reports.CLOSURE_COLUMNS),
@@ -183,12 +163,9 @@ def rankings(
     """Rank the nodes of `level` inside `node` over the day / week / month containing `on`.
     Towns are usually ranked daily or weekly, counties weekly or monthly; any combination is allowed."""
     now = clock.now()
-    try:
-        scope = reports.resolve_scope(db, user, node)
-        span = reports.period_containing(period, on if on is not None else reports.local_today(now))
-        result = reports.ranking(db, scope, level, span, now)
-    except CloudError as exc:
-        raise _http(exc) from exc
+    scope = reports.resolve_scope(db, user, node)
+    span = reports.period_containing(period, on if on is not None else reports.local_today(now))
+    result = reports.ranking(db, scope, level, span, now)
     if format == "csv":
         return _csv(
             reports.to_csv(result.rows, reports.RANKING_COLUMNS),
@@ -228,15 +205,12 @@ def weekly(
     """The weekly report of a node: totals vs the previous week, case closure, per analyte, per day,
     ranking of the child nodes and the list of positive results."""
     now = clock.now()
-    try:
-        scope = reports.resolve_scope(db, user, node)
-        if week is None:
-            span = reports.week_period(reports.local_today(now) - timedelta(days=7))
-        else:
-            span = reports.parse_iso_week(week)
-        report = reports.weekly_report(db, scope, span, now)
-    except CloudError as exc:
-        raise _http(exc) from exc
+    scope = reports.resolve_scope(db, user, node)
+    if week is None:
+        span = reports.week_period(reports.local_today(now) - timedelta(days=7))
+    else:
+        span = reports.parse_iso_week(week)
+    report = reports.weekly_report(db, scope, span, now)
     if format == "csv":
         return _csv(reports.weekly_csv(report), f"weekly_{_safe(scope.code)}_{span.label}.csv")
     if format == "html":
