@@ -45,14 +45,11 @@ class DemoError(RuntimeError):
 @dataclass
 class DemoStation:
     station: str
-    village: str
-    town: str
     key_hex: str
     mqtt_password: str
     gold: Any = None
     enzyme: Any = None
     gateway: subprocess.Popen[bytes] | None = None
-    config_path: Path | None = None
 
 
 @dataclass
@@ -134,7 +131,7 @@ class Demo:
         rows = ["level,code,name,parent_code,grid_head,information_officer,co_manager"]
         county_code, county_name = COUNTY
         rows.append(f"county,{county_code},{county_name},,{PEOPLE[0]},{PEOPLE[1]},{PEOPLE[2]}")
-        plan: list[tuple[str, str, str]] = []
+        plan: list[tuple[str, str]] = []  # (station id, village code)
         for t in range(self.towns):
             town_code = f"{county_code}{t + 1:03d}"
             rows.append(f"town,{town_code},{TOWNS[t]},{county_code},{_people(rng)}")
@@ -143,16 +140,14 @@ class Demo:
                 rows.append(
                     f"village,{village_code},{TOWNS[t][:2]}{VILLAGES[v]}村,{town_code},{_people(rng)}"
                 )
-                plan.append((f"{village_code}-01", village_code, TOWNS[t]))
+                plan.append((f"{village_code}-01", village_code))
         now = datetime.now(UTC)
         db = open_db(self.cloud_db)
         try:
             import_grid_csv(db, "\n".join(rows) + "\n")
-            for station, village, town in plan:
+            for station, village in plan:
                 enrolment = enrol_station(db, station, village, now)
-                self.stations.append(
-                    DemoStation(station, village, town, enrolment.key_hex, enrolment.mqtt_password)
-                )
+                self.stations.append(DemoStation(station, enrolment.key_hex, enrolment.mqtt_password))
             self.admin_token = create_user(db, "demo-admin", "admin", None, now)
         finally:
             db.close()
@@ -247,11 +242,11 @@ reconnect_max_s = 5
 
     def _start_gateways(self) -> None:
         for st in self.stations:
-            st.config_path = self.data_dir / f"station-{st.station}.toml"
-            st.config_path.write_text(self._station_toml(st), encoding="utf-8")
+            config_path = self.data_dir / f"station-{st.station}.toml"
+            config_path.write_text(self._station_toml(st), encoding="utf-8")
             log = (self.data_dir / f"gateway-{st.station}.log").open("ab")
             st.gateway = subprocess.Popen(
-                [sys.executable, "-m", "kuaijian.cli", "gateway", "run", "--config", str(st.config_path)],
+                [sys.executable, "-m", "kuaijian.cli", "gateway", "run", "--config", str(config_path)],
                 stdout=log,
                 stderr=log,
             )
