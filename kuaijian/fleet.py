@@ -216,14 +216,21 @@ def run_fleet(
             sel.register(sock, selectors.EVENT_READ, st)
         fleet[name] = st
 
+    last_misc = 0.0
+
     def pump(timeout: float) -> None:
+        """One turn of the shared loop: read what arrived, flush what is queued, keep-alives once a second."""
+        nonlocal last_misc
         for key, _ev in sel.select(timeout):
             key.data.client.loop_read(10)
         for st in fleet.values():
             if st.client.want_write():
                 st.client.loop_write()
+        if time.monotonic() - last_misc > 1.0:
+            for st in fleet.values():
+                st.client.loop_misc()
+            last_misc = time.monotonic()
 
-    last_misc = 0.0
     last_progress = start
     end_publish = start + duration_s
     while True:
@@ -239,10 +246,6 @@ def run_fleet(
                 counts["published"] += 1
                 st.next_at = now + rng.expovariate(1 / period)
         pump(0.01)
-        if now - last_misc > 1.0:
-            for st in fleet.values():
-                st.client.loop_misc()
-            last_misc = now
         if progress and now - last_progress > 2.0:
             last_progress = now
             connected = sum(s.connected for s in fleet.values())
@@ -253,10 +256,6 @@ def run_fleet(
     drain_end = time.monotonic() + drain_s
     while time.monotonic() < drain_end and any(st.pending for st in fleet.values()):
         pump(0.05)
-        if time.monotonic() - last_misc > 1.0:
-            for st in fleet.values():
-                st.client.loop_misc()
-            last_misc = time.monotonic()
     elapsed = time.monotonic() - start
     connected = sum(s.connected for s in fleet.values())
     for st in fleet.values():
