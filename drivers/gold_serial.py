@@ -445,6 +445,7 @@ class GoldSession:
         self.lock = threading.RLock()  # one outstanding request; reentrant for open()+identify()
         self._seq = os.urandom(1)[0]
         self._buf = bytearray()
+        self._corrupt: FrameError | None = None  # a corrupt frame not yet judged (see _decode_buffered)
 
     def open(self) -> None:
         with self.lock:
@@ -528,15 +529,19 @@ class GoldSession:
         """The next valid frame with sequence `seq`; FrameError on a corrupt one, DriverTimeout if none."""
         t = self.timeouts
         deadline = time.monotonic() + t.response_s
+        self._corrupt = None
         while True:
             frame = self._decode_buffered(seq)
             if frame is not None:
                 return frame
             now = time.monotonic()
             if now >= deadline:
-                self.stats.timeouts += 1
                 partial = len(self._buf) > 1
                 self._buf.clear()
+                if self._corrupt is not None:
+                    corrupt, self._corrupt = self._corrupt, None
+                    raise corrupt
+                self.stats.timeouts += 1
                 if partial:
                     self.stats.truncated += 1
                     raise MalformedFrame("reply truncated (no closing flag before the deadline)", consumed=0)
@@ -552,24 +557,33 @@ class GoldSession:
                 raise MalformedFrame(f"reply truncated (no byte for {t.inter_byte_s:.2f}s)", consumed=0)
 
     def _decode_buffered(self, seq: int) -> Frame | None:
+        """Our reply if it is in the buffer; raise a corrupt frame only once nothing valid follows it.
+
+        A corrupt frame followed by a valid one (a late duplicate reply behind line noise, say) shows the
+        line is in step again, so it is dropped without a NAK; the session waits for its own reply instead
+        of making the device retransmit. A corrupt frame with nothing behind it is raised at once (NAK).
+        """
         while self._buf:
             try:
                 consumed, frame = decode_frame(self._buf)
             except MalformedFrame as exc:
                 self.stats.malformed += 1
                 del self._buf[: exc.consumed]
-                raise
+                self._corrupt = exc
+                continue
             except CrcMismatch as exc:
                 self.stats.crc_errors += 1
                 del self._buf[: exc.consumed]
-                raise
+                self._corrupt = exc
+                continue
             if consumed == 0:
-                return None
+                break
             if frame is None and self._buf[0] != FLAG:
                 self.stats.noise_bytes += consumed  # not just a spare flag
             del self._buf[:consumed]
             if frame is None:
                 continue
+            self._corrupt = None  # a valid frame behind it: the line is in step again
             if frame.addr == BROADCAST or (self.address != BROADCAST and frame.addr != self.address):
                 self.stats.foreign_frames += 1  # our own request echoed, another host, another device
                 continue
@@ -577,6 +591,9 @@ class GoldSession:
                 self.stats.stale_replies += 1
                 continue
             return frame
+        if self._corrupt is not None and len(self._buf) <= 1:  # else a frame right behind it is arriving
+            corrupt, self._corrupt = self._corrupt, None
+            raise corrupt
         return None
 
 

@@ -42,6 +42,9 @@ from tests.helpers import free_port, wait_for
 
 FAST = Timeouts(response_s=0.2, retries=10, inter_byte_s=0.05)
 FEW = Timeouts(response_s=0.15, retries=2, inter_byte_s=0.05)
+# For assertions that a clean line needs no retransmission: no scheduler hiccup on a loaded CI machine
+# comes near these, so a retransmission under them is the driver's fault.
+PATIENT = Timeouts(response_s=5.0, retries=10, inter_byte_s=1.0)
 STRIPS: list[tuple[str, int, str, str, float | tuple[float, ...]]] = [
     ("imidacloprid-v1", 1, "S-0001", "菠菜", 0.0),
     ("nitrofurans-card-v1", 4, "S-0002", "鸡蛋", (0.0, 5.0, 0.1)),
@@ -98,6 +101,7 @@ def read_all_and_check(reader: GoldSerialAnalyzer, sim: GoldSimulator) -> None:
 
 # ------------------------------------------------------------------ clean line
 def test_identify_and_read_every_record(sim: GoldSimulator, reader: GoldSerialAnalyzer) -> None:
+    reader.session.timeouts = PATIENT
     assert isinstance(reader, Analyzer)
     info = reader.identify()
     assert (info.serial, info.model, info.driver, info.method, info.channels) == (
@@ -140,6 +144,7 @@ def test_clock_sync(sim: GoldSimulator, reader: GoldSerialAnalyzer) -> None:
 
 
 def test_unknown_record_is_refused_not_retried(reader: GoldSerialAnalyzer) -> None:
+    reader.session.timeouts = PATIENT
     with pytest.raises(ProtocolError, match="NO_SUCH_RECORD"):
         reader.read_record(999)
     assert reader.session.stats.retransmissions == 0
@@ -224,6 +229,7 @@ def test_faults_never_corrupt_a_result_and_the_driver_recovers(
     assert sim.stats.by_command["GET_RECORD"] == 2 * len(STRIPS)
 
     sim.faults = None
+    reader.session.timeouts = PATIENT
     before = reader.session.stats.retransmissions
     read_all_and_check(reader, sim)
     assert reader.session.stats.retransmissions == before, "still retransmitting after the fault ended"
@@ -235,7 +241,8 @@ def test_slow_device_beyond_the_response_timeout(sim: GoldSimulator, reader: Gol
     stats = reader.session.stats
     assert stats.timeouts >= 5
     assert sim.stats.by_command["GET_PROFILE"] == 4  # late replies matched by seq, not re-executed
-    sim.faults = FaultConfig(delay_s=0.05)  # slow but within the timeout: no retransmission
+    sim.faults = FaultConfig(delay_s=0.3)  # as slow, but now within the timeout: no retransmission
+    reader.session.timeouts = PATIENT
     assert_matches(reader.read_record(3), sim.truth[3])  # (may still wait behind the last late reply)
     before = stats.retransmissions
     assert_matches(reader.read_record(3), sim.truth[3])
@@ -408,28 +415,39 @@ def test_driver_over_tcp_serial_server() -> None:
 
 # ------------------------------------------------------------------ session over the loopback transport
 def _device_thread(
-    end: LoopbackTransport, fw: GoldFirmware, stop: threading.Event, *, echo: bool, nak_seq: int | None
+    end: LoopbackTransport,
+    fw: GoldFirmware,
+    stop: threading.Event,
+    *,
+    echo: bool,
+    nak_seq: int | None,
+    preamble: bytes = b"",
 ) -> threading.Thread:
     """A device on the far end of a loopback link; optionally echoes the host's bytes first (a line with
-    echo on) and NAKs the first request with a wrong sequence number."""
+    echo on), NAKs the first request with a wrong sequence number, or sends `preamble` before the
+    first reply."""
 
     def run() -> None:
         pending_nak = nak_seq
-        while not stop.is_set():
-            try:
+        pending_preamble = preamble
+        try:
+            while not stop.is_set():
                 data = end.read(4096, 0.05)
-            except TransportError:
-                return
-            if not data:
-                continue
-            if echo:
-                end.write(data)
-            if pending_nak is not None:
-                end.write(encode_frame(Frame(0x01, pending_nak, Cmd.NAK, bytes((NakReason.CRC,)))))
-                pending_nak = None
-                continue
-            for out in fw.receive(data):
-                end.write(out)
+                if not data:
+                    continue
+                if echo:
+                    end.write(data)
+                if pending_nak is not None:
+                    end.write(encode_frame(Frame(0x01, pending_nak, Cmd.NAK, bytes((NakReason.CRC,)))))
+                    pending_nak = None
+                    continue
+                if pending_preamble:
+                    end.write(pending_preamble)
+                    pending_preamble = b""
+                for out in fw.receive(data):
+                    end.write(out)
+        except TransportError:
+            return  # the host closed the link: the device goes quiet
 
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
@@ -445,7 +463,7 @@ def test_session_ignores_echo_and_honours_naks_with_a_garbled_seq(echo: bool, na
     device.open()
     stop = threading.Event()
     thread = _device_thread(device, sim.firmware, stop, echo=echo, nak_seq=nak_seq)
-    session = GoldSession(host, Timeouts(response_s=0.3, retries=2, inter_byte_s=0.1))
+    session = GoldSession(host, Timeouts(response_s=3.0, retries=2, inter_byte_s=0.5))
     try:
         reply = session.request(GetRecord(n))
         assert isinstance(reply, RecordHeader)
@@ -457,6 +475,58 @@ def test_session_ignores_echo_and_honours_naks_with_a_garbled_seq(echo: bool, na
             assert session.stats.naks_received == 1
             assert session.stats.retransmissions == 1
             assert session.stats.timeouts == 0  # the NAK was acted on at once, not waited out
+    finally:
+        stop.set()
+        host.close()
+        thread.join(5)
+    assert not thread.is_alive()
+
+
+def test_noise_and_a_late_duplicate_before_the_reply_cost_no_retransmission() -> None:
+    """A corrupt frame followed by a valid (stale) one is line noise, not our reply: no NAK is sent."""
+    sim = GoldSimulator(serial="GR-LOOP", seed=9)
+    n = sim.measure("imidacloprid-v1", 1, "S-1", "菠菜", 0.2)
+    stale = encode_frame(Frame(0x01, 0x00, Cmd.GET_STATUS | 0x80, bytes(9)))
+    host, device = LoopbackTransport.pair()
+    host.open()
+    device.open()
+    stop = threading.Event()
+    session = GoldSession(host, Timeouts(response_s=2.0, retries=2, inter_byte_s=0.5))
+    session._seq = 0x10  # the stale frame's seq (00) is not the request's
+    thread = _device_thread(
+        device, sim.firmware, stop, echo=False, nak_seq=None, preamble=b"\x13\x7e\x99\x42" + stale
+    )
+    try:
+        reply = session.request(GetRecord(n))
+        assert isinstance(reply, RecordHeader)
+        assert reply.record_no == n
+        stats = session.stats
+        assert (stats.malformed, stats.stale_replies) == (1, 1)
+        assert (stats.retransmissions, stats.timeouts) == (0, 0)
+        assert sim.firmware.stats.from_cache == 0  # the device was never asked to retransmit
+    finally:
+        stop.set()
+        host.close()
+        thread.join(5)
+    assert not thread.is_alive()
+
+
+def test_a_corrupt_reply_with_nothing_behind_it_is_nakked_at_once() -> None:
+    sim = GoldSimulator(serial="GR-LOOP", seed=9)
+    n = sim.measure("imidacloprid-v1", 1, "S-1", "菠菜", 0.2)
+    sim.faults = FaultConfig(bad_crc=1.0)
+    host, device = LoopbackTransport.pair()
+    host.open()
+    device.open()
+    stop = threading.Event()
+    thread = _device_thread(device, sim.firmware, stop, echo=False, nak_seq=None)
+    session = GoldSession(host, Timeouts(response_s=5.0, retries=3, inter_byte_s=0.5))
+    try:
+        with pytest.raises(ChecksumError, match="after 4 attempts"):
+            session.request(GetRecord(n))
+        assert (session.stats.crc_errors, session.stats.retransmissions) == (4, 3)
+        assert session.stats.timeouts == 0  # each bad reply was NAKed at once, not waited out
+        assert sim.firmware.stats.from_cache == 3
     finally:
         stop.set()
         host.close()
