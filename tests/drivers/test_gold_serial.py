@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import threading
@@ -454,17 +455,37 @@ def _device_thread(
     return thread
 
 
-@pytest.mark.parametrize(("echo", "nak_seq"), [(True, None), (False, 0x00), (True, 0x00)])
-def test_session_ignores_echo_and_honours_naks_with_a_garbled_seq(echo: bool, nak_seq: int | None) -> None:
+@contextlib.contextmanager
+def _loopback_session(
+    timeouts: Timeouts,
+    *,
+    faults: FaultConfig | None = None,
+    echo: bool = False,
+    nak_seq: int | None = None,
+    preamble: bytes = b"",
+) -> Iterator[tuple[GoldSimulator, int, GoldSession]]:
+    """A session to a device thread over a loopback link, with one record `n` to read."""
     sim = GoldSimulator(serial="GR-LOOP", seed=9)
     n = sim.measure("imidacloprid-v1", 1, "S-1", "菠菜", 0.2)
+    sim.faults = faults
     host, device = LoopbackTransport.pair()
     host.open()
     device.open()
     stop = threading.Event()
-    thread = _device_thread(device, sim.firmware, stop, echo=echo, nak_seq=nak_seq)
-    session = GoldSession(host, Timeouts(response_s=3.0, retries=2, inter_byte_s=0.5))
+    thread = _device_thread(device, sim.firmware, stop, echo=echo, nak_seq=nak_seq, preamble=preamble)
     try:
+        yield sim, n, GoldSession(host, timeouts)
+    finally:
+        stop.set()
+        host.close()
+        thread.join(5)
+    assert not thread.is_alive()
+
+
+@pytest.mark.parametrize(("echo", "nak_seq"), [(True, None), (False, 0x00), (True, 0x00)])
+def test_session_ignores_echo_and_honours_naks_with_a_garbled_seq(echo: bool, nak_seq: int | None) -> None:
+    timeouts = Timeouts(response_s=3.0, retries=2, inter_byte_s=0.5)
+    with _loopback_session(timeouts, echo=echo, nak_seq=nak_seq) as (sim, n, session):
         reply = session.request(GetRecord(n))
         assert isinstance(reply, RecordHeader)
         assert reply.record_no == n
@@ -475,28 +496,14 @@ def test_session_ignores_echo_and_honours_naks_with_a_garbled_seq(echo: bool, na
             assert session.stats.naks_received == 1
             assert session.stats.retransmissions == 1
             assert session.stats.timeouts == 0  # the NAK was acted on at once, not waited out
-    finally:
-        stop.set()
-        host.close()
-        thread.join(5)
-    assert not thread.is_alive()
 
 
 def test_noise_and_a_late_duplicate_before_the_reply_cost_no_retransmission() -> None:
     """A corrupt frame followed by a valid (stale) one is line noise, not our reply: no NAK is sent."""
-    sim = GoldSimulator(serial="GR-LOOP", seed=9)
-    n = sim.measure("imidacloprid-v1", 1, "S-1", "菠菜", 0.2)
     stale = encode_frame(Frame(0x01, 0x00, Cmd.GET_STATUS | 0x80, bytes(9)))
-    host, device = LoopbackTransport.pair()
-    host.open()
-    device.open()
-    stop = threading.Event()
-    session = GoldSession(host, Timeouts(response_s=2.0, retries=2, inter_byte_s=0.5))
-    session._seq = 0x10  # the stale frame's seq (00) is not the request's
-    thread = _device_thread(
-        device, sim.firmware, stop, echo=False, nak_seq=None, preamble=b"\x13\x7e\x99\x42" + stale
-    )
-    try:
+    timeouts = Timeouts(response_s=2.0, retries=2, inter_byte_s=0.5)
+    with _loopback_session(timeouts, preamble=b"\x13\x7e\x99\x42" + stale) as (sim, n, session):
+        session._seq = 0x10  # the stale frame's seq (00) is not the request's
         reply = session.request(GetRecord(n))
         assert isinstance(reply, RecordHeader)
         assert reply.record_no == n
@@ -504,34 +511,16 @@ def test_noise_and_a_late_duplicate_before_the_reply_cost_no_retransmission() ->
         assert (stats.malformed, stats.stale_replies) == (1, 1)
         assert (stats.retransmissions, stats.timeouts) == (0, 0)
         assert sim.firmware.stats.from_cache == 0  # the device was never asked to retransmit
-    finally:
-        stop.set()
-        host.close()
-        thread.join(5)
-    assert not thread.is_alive()
 
 
 def test_a_corrupt_reply_with_nothing_behind_it_is_nakked_at_once() -> None:
-    sim = GoldSimulator(serial="GR-LOOP", seed=9)
-    n = sim.measure("imidacloprid-v1", 1, "S-1", "菠菜", 0.2)
-    sim.faults = FaultConfig(bad_crc=1.0)
-    host, device = LoopbackTransport.pair()
-    host.open()
-    device.open()
-    stop = threading.Event()
-    thread = _device_thread(device, sim.firmware, stop, echo=False, nak_seq=None)
-    session = GoldSession(host, Timeouts(response_s=5.0, retries=3, inter_byte_s=0.5))
-    try:
+    timeouts = Timeouts(response_s=5.0, retries=3, inter_byte_s=0.5)
+    with _loopback_session(timeouts, faults=FaultConfig(bad_crc=1.0)) as (sim, n, session):
         with pytest.raises(ChecksumError, match="after 4 attempts"):
             session.request(GetRecord(n))
         assert (session.stats.crc_errors, session.stats.retransmissions) == (4, 3)
         assert session.stats.timeouts == 0  # each bad reply was NAKed at once, not waited out
         assert sim.firmware.stats.from_cache == 3
-    finally:
-        stop.set()
-        host.close()
-        thread.join(5)
-    assert not thread.is_alive()
 
 
 probabilities = st.floats(0.0, 0.5)
