@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import Mosquitto
+from tests.postgres import PostgresServer, start_postgres
 
 
 @pytest.fixture
@@ -17,3 +18,14 @@ def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
         yield broker
     finally:
         broker.stop()
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A private PostgreSQL server (Debian's binaries, initdb into a temporary directory, random 127.0.0.1
+    port, fsync on) shared by the session's tests; stopped and deleted at the end."""
+    server = start_postgres()
+    try:
+        yield server
+    finally:
+        server.cleanup()
