@@ -20,6 +20,7 @@ import sqlite_utils
 
 from cloud.db import transaction
 from cloud.errors import Conflict, Invalid, NotFound
+from cloud.sqlfilter import subtree_sql
 
 Role = Literal["admin", "county", "town", "village", "station"]
 ROLES: tuple[Role, ...] = get_args(Role)
@@ -49,14 +50,7 @@ class User:
         """SQL condition restricting `node_column` (a grid_nodes.id column) to this user's subtree."""
         if self.is_admin:
             return "1=1", []
-        return (
-            f"{node_column} IN (SELECT id FROM grid_nodes WHERE path LIKE ? ESCAPE '\\')",  # noqa: S608
-            [_like_prefix(self.node_path)],
-        )
-
-
-def _like_prefix(path: str) -> str:
-    return path.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        return subtree_sql(node_column, self.node_path)
 
 
 def hash_token(token: str) -> str:

@@ -30,6 +30,7 @@ import sqlite_utils
 from cloud.db import transaction
 from cloud.errors import GridImportError, Invalid, NotFound
 from cloud.settings import LEVELS
+from cloud.sqlfilter import subtree_sql
 
 PARENT_LEVEL: dict[str, str | None] = {
     "county": None,
@@ -92,9 +93,9 @@ def children(db: sqlite_utils.Database, node_id: int | None) -> list[Node]:
 
 def subtree(db: sqlite_utils.Database, path: str) -> list[Node]:
     """All nodes whose path starts with `path` ("/" = everything), parents before children."""
+    clause, params = subtree_sql("id", path)
     rows = db.execute(
-        _SELECT + " FROM grid_nodes WHERE substr(path, 1, ?) = ? ORDER BY length(path), code",
-        [len(path), path],
+        _SELECT + f" FROM grid_nodes WHERE {clause} ORDER BY length(path), code", params
     ).fetchall()
     return [Node.from_row(r) for r in rows]
 

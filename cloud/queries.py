@@ -18,6 +18,7 @@ import sqlite_utils
 from cloud.auth import User, require_in_scope
 from cloud.errors import NotFound
 from cloud.grid import Node, node_by_code, subtree
+from cloud.sqlfilter import like_contains, subtree_sql
 
 Rows = list[dict[str, Any]]
 
@@ -41,11 +42,6 @@ def scoped_node(db: sqlite_utils.Database, user: User, code: str) -> Node:
     return node
 
 
-def _subtree_sql(column: str, path: str) -> tuple[str, list[object]]:
-    sql = f"{column} IN (SELECT id FROM grid_nodes WHERE substr(path, 1, ?) = ?)"
-    return sql, [len(path), path]
-
-
 class _Where:
     def __init__(self, user: User, node_column: str) -> None:
         sql, params = user.scope_sql(node_column)
@@ -57,7 +53,7 @@ class _Where:
         self.params.extend(params)
 
     def subtree(self, column: str, node: Node) -> None:
-        sql, params = _subtree_sql(column, node.path)
+        sql, params = subtree_sql(column, node.path)
         self.add(sql, *params)
 
     @property
@@ -271,7 +267,7 @@ def rollup(
         kids = [n for n in subtree(db, node.path) if n.parent_id == node.id]
 
     def stats(path: str) -> dict[str, Any]:
-        sql, params = _subtree_sql("node_id", path)
+        sql, params = subtree_sql("node_id", path)
         cond = [sql]
         args: list[object] = list(params)
         if since is not None:
@@ -285,11 +281,11 @@ def rollup(
             " FROM results WHERE " + " AND ".join(cond)
         )
         tests, positives, suspects = db.execute(query, args).fetchone()
-        csql, cparams = _subtree_sql("origin_node_id", path)
+        csql, cparams = subtree_sql("origin_node_id", path)
         open_cases = db.execute(
             f"SELECT COUNT(*) FROM cases WHERE status != 'closed' AND {csql}", cparams
         ).fetchone()[0]
-        ssql, sparams = _subtree_sql("node_id", path)
+        ssql, sparams = subtree_sql("node_id", path)
         stations, online = db.execute(
             f"SELECT COUNT(*), COALESCE(SUM(online), 0) FROM stations WHERE {ssql}",
             sparams,
@@ -378,7 +374,7 @@ def list_dead_letters(
     if station is not None:
         where.add("station = ?", station)
     if reason is not None:
-        where.add("reason LIKE ?", f"%{reason}%")
+        where.add("reason LIKE ? ESCAPE '\\'", like_contains(reason))
     return _page(
         db,
         "id, received_at, topic, payload, reason, station, result_id",

@@ -37,6 +37,7 @@ from pydantic import BaseModel, ConfigDict
 
 from cloud.auth import User
 from cloud.errors import Invalid, NotFound
+from cloud.sqlfilter import like_prefix, subtree_sql
 
 REPORT_TZ = ZoneInfo("Asia/Shanghai")
 LEVEL_ORDER: tuple[str, ...] = ("county", "town", "village", "station")
@@ -63,10 +64,6 @@ class Scope(_Frozen):
 
 
 ALL_SCOPE = Scope(id=None, code=None, name="全部", level="all", path="/")
-
-
-def _like_prefix(path: str) -> str:
-    return path.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 def resolve_scope(db: sqlite_utils.Database, user: User, code: str | None) -> Scope:
@@ -100,15 +97,6 @@ def scope_path(db: sqlite_utils.Database, scope: Scope) -> list[Scope]:
     ).fetchall()
     by_id = {int(r[0]): Scope(id=int(r[0]), code=r[1], name=r[2], level=r[3], path=r[4]) for r in rows}
     return [by_id[i] for i in ids if i in by_id]
-
-
-def _scope_clause(scope: Scope, column: str) -> tuple[str, list[Any]]:
-    if scope.path == "/":
-        return "1=1", []
-    return (
-        f"{column} IN (SELECT id FROM grid_nodes WHERE path LIKE ? ESCAPE '\\')",  # noqa: S608 - column is ours
-        [_like_prefix(scope.path)],
-    )
 
 
 class Period(_Frozen):
@@ -245,7 +233,7 @@ def _counts(row: Sequence[Any], offset: int = 0) -> Counts:
 
 def _results_where(scope: Scope, period: Period, tz: ZoneInfo) -> tuple[str, list[Any]]:
     lo, hi = period.utc_bounds(tz)
-    clause, params = _scope_clause(scope, "r.node_id")
+    clause, params = subtree_sql("r.node_id", scope.path)
     return f"r.measured_at >= ? AND r.measured_at < ? AND {clause}", [lo, hi, *params]
 
 
@@ -357,7 +345,7 @@ def closure(
 ) -> ClosureStats:
     """On-time closure of the cases opened under `scope` in `period`, judged at `now`."""
     lo, hi = period.utc_bounds(tz)
-    clause, params = _scope_clause(scope, "c.origin_node_id")
+    clause, params = subtree_sql("c.origin_node_id", scope.path)
     sql = f"""SELECT {_CLOSURE_COLUMNS} FROM cases c
               WHERE c.opened_at >= ? AND c.opened_at < ? AND {clause}"""  # noqa: S608
     return _closure(db.execute(sql, [_now_text(now), lo, hi, *params]).fetchone())
@@ -404,14 +392,14 @@ def ranking(
     if level not in ("county", "town", "village"):
         raise Invalid("ranking level must be county, town or village")
     lo, hi = period.utc_bounds(tz)
-    clause, scope_params = _scope_clause(scope, "n.id")
+    clause, scope_params = subtree_sql("n.id", scope.path)
     nodes = db.execute(
         f"SELECT n.id, n.code, n.name, n.level, n.path FROM grid_nodes n WHERE n.level = ? AND {clause}",  # noqa: S608
         [level, *scope_params],
     ).fetchall()
     rows: list[RankingRow] = []
     for _node_id, code, name, node_level, path in nodes:
-        prefix = _like_prefix(str(path))
+        prefix = like_prefix(str(path))
         sub = "SELECT id FROM grid_nodes WHERE path LIKE ? ESCAPE '\\'"
         res = db.execute(
             f"""SELECT {_COUNT_COLUMNS}, COUNT(DISTINCT CASE WHEN r.verdict != 'invalid' THEN r.node_id END)

@@ -3,6 +3,7 @@
     SettingsDep     the app's Settings (built by the app factory)
     ClockDep        the app's Clock (SystemClock, or a ManualClock in tests)
     DbDep           a sqlite-utils Database, one connection per request, closed afterwards
+    OptionalUserDep the User of a valid bearer token, or None (for the few routes open to anyone)
     CurrentUserDep  the authenticated User (bearer token); 401 without a valid token
     AdminDep        a User whose role is admin; 403 otherwise
 
@@ -51,10 +52,16 @@ def get_db(settings: SettingsDep) -> Iterator[sqlite_utils.Database]:
 DbDep = Annotated[sqlite_utils.Database, Depends(get_db)]
 
 
-def get_current_user(
+def get_optional_user(
     db: DbDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> User:
-    user = None if credentials is None else user_for_token(db, credentials.credentials)
+) -> User | None:
+    return None if credentials is None else user_for_token(db, credentials.credentials)
+
+
+OptionalUserDep = Annotated[User | None, Depends(get_optional_user)]
+
+
+def get_current_user(user: OptionalUserDep) -> User:
     if user is None:
         raise HTTPException(
             status.HTTP_401_UNAUTHORIZED,

@@ -50,6 +50,20 @@ def test_requires_token(api: Any) -> None:
     assert api.get("/api/health").status_code == 200
 
 
+def test_health_reveals_counts_only_to_a_token_and_in_its_scope(
+    api: Any, grid: Grid, seeded: dict[str, list[dict[str, Any]]]
+) -> None:
+    anonymous = api.get("/api/health")
+    assert anonymous.status_code == 200
+    assert set(anonymous.json()) == {"status", "now"}  # no result count for an anonymous prober
+    assert "results" not in api.get("/api/health", headers=bearer("kjc_nope")).json()
+    total = sum(len(rs) for rs in seeded.values())
+    assert api.get("/api/health", headers=bearer(grid.tokens["admin"])).json()["results"] == total
+    town_a = sum(len(rs) for s, rs in seeded.items() if s.startswith("370214101"))
+    assert 0 < town_a < total
+    assert api.get("/api/health", headers=bearer(grid.tokens["town_a"])).json()["results"] == town_a
+
+
 def test_results_scoped_and_filtered(api: Any, grid: Grid, seeded: dict[str, list[dict[str, Any]]]) -> None:
     def ids(token: str, **params: Any) -> set[str]:
         r = api.get("/api/results", params=params, headers=bearer(grid.tokens[token]))
@@ -175,6 +189,28 @@ def test_dead_letters_admin_only(api: Any, grid: Grid, db: sqlite_utils.Database
     body = api.get("/api/dead-letters", headers=bearer(grid.tokens["admin"])).json()
     assert body["total"] == 1
     assert body["items"][0]["reason"].startswith("payload is not UTF-8 JSON")
+
+
+def test_dead_letter_reason_filter_takes_wildcards_literally(
+    api: Any, grid: Grid, db: sqlite_utils.Database
+) -> None:
+    reasons = ["bad_sig", "badXsig", "100% wrong", "1000 wrong", "back\\slash", "backslash"]
+    for reason in reasons:
+        db["dead_letters"].insert(
+            {"received_at": T0.isoformat(), "topic": "t", "payload": "", "reason": reason}
+        )
+
+    def found(text: str) -> list[str]:
+        r = api.get("/api/dead-letters", params={"reason": text}, headers=bearer(grid.tokens["admin"]))
+        assert r.status_code == 200, r.text
+        return sorted(item["reason"] for item in r.json()["items"])
+
+    assert found("bad_sig") == ["bad_sig"]  # `_` is not "any character"
+    assert found("0%") == ["100% wrong"]  # `%` is not "anything"
+    assert found("%") == ["100% wrong"]
+    assert found("_") == ["bad_sig"]
+    assert found("k\\s") == ["back\\slash"]
+    assert found("sig") == ["badXsig", "bad_sig"]
 
 
 def test_config_push_scoped_and_versioned(api: Any, grid: Grid, db: sqlite_utils.Database) -> None:

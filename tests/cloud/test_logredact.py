@@ -19,6 +19,11 @@ from cloud.settings import Settings
         ("/api/live?TOKEN=kjc_SECRET", "/api/live?TOKEN=***"),
         ("/api/results?station=370214101203-01", "/api/results?station=370214101203-01"),
         ("/api/results?mytoken=abc", "/api/results?mytoken=abc"),
+        # the server decodes query keys: these are all the `token` parameter
+        ("/api/live?%74oken=kjc_SECRET", "/api/live?%74oken=***"),
+        ("/api/live?after=1&tok%65n=kjc_SECRET", "/api/live?after=1&tok%65n=***"),
+        ("/api/live?%54%4F%4B%45%4E=kjc_SECRET&x=1", "/api/live?%54%4F%4B%45%4E=***&x=1"),
+        ("/api/live?x=%74oken&token=kjc_SECRET", "/api/live?x=%74oken&token=***"),
     ],
 )
 def test_redact(path: str, expected: str) -> None:

@@ -45,7 +45,7 @@ def test_demo_delivers_results_and_stops_cleanly(tmp_path: Path) -> None:
         assert any(f"http://127.0.0.1:{port}/dashboard/" in line for line in out)
 
         def results_in_cloud() -> int:
-            _, body = _get(f"http://127.0.0.1:{port}/api/health")
+            _, body = _get(f"http://127.0.0.1:{port}/api/health", token)  # counts only with a token
             return int(json.loads(body)["results"])
 
         wait_for(lambda: results_in_cloud() >= 5, 60, "no results reached the cloud within 60 s")

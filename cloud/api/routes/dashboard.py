@@ -31,6 +31,7 @@ from cloud.auth import User, user_for_token
 from cloud.db import connect
 from cloud.errors import NotFound
 from cloud.live import hub_for
+from cloud.sqlfilter import subtree_sql
 
 router = APIRouter(tags=["dashboard"])
 
@@ -158,18 +159,8 @@ class Overview(BaseModel):
     cursor: int
 
 
-def _like(path: str) -> str:
-    return path.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-
-
-def _in_scope(scope: reports.Scope, column: str) -> tuple[str, list[Any]]:
-    if scope.path == "/":
-        return "1=1", []
-    return f"{column} IN (SELECT id FROM grid_nodes WHERE path LIKE ? ESCAPE '\\')", [_like(scope.path)]  # noqa: S608
-
-
 def _station_counts(db: sqlite_utils.Database, scope: reports.Scope) -> tuple[int, int]:
-    clause, params = _in_scope(scope, "s.node_id")
+    clause, params = subtree_sql("s.node_id", scope.path)
     row = db.execute(
         f"SELECT COUNT(*), COALESCE(SUM(s.online), 0) FROM stations s WHERE {clause}",  # noqa: S608
         params,
@@ -207,7 +198,7 @@ def _children(db: sqlite_utils.Database, scope: reports.Scope) -> list[reports.S
 
 def _stations(db: sqlite_utils.Database, scope: reports.Scope) -> list[StationTile]:
     """Stations under `scope`, grouped by town (by village once the scope is a town or below)."""
-    clause, params = _in_scope(scope, "s.node_id")
+    clause, params = subtree_sql("s.node_id", scope.path)
     rows = db.execute(
         f"""SELECT s.id, g.name, g.path, s.online, s.last_seen, s.backlog, s.oldest_unsent_age_s, s.status_at
             FROM stations s JOIN grid_nodes g ON g.id = s.node_id WHERE {clause}
@@ -254,7 +245,7 @@ def _stations(db: sqlite_utils.Database, scope: reports.Scope) -> list[StationTi
 
 
 def _cases(db: sqlite_utils.Database, scope: reports.Scope, now: datetime) -> tuple[list[OpenCase], int, int]:
-    clause, params = _in_scope(scope, "c.origin_node_id")
+    clause, params = subtree_sql("c.origin_node_id", scope.path)
     now_s = now.isoformat()
     total, overdue = db.execute(
         f"""SELECT COUNT(*), COALESCE(SUM(c.deadline < ?), 0) FROM cases c
@@ -311,7 +302,7 @@ def results_after(
     db: sqlite_utils.Database, scope: reports.Scope, after: int, limit: int
 ) -> list[LiveResult]:
     """Results under `scope` with rowid > `after`, oldest first (the live feed's tail query)."""
-    clause, params = _in_scope(scope, "r.node_id")
+    clause, params = subtree_sql("r.node_id", scope.path)
     rows = db.execute(
         f"""SELECT {_LIVE_COLUMNS} FROM results r JOIN grid_nodes g ON g.id = r.node_id
             WHERE r.rowid > ? AND {clause} ORDER BY r.rowid LIMIT ?""",  # noqa: S608
@@ -321,7 +312,7 @@ def results_after(
 
 
 def _recent(db: sqlite_utils.Database, scope: reports.Scope) -> list[LiveResult]:
-    clause, params = _in_scope(scope, "r.node_id")
+    clause, params = subtree_sql("r.node_id", scope.path)
     rows = db.execute(
         f"""SELECT {_LIVE_COLUMNS} FROM results r JOIN grid_nodes g ON g.id = r.node_id
             WHERE {clause} ORDER BY r.rowid DESC LIMIT ?""",  # noqa: S608

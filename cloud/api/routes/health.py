@@ -1,11 +1,17 @@
-"""Liveness and identity: GET /api/health (no auth), GET /api/me."""
+"""Liveness and identity: GET /api/health (no auth), GET /api/me.
+
+`/api/health` answers anyone with its status and clock; the result count is added only for a caller with a
+valid bearer token, counted in that caller's grid scope (an anonymous prober learns nothing about volumes).
+
+Does not: check the broker or the database beyond one query.
+"""
 
 from __future__ import annotations
 
 from fastapi import APIRouter
 from pydantic import BaseModel
 
-from cloud.api.deps import ClockDep, CurrentUserDep, DbDep
+from cloud.api.deps import ClockDep, CurrentUserDep, DbDep, OptionalUserDep
 
 router = APIRouter(prefix="/api", tags=["health"])
 
@@ -13,7 +19,7 @@ router = APIRouter(prefix="/api", tags=["health"])
 class Health(BaseModel):
     status: str
     now: str
-    results: int
+    results: int | None = None
 
 
 class Me(BaseModel):
@@ -22,9 +28,12 @@ class Me(BaseModel):
     node_code: str | None
 
 
-@router.get("/health")
-def health(db: DbDep, clock: ClockDep) -> Health:
-    row = db.execute("SELECT COUNT(*) FROM results").fetchone()
+@router.get("/health", response_model_exclude_none=True)
+def health(db: DbDep, clock: ClockDep, user: OptionalUserDep) -> Health:
+    if user is None:
+        return Health(status="ok", now=clock.now().isoformat())
+    clause, params = user.scope_sql("node_id")
+    row = db.execute(f"SELECT COUNT(*) FROM results WHERE {clause}", params).fetchone()  # noqa: S608
     return Health(status="ok", now=clock.now().isoformat(), results=int(row[0]))
 
 
