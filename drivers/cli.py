@@ -1,9 +1,8 @@
 """`kuaijian gateway scan`: find the analyzers attached to this station.
 
 Does: list serial ports (pyserial's `serial.tools.list_ports` plus every `--serial PATH`), probe each
-with the colloidal-gold probe (`drivers.gold_serial.probe_serial`) and the Modbus RTU probe
-(`drivers.enzyme_modbus.probe_rtu`), probe each `--modbus HOST[:PORT]` given with the Modbus TCP probe,
-all in parallel with short per-endpoint timeouts; print a table of what answered and a TOML snippet for
+with every registered family's serial probe (`drivers.registry`, in its order: gold-serial, Modbus RTU,
+…), probe each `--modbus HOST[:PORT]` given with the families' TCP probes, all in parallel with short per-endpoint timeouts; print a table of what answered and a TOML snippet for
 `[[instruments]]` in the station config (or JSON with `--json`).
 
 Does not: scan networks. Only explicitly given Modbus TCP endpoints are probed (no ranges, no CIDR,
@@ -21,7 +20,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from drivers import registry
+from drivers.errors import DeviceNotFound
 from drivers.readings import DeviceInfo
+from drivers.registry import Probed, ProbeOptions
 
 BY_ID_DIR = Path("/dev/serial/by-id")
 
@@ -64,11 +66,20 @@ class Found:
     """One analyzer that answered a probe."""
 
     endpoint: str  # "serial:/dev/ttyUSB0" or "tcp:127.0.0.1:502"
-    transport: str  # "serial" | "modbus-rtu" | "modbus-tcp"
     address: str  # port path, or host:port
     stable_path: str | None  # /dev/serial/by-id/… for the port, when one exists
-    unit: int | None
-    info: DeviceInfo
+    probed: Probed
+
+    @property
+    def info(self) -> DeviceInfo:
+        return self.probed.info
+
+    def settings(self) -> dict[str, Any]:
+        """The `[[instruments]]` keys (besides name and driver), with the stable port name if any."""
+        out = dict(self.probed.settings)
+        if self.probed.port_key is not None and self.stable_path is not None:
+            out[self.probed.port_key] = self.stable_path
+        return out
 
 
 def parse_modbus_endpoint(text: str) -> tuple[str, int]:
@@ -105,41 +116,29 @@ def stable_names() -> dict[str, str]:
     return out
 
 
-def _probe_serial_port(path: str, unit: int, baudrate: int, timeout: float) -> tuple[DeviceInfo, str] | str:
-    """Gold probe first, then Modbus RTU; returns (info, transport) or the reasons nothing answered."""
-    from drivers.enzyme_modbus import probe_rtu
-    from drivers.errors import DeviceNotFound
-    from drivers.timeouts import Timeouts
-
-    timeouts = Timeouts(response_s=timeout, retries=1, reconnect_initial_s=0.05, reconnect_max_s=0.1)
+def _probe_serial_port(path: str, options: ProbeOptions) -> Probed | str:
+    """Every family's serial probe in registry order; the first that answers, or why none did."""
     reasons: list[str] = []
-    gold_probe: Callable[..., DeviceInfo] | None
-    try:
-        from drivers.gold_serial import probe_serial as gold_probe
-    except ImportError:
-        gold_probe = None
-    if gold_probe is not None:
+    for fam in registry.families():
+        if fam.probe_serial is None:
+            continue
         try:
-            return gold_probe(path, timeouts), "serial"
+            return fam.probe_serial(path, options)
         except DeviceNotFound as exc:
-            reasons.append(f"gold: {exc}")
-    try:
-        return probe_rtu(path, baudrate=baudrate, unit=unit, timeouts=timeouts), "modbus-rtu"
-    except DeviceNotFound as exc:
-        reasons.append(f"modbus-rtu: {exc}")
+            reasons.append(f"{fam.name}: {exc}")
     return "; ".join(reasons)
 
 
-def _probe_tcp(host: str, port: int, unit: int, timeout: float) -> DeviceInfo | str:
-    from drivers.enzyme_modbus import probe_tcp
-    from drivers.errors import DeviceNotFound
-    from drivers.timeouts import Timeouts
-
-    timeouts = Timeouts(response_s=timeout, retries=1, reconnect_initial_s=0.05, reconnect_max_s=0.1)
-    try:
-        return probe_tcp(host, port, unit=unit, timeouts=timeouts)
-    except DeviceNotFound as exc:
-        return str(exc)
+def _probe_tcp(host: str, port: int, options: ProbeOptions) -> Probed | str:
+    reasons: list[str] = []
+    for fam in registry.families():
+        if fam.probe_tcp is None:
+            continue
+        try:
+            return fam.probe_tcp(host, port, options)
+        except DeviceNotFound as exc:
+            reasons.append(f"{fam.name}: {exc}")
+    return "; ".join(reasons) or "no driver family probes TCP endpoints"
 
 
 def scan(
@@ -152,27 +151,24 @@ def scan(
 ) -> tuple[list[Found], dict[str, str]]:
     """Probe everything in parallel; returns (found, {endpoint: why nothing answered})."""
     by_id = stable_names()
+    options = ProbeOptions(timeout_s=timeout, unit=unit, baudrate=baudrate)
     jobs: dict[str, Callable[[], Found | str]] = {}
     for path in dict.fromkeys(serial_paths):
 
         def serial_job(path: str = path) -> Found | str:
-            res = _probe_serial_port(path, unit, baudrate, timeout)
+            res = _probe_serial_port(path, options)
             if isinstance(res, str):
                 return res
-            info, transport = res
-            stable = by_id.get(str(Path(path).resolve()))
-            return Found(
-                f"serial:{path}", transport, path, stable, unit if transport == "modbus-rtu" else None, info
-            )
+            return Found(f"serial:{path}", path, by_id.get(str(Path(path).resolve())), res)
 
         jobs[f"serial:{path}"] = serial_job
     for host, port in dict.fromkeys(modbus):
 
         def tcp_job(host: str = host, port: int = port) -> Found | str:
-            res = _probe_tcp(host, port, unit, timeout)
+            res = _probe_tcp(host, port, options)
             if isinstance(res, str):
                 return res
-            return Found(f"tcp:{host}:{port}", "modbus-tcp", f"{host}:{port}", None, unit, res)
+            return Found(f"tcp:{host}:{port}", f"{host}:{port}", None, res)
 
         jobs[f"tcp:{host}:{port}"] = tcp_job
     found: list[Found] = []
@@ -198,6 +194,14 @@ def _toml_str(s: str) -> str:
     return json.dumps(s, ensure_ascii=False)  # a JSON string is a valid TOML basic string
 
 
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    return _toml_str(str(value))
+
+
 def toml_snippet(found: Sequence[Found]) -> str:
     """`[[instruments]]` tables for gateway config (see docs/config.md)."""
     blocks: list[str] = []
@@ -214,17 +218,7 @@ def toml_snippet(found: Sequence[Found]) -> str:
             f"name = {_toml_str(name)}",
             f"driver = {_toml_str(f.info.driver)}",
         ]
-        port_path = f.stable_path or f.address
-        if f.transport == "serial":
-            lines.append(f"port = {_toml_str(port_path)}")
-        elif f.transport == "modbus-rtu":
-            lines.append(f"serial_port = {_toml_str(port_path)}")
-            lines.append(f"unit = {f.unit}")
-        else:
-            host, _, port = f.address.rpartition(":")
-            lines.append(f"host = {_toml_str(host)}")
-            lines.append(f"port = {port}")
-            lines.append(f"unit = {f.unit}")
+        lines += [f"{key} = {_toml_value(value)}" for key, value in f.settings().items()]
         lines.append(
             f"# {f.info.model} serial {f.info.serial}, firmware {f.info.firmware}, {f.info.channels} ch"
         )
@@ -260,7 +254,15 @@ def _run(args: argparse.Namespace) -> int:
     if args.json:
         doc = {
             "found": [
-                {**{k: v for k, v in asdict(f).items() if k != "info"}, **asdict(f.info)} for f in found
+                {
+                    "endpoint": f.endpoint,
+                    "transport": f.probed.transport,
+                    "address": f.address,
+                    "stable_path": f.stable_path,
+                    "settings": f.settings(),
+                    **asdict(f.info),
+                }
+                for f in found
             ],
             "not_found": missing,
             "toml": toml_snippet(found),

@@ -29,10 +29,12 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from enum import IntEnum
-from typing import Final, Literal, TypeVar
+from typing import Any, Final, Literal, Self, TypeVar
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import Field as PydanticField
+from pydantic import model_validator
 from pymodbus.client import ModbusSerialClient, ModbusTcpClient
 from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
 
@@ -45,7 +47,8 @@ from drivers.errors import (
     ProtocolError,
     TransportError,
 )
-from drivers.readings import DeviceInfo, EnzymeReading
+from drivers.readings import Analyzer, DeviceInfo, EnzymeReading
+from drivers.registry import DriverFamily, InstrumentSettings, Probed, ProbeOptions
 from drivers.timeouts import Timeouts
 
 DRIVER_NAME: Final = "enzyme-modbus"
@@ -1025,3 +1028,69 @@ def probe_rtu(
             serial_port=path, baudrate=baudrate, unit=unit, timeouts=timeouts or PROBE_TIMEOUTS
         )
     )
+
+
+# --------------------------------------------------------------------------------------------------
+# Registration (drivers.registry)
+# --------------------------------------------------------------------------------------------------
+
+
+class EnzymeModbusInstrument(InstrumentSettings):
+    """`driver = "enzyme-modbus"`: an enzyme-inhibition analyzer over Modbus TCP (`host`) or RTU
+    (`serial_port`)."""
+
+    driver: Literal["enzyme-modbus"]
+    host: str | None = None
+    port: int = PydanticField(default=502, gt=0, lt=65536)
+    serial_port: str | None = None
+    baudrate: int = PydanticField(default=19200, gt=0)
+    unit: int = PydanticField(default=1, ge=0, le=247)
+    default_profile: str | None = PydanticField(
+        default=None, description="profile when the analyzer reports none"
+    )
+
+    @model_validator(mode="after")
+    def _one_transport(self) -> Self:
+        if (self.host is None) == (self.serial_port is None):
+            raise ValueError("set exactly one of host (Modbus TCP) or serial_port (Modbus RTU)")
+        return self
+
+    def default_profile_name(self) -> str | None:
+        return self.default_profile
+
+
+def _make(settings: EnzymeModbusInstrument, timeouts: Timeouts) -> Callable[[], Analyzer]:
+    def enzyme() -> Analyzer:
+        return EnzymeModbusAnalyzer(
+            host=settings.host,
+            port=settings.port,
+            serial_port=settings.serial_port,
+            baudrate=settings.baudrate,
+            unit=settings.unit,
+            timeouts=timeouts,
+        )
+
+    return enzyme
+
+
+def _probe_serial(path: str, options: ProbeOptions) -> Probed:
+    info = probe_rtu(path, baudrate=options.baudrate, unit=options.unit, timeouts=options.timeouts())
+    settings: dict[str, Any] = {"serial_port": path, "unit": options.unit}
+    if options.baudrate != 19200:
+        settings["baudrate"] = options.baudrate
+    return Probed(info, "modbus-rtu", settings, port_key="serial_port")
+
+
+def _probe_tcp(host: str, port: int, options: ProbeOptions) -> Probed:
+    info = probe_tcp(host, port, unit=options.unit, timeouts=options.timeouts())
+    return Probed(info, "modbus-tcp", {"host": host, "port": port, "unit": options.unit})
+
+
+FAMILY: DriverFamily[EnzymeModbusInstrument] = DriverFamily(
+    name=DRIVER_NAME,
+    settings=EnzymeModbusInstrument,
+    factory=_make,
+    probe_serial=_probe_serial,
+    probe_tcp=_probe_tcp,
+    doc="enzyme-inhibition analyzer, Modbus TCP / RTU register map",
+)

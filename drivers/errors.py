@@ -7,7 +7,8 @@
     │   └── ChecksumError       frame complete, checksum/CRC mismatch
     ├── ProtocolError           a valid frame with unexpected meaning (NAK after retries, wrong reply,
     │                           Modbus exception response, register values out of range)
-    └── DeviceNotFound          probing an endpoint found no known analyzer
+    ├── DeviceNotFound          probing an endpoint found no known analyzer
+    └── DriverConfigError       an instrument table names a driver that cannot be built
 
 Codecs raise FrameError/ChecksumError only; the session layer translates transport failures with
 ``raise ... from exc`` and owns retries. Nothing above the session layer sees pyserial/pymodbus errors.
@@ -42,3 +43,7 @@ class ProtocolError(DriverError):
 
 class DeviceNotFound(DriverError):
     """No known analyzer answered at this endpoint."""
+
+
+class DriverConfigError(DriverError):
+    """An instrument table names a driver that cannot be built (unknown family, unloadable plugin)."""

@@ -19,11 +19,14 @@ import os
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import Field
 
 from drivers.errors import (
     ChecksumError,
@@ -35,7 +38,8 @@ from drivers.errors import (
     TransportError,
 )
 from drivers.framing import FLAG, MAX_PAYLOAD, CrcMismatch, Frame, MalformedFrame, decode_frame, encode_frame
-from drivers.readings import DeviceInfo, GoldReading
+from drivers.readings import Analyzer, DeviceInfo, GoldReading
+from drivers.registry import DriverFamily, InstrumentSettings, Probed, ProbeOptions
 from drivers.timeouts import Timeouts
 from drivers.transport import Transport, transport_for
 
@@ -764,3 +768,37 @@ def probe_serial(path: str, timeouts: Timeouts | None = None) -> DeviceInfo:
         raise DeviceNotFound(f"no gold-serial analyzer at {path}: {exc}") from exc
     finally:
         analyzer.close()
+
+
+# ---------------------------------------------------------------- registration (drivers.registry)
+class GoldSerialInstrument(InstrumentSettings):
+    """`driver = "gold-serial"`: a colloidal-gold strip reader on a serial port."""
+
+    driver: Literal["gold-serial"]
+    port: str = Field(min_length=1, description="serial device, e.g. /dev/ttyUSB0")
+    baudrate: int = Field(default=115200, gt=0)
+    default_kit: str | None = Field(default=None, description="kit used when the reader reports none")
+
+    def default_kit_name(self) -> str | None:
+        return self.default_kit
+
+
+def _make(settings: GoldSerialInstrument, timeouts: Timeouts) -> Callable[[], Analyzer]:
+    def gold() -> Analyzer:
+        return GoldSerialAnalyzer(settings.port, baudrate=settings.baudrate, timeouts=timeouts)
+
+    return gold
+
+
+def _probe(path: str, options: ProbeOptions) -> Probed:
+    info = probe_serial(path, options.timeouts())
+    return Probed(info, "serial", {"port": path}, port_key="port")
+
+
+FAMILY: DriverFamily[GoldSerialInstrument] = DriverFamily(
+    name="gold-serial",
+    settings=GoldSerialInstrument,
+    factory=_make,
+    probe_serial=_probe,
+    doc="colloidal-gold strip reader, 0x7E/CRC-16 framed serial protocol",
+)

@@ -4,6 +4,9 @@ Does: parse TOML (tomllib), validate with pydantic (unknown keys refused), resol
 the file's directory, read the station key / broker password from files, and raise `ConfigError` whose
 message names the offending key (e.g. ``instruments[1].port: Field required``).
 
+The `[[instruments]]` tables are the driver families' own models, read from `drivers.registry`
+(a new analyzer family adds its keys there, not here).
+
 Does not: open devices, databases or sockets. Interpretation specs (kits, enzyme profiles) are NOT here:
 they come from the built-in defaults (`gateway.defaults`) and the cloud's retained config push.
 
@@ -15,12 +18,13 @@ from __future__ import annotations
 import re
 import tomllib
 from pathlib import Path
-from typing import Annotated, Any, Literal, Self
+from typing import TYPE_CHECKING, Any, Literal, Self, TypeAlias
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from drivers.timeouts import Timeouts
+from drivers import registry
+from drivers.registry import InstrumentSettings
 from gateway.errors import ConfigError
 from kuaijian_schema.wire import STATION_PATTERN
 
@@ -31,76 +35,11 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class TimeoutsConfig(_Strict):
-    """`[instruments.timeouts]`: the driver session's `drivers.timeouts.Timeouts`."""
-
-    response_s: float = Field(default=1.0, gt=0)
-    retries: int = Field(default=3, ge=0)
-    inter_byte_s: float = Field(default=0.2, gt=0)
-    reconnect_initial_s: float = Field(default=0.5, gt=0)
-    reconnect_max_s: float = Field(default=30.0, gt=0)
-
-    @model_validator(mode="after")
-    def _order(self) -> Self:
-        if self.reconnect_initial_s > self.reconnect_max_s:
-            raise ValueError("reconnect_initial_s must not exceed reconnect_max_s")
-        return self
-
-    def to_timeouts(self) -> Timeouts:
-        return Timeouts(
-            response_s=self.response_s,
-            retries=self.retries,
-            inter_byte_s=self.inter_byte_s,
-            reconnect_initial_s=self.reconnect_initial_s,
-            reconnect_max_s=self.reconnect_max_s,
-        )
-
-
-class _InstrumentBase(_Strict):
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
-    enabled: bool = True
-    poll_interval_s: float | None = Field(default=None, gt=0)
-    timeouts: TimeoutsConfig = TimeoutsConfig()
-
-
-class GoldSerialInstrument(_InstrumentBase):
-    """A colloidal-gold strip reader on a serial port."""
-
-    driver: Literal["gold-serial"]
-    port: str = Field(min_length=1, description="serial device, e.g. /dev/ttyUSB0")
-    baudrate: int = Field(default=115200, gt=0)
-    default_kit: str | None = Field(default=None, description="kit used when the reader reports none")
-
-
-class EnzymeModbusInstrument(_InstrumentBase):
-    """An enzyme-inhibition analyzer over Modbus TCP (`host`) or RTU (`serial_port`)."""
-
-    driver: Literal["enzyme-modbus"]
-    host: str | None = None
-    port: int = Field(default=502, gt=0, lt=65536)
-    serial_port: str | None = None
-    baudrate: int = Field(default=19200, gt=0)
-    unit: int = Field(default=1, ge=0, le=247)
-    default_profile: str | None = Field(default=None, description="profile when the analyzer reports none")
-
-    @model_validator(mode="after")
-    def _one_transport(self) -> Self:
-        if (self.host is None) == (self.serial_port is None):
-            raise ValueError("set exactly one of host (Modbus TCP) or serial_port (Modbus RTU)")
-        return self
-
-
-class PluginInstrument(_InstrumentBase):
-    """Any `drivers.readings.Analyzer` built by `factory` ("package.module:callable")."""
-
-    driver: Literal["plugin"]
-    factory: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-    params: dict[str, Any] = Field(default_factory=dict)
-
-
-InstrumentConfig = Annotated[
-    GoldSerialInstrument | EnzymeModbusInstrument | PluginInstrument, Field(discriminator="driver")
-]
+if TYPE_CHECKING:
+    InstrumentConfig: TypeAlias = InstrumentSettings
+else:
+    # every registered family's `[[instruments]]` model, discriminated by `driver` (drivers.registry)
+    InstrumentConfig = registry.settings_union()
 
 
 class BrokerConfig(_Strict):
@@ -289,7 +228,7 @@ def _format_errors(exc: ValidationError, source: str) -> str:
         for part in err["loc"]:
             if isinstance(part, int):
                 loc += f"[{part}]"
-            elif part in ("gold-serial", "enzyme-modbus", "plugin"):
+            elif part in registry.names():
                 continue  # discriminator tag inserted by pydantic
             else:
                 loc += f".{part}" if loc else str(part)

@@ -11,7 +11,6 @@ Does not: parse CLI arguments or install signal handlers (that is `gateway.cli`)
 
 from __future__ import annotations
 
-import importlib
 import logging
 import shutil
 import threading
@@ -21,15 +20,10 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from drivers import registry
+from drivers.errors import DriverConfigError
 from drivers.readings import Analyzer
-from drivers.timeouts import Timeouts
-from gateway.config import (
-    EnzymeModbusInstrument,
-    GatewayConfig,
-    GoldSerialInstrument,
-    InstrumentConfig,
-    PluginInstrument,
-)
+from gateway.config import GatewayConfig, InstrumentConfig
 from gateway.errors import ConfigError, GatewayError
 from gateway.interpret import ENZYME_ALGORITHM, GOLD_ALGORITHM
 from gateway.link import Link
@@ -51,47 +45,12 @@ log = logging.getLogger("gateway.service")
 AnalyzerFactory = Callable[[], Analyzer]
 
 
-def analyzer_factory(inst: InstrumentConfig, timeouts: Timeouts) -> AnalyzerFactory:
-    """A zero-argument constructor of the instrument's driver (drivers are imported lazily)."""
-    if isinstance(inst, GoldSerialInstrument):
-
-        def gold() -> Analyzer:
-            from drivers.gold_serial import GoldSerialAnalyzer
-
-            return GoldSerialAnalyzer(inst.port, baudrate=inst.baudrate, timeouts=timeouts)
-
-        return gold
-    if isinstance(inst, EnzymeModbusInstrument):
-
-        def enzyme() -> Analyzer:
-            from drivers.enzyme_modbus import EnzymeModbusAnalyzer
-
-            return EnzymeModbusAnalyzer(
-                host=inst.host,
-                port=inst.port,
-                serial_port=inst.serial_port,
-                baudrate=inst.baudrate,
-                unit=inst.unit,
-                timeouts=timeouts,
-            )
-
-        return enzyme
-    if isinstance(inst, PluginInstrument):
-        module_name, _, attr = inst.factory.partition(":")
-        try:
-            factory = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ConfigError(
-                f"instruments.{inst.name}.factory: cannot load {inst.factory!r}: {exc}"
-            ) from exc
-        params = dict(inst.params)
-
-        def plugin() -> Analyzer:
-            analyzer: Analyzer = factory(params, timeouts)
-            return analyzer
-
-        return plugin
-    raise ConfigError(f"instruments.{inst.name}: unknown driver")
+def analyzer_factory(inst: InstrumentConfig) -> AnalyzerFactory:
+    """A zero-argument constructor of the instrument's driver, from its family in `drivers.registry`."""
+    try:
+        return registry.constructor(inst)
+    except DriverConfigError as exc:
+        raise ConfigError(f"instruments.{inst.name}: {exc}") from exc
 
 
 class GatewayService:
@@ -112,7 +71,7 @@ class GatewayService:
         key = cfg.station_key()
         cfg.data_dir.mkdir(parents=True, exist_ok=True)
         max_bytes = None if cfg.storage.max_db_mb is None else int(cfg.storage.max_db_mb * 1024 * 1024)
-        factories = [(inst, analyzer_factory(inst, inst.timeouts.to_timeouts())) for inst in cfg.instruments]
+        factories = [(inst, analyzer_factory(inst)) for inst in cfg.instruments]
         outbox = Outbox.open(cfg.db_path, max_db_bytes=max_bytes)
         self.outbox = outbox
         for corrupt in outbox.unsalvaged():
@@ -141,8 +100,8 @@ class GatewayService:
                 specs=self.specs,
                 operator=cfg.station.operator,
                 include_raw=cfg.acquisition.include_raw,
-                default_kit=inst.default_kit if isinstance(inst, GoldSerialInstrument) else None,
-                default_profile=inst.default_profile if isinstance(inst, EnzymeModbusInstrument) else None,
+                default_kit=inst.default_kit_name(),
+                default_profile=inst.default_profile_name(),
             )
             self.workers.append(
                 InstrumentWorker(

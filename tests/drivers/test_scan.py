@@ -84,7 +84,7 @@ def test_scan_finds_both_families(
         12,
     )
     tcp = found[f"tcp:{host}:{port}"]
-    assert (tcp["model"], tcp["firmware"], tcp["unit"]) == ("KJ-E12", "1.4.2", 1)
+    assert (tcp["model"], tcp["firmware"], tcp["settings"]["unit"]) == ("KJ-E12", "1.4.2", 1)
     assert set(doc["not_found"]) == {f"serial:{empty_pty}", f"tcp:127.0.0.1:{closed}"}
     # the TOML snippet is valid station config, one instrument per analyzer found, unique names
     instruments = tomllib.loads(doc["toml"])["instruments"]

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from gateway.config import EnzymeModbusInstrument, GoldSerialInstrument, load_config
+from drivers.enzyme_modbus import EnzymeModbusInstrument
+from drivers.gold_serial import GoldSerialInstrument
+from gateway.config import load_config
 from gateway.errors import ConfigError
 
 GOOD = """
