@@ -19,6 +19,7 @@ from fastapi import APIRouter, FastAPI, Request, status
 from fastapi.responses import JSONResponse
 
 from cloud import logredact
+from cloud.api.limits import BodySizeLimit
 from cloud.clock import Clock, SystemClock
 from cloud.db import open_db
 from cloud.errors import CloudError, Conflict, Forbidden, Invalid, NotFound
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     for router in _routers():
         app.include_router(router)
     app.add_exception_handler(CloudError, _cloud_error)
+    app.add_middleware(BodySizeLimit, max_bytes=cfg.max_request_body_bytes)
     logredact.install()  # the live feed takes ?token=: keep tokens out of the access log
     return app
 

@@ -593,12 +593,21 @@ WEEKLY_COLUMNS: tuple[Column, ...] = (
 )
 
 
+_FORMULA_LEAD = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _cell(value: Any) -> str:
+    """One CSV cell. Text that a spreadsheet would run as a formula (it begins with = + - @, tab or CR) is
+    prefixed with an apostrophe, so a product or node name like ``=HYPERLINK(…)`` stays text; numbers,
+    negative ones included, are written as numbers."""
     if value is None:
         return ""
+    if isinstance(value, int):  # bool included
+        return str(value)
     if isinstance(value, float):
         return f"{value:.6g}"
-    return str(value)
+    text = str(value)
+    return "'" + text if text.startswith(_FORMULA_LEAD) else text
 
 
 def to_csv(rows: Iterable[BaseModel | dict[str, Any]], columns: Sequence[Column]) -> bytes:

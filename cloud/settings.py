@@ -67,6 +67,11 @@ class Settings(BaseSettings):
         default=30.0, ge=0, description="after a key rotation, the old station key still verifies this long"
     )
     max_page_size: int = Field(default=1000, gt=0, description="upper bound of `limit` on list endpoints")
+    max_request_body_bytes: int = Field(
+        default=1024 * 1024,
+        gt=0,
+        description="larger request bodies are refused with 413 before they are read",
+    )
 
     @field_validator("case_deadline_hours")
     @classmethod
