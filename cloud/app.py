@@ -36,6 +36,7 @@ ROUTER_MODULES: tuple[str, ...] = (
     "cloud.api.routes.grid",
     "cloud.api.routes.cases",
     "cloud.api.routes.configs",
+    "cloud.api.routes.producers",
     "cloud.api.routes.admin",
     "cloud.api.routes.reports",
     "cloud.api.routes.dashboard",

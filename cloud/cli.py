@@ -351,6 +351,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     _add_broker(p)
     p.set_defaults(func=cmd_tick)
 
-    from cloud import report_cli
+    from cloud import producer_cli, report_cli
 
     report_cli.register(subparsers)
+    producer_cli.register(subparsers)

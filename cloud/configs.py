@@ -6,6 +6,9 @@ node's subtree) under a new global version number; `publish_pending` publishes e
 unpublished config (retained, QoS 1) through a publisher and marks it published once the broker has it.
 A newer push supersedes older unpublished ones, so a station never receives an outdated config.
 
+Every station's document also carries the producers (生产主体) of its village; `push_producers` re-issues
+the stations of villages whose producer list changed, keeping their kits and profiles.
+
 Does not: HTTP or MQTT connection management (the caller passes a `Publisher`).
 """
 
@@ -21,6 +24,7 @@ import sqlite_utils
 from cloud.auth import User
 from cloud.db import transaction
 from cloud.errors import Forbidden, Invalid
+from cloud.producers import station_producers, stations_of_villages
 from cloud.queries import scoped_node
 from kuaijian_schema import EnzymeSpec, StationConfig, StripSpec, topic
 
@@ -65,22 +69,69 @@ def push_config(
         ]
         if not stations:
             raise Invalid(f"no enrolled station under {target}")
-        last = db.execute("SELECT COALESCE(MAX(CAST(version AS INTEGER)), 0) FROM configs").fetchone()[0]
-        version = str(int(last) + 1)
+        version, config = _issue(
+            db, stations, user.name, node.id, now, tuple(gold_kits), tuple(enzyme_profiles)
+        )
+    return Push(version=version, issued_at=now, target=target, stations=tuple(stations), config=config)
+
+
+def _issue(
+    db: sqlite_utils.Database,
+    stations: Sequence[str],
+    issued_by: str,
+    target_node_id: int,
+    now: datetime,
+    gold_kits: tuple[StripSpec, ...] | None,
+    enzyme_profiles: tuple[EnzymeSpec, ...] | None,
+) -> tuple[str, StationConfig]:
+    """Store one new config version for each of `stations` (inside the caller's transaction).
+
+    Each station's document carries the producers of its village; kits / profiles given as None keep the
+    station's last pushed ones, so a producer-list push never drops kits and a kit push never drops producers.
+    Returns the version and the last document stored.
+    """
+    last = db.execute("SELECT COALESCE(MAX(CAST(version AS INTEGER)), 0) FROM configs").fetchone()[0]
+    version = str(int(last) + 1)
+    config = StationConfig(version=version, issued_at=now)
+    for station in stations:
+        kits, profiles = gold_kits, enzyme_profiles
+        if kits is None or profiles is None:
+            prev = db.execute(
+                "SELECT payload_json FROM configs WHERE station = ? ORDER BY id DESC LIMIT 1", [station]
+            ).fetchone()
+            old = (
+                StationConfig(version="0", issued_at=now)
+                if prev is None
+                else StationConfig.model_validate_json(prev[0])
+            )
+            kits = old.gold_kits if kits is None else kits
+            profiles = old.enzyme_profiles if profiles is None else profiles
         config = StationConfig(
             version=version,
             issued_at=now,
-            gold_kits=tuple(gold_kits),
-            enzyme_profiles=tuple(enzyme_profiles),
+            gold_kits=kits,
+            enzyme_profiles=profiles,
+            producers=station_producers(db, station),
         )
-        payload = config.model_dump_json()
-        for station in stations:
-            db.execute(
-                "INSERT INTO configs (station, version, issued_at, issued_by, target_node_id, payload_json)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                [station, version, now.isoformat(), user.name, node.id, payload],
-            )
-    return Push(version=version, issued_at=now, target=target, stations=tuple(stations), config=config)
+        db.execute(
+            "INSERT INTO configs (station, version, issued_at, issued_by, target_node_id, payload_json)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            [station, version, now.isoformat(), issued_by, target_node_id, config.model_dump_json()],
+        )
+    return version, config
+
+
+def push_producers(
+    db: sqlite_utils.Database, village_ids: Sequence[int], issued_by: str, now: datetime
+) -> list[str]:
+    """Issue a new config (same kits, fresh producer list) to every enrolled station of these villages."""
+    with transaction(db):
+        stations = stations_of_villages(db, village_ids)
+        for village_id in village_ids:
+            group = stations_of_villages(db, [village_id])
+            if group:
+                _issue(db, group, issued_by, village_id, now, None, None)
+    return stations
 
 
 def publish_pending(

@@ -29,6 +29,8 @@ Tables (all timestamps are ISO-8601 UTC strings, ``YYYY-MM-DDTHH:MM:SS.ffffff+00
                   escalate|close|note), note, data_json
     users         id, name (unique), role (admin|county|town|village|station), node_id, token_hash
                   (sha256 hex), created_at
+    producers     id, kind (企业|合作社|家庭农场|种养大户|个人), name, code (unique: credit code or ID number),
+                  village_node_id, contact, phone, products_json, plots_json, created_at, updated_at
     configs       id, station, version, issued_at, issued_by, target_node_id, payload_json, published_at
 """
 
@@ -236,9 +238,28 @@ _M002_PREVIOUS_KEY = """
         ALTER TABLE stations ADD COLUMN previous_key_until TEXT;
 """
 
+# Producers (生产主体) under their village; `code` is the credit code or, for individuals, the ID number.
+_M003_PRODUCERS = """
+        CREATE TABLE producers (
+            id INTEGER PRIMARY KEY,
+            kind TEXT NOT NULL CHECK (kind IN ('企业','合作社','家庭农场','种养大户','个人')),
+            name TEXT NOT NULL,
+            code TEXT NOT NULL UNIQUE,
+            village_node_id INTEGER NOT NULL REFERENCES grid_nodes(id),
+            contact TEXT,
+            phone TEXT,
+            products_json TEXT NOT NULL,
+            plots_json TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL
+        );
+        CREATE INDEX idx_producers_village ON producers(village_node_id);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     ("001_initial", _M001_INITIAL),
     ("002_station_previous_key", _M002_PREVIOUS_KEY),
+    ("003_producers", _M003_PRODUCERS),
 )
 
 

@@ -1,7 +1,8 @@
 """MQTT wire contract (JSON, UTF-8), version kj/v1.
 
 Topics, per station id (12-digit village code + "-" + 2-digit station number, e.g. 370214101203-01):
-- kj/v1/{station}/result  gateway → cloud, QoS 1: one `Result` object or {"results": [Result, ...]}.
+- kj/v1/{station}/result  gateway → cloud, QoS 1: one `Result` object or {"results": [Result, ...]}; an item
+  with ``"kind": "sample"`` is a `SampleRegistration` (same id/seq/sig/ack rules as a result).
 - kj/v1/{station}/ack     cloud → gateway, QoS 1: `Ack` — ids/seqs durably committed, and rejections.
 - kj/v1/{station}/status  gateway → cloud, retained: `Status` (birth; last will = state "offline").
 - kj/v1/{station}/config  cloud → gateway, retained: `StationConfig`, versioned.
@@ -17,7 +18,7 @@ import hashlib
 import hmac
 import json
 import re
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any, Literal
 from uuid import UUID
 
@@ -181,6 +182,25 @@ class Status(_Model):
     config_version: str | None = None
 
 
+ProducerKind = Literal["企业", "合作社", "家庭农场", "种养大户", "个人"]
+
+
+class ProducerInfo(_Model):
+    """A producer (生产主体) of the station's village, as a station needs it to register samples offline.
+
+    `ref` is the cloud's stable producer reference ("P" + number); ID numbers of individuals never leave
+    the cloud (the station does not need them to pick a producer).
+    """
+
+    ref: str = Field(pattern=r"^P\d{1,12}$")
+    kind: ProducerKind
+    name: str = Field(min_length=1, max_length=128)
+    village: str = Field(min_length=1, max_length=32)
+    contact: str | None = Field(default=None, max_length=64)
+    products: tuple[str, ...] = ()
+    plots: tuple[str, ...] = ()
+
+
 class StationConfig(_Model):
     """Retained config pushed by the cloud; the gateway applies it atomically and records `version`."""
 
@@ -188,3 +208,35 @@ class StationConfig(_Model):
     issued_at: datetime
     gold_kits: tuple[StripSpec, ...] = ()
     enzyme_profiles: tuple[EnzymeSpec, ...] = ()
+    producers: tuple[ProducerInfo, ...] = ()
+    """Producers of the station's village (optional, additive): picked offline when registering samples."""
+
+
+SAMPLE_CODE_PATTERN = r"^[0-9A-Z]{4,16}$"
+
+
+class SampleRegistration(_Model):
+    """A sample registered at the station (抽样登记), sent on the result topic with ``"kind": "sample"``.
+
+    It travels through the gateway's outbox exactly like a result: UUIDv7 `id`, the station's `seq`, `sig`,
+    and the cloud's application ack. `code` is the short code written on the bag; the analyzer record's
+    sample id equal to `code` links a measurement to this registration. `retest_of` names the code of the
+    original sample when this is a retest (复检).
+    """
+
+    kind: Literal["sample"]
+    id: UUID
+    seq: int = Field(ge=1)
+    station: str = Field(pattern=STATION_PATTERN)
+    code: str = Field(pattern=SAMPLE_CODE_PATTERN)
+    producer: str = Field(pattern=r"^P\d{1,12}$")
+    producer_name: str = Field(min_length=1, max_length=128)
+    product: str = Field(min_length=1, max_length=64)
+    batch: str = Field(min_length=1, max_length=64)
+    plot: str | None = Field(default=None, max_length=64)
+    quantity_kg: float = Field(gt=0, le=1e7)
+    market_date: date | None = None
+    sampler: str = Field(min_length=1, max_length=64)
+    registered_at: AwareDatetime
+    retest_of: str | None = Field(default=None, pattern=SAMPLE_CODE_PATTERN)
+    sig: str = Field(pattern=r"^[0-9a-f]{64}$")
