@@ -29,6 +29,7 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
     for name in (
         "mqtt_username",
         "mqtt_password",
+        "mqtt_password_file",
         "ingest_shared_group",
         "mqtt_protocol",
         "ingest_client_id",
@@ -36,7 +37,16 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
         value = getattr(args, name, None)
         if value is not None:
             overrides[name] = value
-    return Settings(**overrides)
+    # a secret given on the command line wins over one in the environment, whichever form each takes
+    if overrides.get("mqtt_password") is not None:
+        overrides["mqtt_password_file"] = None
+    elif overrides.get("mqtt_password_file") is not None:
+        overrides["mqtt_password"] = None
+    try:
+        return Settings(**overrides)
+    except ValueError as exc:  # pydantic's ValidationError: a bad value or an unreadable password file
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
 
 
 def _add_db(p: argparse.ArgumentParser) -> None:
@@ -46,7 +56,19 @@ def _add_db(p: argparse.ArgumentParser) -> None:
 def _add_broker(p: argparse.ArgumentParser) -> None:
     p.add_argument("--broker", default=None, help="mqtt://host:port (default: $KJ_CLOUD_BROKER_URL)")
     p.add_argument("--mqtt-username", dest="mqtt_username", default=None, help="broker user of the ingest")
-    p.add_argument("--mqtt-password", dest="mqtt_password", default=None, help="its password")
+    p.add_argument(
+        "--mqtt-password",
+        dest="mqtt_password",
+        default=None,
+        help="its password (visible to other users in the process list: prefer the file or $KJ_CLOUD_MQTT_PASSWORD)",
+    )
+    p.add_argument(
+        "--mqtt-password-file",
+        dest="mqtt_password_file",
+        type=Path,
+        default=None,
+        help="file holding its password (default $KJ_CLOUD_MQTT_PASSWORD_FILE)",
+    )
     p.add_argument(
         "--shared-group",
         dest="ingest_shared_group",
@@ -162,32 +184,48 @@ def cmd_enrol_station(args: argparse.Namespace) -> int:
         + enrolment.station_toml(settings.broker_url or "mqtt://broker.example:1883")
     )
     print(
-        "# then regenerate the broker's files: kuaijian cloud mosquitto-auth --out DIR, and SIGHUP mosquitto"
+        "# then regenerate the broker's files: kuaijian cloud mosquitto-auth --out DIR, and restart mosquitto"
     )
     return 0
 
 
 def cmd_mosquitto_auth(args: argparse.Namespace) -> int:
+    from cloud import mosquitto
     from cloud.db import open_db
-    from cloud.enrol import write_mosquitto_auth
+    from cloud.enrol import broker_users
     from cloud.errors import CloudError
+    from cloud.settings import read_secret_file
 
     settings = _settings(args)
     user = args.ingest_user or settings.mqtt_username
-    password = args.ingest_password or settings.mqtt_password
+    try:
+        from_file = None if args.ingest_password_file is None else read_secret_file(args.ingest_password_file)
+    except ValueError as exc:
+        return _fail(exc)
+    password = args.ingest_password or from_file or settings.mqtt_password
     if not user or not password:
         return _fail(
-            ValueError("--ingest-user/--ingest-password (or KJ_CLOUD_MQTT_USERNAME/_PASSWORD) required")
+            ValueError(
+                "--ingest-user and --ingest-password-file (or KJ_CLOUD_MQTT_USERNAME and KJ_CLOUD_MQTT_PASSWORD"
+                " / _PASSWORD_FILE) are required"
+            )
         )
+    group = None if args.group == "" else (args.group or mosquitto.default_group())
     db = open_db(settings.db_path)
     try:
-        passwd, acl = write_mosquitto_auth(db, Path(args.out), user, password)
+        dynsec, conf = mosquitto.write_mosquitto_auth(
+            broker_users(db), Path(args.out), user, password, group=group, plugin=args.plugin
+        )
     except (CloudError, OSError) as exc:
         return _fail(exc)
     finally:
         db.close()
-    print(f"wrote {passwd} and {acl}")
-    print(f"mosquitto.conf:\n  allow_anonymous false\n  password_file {passwd}\n  acl_file {acl}")
+    access = f"0640, group {group}" if group else "0600"
+    print(f"已写入 wrote {dynsec} and {conf} ({access})")
+    print(
+        f"mosquitto.conf: include_dir the directory, or add these lines:\n{mosquitto.render_conf(dynsec.resolve(), args.plugin)}"
+    )
+    print("then restart mosquitto (Mosquitto 2.0 reads the Dynamic Security file at start only)")
     return 0
 
 
@@ -320,13 +358,31 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--broker", default=None, help="broker URL for the printed station.toml")
     p.set_defaults(func=cmd_enrol_station)
 
-    p = subparsers.add_parser("mosquitto-auth", help="write Mosquitto password file + ACL from the database")
+    p = subparsers.add_parser(
+        "mosquitto-auth", help="write Mosquitto's access control (Dynamic Security plugin) from the database"
+    )
     _add_db(p)
     p.add_argument("--out", required=True, help="directory for passwd and acl")
     p.add_argument(
         "--ingest-user", default=None, help="broker user of the cloud (default $KJ_CLOUD_MQTT_USERNAME)"
     )
-    p.add_argument("--ingest-password", default=None, help="its password (default $KJ_CLOUD_MQTT_PASSWORD)")
+    p.add_argument(
+        "--ingest-password",
+        default=None,
+        help="its password (visible in the process list: prefer --ingest-password-file or the environment)",
+    )
+    p.add_argument(
+        "--ingest-password-file",
+        type=Path,
+        default=None,
+        help="file holding its password (default $KJ_CLOUD_MQTT_PASSWORD or $KJ_CLOUD_MQTT_PASSWORD_FILE)",
+    )
+    p.add_argument(
+        "--group",
+        default=None,
+        help="group the broker runs as, given read access (0640; default: mosquitto if it exists; '' = 0600)",
+    )
+    p.add_argument("--plugin", default=None, help="path of mosquitto_dynamic_security.so (default: found)")
     p.set_defaults(func=cmd_mosquitto_auth)
 
     p = subparsers.add_parser("create-user", help="create an API user and print its bearer token")

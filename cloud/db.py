@@ -4,6 +4,8 @@ Does: open a connection (`connect`), bring the schema up to date (`migrate`, eac
 transaction and is recorded in ``schema_migrations``), and give write transactions (`transaction`,
 ``BEGIN IMMEDIATE`` so concurrent writers queue on the lock instead of failing mid-transaction).
 
+A new database file is created 0600 (and with it its WAL and SHM files): it holds HMAC keys and results.
+
 Does not: business rules (see cloud.ingest, cloud.grid, cloud.cases) or HTTP.
 
 Tables (all timestamps are ISO-8601 UTC strings, ``YYYY-MM-DDTHH:MM:SS.ffffff+00:00``, so they sort):
@@ -36,6 +38,7 @@ Tables (all timestamps are ISO-8601 UTC strings, ``YYYY-MM-DDTHH:MM:SS.ffffff+00
 
 from __future__ import annotations
 
+import os
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -56,12 +59,25 @@ def connect(path: Path | str) -> sqlite_utils.Database:
     its copy, so a commit must survive a power cut, not only a process crash (NORMAL in WAL mode may lose the
     last commits on power loss). Batched commits keep the cost to one fsync per batch.
     """
+    _create_private(path)
     conn = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10.0)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute("PRAGMA synchronous=FULL")
     conn.execute("PRAGMA foreign_keys=ON")
     conn.execute("PRAGMA busy_timeout=10000")
     return sqlite_utils.Database(conn)
+
+
+def _create_private(path: Path | str) -> None:
+    """Create a missing database file 0600 (it holds station keys and results). SQLite gives the -wal and -shm
+    files it creates the mode of the database file, so they are private too."""
+    if str(path) in ("", ":memory:") or str(path).startswith("file:"):
+        return
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
 
 
 def open_db(path: Path | str) -> sqlite_utils.Database:

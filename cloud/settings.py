@@ -4,7 +4,8 @@ Does: declare every configuration key of the cloud service with its default; bui
 factory or a CLI verb (never at import time). Nested values (e.g. ``case_deadline_hours``) are JSON in
 the environment: ``KJ_CLOUD_CASE_DEADLINE_HOURS='{"station": 12, "village": 24, ...}'``.
 
-Does not: read files other than the environment, or open the database / broker.
+Does not: read files other than the environment and, if `mqtt_password_file` is set, that one file; or open
+the database / broker.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 Level = Literal["county", "town", "village", "station"]
@@ -35,6 +36,11 @@ class Settings(BaseSettings):
     )
     mqtt_username: str | None = Field(default=None, description="broker user of the ingest worker")
     mqtt_password: str | None = Field(default=None, description="broker password of the ingest worker")
+    mqtt_password_file: Path | None = Field(
+        default=None,
+        description="file holding the broker password (first line), instead of mqtt_password: keeps it out "
+        "of the environment and the command line",
+    )
     mqtt_ca_file: Path | None = Field(
         default=None, description="CA bundle verifying an mqtts:// broker (default: the system CAs)"
     )
@@ -73,6 +79,15 @@ class Settings(BaseSettings):
         description="larger request bodies are refused with 413 before they are read",
     )
 
+    @model_validator(mode="after")
+    def _read_password_file(self) -> Settings:
+        if self.mqtt_password_file is None:
+            return self
+        if self.mqtt_password is not None:
+            raise ValueError("set mqtt_password or mqtt_password_file, not both")
+        self.mqtt_password = read_secret_file(self.mqtt_password_file)
+        return self
+
     @field_validator("case_deadline_hours")
     @classmethod
     def _check_deadlines(cls, value: dict[str, float]) -> dict[str, float]:
@@ -85,3 +100,15 @@ class Settings(BaseSettings):
 
     def deadline_hours(self, level: str) -> float:
         return float(self.case_deadline_hours.get(level, _default_deadlines().get(level, 24.0)))
+
+
+def read_secret_file(path: Path) -> str:
+    """The first line of `path` (a password file), without its line end; ValueError if unreadable or empty."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read the secret file {path}: {exc}") from exc
+    secret = text.splitlines()[0].strip() if text.strip() else ""
+    if not secret:
+        raise ValueError(f"the secret file {path} is empty")
+    return secret

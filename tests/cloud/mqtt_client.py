@@ -33,13 +33,19 @@ class Recorder:
         self.connect_rc: ReasonCode | None = None
         self.suback: dict[int, list[ReasonCode]] = {}
         self.puback: dict[int, ReasonCode] = {}
+        self.disconnects = 0  # connections lost after a successful connect (e.g. taken over)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
         self.client.on_publish = self._on_publish
+        self.client.on_disconnect = self._on_disconnect
 
     def _on_connect(self, _c: Any, _u: Any, _f: Any, rc: ReasonCode, _p: Any) -> None:
         self.connect_rc = rc
+
+    def _on_disconnect(self, _c: Any, _u: Any, _f: Any, _rc: ReasonCode, _p: Any) -> None:
+        if self.connect_rc is not None and not self.connect_rc.is_failure:
+            self.disconnects += 1
 
     def _on_message(self, _c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
         with self.lock:

@@ -1,26 +1,46 @@
-"""Enrolment through the CLI, then a real Mosquitto with the generated password file + ACL:
-a station may publish only on its own result/status topics and read only its own ack/config."""
+"""Enrolment through the CLI, then a real Mosquitto loading the generated access control (Dynamic Security
+plugin), started the way a service is: as root it drops to the `mosquitto` user and must still read the files.
+
+A station may publish only on its own result/status topics and subscribe only to its own ack/config; it
+cannot join the cloud's shared subscription, and it cannot take over another client's connection by
+connecting with that client's id."""
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import grp
 import io
+import json
 import os
 import re
+import shutil
+import stat
 import subprocess
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from cloud.enrol import mosquitto_hash
+from cloud.clock import SystemClock
+from cloud.db import open_db
+from cloud.ingest import IngestWorker
+from cloud.mosquitto import gateway_client_id, mosquitto_hash
+from cloud.settings import Settings
 from kuaijian.cli import main
-from tests.cloud.factories import GRID_CSV
+from kuaijian_schema import Ack
+from tests.cloud.factories import GRID_CSV, signed_result
 from tests.cloud.mqtt_client import Recorder
 from tests.helpers import Mosquitto, wait_for
 
 A1 = "370214101203-01"
+A2 = "370214101203-02"
+A3 = "370214101204-01"
 B1 = "370214102001-01"
+VILLAGES = {A1: "370214101203", A2: "370214101203", A3: "370214101204", B1: "370214102001"}
+IS_ROOT = os.geteuid() == 0
 
 
 def _cli(*argv: str) -> str:
@@ -37,6 +57,63 @@ def _field(text: str, name: str) -> str:
     return m.group(1)
 
 
+@dataclass
+class SecuredBroker:
+    broker: Mosquitto
+    db: Path
+    auth_dir: Path
+    passwords: dict[str, str]
+    keys: dict[str, bytes]
+
+    def station(self, station: str, client_id: str | None = None, *, expect_ok: bool = True) -> Recorder:
+        cid = client_id or gateway_client_id(station)
+        return Recorder(self.broker.port, cid, station, self.passwords[station]).start(expect_ok=expect_ok)
+
+    def ingest_settings(self, tmp_path: Path) -> Settings:
+        return Settings(
+            db_path=self.db,
+            broker_url=self.broker.url,
+            mqtt_username="kj-ingest",
+            mqtt_password="ingest-pw",
+            scheduler_enabled=False,
+            ingest_batch_wait_s=0.01,
+        )
+
+
+@pytest.fixture
+def secured(tmp_path: Path) -> Iterator[SecuredBroker]:
+    db = tmp_path / "cloud.db"
+    grid_csv = tmp_path / "grid.csv"
+    grid_csv.write_text(GRID_CSV, encoding="utf-8")
+    assert "6 created" in _cli("cloud", "import-grid", "--db", str(db), str(grid_csv))
+    passwords: dict[str, str] = {}
+    keys: dict[str, bytes] = {}
+    for station, village in VILLAGES.items():
+        out = _cli("cloud", "enrol-station", "--db", str(db), "--station", station, "--node", village)
+        passwords[station] = _field(out, "mqtt password")
+        keys[station] = bytes.fromhex(_field(out, "hmac key"))
+        assert f'id = "{station}"' in out  # the station.toml snippet
+    # the broker, dropped to its own user, must be able to reach the files: a private directory it may enter
+    auth_dir = Path(tempfile.mkdtemp(prefix="kj-auth-"))
+    auth_dir.chmod(0o711)
+    try:
+        group = [] if IS_ROOT else ["--group", ""]  # not root: the broker runs as us, 0600 files
+        _cli(
+            "cloud", "mosquitto-auth", "--db", str(db), "--out", str(auth_dir),
+            "--ingest-user", "kj-ingest", "--ingest-password", "ingest-pw", *group,
+        )  # fmt: skip
+        conf = (auth_dir / "kuaijian.conf").read_text()
+        # no `user root`: started as root, Mosquitto drops to the `mosquitto` user as a service does
+        broker = Mosquitto(workdir=tmp_path, extra_conf=conf)
+        broker.start()
+        try:
+            yield SecuredBroker(broker, db, auth_dir, passwords, keys)
+        finally:
+            broker.stop()
+    finally:
+        shutil.rmtree(auth_dir)
+
+
 def test_hash_matches_mosquitto_passwd(tmp_path: Path) -> None:
     """Our $7$ hash uses mosquitto_passwd's format: check it against a file the real tool wrote."""
     pw = tmp_path / "pw"
@@ -46,47 +123,31 @@ def test_hash_matches_mosquitto_passwd(tmp_path: Path) -> None:
     assert mosquitto_hash("s3cret", base64.b64decode(salt), int(iterations)) == line.split(":", 1)[1]
 
 
-def test_enrolled_station_limited_to_own_topics(tmp_path: Path) -> None:
-    db = str(tmp_path / "cloud.db")
-    grid_csv = tmp_path / "grid.csv"
-    grid_csv.write_text(GRID_CSV, encoding="utf-8")
-    assert "6 created" in _cli("cloud", "import-grid", "--db", db, str(grid_csv))
-    creds = {}
-    for station, village in ((A1, "370214101203"), (B1, "370214102001")):
-        out = _cli("cloud", "enrol-station", "--db", db, "--station", station, "--node", village)
-        creds[station] = _field(out, "mqtt password")
-        assert re.fullmatch(r"[0-9a-f]{64}", _field(out, "hmac key"))
-        assert f'id = "{station}"' in out  # the station.toml snippet
-    auth_dir = tmp_path / "auth"
-    _cli(
-        "cloud",
-        "mosquitto-auth",
-        "--db",
-        db,
-        "--out",
-        str(auth_dir),
-        "--ingest-user",
-        "kj-ingest",
-        "--ingest-password",
-        "ingest-pw",
-    )
-    acl = (auth_dir / "acl").read_text()
-    assert f"user {A1}\ntopic write kj/v1/{A1}/result\n" in acl
+def test_generated_files_private_and_readable_by_the_broker(secured: SecuredBroker) -> None:
+    for name in ("dynamic-security.json", "kuaijian.conf"):
+        st = (secured.auth_dir / name).stat()
+        assert st.st_mode & stat.S_IRWXO == 0, f"{name} is readable by others"
+        if IS_ROOT:
+            assert stat.S_IMODE(st.st_mode) == 0o640
+            assert st.st_gid == grp.getgrnam("mosquitto").gr_gid
+        else:
+            assert stat.S_IMODE(st.st_mode) == 0o600
+    doc = json.loads((secured.auth_dir / "dynamic-security.json").read_text())
+    assert {c["username"] for c in doc["clients"]} == {"kj-ingest", *VILLAGES}
+    log = (secured.broker.workdir / "mosquitto.log").read_text()
+    assert "Error" not in log, log
+    # it loaded them: a station logs in (the plugin would refuse everyone if it could not read its file)
+    secured.station(A1).stop()
 
-    # Run as root, mosquitto would drop to the `mosquitto` user, which cannot read our 0600 files in tmp.
-    run_as = "user root\n" if os.geteuid() == 0 else ""
-    broker = Mosquitto(
-        workdir=tmp_path,
-        extra_conf=f"{run_as}allow_anonymous false\npassword_file {auth_dir / 'passwd'}\nacl_file {auth_dir / 'acl'}\n",
-    )
+
+def test_enrolled_station_limited_to_own_topics(secured: SecuredBroker) -> None:
     clients: list[Recorder] = []
     try:
-        broker.start()
-        ingest = Recorder(broker.port, "ingest", "kj-ingest", "ingest-pw").start()
+        ingest = Recorder(secured.broker.port, "ingest", "kj-ingest", "ingest-pw").start()
         clients.append(ingest)
         assert not ingest.subscribe("$share/kj-ingest/kj/v1/+/result")[0].is_failure
         assert not ingest.subscribe("kj/v1/+/status")[0].is_failure
-        a1 = Recorder(broker.port, "a1", A1, creds[A1]).start()
+        a1 = secured.station(A1)
         clients.append(a1)
 
         # own topics: allowed
@@ -101,9 +162,9 @@ def test_enrolled_station_limited_to_own_topics(tmp_path: Path) -> None:
         assert a1.publish(f"kj/v1/{B1}/status", b'{"forged": 2}').is_failure
         assert a1.publish(f"kj/v1/{A1}/ack", b"{}").is_failure  # only the cloud writes acks
         assert a1.publish(f"kj/v1/{A1}/config", b"{}").is_failure
-        # mosquitto grants any SUBSCRIBE but checks `read` access on delivery
-        a1.subscribe(f"kj/v1/{B1}/ack")
-        a1.subscribe("kj/v1/+/result")
+        # subscriptions beyond its own ack/config are refused in the SUBACK itself
+        for topic in (f"kj/v1/{B1}/ack", "kj/v1/+/result", f"kj/v1/{A1}/result", "kj/v1/#", "#"):
+            assert a1.subscribe(topic)[0].is_failure, topic
         assert not ingest.publish(f"kj/v1/{B1}/ack", b'{"for": "B1"}').is_failure
         assert not ingest.publish(f"kj/v1/{A1}/ack", b'{"ids": []}').is_failure
         # the cloud can write A1's ack, and A1 gets it — and, delivered in order before it, nothing of B1's
@@ -115,42 +176,76 @@ def test_enrolled_station_limited_to_own_topics(tmp_path: Path) -> None:
         )
         assert a1.received(f"kj/v1/{A1}/result") == []  # a station cannot read results, not even its own
 
-        # nothing of B1's was delivered to the ingest side
-        ingest.publish(f"kj/v1/{A1}/ack", b"sync")
-        assert ingest.received(f"kj/v1/{B1}/result") == []
-        assert ingest.received(f"kj/v1/{B1}/status") == []
-
-        wrong = Recorder(broker.port, "wrong", A1, "not-the-password").start(expect_ok=False)
-        clients.append(wrong)
+        wrong = Recorder(secured.broker.port, gateway_client_id(A1), A1, "not-the-password")
+        clients.append(wrong.start(expect_ok=False))
         assert wrong.connect_rc is not None
         assert wrong.connect_rc.is_failure
-        anon = Recorder(broker.port, "anon").start(expect_ok=False)
+        anon = Recorder(secured.broker.port, "anon").start(expect_ok=False)
         clients.append(anon)
         assert anon.connect_rc is not None
         assert anon.connect_rc.is_failure
     finally:
         for c in clients:
             c.stop()
-        broker.stop()
 
 
-def test_enrol_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    db = str(tmp_path / "cloud.db")
-    grid_csv = tmp_path / "grid.csv"
-    grid_csv.write_text(GRID_CSV, encoding="utf-8")
-    _cli("cloud", "import-grid", "--db", db, str(grid_csv))
-    assert main(["cloud", "enrol-station", "--db", db, "--station", A1, "--node", "999999999999"]) == 2
-    assert main(["cloud", "enrol-station", "--db", db, "--station", B1, "--node", "370214101203"]) == 2
-    _cli("cloud", "enrol-station", "--db", db, "--station", A1, "--node", "370214101203")
-    assert main(["cloud", "enrol-station", "--db", db, "--station", A1, "--node", "370214101203"]) == 2
-    assert "already enrolled" in capsys.readouterr().err
-    out = _cli("cloud", "enrol-station", "--db", db, "--station", A1, "--node", "370214101203", "--rotate")
-    assert _field(out, "station") == A1
-    token = _cli(
-        "cloud", "create-user", "--db", db, "--name", "t", "--role", "town", "--node", "370214101"
-    ).strip()
-    assert token.startswith("kjc_")
-    assert (
-        main(["cloud", "create-user", "--db", db, "--name", "v", "--role", "town", "--node", "370214101203"])
-        == 2
-    )
+def test_station_cannot_join_the_ingest_shared_subscription(secured: SecuredBroker, tmp_path: Path) -> None:
+    """Three other stations try to join the cloud's shared group: refused, they receive nothing, and the real
+    ingest stores and acks every one of A1's results (with the ACL file, members like these took a share of
+    the stream and Mosquitto dropped it)."""
+    worker = IngestWorker(secured.ingest_settings(tmp_path), SystemClock())
+    clients: list[Recorder] = []
+    worker.start()
+    try:
+        wait_for(worker.link.connected.is_set, 10, "ingest worker did not connect")
+        thieves = [secured.station(s) for s in (A2, A3, B1)]
+        clients += thieves
+        for thief in thieves:
+            assert thief.subscribe("$share/kj-ingest/kj/v1/+/result")[0].is_failure
+            assert thief.subscribe("$share/kj-ingest/kj/v1/#")[0].is_failure
+        a1 = secured.station(A1)
+        clients.append(a1)
+        assert not a1.subscribe(f"kj/v1/{A1}/ack")[0].is_failure
+        sent = [signed_result(A1, secured.keys[A1], seq=n) for n in range(1, 51)]
+        for r in sent:
+            assert not a1.publish(f"kj/v1/{A1}/result", json.dumps(r).encode()).is_failure
+
+        def acked() -> set[str]:
+            return {str(i) for p in a1.received(f"kj/v1/{A1}/ack") for i in Ack.model_validate_json(p).ids}
+
+        wait_for(lambda: acked() >= {r["id"] for r in sent}, 30, "not every result was acked by the ingest")
+        db = open_db(secured.db)
+        try:
+            assert db.execute("SELECT COUNT(*) FROM results").fetchone()[0] == 50
+        finally:
+            db.close()
+        assert all(t.messages == [] for t in thieves)
+    finally:
+        for c in clients:
+            c.stop()
+        worker.stop()
+
+
+def test_client_id_takeover_refused(secured: SecuredBroker) -> None:
+    """A station connecting with the cloud's or another gateway's client id is refused at CONNECT, and the
+    clients it impersonates stay connected."""
+    clients: list[Recorder] = []
+    try:
+        ingest = Recorder(secured.broker.port, "kj-ingest-1", "kj-ingest", "ingest-pw").start()
+        b1 = secured.station(B1)
+        clients += [ingest, b1]
+        assert not b1.subscribe(f"kj/v1/{B1}/ack")[0].is_failure
+        for stolen in ("kj-ingest-1", gateway_client_id(B1), "kj-cloud-ingest"):
+            thief = secured.station(A1, stolen, expect_ok=False)
+            thief.stop()  # at once: paho would otherwise keep retrying
+            assert thief.connect_rc is not None
+            assert thief.connect_rc.is_failure, f"A1 connected as {stolen}"
+        # the victims were never disconnected, and still talk to each other
+        assert not ingest.publish(f"kj/v1/{B1}/ack", b'{"after": "attack"}').is_failure
+        wait_for(lambda: b1.received(f"kj/v1/{B1}/ack"), 10, "B1 did not receive the ack after the attack")
+        assert (ingest.disconnects, b1.disconnects) == (0, 0)
+        # A1 with its own client id is fine
+        clients.append(secured.station(A1))
+    finally:
+        for c in clients:
+            c.stop()
