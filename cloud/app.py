@@ -19,6 +19,7 @@ from fastapi import APIRouter, FastAPI, Request, status
 from fastapi.responses import JSONResponse
 
 from cloud import logredact
+from cloud.api.headers import SecurityHeaders
 from cloud.api.limits import BodySizeLimit
 from cloud.clock import Clock, SystemClock
 from cloud.db import open_db
@@ -89,6 +90,10 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         version=__version__,
         description="快检 cloud: results, grid, stations, cases, configs, reports",
         lifespan=lifespan,
+        # Swagger UI / ReDoc pages load their scripts from a third-party CDN and run inline script: not on
+        # the origin that holds users' tokens. The schema stays at /openapi.json for any local viewer.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.settings = cfg
     app.state.clock = clk
@@ -96,6 +101,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         app.include_router(router)
     app.add_exception_handler(CloudError, _cloud_error)
     app.add_middleware(BodySizeLimit, max_bytes=cfg.max_request_body_bytes)
+    app.add_middleware(SecurityHeaders)  # outermost: the 413 answers get the headers too
     logredact.install()  # the live feed takes ?token=: keep tokens out of the access log
     return app
 

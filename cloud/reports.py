@@ -23,7 +23,9 @@ Definitions (docs/reports.md has the long form):
 
 from __future__ import annotations
 
+import base64
 import csv
+import hashlib
 import html
 import io
 import json
@@ -655,17 +657,26 @@ def _table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+_REPORT_CSS = (
+    "body{font-family:'Noto Sans CJK SC','Microsoft YaHei',sans-serif;margin:2em;color:#1d2733}"
+    "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccd;padding:.25em .6em}"
+    "th{background:#eef2f6}h1{font-size:1.3em}h2{font-size:1.05em;margin-top:1.5em}"
+)
+WEEKLY_HTML_CSP = (
+    "default-src 'none'; "
+    f"style-src 'sha256-{base64.b64encode(hashlib.sha256(_REPORT_CSS.encode()).digest()).decode()}'; "
+    "base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+)
+"""The Content-Security-Policy of `weekly_html` pages: no script at all, only its own inline stylesheet."""
+
+
 def weekly_html(report: WeeklyReport) -> str:
-    """A self-contained printable HTML page (Chinese labels, inline CSS, no scripts)."""
+    """A self-contained printable HTML page (Chinese labels, inline CSS allowed by WEEKLY_HTML_CSP, no scripts)."""
     t, p, cl = report.totals, report.previous_week, report.closure
     title = f"{report.node.name} 快检周报 {report.week}（{report.start} 至 {report.end}）"
     parts = [
         "<!doctype html><html lang='zh-CN'><head><meta charset='utf-8'>",
-        f"<title>{html.escape(title)}</title><style>",
-        "body{font-family:'Noto Sans CJK SC','Microsoft YaHei',sans-serif;margin:2em;color:#1d2733}",
-        "table{border-collapse:collapse;margin:.5em 0 1.5em}td,th{border:1px solid #ccd;padding:.25em .6em}",
-        "th{background:#eef2f6}h1{font-size:1.3em}h2{font-size:1.05em;margin-top:1.5em}",
-        "</style></head><body>",
+        f"<title>{html.escape(title)}</title><style>{_REPORT_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
         f"<p>生成时间 {html.escape(report.generated_at.astimezone(REPORT_TZ).strftime('%Y-%m-%d %H:%M'))}</p>",
         "<h2>总体情况</h2>",

@@ -3,13 +3,17 @@ are refused (413) before they are read — checked on a real `kuaijian cloud ser
 
 from __future__ import annotations
 
+import base64
 import csv
+import hashlib
 import io
 import os
+import re
 import select
 import socket
 import subprocess
 import sys
+from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
@@ -125,3 +129,77 @@ def test_chunked_oversized_body_refused_without_growing_the_server(served: tuple
     assert sent < 50 * 1024 * 1024, f"the server let {sent} bytes in before refusing"
     grown = _rss_kib(pid) - before
     assert grown < 20 * 1024, f"the server grew by {grown} KiB"
+
+
+def _csp(value: str) -> dict[str, str]:
+    return {d.split()[0]: d.partition(" ")[2] for d in (p.strip() for p in value.split(";")) if d}
+
+
+@pytest.mark.parametrize(
+    "path", ["/dashboard/", "/dashboard/app.js", "/dashboard/app.css", "/api/health", "/api/results"]
+)
+def test_security_headers_on_every_response(api: Any, path: str) -> None:
+    resp = api.get(path)
+    assert resp.headers["x-content-type-options"] == "nosniff"
+    assert resp.headers["x-frame-options"] == "DENY"
+    assert resp.headers["referrer-policy"] == "no-referrer"
+    csp = _csp(resp.headers["content-security-policy"])
+    assert csp["frame-ancestors"] == "'none'"
+    assert csp["script-src"] == "'self'"  # no 'unsafe-inline', no third-party origin
+    assert csp["object-src"] == "'none'"
+
+
+def test_weekly_html_report_runs_no_script_and_cannot_be_framed(api: Any, grid: Grid) -> None:
+    resp = api.get("/api/reports/weekly", params={"format": "html"}, headers=bearer(grid.tokens["admin"]))
+    assert resp.status_code == 200, resp.text
+    csp = _csp(resp.headers["content-security-policy"])
+    assert csp["default-src"] == "'none'"  # no script source at all
+    assert csp["frame-ancestors"] == "'none'"
+    assert resp.headers["x-frame-options"] == "DENY"
+    assert resp.headers["x-content-type-options"] == "nosniff"
+    # the one inline stylesheet is the one the policy's hash allows
+    style = re.search(r"<style>(.*?)</style>", resp.text, re.S)
+    assert style is not None
+    digest = base64.b64encode(hashlib.sha256(style.group(1).encode()).digest()).decode()
+    assert csp["style-src"] == f"'sha256-{digest}'"
+    assert "<script" not in resp.text.lower()
+
+
+def test_no_third_party_script_pages(api: Any) -> None:
+    assert api.get("/docs").status_code == 404
+    assert api.get("/redoc").status_code == 404
+    assert api.get("/openapi.json").status_code == 200  # the schema itself stays available
+
+
+class _Scripts(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.inline: list[str] = []
+        self.handlers: list[str] = []
+        self.srcs: list[str] = []
+        self._in_script = False
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.handlers += [f"<{tag} {k}>" for k, _ in attrs if k.startswith("on") or k == "style"]
+        if tag == "script":
+            self._in_script = True
+            self.srcs.append(dict(attrs).get("src") or "")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag == "script":
+            self._in_script = False
+
+    def handle_data(self, data: str) -> None:
+        if self._in_script and data.strip():
+            self.inline.append(data)
+
+
+def test_dashboard_page_has_no_inline_script_or_handlers() -> None:
+    from cloud.api.routes.dashboard import STATIC_DIR
+
+    for page in STATIC_DIR.glob("*.html"):
+        parser = _Scripts()
+        parser.feed(page.read_text(encoding="utf-8"))
+        assert parser.inline == [], page
+        assert parser.handlers == [], page
+        assert all(src.startswith("/") for src in parser.srcs), parser.srcs  # same origin only

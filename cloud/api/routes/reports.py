@@ -214,5 +214,7 @@ def weekly(
     if format == "csv":
         return _csv(reports.weekly_csv(report), f"weekly_{_safe(scope.code)}_{span.label}.csv")
     if format == "html":
-        return HTMLResponse(reports.weekly_html(report))
+        return HTMLResponse(
+            reports.weekly_html(report), headers={"Content-Security-Policy": reports.WEEKLY_HTML_CSP}
+        )
     return report
