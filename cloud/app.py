@@ -38,6 +38,7 @@ ROUTER_MODULES: tuple[str, ...] = (
     "cloud.api.routes.cases",
     "cloud.api.routes.configs",
     "cloud.api.routes.producers",
+    "cloud.api.routes.samples",
     "cloud.api.routes.admin",
     "cloud.api.routes.reports",
     "cloud.api.routes.dashboard",

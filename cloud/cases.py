@@ -8,8 +8,9 @@ Each level has a deadline (Settings.case_deadline_hours). When an unresolved cas
 逐级上报) with that level's deadline; at county it is reminded once as overdue and stays there.
 
 Opening rules (`on_result`, called by ingest inside its batch transaction):
-- positive → a case, unless an unclosed case already exists for the same station+product+analyte, in
-  which case the result is reported on that case;
+- positive → a case, unless an unclosed case already exists for the same sample (station + sample id: one
+  case per sample, however many lines of a multi-line card or enzyme channels are positive) or for the same
+  station+product+analyte, in which case the result is reported on that case;
 - suspect → a case when it is the Nth suspect (Settings.suspect_threshold, default 2) for the same
   station+product+analyte measured within Settings.suspect_window_days (default 7) — suspects that
   precede the last closed case of that key are not counted again.
@@ -58,6 +59,7 @@ class NewResult:
     analyte: str
     verdict: str
     measured_at: datetime
+    sample_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -97,12 +99,26 @@ def _open_case_for_key(db: sqlite_utils.Database, station: str, product: str, an
     return None if row is None else int(row[0])
 
 
+def _open_case_for_sample(db: sqlite_utils.Database, station: str, sample_id: str | None) -> int | None:
+    """The unclosed case of a sample: every positive line / channel of one sample belongs to ONE case."""
+    if not sample_id:
+        return None
+    row = db.execute(
+        "SELECT c.id FROM cases c JOIN results r ON r.id = c.result_id WHERE c.station = ? AND r.station = ?"
+        " AND r.sample_id = ? AND c.status != 'closed' ORDER BY c.id DESC LIMIT 1",
+        [station, station, sample_id],
+    ).fetchone()
+    return None if row is None else int(row[0])
+
+
 def on_result(db: sqlite_utils.Database, result: NewResult, settings: Settings, now: datetime) -> int | None:
     """Apply the opening rules to a newly stored result; returns the case id it opened or joined."""
     if result.verdict not in ("positive", "suspect"):
         return None
     with transaction(db):
-        existing = _open_case_for_key(db, result.station, result.product, result.analyte)
+        existing = _open_case_for_sample(db, result.station, result.sample_id)
+        if existing is None:
+            existing = _open_case_for_key(db, result.station, result.product, result.analyte)
         if result.verdict == "suspect":
             since = result.measured_at - timedelta(days=settings.suspect_window_days)
             last_closed = db.execute(
@@ -318,3 +334,19 @@ def get_case(
     """A case in the user's scope with its audit trail; NotFound otherwise."""
     case = _visible_case(db, user, case_id)
     return case, actions(db, case_id)
+
+
+def case_sample(
+    db: sqlite_utils.Database, case: dict[str, Any]
+) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+    """(the sample registration with producer and batch, or None when unregistered; every result of the
+    case's sample at its station with values and QC flags)."""
+    from cloud import samples  # samples imports producers → auth; imported here to keep this module light
+
+    row = db.execute("SELECT sample_id FROM results WHERE id = ?", [case["result_id"]]).fetchone()
+    if row is None:
+        return None, []
+    sample_id = str(row[0])
+    return samples.sample_for_result(db, case["station"], sample_id), samples.result_lines(
+        db, case["station"], sample_id
+    )

@@ -33,6 +33,11 @@ Tables (all timestamps are ISO-8601 UTC strings, ``YYYY-MM-DDTHH:MM:SS.ffffff+00
                   (sha256 hex), created_at
     producers     id, kind (企业|合作社|家庭农场|种养大户|个人), name, code (unique: credit code or ID number),
                   village_node_id, contact, phone, products_json, plots_json, created_at, updated_at
+    samples       id (registration UUID), seq, station, node_id, code (unique per station), root_code (the batch:
+                  the original sample's code), producer_id, product, batch, plot, quantity_kg, market_date,
+                  sampler, registered_at, retest_of, status (pending|released|held|retest), decided_at,
+                  received_at, sig
+    certificates  number, station, root_code (one per batch), sample_id, issued_at, summary_json, revoked_at
     configs       id, station, version, issued_at, issued_by, target_node_id, payload_json, published_at
 """
 
@@ -272,10 +277,53 @@ _M003_PRODUCERS = """
         CREATE INDEX idx_producers_village ON producers(village_node_id);
 """
 
+# Samples registered at stations (their batch = the original sample's code, `root_code`) and the
+# compliance certificates issued when a batch may go to market.
+_M004_SAMPLES = """
+        CREATE TABLE samples (
+            id TEXT PRIMARY KEY,
+            seq INTEGER NOT NULL,
+            station TEXT NOT NULL REFERENCES stations(id),
+            node_id INTEGER NOT NULL REFERENCES grid_nodes(id),
+            code TEXT NOT NULL,
+            root_code TEXT NOT NULL,
+            producer_id INTEGER NOT NULL REFERENCES producers(id),
+            product TEXT NOT NULL,
+            batch TEXT NOT NULL,
+            plot TEXT,
+            quantity_kg REAL NOT NULL,
+            market_date TEXT,
+            sampler TEXT NOT NULL,
+            registered_at TEXT NOT NULL,
+            retest_of TEXT,
+            status TEXT NOT NULL CHECK (status IN ('pending','released','held','retest')),
+            decided_at TEXT,
+            received_at TEXT NOT NULL,
+            sig TEXT NOT NULL,
+            UNIQUE (station, code)
+        );
+        CREATE INDEX idx_samples_root ON samples(station, root_code);
+        CREATE INDEX idx_samples_producer ON samples(producer_id, registered_at);
+        CREATE INDEX idx_samples_node ON samples(node_id, registered_at);
+        CREATE INDEX idx_results_station_sample ON results(station, sample_id);
+
+        CREATE TABLE certificates (
+            number TEXT PRIMARY KEY,
+            station TEXT NOT NULL,
+            root_code TEXT NOT NULL,
+            sample_id TEXT NOT NULL REFERENCES samples(id),
+            issued_at TEXT NOT NULL,
+            summary_json TEXT NOT NULL,
+            revoked_at TEXT,
+            UNIQUE (station, root_code)
+        );
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     ("001_initial", _M001_INITIAL),
     ("002_station_previous_key", _M002_PREVIOUS_KEY),
     ("003_producers", _M003_PRODUCERS),
+    ("004_samples", _M004_SAMPLES),
 )
 
 

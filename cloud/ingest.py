@@ -8,7 +8,11 @@ stores it with INSERT OR IGNORE by id (a redelivery is a no-op but is acknowledg
 results go to ``dead_letters`` with the reason and are listed in the ack's `rejected` (when they carry
 an id) so the gateway stops re-sending them. New results advance the station's seq high-water mark:
 a jump records a gap in ``seq_gaps``; a late result shrinks/closes the gap it fills. New positives and
-suspects go through `cloud.cases.on_result`. Status messages update the station row (online, backlog,
+suspects go through `cloud.cases.on_result`. An item with ``"kind": "sample"`` is a signed
+`SampleRegistration` (same verification, idempotence, seq tracking and ack); it is stored by
+`cloud.samples.store_registration` or rejected with the reason (unknown producer, producer of another village,
+duplicate code). After the batch, `cloud.samples.decide` re-decides every batch a new result or registration
+touches (可上市 + certificate / 暂停上市 / 需复检). Status messages update the station row (online, backlog,
 oldest unsent age, …) in arrival order.
 
 `IngestWorker` connects with paho-mqtt 2 (MQTT 5 by default), subscribes to
@@ -45,11 +49,20 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
 
-from cloud import cases
+from cloud import cases, samples
 from cloud.clock import Clock
 from cloud.db import connect, transaction
+from cloud.errors import Invalid
 from cloud.settings import Settings
-from kuaijian_schema import Ack, Rejection, Result, Status, split_result_payload, verify_payload
+from kuaijian_schema import (
+    Ack,
+    Rejection,
+    Result,
+    SampleRegistration,
+    Status,
+    split_result_payload,
+    verify_payload,
+)
 from kuaijian_schema.wire import parse_topic
 
 log = logging.getLogger(__name__)
@@ -145,6 +158,7 @@ class _Batch:
         self.out = BatchOutcome()
         self._stations: dict[str, tuple[tuple[bytes, ...], int] | None] = {}
         self.new: list[tuple[Result, int, datetime]] = []
+        self.new_samples: list[tuple[SampleRegistration, datetime]] = []
 
     def station(self, station: str, now: datetime) -> tuple[tuple[bytes, ...], int] | None:
         """(keys that verify now, grid node) of an enrolled station: its key, plus the key replaced by the
@@ -162,13 +176,21 @@ class _Batch:
                 self._stations[station] = (tuple(keys), int(row[1]))
         return self._stations[station]
 
-    def snapshot(self) -> tuple[dict[str, tuple[int, int, int]], int, int, int, int]:
+    def snapshot(self) -> tuple[dict[str, tuple[int, int, int]], int, int, int, int, int]:
         """Counters to undo one message's effects on the outcome if its savepoint is rolled back."""
         acks = {k: (len(a.ids), len(a.seqs), len(a.rejected)) for k, a in self.out.acks.items()}
-        return acks, len(self.new), self.out.stored, self.out.duplicates, self.out.rejected
+        return (
+            acks,
+            len(self.new),
+            self.out.stored,
+            self.out.duplicates,
+            self.out.rejected,
+            len(self.new_samples),
+        )
 
-    def restore(self, snap: tuple[dict[str, tuple[int, int, int]], int, int, int, int]) -> None:
-        acks, n_new, stored, duplicates, rejected = snap
+    def restore(self, snap: tuple[dict[str, tuple[int, int, int]], int, int, int, int, int]) -> None:
+        acks, n_new, stored, duplicates, rejected, n_samples = snap
+        del self.new_samples[n_samples:]
         for station, ack in list(self.out.acks.items()):
             if station not in acks:
                 del self.out.acks[station]
@@ -219,6 +241,9 @@ class _Batch:
             return
         if not any(verify_payload(item, key) for key in keys):
             self.reject(msg, station, item, "bad signature")
+            return
+        if item.get("kind") == "sample":
+            self.sample_item(msg, station, item, node_id)
             return
         try:
             result = Result.model_validate(item)
@@ -274,6 +299,34 @@ class _Batch:
         ack = self.ack(station)
         ack.ids.append(rid)
         ack.seqs.append(result.seq)
+
+    def sample_item(self, msg: Inbound, station: str, item: dict[str, Any], node_id: int) -> None:
+        """A signed sample registration: stored once by id; a bad one is rejected with the reason."""
+        try:
+            reg = SampleRegistration.model_validate(item)
+        except ValidationError as exc:
+            self.reject(msg, station, item, _schema_reason(exc))
+            return
+        if reg.station != station:
+            self.reject(msg, station, item, f"station mismatch: payload says {reg.station}, topic {station}")
+            return
+        if reg.seq > SQLITE_MAX_INT:
+            self.reject(msg, station, item, "seq out of range")
+            return
+        try:
+            with self.db.atomic():
+                stored = samples.store_registration(self.db, reg, node_id, msg.received_at)
+        except Invalid as exc:
+            self.reject(msg, station, item, str(exc))
+            return
+        if stored:
+            self.out.stored += 1
+            self.new_samples.append((reg, msg.received_at))
+        else:
+            self.out.duplicates += 1
+        ack = self.ack(station)
+        ack.ids.append(str(reg.id))
+        ack.seqs.append(reg.seq)
 
     def status_message(self, msg: Inbound, station: str) -> None:
         try:
@@ -331,10 +384,16 @@ class _Batch:
         by_station: dict[str, list[tuple[Result, int, datetime]]] = {}
         for entry in self.new:
             by_station.setdefault(entry[0].station, []).append(entry)
-        for station, entries in by_station.items():
-            entries.sort(key=lambda e: e[0].seq)
-            _track_seqs(self.db, station, [e[0].seq for e in entries], entries[-1][2])
-            latest = max(e[2] for e in entries).isoformat()
+        regs_by_station: dict[str, list[tuple[SampleRegistration, datetime]]] = {}
+        for reg_entry in self.new_samples:
+            regs_by_station.setdefault(reg_entry[0].station, []).append(reg_entry)
+        for station in sorted(set(by_station) | set(regs_by_station)):
+            entries = sorted(by_station.get(station, []), key=lambda e: e[0].seq)
+            regs = regs_by_station.get(station, [])
+            seqs = sorted([e[0].seq for e in entries] + [r.seq for r, _ in regs])
+            times = [e[2] for e in entries] + [t for _, t in regs]
+            _track_seqs(self.db, station, seqs, max(times))
+            latest = max(times).isoformat()
             self.db.execute(
                 "UPDATE stations SET last_seen = CASE WHEN last_seen IS NULL OR last_seen < ? THEN ?"
                 " ELSE last_seen END WHERE id = ?",
@@ -349,6 +408,7 @@ class _Batch:
                     analyte=result.analyte,
                     verdict=result.verdict,
                     measured_at=result.measured_at,
+                    sample_id=result.sample.id,
                 )
                 try:
                     with self.db.atomic():
@@ -361,6 +421,17 @@ class _Batch:
                     continue
                 if case_id is not None:
                     self.out.cases_touched.add(case_id)
+            # the pre-market decision of every batch these results or registrations touch
+            codes = {e[0].sample.id for e in entries} | {r.code for r, _ in regs}
+            now = max(times)
+            for code in sorted(codes):
+                try:
+                    with self.db.atomic():
+                        samples.decide(self.db, station, code, now)
+                except sqlite3.Error:
+                    raise
+                except Exception:
+                    log.exception("pre-market decision failed for sample %s at %s", code, station)
 
 
 def _track_seqs(db: sqlite_utils.Database, station: str, seqs: list[int], now: datetime) -> None:

@@ -1,4 +1,4 @@
-"""`kuaijian gateway run|status|check-config|rejected` — the station gateway's command line.
+"""`kuaijian gateway run|status|check-config|rejected|sample` — the station gateway's command line.
 
 Does: parse arguments, configure logging, run the service until SIGTERM/SIGINT, and inspect a station's
 outbox. Exit codes: 0 ok, 1 runtime failure (outbox failed while running), 2 invalid config,
@@ -53,6 +53,38 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--seq", type=int, action="append", default=None, help="with --requeue: this seq (repeatable)"
     )
     rej.set_defaults(func=_rejected)
+
+    sample = subparsers.add_parser("sample", help="sample registration (抽样登记): register, list")
+    sample_verbs = sample.add_subparsers(dest="sample_verb", required=True)
+    reg = sample_verbs.add_parser(
+        "register", help="register a sample; prints its code", description=_sample_register.__doc__
+    )
+    reg.add_argument("--config", type=Path, required=True, help="station TOML file")
+    reg.add_argument(
+        "--producer", required=True, help="producer reference (P…) from 'gateway sample producers'"
+    )
+    reg.add_argument("--product", required=True, help="品种, e.g. 韭菜")
+    reg.add_argument("--batch", required=True, help="批次")
+    reg.add_argument("--quantity-kg", type=float, required=True, help="数量 (kg)")
+    reg.add_argument("--sampler", required=True, help="抽样人")
+    reg.add_argument("--plot", default=None, help="地块")
+    reg.add_argument("--market-date", default=None, help="计划上市日期 YYYY-MM-DD")
+    reg.add_argument("--retest-of", default=None, help="code of the original sample (复检)")
+    reg.add_argument("--code", default=None, help="use this code instead of the next one of the day")
+    reg.set_defaults(func=_sample_register)
+    lst = sample_verbs.add_parser(
+        "list", help="registered samples, newest first", description=_sample_list.__doc__
+    )
+    lst.add_argument("--config", type=Path, required=True, help="station TOML file")
+    lst.add_argument("--limit", type=int, default=50)
+    lst.set_defaults(func=_sample_list)
+    prod = sample_verbs.add_parser(
+        "producers",
+        help="producers of this village (from the cloud's config push)",
+        description=_sample_producers.__doc__,
+    )
+    prod.add_argument("--config", type=Path, required=True, help="station TOML file")
+    prod.set_defaults(func=_sample_producers)
 
 
 def _err(msg: str) -> None:
@@ -206,4 +238,99 @@ def _rejected(args: argparse.Namespace) -> int:
             return 0
         for row in box.rejected_rows(args.limit):
             print(f"seq {row.seq}  id {row.id}  reason: {row.reason}")
+    return 0
+
+
+def _desk(path: Path) -> Any:
+    from gateway.config import load_config
+    from gateway.outbox import Outbox
+    from gateway.samples import SampleDesk
+    from kuaijian_schema.wire import sign_payload
+
+    config = load_config(path)
+    key = config.station_key()
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    box = Outbox.open(config.db_path, check=False)
+    return SampleDesk(config.station_id, box, lambda doc: sign_payload(doc, key))
+
+
+def _sample_register(args: argparse.Namespace) -> int:
+    """Register a sample through the outbox (works offline; a running gateway sends it); prints its code."""
+    from datetime import date
+
+    from gateway.errors import ConfigError, GatewayError, RegistrationError
+    from gateway.samples import SampleForm
+
+    try:
+        market = None if args.market_date is None else date.fromisoformat(args.market_date)
+    except ValueError:
+        _err(f"--market-date: not a date (YYYY-MM-DD): {args.market_date!r}")
+        return 2
+    try:
+        desk = _desk(args.config)
+    except ConfigError as exc:
+        _err(str(exc))
+        return 2
+    except GatewayError as exc:
+        _err(str(exc))
+        return 1
+    try:
+        doc = desk.register(
+            SampleForm(
+                producer=args.producer,
+                product=args.product,
+                batch=args.batch,
+                quantity_kg=args.quantity_kg,
+                sampler=args.sampler,
+                plot=args.plot,
+                market_date=market,
+                retest_of=args.retest_of,
+                code=args.code,
+            )
+        )
+    except RegistrationError as exc:
+        _err(str(exc))
+        return 2
+    except GatewayError as exc:
+        _err(str(exc))
+        return 1
+    finally:
+        desk.outbox.close()
+    print(doc["code"])
+    return 0
+
+
+def _sample_list(args: argparse.Namespace) -> int:
+    """List registered samples (newest first) with their delivery state."""
+    from gateway.errors import ConfigError, GatewayError
+
+    try:
+        desk = _desk(args.config)
+    except (ConfigError, GatewayError) as exc:
+        _err(str(exc))
+        return 2
+    with desk.outbox:
+        for r in desk.recent(args.limit):
+            state = "已上传 sent" if r["delivered"] else "待上传 queued"
+            print(
+                f"{r['code']}\t{r['producer_name']}\t{r['product']}\t{r['batch']}\t{r['quantity_kg']} kg\t{state}"
+            )
+    return 0
+
+
+def _sample_producers(args: argparse.Namespace) -> int:
+    """List the producers of this station's village from the last config push (what registration accepts)."""
+    from gateway.errors import ConfigError, GatewayError
+
+    try:
+        desk = _desk(args.config)
+    except (ConfigError, GatewayError) as exc:
+        _err(str(exc))
+        return 2
+    with desk.outbox:
+        producers = desk.producers()
+    for p in producers:
+        print(f"{p.ref}\t{p.kind}\t{p.name}\t{'、'.join(p.products)}")
+    if not producers:
+        print("尚未收到本村生产主体名单 (no producer list pushed yet)", file=sys.stderr)
     return 0

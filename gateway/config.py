@@ -154,6 +154,14 @@ class StationSection(_Strict):
         return self
 
 
+class WebConfig(_Strict):
+    """`[web]`: the station's local sample-registration page (抽样登记) on the station LAN."""
+
+    enabled: bool = Field(default=False, description="serve the page")
+    host: str = Field(default="127.0.0.1", description="listen address (0.0.0.0 for the station LAN)")
+    port: int = Field(default=8080, ge=0, lt=65536, description="listen port (0 = any free port)")
+
+
 class GatewayConfig(_Strict):
     """The whole station TOML."""
 
@@ -162,6 +170,7 @@ class GatewayConfig(_Strict):
     link: LinkConfig = LinkConfig()
     acquisition: AcquisitionConfig = AcquisitionConfig()
     storage: StorageConfig = StorageConfig()
+    web: WebConfig = WebConfig()
     instruments: tuple[InstrumentConfig, ...] = ()
 
     @model_validator(mode="after")

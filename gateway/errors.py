@@ -5,6 +5,8 @@
     ├── OutboxError          the SQLite outbox failed
     │   ├── OutboxCorrupt    integrity check failed / not a database; the file was moved aside, not replaced
     │   └── OutboxFull       disk or database full (SQLITE_FULL): nothing was written, retry later
+    ├── RegistrationError    a sample registration is refused (unknown producer, bad field); nothing stored
+    │   └── DuplicateCode    the sample code is already registered at this station
     └── LinkError            the MQTT link cannot be set up (bad broker URL, unreadable TLS/credential files)
 
 Driver failures stay `drivers.errors.DriverError` and are handled by the worker supervisor (instrument
@@ -38,6 +40,14 @@ class OutboxCorrupt(OutboxError):
 
 class OutboxFull(OutboxError):
     """The disk (or the configured outbox size cap) is full; the transaction was rolled back."""
+
+
+class RegistrationError(GatewayError):
+    """A sample registration is refused; the message says why (Chinese first). Nothing was stored."""
+
+
+class DuplicateCode(RegistrationError):
+    """The sample code is already registered at this station."""
 
 
 class LinkError(GatewayError):

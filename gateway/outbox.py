@@ -4,7 +4,8 @@ Does: in ONE transaction per batch of instrument records, allocate the persisten
 give each result its UUIDv7 id, sign it, store it, remember its unique key (instrument, epoch,
 record no, line) and advance the instrument's cursor — so a crash anywhere re-reads at most the records
 after the cursor, and a re-read is a no-op. Rows are keyed by seq / result id (never by time) and leave
-the outbox ONLY on the cloud's application ack; rejected rows move to the `rejected` table with the
+the outbox ONLY on the cloud's application ack (station-originated sample registrations take the same path,
+`enqueue_registration`, and are also kept by code in `registrations`); rejected rows move to the `rejected` table with the
 reason. Also stores the cloud-pushed station config with its version. Schema changes are named,
 recorded, transactional migrations (`MIGRATIONS`, table `schema_migrations`).
 
@@ -30,7 +31,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from gateway.errors import OutboxCorrupt, OutboxError, OutboxFull
+from gateway.errors import DuplicateCode, OutboxCorrupt, OutboxError, OutboxFull
 from kuaijian_schema.wire import canonical_json, new_result_id
 
 SQLITE_FULL = 13
@@ -76,6 +77,15 @@ MIGRATIONS: tuple[Migration, ...] = (
             # memory): skipped so acquisition moves on, but recorded with the reason, never silently.
             "CREATE TABLE skipped (instrument TEXT NOT NULL, epoch INTEGER NOT NULL, record_no INTEGER NOT NULL,"
             " reason TEXT NOT NULL, skipped_at REAL NOT NULL, PRIMARY KEY (instrument, epoch, record_no))",
+        ),
+    ),
+    Migration(
+        "0003_registrations",
+        (
+            # Messages the station itself originates (sample registrations), keyed by their unique code;
+            # kept after the ack so the station can list them and refuse a duplicate code.
+            "CREATE TABLE registrations (code TEXT PRIMARY KEY, seq INTEGER NOT NULL, id TEXT NOT NULL,"
+            " created_at REAL NOT NULL, doc TEXT NOT NULL)",
         ),
     ),
 )
@@ -588,6 +598,44 @@ class Outbox:
             if not p.name.endswith(("-wal", "-shm", ".salvaged"))
             and not p.with_name(p.name + ".salvaged").exists()
         ]
+
+    # ------------------------------------------------------------------ station-originated messages
+    def enqueue_registration(
+        self, code: str, body: dict[str, Any], priority: int, sign: Callable[[dict[str, Any]], str]
+    ) -> tuple[Enqueued, dict[str, Any]]:
+        """Store a registration under its unique `code` and queue it for delivery, in ONE transaction with
+        the seq counter (same id/seq/sig/ack rules as a result). Raises DuplicateCode if `code` is taken."""
+        now = time.time()
+        with self._tx("enqueueing a registration") as conn:
+            if conn.execute("SELECT 1 FROM registrations WHERE code = ?", (code,)).fetchone():
+                raise DuplicateCode(f"样品编号 {code} 已被登记 (sample code {code} is already registered)")
+            seq = int(conn.execute("SELECT value FROM counters WHERE name = 'seq'").fetchone()[0]) + 1
+            doc = dict(body)
+            doc["id"] = str(new_result_id())
+            doc["seq"] = seq
+            doc["sig"] = sign(doc)
+            payload = canonical_json(doc).decode()
+            conn.execute(
+                "INSERT INTO outbox (seq, id, instrument, priority, enqueued_at, payload) VALUES (?, ?, ?, ?, ?, ?)",
+                (seq, doc["id"], "@registrations", priority, now, payload),
+            )
+            conn.execute(
+                "INSERT INTO registrations (code, seq, id, created_at, doc) VALUES (?, ?, ?, ?, ?)",
+                (code, seq, doc["id"], now, payload),
+            )
+            conn.execute("UPDATE counters SET value = ? WHERE name = 'seq'", (seq,))
+            conn.execute("UPDATE counters SET value = value + 1 WHERE name = 'enqueued'")
+        return Enqueued(seq, doc["id"], priority), doc
+
+    def registrations(self, limit: int = 100, prefix: str = "") -> list[dict[str, Any]]:
+        """Stored registrations (newest first), optionally those whose code starts with `prefix`; each with
+        `delivered` (False while still in the outbox)."""
+        rows = self._read(
+            "SELECT r.doc, o.seq IS NULL FROM registrations r LEFT JOIN outbox o ON o.seq = r.seq"
+            " WHERE substr(r.code, 1, ?) = ? ORDER BY r.seq DESC LIMIT ?",
+            (len(prefix), prefix, limit),
+        )
+        return [{**json.loads(doc), "delivered": bool(done)} for doc, done in rows]
 
     # ------------------------------------------------------------------ pushed config
     def store_config(self, version: str, doc: dict[str, Any]) -> bool:

@@ -4,7 +4,8 @@ Does: open the outbox (integrity check, migrations), restore the last pushed con
 built-in defaults), build one supervised `InstrumentWorker` per enabled instrument, start the `Link`
 (which connects in the background: the station measures and stores fully offline), apply config pushes
 atomically (stored with its version in the outbox first, then swapped in for the workers), and report a
-`Status` (instruments, versions, outbox depth, oldest unsent age, free disk).
+`Status` (instruments, versions, outbox depth, oldest unsent age, free disk); offer sample registration
+(`samples`, a `gateway.samples.SampleDesk`) and, with `[web] enabled`, the local registration page.
 
 Does not: parse CLI arguments or install signal handlers (that is `gateway.cli`).
 """
@@ -16,7 +17,7 @@ import shutil
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -29,6 +30,7 @@ from gateway.interpret import ENZYME_ALGORITHM, GOLD_ALGORITHM
 from gateway.link import Link
 from gateway.outbox import Enqueued, Outbox
 from gateway.pipeline import Interpreter, SpecBook, SpecHolder
+from gateway.samples import SampleDesk
 from gateway.worker import InstrumentWorker, WorkerState
 from kuaijian import __version__
 from kuaijian_schema.wire import (
@@ -39,6 +41,9 @@ from kuaijian_schema.wire import (
     sign_payload,
     verify_payload,
 )
+
+if TYPE_CHECKING:
+    from gateway.web import WebServer
 
 log = logging.getLogger("gateway.service")
 
@@ -64,6 +69,8 @@ class GatewayService:
         self.outbox: Outbox | None = None
         self.link: Link | None = None
         self.workers: list[InstrumentWorker] = []
+        self.samples: SampleDesk | None = None
+        self.web: WebServer | None = None
         self._config_lock = threading.Lock()
 
     def start(self) -> None:
@@ -92,6 +99,7 @@ class GatewayService:
             return sign_payload(doc, key)
 
         self.link = Link(cfg, outbox, status=self.status, on_config=self.apply_config)
+        self.samples = SampleDesk(cfg.station_id, outbox, sign, on_enqueued=self.link.wake)
         for inst, factory in factories:
             if not inst.enabled:
                 continue
@@ -126,6 +134,12 @@ class GatewayService:
         self.link.start()
         for w in self.workers:
             w.start()
+        if cfg.web.enabled:
+            from gateway.web import WebServer  # uvicorn/starlette only when the page is on
+
+            self.web = WebServer(self.samples, cfg.web.host, cfg.web.port)
+            self.web.start()
+            log.info("sample registration page on http://%s:%d/", cfg.web.host, self.web.port)
         log.info(
             "gateway %s started: %d instrument(s), outbox %s, config %s",
             cfg.station_id,
@@ -135,6 +149,9 @@ class GatewayService:
         )
 
     def stop(self, timeout: float = 5.0) -> None:
+        if self.web is not None:
+            self.web.stop(timeout)
+            self.web = None
         for w in self.workers:
             w.stop()
         for w in self.workers:

@@ -149,6 +149,13 @@ class CaseAction(BaseModel):
 
 class CaseDetail(CaseOut):
     actions: list[CaseAction]
+    sample: dict[str, Any] | None = Field(
+        default=None,
+        description="the registered sample: producer, batch, status, and every result line with values and QC flags",
+    )
+    results: list[dict[str, Any]] = Field(
+        default_factory=list, description="every result of the case's sample at its station (values, qc)"
+    )
 
 
 class CaseActionIn(BaseModel):

@@ -18,7 +18,10 @@ CaseId = Annotated[int, Path(ge=1, le=2**63 - 1, description="case id")]
 
 def _detail(db: DbDep, case: dict[str, Any], actions: list[dict[str, Any]]) -> CaseDetail:
     node_code = db.execute("SELECT code FROM grid_nodes WHERE id = ?", [case["node_id"]]).fetchone()[0]
-    return CaseDetail.model_validate({**case, "node_code": node_code, "actions": actions})
+    sample, lines = cases.case_sample(db, case)
+    return CaseDetail.model_validate(
+        {**case, "node_code": node_code, "actions": actions, "sample": sample, "results": lines}
+    )
 
 
 @router.get("")
