@@ -16,7 +16,11 @@ Opening rules (`on_result`, called by ingest inside its batch transaction):
   precede the last closed case of that key are not counted again.
 
 Who may act: anyone who sees the case (its station is in their subtree) may add feedback or a note;
-assign / remind / close need the case's current responsible node in the caller's subtree (else Forbidden).
+assign / remind / escalate (上报 by hand: one level up now) need the case's current responsible node in the
+caller's subtree (else Forbidden). The one who reports is not the one who closes: close (办结) needs feedback
+(反馈) first and a caller ABOVE the case's station (village, town, county, admin) who also sees its current node —
+a station user never closes its own station's case. An assignee is a user whose node is on the case's path
+(the station itself or a level above it), never free text.
 
 Does not: HTTP, or time: `now` is always passed in (the app's Clock), so tests control time.
 """
@@ -36,7 +40,7 @@ from cloud.errors import Conflict, Forbidden, Invalid, NotFound
 from cloud.grid import PARENT_LEVEL, node_by_id
 from cloud.settings import Settings
 
-ActionName = Literal["assign", "remind", "feedback", "close", "note"]
+ActionName = Literal["assign", "remind", "feedback", "escalate", "close", "note"]
 FeedbackKind = Literal[
     "retest_negative", "retest_positive", "product_held", "product_destroyed", "lab_confirmed", "lab_negative"
 ]
@@ -268,6 +272,7 @@ def act(
     assignee: str | None = None,
     feedback: FeedbackKind | None = None,
     data: dict[str, Any] | None = None,
+    settings: Settings | None = None,
 ) -> dict[str, Any]:
     """Apply a user's action to a case (audited). Returns the updated case row.
 
@@ -278,15 +283,23 @@ def act(
         case = _visible_case(db, user, case_id)
         if case["status"] == "closed":
             raise Conflict(f"case {case_id} is closed")
-        if action in ("assign", "remind", "close"):
-            current = node_by_id(db, int(case["node_id"]))
+        current = node_by_id(db, int(case["node_id"]))
+        if action in ("assign", "remind", "escalate", "close"):
             if current is None or not user.sees(current.path):
                 raise Forbidden(f"case {case_id} is handled at {case['level']} level, above your node")
+        if action == "close":
+            origin = node_by_id(db, int(case["origin_node_id"]))
+            if origin is None or user.node_path == origin.path:
+                raise Forbidden(
+                    "上报的一级不能办结本案，须由上级审核反馈后办结 (the station that reported a case cannot close it;"
+                    " the level above closes it after reviewing the feedback)"
+                )
         payload: dict[str, Any] = dict(data or {})
         status = case["status"]
         if action == "assign":
             if not assignee or not assignee.strip():
                 raise Invalid("assign needs an assignee")
+            _check_assignee(db, case, assignee)
             payload["assignee"] = assignee
             db.execute("UPDATE cases SET assignee = ? WHERE id = ?", [assignee, case_id])
             status = "assigned"
@@ -305,6 +318,22 @@ def act(
             db.execute("UPDATE cases SET closed_at = ? WHERE id = ?", [now.isoformat(), case_id])
         elif action == "remind":
             payload["kind"] = "manual"
+        elif action == "escalate":
+            parent = (
+                None if current is None or current.parent_id is None else node_by_id(db, current.parent_id)
+            )
+            if parent is None:
+                raise Conflict(f"case {case_id} is already at the top level")
+            if settings is None:
+                raise Invalid("escalate needs the service settings (deadlines per level)")
+            deadline = now + timedelta(hours=settings.deadline_hours(parent.level))
+            payload.update({"from_level": case["level"], "to_level": parent.level, "to_node": parent.code})
+            payload["deadline"] = deadline.isoformat()
+            db.execute(
+                "UPDATE cases SET node_id = ?, level = ?, deadline = ?, escalations = escalations + 1,"
+                " reminded = 'none' WHERE id = ?",
+                [parent.id, parent.level, deadline.isoformat(), case_id],
+            )
         _record(db, case_id, now, user.name, action, note, payload or None)
         db.execute(
             "UPDATE cases SET status = ?, updated_at = ? WHERE id = ?", [status, now.isoformat(), case_id]
@@ -313,6 +342,18 @@ def act(
     if updated is None:  # pragma: no cover - we hold the write lock
         raise NotFound(f"case {case_id} vanished")
     return updated
+
+
+def _check_assignee(db: sqlite_utils.Database, case: dict[str, Any], assignee: str) -> None:
+    """The assignee must be a user responsible for the case's station: its node is the station or above."""
+    row = db.execute(
+        "SELECT g.path FROM users u JOIN grid_nodes g ON g.id = u.node_id WHERE u.name = ?", [assignee]
+    ).fetchone()
+    origin = node_by_id(db, int(case["origin_node_id"]))
+    if row is None or origin is None or not origin.path.startswith(str(row[0])):
+        raise Invalid(
+            f"交办对象须为负责该服务站的用户 (assignee must be a user of the case's station or a level above it): {assignee!r}"
+        )
 
 
 def actions(db: sqlite_utils.Database, case_id: int) -> list[dict[str, Any]]:

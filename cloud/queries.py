@@ -321,11 +321,15 @@ def list_cases(
     station: str | None = None,
     level: str | None = None,
     overdue_at: datetime | None = None,
+    assignee: str | None = None,
     limit: int = 100,
     offset: int = 0,
 ) -> Page:
-    """Cases whose station is in scope; `overdue_at`: only unclosed cases whose deadline is before it."""
+    """Cases whose station is in scope; `overdue_at`: only unclosed cases whose deadline is before it;
+    `assignee`: only cases assigned to that user ('my cases')."""
     where = _Where(user, "c.origin_node_id")
+    if assignee is not None:
+        where.add("c.assignee = ?", assignee)
     if status is not None:
         where.add("c.status = ?", status)
     if node is not None:

@@ -159,9 +159,13 @@ class CaseDetail(CaseOut):
 
 
 class CaseActionIn(BaseModel):
-    action: Literal["assign", "remind", "feedback", "close", "note"]
+    action: Literal["assign", "remind", "feedback", "escalate", "close", "note"]
     note: str | None = Field(default=None, max_length=2000)
-    assignee: str | None = Field(default=None, max_length=200, description="for assign (交办)")
+    assignee: str | None = Field(
+        default=None,
+        max_length=200,
+        description="for assign (交办): the name of a user responsible for the case's station",
+    )
     feedback: (
         Literal[
             "retest_negative",

@@ -403,6 +403,20 @@
     $("case-summary").textContent = label("case_reason_", c.reason) + " · " + c.product + " · " + c.analyte +
       " · " + label("s_", c.status) + " · " + label("l_", c.level) + " · " + fmtTime(c.deadline) +
       (c.assignee ? " · " + t("assignee") + ": " + c.assignee : "");
+    var smp = c.sample;
+    $("case-sample").textContent = smp
+      ? "样品 Sample " + smp.code + " · " + smp.producer_name + " · " + smp.product + " · 批次 " + smp.batch +
+        " · " + smp.quantity_kg + " kg · " + smp.status_label
+      : "未登记 (unregistered sample)";
+    var lines = $("case-lines");
+    clear(lines);
+    (c.results || []).forEach(function (r) {
+      var vals = Object.keys(r.values).map(function (k) { return k + "=" + r.values[k]; }).join(", ");
+      var li = el("li", "verdict-" + r.verdict);
+      li.textContent = r.analyte + " #" + r.channel + " · " + label("v_", r.verdict) + " · " + vals +
+        (r.qc.length ? " · QC: " + r.qc.join(", ") : "");
+      lines.appendChild(li);
+    });
     var ol = $("case-actions");
     clear(ol);
     c.actions.forEach(function (a) {

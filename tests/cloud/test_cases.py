@@ -150,10 +150,10 @@ def test_lifecycle_through_api(
         return api.post(f"/api/cases/{case_id}/actions", json=body, headers=headers)
 
     clock.advance(timedelta(hours=1))
-    r = act(station, action="assign", assignee="刘一 (village grid head)", note="please handle")
+    r = act(station, action="assign", assignee="village_a", note="please handle")  # a user, not free text
     assert r.status_code == 200, r.text
     assert r.json()["status"] == "assigned"
-    assert act(station, action="close").status_code == 409  # close needs feedback first
+    assert act(village, action="close").status_code == 409  # close needs feedback first
     clock.advance(timedelta(hours=2))
     r = act(station, action="feedback", feedback="product_held", note="12 kg held", data={"kg": 12})
     assert r.json()["status"] == "feedback"
@@ -203,3 +203,47 @@ def test_overdue_filter(
     assert api.get("/api/cases", params={"overdue": True}, headers=county).json()["total"] == 0
     clock.advance(timedelta(hours=25))
     assert api.get("/api/cases", params={"overdue": True}, headers=county).json()["total"] == 1
+
+
+def test_reporting_level_cannot_close_and_assignees_are_users(
+    api: Any, grid: Grid, db: sqlite_utils.Database, settings: Settings, clock: ManualClock
+) -> None:
+    """Issue 12: a station's own account could close its positive case within seconds; assignees were free text."""
+    _send(db, settings, [grid.result(A1, verdict="positive")], at=clock.now())
+    case_id = int(db.execute("SELECT id FROM cases").fetchone()[0])
+    station, town, town_b = (bearer(grid.tokens[n]) for n in ("station_a", "town_a", "town_b"))
+
+    def act(headers: dict[str, str], **body: Any) -> Any:
+        return api.post(f"/api/cases/{case_id}/actions", json=body, headers=headers)
+
+    assert act(station, action="feedback", feedback="product_held").status_code == 200
+    r = act(station, action="close")  # still at station level, feedback given: the station may not close it
+    assert r.status_code == 403
+    assert "上级" in r.json()["detail"]
+    assert act(town, action="assign", assignee="王五 13800000000").status_code == 422  # free text
+    assert act(town, action="assign", assignee="town_b").status_code == 422  # another town's user
+    assert act(town, action="assign", assignee="station_a").status_code == 200
+    mine = api.get("/api/cases", params={"mine": "true"}, headers=station).json()
+    assert [c["id"] for c in mine["items"]] == [case_id]
+    assert api.get("/api/cases", params={"mine": "true"}, headers=town).json()["total"] == 0
+    assert act(town_b, action="close").status_code == 404  # not in its scope
+    assert act(town, action="close").status_code == 200
+
+
+def test_town_closes_only_after_feedback_and_manual_escalation(
+    api: Any, grid: Grid, db: sqlite_utils.Database, settings: Settings, clock: ManualClock
+) -> None:
+    _send(db, settings, [grid.result(A1, verdict="positive")], at=clock.now())
+    case_id = int(db.execute("SELECT id FROM cases").fetchone()[0])
+    station, town = (bearer(grid.tokens[n]) for n in ("station_a", "town_a"))
+
+    def act(headers: dict[str, str], **body: Any) -> Any:
+        return api.post(f"/api/cases/{case_id}/actions", json=body, headers=headers)
+
+    assert act(town, action="close").status_code == 409  # no feedback yet
+    r = act(station, action="escalate", note="上报")  # the manual 上报 button: one level up now
+    assert r.status_code == 200
+    assert (r.json()["level"], r.json()["node_code"]) == ("village", "370214101203")
+    assert act(station, action="escalate").status_code == 403  # now above the station
+    assert act(station, action="feedback", feedback="retest_positive").status_code == 200
+    assert act(town, action="close").json()["status"] == "closed"

@@ -290,8 +290,10 @@ def test_case_is_assigned_answered_and_closed_from_the_dashboard(
         browser.find_element(By.ID, "case-submit").click()
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#case-actions li")) > before)
 
-    act("assign", **{"case-assignee": "张伟", "case-note": "today"})
-    assert "张伟" in _text(browser, '#case-actions li[data-action="assign"]')
+    act("assign", **{"case-assignee": "station_a", "case-note": "today"})  # a user, not free text
+    assert "station_a" in _text(browser, '#case-actions li[data-action="assign"]')
+    assert "未登记" in _text(browser, "#case-sample")  # the seeded result names no registration
+    assert browser.find_elements(By.CSS_SELECTOR, "#case-lines li")  # the measured lines with values
     # closing before any feedback is refused by the API and the reason is shown
     Select(browser.find_element(By.ID, "case-action")).select_by_value("close")
     browser.find_element(By.ID, "case-submit").click()

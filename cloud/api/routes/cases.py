@@ -7,7 +7,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Path, Query
 
 from cloud import cases, queries
-from cloud.api.deps import ClockDep, CurrentUserDep, DbDep
+from cloud.api.deps import ClockDep, CurrentUserDep, DbDep, SettingsDep
 from cloud.api.models import CaseActionIn, CaseDetail, CaseOut, Page
 from cloud.api.pagination import PageDep
 
@@ -37,6 +37,7 @@ def list_cases(
     station: Annotated[str | None, Query(max_length=64)] = None,
     level: Literal["station", "village", "town", "county"] | None = None,
     overdue: Annotated[bool, Query(description="only unclosed cases past their deadline")] = False,
+    mine: Annotated[bool, Query(description="my cases: only those assigned to me")] = False,
 ) -> Page[CaseOut]:
     found = queries.list_cases(
         db,
@@ -46,6 +47,7 @@ def list_cases(
         station=station,
         level=level,
         overdue_at=clock.now() if overdue else None,
+        assignee=user.name if mine else None,
         limit=page.limit,
         offset=page.offset,
     )
@@ -60,8 +62,16 @@ def get_case(db: DbDep, user: CurrentUserDep, case_id: CaseId) -> CaseDetail:
 
 
 @router.post("/{case_id}/actions")
-def act(db: DbDep, user: CurrentUserDep, clock: ClockDep, case_id: CaseId, body: CaseActionIn) -> CaseDetail:
-    """assign (交办) / remind (催办) / feedback (反馈) / close / note. 404 outside your scope, 403 above your node."""
+def act(
+    db: DbDep,
+    user: CurrentUserDep,
+    clock: ClockDep,
+    settings: SettingsDep,
+    case_id: CaseId,
+    body: CaseActionIn,
+) -> CaseDetail:
+    """assign (交办, to a user) / remind (催办) / feedback (反馈) / escalate (上报, one level up now) / close (办结,
+    by a level above the station, after feedback) / note. 404 outside your scope, 403 above your node."""
     cases.act(
         db,
         user,
@@ -72,6 +82,7 @@ def act(db: DbDep, user: CurrentUserDep, clock: ClockDep, case_id: CaseId, body:
         assignee=body.assignee,
         feedback=body.feedback,
         data=body.data,
+        settings=settings,
     )
     case, actions = cases.get_case(db, user, case_id)
     return _detail(db, case, actions)
