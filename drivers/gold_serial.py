@@ -50,6 +50,7 @@ BROADCAST = 0xFF  # "whichever device is on this line"; replies carry the device
 REPLY_BIT = 0x80
 CHUNK_POINTS = 256  # profile points per GET_PROFILE reply (512 payload bytes)
 MAX_PROFILE_POINTS = 4096
+MAX_CHUNKS = 256  # GET_PROFILE addresses a chunk with one byte: chunks 0..255
 DEFAULT_TIMEOUTS = Timeouts()
 PROBE_TIMEOUTS = Timeouts(response_s=0.5, retries=1, inter_byte_s=0.2)
 
@@ -370,6 +371,12 @@ def decode_reply(cmd: int, payload: bytes) -> Reply:
         )
         if msg.points == 0 or msg.chunk_points == 0 or msg.full_scale == 0:
             raise ProtocolError(f"record header with zero points/chunk size/full scale: {msg}")
+        if msg.chunks > MAX_CHUNKS:
+            # GET_PROFILE names its chunk in one byte: such a profile cannot be fetched at all
+            raise ProtocolError(
+                f"record {msg.record_no}: {msg.points} points in chunks of {msg.chunk_points} need "
+                f"{msg.chunks} chunks; the protocol addresses at most {MAX_CHUNKS}"
+            )
     elif cmd == Cmd.GET_PROFILE | REPLY_BIT:
         record_no, chunk, offset, count = r.u32(), r.u8(), r.u16(), r.u16()
         raw = r.rest()

@@ -181,9 +181,12 @@ class GoldFirmware:
         address: int = 0x01,
         capacity: int = 1000,
         clock_offset_s: float = 0.0,
+        chunk_points: int = CHUNK_POINTS,
     ) -> None:
         if not 1 <= channels <= 255:
             raise ValueError("channels must be 1..255")
+        if not 1 <= chunk_points <= 0xFFFF:
+            raise ValueError("chunk_points must be 1..65535")
         self.serial = serial
         self.model = model
         self.channels = channels
@@ -192,6 +195,7 @@ class GoldFirmware:
         self.address = address
         self.capacity = capacity
         self.faults = faults
+        self.chunk_points = chunk_points  # points per GET_PROFILE reply; changeable at runtime
         self.stats = FirmwareStats()
         self.records: dict[int, SimRecord] = {}
         self._latest = 0
@@ -355,7 +359,7 @@ class GoldFirmware:
             channel=rec.channel,
             measured_unix_s=int(rec.measured_at.timestamp()),
             points=len(rec.raw),
-            chunk_points=CHUNK_POINTS,
+            chunk_points=self.chunk_points,
             full_scale=FULL_SCALE,
             profile_crc32=profile_crc32(rec.raw),
             kit=rec.kit,
@@ -368,7 +372,7 @@ class GoldFirmware:
         rec = self.records.get(n)
         if rec is None:
             return Refused(ErrorCode.NO_SUCH_RECORD)
-        chunks = split_profile(n, tuple(int(v) for v in rec.raw))
+        chunks = split_profile(n, tuple(int(v) for v in rec.raw), self.chunk_points)
         if k >= len(chunks):
             return Refused(ErrorCode.BAD_ARGUMENT)
         return chunks[k]
@@ -418,6 +422,7 @@ class GoldSimulator:
         link_path: str | None = None,
         clock_offset_s: float = 0.0,
         memory: int = 1000,
+        chunk_points: int = CHUNK_POINTS,
     ) -> None:
         self.firmware = GoldFirmware(
             serial=serial,
@@ -429,6 +434,7 @@ class GoldSimulator:
             faults=faults or NO_FAULTS,
             capacity=memory,
             clock_offset_s=clock_offset_s,
+            chunk_points=chunk_points,
         )
         self._requested_link = link_path
         self._link_dir: str | None = None

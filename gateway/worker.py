@@ -8,7 +8,10 @@ A counter that goes backwards (memory cleared, instrument swapped) starts a new 
 
 Failure policy (supervisor): any `DriverError` marks the instrument unavailable, closes it and retries
 with exponential backoff (`Timeouts.reconnect_initial_s` doubling up to `reconnect_max_s`); records read
-before the failure are committed first. `OutboxFull` pauses reading (the instrument keeps its records)
+before the failure are committed first. Any other exception out of a driver (or the interpretation of its
+records) is a bug, not a reason to lose the instrument: it is logged with its traceback, the instrument is
+marked `error` with the exception as the reason (in the status the cloud sees) and retried the same way —
+the thread never dies of it. `OutboxFull` pauses reading (the instrument keeps its records)
 and retries every `full_retry_s` until space returns. Other outbox failures stop this worker and are
 reported to the service through `on_fatal`. A failing worker never stops the others.
 
@@ -17,7 +20,6 @@ Does not: talk MQTT or decide verdicts (the interpretation core does).
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import threading
 from collections.abc import Callable
@@ -33,7 +35,7 @@ from gateway.outbox import Cursor, Enqueued, Outbox, RecordDrafts
 
 log = logging.getLogger("gateway.worker")
 
-State = Literal["ok", "unavailable", "starting"]
+State = Literal["ok", "unavailable", "error", "starting"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,10 +146,15 @@ class InstrumentWorker:
                 log.error("instrument %s stopped: outbox failure: %s", self.name, exc)  # noqa: TRY400
                 self._on_fatal(self.name, exc)
                 return
+            except Exception as exc:
+                self._set(state="error", last_error=f"{type(exc).__name__}: {exc}")
+                log.exception("instrument %s failed unexpectedly (retry in %.1fs)", self.name, backoff)
             finally:
                 if analyzer is not None:
-                    with contextlib.suppress(DriverError):
+                    try:
                         analyzer.close()
+                    except Exception as exc:  # noqa: BLE001 - closing a broken driver must not kill us
+                        log.debug("instrument %s: close failed: %s", self.name, exc)
             if self._stop.wait(backoff):
                 break
             backoff = min(backoff * 2, self._timeouts.reconnect_max_s)

@@ -166,7 +166,7 @@ class InstrumentStatus(_Model):
     serial: str | None = None
     model: str | None = None
     driver: str
-    state: Literal["ok", "unavailable", "starting"]
+    state: Literal["ok", "unavailable", "error", "starting"]
     last_error: str | None = None
 
 

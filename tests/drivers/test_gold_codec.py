@@ -403,3 +403,14 @@ def test_bad_requests_are_protocol_errors() -> None:
 def test_text_fields_longer_than_255_bytes_are_refused() -> None:
     with pytest.raises(ValueError, match="255"):
         encode_reply(IdentifyReply(1, 8, 1024, "菠" * 100, "m", "f"))
+
+
+def test_a_header_needing_more_than_256_chunks_is_a_protocol_error() -> None:
+    # 1,024 points in chunks of 3 passes the driver's size checks but needs 342 chunks, and GET_PROFILE
+    # addresses a chunk with one byte: the header itself is refused, not the 257th request.
+    header = RecordHeader(7, 1, 1_700_000_000, 1024, 3, 65535, 0, "k", "s", "p", "o")
+    cmd, payload = encode_reply(header)
+    with pytest.raises(ProtocolError, match="342 chunks"):
+        decode_reply(cmd, payload)
+    fits = RecordHeader(7, 1, 1_700_000_000, 1024, 4, 65535, 0, "k", "s", "p", "o")  # exactly 256 chunks
+    assert decode_reply(*encode_reply(fits)) == fits

@@ -100,6 +100,21 @@ def read_all_and_check(reader: GoldSerialAnalyzer, sim: GoldSimulator) -> None:
         assert_matches(reader.read_record(n), sim.truth[n])
 
 
+def test_a_profile_in_more_than_256_chunks_is_refused_over_the_pty(sim: GoldSimulator) -> None:
+    """A reader sending 1,024 points in chunks of 3 (342 chunks): a ProtocolError naming the record, never
+    an OverflowError out of the request encoder; the next record still reads once the reader is sane."""
+    reader = GoldSerialAnalyzer(sim.link_path, timeouts=FAST)
+    reader.open()
+    try:
+        sim.firmware.chunk_points = 3
+        with pytest.raises(ProtocolError, match="record 1: 1024 points in chunks of 3"):
+            reader.read_record(1)
+        sim.firmware.chunk_points = 256
+        assert_matches(reader.read_record(2), sim.truth[2])
+    finally:
+        reader.close()
+
+
 # ------------------------------------------------------------------ clean line
 def test_identify_and_read_every_record(sim: GoldSimulator, reader: GoldSerialAnalyzer) -> None:
     reader.session.timeouts = PATIENT
