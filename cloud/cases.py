@@ -344,6 +344,17 @@ def act(
     return updated
 
 
+def assignable(db: sqlite_utils.Database, case: dict[str, Any]) -> list[str]:
+    """Names of the users a case may be assigned to (交办): those of its station or a level above it."""
+    origin = node_by_id(db, int(case["origin_node_id"]))
+    if origin is None:
+        return []
+    rows = db.execute(
+        "SELECT u.name, g.path FROM users u JOIN grid_nodes g ON g.id = u.node_id ORDER BY length(g.path), u.name"
+    ).fetchall()
+    return [str(name) for name, path in rows if origin.path.startswith(str(path))]
+
+
 def _check_assignee(db: sqlite_utils.Database, case: dict[str, Any], assignee: str) -> None:
     """The assignee must be a user responsible for the case's station: its node is the station or above."""
     row = db.execute(

@@ -264,7 +264,10 @@ def import_rows(
 
 _SELECT = (
     "SELECT p.id, p.kind, p.name, p.code, g.code AS village, g.name AS village_name, p.contact, p.phone,"
-    " p.products_json, p.plots_json, p.created_at, p.updated_at FROM producers p"
+    " p.products_json, p.plots_json, p.created_at, p.updated_at,"
+    " (SELECT COUNT(*) FROM samples s WHERE s.producer_id = p.id) AS samples,"
+    " (SELECT COUNT(*) FROM samples s WHERE s.producer_id = p.id AND s.code = s.root_code"
+    " AND s.status = 'held') AS held_batches FROM producers p"
     " JOIN grid_nodes g ON g.id = p.village_node_id"
 )
 
@@ -287,6 +290,8 @@ def _item(row: dict[str, Any], *, reveal_id: bool) -> dict[str, Any]:
         "plots": json.loads(row["plots_json"]),
         "created_at": row["created_at"],
         "updated_at": row["updated_at"],
+        "samples": int(row["samples"]),
+        "held_batches": int(row["held_batches"]),
     }
 
 

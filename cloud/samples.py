@@ -33,9 +33,10 @@ import sqlite_utils
 
 from cloud.auth import User
 from cloud.errors import Invalid, NotFound
+from cloud.grid import node_by_code
 from cloud.producers import id_of_ref, ref_of, scope_path
 from cloud.sqlfilter import subtree_sql
-from kuaijian_schema.wire import SampleRegistration
+from kuaijian_schema.wire import RawSignal, SampleRegistration
 
 GRID_TZ = ZoneInfo("Asia/Shanghai")
 STATUS_LABEL = {
@@ -119,13 +120,15 @@ def root_of(db: sqlite_utils.Database, station: str, code: str) -> str | None:
 
 
 def result_lines(db: sqlite_utils.Database, station: str, code: str) -> list[dict[str, Any]]:
+    """Every result of sample `code` at `station` with values, QC flags and (when the gateway attached the
+    raw signal) `signal`: the profile / absorbance curve reduced to at most 256 points for a plot."""
     cur = db.execute(
-        "SELECT id, analyte, channel, method, verdict, values_json, qc_json, measured_at FROM results"
+        "SELECT id, analyte, channel, method, verdict, values_json, qc_json, measured_at, raw_json FROM results"
         " WHERE station = ? AND sample_id = ? ORDER BY measured_at, seq",
         [station, code],
     )
     out = []
-    for rid, analyte, channel, method, verdict, values, qc, measured in cur.fetchall():
+    for rid, analyte, channel, method, verdict, values, qc, measured, raw in cur.fetchall():
         out.append(
             {
                 "result_id": rid,
@@ -136,9 +139,20 @@ def result_lines(db: sqlite_utils.Database, station: str, code: str) -> list[dic
                 "values": json.loads(values),
                 "qc": json.loads(qc),
                 "measured_at": measured,
+                "signal": _curve(raw),
             }
         )
     return out
+
+
+def _curve(raw_json: str | None) -> list[float] | None:
+    """The plot points of a stored raw signal; None when there is none or it does not decode."""
+    if raw_json is None:
+        return None
+    try:
+        return RawSignal.model_validate_json(raw_json).curve()
+    except ValueError:  # pydantic's ValidationError is a ValueError too
+        return None
 
 
 def decide(db: sqlite_utils.Database, station: str, code: str, now: datetime) -> Decision | None:
@@ -210,6 +224,14 @@ def _sample_item(db: sqlite_utils.Database, row: dict[str, Any], *, lines: bool)
     return item
 
 
+def _under(db: sqlite_utils.Database, user: User, node: str, column: str) -> tuple[str, list[object]]:
+    """The subtree condition of grid node `node` (a code) on `column`; NotFound outside the user's scope."""
+    found = node_by_code(db, node)
+    if found is None or not user.sees(found.path):
+        raise NotFound(f"节点 {node} 不在您的辖区 (grid node not found in your scope)")
+    return subtree_sql(column, found.path)
+
+
 def list_samples(
     db: sqlite_utils.Database,
     user: User,
@@ -217,12 +239,18 @@ def list_samples(
     station: str | None = None,
     producer: str | None = None,
     status: str | None = None,
+    node: str | None = None,
     limit: int = 100,
     offset: int = 0,
 ) -> tuple[int, list[dict[str, Any]]]:
-    """(total, page) of registered samples in the caller's scope, newest first."""
+    """(total, page) of registered samples in the caller's scope (under grid node `node` when given),
+    newest first."""
     clause, params = user.scope_sql("s.node_id")
     where, args = [clause], list(params)
+    if node:
+        sub, sub_params = _under(db, user, node, "s.node_id")
+        where.append(sub)
+        args.extend(sub_params)
     if station:
         where.append("s.station = ?")
         args.append(station)
@@ -280,10 +308,12 @@ def producer_history(db: sqlite_utils.Database, user: User, ref: str) -> dict[st
 
 
 def unregistered_results(
-    db: sqlite_utils.Database, user: User, *, limit: int = 100, offset: int = 0
+    db: sqlite_utils.Database, user: User, *, node: str | None = None, limit: int = 100, offset: int = 0
 ) -> tuple[int, list[dict[str, Any]]]:
     """Results whose sample id names no registration at their station (shown as 未登记), newest first."""
-    clause, params = subtree_sql("r.node_id", user.node_path)
+    clause, params = (
+        subtree_sql("r.node_id", user.node_path) if not node else _under(db, user, node, "r.node_id")
+    )
     w = f"({clause}) AND NOT EXISTS (SELECT 1 FROM samples s WHERE s.station = r.station AND s.code = r.sample_id)"  # noqa: S608
     total = int(db.execute(f"SELECT COUNT(*) FROM results r WHERE {w}", params).fetchone()[0])  # noqa: S608
     cur = db.execute(

@@ -14,10 +14,15 @@ re-serialised model, so no normalisation can break a valid signature.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
 import hmac
 import json
+import math
 import re
+import struct
+import zlib
 from datetime import date, datetime
 from typing import Any, Literal
 from uuid import UUID
@@ -125,6 +130,31 @@ class RawSignal(_Model):
     dtype: Literal["<f4", "<f8", "<u2"]
     shape: tuple[int, ...]
     data: str
+
+    def curve(self, max_points: int = 256, max_values: int = 1 << 20) -> list[float]:
+        """The first row of the signal (a strip's reflectance profile, a channel's absorbance curve) as at
+        most `max_points` values, averaged in equal bins; ValueError when the data does not decode to the
+        declared shape, or declares more than `max_values` values (never inflates more than that)."""
+        count = math.prod(self.shape)
+        if not self.shape or count <= 0 or count > max_values:
+            raise ValueError(f"raw signal shape {self.shape} is empty or too large")
+        code, size = {"<f4": ("f", 4), "<f8": ("d", 8), "<u2": ("H", 2)}[self.dtype]
+        try:
+            packed = zlib.decompressobj().decompress(
+                base64.b64decode(self.data, validate=True), count * size + 1
+            )
+        except (binascii.Error, zlib.error) as exc:
+            raise ValueError(f"raw signal does not decode: {exc}") from exc
+        if len(packed) != count * size:
+            raise ValueError(f"raw signal holds {len(packed)} bytes, shape {self.shape} needs {count * size}")
+        row = self.shape[-1]
+        values = list(struct.unpack(f"<{row}{code}", packed[: row * size]))
+        bins = min(max_points, row)
+        out = []
+        for b in range(bins):
+            chunk = values[b * row // bins : (b + 1) * row // bins]
+            out.append(float(sum(chunk) / len(chunk)))
+        return out
 
 
 class Result(_Model):

@@ -154,7 +154,11 @@ class CaseDetail(CaseOut):
         description="the registered sample: producer, batch, status, and every result line with values and QC flags",
     )
     results: list[dict[str, Any]] = Field(
-        default_factory=list, description="every result of the case's sample at its station (values, qc)"
+        default_factory=list,
+        description="every result of the case's sample at its station (values, qc, signal: raw-signal plot points)",
+    )
+    assignees: list[str] = Field(
+        default_factory=list, description="users the case may be assigned to (its station or a level above)"
     )
 
 

@@ -39,7 +39,17 @@
       assignee: "承办人", feedback: "反馈结果", note: "说明", submit: "提交",
       f_retest_negative: "复检阴性", f_retest_positive: "复检阳性", f_product_held: "产品已封存",
       f_product_destroyed: "产品已销毁", f_lab_confirmed: "实验室确证阳性", f_lab_negative: "实验室确证阴性",
-      case_reason_positive: "阳性结果", case_reason_repeated_suspect: "多次可疑", action_failed: "操作失败"
+      case_reason_positive: "阳性结果", case_reason_repeated_suspect: "多次可疑", action_failed: "操作失败",
+      my_cases: "只看交办给我的案件", samples_title: "样品与批次（上市前检测）", st_all: "全部已登记",
+      st_held: "暂停上市", st_retest: "需复检", st_released: "可上市", st_pending: "待检测",
+      st_unregistered: "未登记的检测", col_code: "样品编号", col_producer: "生产主体", col_batch: "批次",
+      col_time: "时间", col_certificate: "合格证", producers_title: "生产主体", search: "搜索",
+      col_name: "名称", col_kind: "类型", col_village: "村", col_products: "品种", col_samples: "检测样品",
+      col_held: "暂停上市批次", held_title: "暂停上市的批次", history_title: "检测记录", total: "共",
+      unregistered: "未登记", revoked: "已撤销", sample: "样品", batch: "批次", retest_of: "复检自",
+      signal_title: "原始信号", code: "代码", contact: "联系人", phone: "电话", plots: "地块",
+      none_held: "无", "k_企业": "企业", "k_合作社": "合作社", "k_家庭农场": "家庭农场",
+      "k_种养大户": "种养大户", "k_个人": "个人"
     },
     en: {
       title: "Kuaijian · live produce rapid-testing dashboard", live_on: "Live: connected",
@@ -71,13 +81,25 @@
       f_product_held: "product held", f_product_destroyed: "product destroyed",
       f_lab_confirmed: "lab confirmed positive", f_lab_negative: "lab negative",
       case_reason_positive: "positive result", case_reason_repeated_suspect: "repeated suspect",
-      action_failed: "Action failed"
+      action_failed: "Action failed",
+      my_cases: "Only cases assigned to me", samples_title: "Samples and batches (pre-market tests)",
+      st_all: "All registered", st_held: "held", st_retest: "retest required", st_released: "may go to market",
+      st_pending: "pending", st_unregistered: "Unregistered measurements", col_code: "Sample code",
+      col_producer: "Producer", col_batch: "Batch", col_time: "Time", col_certificate: "Certificate",
+      producers_title: "Producers", search: "Search", col_name: "Name", col_kind: "Type",
+      col_village: "Village", col_products: "Products", col_samples: "Samples", col_held: "Held batches",
+      held_title: "Held batches", history_title: "Test history", total: "total", unregistered: "unregistered",
+      revoked: "revoked", sample: "Sample", batch: "batch", retest_of: "retest of", signal_title: "Raw signal",
+      code: "Code", contact: "Contact", phone: "Phone", plots: "Plots", none_held: "none",
+      "k_企业": "enterprise", "k_合作社": "cooperative", "k_家庭农场": "family farm",
+      "k_种养大户": "large grower", "k_个人": "individual"
     }
   };
 
   var state = {
     lang: "zh", token: null, node: null, data: null, source: null, refreshTimer: null, fresh: false,
-    ranking: null, rankLevelChosen: false, caseId: null, caseDoc: null
+    ranking: null, rankLevelChosen: false, caseId: null, caseDoc: null,
+    samples: null, producers: null, producerDoc: null, mine: null
   };
 
   function $(id) { return document.getElementById(id); }
@@ -115,6 +137,10 @@
     if (state.data) { render(state.data); }
     if (state.ranking) { renderRanking(state.ranking); }
     if (state.caseDoc) { renderCase(state.caseDoc); }
+    if (state.samples) { renderSamples(state.samples); }
+    if (state.producers) { renderProducers(state.producers); }
+    if (state.producerDoc) { renderProducer(state.producerDoc); }
+    if (state.mine) { renderCases(state.mine); }
     var items = $("feed").children;
     for (var j = 0; j < items.length; j++) { relabelFeedItem(items[j]); }
   }
@@ -173,6 +199,9 @@
       $("who").textContent = doc.user ? doc.user : "";
       render(doc);
       loadRanking();
+      loadSamples();
+      loadProducers();
+      if ($("cases-mine").checked) { loadMine(); }
       if (first || state.source === null) { renderFeed(doc.recent || []); openLive(doc.cursor); }
     }).catch(function (e) { if (window.console) { console.warn("overview failed", e); } });
   }
@@ -303,7 +332,7 @@
     $("window").textContent = d.window.from.slice(0, 10) + " – " + d.window.to.slice(0, 10);
     renderGrid(d.children);
     renderStations(d.stations);
-    renderCases(d.cases);
+    if (!$("cases-mine").checked) { renderCases(d.cases); }
     barChart($("chart-rate"), d.by_analyte);
     dailyChart($("chart-daily"), d.per_day);
   }
@@ -405,9 +434,10 @@
       (c.assignee ? " · " + t("assignee") + ": " + c.assignee : "");
     var smp = c.sample;
     $("case-sample").textContent = smp
-      ? "样品 Sample " + smp.code + " · " + smp.producer_name + " · " + smp.product + " · 批次 " + smp.batch +
-        " · " + smp.quantity_kg + " kg · " + smp.status_label
-      : "未登记 (unregistered sample)";
+      ? t("sample") + " " + smp.code + " · " + t("col_producer") + " " + smp.producer_name + " · " + smp.product +
+        " · " + t("batch") + " " + smp.batch + " · " + smp.quantity_kg + " kg · " + label("st_", smp.status) +
+        (smp.retest_of ? " · " + t("retest_of") + " " + smp.retest_of : "")
+      : t("unregistered");
     var lines = $("case-lines");
     clear(lines);
     (c.results || []).forEach(function (r) {
@@ -417,6 +447,20 @@
         (r.qc.length ? " · QC: " + r.qc.join(", ") : "");
       lines.appendChild(li);
     });
+    var plots = $("case-signals");
+    clear(plots);
+    (c.results || []).forEach(function (r) {
+      if (r.signal && r.signal.length > 1) {
+        plots.appendChild(signalPlot(r.analyte + " #" + r.channel + " · " + label("v_", r.verdict), r.signal));
+      }
+    });
+    var pick = $("case-assignee");
+    var chosen = pick.value;
+    clear(pick);
+    (c.assignees || []).forEach(function (name) {
+      var o = el("option", null, name); o.value = name; pick.appendChild(o);
+    });
+    if (chosen) { pick.value = chosen; }
     var ol = $("case-actions");
     clear(ol);
     c.actions.forEach(function (a) {
@@ -439,7 +483,7 @@
     ev.preventDefault();
     if (state.caseId === null) { return; }
     var body = { action: $("case-action").value, note: $("case-note").value.trim() || null };
-    if (body.action === "assign") { body.assignee = $("case-assignee").value.trim() || null; }
+    if (body.action === "assign") { body.assignee = $("case-assignee").value || null; }
     if (body.action === "feedback") { body.feedback = $("case-feedback").value; }
     $("case-error").textContent = "";
     fetch(API + "/cases/" + encodeURIComponent(state.caseId) + "/actions", {
@@ -452,10 +496,170 @@
         return doc;
       });
     }).then(function (doc) {
-      $("case-note").value = ""; $("case-assignee").value = "";
+      $("case-note").value = "";
       renderCase(doc);
       refresh();
     }).catch(function (e) { $("case-error").textContent = t("action_failed") + ": " + e.message; });
+  }
+
+  /* ---------- my cases, samples and batches, producers ---------- */
+  function nodeQuery(forProducers) {
+    var d = state.data;
+    if (!d || !d.node || !d.node.id) { return ""; }
+    var code = d.node.id;
+    if (forProducers && d.node.level === "station" && d.path && d.path.length > 1) {
+      code = d.path[d.path.length - 2].id;  // a station's producers are those of its village
+    }
+    return "&node=" + encodeURIComponent(code);
+  }
+  function loadMine() {
+    api(API + "/cases?mine=true&limit=200").then(function (doc) {
+      state.mine = doc.items; renderCases(doc.items);
+    }).catch(function (e) { if (window.console) { console.warn("my cases failed", e); } });
+  }
+  function toggleMine() {
+    if ($("cases-mine").checked) { loadMine(); } else { state.mine = null; if (state.data) { renderCases(state.data.cases); } }
+  }
+  function certCell(tr, number, revokedAt) {
+    var td = el("td");
+    if (number) {
+      var a = el("a", revokedAt ? "revoked" : "cert", number + (revokedAt ? " (" + t("revoked") + ")" : ""));
+      a.href = "/verify/" + encodeURIComponent(number); a.target = "_blank"; a.rel = "noopener";
+      td.appendChild(a);
+    } else { td.textContent = "–"; }
+    tr.appendChild(td);
+  }
+  function statusCell(tr, status) {
+    var td = el("td"); td.appendChild(el("span", "status " + status, label("st_", status))); tr.appendChild(td);
+  }
+  function loadSamples() {
+    if (!state.token || !state.data) { return; }
+    var st = $("samples-status").value;
+    var url = st === "unregistered" ? API + "/samples/unregistered?limit=100" :
+      API + "/samples?limit=100" + (st ? "&status=" + encodeURIComponent(st) : "");
+    api(url + nodeQuery(false)).then(function (doc) {
+      doc.unregistered = st === "unregistered"; state.samples = doc; renderSamples(doc);
+    }).catch(function (e) { if (window.console) { console.warn("samples failed", e); } });
+  }
+  function renderSamples(doc) {
+    var tbody = $("samples-table").querySelector("tbody");
+    clear(tbody);
+    $("samples-total").textContent = t("total") + " " + doc.total;
+    if (!doc.items.length) {
+      var tr0 = el("tr"); var td0 = el("td", "muted", t("no_data")); td0.colSpan = 8;
+      tr0.appendChild(td0); tbody.appendChild(tr0); return;
+    }
+    doc.items.forEach(function (s) {
+      var tr = el("tr");
+      if (doc.unregistered) {
+        tr.setAttribute("data-result", s.id);
+        tr.appendChild(el("td", null, s.sample_id));
+        tr.appendChild(el("td", null, s.station));
+        tr.appendChild(el("td", "muted", t("unregistered")));
+        tr.appendChild(el("td", null, s.product + " · " + s.analyte));
+        tr.appendChild(el("td", null, "–"));
+        tr.appendChild(el("td", null, fmtTime(s.measured_at)));
+        tr.appendChild(el("td", null, label("v_", s.verdict)));
+        tr.appendChild(el("td", null, "–"));
+      } else {
+        tr.setAttribute("data-sample", s.code);
+        tr.setAttribute("data-status", s.status);
+        tr.appendChild(el("td", null, s.code + (s.retest_of ? " ← " + s.retest_of : "")));
+        tr.appendChild(el("td", null, s.station));
+        var p = el("td"); var a = el("a", "producer-link", s.producer_name);
+        a.addEventListener("click", function () { openProducer(s.producer); });
+        p.appendChild(a); tr.appendChild(p);
+        tr.appendChild(el("td", null, s.product));
+        tr.appendChild(el("td", null, s.batch + " · " + s.quantity_kg + " kg"));
+        tr.appendChild(el("td", null, fmtTime(s.registered_at)));
+        statusCell(tr, s.status);
+        certCell(tr, s.certificate, s.certificate_revoked_at);
+      }
+      tbody.appendChild(tr);
+    });
+  }
+  function loadProducers() {
+    if (!state.token || !state.data) { return; }
+    var q = $("producers-q").value.trim();
+    api(API + "/producers?limit=200" + (q ? "&q=" + encodeURIComponent(q) : "") +
+        nodeQuery(true).replace("&node=", "&village=")).then(function (doc) {
+      state.producers = doc; renderProducers(doc);
+    }).catch(function (e) { if (window.console) { console.warn("producers failed", e); } });
+  }
+  function renderProducers(doc) {
+    var tbody = $("producers-table").querySelector("tbody");
+    clear(tbody);
+    $("producers-total").textContent = t("total") + " " + doc.total;
+    if (!doc.items.length) {
+      var tr0 = el("tr"); var td0 = el("td", "muted", t("no_data")); td0.colSpan = 6;
+      tr0.appendChild(td0); tbody.appendChild(tr0); return;
+    }
+    doc.items.forEach(function (p) {
+      var tr = el("tr", "drill" + (p.held_batches ? " held" : ""));
+      tr.setAttribute("data-producer", p.ref);
+      tr.appendChild(el("td", null, p.name));
+      tr.appendChild(el("td", null, label("k_", p.kind)));
+      tr.appendChild(el("td", null, p.village_name));
+      tr.appendChild(el("td", null, p.products.join("、")));
+      tr.appendChild(el("td", "num", p.samples));
+      tr.appendChild(el("td", "num", p.held_batches));
+      tr.addEventListener("click", function () { openProducer(p.ref); });
+      tbody.appendChild(tr);
+    });
+  }
+  function openProducer(ref) {
+    Promise.all([api(API + "/producers/" + encodeURIComponent(ref)),
+                 api(API + "/producers/" + encodeURIComponent(ref) + "/history")]).then(function (both) {
+      renderProducer({ producer: both[0], history: both[1] });
+      $("producer-panel").scrollIntoView();
+    }).catch(function (e) { if (window.console) { console.warn("producer failed", e); } });
+  }
+  function renderProducer(doc) {
+    state.producerDoc = doc;
+    var p = doc.producer, h = doc.history;
+    $("producer-panel").classList.remove("hidden");
+    $("producer-panel").setAttribute("data-producer", p.ref);
+    $("producer-title").textContent = p.name + "（" + label("k_", p.kind) + "）";
+    $("producer-info").textContent = t("code") + " " + p.code + " · " + t("col_village") + " " + p.village_name +
+      " · " + t("contact") + " " + (p.contact || "–") + " " + (p.phone || "") + " · " + t("col_products") + " " +
+      (p.products.join("、") || "–") + " · " + t("plots") + " " + (p.plots.join("、") || "–");
+    var held = $("producer-held");
+    clear(held);
+    if (!h.held_batches.length) { held.appendChild(el("li", "muted", t("none_held"))); }
+    h.held_batches.forEach(function (s) {
+      var li = el("li", "held");
+      li.setAttribute("data-sample", s.code);
+      li.textContent = s.code + " · " + s.product + " · " + t("batch") + " " + s.batch + " · " + s.quantity_kg +
+        " kg · " + label("st_", s.status);
+      held.appendChild(li);
+    });
+    var tbody = $("producer-history").querySelector("tbody");
+    clear(tbody);
+    h.samples.forEach(function (s) {
+      var tr = el("tr");
+      tr.setAttribute("data-sample", s.code);
+      tr.appendChild(el("td", null, s.code + (s.retest_of ? " ← " + s.retest_of : "")));
+      tr.appendChild(el("td", null, s.product));
+      tr.appendChild(el("td", null, s.batch));
+      tr.appendChild(el("td", null, fmtTime(s.registered_at)));
+      statusCell(tr, s.status);
+      certCell(tr, s.certificate, s.certificate_revoked_at);
+      tbody.appendChild(tr);
+    });
+  }
+  function signalPlot(title, values) {
+    var box = el("figure", "signal");
+    box.appendChild(el("figcaption", null, t("signal_title") + " · " + title));
+    var w = 320, h = 90;
+    var lo = Math.min.apply(null, values), hi = Math.max.apply(null, values);
+    var span = hi - lo || 1;
+    var pts = values.map(function (v, i) {
+      return (i * w / (values.length - 1)).toFixed(1) + "," + (h - 4 - (v - lo) * (h - 8) / span).toFixed(1);
+    }).join(" ");
+    var root = svg("svg", { viewBox: "0 0 " + w + " " + h, role: "img", "aria-label": t("signal_title") });
+    root.appendChild(svg("polyline", { points: pts, "class": "trace" }));
+    box.appendChild(root);
+    return box;
   }
 
   /* ---------- charts (inline SVG, drawn here) ---------- */
@@ -529,6 +733,12 @@
     $("rank-period").addEventListener("change", loadRanking);
     $("rank-csv").addEventListener("click", downloadRankingCsv);
     $("case-action").addEventListener("change", syncCaseForm);
+    $("cases-mine").addEventListener("change", toggleMine);
+    $("samples-status").addEventListener("change", loadSamples);
+    $("producers-q").addEventListener("change", loadProducers);
+    $("producer-close-panel").addEventListener("click", function () {
+      state.producerDoc = null; $("producer-panel").classList.add("hidden");
+    });
     $("case-form").addEventListener("submit", submitCase);
     $("case-close-panel").addEventListener("click", function () {
       state.caseId = null; $("case-panel").classList.add("hidden");

@@ -20,7 +20,14 @@ def _detail(db: DbDep, case: dict[str, Any], actions: list[dict[str, Any]]) -> C
     node_code = db.execute("SELECT code FROM grid_nodes WHERE id = ?", [case["node_id"]]).fetchone()[0]
     sample, lines = cases.case_sample(db, case)
     return CaseDetail.model_validate(
-        {**case, "node_code": node_code, "actions": actions, "sample": sample, "results": lines}
+        {
+            **case,
+            "node_code": node_code,
+            "actions": actions,
+            "sample": sample,
+            "results": lines,
+            "assignees": cases.assignable(db, case),
+        }
     )
 
 

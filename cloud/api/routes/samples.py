@@ -31,18 +31,31 @@ def list_samples(
     station: Annotated[str | None, Query(max_length=64)] = None,
     producer: Annotated[str | None, Query(max_length=16, description="producer reference P…")] = None,
     status: Literal["pending", "released", "held", "retest"] | None = None,
+    node: Annotated[str | None, Query(max_length=64, description="grid node code: samples under it")] = None,
 ) -> dict[str, Any]:
     """Registered samples in scope with their batch status (可上市/暂停上市/需复检/待检测) and certificate."""
     total, items = samples.list_samples(
-        db, user, station=station, producer=producer, status=status, limit=page.limit, offset=page.offset
+        db,
+        user,
+        station=station,
+        producer=producer,
+        status=status,
+        node=node,
+        limit=page.limit,
+        offset=page.offset,
     )
     return {"total": total, "limit": page.limit, "offset": page.offset, "items": items}
 
 
 @router.get("/api/samples/unregistered")
-def unregistered(db: DbDep, user: CurrentUserDep, page: PageDep) -> dict[str, Any]:
+def unregistered(
+    db: DbDep,
+    user: CurrentUserDep,
+    page: PageDep,
+    node: Annotated[str | None, Query(max_length=64, description="grid node code: results under it")] = None,
+) -> dict[str, Any]:
     """Measurements whose sample id names no registration (未登记): delivered and kept, never dropped."""
-    total, items = samples.unregistered_results(db, user, limit=page.limit, offset=page.offset)
+    total, items = samples.unregistered_results(db, user, node=node, limit=page.limit, offset=page.offset)
     return {"total": total, "limit": page.limit, "offset": page.offset, "items": items}
 
 
