@@ -2,7 +2,7 @@
 
 Does: parse arguments, configure logging, run the service until SIGTERM/SIGINT, and inspect a station's
 outbox. Exit codes: 0 ok, 1 runtime failure (outbox failed while running), 2 invalid config,
-3 outbox corrupt (moved aside; see the message).
+3 outbox corrupt (moved aside; see the message), 4 another `gateway run` holds the data dir.
 
 Does not: import heavy dependencies at module import (they are imported inside the verbs).
 """
@@ -94,7 +94,7 @@ def _err(msg: str) -> None:
 def _run(args: argparse.Namespace) -> int:
     """Run the gateway: read the instruments, store results in the outbox, deliver them over MQTT."""
     from gateway.config import load_config
-    from gateway.errors import ConfigError, GatewayError, OutboxCorrupt
+    from gateway.errors import ConfigError, DataDirLocked, GatewayError, OutboxCorrupt
     from gateway.service import GatewayService
 
     logging.basicConfig(
@@ -122,6 +122,9 @@ def _run(args: argparse.Namespace) -> int:
     except OutboxCorrupt as exc:
         _err(str(exc))
         return 3
+    except DataDirLocked as exc:
+        _err(str(exc))
+        return 4
     except GatewayError as exc:
         _err(str(exc))
         service.stop()

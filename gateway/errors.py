@@ -5,6 +5,7 @@
     ├── OutboxError          the SQLite outbox failed
     │   ├── OutboxCorrupt    integrity check failed / not a database; the file was moved aside, not replaced
     │   └── OutboxFull       disk or database full (SQLITE_FULL): nothing was written, retry later
+    ├── DataDirLocked        another `gateway run` holds the data dir's lock (its PID in the message)
     ├── RegistrationError    a sample registration is refused (unknown producer, bad field); nothing stored
     │   └── DuplicateCode    the sample code is already registered at this station
     └── LinkError            the MQTT link cannot be set up (bad broker URL, unreadable TLS/credential files)
@@ -40,6 +41,14 @@ class OutboxCorrupt(OutboxError):
 
 class OutboxFull(OutboxError):
     """The disk (or the configured outbox size cap) is full; the transaction was rolled back."""
+
+
+class DataDirLocked(GatewayError):
+    """Another gateway process holds the data directory's lock; `holder_pid` when it could be read."""
+
+    def __init__(self, message: str, holder_pid: int | None = None) -> None:
+        super().__init__(message)
+        self.holder_pid = holder_pid
 
 
 class RegistrationError(GatewayError):

@@ -1,6 +1,7 @@
 """The station gateway service: wires config, outbox, specs, instrument workers and the MQTT link.
 
-Does: open the outbox (integrity check, migrations), restore the last pushed config from it (else the
+Does: take the data dir's exclusive lock (`gateway.lock`: a second `gateway run` on the same data dir is
+refused with `DataDirLocked`), open the outbox (integrity check, migrations), restore the last pushed config from it (else the
 built-in defaults), build one supervised `InstrumentWorker` per enabled instrument, start the `Link`
 (which connects in the background: the station measures and stores fully offline), apply config pushes
 atomically (stored with its version in the outbox first, then swapped in for the workers), and report a
@@ -28,6 +29,7 @@ from gateway.config import GatewayConfig, InstrumentConfig
 from gateway.errors import ConfigError, GatewayError
 from gateway.interpret import ENZYME_ALGORITHM, GOLD_ALGORITHM
 from gateway.link import Link
+from gateway.lock import DataDirLock
 from gateway.outbox import Enqueued, Outbox
 from gateway.pipeline import Interpreter, SpecBook, SpecHolder
 from gateway.samples import SampleDesk
@@ -72,11 +74,24 @@ class GatewayService:
         self.samples: SampleDesk | None = None
         self.web: WebServer | None = None
         self._config_lock = threading.Lock()
+        self._dir_lock: DataDirLock | None = None
 
     def start(self) -> None:
+        """Start everything; raises `DataDirLocked` when another gateway runs on the same data dir."""
         cfg = self.config
         key = cfg.station_key()
-        cfg.data_dir.mkdir(parents=True, exist_ok=True)
+        cfg.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self._dir_lock = DataDirLock.acquire(cfg.data_dir)
+        try:
+            self._start(key)
+        except BaseException:
+            if self.outbox is None:  # nothing else started: give the data dir back at once
+                self._dir_lock.release()
+                self._dir_lock = None
+            raise
+
+    def _start(self, key: bytes) -> None:
+        cfg = self.config
         max_bytes = None if cfg.storage.max_db_mb is None else int(cfg.storage.max_db_mb * 1024 * 1024)
         factories = [(inst, analyzer_factory(inst)) for inst in cfg.instruments]
         outbox = Outbox.open(cfg.db_path, max_db_bytes=max_bytes)
@@ -161,6 +176,9 @@ class GatewayService:
         if self.outbox is not None:
             self.outbox.close()
             self.outbox = None
+        if self._dir_lock is not None:
+            self._dir_lock.release()
+            self._dir_lock = None
 
     # ------------------------------------------------------------------ config
     def _restore_config(self, outbox: Outbox) -> None:
