@@ -1,6 +1,8 @@
 """`kuaijian gateway scan`: find the analyzers attached to this station.
 
-Does: list serial ports (pyserial's `serial.tools.list_ports` plus every `--serial PATH`), probe each
+Does: list serial ports (pyserial's `serial.tools.list_ports` — without the on-board UARTs /dev/ttyS*, which
+are consoles, modems or nothing at all on most station PCs, unless `--builtin-ports` — plus every
+`--serial PATH`), probe each
 with every registered family's serial probe (`drivers.registry`, in its order: gold-serial, Modbus RTU,
 …), probe each `--modbus HOST[:PORT]` given with the families' TCP probes, all in parallel with short per-endpoint timeouts; print a table of what answered and a TOML snippet for
 `[[instruments]]` in the station config (or JSON with `--json`).
@@ -26,6 +28,7 @@ from drivers.readings import DeviceInfo
 from drivers.registry import Probed, ProbeOptions
 
 BY_ID_DIR = Path("/dev/serial/by-id")
+BUILTIN_UART = re.compile(r"^/dev/ttyS\d+$")  # on-board 8250/16550 UARTs: probed only when asked
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -52,6 +55,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="probe this Modbus TCP endpoint (repeatable; port default 502)",
     )
     p.add_argument("--no-system-ports", action="store_true", help="skip the ports pyserial lists")
+    p.add_argument(
+        "--builtin-ports",
+        action="store_true",
+        help="also probe the on-board UARTs /dev/ttyS* pyserial lists (skipped by default: often a console)",
+    )
     p.add_argument("--unit", type=int, default=1, help="Modbus unit id to probe (default 1)")
     p.add_argument("--baudrate", type=int, default=19200, help="Modbus RTU baud rate (default 19200)")
     p.add_argument(
@@ -101,10 +109,13 @@ def parse_modbus_endpoint(text: str) -> tuple[str, int]:
     return host, number
 
 
-def system_serial_ports() -> list[str]:
+def system_serial_ports(*, builtin: bool = False) -> list[str]:
+    """Serial ports pyserial lists; the on-board UARTs (/dev/ttyS*) only with `builtin` (writing probe
+    bytes to a serial console or a modem is not harmless, and analyzers sit on USB adapters)."""
     from serial.tools import list_ports
 
-    return sorted({p.device for p in list_ports.comports()})
+    ports = {p.device for p in list_ports.comports()}
+    return sorted(p for p in ports if builtin or not BUILTIN_UART.match(p))
 
 
 def stable_names() -> dict[str, str]:
@@ -248,7 +259,7 @@ def _run(args: argparse.Namespace) -> int:
     except ValueError as exc:
         print(f"kuaijian gateway scan: {exc}", flush=True)
         return 2
-    ports = [] if args.no_system_ports else system_serial_ports()
+    ports = [] if args.no_system_ports else system_serial_ports(builtin=args.builtin_ports)
     paths = [*ports, *args.serial]
     found, missing = scan(paths, modbus, unit=args.unit, baudrate=args.baudrate, timeout=args.timeout)
     if args.json:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import tomllib
 import tty
 from collections.abc import Iterator
@@ -125,3 +126,25 @@ def test_parse_modbus_endpoint() -> None:
     for bad in ("10.0.0.0/8", "10.0.0.*", "a,b", "", "h:0"):
         with pytest.raises(ValueError, match=r"never scanned|out of range"):
             parse_modbus_endpoint(bad)
+
+
+def test_onboard_uarts_are_probed_only_when_asked(
+    empty_pty: str, capsys: pytest.CaptureFixture[str], quiet_pymodbus_restored: None
+) -> None:
+    """/dev/ttyS0 (a console or modem on most PCs) is not probed by a plain scan; `--builtin-ports` or
+    `--serial /dev/ttyS0` probes it."""
+    from serial.tools import list_ports
+
+    uarts = sorted(p.device for p in list_ports.comports() if re.fullmatch(r"/dev/ttyS\d+", p.device))
+    if not uarts:
+        pytest.skip("pyserial lists no on-board UART on this machine")
+    argv = ["gateway", "scan", "--json", "--timeout", "0.1", "--serial", empty_pty]
+    main(argv)
+    probed = set(json.loads(capsys.readouterr().out)["not_found"])
+    assert f"serial:{empty_pty}" in probed
+    assert not probed & {f"serial:{u}" for u in uarts}, f"a plain scan probed {probed}"
+    main([*argv, "--builtin-ports"])
+    probed = set(json.loads(capsys.readouterr().out)["not_found"])
+    assert {f"serial:{u}" for u in uarts} <= probed
+    main(["gateway", "scan", "--json", "--timeout", "0.1", "--no-system-ports", "--serial", uarts[0]])
+    assert set(json.loads(capsys.readouterr().out)["not_found"]) == {f"serial:{uarts[0]}"}
