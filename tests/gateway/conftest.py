@@ -39,12 +39,15 @@ def write_station(
     link: dict[str, Any] | None = None,
     acquisition: dict[str, Any] | None = None,
     storage: dict[str, Any] | None = None,
+    web: dict[str, Any] | None = None,
+    station: str = STATION,
+    key: str = KEY,
 ) -> Path:
     """Write a station TOML with fast timings for tests; returns its path."""
     lines = [
         "[station]",
-        f'id = "{STATION}"',
-        f'key = "{KEY}"',
+        f'id = "{station}"',
+        f'key = "{key}"',
         'data_dir = "data"',
         "",
         "[mqtt]",
@@ -64,6 +67,8 @@ def write_station(
     lines += [f"{k} = {_toml_value(v)}" for k, v in acq.items()]
     if storage:
         lines += ["", "[storage]"] + [f"{k} = {_toml_value(v)}" for k, v in storage.items()]
+    if web:
+        lines += ["", "[web]"] + [f"{k} = {_toml_value(v)}" for k, v in web.items()]
     for inst in instruments:
         lines += ["", "[[instruments]]"]
         timeouts = inst.get("timeouts", {"reconnect_initial_s": 0.05, "reconnect_max_s": 0.2})
