@@ -10,7 +10,7 @@ from enum import IntEnum, IntFlag
 from typing import Final
 
 GOLD_ALGORITHM: Final = "gold/1.0"
-ENZYME_ALGORITHM: Final = "enzyme/1.0"
+ENZYME_ALGORITHM: Final = "enzyme/1.1"
 
 
 class Verdict(IntEnum):
@@ -49,9 +49,17 @@ class EnzymeFlag(IntFlag):
     CONTROL_WEAK = 2  # control ΔA below min_control_delta → whole run invalid
     CONTROL_FALLING = 4  # control absorbance falls → whole run invalid
     FALLING = 8  # this channel's absorbance falls by more than fall_tolerance → invalid
+    NOT_FINITE = 16  # this channel's record holds NaN/inf (or overflows) → this channel invalid
+    CONTROL_NOT_FINITE = 32  # the control channel's record holds NaN/inf → whole run invalid
 
 
-ENZYME_INVALIDATING: Final = EnzymeFlag.CONTROL_WEAK | EnzymeFlag.CONTROL_FALLING | EnzymeFlag.FALLING
+ENZYME_INVALIDATING: Final = (
+    EnzymeFlag.CONTROL_WEAK
+    | EnzymeFlag.CONTROL_FALLING
+    | EnzymeFlag.FALLING
+    | EnzymeFlag.NOT_FINITE
+    | EnzymeFlag.CONTROL_NOT_FINITE
+)
 
 
 def flag_names(kind: type[GoldFlag] | type[EnzymeFlag], value: int) -> tuple[str, ...]:

@@ -7,6 +7,9 @@ Algorithm (GB/T 5009.199-2003 / NY/T 448 style):
 3. inhibition % = (ΔA_control − ΔA_sample) / ΔA_control × 100, clamped to [0, 100].
 4. Validity: ΔA_control < min_control_delta → CONTROL_WEAK; ΔA_control < −fall_tolerance →
    CONTROL_FALLING (either invalidates the whole run); a sample with ΔA < −fall_tolerance → FALLING.
+   A record holding NaN/inf anywhere (or overflowing the slope) makes only that cell invalid:
+   NOT_FINITE on a sample channel, CONTROL_NOT_FINITE on every channel of a run whose control is
+   not finite. The rest of the batch is interpreted as if that cell were not there.
 5. Verdict: inhibition ≥ positive_pct → positive; ≥ suspect_low_pct → suspect; else negative.
    The control channel's own cell carries the CONTROL_CHANNEL flag, inhibition 0 and verdict negative
    (invalid when the run is); publishers skip it.
@@ -44,7 +47,7 @@ class KineticsResults:
     control: npt.NDArray[np.intp]  # (R,) control channel per run
     delta_a: F64  # (R, C) ΔA over the detection window
     delta_a_control: F64  # (R,)
-    inhibition: F64  # (R, C) %, clamped to [0, 100]; NaN when ΔA_control ≤ 0
+    inhibition: F64  # (R, C) %, clamped to [0, 100]; NaN when ΔA_control ≤ 0 or not finite
     verdict: npt.NDArray[np.int8]  # (R, C) `Verdict` codes
     flags: npt.NDArray[np.uint8]  # (R, C) `EnzymeFlag` bits
 
@@ -119,7 +122,8 @@ def interpret_kinetics(
     """
     t = _float_array("times_s", times_s, 1, "(T,) seconds")
     # absorbance is checked for NaN/inf through the slopes below (NaN·0 = NaN, so a non-finite value
-    # anywhere in a channel's record makes its ΔA non-finite): no separate pass over the input
+    # anywhere in a channel's record makes its ΔA non-finite): no separate pass over the input, and a
+    # bad record invalidates its own cell (or run, for the control), never the batch
     a = _float_array("absorbance", absorbance, 3, "(R, C, T)", check_finite=False)
     r_n, c_n, t_n = a.shape
     if t_n != t.shape[0]:
@@ -153,13 +157,14 @@ def interpret_kinetics(
     weights = np.zeros(t_n)
     weights[win] = dt * (span / float(dt @ dt))
     flat = a.reshape(r_n * c_n, t_n)
-    with np.errstate(invalid="ignore", over="ignore"):  # non-finite input is reported just below
+    with np.errstate(invalid="ignore", over="ignore"):  # non-finite records are flagged just below
         delta = (flat @ weights.astype(flat.dtype, copy=False)).astype(np.float64).reshape(r_n, c_n)
-    if not np.isfinite(delta).all():
-        _raise_not_finite("absorbance", a)
+    bad = ~np.isfinite(delta)
+    delta[bad] = np.nan  # ±inf (overflow) reads as "no value" like NaN
 
     runs = np.arange(r_n)
     dac = delta[runs, ctrl]
+    ctrl_bad = bad[runs, ctrl]
     with np.errstate(divide="ignore", invalid="ignore"):
         inh = np.where(dac[:, None] > 0, (dac[:, None] - delta) / dac[:, None] * 100.0, np.nan)
     np.clip(inh, 0.0, 100.0, out=inh)
@@ -167,20 +172,26 @@ def interpret_kinetics(
     is_ctrl[runs, ctrl] = True
     inh[is_ctrl] = np.where(dac > 0, 0.0, np.nan)
 
-    ctrl_falling = dac < -spec.fall_tolerance
-    ctrl_weak = ~ctrl_falling & (dac < spec.min_control_delta)
+    with np.errstate(invalid="ignore"):
+        ctrl_falling = dac < -spec.fall_tolerance
+        ctrl_weak = ~ctrl_falling & (dac < spec.min_control_delta)
+        sample_falling = ~is_ctrl & (delta < -spec.fall_tolerance)
     run_flags = (
-        ctrl_weak * int(EnzymeFlag.CONTROL_WEAK) | ctrl_falling * int(EnzymeFlag.CONTROL_FALLING)
+        ctrl_weak * int(EnzymeFlag.CONTROL_WEAK)
+        | ctrl_falling * int(EnzymeFlag.CONTROL_FALLING)
+        | ctrl_bad * int(EnzymeFlag.CONTROL_NOT_FINITE)
     ).astype(np.uint8)
     flags = np.broadcast_to(run_flags[:, None], (r_n, c_n)).copy()
     flags |= (is_ctrl * int(EnzymeFlag.CONTROL_CHANNEL)).astype(np.uint8)
-    flags |= ((~is_ctrl & (delta < -spec.fall_tolerance)) * int(EnzymeFlag.FALLING)).astype(np.uint8)
+    flags |= (sample_falling * int(EnzymeFlag.FALLING)).astype(np.uint8)
+    flags |= ((~is_ctrl & bad) * int(EnzymeFlag.NOT_FINITE)).astype(np.uint8)
 
-    verdict = np.where(
-        inh >= spec.positive_pct,
-        Verdict.POSITIVE,
-        np.where(inh >= spec.suspect_low_pct, Verdict.SUSPECT, Verdict.NEGATIVE),
-    ).astype(np.int8)
+    with np.errstate(invalid="ignore"):
+        verdict = np.where(
+            inh >= spec.positive_pct,
+            Verdict.POSITIVE,
+            np.where(inh >= spec.suspect_low_pct, Verdict.SUSPECT, Verdict.NEGATIVE),
+        ).astype(np.int8)
     verdict[is_ctrl] = Verdict.NEGATIVE
     verdict[(flags & int(ENZYME_INVALIDATING)) != 0] = Verdict.INVALID
     return KineticsResults(

@@ -1,7 +1,7 @@
 """Exceptions of the interpretation core.
 
     InterpretError
-    └── InputError              the arrays are unusable: wrong type/dtype/shape, empty, NaN/inf,
+    └── InputError              the arrays are unusable: wrong type/dtype/shape, empty, NaN/inf (not in absorbance: a flag),
         │                       values out of the physical range, bad control indices
         └── SpecMismatchError   the spec does not fit the data (profile length ≠ spec.length,
                                 detection window without enough samples, lines off the profile)
