@@ -7,6 +7,11 @@ message names the offending key (e.g. ``instruments[1].port: Field required``).
 The `[[instruments]]` tables are the driver families' own models, read from `drivers.registry`
 (a new analyzer family adds its keys there, not here).
 
+Secrets on disk: `load_config` logs a warning (logger `gateway.config`) when the station TOML holds the
+station key or the broker password and others can read it, or when a `key_file`, `password_file` or TLS
+`key_file` it names is readable by others — the station key signs results, the password is the station's
+broker identity. It warns and goes on: refusing to start would stop a station's measurements over a mode bit.
+
 Does not: open devices, databases or sockets. Interpretation specs (kits, enzyme profiles) are NOT here:
 they come from the built-in defaults (`gateway.defaults`) and the cloud's retained config push.
 
@@ -15,7 +20,9 @@ Every key is documented in docs/config.md (section "Station gateway").
 
 from __future__ import annotations
 
+import logging
 import re
+import stat
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeAlias
@@ -29,6 +36,8 @@ from gateway.errors import ConfigError
 from kuaijian_schema.wire import STATION_PATTERN
 
 HEX_KEY_PATTERN = r"^(?:[0-9a-fA-F]{2}){16,}$"
+
+log = logging.getLogger("gateway.config")
 
 
 class _Strict(BaseModel):
@@ -284,4 +293,40 @@ def load_config(path: Path) -> GatewayConfig:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc}") from exc
-    return parse_config(doc, base_dir=path.resolve().parent, source=str(path))
+    config = parse_config(doc, base_dir=path.resolve().parent, source=str(path))
+    for warning in secret_warnings(path, config):
+        log.warning("%s", warning)
+    return config
+
+
+def _others_can_read(path: Path) -> bool:
+    try:
+        return bool(path.stat().st_mode & stat.S_IROTH)
+    except OSError:
+        return False  # missing/unreadable files are reported where they are read
+
+
+def secret_warnings(path: Path, config: GatewayConfig) -> list[str]:
+    """Warnings about secrets that other local users can read: the TOML itself when it holds the station key
+    or the broker password, and every key / password file it names (Chinese first, then English)."""
+    out: list[str] = []
+    inline = [
+        k for k, v in (("station.key", config.station.key), ("mqtt.password", config.mqtt.password)) if v
+    ]
+    if inline and _others_can_read(path):
+        out.append(
+            f"配置文件 {path} 含有密钥/密码 ({', '.join(inline)}) 且所有用户可读, 请执行 chmod 600 — "
+            f"{path} holds {', '.join(inline)} and is world-readable; chmod 600 it (or move the secret to "
+            "station.key_file / mqtt.password_file)"
+        )
+    files = (
+        ("station.key_file", config.station.key_file),
+        ("mqtt.password_file", config.mqtt.password_file),
+        ("mqtt.key_file", config.mqtt.key_file),
+    )
+    for name, secret in files:
+        if secret is not None and _others_can_read(secret):
+            out.append(
+                f"{name} {secret} 所有用户可读, 请执行 chmod 600 — {name} {secret} is world-readable; chmod 600 it"
+            )
+    return out

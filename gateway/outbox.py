@@ -9,6 +9,9 @@ the outbox ONLY on the cloud's application ack (station-originated sample regist
 reason. Also stores the cloud-pushed station config with its version. Schema changes are named,
 recorded, transactional migrations (`MIGRATIONS`, table `schema_migrations`).
 
+The database (and so its -wal/-shm, which SQLite creates with the database's mode) is created 0600, and an
+existing one readable by others is tightened to 0600 at open: it holds signed results and sample data.
+
 Failure handling: `PRAGMA quick_check` at open; a corrupt file is renamed aside (never replaced or
 deleted) and `OutboxCorrupt` raised; the seq high-water mark is salvaged from it when possible so a new
 outbox never reuses a seq, and `salvage_from` later restores its readable un-sent results, de-duplication
@@ -22,6 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import sqlite3
 import threading
 import time
@@ -211,11 +215,12 @@ class Outbox:
 
         Raises `OutboxCorrupt` (after renaming the file aside) when the integrity check fails.
         """
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fresh = not path.exists()
         try:
+            _private(path)
             conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OSError) as exc:
             raise OutboxError(f"cannot open outbox {path}: {exc}") from exc
         try:
             _prepare(conn, path, check=check and not fresh, max_db_bytes=max_db_bytes)
@@ -664,6 +669,22 @@ class Outbox:
         if not isinstance(doc, dict):
             raise OutboxCorrupt(f"stored config {rows[0][0]} is not an object")
         return str(rows[0][0]), doc
+
+
+def _private(path: Path) -> None:
+    """Create `path` empty with mode 0600 if missing (SQLite then creates -wal/-shm with the same mode);
+    tighten an existing database and its -wal/-shm that others can read to 0600."""
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+    except FileExistsError:
+        pass
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            mode = p.stat().st_mode & 0o777
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            p.chmod(0o600)
 
 
 class _CorruptFound(Exception):
