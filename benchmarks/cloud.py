@@ -39,6 +39,7 @@ from cloud.grid import import_grid_csv  # noqa: E402
 from cloud.ingest import IngestWorker  # noqa: E402
 from cloud.settings import Settings  # noqa: E402
 from kuaijian_schema import new_result_id, sign_payload  # noqa: E402
+from kuaijian_schema.mqtt_client import set_tcp_nodelay  # noqa: E402
 
 VILLAGE = "370214101203"
 
@@ -115,6 +116,7 @@ def publisher(port: int, station: str, key_hex: str, n: int, batch: int, go: Any
 
     subscribed = threading.Event()
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-{station}", protocol=mqtt.MQTTv5)
+    set_tcp_nodelay(client)
     client.on_message = on_message
     client.on_subscribe = lambda *_a: subscribed.set()
     client.max_queued_messages_set(0)

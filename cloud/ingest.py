@@ -63,6 +63,7 @@ from kuaijian_schema import (
     split_result_payload,
     verify_payload,
 )
+from kuaijian_schema.mqtt_client import set_tcp_nodelay
 from kuaijian_schema.wire import parse_topic
 
 log = logging.getLogger(__name__)
@@ -557,6 +558,7 @@ class MqttLink:
                 protocol=mqtt.MQTTv311,
                 manual_ack=manual_ack,
             )
+        set_tcp_nodelay(self.client)
         if settings.mqtt_username:
             self.client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
         self.connected = threading.Event()

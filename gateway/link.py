@@ -43,6 +43,7 @@ from pydantic import ValidationError
 from gateway.config import GatewayConfig
 from gateway.errors import ConfigError, GatewayError, LinkError, OutboxError
 from gateway.outbox import Outbox
+from kuaijian_schema.mqtt_client import set_tcp_nodelay
 from kuaijian_schema.wire import Ack, StationConfig, Status, topic
 
 log = logging.getLogger("gateway.link")
@@ -131,6 +132,7 @@ class Link:
         client.will_set(self._topics["status"], offline.model_dump_json(), qos=1, retain=True)
         client.max_inflight_messages_set(max(20, min(1000, self.config.link.max_unacked)))
         client.reconnect_delay_set(b.reconnect_min_s, b.reconnect_max_s)
+        set_tcp_nodelay(client)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message

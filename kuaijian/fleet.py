@@ -153,6 +153,7 @@ def run_fleet(
     from paho.mqtt.enums import CallbackAPIVersion
 
     from kuaijian_schema import Ack, topic
+    from kuaijian_schema.mqtt_client import set_tcp_nodelay
 
     url = urlparse(broker_url)
     if url.scheme not in ("mqtt", "tcp") or not url.hostname:
@@ -203,6 +204,7 @@ def run_fleet(
             start + rng.expovariate(1 / period) if period < math.inf else math.inf,
         )
         client.user_data_set(st)
+        set_tcp_nodelay(client)
         client.on_connect = on_connect
         client.on_message = on_message
         if url.username:

@@ -2,7 +2,8 @@
 and the pushed configuration: strip specs and enzyme profiles).
 
 Does: pydantic models of every MQTT payload, topic helpers, canonical JSON + HMAC-SHA256 signing,
-UUIDv7 result ids. It is the only module both `gateway` and `cloud` import, so no schema is duplicated.
+UUIDv7 result ids; `mqtt_client`: the socket settings (TCP_NODELAY) every MQTT client of the project gets.
+It is the only module both `gateway` and `cloud` import, so no schema is duplicated.
 
 Does not: any I/O, any interpretation, any storage.
 """
