@@ -67,6 +67,11 @@ class BrokerConfig(_Strict):
     session_expiry_s: int = Field(default=7 * 24 * 3600, ge=0)
     reconnect_min_s: int = Field(default=1, ge=1)
     reconnect_max_s: int = Field(default=30, ge=1)
+    unreachable_log_s: float = Field(
+        default=60.0,
+        gt=0,
+        description="while the broker is unreachable, repeat the warning at most this often",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> Self:
@@ -95,6 +100,11 @@ class BrokerConfig(_Strict):
     @property
     def tls(self) -> bool:
         return urlsplit(self.url).scheme == "mqtts"
+
+    @property
+    def endpoint(self) -> str:
+        """scheme://host:port — the broker as logged (never any credentials written into the URL)."""
+        return f"{urlsplit(self.url).scheme}://{self.host}:{self.port}"
 
     def resolved_password(self) -> str | None:
         if self.password_file is not None:

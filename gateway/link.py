@@ -4,7 +4,9 @@ cloud's application acks and config pushes.
 Does:
 - one paho-mqtt 2.x client (MQTT 5 with clean_start=False + session expiry, or 3.1.1 with
   clean_session=False), QoS 1 everywhere, TLS (CA / client cert) and username/password, automatic
-  reconnect; it starts and keeps running with no network at all.
+  reconnect; it starts and keeps running with no network at all. Connection state changes are logged
+  through `gateway.connlog.ConnectionLog`: connected (INFO), disconnected / broker unreachable (WARNING,
+  with the reason), the unreachable warning repeated at most every `mqtt.unreachable_log_s`.
 - birth `Status` (retained) on every connect and every `status_interval_s`; last will = offline (retained).
 - sender thread: picks due outbox rows in priority order (positives first, then seq), at most
   `max_unacked` in flight, one result per message when idle and `{"results": [...]}` batches of up to
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -41,6 +44,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
 
 from gateway.config import GatewayConfig
+from gateway.connlog import ConnectionLog
 from gateway.errors import ConfigError, GatewayError, LinkError, OutboxError
 from gateway.outbox import Outbox
 from kuaijian_schema.mqtt_client import set_tcp_nodelay
@@ -94,6 +98,7 @@ class Link:
         self._client: mqtt.Client | None = None
         self._bucket = _TokenBucket(config.link.max_messages_per_s, time.monotonic)
         self._last_status = 0.0
+        self.connection_log = ConnectionLog(log, config.mqtt.endpoint, config.mqtt.unreachable_log_s)
         self.sent_messages = 0
         self.sent_results = 0
         self.acked_results = 0
@@ -134,6 +139,7 @@ class Link:
         client.reconnect_delay_set(b.reconnect_min_s, b.reconnect_max_s)
         set_tcp_nodelay(client)
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
         return client
@@ -191,7 +197,7 @@ class Link:
         properties: Properties | None,
     ) -> None:
         if reason_code.is_failure:
-            log.warning("broker refused the connection: %s", reason_code)
+            self.connection_log.failed(f"the broker refused the connection: {reason_code}")
             return
         client.subscribe([(self._topics["ack"], 1), (self._topics["config"], 1)])
         if not flags.session_present:
@@ -200,7 +206,7 @@ class Link:
                 self._inflight.clear()
                 self._attempts.clear()
         self._connected.set()
-        log.info("connected to %s (session present: %s)", self.config.mqtt.url, flags.session_present)
+        self.connection_log.connected(f"session present: {flags.session_present}")
         self.publish_status()
         self._wake.set()
 
@@ -214,7 +220,12 @@ class Link:
     ) -> None:
         self._connected.clear()
         if not self._stopping.is_set():
-            log.warning("disconnected from broker: %s", reason_code)
+            self.connection_log.disconnected(str(reason_code))
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        # paho calls this inside its `except OSError:` around the (re)connect: the error is the one handled
+        exc = sys.exception()
+        self.connection_log.failed(f"{type(exc).__name__}: {exc}" if exc is not None else "connect failed")
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         try:
