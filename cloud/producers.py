@@ -65,20 +65,29 @@ COLUMNS: dict[str, str] = {
 REQUIRED = ("kind", "name", "code", "village")
 
 
+def uscc_check(body: str) -> str:
+    """The GB 32100-2015 check character of the first 17 characters of a unified social credit code."""
+    total = sum(_USCC_CHARS.index(c) * w for c, w in zip(body, _USCC_WEIGHTS, strict=True))
+    return _USCC_CHARS[(31 - total % 31) % 31]
+
+
 def uscc_valid(code: str) -> bool:
     """True if `code` is a GB 32100-2015 unified social credit code with a correct check character."""
     if len(code) != 18 or any(c not in _USCC_CHARS for c in code):
         return False
-    total = sum(_USCC_CHARS.index(c) * w for c, w in zip(code[:17], _USCC_WEIGHTS, strict=True))
-    return _USCC_CHARS[(31 - total % 31) % 31] == code[17]
+    return uscc_check(code[:17]) == code[17]
+
+
+def id_check(body: str) -> str:
+    """The GB 11643-1999 check digit (or X) of the first 17 digits of a citizen ID number."""
+    return _ID_CHECK[sum(int(c) * w for c, w in zip(body, _ID_WEIGHTS, strict=True)) % 11]
 
 
 def id_number_valid(code: str) -> bool:
     """True if `code` is an 18-character GB 11643-1999 citizen ID number with a correct check digit."""
     if len(code) != 18 or not code[:17].isdigit():
         return False
-    total = sum(int(c) * w for c, w in zip(code[:17], _ID_WEIGHTS, strict=True))
-    return _ID_CHECK[total % 11] == code[17]
+    return id_check(code[:17]) == code[17]
 
 
 def check_identity(kind: str, code: str) -> str:

@@ -22,7 +22,7 @@ _REGISTRY: tuple[tuple[str, str | None], ...] = (
     ("firmware_sim.cli_gold", "sim"),  # kuaijian sim gold
     ("firmware_sim.cli_enzyme", "sim"),  # kuaijian sim enzyme
     ("cloud.cli", "cloud"),  # kuaijian cloud serve|enrol-station|import-grid|...
-    ("kuaijian.demo", None),  # kuaijian demo
+    ("kuaijian.demo_cli", None),  # kuaijian demo
     ("kuaijian.fleet", None),  # kuaijian fleet
 )
 

@@ -5,23 +5,25 @@ generated demo grid (one county, several towns, one village per station), enroll
 user; the cloud service (``kuaijian cloud serve``: ingest, case scheduler, REST API, dashboard); per station
 a simulated colloidal-gold reader on a real pseudo-terminal and a simulated enzyme-inhibition analyzer on
 Modbus TCP; and per station a gateway process (``kuaijian gateway run``) configured exactly as a real station
-would be. A workload thread makes the simulated technicians measure samples (occasional positives). The demo
-prints the dashboard URL and a login token, then a live status line until Ctrl-C (or ``--duration``), and
-shuts everything down in reverse order.
+would be, with its local sample-registration page on. Each village gets a generated producer list
+(``kuaijian.demo_people``: cooperatives, family farms, enterprises, large growers, individuals), pushed to its
+station on the retained config topic. A workload thread plays the technicians: most samples are registered on
+the station's page first (producer, product, batch, plot, quantity, market date) and the analyzer record
+carries the code the page gave; some are measured without registration (未登记); a few are retests of an
+earlier sample. Occasional positives hold their batch and open a case; negative batches get a certificate.
+The demo prints the dashboard URL and login links (admin, county, town, station), then a live status line
+until Ctrl-C (or ``--duration``), and shuts everything down in reverse order.
 """
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import urllib.error
@@ -29,7 +31,10 @@ import urllib.request
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from kuaijian.demo_people import DemoProducer
 
 COUNTY = ("370214", "城阳区")
 TOWNS = ("流亭街道", "夏庄街道", "惜福镇街道", "上马街道", "河套街道", "红岛街道", "棘洪滩街道", "城阳街道")
@@ -50,6 +55,13 @@ class DemoStation:
     gold: Any = None
     enzyme: Any = None
     gateway: subprocess.Popen[bytes] | None = None
+    web_port: int = 0
+    producers: list[DemoProducer] = field(default_factory=list)
+    registered: list[str] = field(default_factory=list)
+
+    @property
+    def page(self) -> str:
+        return f"http://127.0.0.1:{self.web_port}"
 
 
 @dataclass
@@ -67,11 +79,14 @@ class Demo:
     log: Any = field(default=sys.stderr)
     stations: list[DemoStation] = field(default_factory=list)
     admin_token: str = ""
+    tokens: dict[str, str] = field(default_factory=dict)
+    producers_per_village: int = 5
     _broker: Any = None
     _cloud: subprocess.Popen[bytes] | None = None
     _workload: threading.Thread | None = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _measured: int = 0
+    _registered: int = 0
 
     @property
     def dashboard_url(self) -> str:
@@ -85,6 +100,8 @@ class Demo:
             raise DemoError(f"--stations-per-town must be between 1 and {len(VILLAGES)}")
         if self.rate_per_min <= 0:
             raise DemoError("--rate must be positive")
+        if not 0 <= self.positive_rate <= 1:
+            raise DemoError("--positive-rate must be between 0 and 1")
         if not _port_free(self.http_port):
             raise DemoError(f"port {self.http_port} on 127.0.0.1 is in use; choose another with --port")
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -122,36 +139,56 @@ class Demo:
         return self.data_dir / "cloud.db"
 
     def _prepare_cloud_db(self) -> None:
-        from cloud.auth import create_user
+        from cloud.auth import User, create_user
+        from cloud.configs import push_producers
         from cloud.db import open_db
         from cloud.enrol import enrol_station
         from cloud.grid import import_grid_csv
+        from cloud.producers import ref_of, upsert
+        from kuaijian.demo_people import DemoProducer, village_producers
 
         rng = random.Random(self.seed)
         rows = ["level,code,name,parent_code,grid_head,information_officer,co_manager"]
         county_code, county_name = COUNTY
         rows.append(f"county,{county_code},{county_name},,{PEOPLE[0]},{PEOPLE[1]},{PEOPLE[2]}")
-        plan: list[tuple[str, str]] = []  # (station id, village code)
+        plan: list[tuple[str, str, str]] = []  # (station id, village code, village name)
         for t in range(self.towns):
             town_code = f"{county_code}{t + 1:03d}"
             rows.append(f"town,{town_code},{TOWNS[t]},{county_code},{_people(rng)}")
             for v in range(self.stations_per_town):
                 village_code = f"{town_code}{v + 201:03d}"
-                rows.append(
-                    f"village,{village_code},{TOWNS[t][:2]}{VILLAGES[v]}村,{town_code},{_people(rng)}"
-                )
-                plan.append((f"{village_code}-01", village_code))
+                village_name = f"{TOWNS[t][:2]}{VILLAGES[v]}村"
+                rows.append(f"village,{village_code},{village_name},{town_code},{_people(rng)}")
+                plan.append((f"{village_code}-01", village_code, village_name))
         now = datetime.now(UTC)
+        admin = User(id=0, name="demo", role="admin", node_id=None, node_code=None, node_path="/")
         db = open_db(self.cloud_db)
         try:
             import_grid_csv(db, "\n".join(rows) + "\n")
-            for station, village in plan:
+            village_ids: list[int] = []
+            for station, village, village_name in plan:
                 enrolment = enrol_station(db, station, village, now)
-                self.stations.append(DemoStation(station, enrolment.key_hex, enrolment.mqtt_password))
+                st = DemoStation(station, enrolment.key_hex, enrolment.mqtt_password, web_port=_free_port())
+                for item in village_producers(rng, village, village_name, self.producers_per_village):
+                    pid, village_id, _ = upsert(db, admin, item, now)
+                    st.producers.append(DemoProducer(ref_of(pid), item.name, item.products, item.plots))
+                village_ids.append(village_id)
+                self.stations.append(st)
+            push_producers(db, village_ids, "demo", now)  # published by the cloud's scheduler once it runs
             self.admin_token = create_user(db, "demo-admin", "admin", None, now)
+            first_town, first_station = f"{county_code}001", plan[0][0]
+            for name, role, node in (
+                ("demo-county", "county", county_code),
+                ("demo-town", "town", first_town),
+                ("demo-station", "station", first_station),
+            ):
+                self.tokens[name] = create_user(db, name, role, node, now)
         finally:
             db.close()
-        self._say(f"demo: grid of 1 county, {self.towns} towns, {len(plan)} stations in {self.cloud_db}")
+        self._say(
+            f"demo: grid of 1 county, {self.towns} towns, {len(plan)} stations,"
+            f" {len(plan) * self.producers_per_village} producers in {self.cloud_db}"
+        )
 
     def _start_cloud(self) -> None:
         log = (self.data_dir / "cloud.log").open("ab")
@@ -189,7 +226,10 @@ class Demo:
             )
             st.gold.start()
             st.enzyme = EnzymeSimulator(
-                serial=f"EN-{st.station[6:12]}", profile=GB_T_5009_199, seed=self.seed * 1000 + i
+                serial=f"EN-{st.station[6:12]}",
+                channels=4,  # a control and three samples per run
+                profile=GB_T_5009_199,
+                seed=self.seed * 1000 + i,
             )
             st.enzyme.start_tcp("127.0.0.1", 0)
         self._say(
@@ -238,6 +278,11 @@ port = {port}
 
 [instruments.timeouts]
 reconnect_max_s = 5
+
+[web]
+enabled = true
+host = "127.0.0.1"
+port = {st.web_port}
 """
 
     def _start_gateways(self) -> None:
@@ -258,14 +303,13 @@ reconnect_max_s = 5
         self._workload.start()
 
     def _work(self) -> None:
-        """Technicians at every station measure samples at a Poisson rate; some are positive."""
+        """Technicians at every station register and measure samples at a Poisson rate; some are positive."""
         rng = random.Random(self.seed)
         mean_gap = 60.0 / self.rate_per_min / max(1, len(self.stations))
         n = 0
         while not self._stop.wait(rng.expovariate(1.0 / mean_gap)):
             st = rng.choice(self.stations)
             n += 1
-            product = rng.choice(PRODUCTS)
             positive = rng.random() < self.positive_rate
             try:
                 if rng.random() < 0.7:
@@ -273,21 +317,39 @@ reconnect_max_s = 5
                     spec = st.gold.firmware.kits[kit_name]
                     cal = spec.lines[0].calibration
                     conc = (cal.c * 4.0 if cal is not None else 5.0) if positive else 0.0
-                    st.gold.measure(
-                        kit_name, rng.randrange(1, 9), f"{st.station[-9:-3]}-{n:05d}", product, conc
-                    )
+                    code, product = self._sample(st, rng, f"{st.station[-9:-3]}-{n:05d}")
+                    st.gold.measure(kit_name, rng.randrange(1, 9), code, product, conc)
                 else:
                     channels = st.enzyme.channels
-                    samples = [f"{st.station[-9:-3]}-{n:05d}-{c}" for c in range(channels - 1)]
-                    products = [rng.choice(PRODUCTS) for _ in samples]
+                    picked = [
+                        self._sample(st, rng, f"{st.station[-9:-3]}-{n:05d}-{c}") for c in range(channels - 1)
+                    ]
                     inhibition = [  # one per channel; the control channel's value is ignored
                         rng.uniform(55, 90) if rng.random() < self.positive_rate / 4 else rng.uniform(0, 30)
                         for _ in range(channels)
                     ]
-                    st.enzyme.measure(samples, products, inhibition)
+                    st.enzyme.measure([c for c, _ in picked], [p for _, p in picked], inhibition)
                 self._measured += 1
             except Exception as exc:  # noqa: BLE001 - a simulator hiccup must not stop the workload
                 self._say(f"demo: workload: {exc}")
+
+    def _sample(self, st: DemoStation, rng: random.Random, keypad_id: str) -> tuple[str, str]:
+        """(sample id the analyzer record carries, product): mostly a code from the station's registration
+        page — now and then a retest of an earlier sample — else an unregistered keypad id (未登记)."""
+        from kuaijian.demo_people import VEGETABLES, RegistrationRefused, register_on_page
+
+        producer = rng.choice(st.producers) if st.producers else None
+        if producer is None or rng.random() < 0.1:
+            return keypad_id, rng.choice(VEGETABLES)
+        product = rng.choice(producer.products)
+        retest_of = rng.choice(st.registered) if st.registered and rng.random() < 0.1 else None
+        try:
+            code = register_on_page(st.page, producer, product, rng, retest_of)
+        except RegistrationRefused:  # e.g. the producer list has not reached the station yet
+            return keypad_id, product
+        st.registered = [*st.registered[-50:], code]
+        self._registered += 1
+        return code, product
 
     # ------------------------------------------------------------------ status
     def _api(self, path: str) -> Any:
@@ -307,8 +369,15 @@ reconnect_max_s = 5
         stations = self._api("/api/stations?limit=1000") or {}
         cases = self._api("/api/cases?status=open&limit=1") or {}
         items = stations.get("items", []) if isinstance(stations, dict) else []
+        samples = self._api("/api/samples?limit=1") or {}
+        held = self._api("/api/samples?status=held&limit=1") or {}
+        released = self._api("/api/samples?status=released&limit=1") or {}
         return {
             "measured": self._measured,
+            "registered": self._registered,
+            "samples_in_cloud": samples.get("total", 0),
+            "held": held.get("total", 0),
+            "released": released.get("total", 0),
             "delivered": health.get("results", 0),
             "online": sum(1 for s in items if s.get("online")),
             "stations": len(self.stations),
@@ -382,79 +451,3 @@ def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return int(s.getsockname()[1])
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    tmp: str | None = None
-    if args.data_dir is None:
-        tmp = tempfile.mkdtemp(prefix="kuaijian-demo-")
-    data_dir = Path(args.data_dir or tmp or ".")
-    demo = Demo(
-        data_dir=data_dir,
-        http_port=args.port,
-        broker_url=args.broker,
-        towns=args.towns,
-        stations_per_town=args.stations_per_town,
-        rate_per_min=args.rate,
-        seed=args.seed,
-    )
-    stop = threading.Event()
-    previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    try:
-        demo.start()
-        print(
-            f"\n  dashboard: {demo.dashboard_url}\n"
-            f"  one-click login: {demo.dashboard_url}#token={demo.admin_token}\n"
-            f"  login token: {demo.admin_token}\n  Ctrl-C to stop\n",
-            flush=True,
-        )
-        started = time.monotonic()
-        # on a terminal one status line rewritten every second; into a log or pipe a new line every 5 s
-        tty = sys.stdout.isatty()
-        period, end = (1.0, "") if tty else (5.0, "\n")
-        while not stop.wait(period):
-            s = demo.status()
-            line = (
-                f"[{time.monotonic() - started:5.0f}s] measurements {s['measured']}  results in cloud {s['delivered']}  "
-                f"stations online {s['online']}/{s['stations']}  backlog {s['backlog']}  open cases {s['open_cases']}  "
-            )
-            print(("\r" if tty else "") + line, end=end, flush=True)
-            if args.duration is not None and time.monotonic() - started >= args.duration:
-                break
-        if tty:
-            print()
-    except KeyboardInterrupt:
-        print("\ndemo: stopping…", flush=True)
-    except DemoError as exc:
-        print(f"kuaijian demo: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-        demo.stop()
-        if tmp is not None and not args.keep:
-            shutil.rmtree(tmp, ignore_errors=True)
-    print("demo: stopped", flush=True)
-    return 0
-
-
-def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    p = subparsers.add_parser(
-        "demo",
-        help="run broker, cloud, simulated analyzers and gateways on this machine",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    p.add_argument(
-        "--broker", default=None, help="existing broker URL (default: start an embedded amqtt broker)"
-    )
-    p.add_argument("--port", type=int, default=8800, help="HTTP port of the cloud/dashboard (default 8800)")
-    p.add_argument("--towns", type=int, default=3, help="towns in the demo county (default 3)")
-    p.add_argument("--stations-per-town", type=int, default=2, help="stations per town (default 2)")
-    p.add_argument("--rate", type=float, default=6.0, help="measurements per minute per station (default 6)")
-    p.add_argument(
-        "--data-dir", default=None, help="keep databases, configs and logs here (default: temp dir)"
-    )
-    p.add_argument("--keep", action="store_true", help="keep the temporary data dir after stopping")
-    p.add_argument("--duration", type=float, default=None, help="stop by itself after S seconds")
-    p.add_argument("--seed", type=int, default=1, help="random seed of the workload (default 1)")
-    p.set_defaults(func=_cmd_demo)

@@ -11,6 +11,7 @@ import sys
 import threading
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from tests.helpers import free_port, wait_for
 
@@ -25,7 +26,8 @@ def test_demo_delivers_results_and_stops_cleanly(tmp_path: Path) -> None:
     port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "kuaijian.cli", "demo", "--port", str(port), "--data-dir", str(tmp_path),
-         "--towns", "1", "--stations-per-town", "2", "--rate", "120", "--duration", "110"],
+         "--towns", "1", "--stations-per-town", "2", "--rate", "120", "--positive-rate", "0.3",
+         "--duration", "150"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         text=True, encoding="utf-8", errors="replace",  # universal newlines: the "\r" status line is a line too
     )  # fmt: skip
@@ -68,6 +70,32 @@ def test_demo_delivers_results_and_stops_cleanly(tmp_path: Path) -> None:
             30,
             "the live status line did not show delivered results",
         )
+
+        # producers, registered samples, held batches with cases naming them, certificates that verify
+        def api(path: str) -> Any:
+            return json.loads(_get(f"http://127.0.0.1:{port}{path}", token)[1])
+
+        producers = api("/api/producers?limit=100")
+        assert producers["total"] == 10  # 5 per village
+        assert {p["kind"] for p in producers["items"]} == {"企业", "合作社", "家庭农场", "种养大户", "个人"}
+        wait_for(
+            lambda: (
+                api("/api/samples?status=held&limit=1")["total"] >= 1
+                and api("/api/samples?status=released&limit=1")["total"] >= 1
+            ),
+            90,
+            "the demo should show a held batch and a released one within 90 s",
+        )
+        held = api("/api/samples?status=held&limit=1")["items"][0]
+        assert held["producer_name"] in {p["name"] for p in producers["items"]}
+        cases = api("/api/cases?limit=200")["items"]
+        details = [api(f"/api/cases/{c['id']}") for c in cases]
+        assert any(d["sample"] and d["sample"]["producer_name"] == held["producer_name"] for d in details)
+        number = api("/api/samples?status=released&limit=1")["items"][0]["certificate"]
+        status, page = _get(f"http://127.0.0.1:{port}/verify/{number}")  # public: no token
+        assert status == 200
+        assert "核验通过" in page.decode()
+        assert any("station page" in line for line in out)
     finally:
         proc.send_signal(signal.SIGINT)
         try:
