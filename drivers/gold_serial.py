@@ -7,8 +7,8 @@ Does, in three layers (protocol reference: docs/protocols/serial-gold.md):
   matching by sequence number and the lock; over any `drivers.transport.Transport`.
 - `GoldSerialAnalyzer` — the `drivers.readings.Analyzer` the gateway uses; `probe_serial` for scans.
 
-Does not: interpret profiles (`gateway.interpret.gold`), reconnect with backoff on its own (the gateway
-worker calls `reconnect()`), or store anything.
+Does not: interpret profiles (`gateway.interpret.gold`), retry on a policy of its own (reopening an
+unplugged port follows `drivers.backoff`, shared by every session), or store anything.
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import Field
 
+from drivers.backoff import Again, RetryStats, retrying
 from drivers.errors import (
     ChecksumError,
     DeviceNotFound,
@@ -413,6 +414,19 @@ def split_profile(
 
 
 # ---------------------------------------------------------------- session layer
+@dataclass(slots=True)
+class _Exchange:
+    """One request across its attempts: the same sequence number, the frame to (re)send next."""
+
+    cmd: int
+    payload: bytes
+    seq: int | None = None
+    request: bytes = b""
+    nak: bytes = b""
+    outgoing: bytes = b""
+    attempts: int = 0
+
+
 @dataclass
 class SessionStats:
     """Counters of one session (for logs, status and tests)."""
@@ -442,8 +456,9 @@ class GoldSession:
       (the device answers a repeated seq from its cache and does not execute the command twice);
     - a reply with another seq is stale (an earlier retransmission) and is dropped, and so are frames
       addressed FF (host frames: an echo or a second host) or, with a specific `address`, from others.
-    After `timeouts.retries` retransmissions the last failure is raised. A `TransportError` closes the
-    transport; the caller reopens (`open()` is idempotent).
+    A `TransportError` (unplugged) closes the port; the next attempt reopens the same path after a
+    backoff wait taken with the lock released (`drivers.backoff`, the policy every session shares).
+    After `timeouts.retries` + 1 attempts in all the last failure is raised. `close()` stops all that.
     """
 
     def __init__(
@@ -453,18 +468,23 @@ class GoldSession:
         self.timeouts = timeouts
         self.address = address
         self.stats = SessionStats()
+        self.retry = RetryStats()
         self.lock = threading.RLock()  # one outstanding request; reentrant for open()+identify()
+        self._closed = threading.Event()  # set by close(): no reopening, a backoff wait ends
         self._seq = os.urandom(1)[0]
         self._buf = bytearray()
         self._corrupt: FrameError | None = None  # a corrupt frame not yet judged (see _decode_buffered)
 
     def open(self) -> None:
+        self._closed.clear()
         with self.lock:
             if not self.transport.is_open:
                 self._buf.clear()
                 self.transport.open()
 
     def close(self) -> None:
+        """Close the port; a request waiting to reopen it gives up with `TransportError` at once."""
+        self._closed.set()
         with self.lock:
             self.transport.close()
             self._buf.clear()
@@ -476,14 +496,21 @@ class GoldSession:
     def request(self, msg: Request) -> Reply:
         """Send `msg`, return the decoded reply (never NAK). CAN replies raise ProtocolError."""
         cmd, payload = encode_request(msg)
-        with self.lock:
-            try:
-                reply = self._transact(cmd, payload)
-            except DriverTimeout:
-                raise  # a silent device is not a broken link; keep the port open
-            except TransportError:
-                self.close()
+        exchange = _Exchange(cmd, payload)
+        try:
+            reply = retrying(
+                self.lock,
+                lambda: self._attempt(exchange),
+                self.timeouts,
+                cancel=self._closed,
+                stats=self.retry,
+            )
+        except DriverError as exc:
+            if exchange.attempts <= 1:
                 raise
+            raise _same_kind(
+                exc, f"{exc} (after {exchange.attempts} attempts on {self.transport.name})"
+            ) from exc
         if isinstance(reply, Refused):
             try:
                 code = ErrorCode(reply.code).name
@@ -492,49 +519,59 @@ class GoldSession:
             raise ProtocolError(f"device refused {type(msg).__name__}: {code}")
         return reply
 
-    def _transact(self, cmd: int, payload: bytes) -> Reply:
+    def _attempt(self, ex: _Exchange) -> Reply:
+        """One send of the exchange's request (or of a NAK of a corrupt reply), under the lock."""
         if not self.transport.is_open:
-            raise TransportError(f"{self.transport.name} is not open")
-        self.stats.requests += 1
-        seq = self._next_seq()
-        request = encode_frame(Frame(self.address, seq, cmd, payload))
-        nak = encode_frame(Frame(self.address, seq, Cmd.NAK, bytes((NakReason.CRC,))))
-        self._buf.clear()
-        outgoing = request
-        failure: DriverError = DriverTimeout("no attempt made")
-        for attempt in range(self.timeouts.retries + 1):
-            if attempt:
-                self.stats.retransmissions += 1
-            self.transport.write(outgoing)
-            try:
-                frame = self._await(seq)
-            except DriverTimeout as exc:
-                failure = exc
-                outgoing = request
-                log.debug(
-                    "%s: cmd %02X seq %02X attempt %d: %s", self.transport.name, cmd, seq, attempt + 1, exc
-                )
-                continue
-            except FrameError as exc:
-                failure = exc
-                outgoing = nak
-                log.debug(
-                    "%s: cmd %02X seq %02X attempt %d: %s", self.transport.name, cmd, seq, attempt + 1, exc
-                )
-                continue
-            reply = decode_reply(frame.cmd, frame.payload)
-            if isinstance(reply, Nak):
-                self.stats.naks_received += 1
-                failure = ProtocolError(f"device NAKed the request (reason {reply.reason:#04x})")
-                outgoing = request
-                log.debug("%s: cmd %02X seq %02X attempt %d: NAK", self.transport.name, cmd, seq, attempt + 1)
-                continue
-            if isinstance(reply, Refused | Ack) or frame.cmd == cmd | REPLY_BIT:
-                return reply
-            raise ProtocolError(f"reply {frame.cmd:#04x} does not answer command {cmd:#04x}")
-        raise _same_kind(
-            failure, f"{failure} (after {attempt + 1} attempts on {self.transport.name})"
-        ) from failure
+            if self._closed.is_set():
+                raise TransportError(f"{self.transport.name} is not open")
+            try:  # the link failed during an earlier attempt: reopen the same path
+                self._buf.clear()
+                self.transport.open()
+            except TransportError as exc:
+                raise Again(exc, wait=True) from exc
+            self.stats.reconnects += 1
+        if ex.seq is None:
+            self.stats.requests += 1
+            ex.seq = self._next_seq()
+            ex.request = encode_frame(Frame(self.address, ex.seq, ex.cmd, ex.payload))
+            ex.nak = encode_frame(Frame(self.address, ex.seq, Cmd.NAK, bytes((NakReason.CRC,))))
+            ex.outgoing = ex.request
+            self._buf.clear()
+        else:
+            self.stats.retransmissions += 1
+        ex.attempts += 1
+        seq = ex.seq
+        try:
+            self.transport.write(ex.outgoing)
+            frame = self._await(seq)
+        except DriverTimeout as exc:  # a silent device is not a broken link; keep the port open
+            ex.outgoing = ex.request
+            self._debug(ex, exc)
+            raise Again(exc, wait=False) from exc
+        except TransportError as exc:  # unplugged: close now, reopen after a backoff wait
+            self.transport.close()
+            self._buf.clear()
+            self._debug(ex, exc)
+            raise Again(exc, wait=True) from exc
+        except FrameError as exc:
+            ex.outgoing = ex.nak
+            self._debug(ex, exc)
+            raise Again(exc, wait=False) from exc
+        reply = decode_reply(frame.cmd, frame.payload)
+        if isinstance(reply, Nak):
+            self.stats.naks_received += 1
+            ex.outgoing = ex.request
+            failure = ProtocolError(f"device NAKed the request (reason {reply.reason:#04x})")
+            self._debug(ex, failure)
+            raise Again(failure, wait=False)
+        if isinstance(reply, Refused | Ack) or frame.cmd == ex.cmd | REPLY_BIT:
+            return reply
+        raise ProtocolError(f"reply {frame.cmd:#04x} does not answer command {ex.cmd:#04x}")
+
+    def _debug(self, ex: _Exchange, exc: DriverError) -> None:
+        log.debug(
+            "%s: cmd %02X seq %02X attempt %d: %s", self.transport.name, ex.cmd, ex.seq, ex.attempts, exc
+        )
 
     def _await(self, seq: int) -> Frame:
         """The next valid frame with sequence `seq`; FrameError on a corrupt one, DriverTimeout if none."""
@@ -625,10 +662,10 @@ class GoldSerialAnalyzer:
     """A colloidal-gold strip reader on a serial port (or ``tcp://host:port`` serial server).
 
     `open()` opens the port and identifies the device (which also resets the device's link state); it
-    is idempotent. After a `TransportError` (unplug) the port is closed; `reconnect()` reopens the same
-    path — use a /dev/serial/by-id/… path (or the simulator's `link_path`) so a replugged device is found
-    again. If a device with a different serial number answers after a reconnect, `ProtocolError` is raised
-    (record numbers are per device).
+    is idempotent. After an unplug the session reopens the same path within the call (with backoff) —
+    use a /dev/serial/by-id/… path (or the simulator's `link_path`) so a replugged device is found
+    again. After every reopen the device is identified again before any reply is returned; if a device
+    with a different serial number answers, `ProtocolError` is raised (record numbers are per device).
     """
 
     driver = "gold-serial"
@@ -639,6 +676,7 @@ class GoldSerialAnalyzer:
         self.timeouts = timeouts
         self.session = GoldSession(transport_for(port, baudrate=baudrate), timeouts)
         self._info: DeviceInfo | None = None
+        self._identified_at = 0  # session.stats.reconnects when the device was last identified
 
     @classmethod
     def from_transport(
@@ -663,13 +701,6 @@ class GoldSerialAnalyzer:
     def close(self) -> None:
         self.session.close()
 
-    def reconnect(self) -> None:
-        """Close and reopen the port, then re-identify (one attempt; the caller owns the backoff)."""
-        with self.session.lock:
-            self.session.close()
-            self.session.stats.reconnects += 1
-            self.open()
-
     def __enter__(self) -> GoldSerialAnalyzer:
         self.open()
         return self
@@ -681,6 +712,15 @@ class GoldSerialAnalyzer:
     def info(self) -> DeviceInfo | None:
         """The last identification (None before the first successful `open`/`identify`)."""
         return self._info
+
+    def _request(self, msg: Request) -> Reply:
+        """`session.request`, but a reply that crossed a reopened link is only returned once the device
+        behind it has identified as the same one (a refusal, too, may come from another device)."""
+        try:
+            return self.session.request(msg)
+        finally:
+            if self.session.stats.reconnects != self._identified_at and self.session.transport.is_open:
+                self.identify()
 
     def identify(self) -> DeviceInfo:
         reply = self.session.request(Identify())
@@ -699,10 +739,11 @@ class GoldSerialAnalyzer:
         if self._info is not None and self._info.serial != info.serial:
             raise ProtocolError(f"{self.port}: expected device {self._info.serial}, found {info.serial}")
         self._info = info
+        self._identified_at = self.session.stats.reconnects
         return info
 
     def status(self) -> StatusReply:
-        reply = self.session.request(GetStatus())
+        reply = self._request(GetStatus())
         if not isinstance(reply, StatusReply):
             raise ProtocolError(f"GET_STATUS answered with {reply!r}")
         return reply
@@ -711,7 +752,7 @@ class GoldSerialAnalyzer:
         return self.status().latest_record
 
     def get_clock(self) -> datetime:
-        reply = self.session.request(GetClock())
+        reply = self._request(GetClock())
         if not isinstance(reply, ClockReply):
             raise ProtocolError(f"GET_CLOCK answered with {reply!r}")
         return _as_utc(reply.unix_s)
@@ -720,7 +761,7 @@ class GoldSerialAnalyzer:
         """Set the device clock to `now` (timezone-aware; sent as whole UTC seconds)."""
         if now.tzinfo is None:
             raise ValueError("sync_clock needs a timezone-aware datetime")
-        reply = self.session.request(SetClock(int(now.timestamp())))
+        reply = self._request(SetClock(int(now.timestamp())))
         if not isinstance(reply, Ack):
             raise ProtocolError(f"SET_CLOCK answered with {reply!r}")
 
@@ -728,14 +769,14 @@ class GoldSerialAnalyzer:
         """Fetch record `record_no`: header, then the profile chunk by chunk, checked end to end."""
         if not 1 <= record_no <= 0xFFFFFFFF:
             raise ValueError(f"record numbers are 1..2^32-1, got {record_no}")
-        header = self.session.request(GetRecord(record_no))
+        header = self._request(GetRecord(record_no))
         if not isinstance(header, RecordHeader) or header.record_no != record_no:
             raise ProtocolError(f"GET_RECORD {record_no} answered with {header!r}")
         if header.points > MAX_PROFILE_POINTS or header.chunk_points * 2 + 9 > MAX_PAYLOAD:
             raise ProtocolError(f"record {record_no}: implausible profile geometry {header}")
         raw = np.empty(header.points, dtype=np.uint16)
         for k in range(header.chunks):
-            chunk = self.session.request(GetProfile(record_no, k))
+            chunk = self._request(GetProfile(record_no, k))
             off = k * header.chunk_points
             want = min(header.chunk_points, header.points - off)
             if (

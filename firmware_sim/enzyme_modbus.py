@@ -39,14 +39,9 @@ from pymodbus.pdu.mei_message import ReadDeviceInformationResponse
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
-from drivers.enzyme_modbus import (
-    ENZYME_MAP,
-    MAP_VERSION,
-    Command,
+from drivers.enzyme_codec import (
     Identity,
-    RegisterMap,
     RunPage,
-    Status,
     StatusBlock,
     decode_u32,
     encode_identity,
@@ -55,6 +50,7 @@ from drivers.enzyme_modbus import (
     identity_block,
     status_block,
 )
+from drivers.enzyme_map import ENZYME_MAP, MAP_VERSION, Command, RegisterMap, Status
 from kuaijian_schema.specs import EnzymeSpec
 
 T = TypeVar("T")

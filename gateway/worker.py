@@ -7,7 +7,8 @@ the seq in ONE outbox transaction — before anything else happens with them. A 
 A counter that goes backwards (memory cleared, instrument swapped) starts a new cursor epoch.
 
 Failure policy (supervisor): any `DriverError` marks the instrument unavailable, closes it and retries
-with exponential backoff (`Timeouts.reconnect_initial_s` doubling up to `reconnect_max_s`); records read
+with exponential backoff (`drivers.backoff.Backoff`, the policy the driver sessions use too:
+`Timeouts.reconnect_initial_s` doubling up to `reconnect_max_s`); records read
 before the failure are committed first. Any other exception out of a driver (or the interpretation of its
 records) is a bug, not a reason to lose the instrument: it is logged with its traceback, the instrument is
 marked `error` with the exception as the reason (in the status the cloud sees) and retried the same way —
@@ -27,6 +28,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Literal
 
+from drivers.backoff import Backoff
 from drivers.errors import DriverError, ProtocolError
 from drivers.readings import Analyzer, ClockSync, DeviceInfo, Reading
 from drivers.timeouts import Timeouts
@@ -127,7 +129,8 @@ class InstrumentWorker:
 
     # ------------------------------------------------------------------ supervision
     def _supervise(self) -> None:
-        backoff = self._timeouts.reconnect_initial_s
+        backoff = Backoff.of(self._timeouts)
+        delay = backoff.next_delay()
         while not self._stop.is_set():
             analyzer: Analyzer | None = None
             try:
@@ -136,11 +139,12 @@ class InstrumentWorker:
                 info = analyzer.identify()
                 self._check_clock(analyzer)
                 self._set(state="ok", serial=info.serial, model=info.model, last_error=None)
-                backoff = self._timeouts.reconnect_initial_s
+                backoff.reset()
+                delay = backoff.next_delay()
                 self._pull(analyzer, info)
             except DriverError as exc:
                 self._set(state="unavailable", last_error=f"{type(exc).__name__}: {exc}")
-                log.warning("instrument %s unavailable (retry in %.1fs): %s", self.name, backoff, exc)
+                log.warning("instrument %s unavailable (retry in %.1fs): %s", self.name, delay, exc)
             except OutboxError as exc:
                 self._set(state="unavailable", last_error=f"outbox: {exc}")
                 log.error("instrument %s stopped: outbox failure: %s", self.name, exc)  # noqa: TRY400
@@ -148,16 +152,16 @@ class InstrumentWorker:
                 return
             except Exception as exc:
                 self._set(state="error", last_error=f"{type(exc).__name__}: {exc}")
-                log.exception("instrument %s failed unexpectedly (retry in %.1fs)", self.name, backoff)
+                log.exception("instrument %s failed unexpectedly (retry in %.1fs)", self.name, delay)
             finally:
                 if analyzer is not None:
                     try:
                         analyzer.close()
                     except Exception as exc:  # noqa: BLE001 - closing a broken driver must not kill us
                         log.debug("instrument %s: close failed: %s", self.name, exc)
-            if self._stop.wait(backoff):
+            if self._stop.wait(delay):
                 break
-            backoff = min(backoff * 2, self._timeouts.reconnect_max_s)
+            delay = backoff.next_delay()
 
     def _check_clock(self, analyzer: Analyzer) -> None:
         """Set the analyzer's clock when it is off by more than `max_clock_drift_s` (its results carry its

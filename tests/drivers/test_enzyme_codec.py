@@ -10,14 +10,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from drivers.enzyme_modbus import (
-    ABSORBANCE_SCALE,
-    ENZYME_MAP,
+from drivers.enzyme_codec import (
     MAX_READ_REGISTERS,
-    SIGNATURE,
     Identity,
     RunPage,
-    Status,
     StatusBlock,
     crc16_modbus,
     decode_absorbance,
@@ -37,6 +33,7 @@ from drivers.enzyme_modbus import (
     encode_u32,
     plan_reads,
 )
+from drivers.enzyme_map import ABSORBANCE_SCALE, ENZYME_MAP, SIGNATURE, Status
 from drivers.errors import ChecksumError, FrameError, ProtocolError
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocols" / "modbus-enzyme.md"

@@ -11,15 +11,15 @@ from collections.abc import Iterator
 import numpy as np
 import pytest
 
-from drivers.enzyme_modbus import (
-    ABSORBANCE_SCALE,
-    EnzymeModbusAnalyzer,
+from drivers.enzyme_map import ABSORBANCE_SCALE, Status
+from drivers.enzyme_modbus import EnzymeModbusAnalyzer, probe_rtu, probe_tcp
+from drivers.errors import (
+    DeviceNotFound,
+    DriverTimeout,
     ModbusExceptionResponse,
-    Status,
-    probe_rtu,
-    probe_tcp,
+    ProtocolError,
+    TransportError,
 )
-from drivers.errors import DeviceNotFound, DriverTimeout, ProtocolError, TransportError
 from drivers.readings import Analyzer, EnzymeReading
 from drivers.timeouts import Timeouts
 from firmware_sim.enzyme_modbus import EnzymeSimulator
@@ -99,9 +99,9 @@ def test_busy_is_retried_then_raised_and_recovers(
 ) -> None:
     sim.faults.exception_code = 6  # SLAVE_DEVICE_BUSY for the next 2 requests only: retried inside one call
     sim.faults.for_requests = 2
-    retried = analyzer.session.retried
+    retried = analyzer.session.stats.retries
     assert analyzer.latest_record() == sim.run_counter
-    assert analyzer.session.retried == retried + 2
+    assert analyzer.session.stats.retries == retried + 2
     sim.faults.exception_code = 6  # busy for good: a ProtocolError after retries + 1 attempts
     with pytest.raises(ModbusExceptionResponse) as err:
         analyzer.latest_record()
@@ -167,9 +167,9 @@ def test_torn_pages_are_reread_or_refused(analyzer: EnzymeModbusAnalyzer, sim: E
     sim.faults.clear()
     sim.faults.torn_reads = True
     sim.faults.for_requests = 4  # changes during the first read only: re-read, then exact
-    rereads = analyzer.rereads
+    rereads = analyzer.session.rereads
     assert_is_run(analyzer.read_record(1), sim, 1)
-    assert analyzer.rereads > rereads
+    assert analyzer.session.rereads > rereads
 
 
 def test_unplug_and_replug(analyzer: EnzymeModbusAnalyzer, sim: EnzymeSimulator) -> None:

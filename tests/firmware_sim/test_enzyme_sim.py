@@ -15,8 +15,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from drivers.enzyme_modbus import EnzymeModbusAnalyzer, ModbusExceptionResponse, Status, probe_rtu, probe_tcp
-from drivers.errors import DeviceNotFound
+from drivers.enzyme_map import Status
+from drivers.enzyme_modbus import EnzymeModbusAnalyzer, probe_rtu, probe_tcp
+from drivers.errors import DeviceNotFound, ModbusExceptionResponse
 from drivers.timeouts import Timeouts
 from firmware_sim.enzyme_modbus import EnzymeSimulator
 from kuaijian_schema.specs import GB_T_5009_199, NY_T_448
