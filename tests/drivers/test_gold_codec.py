@@ -349,7 +349,7 @@ replies = st.one_of(
         text,
         text,
         text,
-    ),
+    ).filter(lambda h: h.chunks <= 256),  # the protocol addresses at most 256 chunks
     st.builds(
         ProfileChunk,
         u32,
