@@ -8,6 +8,7 @@ the outbox rows, so a crash anywhere re-reads at most one record and duplicates 
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Literal, Protocol, runtime_checkable
@@ -68,6 +69,25 @@ class EnzymeReading:
 
 
 Reading = GoldReading | EnzymeReading
+
+
+def record_identity(reading: Reading) -> str:
+    """A fingerprint of what a record *is* — its number, time, sample id(s), kit/profile and a checksum of its
+    raw signal — so the gateway can tell the record at its cursor from a different one with the same number
+    (the analyzer's memory was cleared or the analyzer replaced while the gateway was away)."""
+    h = hashlib.sha256()
+    if isinstance(reading, GoldReading):
+        parts = ["gold", reading.record_no, reading.measured_at.isoformat(), reading.channel, reading.kit]
+        parts += [reading.sample_id, reading.product, reading.operator]
+        data = np.ascontiguousarray(reading.profile, dtype="<f8").tobytes()
+    else:
+        parts = ["enzyme", reading.record_no, reading.measured_at.isoformat(), reading.profile]
+        parts += [reading.control_channel, *reading.sample_ids, "|", *reading.products, reading.operator]
+        data = np.ascontiguousarray(reading.absorbance, dtype="<f8").tobytes()
+        data += np.ascontiguousarray(reading.times_s, dtype="<f8").tobytes()
+    h.update("\x1f".join(str(p) for p in parts).encode())
+    h.update(hashlib.sha256(data).digest())
+    return h.hexdigest()[:32]
 
 
 @runtime_checkable

@@ -153,7 +153,8 @@ def _open_outbox(path: Path) -> Any:
 
 
 def _status(args: argparse.Namespace) -> int:
-    """Show the outbox of a station: depth, oldest unsent age, last seq, counters, cursors, config."""
+    """Show the outbox of a station: depth, oldest unsent age, last seq, counters, cursors, memory resets,
+    config."""
     from gateway.errors import ConfigError, GatewayError
 
     try:
@@ -180,6 +181,16 @@ def _status(args: argparse.Namespace) -> int:
                 "acked_total": stats.acked_total,
                 "rejected_total": stats.rejected_total,
                 "skipped_records": stats.skipped_total,
+                "memory_resets": [
+                    {
+                        "instrument": m.instrument,
+                        "epoch": m.new_epoch,
+                        "old_last_record": m.old_last_record,
+                        "reason": m.reason,
+                        "at": m.at,
+                    }
+                    for m in box.memory_resets()
+                ],
                 "config_version": stats.config_version or "builtin",
                 "cursors": {
                     k: {"epoch": c.epoch, "last_record": c.last_record} for k, c in box.cursors().items()

@@ -92,6 +92,18 @@ MIGRATIONS: tuple[Migration, ...] = (
             " created_at REAL NOT NULL, doc TEXT NOT NULL)",
         ),
     ),
+    Migration(
+        "0004_cursor_identity",
+        (
+            # The identity (drivers.readings.record_identity) of the record at the cursor: on reconnect the
+            # worker re-reads that record and compares, to notice a memory cleared or an analyzer replaced
+            # while the gateway was away even when the new memory has MORE records than the cursor.
+            "ALTER TABLE cursors ADD COLUMN identity TEXT",
+            "CREATE TABLE memory_resets (instrument TEXT NOT NULL, old_epoch INTEGER NOT NULL,"
+            " new_epoch INTEGER NOT NULL, old_last_record INTEGER NOT NULL, latest INTEGER NOT NULL,"
+            " reason TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (instrument, new_epoch))",
+        ),
+    ),
 )
 
 
@@ -124,10 +136,26 @@ class Enqueued:
 
 @dataclass(frozen=True, slots=True)
 class Cursor:
-    """Last record persisted from an instrument; `epoch` grows when its record counter restarts."""
+    """Last record persisted from an instrument; `epoch` grows when its record memory restarts (counter
+    went back, or the record at the cursor is no longer the one read: `identity`, see
+    `drivers.readings.record_identity`; None when unknown, e.g. a skipped record)."""
 
     epoch: int
     last_record: int
+    identity: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryReset:
+    """An instrument whose memory was found cleared or replaced: a new cursor epoch was started."""
+
+    instrument: str
+    old_epoch: int
+    new_epoch: int
+    old_last_record: int
+    latest: int
+    reason: str
+    at: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +212,16 @@ class RejectedRow:
     id: str
     reason: str
     rejected_at: float
+
+
+# Move an instrument's cursor forward (never back) within its epoch; the identity follows the record the
+# cursor ends on (right-hand sides see the row as it was before the update).
+_ADVANCE_CURSOR = (
+    "INSERT INTO cursors (instrument, epoch, last_record, updated_at, identity) VALUES (?, ?, ?, ?, ?) "
+    "ON CONFLICT (instrument) DO UPDATE SET last_record = MAX(last_record, excluded.last_record),"
+    " identity = CASE WHEN excluded.last_record >= last_record THEN excluded.identity ELSE identity END,"
+    " updated_at = excluded.updated_at WHERE epoch = excluded.epoch"
+)
 
 
 def _code(exc: sqlite3.Error) -> int | None:
@@ -298,18 +336,47 @@ class Outbox:
 
     # ------------------------------------------------------------------ acquisition side
     def cursor(self, instrument: str) -> Cursor | None:
-        rows = self._read("SELECT epoch, last_record FROM cursors WHERE instrument = ?", (instrument,))
-        return Cursor(int(rows[0][0]), int(rows[0][1])) if rows else None
+        rows = self._read(
+            "SELECT epoch, last_record, identity FROM cursors WHERE instrument = ?", (instrument,)
+        )
+        return Cursor(int(rows[0][0]), int(rows[0][1]), rows[0][2]) if rows else None
 
     def set_cursor(self, instrument: str, cursor: Cursor) -> None:
-        """Set an instrument's cursor (first sight with start_from=latest, or a new epoch)."""
+        """Set an instrument's cursor (first sight with start_from=latest, or its identity learnt)."""
         with self._tx("setting a cursor") as conn:
             conn.execute(
-                "INSERT INTO cursors (instrument, epoch, last_record, updated_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (instrument) DO UPDATE SET epoch = excluded.epoch, "
-                "last_record = excluded.last_record, updated_at = excluded.updated_at",
-                (instrument, cursor.epoch, cursor.last_record, time.time()),
+                "INSERT INTO cursors (instrument, epoch, last_record, updated_at, identity) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (instrument) DO UPDATE SET epoch = excluded.epoch, "
+                "last_record = excluded.last_record, updated_at = excluded.updated_at, identity = excluded.identity",
+                (instrument, cursor.epoch, cursor.last_record, time.time(), cursor.identity),
             )
+
+    def new_epoch(self, instrument: str, old: Cursor, latest: int, reason: str) -> Cursor:
+        """The instrument's memory was cleared or replaced: record the event and start epoch + 1 at record 0,
+        in one transaction (its records are then read again from the first, under new keys)."""
+        new = Cursor(old.epoch + 1, 0)
+        now = time.time()
+        with self._tx("starting a new cursor epoch") as conn:
+            conn.execute(
+                "INSERT OR REPLACE INTO memory_resets (instrument, old_epoch, new_epoch, old_last_record, latest,"
+                " reason, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (instrument, old.epoch, new.epoch, old.last_record, latest, reason, now),
+            )
+            conn.execute(
+                "UPDATE cursors SET epoch = ?, last_record = 0, identity = NULL, updated_at = ? WHERE instrument = ?",
+                (new.epoch, now, instrument),
+            )
+        return new
+
+    def memory_resets(self) -> list[MemoryReset]:
+        rows = self._read(
+            "SELECT instrument, old_epoch, new_epoch, old_last_record, latest, reason, at FROM memory_resets"
+            " ORDER BY at"
+        )
+        return [
+            MemoryReset(str(a), int(b), int(c), int(d), int(e), str(f), float(g))
+            for a, b, c, d, e, f, g in rows
+        ]
 
     def enqueue(
         self,
@@ -317,11 +384,13 @@ class Outbox:
         epoch: int,
         records: Sequence[RecordDrafts],
         sign: Callable[[dict[str, Any]], str],
+        identity: str | None = None,
     ) -> list[Enqueued]:
         """Persist every result of `records` and advance the cursor, all in one transaction.
 
         Results whose key (instrument, epoch, record_no, line) is already known are skipped (a re-read
-        after a crash). Returns the newly enqueued rows.
+        after a crash). `identity` is that of the last of `records` (stored with the cursor when it moves
+        there). Returns the newly enqueued rows.
         """
         if not records:
             return []
@@ -358,12 +427,7 @@ class Outbox:
             last = max(r.record_no for r in records)
             conn.execute("UPDATE counters SET value = ? WHERE name = 'seq'", (seq,))
             conn.execute("UPDATE counters SET value = value + ? WHERE name = 'enqueued'", (len(out),))
-            conn.execute(
-                "INSERT INTO cursors (instrument, epoch, last_record, updated_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (instrument) DO UPDATE SET last_record = MAX(last_record, excluded.last_record),"
-                " updated_at = excluded.updated_at WHERE epoch = excluded.epoch",
-                (instrument, epoch, last, now),
-            )
+            conn.execute(_ADVANCE_CURSOR, (instrument, epoch, last, now, identity))
         return out
 
     def skip_record(self, instrument: str, epoch: int, record_no: int, reason: str) -> None:
@@ -375,12 +439,7 @@ class Outbox:
                 "VALUES (?, ?, ?, ?, ?)",
                 (instrument, epoch, record_no, reason, now),
             )
-            conn.execute(
-                "INSERT INTO cursors (instrument, epoch, last_record, updated_at) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (instrument) DO UPDATE SET last_record = MAX(last_record, excluded.last_record),"
-                " updated_at = excluded.updated_at WHERE epoch = excluded.epoch",
-                (instrument, epoch, record_no, now),
-            )
+            conn.execute(_ADVANCE_CURSOR, (instrument, epoch, record_no, now, None))
 
     def skipped_records(self) -> list[tuple[str, int, int, str]]:
         """(instrument, epoch, record_no, reason) of every skipped record."""
@@ -501,8 +560,8 @@ class Outbox:
         )
 
     def cursors(self) -> dict[str, Cursor]:
-        rows = self._read("SELECT instrument, epoch, last_record FROM cursors ORDER BY instrument")
-        return {str(i): Cursor(int(e), int(n)) for i, e, n in rows}
+        rows = self._read("SELECT instrument, epoch, last_record, identity FROM cursors ORDER BY instrument")
+        return {str(i): Cursor(int(e), int(n), ident) for i, e, n, ident in rows}
 
     # ------------------------------------------------------------------ recovery
     def salvage_from(self, corrupt: Path, verify: Callable[[dict[str, Any]], bool]) -> SalvageReport:

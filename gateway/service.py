@@ -245,6 +245,7 @@ class GatewayService:
                     driver=s.driver,
                     state=s.state,
                     last_error=s.last_error,
+                    last_event=s.last_event,
                 )
                 for s in (w.state for w in self.workers)
             ),

@@ -4,7 +4,12 @@ Does: open the analyzer, identify it, then loop: `latest_record()`, read the rec
 (at most `read_batch`), interpret them (`gateway.pipeline`) and commit all their results + the cursor +
 the seq in ONE outbox transaction — before anything else happens with them. A record is only ever
 "taken" by that commit, so a crash anywhere re-reads it and the outbox's unique key makes that a no-op.
-A counter that goes backwards (memory cleared, instrument swapped) starts a new cursor epoch.
+New memory (cleared, or the analyzer replaced by one with the same serial while the gateway was away) is
+detected two ways: a record counter below the cursor, and — on every (re)connect — the record at the cursor
+re-read and compared with the identity stored with the cursor (`drivers.readings.record_identity`: time,
+sample id, checksum of the raw signal), which also catches a new memory that already holds MORE records than
+the cursor. Either starts a new cursor epoch at record 0 — every record of the new memory is read — and is
+logged, recorded in the outbox (`memory_resets`) and reported as the instrument's `last_event` in the status.
 
 Failure policy (supervisor): any `DriverError` marks the instrument unavailable, closes it and retries
 with exponential backoff (`drivers.backoff.Backoff`, the policy the driver sessions use too:
@@ -30,7 +35,7 @@ from typing import Literal
 
 from drivers.backoff import Backoff
 from drivers.errors import DriverError, ProtocolError
-from drivers.readings import Analyzer, ClockSync, DeviceInfo, Reading
+from drivers.readings import Analyzer, ClockSync, DeviceInfo, Reading, record_identity
 from drivers.timeouts import Timeouts
 from gateway.errors import OutboxError, OutboxFull
 from gateway.outbox import Cursor, Enqueued, Outbox, RecordDrafts
@@ -48,6 +53,7 @@ class WorkerState:
     serial: str | None = None
     model: str | None = None
     last_error: str | None = None
+    last_event: str | None = None  # e.g. memory cleared / replaced (not an error: reading goes on)
     last_record: int | None = None
     records_read: int = 0
 
@@ -109,7 +115,7 @@ class InstrumentWorker:
             old = self._state
             self._state = replace(old, **changes)  # type: ignore[arg-type]
             new = self._state
-        if (old.state, old.last_error) != (new.state, new.last_error):
+        if (old.state, old.last_error, old.last_event) != (new.state, new.last_error, new.last_event):
             self._on_state(new)
 
     def start(self) -> None:
@@ -181,21 +187,25 @@ class InstrumentWorker:
     def _pull(self, analyzer: Analyzer, info: DeviceInfo) -> None:
         key = f"{info.driver}:{info.serial}"
         cursor = self._outbox.cursor(key)
+        verified = False  # the record at the cursor is checked once per connection
         while not self._stop.is_set():
             latest = analyzer.latest_record()
             if cursor is None:
-                cursor = Cursor(0, 0 if self._start_from == "first" else latest)
+                start = 0 if self._start_from == "first" else latest
+                cursor = Cursor(0, start, self._identity_at(analyzer, start))
                 self._outbox.set_cursor(key, cursor)
+                verified = True
             elif latest < cursor.last_record:
-                log.warning(
-                    "instrument %s: record counter went back from %d to %d (memory cleared or replaced); "
-                    "starting a new cursor epoch",
-                    self.name,
-                    cursor.last_record,
-                    latest,
-                )
-                cursor = Cursor(cursor.epoch + 1, 0)
-                self._outbox.set_cursor(key, cursor)
+                reason = f"record counter went back from {cursor.last_record} to {latest}"
+                cursor = self._new_memory(key, cursor, latest, reason)
+                verified = True
+            elif not verified:
+                verified = True
+                reason_or_cursor = self._verify_cursor(analyzer, key, cursor)
+                if isinstance(reason_or_cursor, str):
+                    cursor = self._new_memory(key, cursor, latest, reason_or_cursor)
+                else:
+                    cursor = reason_or_cursor
             if latest <= cursor.last_record:
                 self._stop.wait(self._poll)
                 continue
@@ -212,15 +222,55 @@ class InstrumentWorker:
                 cursor = Cursor(cursor.epoch, cursor.last_record + 1)
                 continue
             if readings:
-                if not self._commit(key, cursor.epoch, info, readings):
+                identity = record_identity(readings[-1])
+                if not self._commit(key, cursor.epoch, info, readings, identity):
                     return  # stop requested while waiting for disk space
-                cursor = Cursor(cursor.epoch, readings[-1].record_no)
+                cursor = Cursor(cursor.epoch, readings[-1].record_no, identity)
                 self._set(
                     last_record=cursor.last_record, records_read=self.state.records_read + len(readings)
                 )
                 self._failing = None
             if failure is not None:
                 raise failure
+
+    def _identity_at(self, analyzer: Analyzer, record_no: int) -> str | None:
+        """Identity of record `record_no` (None for 0, or when the analyzer will not give that record)."""
+        if record_no <= 0:
+            return None
+        try:
+            return record_identity(analyzer.read_record(record_no))
+        except ProtocolError as exc:
+            log.info("instrument %s: record %d cannot be read to check it: %s", self.name, record_no, exc)
+            return None
+
+    def _verify_cursor(self, analyzer: Analyzer, key: str, cursor: Cursor) -> Cursor | str:
+        """Re-read the record at the cursor: the reason it is a different memory, else the cursor (with the
+        identity learnt when none was stored — a cursor from before identities, or after a skip)."""
+        if cursor.last_record <= 0:
+            return cursor
+        identity = self._identity_at(analyzer, cursor.last_record)
+        if identity is None:
+            return cursor  # rolled out of the memory (or unreadable): nothing to compare with
+        if cursor.identity is None:
+            learnt = Cursor(cursor.epoch, cursor.last_record, identity)
+            self._outbox.set_cursor(key, learnt)
+            return learnt
+        if identity != cursor.identity:
+            return (
+                f"record {cursor.last_record} at the cursor is not the record read before "
+                "(time, sample id or signal differ)"
+            )
+        return cursor
+
+    def _new_memory(self, key: str, cursor: Cursor, latest: int, reason: str) -> Cursor:
+        new = self._outbox.new_epoch(key, cursor, latest, reason)
+        event = (
+            f"仪器记录已清空或更换 (memory cleared or analyzer replaced): {reason}; "
+            f"reading its {latest} record(s) from the first (epoch {new.epoch})"
+        )
+        log.warning("instrument %s: %s", self.name, event)
+        self._set(last_event=event)
+        return new
 
     def _unreadable(self, key: str, cursor: Cursor, exc: DriverError, latest: int) -> bool:
         """Count protocol failures on the record after the cursor; True when it was skipped now.
@@ -244,11 +294,13 @@ class InstrumentWorker:
         log.error("instrument %s: record %d skipped: %s", self.name, n, reason)
         return True
 
-    def _commit(self, key: str, epoch: int, info: DeviceInfo, readings: list[Reading]) -> bool:
+    def _commit(
+        self, key: str, epoch: int, info: DeviceInfo, readings: list[Reading], identity: str | None
+    ) -> bool:
         drafts = self._interpret(info, readings)
         while True:
             try:
-                enqueued = self._outbox.enqueue(key, epoch, drafts, self._sign)
+                enqueued = self._outbox.enqueue(key, epoch, drafts, self._sign, identity)
             except OutboxFull as exc:
                 self._set(state="unavailable", last_error=f"outbox full, not reading new records: {exc}")
                 log.error("instrument %s paused: %s", self.name, exc)  # noqa: TRY400

@@ -198,6 +198,7 @@ class InstrumentStatus(_Model):
     driver: str
     state: Literal["ok", "unavailable", "error", "starting"]
     last_error: str | None = None
+    last_event: str | None = None  # e.g. the analyzer's memory found cleared or replaced
 
 
 class Status(_Model):

@@ -76,6 +76,7 @@ def write_station(
         lines += ["[instruments.timeouts]"] + [f"{k} = {_toml_value(v)}" for k, v in timeouts.items()]
     path = directory / "station.toml"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    path.chmod(0o600)  # it holds the station key
     return path
 
 
