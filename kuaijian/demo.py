@@ -261,6 +261,7 @@ status_interval_s = 5
 
 [acquisition]
 poll_interval_s = 0.5
+include_raw = true
 
 [[instruments]]
 name = "gold"

@@ -48,7 +48,8 @@
       col_held: "暂停上市批次", held_title: "暂停上市的批次", history_title: "检测记录", total: "共",
       unregistered: "未登记", revoked: "已撤销", sample: "样品", batch: "批次", retest_of: "复检自",
       signal_title: "原始信号", code: "代码", contact: "联系人", phone: "电话", plots: "地块",
-      none_held: "无", "k_企业": "企业", "k_合作社": "合作社", "k_家庭农场": "家庭农场",
+      none_held: "无", import: "导入 CSV / Excel", imported: "导入完成：新建 {c} 个，更新 {u} 个",
+      row: "第 {n} 行", import_failed: "导入失败", "k_企业": "企业", "k_合作社": "合作社", "k_家庭农场": "家庭农场",
       "k_种养大户": "种养大户", "k_个人": "个人"
     },
     en: {
@@ -91,6 +92,8 @@
       held_title: "Held batches", history_title: "Test history", total: "total", unregistered: "unregistered",
       revoked: "revoked", sample: "Sample", batch: "batch", retest_of: "retest of", signal_title: "Raw signal",
       code: "Code", contact: "Contact", phone: "Phone", plots: "Plots", none_held: "none",
+      import: "Import CSV / Excel", imported: "Imported: {c} created, {u} updated", row: "row {n}",
+      import_failed: "Import failed",
       "k_企业": "enterprise", "k_合作社": "cooperative", "k_家庭农场": "family farm",
       "k_种养大户": "large grower", "k_个人": "individual"
     }
@@ -607,6 +610,37 @@
       tbody.appendChild(tr);
     });
   }
+  function importProducers() {
+    var input = $("producers-file");
+    var file = input.files && input.files[0];
+    if (!file) { return; }
+    var box = $("producers-import"), errs = $("producers-import-errors");
+    clear(errs);
+    box.classList.remove("hidden");
+    $("producers-import-summary").textContent = "…";
+    file.arrayBuffer().then(function (data) {
+      return fetch(API + "/producers/import?filename=" + encodeURIComponent(file.name), {
+        method: "POST", headers: { Authorization: "Bearer " + state.token }, body: data
+      });
+    }).then(function (r) {
+      return r.json().catch(function () { return {}; }).then(function (doc) {
+        if (!r.ok) { throw new Error(typeof doc.detail === "string" ? doc.detail : "HTTP " + r.status); }
+        return doc;
+      });
+    }).then(function (doc) {
+      $("producers-import-summary").textContent =
+        t("imported").replace("{c}", doc.created).replace("{u}", doc.updated);
+      doc.errors.forEach(function (e) {
+        var li = el("li", null, t("row").replace("{n}", e.row) + ": " + e.error);
+        li.setAttribute("data-row", e.row);
+        errs.appendChild(li);
+      });
+      input.value = "";
+      loadProducers();
+    }).catch(function (e) {
+      $("producers-import-summary").textContent = t("import_failed") + ": " + e.message; input.value = "";
+    });
+  }
   function openProducer(ref) {
     Promise.all([api(API + "/producers/" + encodeURIComponent(ref)),
                  api(API + "/producers/" + encodeURIComponent(ref) + "/history")]).then(function (both) {
@@ -736,6 +770,7 @@
     $("cases-mine").addEventListener("change", toggleMine);
     $("samples-status").addEventListener("change", loadSamples);
     $("producers-q").addEventListener("change", loadProducers);
+    $("producers-file").addEventListener("change", importProducers);
     $("producer-close-panel").addEventListener("click", function () {
       state.producerDoc = null; $("producer-panel").classList.add("hidden");
     });

@@ -10,6 +10,7 @@ import base64
 import json
 import zlib
 from datetime import timedelta
+from pathlib import Path
 
 import numpy as np
 from selenium import webdriver
@@ -18,6 +19,7 @@ from selenium.webdriver.support.ui import Select
 
 from cloud.db import open_db
 from cloud.ingest import Inbound, process_batch
+from cloud.producers import uscc_check
 from tests.cloud.factories import T0
 from tests.cloud.test_dashboard_browser import OfflineCloud, _text, browser, offline_cloud, pytestmark
 from tests.cloud.test_samples import _producers, _reg
@@ -73,7 +75,7 @@ def _seed(cloud: OfflineCloud) -> tuple[int, str]:
 
 
 def test_producers_samples_and_case_review_at_phone_width(
-    browser: webdriver.Chrome, offline_cloud: OfflineCloud
+    browser: webdriver.Chrome, offline_cloud: OfflineCloud, tmp_path: Path
 ) -> None:
     case_id, number = _seed(offline_cloud)
     base, grid, wait = offline_cloud.base, offline_cloud.grid, offline_cloud.wait
@@ -118,6 +120,23 @@ def test_producers_samples_and_case_review_at_phone_width(
         e.get_attribute("data-sample")
         for e in browser.find_elements(By.CSS_SELECTOR, "#producer-history tbody tr")
     ] == ["26110301"]
+
+    # import a producer list from the page: good rows stored, each bad row reported by number, nothing half-stored
+    body = "AB12CD34E"
+    good = "93370214" + body + uscc_check("93370214" + body)
+    sheet = tmp_path / "producers.csv"
+    sheet.write_text(
+        "类型,名称,代码,村,联系人,品种\n"
+        f"合作社,南万草莓专业合作社,{good},370214101203,王芳,草莓\n"
+        "企业,坏代码公司,91370214MA3C5XQ12A,370214101203,,芹菜\n",
+        encoding="utf-8",
+    )
+    browser.find_element(By.ID, "producers-file").send_keys(str(sheet))
+    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '#producers-import-errors li[data-row="3"]'))
+    assert "新建 1" in _text(browser, "#producers-import-summary")
+    assert "统一社会信用代码无效" in _text(browser, '#producers-import-errors li[data-row="3"]')
+    wait.until(lambda d: "南万草莓专业合作社" in _text(d, "#producers-table"))
+    assert "坏代码公司" not in _text(browser, "#producers-table")
 
     # case review: sample, producer, batch, measured values, the raw-signal plot; assignee picked from users
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, f'#cases-table tr[data-case="{case_id}"]'))

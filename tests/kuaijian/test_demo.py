@@ -91,6 +91,7 @@ def test_demo_delivers_results_and_stops_cleanly(tmp_path: Path) -> None:
         cases = api("/api/cases?limit=200")["items"]
         details = [api(f"/api/cases/{c['id']}") for c in cases]
         assert any(d["sample"] and d["sample"]["producer_name"] == held["producer_name"] for d in details)
+        assert any(r["signal"] for d in details for r in d["results"])  # raw signals for the case plot
         number = api("/api/samples?status=released&limit=1")["items"][0]["certificate"]
         status, page = _get(f"http://127.0.0.1:{port}/verify/{number}")  # public: no token
         assert status == 200
