@@ -42,6 +42,9 @@ ROUTER_MODULES: tuple[str, ...] = (
     "cloud.api.routes.admin",
     "cloud.api.routes.reports",
     "cloud.api.routes.dashboard",
+    "cloud.api.routes.risk",
+    "cloud.api.routes.tasks",
+    "cloud.api.routes.notify",
 )
 
 
@@ -74,15 +77,19 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         app.state.services = services
         await asyncio.to_thread(services.start)
         scheduler_task: asyncio.Task[None] | None = None
+        notifier_task: asyncio.Task[None] | None = None
         if cfg.scheduler_enabled:
             scheduler_task = asyncio.create_task(services.run_scheduler())
+        if cfg.scheduler_enabled and cfg.notify_enabled:
+            notifier_task = asyncio.create_task(services.run_notifier())
         try:
             yield
         finally:
-            if scheduler_task is not None:
-                scheduler_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await scheduler_task
+            for task in (scheduler_task, notifier_task):
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
             hub_for(app).close()
             await asyncio.to_thread(services.stop)
 

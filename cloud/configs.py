@@ -6,8 +6,9 @@ node's subtree) under a new global version number; `publish_pending` publishes e
 unpublished config (retained, QoS 1) through a publisher and marks it published once the broker has it.
 A newer push supersedes older unpublished ones, so a station never receives an outdated config.
 
-Every station's document also carries the producers (生产主体) of its village; `push_producers` re-issues
-the stations of villages whose producer list changed, keeping their kits and profiles.
+Every station's document also carries the producers (生产主体) of its village and its sampling tasks;
+`push_producers` / `push_tasks` re-issue the stations whose producer or task list changed, keeping their kits
+and profiles.
 
 Does not: HTTP or MQTT connection management (the caller passes a `Publisher`).
 """
@@ -18,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
+from zoneinfo import ZoneInfo
 
 import sqlite_utils
 
@@ -26,9 +28,11 @@ from cloud.db import transaction
 from cloud.errors import Forbidden, Invalid
 from cloud.producers import station_producers, stations_of_villages
 from cloud.queries import scoped_node
+from cloud.tasks import station_tasks, stations_under
 from kuaijian_schema import EnzymeSpec, StationConfig, StripSpec, topic
 
 PUSH_ROLES = ("admin", "county", "town")
+GRID_TZ = ZoneInfo("Asia/Shanghai")
 
 
 class Publisher(Protocol):
@@ -112,6 +116,7 @@ def _issue(
             gold_kits=kits,
             enzyme_profiles=profiles,
             producers=station_producers(db, station),
+            tasks=station_tasks(db, station, now.astimezone(GRID_TZ).date()),
         )
         db.execute(
             "INSERT INTO configs (station, version, issued_at, issued_by, target_node_id, payload_json)"
@@ -131,6 +136,17 @@ def push_producers(
             group = stations_of_villages(db, [village_id])
             if group:
                 _issue(db, group, issued_by, village_id, now, None, None)
+    return stations
+
+
+def push_tasks(
+    db: sqlite_utils.Database, node_id: int, node_path: str, issued_by: str, now: datetime
+) -> list[str]:
+    """Issue a new config (same kits and producers, fresh task list) to every enrolled station under a node."""
+    with transaction(db):
+        stations = stations_under(db, node_path)
+        if stations:
+            _issue(db, stations, issued_by, node_id, now, None, None)
     return stations
 
 

@@ -39,6 +39,20 @@ Tables (all timestamps are ISO-8601 UTC strings, ``YYYY-MM-DDTHH:MM:SS.ffffff+00
                   received_at, sig
     certificates  number, station, root_code (one per batch), sample_id, issued_at, summary_json, revoked_at
     configs       id, station, version, issued_at, issued_by, target_node_id, payload_json, published_at
+    risk_alerts   id, key (unique: kind + cell + week, or producer + count), kind (positivity_rise|
+                  producer_repeat|station_invalid), severity (high|medium), node_id (the unit concerned), period,
+                  analyte, product, producer_id, station, observed, tests, expected_rate, p_value, detail_json,
+                  created_at, updated_at, acknowledged_at, acknowledged_by
+    tasks         id, node_id (town, village or station), title, start_date, due_date (local dates), target,
+                  products_json, analytes_json, note, source (manual|risk), created_by, created_at, cancelled_at
+    notify_channels  id, name, kind (webhook|wecom|dingtalk|sms), url, secret, phones_json, events_json,
+                  min_severity, node_id (a unit's channel) or user_id (a personal one), enabled, created_at,
+                  created_by, deleted_at
+    notifications id, channel_id, event_key (unique per channel), kind, title, body, data_json, status
+                  (pending|sent|expired), attempts, next_attempt_at, lease_until, last_attempt_at,
+                  last_status, last_error, created_at, sent_at — the durable queue and the audit of what was sent
+    notify_cursor name (case_actions|risk_alerts), last_id — how far events were fanned out
+    grid_nodes also carries lat, lon (optional, WGS-84 degrees) for the map
 """
 
 from __future__ import annotations
@@ -319,11 +333,105 @@ _M004_SAMPLES = """
         );
 """
 
+# The county's command view: risk alerts, sampling tasks, notification channels and their durable queue,
+# and optional coordinates of grid nodes for the offline map.
+_M005_COMMAND = """
+        CREATE TABLE risk_alerts (
+            id INTEGER PRIMARY KEY,
+            key TEXT NOT NULL UNIQUE,
+            kind TEXT NOT NULL CHECK (kind IN ('positivity_rise','producer_repeat','station_invalid')),
+            severity TEXT NOT NULL CHECK (severity IN ('high','medium')),
+            node_id INTEGER NOT NULL REFERENCES grid_nodes(id),
+            period TEXT NOT NULL,
+            analyte TEXT,
+            product TEXT,
+            producer_id INTEGER REFERENCES producers(id),
+            station TEXT,
+            observed INTEGER NOT NULL,
+            tests INTEGER NOT NULL,
+            expected_rate REAL,
+            p_value REAL,
+            detail_json TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            updated_at TEXT NOT NULL,
+            acknowledged_at TEXT,
+            acknowledged_by TEXT
+        );
+        CREATE INDEX idx_risk_alerts_node ON risk_alerts(node_id, created_at);
+        CREATE INDEX idx_risk_alerts_created ON risk_alerts(created_at);
+
+        CREATE TABLE tasks (
+            id INTEGER PRIMARY KEY,
+            node_id INTEGER NOT NULL REFERENCES grid_nodes(id),
+            title TEXT NOT NULL,
+            start_date TEXT NOT NULL,
+            due_date TEXT NOT NULL,
+            target INTEGER NOT NULL CHECK (target > 0),
+            products_json TEXT NOT NULL,
+            analytes_json TEXT NOT NULL,
+            note TEXT,
+            source TEXT NOT NULL CHECK (source IN ('manual','risk')),
+            created_by TEXT NOT NULL,
+            created_at TEXT NOT NULL,
+            cancelled_at TEXT
+        );
+        CREATE INDEX idx_tasks_node ON tasks(node_id, due_date);
+        CREATE INDEX idx_samples_registered ON samples(registered_at);
+
+        CREATE TABLE notify_channels (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL,
+            kind TEXT NOT NULL CHECK (kind IN ('webhook','wecom','dingtalk','sms')),
+            url TEXT NOT NULL,
+            secret TEXT,
+            phones_json TEXT NOT NULL,
+            events_json TEXT NOT NULL,
+            min_severity TEXT NOT NULL CHECK (min_severity IN ('medium','high')),
+            node_id INTEGER REFERENCES grid_nodes(id),
+            user_id INTEGER REFERENCES users(id),
+            enabled INTEGER NOT NULL DEFAULT 1,
+            created_at TEXT NOT NULL,
+            created_by TEXT NOT NULL,
+            deleted_at TEXT,
+            CHECK ((node_id IS NULL) != (user_id IS NULL))
+        );
+
+        CREATE TABLE notifications (
+            id INTEGER PRIMARY KEY,
+            channel_id INTEGER NOT NULL REFERENCES notify_channels(id),
+            event_key TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            title TEXT NOT NULL,
+            body TEXT NOT NULL,
+            data_json TEXT NOT NULL,
+            status TEXT NOT NULL CHECK (status IN ('pending','sent','expired')),
+            attempts INTEGER NOT NULL DEFAULT 0,
+            next_attempt_at TEXT NOT NULL,
+            lease_until TEXT,
+            last_attempt_at TEXT,
+            last_status INTEGER,
+            last_error TEXT,
+            created_at TEXT NOT NULL,
+            sent_at TEXT,
+            UNIQUE (channel_id, event_key)
+        );
+        CREATE INDEX idx_notifications_due ON notifications(status, next_attempt_at);
+
+        CREATE TABLE notify_cursor (
+            name TEXT PRIMARY KEY,
+            last_id INTEGER NOT NULL
+        );
+
+        ALTER TABLE grid_nodes ADD COLUMN lat REAL;
+        ALTER TABLE grid_nodes ADD COLUMN lon REAL;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     ("001_initial", _M001_INITIAL),
     ("002_station_previous_key", _M002_PREVIOUS_KEY),
     ("003_producers", _M003_PRODUCERS),
     ("004_samples", _M004_SAMPLES),
+    ("005_command", _M005_COMMAND),
 )
 
 

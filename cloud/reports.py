@@ -16,9 +16,9 @@ Definitions (docs/reports.md has the long form):
   closed_at ≤ deadline. closed_late = the other closed cases. open_overdue = not closed and (escalated
   or past its deadline at `now`). open_pending = not closed, not escalated, deadline still ahead.
   on_time_rate = closed_on_time / (closed_on_time + closed_late + open_overdue) (None if that is 0).
-- Ranking score (0–100) = 50 × coverage + 50 × on_time_rate, coverage = share of the node's stations
-  that produced at least one valid test in the period; on_time_rate counts as 1 when no case was due.
-  Ties: more valid tests first, then node code.
+- Ranking score (0–100): the assessment score of cloud.assessment (weighted parts: coverage, task
+  completion, upload timeliness, on-time case handling, test quality, registration completeness; weights in
+  Settings.assessment_weights). Ties: more valid tests first, then node code.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from zoneinfo import ZoneInfo
 import sqlite_utils
 from pydantic import BaseModel, ConfigDict
 
+from cloud import assessment
 from cloud.auth import User
 from cloud.errors import Invalid, NotFound
 from cloud.sqlfilter import like_prefix, subtree_sql
@@ -45,7 +46,6 @@ REPORT_TZ = ZoneInfo("Asia/Shanghai")
 LEVEL_ORDER: tuple[str, ...] = ("county", "town", "village", "station")
 PeriodKind = Literal["day", "week", "month"]
 RankLevel = Literal["county", "town", "village"]
-SCORE_FORMULA = "score = 50 × coverage + 50 × on_time_rate (on_time_rate = 1 when no case was due)"
 
 
 class _Frozen(BaseModel):
@@ -371,6 +371,12 @@ class RankingRow(_Frozen):
     cases_due: int
     cases_on_time: int
     on_time_rate: float | None
+    task_done: int = 0
+    task_target: int = 0
+    task_completion: float | None = None
+    timeliness: float | None = None
+    quality: float | None = None
+    registration: float | None = None
     score: float
 
 
@@ -389,8 +395,10 @@ def ranking(
     period: Period,
     now: datetime,
     tz: ZoneInfo = REPORT_TZ,
+    assess: assessment.AssessmentConfig | None = None,
 ) -> Ranking:
-    """Rank the nodes of `level` inside `scope` over `period` (see the module docstring for the score)."""
+    """Rank the nodes of `level` inside `scope` over `period` by their assessment score (cloud.assessment)."""
+    assess = assess or assessment.AssessmentConfig()
     if level not in ("county", "town", "village"):
         raise Invalid("ranking level must be county, town or village")
     lo, hi = period.utc_bounds(tz)
@@ -403,29 +411,16 @@ def ranking(
     for _node_id, code, name, node_level, path in nodes:
         prefix = like_prefix(str(path))
         sub = "SELECT id FROM grid_nodes WHERE path LIKE ? ESCAPE '\\'"
-        res = db.execute(
-            f"""SELECT {_COUNT_COLUMNS}, COUNT(DISTINCT CASE WHEN r.verdict != 'invalid' THEN r.node_id END)
-                FROM results r WHERE r.measured_at >= ? AND r.measured_at < ? AND r.node_id IN ({sub})""",  # noqa: S608
-            [lo, hi, prefix],
-        ).fetchone()
-        c = _counts(res)
-        active = int(res[5] or 0)
-        total = int(
+        c = _counts(
             db.execute(
-                f"SELECT COUNT(*) FROM grid_nodes WHERE level = 'station' AND id IN ({sub})",  # noqa: S608
-                [prefix],
-            ).fetchone()[0]
-        )
-        cl = _closure(
-            db.execute(
-                f"""SELECT {_CLOSURE_COLUMNS} FROM cases c
-                    WHERE c.opened_at >= ? AND c.opened_at < ? AND c.origin_node_id IN ({sub})""",  # noqa: S608
-                [_now_text(now), lo, hi, prefix],
+                f"""SELECT {_COUNT_COLUMNS} FROM results r
+                    WHERE r.measured_at >= ? AND r.measured_at < ? AND r.node_id IN ({sub})""",  # noqa: S608
+                [lo, hi, prefix],
             ).fetchone()
         )
-        coverage = (active / total) if total else None
-        due = cl.closed_on_time + cl.closed_late + cl.open_overdue
-        score = 50.0 * (coverage or 0.0) + 50.0 * (1.0 if cl.on_time_rate is None else cl.on_time_rate)
+        parts, raw = assessment.unit_parts(
+            db, str(path), lo, hi, _now_text(now), period.start, period.end, now, tz, assess.timely_minutes
+        )
         rows.append(
             RankingRow(
                 rank=0,
@@ -436,18 +431,24 @@ def ranking(
                 valid=c.valid,
                 positives=c.positives,
                 positive_rate=c.positive_rate,
-                stations_total=total,
-                stations_active=active,
-                coverage=coverage,
-                cases_due=due,
-                cases_on_time=cl.closed_on_time,
-                on_time_rate=cl.on_time_rate,
-                score=round(score, 2),
+                stations_total=raw["stations_total"],
+                stations_active=raw["stations_active"],
+                coverage=parts.coverage,
+                cases_due=raw["cases_due"],
+                cases_on_time=raw["cases_on_time"],
+                on_time_rate=parts.cases,
+                task_done=raw["task_done"],
+                task_target=raw["task_target"],
+                task_completion=parts.tasks,
+                timeliness=parts.timeliness,
+                quality=parts.quality,
+                registration=parts.registration,
+                score=assessment.score(parts, assess.weights),
             )
         )
     rows.sort(key=lambda r: (-r.score, -r.valid, r.code))
     ranked = [r.model_copy(update={"rank": i}) for i, r in enumerate(rows, start=1)]
-    return Ranking(level=level, period=period, within=scope, score_formula=SCORE_FORMULA, rows=ranked)
+    return Ranking(level=level, period=period, within=scope, score_formula=assess.formula, rows=ranked)
 
 
 # ---------------------------------------------------------------- weekly report
@@ -476,6 +477,7 @@ class WeeklyReport(_Frozen):
     positivity: list[PositivityRow]
     per_day: list[DayRow]
     children: list[RankingRow]
+    score_formula: str
     positives: list[PositiveResult]
 
 
@@ -494,12 +496,14 @@ def weekly_report(
     now: datetime,
     tz: ZoneInfo = REPORT_TZ,
     max_positives: int = 200,
+    assess: assessment.AssessmentConfig | None = None,
 ) -> WeeklyReport:
     """The weekly report of `scope` for ISO week `week` (see `parse_iso_week`)."""
     if week.kind != "week":
         raise Invalid("a weekly report needs an ISO week period")
+    assess = assess or assessment.AssessmentConfig()
     lower = child_level(scope)
-    children = ranking(db, scope, lower, week, now, tz).rows if lower is not None else []
+    children = ranking(db, scope, lower, week, now, tz, assess).rows if lower is not None else []
     where, params = _results_where(scope, week, tz)
     pos_rows = db.execute(
         f"""SELECT r.id, r.station, r.measured_at, r.product, r.analyte, r.sample_id, r.producer
@@ -520,6 +524,7 @@ def weekly_report(
         positivity=positivity(db, scope, week, tz),
         per_day=per_day(db, scope, week, tz),
         children=children,
+        score_formula=assess.formula,
         positives=[
             PositiveResult(
                 id=r[0],
@@ -567,6 +572,12 @@ RANKING_COLUMNS: tuple[Column, ...] = (
     ("cases_due", "应办结案件 cases_due"),
     ("cases_on_time", "按期办结 cases_on_time"),
     ("on_time_rate", "按期办结率 on_time_rate"),
+    ("task_done", "任务完成数 task_done"),
+    ("task_target", "任务目标数 task_target"),
+    ("task_completion", "任务完成率 task_completion"),
+    ("timeliness", "上传及时率 timeliness"),
+    ("quality", "检测质量 quality"),
+    ("registration", "登记完整率 registration"),
 )
 CLOSURE_COLUMNS: tuple[Column, ...] = (
     ("opened", "立案数 opened"),
@@ -731,7 +742,7 @@ def weekly_html(report: WeeklyReport) -> str:
                     for c in report.children
                 ],
             ),
-            f"<p>{html.escape(SCORE_FORMULA)}</p>",
+            f"<p>{html.escape(report.score_formula)}</p>",
         ]
     parts += [
         "<h2>阳性结果</h2>",
@@ -784,6 +795,7 @@ def render_report(
     period: PeriodKind = "week",
     on: date | None = None,
     tz: ZoneInfo = REPORT_TZ,
+    assess: assessment.AssessmentConfig | None = None,
 ) -> bytes:
     """One report as bytes (JSON, CSV with BOM, or HTML for the weekly report) — what the REST endpoints
     return, for an operator's CLI or a cron job. Raises Invalid for a format the report does not have."""
@@ -792,14 +804,14 @@ def render_report(
         raise Invalid("only the weekly report has an HTML form")
     if kind == "weekly":
         span = parse_iso_week(week) if week else week_period(today - timedelta(days=7))
-        report = weekly_report(db, scope, span, now, tz)
+        report = weekly_report(db, scope, span, now, tz, assess=assess)
         if fmt == "csv":
             return weekly_csv(report)
         if fmt == "html":
             return weekly_html(report).encode("utf-8")
         return report.model_dump_json(indent=2).encode("utf-8")
     if kind == "rankings":
-        ranked = ranking(db, scope, level, period_containing(period, on or today), now, tz)
+        ranked = ranking(db, scope, level, period_containing(period, on or today), now, tz, assess)
         if fmt == "csv":
             return to_csv(ranked.rows, RANKING_COLUMNS)
         return ranked.model_dump_json(indent=2).encode("utf-8")

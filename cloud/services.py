@@ -1,8 +1,11 @@
-"""Background services of the web app: MQTT ingest (+ config publisher) and the case scheduler.
+"""Background services of the web app: MQTT ingest (+ config publisher), the case scheduler, risk scans and
+the notifier.
 
 Does: start/stop the ingest worker when a broker is configured (or a publish-only link when ingest is
 disabled), and run the scheduler loop: every `scheduler_interval_s`, `cloud.cases.tick(now)` with the
-injected clock, then publish pending configs.
+injected clock, a risk scan when `risk_scan_interval_s` has passed since the last one, then publish pending
+configs; and the notifier loop: every `notify_interval_s`, fan new case actions and risk alerts out to the
+channels and deliver what is due (cloud.notify).
 Does not: HTTP, or the logic of ingest/cases themselves.
 """
 
@@ -12,11 +15,13 @@ import asyncio
 import logging
 import sqlite3
 from collections.abc import Callable
+from datetime import datetime, timedelta
 
-from cloud import cases, configs
+from cloud import cases, configs, risk
 from cloud.clock import Clock
 from cloud.db import connect
 from cloud.ingest import IngestWorker, MqttLink
+from cloud.notify import queue, sender
 from cloud.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -29,6 +34,7 @@ class Services:
         self.on_commit = on_commit
         self.ingest: IngestWorker | None = None
         self.link: MqttLink | None = None
+        self._last_risk_scan: datetime | None = None
 
     @property
     def publisher(self) -> configs.Publisher | None:
@@ -57,11 +63,34 @@ class Services:
         try:
             now = self.clock.now()
             report = cases.tick(db, now, self.settings)
+            interval = timedelta(seconds=self.settings.risk_scan_interval_s)
+            if self._last_risk_scan is None or now - self._last_risk_scan >= interval:
+                risk.scan(db, now, risk.params_from(self.settings))
+                self._last_risk_scan = now
             if self.link is not None:
                 configs.publish_pending(db, self.link, now)
             return report
         finally:
             db.close()
+
+    def notify_step(self) -> sender.DeliveryReport:
+        """One notifier pass (blocking): queue new events for their channels, then deliver what is due."""
+        db = connect(self.settings.db_path)
+        try:
+            now = self.clock.now()
+            queue.fan_out(db, now, self.settings.tz)
+            return sender.deliver_due(db, now)
+        finally:
+            db.close()
+
+    async def run_notifier(self) -> None:
+        """Run `notify_step` forever, every `notify_interval_s` (cancel the task to stop)."""
+        while True:
+            try:
+                await asyncio.to_thread(self.notify_step)
+            except sqlite3.Error:
+                log.exception("notifier step failed; retrying next interval")
+            await asyncio.sleep(self.settings.notify_interval_s)
 
     async def run_scheduler(self) -> None:
         """Run `scheduler_step` forever, every `scheduler_interval_s` (cancel the task to stop)."""

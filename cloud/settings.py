@@ -12,9 +12,12 @@ from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cloud.assessment import DEFAULT_WEIGHTS, AssessmentConfig
 
 Level = Literal["county", "town", "village", "station"]
 LEVELS: tuple[Level, ...] = ("county", "town", "village", "station")
@@ -72,6 +75,24 @@ class Settings(BaseSettings):
     key_rotation_grace_days: float = Field(
         default=30.0, ge=0, description="after a key rotation, the old station key still verifies this long"
     )
+    assessment_weights: dict[str, float] = Field(
+        default_factory=lambda: dict(DEFAULT_WEIGHTS),
+        description="weights of the assessment parts (coverage, tasks, timeliness, cases, quality, "
+        "registration); see docs/reports.md",
+    )
+    assessment_timely_minutes: float = Field(
+        default=60.0, gt=0, description="an upload within this many minutes of the measurement is timely"
+    )
+    risk_scan_interval_s: float = Field(default=3600.0, gt=0, description="seconds between risk scans")
+    risk_place_level: Literal["county", "town", "village"] = Field(
+        default="town", description="the place of a positivity-rise cell (analyte × product × place)"
+    )
+    risk_alpha: float = Field(
+        default=0.001, gt=0, lt=1, description="binomial tail below which a rise alerts"
+    )
+    notify_enabled: bool = Field(default=True, description="send notifications from the web app")
+    notify_interval_s: float = Field(default=5.0, gt=0, description="seconds between notification passes")
+    grid_timezone: str = Field(default="Asia/Shanghai", description="the grid's time zone (IANA name)")
     max_page_size: int = Field(default=1000, gt=0, description="upper bound of `limit` on list endpoints")
     max_request_body_bytes: int = Field(
         default=1024 * 1024,
@@ -97,6 +118,35 @@ class Settings(BaseSettings):
         if any(hours <= 0 for hours in value.values()):
             raise ValueError("deadlines must be positive hours")
         return {**_default_deadlines(), **value}
+
+    @field_validator("assessment_weights")
+    @classmethod
+    def _check_weights(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = set(value) - set(DEFAULT_WEIGHTS)
+        if unknown:
+            raise ValueError(
+                f"unknown assessment part(s) {sorted(unknown)}; parts are {', '.join(DEFAULT_WEIGHTS)}"
+            )
+        if any(w < 0 for w in value.values()) or not any(w > 0 for w in value.values()):
+            raise ValueError("weights must be non-negative and at least one positive")
+        return {**{k: 0.0 for k in DEFAULT_WEIGHTS}, **value}
+
+    @field_validator("grid_timezone")
+    @classmethod
+    def _check_tz(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.grid_timezone)
+
+    @property
+    def assessment(self) -> AssessmentConfig:
+        return AssessmentConfig(dict(self.assessment_weights), self.assessment_timely_minutes)
 
     def deadline_hours(self, level: str) -> float:
         return float(self.case_deadline_hours.get(level, _default_deadlines().get(level, 24.0)))

@@ -232,6 +232,22 @@ class ProducerInfo(_Model):
     plots: tuple[str, ...] = ()
 
 
+class TaskInfo(_Model):
+    """A sampling task (抽检任务) the station works on, as its page shows it (progress is counted in the cloud)."""
+
+    id: int = Field(ge=1)
+    title: str = Field(min_length=1, max_length=200)
+    start: date
+    due: date
+    target: int = Field(ge=1)
+    products: tuple[str, ...] = ()
+    analytes: tuple[str, ...] = ()
+    unit: str = Field(min_length=1, max_length=64)
+    """name of the grid unit the task is set on (the station itself, or its village / town)"""
+    shared: bool = False
+    """True when set on the village or town: every station there contributes"""
+
+
 class StationConfig(_Model):
     """Retained config pushed by the cloud; the gateway applies it atomically and records `version`."""
 
@@ -241,6 +257,8 @@ class StationConfig(_Model):
     enzyme_profiles: tuple[EnzymeSpec, ...] = ()
     producers: tuple[ProducerInfo, ...] = ()
     """Producers of the station's village (optional, additive): picked offline when registering samples."""
+    tasks: tuple[TaskInfo, ...] = ()
+    """Active and planned sampling tasks of the station (optional, additive): shown on the station's page."""
 
 
 SAMPLE_CODE_PATTERN = r"^[0-9A-Z]{4,16}$"
