@@ -267,5 +267,6 @@ FAMILY: DriverFamily[EnzymeModbusInstrument] = DriverFamily(
     factory=_make,
     probe_serial=_probe_serial,
     probe_tcp=_probe_tcp,
+    probe_order=20,
     doc="enzyme-inhibition analyzer, Modbus TCP / RTU register map",
 )

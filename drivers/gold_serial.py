@@ -848,5 +848,6 @@ FAMILY: DriverFamily[GoldSerialInstrument] = DriverFamily(
     settings=GoldSerialInstrument,
     factory=_make,
     probe_serial=_probe,
+    probe_order=10,
     doc="colloidal-gold strip reader, 0x7E/CRC-16 framed serial protocol",
 )

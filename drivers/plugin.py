@@ -47,5 +47,9 @@ def make(settings: PluginInstrument, timeouts: Timeouts) -> Callable[[], Analyze
 
 
 FAMILY: DriverFamily[PluginInstrument] = DriverFamily(
-    name="plugin", settings=PluginInstrument, factory=make, doc="any Analyzer from a factory"
+    name="plugin",
+    settings=PluginInstrument,
+    factory=make,
+    probe_order=1000,
+    doc="any Analyzer from a factory",
 )

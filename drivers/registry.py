@@ -3,10 +3,10 @@
 Does: define what a family declares (`DriverFamily`: the `driver = "…"` name, the pydantic model of its
 `[[instruments]]` table, a factory that turns a validated table into a zero-argument `Analyzer`
 constructor, and optional serial / TCP probes for `kuaijian gateway scan`), the base of every instrument
-table (`InstrumentSettings`, with the shared `[instruments.timeouts]` table) and the list of built-in
-families (`BUILTIN`: "module:attribute" of each family's `FAMILY`). The gateway's config model, its
-service and `gateway scan` read this registry alone, so adding a family is a new module plus one line
-in `BUILTIN` — never a change under `gateway/`.
+table (`InstrumentSettings`, with the shared `[instruments.timeouts]` table) and the discovery of the
+families: every module of the `drivers` package that defines a module-level `FAMILY`. The gateway's
+config model, its service and `gateway scan` read this registry alone, so adding a family is a new
+module that declares its `FAMILY` — no list to extend, never a change under `gateway/`.
 
 Does not: open devices (factories are lazy: the returned constructor builds the driver in the worker
 thread, `open()` is the worker's), validate whole station files (`gateway.config`) or retry anything.
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Annotated, Any, Generic, Self, TypeVar, Union
@@ -26,12 +27,7 @@ from drivers.errors import DriverConfigError
 from drivers.readings import Analyzer, DeviceInfo
 from drivers.timeouts import Timeouts
 
-# Every built-in family, in probing order ("module:attribute" of its `DriverFamily`).
-BUILTIN: tuple[str, ...] = (
-    "drivers.gold_serial:FAMILY",
-    "drivers.enzyme_modbus:FAMILY",
-    "drivers.plugin:FAMILY",
-)
+FAMILY_ATTRIBUTE = "FAMILY"  # a module of the `drivers` package that defines this declares a family
 
 
 class _Strict(BaseModel):
@@ -125,6 +121,7 @@ class DriverFamily(Generic[S]):
     factory: Callable[[S, Timeouts], Callable[[], Analyzer]]
     probe_serial: SerialProbe | None = None
     probe_tcp: TcpProbe | None = None
+    probe_order: int = 100  # `gateway scan` tries families on one endpoint in this order (lowest first)
     doc: str = field(default="", compare=False)
 
     def constructor(self, settings: InstrumentSettings) -> Callable[[], Analyzer]:
@@ -135,18 +132,24 @@ class DriverFamily(Generic[S]):
         return self.factory(settings, settings.timeouts.to_timeouts())
 
 
-def _load(ref: str) -> DriverFamily[Any]:
-    module_name, _, attr = ref.partition(":")
-    fam = getattr(importlib.import_module(module_name), attr)
-    if not isinstance(fam, DriverFamily):
-        raise TypeError(f"{ref} is not a DriverFamily")
-    return fam
+def _discover() -> list[DriverFamily[Any]]:
+    import drivers
+
+    found: list[DriverFamily[Any]] = []
+    for mod in pkgutil.iter_modules(drivers.__path__, "drivers."):
+        fam = getattr(importlib.import_module(mod.name), FAMILY_ATTRIBUTE, None)
+        if fam is None:
+            continue
+        if not isinstance(fam, DriverFamily):
+            raise TypeError(f"{mod.name}.{FAMILY_ATTRIBUTE} is not a DriverFamily")
+        found.append(fam)
+    return found
 
 
 @functools.cache
 def families() -> tuple[DriverFamily[Any], ...]:
-    """The registered families, in `BUILTIN` order (names are unique)."""
-    loaded = tuple(_load(ref) for ref in BUILTIN)
+    """Every family the `drivers` package declares (a module-level `FAMILY`), in probing order."""
+    loaded = tuple(sorted(_discover(), key=lambda f: (f.probe_order, f.name)))
     names = [f.name for f in loaded]
     if len(set(names)) != len(names):
         raise TypeError(f"duplicate driver family names: {names}")
