@@ -3,9 +3,8 @@
 Does: `GoldFirmware` — the instrument's protocol state machine (bytes in → frames out) with record
 memory, device clock, the one-deep reply cache that makes retransmissions idempotent, and fault
 injection (`FaultConfig`: garbled bytes, bad CRCs, truncated frames, line noise, silence, slow replies,
-NAK storms), changeable at runtime. `GoldSimulator` — owns the pty master, serves it from one thread
-(select() with a bounded timeout; stops cleanly), keeps a stable symlink to the current slave (like
-/dev/serial/by-id) and simulates unplug/replug. Profiles come from `firmware_sim.signal_model`; the
+NAK storms), changeable at runtime. `GoldSimulator` — the firmware on a real pty
+(`firmware_sim.ptylink`: a stable symlink like /dev/serial/by-id, unplug/replug). Profiles come from `firmware_sim.signal_model`; the
 exact profile the device sends and the model's truth are kept in `GoldSimulator.truth[record_no]`.
 
 Does not: interpret profiles, import `gateway`/`cloud`, or use the driver's session layer (it shares
@@ -14,16 +13,8 @@ only the pure codec and framing, whose byte layouts are pinned by test vectors).
 
 from __future__ import annotations
 
-import contextlib
-import errno
-import os
 import random
-import select
-import shutil
-import tempfile
 import threading
-import time
-import tty
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -71,6 +62,7 @@ from drivers.gold_serial import (
     profile_crc32,
     split_profile,
 )
+from firmware_sim.ptylink import PtyLink
 from firmware_sim.signal_model import DEMO_KITS, GoldSample, one_gold_profile
 from kuaijian_schema.specs import StripSpec
 
@@ -246,6 +238,16 @@ class GoldFirmware:
             while len(self.records) > self.capacity:
                 del self.records[min(self.records)]
             return record.record_no
+
+    def stored(self, record_no: int | None = None) -> SimRecord | None:
+        """Record `record_no` (None: the newest) if it is still in memory."""
+        with self._lock:
+            if record_no is None:
+                record_no = max(self.records, default=0)
+            return self.records.get(record_no)
+
+    def reply_delay_s(self) -> float:
+        return self.faults.delay_s
 
     def reset_link(self) -> None:
         """Power-cycle of the serial interface: drop partial input and the reply cache."""
@@ -436,19 +438,9 @@ class GoldSimulator:
             clock_offset_s=clock_offset_s,
             chunk_points=chunk_points,
         )
-        self._requested_link = link_path
-        self._link_dir: str | None = None
-        self._link: str | None = None
-        self._master: int | None = None
-        self._slave: int | None = None
-        self._path: str | None = None
-        self._thread: threading.Thread | None = None
-        self._stop = threading.Event()
-        self._wake_r: int | None = None
-        self._wake_w: int | None = None
+        self._link = PtyLink(self.firmware, name=f"usb-Kuaijian_{model}_{serial}", link_path=link_path)
         self._auto: threading.Thread | None = None
         self._auto_stop = threading.Event()
-        self.errors: list[BaseException] = []
 
     # ------------------------------------------------------------ public surface
     @property
@@ -472,44 +464,33 @@ class GoldSimulator:
         return self.firmware.stats
 
     @property
+    def errors(self) -> list[BaseException]:
+        """Exceptions of the serving thread (a test asserts there are none)."""
+        return self._link.errors
+
+    @property
     def path(self) -> str:
         """The current pty slave (e.g. /dev/pts/7); changes on every replug."""
-        if self._path is None:
-            raise RuntimeError("simulator is not plugged in")
-        return self._path
+        return self._link.path
 
     @property
     def link_path(self) -> str:
         """Stable symlink to the current slave; configure the gateway with this."""
-        if self._link is None:
-            raise RuntimeError("simulator was not started")
-        return self._link
+        return self._link.link_path
 
     @property
     def plugged(self) -> bool:
-        return self._master is not None
+        return self._link.plugged
 
     def start(self) -> str:
-        if self._link is None:
-            if self._requested_link is None:
-                self._link_dir = tempfile.mkdtemp(prefix="kuaijian-gold-")
-                self._link = os.path.join(self._link_dir, f"usb-Kuaijian_{self.firmware.model}_{self.serial}")
-            else:
-                self._link = self._requested_link
-        if not self.plugged:
-            self._plug()
-        return self.path
+        return self._link.start()
 
     def stop(self) -> None:
         self._auto_stop.set()
         if self._auto is not None:
             self._auto.join(5)
             self._auto = None
-        self._unplug()
-        if self._link_dir is not None:
-            shutil.rmtree(self._link_dir, ignore_errors=True)
-            self._link_dir = None
-            self._link = None
+        self._link.stop()
 
     def __enter__(self) -> Self:
         self.start()
@@ -520,13 +501,11 @@ class GoldSimulator:
 
     def unplug(self) -> None:
         """Pull the cable: the pty disappears (open slaves get EIO) and the stable link is removed."""
-        self._unplug()
+        self._link.unplug()
 
     def replug(self) -> str:
         """Plug back in on a new pty; returns the new slave path (`link_path` follows)."""
-        self._unplug()
-        self._plug()
-        return self.path
+        return self._link.replug()
 
     def measure(
         self,
@@ -582,89 +561,3 @@ class GoldSimulator:
         self._auto_stop.clear()
         self._auto = threading.Thread(target=run, name=f"gold-sim-auto-{self.serial}", daemon=True)
         self._auto.start()
-
-    # ------------------------------------------------------------ pty plumbing
-    def _plug(self) -> None:
-        master, slave = os.openpty()
-        tty.setraw(slave)
-        os.set_blocking(master, False)
-        self._master, self._slave = master, slave
-        self._path = os.ttyname(slave)
-        if self._link is not None:
-            if os.path.lexists(self._link) and not os.path.islink(self._link):
-                os.close(master)
-                os.close(slave)
-                self._master = self._slave = self._path = None
-                raise FileExistsError(f"{self._link} exists and is not a symlink; refusing to replace it")
-            tmp = f"{self._link}.{os.getpid()}.tmp"
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)
-            os.symlink(self._path, tmp)
-            os.replace(tmp, self._link)
-        self.firmware.reset_link()
-        self._wake_r, self._wake_w = os.pipe()
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._serve, name=f"gold-sim-{self.serial}", daemon=True)
-        self._thread.start()
-
-    def _unplug(self) -> None:
-        if self._thread is not None:
-            self._stop.set()
-            if self._wake_w is not None:
-                os.write(self._wake_w, b"x")
-            self._thread.join(5)
-            if self._thread.is_alive():
-                raise RuntimeError("gold simulator thread did not stop within 5 s")
-            self._thread = None
-        if self._link is not None and self._path is not None:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self._link)
-        for fd in (self._master, self._slave, self._wake_r, self._wake_w):
-            if fd is not None:
-                os.close(fd)
-        self._master = self._slave = self._wake_r = self._wake_w = None
-        self._path = None
-
-    def _serve(self) -> None:
-        master, wake = self._master, self._wake_r
-        if master is None or wake is None:
-            raise RuntimeError("_serve started before _plug")
-        pending: list[tuple[float, bytes]] = []
-        try:
-            while not self._stop.is_set():
-                now = time.monotonic()
-                timeout = 0.2 if not pending else max(0.0, min(0.2, pending[0][0] - now))
-                readable, _, _ = select.select([master, wake], [], [], timeout)
-                if wake in readable:
-                    os.read(wake, 64)
-                if master in readable:
-                    try:
-                        data = os.read(master, 4096)
-                    except OSError as exc:
-                        if exc.errno != errno.EIO:
-                            raise
-                        data = b""  # no slave open (cannot happen while we hold one); do not spin
-                        self._stop.wait(0.05)
-                    if data:
-                        delay = self.firmware.faults.delay_s
-                        due = time.monotonic() + delay
-                        pending.extend((due, out) for out in self.firmware.receive(data))
-                now = time.monotonic()
-                while pending and pending[0][0] <= now:
-                    _, out = pending.pop(0)
-                    self._write(master, out)
-        except Exception as exc:  # noqa: BLE001 - recorded for tests/CLI; the thread must not die silently
-            self.errors.append(exc)
-
-    def _write(self, master: int, data: bytes) -> None:
-        view = memoryview(data)
-        deadline = time.monotonic() + 1.0
-        while view:
-            try:
-                n = os.write(master, view)
-            except BlockingIOError:
-                if time.monotonic() > deadline or self._stop.is_set():
-                    return  # nobody reads the line; a real UART would drop the bytes too
-                select.select([], [master], [], 0.05)
-                continue
-            view = view[n:]
