@@ -12,6 +12,8 @@ CSV columns (header row required, UTF-8, optional BOM; extra columns are ignored
     grid_head            网格长 (free text, e.g. "王强 13800000000"), optional
     information_officer  信息员, optional
     co_manager           协管员, optional
+    lat, lon             WGS-84 latitude / longitude in degrees, optional (the dashboard's offline map; a
+                         station without them is drawn at its village's or town's point)
 Rows may come in any order; re-importing updates names, people and parents (moving a subtree).
 
 Does not: enrol stations' credentials (cloud.enrol) or authorise anything (cloud.auth).
@@ -167,6 +169,19 @@ def upsert_node(
     return node, created
 
 
+def _set_point(db: sqlite_utils.Database, code: str, lat_text: str, lon_text: str) -> None:
+    """Store a node's coordinates from CSV text (both empty: keep what is stored). Raises Invalid."""
+    if not lat_text and not lon_text:
+        return
+    try:
+        lat, lon = float(lat_text), float(lon_text)
+    except ValueError as exc:
+        raise Invalid("lat and lon must both be numbers (degrees)") from exc
+    if not (-90.0 <= lat <= 90.0 and -180.0 <= lon <= 180.0):
+        raise Invalid("lat must be within ±90 and lon within ±180 degrees")
+    db.execute("UPDATE grid_nodes SET lat = ?, lon = ? WHERE code = ?", [lat, lon, code])
+
+
 def import_grid_csv(db: sqlite_utils.Database, text: str) -> ImportReport:
     """Import grid rows (see module docstring) in one transaction: all rows or none."""
     reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
@@ -195,6 +210,7 @@ def import_grid_csv(db: sqlite_utils.Database, text: str) -> ImportReport:
                     row.get("parent_code") or None,
                     {k: row.get(k) for k in PEOPLE},
                 )
+                _set_point(db, row.get("code", ""), row.get("lat", ""), row.get("lon", ""))
             except (Invalid, NotFound) as exc:
                 raise GridImportError(line_no, str(exc)) from exc
             created += was_created

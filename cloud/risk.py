@@ -492,3 +492,79 @@ def priorities(
         )
     out.sort(key=lambda p: (-p.estimate, -p.alerts, -p.tests, p.analyte, p.product, p.place_code))
     return out[:limit]
+
+
+# ---------------------------------------------------------------- the map
+
+
+def _hull(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    """Convex hull (monotone chain), counter-clockwise; fewer than 3 distinct points are returned as they are."""
+    pts = sorted(set(points))
+    if len(pts) < 3:
+        return pts
+
+    def cross(o: tuple[float, float], a: tuple[float, float], b: tuple[float, float]) -> float:
+        return (a[0] - o[0]) * (b[1] - o[1]) - (a[1] - o[1]) * (b[0] - o[0])
+
+    lower: list[tuple[float, float]] = []
+    for p in pts:
+        while len(lower) >= 2 and cross(lower[-2], lower[-1], p) <= 0:
+            lower.pop()
+        lower.append(p)
+    upper: list[tuple[float, float]] = []
+    for p in reversed(pts):
+        while len(upper) >= 2 and cross(upper[-2], upper[-1], p) <= 0:
+            upper.pop()
+        upper.append(p)
+    return lower[:-1] + upper[:-1]
+
+
+def map_points(db: sqlite_utils.Database, user: User, now: datetime, days: int = 30) -> dict[str, Any]:
+    """Stations in the user's scope with a point (their own, else the nearest ancestor's), online state,
+    backlog, and open alerts (last `days`) on them or their village/town; plus the outline (convex hull)."""
+    nodes = _nodes(db)
+    coords = {
+        int(r[0]): (float(r[1]), float(r[2]))
+        for r in db.execute("SELECT id, lat, lon FROM grid_nodes WHERE lat IS NOT NULL AND lon IS NOT NULL")
+    }
+    where, params = user.scope_sql("s.node_id")
+    stations = db.execute(
+        f"""SELECT s.id, s.node_id, s.online, s.backlog, s.status_at, s.last_seen FROM stations s
+            WHERE {where} ORDER BY s.id""",  # noqa: S608 - scope SQL is ours
+        params,
+    ).fetchall()
+    since = (now - timedelta(days=days)).astimezone(UTC).isoformat()
+    alerts: dict[int, dict[str, int]] = defaultdict(lambda: {"high": 0, "medium": 0})
+    for node_id, severity, n in db.execute(
+        """SELECT node_id, severity, COUNT(*) FROM risk_alerts WHERE created_at >= ? AND acknowledged_at IS NULL
+           GROUP BY node_id, severity""",
+        [since],
+    ).fetchall():
+        alerts[int(node_id)][str(severity)] += int(n)
+    out = []
+    for sid, node_id, online, backlog, status_at, last_seen in stations:
+        node = nodes.get(int(node_id))
+        if node is None:
+            continue
+        chain = [int(p) for p in node.path.strip("/").split("/") if p]
+        point = next((coords[i] for i in reversed(chain) if i in coords), None)
+        high = sum(alerts[i]["high"] for i in chain if i in alerts)
+        medium = sum(alerts[i]["medium"] for i in chain if i in alerts)
+        out.append(
+            {
+                "station": sid,
+                "name": node.name,
+                "lat": None if point is None else point[0],
+                "lon": None if point is None else point[1],
+                "own_point": int(node_id) in coords,
+                "online": bool(online),
+                "backlog": backlog,
+                "status_at": status_at,
+                "last_seen": last_seen,
+                "alerts_high": high,
+                "alerts_medium": medium,
+                "risk": "high" if high else ("medium" if medium else "none"),
+            }
+        )
+    hull = _hull([(s["lat"], s["lon"]) for s in out if s["lat"] is not None])
+    return {"stations": out, "outline": [list(p) for p in hull], "days": days}

@@ -23,7 +23,13 @@ from pydantic import ValidationError
 
 from gateway.errors import RegistrationError
 from gateway.outbox import Outbox
-from kuaijian_schema.wire import SAMPLE_CODE_PATTERN, ProducerInfo, SampleRegistration, StationConfig
+from kuaijian_schema.wire import (
+    SAMPLE_CODE_PATTERN,
+    ProducerInfo,
+    SampleRegistration,
+    StationConfig,
+    TaskInfo,
+)
 
 GRID_TZ = ZoneInfo("Asia/Shanghai")
 PRIORITY = 4
@@ -72,6 +78,27 @@ class SampleDesk:
             return StationConfig.model_validate(stored[1]).producers
         except ValidationError:
             return ()
+
+    def tasks(self) -> list[tuple[TaskInfo, int]]:
+        """The sampling tasks of the last pushed config, each with the number of samples registered HERE within
+        its local days and of one of its products (the cloud counts the whole unit, measured samples only)."""
+        stored = self.outbox.current_config()
+        if stored is None:
+            return []
+        try:
+            tasks = StationConfig.model_validate(stored[1]).tasks
+        except ValidationError:
+            return []
+        regs = self.outbox.registrations(5000)
+        out = []
+        for task in tasks:
+            n = 0
+            for r in regs:
+                day = datetime.fromisoformat(r["registered_at"]).astimezone(GRID_TZ).date()
+                if task.start <= day <= task.due and (not task.products or r.get("product") in task.products):
+                    n += 1
+            out.append((task, n))
+        return out
 
     def recent(self, limit: int = 20) -> list[dict[str, Any]]:
         return self.outbox.registrations(limit)

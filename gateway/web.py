@@ -81,7 +81,8 @@ def _form(desk: SampleDesk, error: str | None = None, values: dict[str, str] | N
     err = "" if error is None else f'<p class="error" role="alert">{_e(error)}</p>'
     body = (
         f"<h1>抽样登记 <small>Sample registration · {_e(desk.station)}</small></h1>{err}{empty}"
-        '<form method="post" action="/samples">'
+        + _tasks_html(desk)
+        + '<form method="post" action="/samples">'
         f'<label>生产主体 Producer<select name="producer" required>{options}</select></label>'
         + field("product", "品种 Product", extra='required maxlength="64"')
         + field("batch", "批次 Batch", extra='required maxlength="64"')
@@ -95,6 +96,22 @@ def _form(desk: SampleDesk, error: str | None = None, values: dict[str, str] | N
         f"<th>批次</th><th>状态</th></tr></thead><tbody>{rows}</tbody></table>"
     )
     return _page("抽样登记 Sample registration", body)
+
+
+def _tasks_html(desk: SampleDesk) -> str:
+    """The station's sampling tasks (抽检任务) from the last pushed config, with what was registered here."""
+    items = "".join(
+        f'<li class="task"><strong>{_e(t.title)}</strong> <small>{_e(t.unit)} · {t.start} 至 {t.due}</small><br>'
+        f"本站已登记 registered here {n} · 目标 target {t.target}"
+        + (f" · 品种 {_e('、'.join(t.products))}" if t.products else "")
+        + (f" · 项目 {_e('、'.join(t.analytes))}" if t.analytes else "")
+        + ("（全乡镇/村合计进度以云端为准 unit-wide progress is counted in the cloud）" if t.shared else "")
+        + "</li>"
+        for t, n in desk.tasks()
+    )
+    if not items:
+        return ""
+    return f'<section class="tasks"><h2>抽检任务 Sampling tasks</h2><ul>{items}</ul></section>'
 
 
 CSP = "default-src 'none'; style-src 'self'; img-src 'self'; form-action 'self'; frame-ancestors 'none'"

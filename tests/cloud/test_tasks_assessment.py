@@ -9,6 +9,7 @@ import uuid
 from datetime import date, datetime, timedelta
 from typing import Any
 
+import pytest
 import sqlite_utils
 
 from cloud.assessment import DEFAULT_WEIGHTS
@@ -253,3 +254,63 @@ def test_assessment_parts_add_up_and_rank_separates_units(
         "/api/reports/rankings?level=village&node=370214101&on=2026-11-02&format=csv", headers=county
     ).content.decode("utf-8-sig")
     assert "上传及时率 timeliness" in csv_text.splitlines()[0]
+
+
+def test_ranking_bulletin_page_and_excel(api: Any, db: sqlite_utils.Database, grid: Grid) -> None:
+    import io
+
+    from openpyxl import load_workbook
+
+    day = T0 - timedelta(hours=3)
+    add_result(db, "370214101203-01", at=day)
+    add_result(db, "370214102001-01", at=day, verdict="invalid")
+    county = bearer(grid.tokens["county"])
+    page = api.get("/api/reports/rankings?level=town&on=2026-11-02&format=html", headers=county)
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    assert "default-src 'none'" in page.headers["content-security-policy"]
+    assert "考核排名通报" in page.text
+    assert "棘洪滩街道" in page.text
+    assert "<script" not in page.text
+    book = api.get("/api/reports/rankings?level=town&on=2026-11-02&format=xlsx", headers=county)
+    assert book.status_code == 200
+    ws = load_workbook(io.BytesIO(book.content)).active
+    assert ws is not None
+    rows = list(ws.iter_rows(values_only=True))
+    assert rows[2][:4] == ("排名", "单位", "编码", "得分")
+    by_code = {r[2]: r for r in rows[3:]}
+    json_rows = {
+        r["code"]: r
+        for r in api.get("/api/reports/rankings?level=town&on=2026-11-02", headers=county).json()["rows"]
+    }
+    assert set(by_code) == set(json_rows) == {"370214101", "370214102"}
+    for code, r in json_rows.items():
+        assert by_code[code][3] == r["score"]
+        assert by_code[code][0] == r["rank"]
+
+
+def test_map_points_use_the_nearest_imported_coordinates(
+    api: Any, db: sqlite_utils.Database, grid: Grid
+) -> None:
+    from cloud.errors import GridImportError
+    from cloud.grid import import_grid_csv
+
+    import_grid_csv(
+        db,
+        "level,code,name,parent_code,lat,lon\n"
+        "village,370214101203,南万社区,370214101,36.30,120.35\n"
+        "station,370214101203-01,南万 01,370214101203,36.31,120.36\n",
+    )
+    with pytest.raises(GridImportError, match="lat"):
+        import_grid_csv(
+            db, "level,code,name,parent_code,lat,lon\nvillage,370214101204,北万社区,370214101,95,120\n"
+        )
+    town = bearer(grid.tokens["town_a"])
+    got = {s["station"]: s for s in api.get("/api/risk/map", headers=town).json()["stations"]}
+    assert set(got) == {"370214101203-01", "370214101203-02", "370214101204-01"}
+    assert (got["370214101203-01"]["lat"], got["370214101203-01"]["own_point"]) == (36.31, True)
+    assert (got["370214101203-02"]["lat"], got["370214101203-02"]["own_point"]) == (
+        36.30,
+        False,
+    )  # its village's
+    assert got["370214101204-01"]["lat"] is None

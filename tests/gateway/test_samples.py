@@ -143,3 +143,37 @@ def test_cli_register_offline(tmp_path: Path, capsys: pytest.CaptureFixture[str]
     assert "K100" in capsys.readouterr().out
     assert main(["gateway", "sample", "producers", "--config", str(cfg)]) == 0
     assert "P1" in capsys.readouterr().out
+
+
+def test_page_shows_the_stations_tasks_with_local_registrations(box: Outbox) -> None:
+    from datetime import date
+
+    from kuaijian_schema import TaskInfo
+
+    task = TaskInfo(
+        id=3,
+        title="韭菜克百威专项",
+        start=date(2026, 12, 1),
+        due=date(2026, 12, 7),
+        target=10,
+        products=("韭菜",),
+        analytes=("carbofuran",),
+        unit="南万社区",
+        shared=True,
+    )
+    doc = StationConfig(version="8", issued_at=NOW, producers=(COOP,), tasks=(task,)).model_dump(mode="json")
+    box.store_config("8", doc)
+    desk = _desk(box)
+    desk.register(_form())
+    desk.register(_form())
+    desk.register(_form(product="芹菜"))  # not a product of the task
+    assert [(t.id, n) for t, n in desk.tasks()] == [(3, 2)]
+    web = WebServer(desk, "127.0.0.1", 0)
+    web.start()
+    try:
+        page = httpx.get(f"http://127.0.0.1:{web.port}/").text
+    finally:
+        web.stop()
+    assert "抽检任务" in page
+    assert "韭菜克百威专项" in page
+    assert "本站已登记 registered here 2 · 目标 target 10" in page

@@ -36,7 +36,14 @@ from cloud.sqlfilter import subtree_sql
 router = APIRouter(tags=["dashboard"])
 
 STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
-STATIC_FILES = {"app.js": "text/javascript", "app.css": "text/css", "index.html": "text/html"}
+STATIC_FILES = {
+    "app.js": "text/javascript",
+    "app.css": "text/css",
+    "index.html": "text/html",
+    "command.html": "text/html",
+    "command.js": "text/javascript",
+    "command.css": "text/css",
+}
 POLL_S = 1.0
 PING_S = 10.0
 BATCH = 200

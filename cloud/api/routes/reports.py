@@ -15,8 +15,8 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 
-from cloud import reports
-from cloud.api.deps import ClockDep, CurrentUserDep, DbDep
+from cloud import ranking_pages, reports
+from cloud.api.deps import ClockDep, CurrentUserDep, DbDep, SettingsDep
 
 router = APIRouter(prefix="/api/reports", tags=["reports"])
 
@@ -149,27 +149,55 @@ def case_closure(
     return ClosureReport(node=scope, period=period, closure=stats)
 
 
-@router.get("/rankings", responses={**_CSV_RESPONSE, **_ERRORS}, response_model=reports.Ranking)
+XLSX_MEDIA_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+
+@router.get(
+    "/rankings",
+    responses={
+        200: {
+            "content": {
+                "text/csv": {"schema": {"type": "string"}},
+                "text/html": {"schema": {"type": "string"}},
+                XLSX_MEDIA_TYPE: {"schema": {"type": "string", "format": "binary"}},
+            },
+            "description": "JSON, CSV, a printable 排名通报 page (?format=html) or Excel (?format=xlsx)",
+        },
+        **_ERRORS,
+    },
+    response_model=reports.Ranking,
+)
 def rankings(
     db: DbDep,
     user: CurrentUserDep,
     clock: ClockDep,
+    settings: SettingsDep,
     level: Annotated[reports.RankLevel, Query(description="rank towns, counties or villages")] = "town",
     period: Annotated[reports.PeriodKind, Query(description="day, ISO week or month")] = "week",
     on: Annotated[date | None, Query(description="a local day inside the period (default: today)")] = None,
     node: NodeQuery = None,
-    format: TableFormat = "json",
+    format: Annotated[Literal["json", "csv", "html", "xlsx"], Query()] = "json",
 ) -> reports.Ranking | Response:
-    """Rank the nodes of `level` inside `node` over the day / week / month containing `on`.
-    Towns are usually ranked daily or weekly, counties weekly or monthly; any combination is allowed."""
+    """Rank the nodes of `level` inside `node` over the day / week / month containing `on` by the assessment
+    score (考核). Towns are usually ranked daily or weekly, counties weekly or monthly; any combination is
+    allowed. ?format=html is the printable 排名通报, ?format=xlsx the same as an Excel workbook."""
     now = clock.now()
     scope = reports.resolve_scope(db, user, node)
     span = reports.period_containing(period, on if on is not None else reports.local_today(now))
-    result = reports.ranking(db, scope, level, span, now)
+    result = reports.ranking(db, scope, level, span, now, assess=settings.assessment)
+    name = f"ranking_{level}_{span.label}_{_safe(scope.code)}"
     if format == "csv":
-        return _csv(
-            reports.to_csv(result.rows, reports.RANKING_COLUMNS),
-            f"ranking_{level}_{span.label}_{_safe(scope.code)}.csv",
+        return _csv(reports.to_csv(result.rows, reports.RANKING_COLUMNS), f"{name}.csv")
+    if format == "html":
+        return HTMLResponse(
+            ranking_pages.ranking_html(result, now, settings.tz),
+            headers={"Content-Security-Policy": reports.WEEKLY_HTML_CSP},
+        )
+    if format == "xlsx":
+        return Response(
+            content=ranking_pages.ranking_xlsx(result),
+            media_type=XLSX_MEDIA_TYPE,
+            headers={"Content-Disposition": f'attachment; filename="{name}.xlsx"'},
         )
     return result
 
@@ -192,6 +220,7 @@ def weekly(
     db: DbDep,
     user: CurrentUserDep,
     clock: ClockDep,
+    settings: SettingsDep,
     node: NodeQuery = None,
     week: Annotated[
         str | None,
@@ -210,7 +239,7 @@ def weekly(
         span = reports.week_period(reports.local_today(now) - timedelta(days=7))
     else:
         span = reports.parse_iso_week(week)
-    report = reports.weekly_report(db, scope, span, now)
+    report = reports.weekly_report(db, scope, span, now, assess=settings.assessment)
     if format == "csv":
         return _csv(reports.weekly_csv(report), f"weekly_{_safe(scope.code)}_{span.label}.csv")
     if format == "html":

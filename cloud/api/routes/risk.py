@@ -77,3 +77,15 @@ def scan(db: DbDep, user: CurrentUserDep, clock: ClockDep, settings: SettingsDep
         raise HTTPException(status.HTTP_403_FORBIDDEN, "only admin and county users start a risk scan")
     report = risk.scan(db, clock.now(), risk.params_from(settings))
     return {"created": len(report.created), "updated": len(report.updated), "cells": report.cells}
+
+
+@router.get("/map")
+def risk_map(
+    db: DbDep,
+    user: CurrentUserDep,
+    clock: ClockDep,
+    days: Annotated[int, Query(ge=1, le=366, description="unacknowledged alerts of the last days")] = 30,
+) -> dict[str, Any]:
+    """Stations in your scope with their point (from the grid import), online state, backlog and open
+    alerts, and the outline of their points — what the offline map draws (no tile server)."""
+    return risk.map_points(db, user, clock.now(), days)
