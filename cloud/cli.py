@@ -323,9 +323,13 @@ def cmd_tick(args: argparse.Namespace) -> int:
         if services.link is not None:
             services.link.connected.wait(5)
         report = services.scheduler_step()
+        sent = services.notify_step()
     finally:
         services.stop()
-    print(f"reminded {report.reminded}, escalated {report.escalated}")
+    print(
+        f"reminded {report.reminded}, escalated {report.escalated}; notifications sent {sent.sent}, "
+        f"waiting {sent.failed}, expired {sent.expired}"
+    )
     return 0
 
 
@@ -402,7 +406,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("file", help='JSON: {"gold_kits": [StripSpec, ...], "enzyme_profiles": [EnzymeSpec, ...]}')
     p.set_defaults(func=cmd_push_config)
 
-    p = subparsers.add_parser("tick", help="run one case-scheduler pass now (reminders, escalation, configs)")
+    p = subparsers.add_parser("tick", help="run one scheduler pass now (reminders, escalation, risk scan, notifications, configs)")
     _add_db(p)
     _add_broker(p)
     p.set_defaults(func=cmd_tick)
