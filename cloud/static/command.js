@@ -218,9 +218,36 @@
     });
   }
 
+  /* ---------------------------------------------------------------- notification channels */
+  var CHAN_KIND = { wecom: "企业微信", dingtalk: "钉钉", sms: "短信", webhook: "Webhook" };
+  var EVENT = { report: "申报", assign: "交办", remind: "催办", feedback: "反馈", escalate: "上报", close: "办结",
+    note: "备注", risk: "预警" };
+  function loadChannels() {
+    return request("GET", API + "/notify/channels").then(function (d) {
+      var body = $("chan-table").querySelector("tbody");
+      body.textContent = "";
+      d.items.forEach(function (c) {
+        var tr = el("tr");
+        tr.appendChild(el("td", c.name));
+        tr.appendChild(el("td", CHAN_KIND[c.kind] || c.kind));
+        tr.appendChild(el("td", c.user_name ? "个人 " + c.user_name : c.node_code));
+        tr.appendChild(el("td", c.events.map(function (e) { return EVENT[e] || e; }).join("、")));
+        var act = el("td");
+        var b = el("button", "删除 Delete");
+        b.type = "button";
+        b.addEventListener("click", function () {
+          request("DELETE", API + "/notify/channels/" + c.id).then(loadChannels).catch(function (e) { showError(e.message); });
+        });
+        act.appendChild(b);
+        tr.appendChild(act);
+        body.appendChild(tr);
+      });
+    });
+  }
+
   function loadAll() {
     showError("");
-    Promise.all([loadRisk(), loadMap(), loadPriorities(), loadTasks(), loadRanking()]).catch(function (e) {
+    Promise.all([loadRisk(), loadMap(), loadPriorities(), loadTasks(), loadRanking(), loadChannels()]).catch(function (e) {
       if (e.message !== "401") { showError(e.message); }
     });
   }
@@ -242,6 +269,15 @@
         due: $("task-due").value, target: parseInt($("task-target").value, 10),
         products: splitList($("task-products").value), analytes: splitList($("task-analytes").value)
       }).then(function () { showError(""); $("task-title").value = ""; return loadTasks(); })
+        .catch(function (e) { showError(e.message); });
+    });
+    $("chan-form").addEventListener("submit", function (ev) {
+      ev.preventDefault();
+      request("POST", API + "/notify/channels", {
+        name: $("chan-name").value.trim(), kind: $("chan-kind").value, url: $("chan-url").value.trim(),
+        secret: $("chan-secret").value.trim() || null, phones: splitList($("chan-phones").value),
+        personal: $("chan-personal").checked
+      }).then(function () { showError(""); $("chan-name").value = ""; $("chan-secret").value = ""; return loadChannels(); })
         .catch(function (e) { showError(e.message); });
     });
     $("gen-form").addEventListener("submit", function (ev) {

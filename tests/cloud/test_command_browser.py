@@ -114,6 +114,13 @@ def test_command_view_as_county_officer(chrome: webdriver.Chrome, tmp_path: Path
         # Acknowledge the alert from the feed.
         rise[0].find_element(By.TAG_NAME, "button").click()
         wait.until(lambda d: "已签收 county-officer" in d.find_element(By.ID, "risk-table").text)
+        # Add a 企业微信 robot channel for the county.
+        chrome.find_element(By.ID, "chan-name").send_keys("区监管群")
+        chrome.find_element(By.ID, "chan-url").send_keys("https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k")
+        chrome.execute_script("document.querySelector('#chan-form button').scrollIntoView()")
+        chrome.find_element(By.CSS_SELECTOR, "#chan-form button").click()
+        wait.until(lambda d: "区监管群" in d.find_element(By.ID, "chan-table").text)
+        assert "企业微信" in chrome.find_element(By.ID, "chan-table").text
         assert chrome.find_element(By.ID, "error").text == ""
         overflow = chrome.execute_script("return document.documentElement.scrollWidth - window.innerWidth")
         assert overflow <= 1, f"page wider than the {width} px window by {overflow} px"
