@@ -406,7 +406,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("file", help='JSON: {"gold_kits": [StripSpec, ...], "enzyme_profiles": [EnzymeSpec, ...]}')
     p.set_defaults(func=cmd_push_config)
 
-    p = subparsers.add_parser("tick", help="run one scheduler pass now (reminders, escalation, risk scan, notifications, configs)")
+    p = subparsers.add_parser(
+        "tick", help="run one scheduler pass now (reminders, escalation, risk scan, notifications, configs)"
+    )
     _add_db(p)
     _add_broker(p)
     p.set_defaults(func=cmd_tick)

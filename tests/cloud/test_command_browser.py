@@ -116,7 +116,9 @@ def test_command_view_as_county_officer(chrome: webdriver.Chrome, tmp_path: Path
         wait.until(lambda d: "已签收 county-officer" in d.find_element(By.ID, "risk-table").text)
         # Add a 企业微信 robot channel for the county.
         chrome.find_element(By.ID, "chan-name").send_keys("区监管群")
-        chrome.find_element(By.ID, "chan-url").send_keys("https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k")
+        chrome.find_element(By.ID, "chan-url").send_keys(
+            "https://qyapi.weixin.qq.com/cgi-bin/webhook/send?key=k"
+        )
         chrome.execute_script("document.querySelector('#chan-form button').scrollIntoView()")
         chrome.find_element(By.CSS_SELECTOR, "#chan-form button").click()
         wait.until(lambda d: "区监管群" in d.find_element(By.ID, "chan-table").text)

@@ -122,7 +122,9 @@ def test_cli_tick_escalates_and_publishes_pending_configs(
     with contextlib.redirect_stdout(out):
         code = main(["cloud", "tick", "--db", str(settings.db_path), "--broker", mosquitto.url])
     assert code == 0
-    assert out.getvalue().strip().startswith("reminded 1, escalated 1;")  # the wall clock is far past T0 + 24 h
+    assert (
+        out.getvalue().strip().startswith("reminded 1, escalated 1;")
+    )  # the wall clock is far past T0 + 24 h
     assert db.execute("SELECT level FROM cases").fetchone()[0] == "village"
     station = Recorder(mosquitto.port, "gw-tick").start()
     try:
