@@ -92,6 +92,12 @@ def formula(weights: dict[str, float]) -> str:
     return f"得分 score = 100 × ({terms}) / 参与计算的权重之和 (parts without data are left out)"
 
 
+# Upload delay of a result in minutes. SQLite's julianday(); on PostgreSQL the same is
+# EXTRACT(EPOCH FROM (received_at::timestamptz - measured_at::timestamptz)) / 60 — the one engine-specific
+# expression here.
+_DELAY_MINUTES = "(julianday(r.received_at) - julianday(r.measured_at)) * 1440.0"
+
+
 def _share(num: int, den: int) -> float | None:
     return num / den if den else None
 
@@ -116,10 +122,10 @@ def unit_parts(
     sub = "SELECT id FROM grid_nodes WHERE path LIKE ? ESCAPE '\\'"
     row = db.execute(
         f"""SELECT COUNT(*),
-                   COALESCE(SUM(r.verdict = 'invalid' OR r.qc_json != '[]'), 0),
-                   COALESCE(SUM((julianday(r.received_at) - julianday(r.measured_at)) * 1440.0 <= ?), 0),
-                   COALESCE(SUM(EXISTS (SELECT 1 FROM samples s WHERE s.station = r.station
-                                        AND s.code = r.sample_id)), 0),
+                   COALESCE(SUM(CASE WHEN r.verdict = 'invalid' OR r.qc_json != '[]' THEN 1 ELSE 0 END), 0),
+                   COALESCE(SUM(CASE WHEN {_DELAY_MINUTES} <= ? THEN 1 ELSE 0 END), 0),
+                   COALESCE(SUM(CASE WHEN EXISTS (SELECT 1 FROM samples s WHERE s.station = r.station
+                                                  AND s.code = r.sample_id) THEN 1 ELSE 0 END), 0),
                    COUNT(DISTINCT CASE WHEN r.verdict != 'invalid' THEN r.node_id END)
             FROM results r WHERE r.measured_at >= ? AND r.measured_at < ? AND r.node_id IN ({sub})""",  # noqa: S608
         [timely_minutes, lo, hi, prefix],
@@ -132,8 +138,10 @@ def unit_parts(
         ).fetchone()[0]
     )
     cases = db.execute(
-        f"""SELECT COALESCE(SUM(c.status = 'closed' AND c.escalations = 0 AND c.closed_at <= c.deadline), 0),
-                   COALESCE(SUM(c.status = 'closed' OR c.escalations > 0 OR c.deadline < ?), 0)
+        f"""SELECT COALESCE(SUM(CASE WHEN c.status = 'closed' AND c.escalations = 0 AND c.closed_at <= c.deadline
+                                THEN 1 ELSE 0 END), 0),
+                   COALESCE(SUM(CASE WHEN c.status = 'closed' OR c.escalations > 0 OR c.deadline < ?
+                                THEN 1 ELSE 0 END), 0)
             FROM cases c WHERE c.opened_at >= ? AND c.opened_at < ? AND c.origin_node_id IN ({sub})""",  # noqa: S608
         [now_text, lo, hi, prefix],
     ).fetchone()

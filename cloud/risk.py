@@ -299,20 +299,25 @@ def _scan_producers(
 ) -> None:
     since = (now - timedelta(days=params.producer_window_days)).astimezone(UTC).isoformat()
     rows = db.execute(
-        """SELECT s.producer_id, p.name, p.village_node_id, s.root_code, s.station, MAX(r.measured_at),
-                  group_concat(DISTINCT r.analyte)
+        """SELECT s.producer_id, p.name, p.village_node_id, s.root_code, s.station, r.analyte, MAX(r.measured_at)
            FROM results r
            JOIN samples s ON s.station = r.station AND s.code = r.sample_id
            JOIN producers p ON p.id = s.producer_id
            WHERE r.verdict = 'positive' AND r.measured_at >= ?
-           GROUP BY s.producer_id, p.name, p.village_node_id, s.station, s.root_code""",
+           GROUP BY s.producer_id, p.name, p.village_node_id, s.station, s.root_code, r.analyte""",
         [since],
     ).fetchall()
-    batches: dict[int, list[tuple[str, str, str, str]]] = defaultdict(list)
+    per_batch: dict[tuple[int, str, str], tuple[str, set[str]]] = {}
     names: dict[int, tuple[str, int]] = {}
-    for pid, name, village, root, station, last, analytes in rows:
-        batches[int(pid)].append((str(station), str(root), str(last), str(analytes or "")))
+    for pid, name, village, root, station, analyte, last in rows:
+        key = (int(pid), str(station), str(root))
+        prev_last, analytes = per_batch.get(key, ("", set()))
+        analytes.add(str(analyte))
+        per_batch[key] = (max(prev_last, str(last)), analytes)
         names[int(pid)] = (str(name), int(village))
+    batches: dict[int, list[tuple[str, str, str, str]]] = defaultdict(list)
+    for (pid, station, root), (last, analytes) in per_batch.items():
+        batches[pid].append((station, root, last, ",".join(sorted(analytes))))
     for pid, found in batches.items():
         if len(found) < params.producer_min:
             continue
@@ -450,7 +455,7 @@ def priorities(
     since = (now - timedelta(days=days)).astimezone(UTC).isoformat()
     where, params = user.scope_sql("node_id")
     rows = db.execute(
-        f"""SELECT analyte, product, node_id, SUM(verdict = 'positive'), COUNT(*) FROM results
+        f"""SELECT analyte, product, node_id, SUM(CASE WHEN verdict = 'positive' THEN 1 ELSE 0 END), COUNT(*) FROM results
             WHERE verdict != 'invalid' AND measured_at >= ? AND {where}
             GROUP BY analyte, product, node_id""",  # noqa: S608 - scope SQL is ours
         [since, *params],

@@ -82,7 +82,7 @@ def create_task(
         cur = db.execute(
             """INSERT INTO tasks (node_id, title, start_date, due_date, target, products_json, analytes_json,
                    note, source, created_by, created_at)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id""",
             [
                 int(row[0]),
                 title.strip()[:200],
@@ -97,7 +97,7 @@ def create_task(
                 now.isoformat(),
             ],
         )
-        task_id = int(cur.lastrowid or 0)
+        task_id = int(cur.fetchone()[0])
     return get_task(db, user, task_id)
 
 

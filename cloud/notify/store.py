@@ -117,7 +117,7 @@ def add_channel(
         cur = db.execute(
             """INSERT INTO notify_channels (name, kind, url, secret, phones_json, events_json, min_severity,
                    node_id, user_id, enabled, created_at, created_by)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?)""",
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 1, ?, ?) RETURNING id""",
             [
                 name.strip(),
                 kind,
@@ -132,7 +132,7 @@ def add_channel(
                 user.name,
             ],
         )
-        channel_id = int(cur.lastrowid or 0)
+        channel_id = int(cur.fetchone()[0])
     return _select(db, "c.id = ?", [channel_id])[0]
 
 
