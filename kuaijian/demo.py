@@ -157,7 +157,8 @@ class Demo:
             rows.append(f"town,{town_code},{TOWNS[t]},{county_code},{_people(rng)}")
             for v in range(self.stations_per_town):
                 village_code = f"{town_code}{v + 201:03d}"
-                village_name = f"{TOWNS[t][:2]}{VILLAGES[v]}村"
+                base = f"{TOWNS[t][:2]}{VILLAGES[v]}"
+                village_name = base if base.endswith("村") else f"{base}村"
                 rows.append(f"village,{village_code},{village_name},{town_code},{_people(rng)}")
                 plan.append((f"{village_code}-01", village_code, village_name))
         now = datetime.now(UTC)
