@@ -23,7 +23,7 @@ from cloud.api.headers import SecurityHeaders
 from cloud.api.limits import BodySizeLimit
 from cloud.clock import Clock, SystemClock
 from cloud.db import open_db
-from cloud.errors import CloudError, Conflict, Forbidden, Invalid, NotFound
+from cloud.errors import CloudError, Conflict, Forbidden, Invalid, Locked, NotFound, Unauthenticated
 from cloud.live import hub_for
 from cloud.settings import Settings
 from kuaijian import __version__
@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 ROUTER_MODULES: tuple[str, ...] = (
     "cloud.api.routes.health",
+    "cloud.api.routes.auth",
     "cloud.api.routes.results",
     "cloud.api.routes.stations",
     "cloud.api.routes.grid",
@@ -119,12 +120,20 @@ _STATUS: tuple[tuple[type[CloudError], int], ...] = (
     (Forbidden, status.HTTP_403_FORBIDDEN),
     (Invalid, status.HTTP_422_UNPROCESSABLE_CONTENT),
     (Conflict, status.HTTP_409_CONFLICT),
+    (Locked, status.HTTP_423_LOCKED),  # before its base class
+    (Unauthenticated, status.HTTP_401_UNAUTHORIZED),
 )
 
 
 async def _cloud_error(request: Request, exc: Exception) -> JSONResponse:
-    """Translate the domain exceptions (cloud.errors) to HTTP status codes; anything else is a 500."""
-    for cls, code in _STATUS:
+    """Translate the domain exceptions (cloud.errors) to HTTP status codes; anything else is a 500.
+
+    The body is `{"detail": message, "code": stable code}`: clients translate the code, not the message."""
+    for cls, http_status in _STATUS:
         if isinstance(exc, cls):
-            return JSONResponse({"detail": str(exc)}, status_code=code)
-    return JSONResponse({"detail": "internal error"}, status_code=status.HTTP_500_INTERNAL_SERVER_ERROR)
+            headers = {"WWW-Authenticate": "Bearer"} if http_status == status.HTTP_401_UNAUTHORIZED else None
+            code = exc.code if isinstance(exc, CloudError) else "error"
+            return JSONResponse({"detail": str(exc), "code": code}, status_code=http_status, headers=headers)
+    return JSONResponse(
+        {"detail": "internal error", "code": "internal"}, status_code=status.HTTP_500_INTERNAL_SERVER_ERROR
+    )

@@ -1,11 +1,13 @@
-"""Users, bearer tokens and node scoping.
+"""Who is calling: bearer tokens → `User`, and a user's scope (the subtree of their grid node).
 
-Does: issue tokens (`create_user`; only the SHA-256 of a token is stored), resolve a token to a
-`User`, and express a user's scope — the subtree of their grid node — as Python checks and SQL fragments.
-Admins have no node and see everything.
+Does: resolve a bearer token (a login session's access token or a machine token; only its SHA-256 is
+stored) to a `User` — raising `Unauthenticated` with a code saying why not (`auth.invalid_token`,
+`auth.expired`, `auth.revoked`) the moment a token expires or is revoked; create machine users with an
+expiring token (`create_user`); express a user's scope as Python checks and SQL fragments. Admins have
+no node and see everything.
 
-Does not: HTTP (cloud.api.deps turns a missing/unknown token into 401), or decide what each role may do
-beyond "inside my subtree" (routes add role checks such as admin-only dead letters).
+Does not: passwords, logins, sessions or user administration (cloud.accounts); HTTP (cloud.api.deps maps
+`Unauthenticated` to 401); decide what each role may do beyond "inside my subtree" (routes add role checks).
 """
 
 from __future__ import annotations
@@ -13,18 +15,20 @@ from __future__ import annotations
 import hashlib
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Literal, get_args
 
 import sqlite_utils
 
+from cloud import audit
 from cloud.db import transaction
-from cloud.errors import Conflict, Invalid, NotFound
+from cloud.errors import Conflict, Invalid, NotFound, Unauthenticated
 from cloud.sqlfilter import subtree_sql
 
 Role = Literal["admin", "county", "town", "village", "station"]
 ROLES: tuple[Role, ...] = get_args(Role)
 TOKEN_PREFIX = "kjc_"  # noqa: S105 - a prefix, not a secret
+MACHINE_TOKEN_TTL = timedelta(days=365)
 
 
 @dataclass(frozen=True)
@@ -37,6 +41,7 @@ class User:
     node_id: int | None
     node_code: str | None
     node_path: str
+    token_id: int = 0  # the token this request came with (logout revokes it); 0 = not from a token
 
     @property
     def is_admin(self) -> bool:
@@ -45,6 +50,11 @@ class User:
     def sees(self, path: str) -> bool:
         """True if a grid node with materialized `path` is inside this user's subtree."""
         return path.startswith(self.node_path)
+
+    def manages(self, path: str) -> bool:
+        """True if this user administers accounts on node `path`: strictly below their own node (the level
+        above resets a password, never a peer); admins manage everyone."""
+        return self.is_admin or (path.startswith(self.node_path) and path != self.node_path)
 
     def scope_sql(self, node_column: str = "node_id") -> tuple[str, list[object]]:
         """SQL condition restricting `node_column` (a grid_nodes.id column) to this user's subtree."""
@@ -57,52 +67,120 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
 
 
-def create_user(db: sqlite_utils.Database, name: str, role: str, node_code: str | None, now: datetime) -> str:
-    """Create a user scoped to grid node `node_code` (None for admin) and return its bearer token.
+def new_token() -> str:
+    return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
-    The role must match the node's level (a town officer sits on a town node). Raises Invalid,
-    NotFound (unknown node) or Conflict (name taken).
-    """
+
+def node_for_role(db: sqlite_utils.Database, role: str, node_code: str | None) -> int | None:
+    """The grid_nodes.id a `role` user on `node_code` sits on (None for admin). Raises Invalid / NotFound."""
     if role not in ROLES:
-        raise Invalid(f"role must be one of {', '.join(ROLES)}")
-    if not name.strip():
-        raise Invalid("user name must not be empty")
-    node_id: int | None = None
+        raise Invalid(f"role must be one of {', '.join(ROLES)}", code="user.bad_role")
     if role == "admin":
         if node_code is not None:
-            raise Invalid("an admin is not scoped to a node")
-    else:
-        if node_code is None:
-            raise Invalid(f"a {role} user needs --node")
-        row = db.execute("SELECT id, level FROM grid_nodes WHERE code = ?", [node_code]).fetchone()
-        if row is None:
-            raise NotFound(f"no grid node with code {node_code!r}")
-        if row[1] != role:
-            raise Invalid(f"node {node_code} is a {row[1]}, not a {role}")
-        node_id = int(row[0])
-    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+            raise Invalid("an admin is not scoped to a node", code="user.bad_role")
+        return None
+    if node_code is None:
+        raise Invalid(f"a {role} user needs --node", code="user.needs_node")
+    row = db.execute("SELECT id, level FROM grid_nodes WHERE code = ?", [node_code]).fetchone()
+    if row is None:
+        raise NotFound(f"no grid node with code {node_code!r}", code="grid.unknown_node")
+    if row[1] != role:
+        raise Invalid(f"node {node_code} is a {row[1]}, not a {role}", code="user.role_mismatch")
+    return int(row[0])
+
+
+def insert_user(
+    db: sqlite_utils.Database,
+    name: str,
+    role: str,
+    node_code: str | None,
+    now: datetime,
+    *,
+    created_by: str,
+    display_name: str | None = None,
+    password_hash: str | None = None,
+) -> int:
+    """Insert a user row (inside the caller's transaction or its own); returns its id. Raises Invalid,
+    NotFound (unknown node) or Conflict (name taken)."""
+    if not name.strip() or len(name) > 64 or any(c.isspace() for c in name):
+        raise Invalid("a user name is 1-64 characters without spaces", code="user.bad_name")
+    node_id = node_for_role(db, role, node_code)
     with transaction(db):
         if db.execute("SELECT 1 FROM users WHERE name = ?", [name]).fetchone():
-            raise Conflict(f"user {name!r} exists")
+            raise Conflict(f"user {name!r} exists", code="user.exists")
+        cur = db.execute(
+            """INSERT INTO users (name, role, node_id, display_name, password_hash, password_changed_at,
+                                  created_at, created_by)
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+            [
+                name,
+                role,
+                node_id,
+                display_name,
+                password_hash,
+                now.isoformat() if password_hash else None,
+                now.isoformat(),
+                created_by,
+            ],
+        )
+        return int(cur.lastrowid or 0)
+
+
+def issue_machine_token(
+    db: sqlite_utils.Database, user_id: int, now: datetime, ttl: timedelta = MACHINE_TOKEN_TTL
+) -> str:
+    """A new machine token for user `user_id`, valid for `ttl`; returns the token (only its hash is kept)."""
+    token = new_token()
+    with transaction(db):
         db.execute(
-            "INSERT INTO users (name, role, node_id, token_hash, created_at) VALUES (?, ?, ?, ?, ?)",
-            [name, role, node_id, hash_token(token), now.isoformat()],
+            """INSERT INTO tokens (user_id, kind, access_hash, access_expires_at, created_at)
+               VALUES (?, 'machine', ?, ?, ?)""",
+            [user_id, hash_token(token), (now + ttl).isoformat(), now.isoformat()],
         )
     return token
 
 
-def user_for_token(db: sqlite_utils.Database, token: str) -> User | None:
-    """The user holding `token`, or None."""
+def create_user(
+    db: sqlite_utils.Database,
+    name: str,
+    role: str,
+    node_code: str | None,
+    now: datetime,
+    ttl: timedelta = MACHINE_TOKEN_TTL,
+    created_by: str = "cli",
+) -> str:
+    """Create a user for a system (no password) scoped to grid node `node_code` (None for admin) and
+    return its machine token, valid for `ttl`.
+
+    The role must match the node's level (a town officer sits on a town node). Raises Invalid,
+    NotFound (unknown node) or Conflict (name taken)."""
+    with transaction(db):
+        user_id = insert_user(db, name, role, node_code, now, created_by=created_by)
+        token = issue_machine_token(db, user_id, now, ttl)
+        audit.record(db, now, created_by, "user_add", name, role=role, node=node_code, machine_token=True)
+    return token
+
+
+def user_for_token(db: sqlite_utils.Database, token: str, now: datetime) -> User:
+    """The user holding bearer `token` at `now`. Raises Unauthenticated (code auth.invalid_token, auth.expired
+    or auth.revoked) — checked on every request, so expiry and revocation take effect at once."""
     row = db.execute(
-        """SELECT u.id, u.name, u.role, u.node_id, g.code, g.path
-           FROM users u LEFT JOIN grid_nodes g ON g.id = u.node_id WHERE u.token_hash = ?""",
+        """SELECT u.id, u.name, u.role, u.node_id, g.code, g.path, t.id, t.access_expires_at, t.revoked_at,
+                  u.revoked_at
+           FROM tokens t JOIN users u ON u.id = t.user_id LEFT JOIN grid_nodes g ON g.id = u.node_id
+           WHERE t.access_hash = ?""",
         [hash_token(token)],
     ).fetchone()
     if row is None:
-        return None
+        raise Unauthenticated("invalid token")
+    if row[8] is not None or row[9] is not None:
+        raise Unauthenticated("token revoked", code="auth.revoked")
+    if row[7] is not None and datetime.fromisoformat(row[7]) <= now:
+        raise Unauthenticated("token expired", code="auth.expired")
     role: Role = row[2]
     if role != "admin" and row[5] is None:
-        return None  # scoped user whose node vanished: no access rather than everything
+        # scoped user whose node vanished: no access rather than everything
+        raise Unauthenticated("the user's grid node is gone", code="auth.revoked")
     return User(
         id=int(row[0]),
         name=str(row[1]),
@@ -110,6 +188,7 @@ def user_for_token(db: sqlite_utils.Database, token: str) -> User | None:
         node_id=row[3],
         node_code=row[4],
         node_path="/" if role == "admin" else str(row[5]),
+        token_id=int(row[6]),
     )
 
 

@@ -350,7 +350,8 @@ def assignable(db: sqlite_utils.Database, case: dict[str, Any]) -> list[str]:
     if origin is None:
         return []
     rows = db.execute(
-        "SELECT u.name, g.path FROM users u JOIN grid_nodes g ON g.id = u.node_id ORDER BY length(g.path), u.name"
+        "SELECT u.name, g.path FROM users u JOIN grid_nodes g ON g.id = u.node_id WHERE u.revoked_at IS NULL "
+        "ORDER BY length(g.path), u.name"
     ).fetchall()
     return [str(name) for name, path in rows if origin.path.startswith(str(path))]
 
@@ -358,7 +359,8 @@ def assignable(db: sqlite_utils.Database, case: dict[str, Any]) -> list[str]:
 def _check_assignee(db: sqlite_utils.Database, case: dict[str, Any], assignee: str) -> None:
     """The assignee must be a user responsible for the case's station: its node is the station or above."""
     row = db.execute(
-        "SELECT g.path FROM users u JOIN grid_nodes g ON g.id = u.node_id WHERE u.name = ?", [assignee]
+        "SELECT g.path FROM users u JOIN grid_nodes g ON g.id = u.node_id WHERE u.name = ? AND u.revoked_at IS NULL",
+        [assignee],
     ).fetchone()
     origin = node_by_id(db, int(case["origin_node_id"]))
     if row is None or origin is None or not origin.path.startswith(str(row[0])):

@@ -1,4 +1,5 @@
-"""`kuaijian cloud …` verbs: serve, ingest, import-grid, enrol-station, mosquitto-auth, create-user, tick.
+"""`kuaijian cloud …` verbs: serve, ingest, import-grid, enrol-station, mosquitto-auth, create-user, tick
+(and user, producers, report from their own modules).
 
 Every verb takes --db (default: KJ_CLOUD_DB_PATH or kuaijian-cloud.db); verbs that talk to the broker take
 --broker (default: KJ_CLOUD_BROKER_URL). Heavy imports happen inside the verb functions.
@@ -230,13 +231,18 @@ def cmd_mosquitto_auth(args: argparse.Namespace) -> int:
 
 
 def cmd_create_user(args: argparse.Namespace) -> int:
+    from datetime import timedelta
+
     from cloud.auth import create_user
     from cloud.db import open_db
     from cloud.errors import CloudError
 
-    db = open_db(_settings(args).db_path)
+    settings = _settings(args)
+    db = open_db(settings.db_path)
     try:
-        token = create_user(db, args.name, args.role, args.node, _now())
+        token = create_user(
+            db, args.name, args.role, args.node, _now(), timedelta(days=settings.machine_token_days)
+        )
     except CloudError as exc:
         return _fail(exc)
     finally:
@@ -389,7 +395,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--plugin", default=None, help="path of mosquitto_dynamic_security.so (default: found)")
     p.set_defaults(func=cmd_mosquitto_auth)
 
-    p = subparsers.add_parser("create-user", help="create an API user and print its bearer token")
+    p = subparsers.add_parser(
+        "create-user",
+        help="create a user for a system and print its machine token (valid cloud.machine_token_days); "
+        "people log in with a password: `user add`",
+    )
     _add_db(p)
     p.add_argument("--name", required=True)
     p.add_argument("--role", required=True, choices=("admin", "county", "town", "village", "station"))
@@ -413,7 +423,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     _add_broker(p)
     p.set_defaults(func=cmd_tick)
 
-    from cloud import producer_cli, report_cli
+    from cloud import producer_cli, report_cli, user_cli
 
     report_cli.register(subparsers)
     producer_cli.register(subparsers)
+    user_cli.register(subparsers)

@@ -29,8 +29,15 @@ Tables (all timestamps are ISO-8601 UTC strings, ``YYYY-MM-DDTHH:MM:SS.ffffff+00
                   at the current level), updated_at
     case_actions  id, case_id, at, actor ("system" or a user name), action (report|assign|remind|feedback|
                   escalate|close|note), note, data_json
-    users         id, name (unique), role (admin|county|town|village|station), node_id, token_hash
-                  (sha256 hex), created_at
+    users         id, name (unique), role (admin|county|town|village|station), node_id, display_name,
+                  password_hash (argon2id, NULL = no password login), password_changed_at, failed_logins
+                  (consecutive), locked_until, revoked_at, created_at, created_by
+    tokens        id, user_id, kind (session|machine), access_hash (sha256 hex of the bearer token),
+                  access_expires_at (NULL: a machine token issued before tokens expired), refresh_hash +
+                  refresh_expires_at (sessions only), created_at, revoked_at
+    audit_log     id, at, actor (user name, "cli" or "-" for an unknown caller), action (login|login_failed|
+                  login_locked|logout|refresh_failed|user_add|user_revoke|password_change|password_reset|
+                  token_issue|token_revoke), target (a user name), ip, detail_json
     producers     id, kind (企业|合作社|家庭农场|种养大户|个人), name, code (unique: credit code or ID number),
                   village_node_id, contact, phone, products_json, plots_json, created_at, updated_at
     samples       id (registration UUID), seq, station, node_id, code (unique per station), root_code (the batch:
@@ -426,12 +433,65 @@ _M005_COMMAND = """
         ALTER TABLE grid_nodes ADD COLUMN lon REAL;
 """
 
+# Accounts: password logins with sessions (short-lived access token + refresh token), machine tokens that
+# expire and can be revoked, lockout counters, and the audit log. The old users.token_hash becomes a
+# machine token without an expiry (it was issued before tokens expired). The table is rebuilt the way SQLite
+# documents (new table, copy, drop, rename) with foreign keys deferred to the commit, so the tables that
+# reference users (notify_channels, tokens) keep pointing at "users".
+_M006_ACCOUNTS = """
+        PRAGMA defer_foreign_keys = ON;
+        CREATE TABLE users_new (
+            id INTEGER PRIMARY KEY,
+            name TEXT NOT NULL UNIQUE,
+            role TEXT NOT NULL CHECK (role IN ('admin','county','town','village','station')),
+            node_id INTEGER REFERENCES grid_nodes(id),
+            display_name TEXT,
+            password_hash TEXT,
+            password_changed_at TEXT,
+            failed_logins INTEGER NOT NULL DEFAULT 0,
+            locked_until TEXT,
+            revoked_at TEXT,
+            created_at TEXT NOT NULL,
+            created_by TEXT
+        );
+        INSERT INTO users_new (id, name, role, node_id, created_at)
+            SELECT id, name, role, node_id, created_at FROM users;
+        CREATE TABLE tokens (
+            id INTEGER PRIMARY KEY,
+            user_id INTEGER NOT NULL REFERENCES users(id),
+            kind TEXT NOT NULL CHECK (kind IN ('session','machine')),
+            access_hash TEXT NOT NULL UNIQUE,
+            access_expires_at TEXT,
+            refresh_hash TEXT UNIQUE,
+            refresh_expires_at TEXT,
+            created_at TEXT NOT NULL,
+            revoked_at TEXT
+        );
+        CREATE INDEX idx_tokens_user ON tokens(user_id);
+        INSERT INTO tokens (user_id, kind, access_hash, created_at)
+            SELECT id, 'machine', token_hash, created_at FROM users;
+        DROP TABLE users;
+        ALTER TABLE users_new RENAME TO users;
+        CREATE TABLE audit_log (
+            id INTEGER PRIMARY KEY,
+            at TEXT NOT NULL,
+            actor TEXT NOT NULL,
+            action TEXT NOT NULL,
+            target TEXT,
+            ip TEXT,
+            detail_json TEXT
+        );
+        CREATE INDEX idx_audit_log_at ON audit_log(at);
+        CREATE INDEX idx_audit_log_target ON audit_log(target, at);
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     ("001_initial", _M001_INITIAL),
     ("002_station_previous_key", _M002_PREVIOUS_KEY),
     ("003_producers", _M003_PRODUCERS),
     ("004_samples", _M004_SAMPLES),
     ("005_command", _M005_COMMAND),
+    ("006_accounts", _M006_ACCOUNTS),
 )
 
 

@@ -1,42 +1,64 @@
 """Exceptions of the cloud package. Routes translate them to HTTP errors; nothing else raises HTTPException.
 
-CloudError
-├── NotFound            a thing does not exist, or is outside the caller's scope (→ 404)
-├── Forbidden           the caller's role may not do this (→ 403)
-├── Invalid             input is well-formed but not acceptable (→ 422 / CLI exit 2)
-│   └── GridImportError a grid CSV row is wrong (carries the line number)
-├── Conflict            the request conflicts with current state (→ 409)
-└── MigrationError      the database schema cannot be brought up to date
+CloudError                  every error carries a stable `code` (default per class; the dashboard
+│                           translates codes, never English messages)
+├── NotFound                a thing does not exist, or is outside the caller's scope (→ 404)
+├── Forbidden               the caller's role may not do this (→ 403)
+├── Invalid                 input is well-formed but not acceptable (→ 422 / CLI exit 2)
+│   └── GridImportError     a grid CSV row is wrong (carries the line number)
+├── Conflict                the request conflicts with current state (→ 409)
+├── Unauthenticated         no valid credentials: wrong password, unknown/expired/revoked token (→ 401)
+│   └── Locked              too many wrong passwords: the account is locked for a while (→ 423)
+└── MigrationError          the database schema cannot be brought up to date
 """
 
 from __future__ import annotations
 
 
 class CloudError(Exception):
-    """Base of every error the cloud package raises on purpose."""
+    """Base of every error the cloud package raises on purpose.
+
+    `code` is a stable, dotted identifier ("auth.locked") that clients translate; the message is for logs
+    and for English-speaking API users."""
+
+    default_code = "error"
+
+    def __init__(self, message: str = "", *, code: str | None = None) -> None:
+        super().__init__(message)
+        self.code = code or self.default_code
 
 
 class NotFound(CloudError):
-    pass
+    default_code = "not_found"
 
 
 class Forbidden(CloudError):
-    pass
+    default_code = "forbidden"
 
 
 class Invalid(CloudError):
-    pass
+    default_code = "invalid"
 
 
 class GridImportError(Invalid):
+    default_code = "grid.import_row"
+
     def __init__(self, line: int, message: str) -> None:
         super().__init__(f"line {line}: {message}")
         self.line = line
 
 
 class Conflict(CloudError):
-    pass
+    default_code = "conflict"
+
+
+class Unauthenticated(CloudError):
+    default_code = "auth.invalid_token"
+
+
+class Locked(Unauthenticated):
+    default_code = "auth.locked"
 
 
 class MigrationError(CloudError):
-    pass
+    default_code = "migration"

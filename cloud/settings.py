@@ -100,6 +100,36 @@ class Settings(BaseSettings):
         description="larger request bodies are refused with 413 before they are read",
     )
 
+    access_token_minutes: float = Field(
+        default=15.0, gt=0, description="a login's access token is valid this long (the page refreshes it)"
+    )
+    refresh_token_hours: float = Field(
+        default=12.0, gt=0, description="a login's refresh token is valid this long: then log in again"
+    )
+    machine_token_days: float = Field(
+        default=365.0, gt=0, description="validity of a machine token (`kuaijian cloud create-user`)"
+    )
+    login_max_failures: int = Field(
+        default=5, ge=1, description="consecutive wrong passwords that lock an account"
+    )
+    login_lockout_minutes: float = Field(
+        default=15.0, gt=0, description="how long a locked account stays locked"
+    )
+    password_min_length: int = Field(default=8, ge=6, description="shortest password accepted")
+    timezone: str = Field(
+        default="Asia/Shanghai",
+        description="the grid's time zone: local days of reports and the times the dashboard shows",
+    )
+
+    @field_validator("timezone")
+    @classmethod
+    def _check_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown time zone {value!r}") from exc
+        return value
+
     @model_validator(mode="after")
     def _read_password_file(self) -> Settings:
         if self.mqtt_password_file is None:

@@ -4,8 +4,11 @@
     ClockDep        the app's Clock (SystemClock, or a ManualClock in tests)
     DbDep           a sqlite-utils Database, one connection per request, closed afterwards
     OptionalUserDep the User of a valid bearer token, or None (for the few routes open to anyone)
-    CurrentUserDep  the authenticated User (bearer token); 401 without a valid token
+    CurrentUserDep  the authenticated User (bearer token); raises Unauthenticated (→ 401, with a code saying
+                    whether the token is unknown, expired or revoked) without a valid one
     AdminDep        a User whose role is admin; 403 otherwise
+    PolicyDep       the account policy (token lifetimes, lockout) from the settings
+    ClientIpDep     the caller's address, for the audit log
 
 Does not: business logic.
 """
@@ -19,12 +22,17 @@ import sqlite_utils
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from cloud.accounts import Policy
 from cloud.auth import User, user_for_token
 from cloud.clock import Clock
 from cloud.db import connect
+from cloud.errors import Unauthenticated
 from cloud.settings import Settings
 
-_bearer = HTTPBearer(auto_error=False, description="token issued by `kuaijian cloud create-user`")
+_bearer = HTTPBearer(
+    auto_error=False,
+    description="access token from POST /api/auth/login, or a machine token (`kuaijian cloud create-user`)",
+)
 
 
 def get_settings(request: Request) -> Settings:
@@ -52,23 +60,25 @@ def get_db(settings: SettingsDep) -> Iterator[sqlite_utils.Database]:
 DbDep = Annotated[sqlite_utils.Database, Depends(get_db)]
 
 
-def get_optional_user(
-    db: DbDep, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
-) -> User | None:
-    return None if credentials is None else user_for_token(db, credentials.credentials)
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]
+
+
+def get_optional_user(db: DbDep, clock: ClockDep, credentials: Credentials) -> User | None:
+    if credentials is None:
+        return None
+    try:
+        return user_for_token(db, credentials.credentials, clock.now())
+    except Unauthenticated:
+        return None
 
 
 OptionalUserDep = Annotated[User | None, Depends(get_optional_user)]
 
 
-def get_current_user(user: OptionalUserDep) -> User:
-    if user is None:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED,
-            "missing or invalid bearer token",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-    return user
+def get_current_user(db: DbDep, clock: ClockDep, credentials: Credentials) -> User:
+    if credentials is None:
+        raise Unauthenticated("missing bearer token", code="auth.missing")
+    return user_for_token(db, credentials.credentials, clock.now())
 
 
 CurrentUserDep = Annotated[User, Depends(get_current_user)]
@@ -81,3 +91,17 @@ def get_admin(user: CurrentUserDep) -> User:
 
 
 AdminDep = Annotated[User, Depends(get_admin)]
+
+
+def get_policy(settings: SettingsDep) -> Policy:
+    return Policy.from_settings(settings)
+
+
+PolicyDep = Annotated[Policy, Depends(get_policy)]
+
+
+def get_client_ip(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+ClientIpDep = Annotated[str | None, Depends(get_client_ip)]

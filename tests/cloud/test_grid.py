@@ -12,7 +12,7 @@ import sqlite_utils
 from cloud.auth import create_user, user_for_token
 from cloud.db import MIGRATIONS, applied_migrations, migrate, open_db
 from cloud.enrol import enrol_fleet
-from cloud.errors import Conflict, GridImportError, Invalid, NotFound
+from cloud.errors import Conflict, GridImportError, Invalid, NotFound, Unauthenticated
 from cloud.grid import children, import_grid_csv, node_by_code, subtree
 from tests.cloud.factories import GRID_CSV, T0
 
@@ -106,11 +106,11 @@ def test_enrol_fleet_creates_nodes_and_uses_given_keys(tmp_path: Path) -> None:
 def test_users_roles_and_tokens(db: sqlite_utils.Database) -> None:
     import_grid_csv(db, GRID_CSV)
     token = create_user(db, "town", "town", "370214101", T0)
-    user = user_for_token(db, token)
-    assert user is not None
+    user = user_for_token(db, token, T0)
     assert (user.role, user.node_code) == ("town", "370214101")
-    assert user_for_token(db, token + "x") is None
-    assert db.execute("SELECT token_hash FROM users").fetchone()[0] != token  # only the hash is stored
+    with pytest.raises(Unauthenticated):
+        user_for_token(db, token + "x", T0)
+    assert db.execute("SELECT access_hash FROM tokens").fetchone()[0] != token  # only the hash is stored
     with pytest.raises(Conflict):
         create_user(db, "town", "town", "370214102", T0)
     with pytest.raises(Invalid, match="is a town, not a village"):
@@ -165,8 +165,7 @@ def test_pending_configs_published_latest_first_once_broker_is_back(db: sqlite_u
     from tests.cloud.factories import build_grid
 
     grid = build_grid(db)
-    admin = user_for_token(db, grid.tokens["admin"])
-    assert admin is not None
+    admin = user_for_token(db, grid.tokens["admin"], T0)
     push_config(db, admin, "370214101203", [], [], T0)  # v1 → 2 stations
     push_config(db, admin, "370214101203-01", [], [], T0)  # v2 → 1 station
 

@@ -115,8 +115,7 @@ def test_cli_tick_escalates_and_publishes_pending_configs(
     process_batch(
         db, [Inbound(f"kj/v1/{A1}/result", json.dumps(r).encode(), T0)], settings
     )  # deadline T0 + 24 h
-    admin = user_for_token(db, grid.tokens["admin"])
-    assert admin is not None
+    admin = user_for_token(db, grid.tokens["admin"], T0)
     push_config(db, admin, A1, [], [], T0)  # pending: no broker when pushed
     out = io.StringIO()
     with contextlib.redirect_stdout(out):

@@ -6,6 +6,8 @@ up) and wakes early when the in-process ingest calls `cloud.live.hub_for(app).no
 send headers, so /api/live alone also accepts the bearer token as `?token=`. Each event is
 `event: result`, `id: <rowid>` (the browser resends it as Last-Event-ID on reconnect, so nothing is
 missed), `data: <json>`; a comment heartbeat every `PING_S` seconds keeps proxies from closing the stream.
+The token is checked again on every pass: when it expires or is revoked the stream sends `event: auth`
+(`data: {"code": ...}`) and ends.
 
 Does not: compute report figures (cloud.reports) or write to the database.
 """
@@ -28,8 +30,9 @@ from sse_starlette import EventSourceResponse, ServerSentEvent
 from cloud import reports
 from cloud.api.deps import ClockDep, CurrentUserDep, DbDep, SettingsDep
 from cloud.auth import User, user_for_token
+from cloud.clock import Clock
 from cloud.db import connect
-from cloud.errors import NotFound
+from cloud.errors import NotFound, Unauthenticated
 from cloud.live import hub_for
 from cloud.sqlfilter import subtree_sql
 
@@ -397,8 +400,22 @@ def dashboard_overview(
 # ---------------------------------------------------------------- live feed (SSE)
 
 
+def _still_valid(db: sqlite_utils.Database, token: str, clock: Clock) -> str | None:
+    """None while `token` is valid, else the Unauthenticated code (the stream then ends)."""
+    try:
+        user_for_token(db, token, clock.now())
+    except Unauthenticated as exc:
+        return exc.code
+    return None
+
+
 async def _live_events(
-    request: Request, db_path: Path, scope: reports.Scope, after: int | None
+    request: Request,
+    db_path: Path,
+    scope: reports.Scope,
+    after: int | None,
+    token: str,
+    clock: Clock,
 ) -> AsyncIterator[ServerSentEvent]:
     hub = hub_for(request.app)
     db = await anyio.to_thread.run_sync(connect, db_path)
@@ -407,6 +424,11 @@ async def _live_events(
             cursor = after if after is not None else await anyio.to_thread.run_sync(_cursor, db)
             yield ServerSentEvent(event="hello", data=json.dumps({"cursor": cursor}), retry=2000)
             while not sub.closed:
+                # the token is checked on every pass: a logout, revocation or expiry ends the stream
+                refused = await anyio.to_thread.run_sync(_still_valid, db, token, clock)
+                if refused is not None:
+                    yield ServerSentEvent(event="auth", data=json.dumps({"code": refused}))
+                    return
                 rows = await anyio.to_thread.run_sync(results_after, db, scope, cursor, BATCH)
                 for row in rows:
                     cursor = row.rowid
@@ -431,6 +453,7 @@ def live(
     request: Request,
     settings: SettingsDep,
     db: DbDep,
+    clock: ClockDep,
     token: Annotated[
         str | None, Query(max_length=256, description="bearer token (EventSource sends no headers)")
     ] = None,
@@ -447,11 +470,9 @@ def live(
     secret = token
     if secret is None and authorization is not None and authorization.lower().startswith("bearer "):
         secret = authorization[7:].strip()
-    user = None if not secret else user_for_token(db, secret)
-    if user is None:
-        raise HTTPException(
-            status.HTTP_401_UNAUTHORIZED, "missing or invalid token", headers={"WWW-Authenticate": "Bearer"}
-        )
+    if not secret:
+        raise Unauthenticated("missing token", code="auth.missing")
+    user = user_for_token(db, secret, clock.now())  # Unauthenticated → 401 (app error handler)
     try:
         scope = reports.resolve_scope(db, user, node)
     except NotFound as exc:
@@ -460,7 +481,7 @@ def live(
     if last_event_id is not None and last_event_id.strip().isdigit():
         resume = int(last_event_id.strip())
     return EventSourceResponse(
-        _live_events(request, settings.db_path, scope, resume),
+        _live_events(request, settings.db_path, scope, resume, secret, clock),
         ping=PING_S,
         send_timeout=30,
         headers={"Cache-Control": "no-store"},
