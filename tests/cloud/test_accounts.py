@@ -60,8 +60,8 @@ def test_login_gives_a_short_lived_token_scoped_to_the_users_node(
     assert doc["node"] == "370214101"
     assert doc["access_expires_at"] == (T0 + timedelta(minutes=15)).isoformat()
     assert doc["refresh_expires_at"] == (T0 + timedelta(hours=12)).isoformat()
-    me = api.get("/api/auth/me", headers=bearer(doc["access_token"]))
-    assert me.json() == {"name": "zhang_town", "role": "town", "node": "370214101"}
+    me = api.get("/api/me", headers=bearer(doc["access_token"]))
+    assert me.json() == {"name": "zhang_town", "role": "town", "node_code": "370214101"}
     # only hashes are stored, the password as argon2id
     stored = db.execute("SELECT password_hash FROM users WHERE name = 'zhang_town'").fetchone()[0]
     assert stored.startswith("$argon2id$")
@@ -112,16 +112,16 @@ def test_expired_access_token_gets_401_at_once_and_refresh_rotates(
 ) -> None:
     doc = _login(api, "li_station").json()
     headers = bearer(doc["access_token"])
-    assert api.get("/api/auth/me", headers=headers).status_code == 200
+    assert api.get("/api/me", headers=headers).status_code == 200
     clock.advance(timedelta(minutes=15))  # exactly the expiry
-    r = api.get("/api/auth/me", headers=headers)
+    r = api.get("/api/me", headers=headers)
     assert r.status_code == 401
     assert r.json()["code"] == "auth.expired"
     assert r.headers["WWW-Authenticate"] == "Bearer"
     assert api.get("/api/dashboard/overview", headers=headers).status_code == 401
     fresh = api.post("/api/auth/refresh", json={"refresh_token": doc["refresh_token"]})
     assert fresh.status_code == 200, fresh.text
-    assert api.get("/api/auth/me", headers=bearer(fresh.json()["access_token"])).status_code == 200
+    assert api.get("/api/me", headers=bearer(fresh.json()["access_token"])).status_code == 200
     # the used refresh token is spent
     again = api.post("/api/auth/refresh", json={"refresh_token": doc["refresh_token"]})
     assert again.status_code == 401
@@ -138,24 +138,24 @@ def test_logout_and_revocation_take_effect_at_once(
 ) -> None:
     doc = _login(api, "li_station").json()
     assert api.post("/api/auth/logout", headers=bearer(doc["access_token"])).status_code == 204
-    r = api.get("/api/auth/me", headers=bearer(doc["access_token"]))
+    r = api.get("/api/me", headers=bearer(doc["access_token"]))
     assert r.status_code == 401
     assert r.json()["code"] == "auth.revoked"
     assert api.post("/api/auth/refresh", json={"refresh_token": doc["refresh_token"]}).status_code == 401
     # the town officer revokes the station technician: a live session dies on the next request
     town = _login(api, "zhang_town").json()["access_token"]
     station = _login(api, "li_station").json()["access_token"]
-    assert api.get("/api/auth/me", headers=bearer(station)).status_code == 200
+    assert api.get("/api/me", headers=bearer(station)).status_code == 200
     assert api.post("/api/users/li_station/revoke", headers=bearer(town)).status_code == 204
-    r = api.get("/api/auth/me", headers=bearer(station))
+    r = api.get("/api/me", headers=bearer(station))
     assert r.status_code == 401
     assert r.json()["code"] == "auth.revoked"
     assert _login(api, "li_station").status_code == 401  # and cannot log in again
     # machine tokens: revoking the factory's station_a user kills its token too
-    assert api.get("/api/auth/me", headers=bearer(grid.tokens["station_a"])).status_code == 200
+    assert api.get("/api/me", headers=bearer(grid.tokens["station_a"])).status_code == 200
     admin = bearer(grid.tokens["admin"])
     assert api.post("/api/users/station_a/revoke", headers=admin).status_code == 204
-    assert api.get("/api/auth/me", headers=bearer(grid.tokens["station_a"])).status_code == 401
+    assert api.get("/api/me", headers=bearer(grid.tokens["station_a"])).status_code == 401
     actions = [e["action"] for e in api.get("/api/audit", headers=admin).json()["items"]]
     assert actions[:3] == ["user_revoke", "login_failed", "user_revoke"]
     assert "logout" in actions
@@ -163,9 +163,9 @@ def test_logout_and_revocation_take_effect_at_once(
 
 def test_machine_token_expires(api: Any, db: sqlite_utils.Database, grid: Grid, clock: ManualClock) -> None:
     headers = bearer(grid.tokens["county"])
-    assert api.get("/api/auth/me", headers=headers).status_code == 200
+    assert api.get("/api/me", headers=headers).status_code == 200
     clock.set(T0 + timedelta(days=365))
-    r = api.get("/api/auth/me", headers=headers)
+    r = api.get("/api/me", headers=headers)
     assert r.status_code == 401
     assert r.json()["code"] == "auth.expired"
 
@@ -186,7 +186,7 @@ def test_the_level_above_resets_a_password_a_peer_or_the_level_below_cannot(
     assert r.status_code == 422
     assert r.json()["code"] == "auth.password_short"
     assert api.post("/api/users/li_station/password", headers=town, json=new).status_code == 204
-    assert api.get("/api/auth/me", headers=station).status_code == 401  # its sessions ended
+    assert api.get("/api/me", headers=station).status_code == 401  # its sessions ended
     assert _login(api, "li_station").status_code == 401
     assert _login(api, "li_station", "xin-mima-5678").status_code == 200
     # the town officer lists itself and the users below, not the other town's
@@ -209,7 +209,7 @@ def test_user_changes_own_password_and_adds_a_user_below(
         "/api/auth/password", headers=town, json={"old_password": PASSWORD, "new_password": "abcdefgh1"}
     )
     assert ok.status_code == 204
-    assert api.get("/api/auth/me", headers=town).status_code == 200  # this session stays
+    assert api.get("/api/me", headers=town).status_code == 200  # this session stays
     assert _login(api, "zhang_town", "abcdefgh1").status_code == 200
     body = {"name": "zhao_village", "role": "village", "node": "370214101203", "password": "cun-mima-01"}
     r = api.post("/api/users", headers=town, json=body)

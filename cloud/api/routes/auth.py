@@ -52,12 +52,6 @@ class SessionOut(BaseModel):
     node: str | None
 
 
-class MeOut(BaseModel):
-    name: str
-    role: str
-    node: str | None
-
-
 class AccountOut(BaseModel):
     name: str
     role: str
@@ -121,11 +115,6 @@ def logout(db: DbDep, user: CurrentUserDep, clock: ClockDep, ip: ClientIpDep) ->
     """Revoke the token this request came with (the whole login session)."""
     accounts.logout(db, user, clock.now(), ip)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
-
-
-@router.get("/auth/me", responses=_AUTH_ERRORS)
-def me(user: CurrentUserDep) -> MeOut:
-    return MeOut(name=user.name, role=user.role, node=user.node_code)
 
 
 @router.post(
