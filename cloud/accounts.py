@@ -61,6 +61,7 @@ class Policy:
 @dataclass(frozen=True)
 class Session:
     access_token: str
+    issued_at: datetime
     access_expires_at: datetime
     refresh_token: str
     refresh_expires_at: datetime
@@ -124,6 +125,7 @@ def _session(
     ).fetchone()
     return Session(
         access,
+        now,
         now + policy.access_ttl,
         refresh,
         now + policy.refresh_ttl,

@@ -257,7 +257,7 @@ def _visible_case(db: sqlite_utils.Database, user: User, case_id: int) -> dict[s
     case = case_row(db, case_id)
     origin = None if case is None else node_by_id(db, int(case["origin_node_id"]))
     if case is None or origin is None or not user.sees(origin.path):
-        raise NotFound(f"case {case_id} not found in your scope")
+        raise NotFound(f"case {case_id} not found in your scope", code="case.not_found")
     return case
 
 
@@ -282,30 +282,34 @@ def act(
     with transaction(db):
         case = _visible_case(db, user, case_id)
         if case["status"] == "closed":
-            raise Conflict(f"case {case_id} is closed")
+            raise Conflict(f"case {case_id} is closed", code="case.closed")
         current = node_by_id(db, int(case["node_id"]))
         if action in ("assign", "remind", "escalate", "close"):
             if current is None or not user.sees(current.path):
-                raise Forbidden(f"case {case_id} is handled at {case['level']} level, above your node")
+                raise Forbidden(
+                    f"case {case_id} is handled at {case['level']} level, above your node",
+                    code="case.above_you",
+                )
         if action == "close":
             origin = node_by_id(db, int(case["origin_node_id"]))
             if origin is None or user.node_path == origin.path:
                 raise Forbidden(
                     "上报的一级不能办结本案，须由上级审核反馈后办结 (the station that reported a case cannot close it;"
-                    " the level above closes it after reviewing the feedback)"
+                    " the level above closes it after reviewing the feedback)",
+                    code="case.reporter_cannot_close",
                 )
         payload: dict[str, Any] = dict(data or {})
         status = case["status"]
         if action == "assign":
             if not assignee or not assignee.strip():
-                raise Invalid("assign needs an assignee")
+                raise Invalid("assign needs an assignee", code="case.needs_assignee")
             _check_assignee(db, case, assignee)
             payload["assignee"] = assignee
             db.execute("UPDATE cases SET assignee = ? WHERE id = ?", [assignee, case_id])
             status = "assigned"
         elif action == "feedback":
             if feedback is None:
-                raise Invalid("feedback needs a kind")
+                raise Invalid("feedback needs a kind", code="case.needs_feedback_kind")
             payload["kind"] = feedback
             status = "feedback"
         elif action == "close":
@@ -313,7 +317,9 @@ def act(
                 "SELECT 1 FROM case_actions WHERE case_id = ? AND action = 'feedback' LIMIT 1", [case_id]
             ).fetchone()
             if not has_feedback:
-                raise Conflict("a case is closed after feedback (反馈) has been recorded")
+                raise Conflict(
+                    "a case is closed after feedback (反馈) has been recorded", code="case.needs_feedback"
+                )
             status = "closed"
             db.execute("UPDATE cases SET closed_at = ? WHERE id = ?", [now.isoformat(), case_id])
         elif action == "remind":
@@ -323,7 +329,7 @@ def act(
                 None if current is None or current.parent_id is None else node_by_id(db, current.parent_id)
             )
             if parent is None:
-                raise Conflict(f"case {case_id} is already at the top level")
+                raise Conflict(f"case {case_id} is already at the top level", code="case.top_level")
             if settings is None:
                 raise Invalid("escalate needs the service settings (deadlines per level)")
             deadline = now + timedelta(hours=settings.deadline_hours(parent.level))
@@ -365,7 +371,8 @@ def _check_assignee(db: sqlite_utils.Database, case: dict[str, Any], assignee: s
     origin = node_by_id(db, int(case["origin_node_id"]))
     if row is None or origin is None or not origin.path.startswith(str(row[0])):
         raise Invalid(
-            f"交办对象须为负责该服务站的用户 (assignee must be a user of the case's station or a level above it): {assignee!r}"
+            f"交办对象须为负责该服务站的用户 (assignee must be a user of the case's station or a level above it): {assignee!r}",
+            code="case.bad_assignee",
         )
 
 

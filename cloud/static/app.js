@@ -1,7 +1,11 @@
 /* 快检 live dashboard. Plain ES2017, no build step, no external code: fetch + EventSource + inline SVG.
- * Auth: a bearer token kept in localStorage ("kj.token"), typed into the login box or taken once from a
- * "#token=..." link; the SSE stream gets it as ?token= because
- * EventSource cannot set headers. Language: zh (default) / en, kept in localStorage ("kj.lang"). */
+ * Auth: log in with name + password (POST /api/auth/login): a short-lived access token and a refresh token,
+ * kept in localStorage ("kj.token", "kj.refresh", "kj.expires"); the access token is renewed before it runs
+ * out and on a 401 (once); a "#refresh=..." link (printed by `kuaijian demo`) or a "#token=..." link (a
+ * machine token) logs in at once. The SSE stream gets the access token as ?token= because EventSource cannot
+ * set headers. Language: zh (default) / en, kept in localStorage ("kj.lang"). API errors carry a stable code
+ * that is shown through I18N ("e_" + code), never the server's English message. Times are shown in the
+ * grid's time zone (GET /api/labels), analytes and QC flags by their names from the same call. */
 (function () {
   "use strict";
 
@@ -14,9 +18,22 @@
   var I18N = {
     zh: {
       title: "快检 · 农产品快速检测实时监控", live_on: "实时：已连接", live_off: "实时：未连接",
-      logout: "退出", login_title: "登录", token: "令牌", login_button: "登录",
-      token_hint: "请输入管理员发放的访问令牌（kuaijian cloud create-user）。",
-      login_failed: "登录失败：令牌无效", session_expired: "登录已过期，请重新登录",
+      logout: "退出", login_title: "登录", username: "用户名", password: "密码", login_button: "登录",
+      login_hint: "请输入上级管理员为您开通的用户名和密码。",
+      login_failed: "登录失败：用户名或密码错误", session_expired: "登录已过期，请重新登录",
+      e_auth_bad_credentials: "用户名或密码错误", e_auth_locked: "密码错误次数过多，账号已暂时锁定，请稍后再试",
+      e_auth_expired: "登录已过期，请重新登录", e_auth_revoked: "登录已失效（已退出或账号已停用），请重新登录",
+      e_auth_invalid_token: "登录无效，请重新登录", e_auth_missing: "请先登录",
+      e_case_not_found: "案件不存在或不在您的辖区", e_case_closed: "案件已办结",
+      e_case_above_you: "案件已上报到上级，您无权处置", e_case_reporter_cannot_close: "上报的一级不能办结本案，须由上级审核反馈后办结",
+      e_case_needs_assignee: "交办须选择承办人", e_case_needs_feedback_kind: "反馈须选择反馈结果",
+      e_case_needs_feedback: "须先记录反馈（复检、封存、销毁等）才能办结", e_case_top_level: "案件已在最高一级，不能再上报",
+      e_case_bad_assignee: "承办人须为负责该服务站或其上级的用户", e_not_found: "未找到", e_forbidden: "无权操作",
+      e_invalid: "输入有误", e_conflict: "与当前状态冲突", e_http: "服务器错误", e_network: "无法连接服务器",
+      rank_formula: "得分 = 50 × 站点覆盖率 + 50 × 按时办结率（无到期案件时按时办结率记为 1）",
+      qc: "质控", channel: "通道", reports_link: "周报", only_positives: "只看阳性/可疑",
+      station_unknown: "状态未知", backlog_age: "最早待传", ago_s: "秒前", ago_m: "分钟前", ago_h: "小时前",
+      ago_d: "天前",
       kpi_tests: "检测数", kpi_positives: "阳性数", kpi_rate: "阳性率", kpi_online: "站点在线",
       kpi_cases: "待办案件", kpi_overdue: "已超期", window: "统计区间",
       grid_title: "网格下钻", col_node: "区域", col_tests: "检测数", col_positives: "阳性",
@@ -54,9 +71,28 @@
     },
     en: {
       title: "Kuaijian · live produce rapid-testing dashboard", live_on: "Live: connected",
-      live_off: "Live: disconnected", logout: "Log out", login_title: "Log in", token: "Token",
-      login_button: "Log in", token_hint: "Enter the access token issued by your administrator (kuaijian cloud create-user).",
-      login_failed: "Login failed: invalid token",
+      live_off: "Live: disconnected", logout: "Log out", login_title: "Log in", username: "User name",
+      password: "Password", login_button: "Log in",
+      login_hint: "Enter the user name and password your supervisor set up for you.",
+      login_failed: "Login failed: wrong user name or password",
+      e_auth_bad_credentials: "Wrong user name or password",
+      e_auth_locked: "Too many wrong passwords: the account is locked for a while, try again later",
+      e_auth_expired: "Session expired, please log in again",
+      e_auth_revoked: "Session ended (logged out or account disabled), please log in again",
+      e_auth_invalid_token: "Invalid login, please log in again", e_auth_missing: "Please log in",
+      e_case_not_found: "Case not found in your area", e_case_closed: "The case is closed",
+      e_case_above_you: "The case has been escalated above you", e_case_reporter_cannot_close:
+      "The level that reported a case cannot close it; the level above closes it after review",
+      e_case_needs_assignee: "Choose an assignee", e_case_needs_feedback_kind: "Choose a feedback result",
+      e_case_needs_feedback: "Record feedback (retest, held, destroyed, ...) before closing",
+      e_case_top_level: "The case is already at the top level",
+      e_case_bad_assignee: "The assignee must be a user of the station or a level above it",
+      e_not_found: "Not found", e_forbidden: "Not allowed", e_invalid: "Invalid input",
+      e_conflict: "Conflicts with the current state", e_http: "Server error", e_network: "Cannot reach the server",
+      rank_formula: "score = 50 × station coverage + 50 × on-time closure rate (1 when no case was due)",
+      qc: "QC", channel: "channel", reports_link: "Weekly report", only_positives: "Positives/suspects only",
+      station_unknown: "state unknown", backlog_age: "oldest waiting", ago_s: "s ago", ago_m: "min ago",
+      ago_h: "h ago", ago_d: "d ago",
       session_expired: "Session expired, please log in again",
       kpi_tests: "Tests", kpi_positives: "Positives", kpi_rate: "Positive rate", kpi_online: "Stations online",
       kpi_cases: "Open cases", kpi_overdue: "Overdue", window: "Period",
@@ -99,8 +135,11 @@
     }
   };
 
+  window.kuaijianI18n = I18N;  // read by the tests' untranslated-text check
+
   var state = {
-    lang: "zh", token: null, node: null, data: null, source: null, refreshTimer: null, fresh: false,
+    lang: "zh", token: null, refreshToken: null, cursor: null, expires: 0, renewTimer: null, labels: null,
+    tz: "Asia/Shanghai", node: null, data: null, source: null, refreshTimer: null, fresh: false,
     ranking: null, rankLevelChosen: false, caseId: null, caseDoc: null,
     samples: null, producers: null, producerDoc: null, mine: null
   };
@@ -119,13 +158,45 @@
   }
   function load(key) { try { return localStorage.getItem(key); } catch (e) { return null; } }
   function pct(rate) { return rate === null || rate === undefined ? "–" : (rate * 100).toFixed(1) + "%"; }
+  var timeFormat = null;
   function fmtTime(iso) {
+    // month-day hour:minute:second in the grid's time zone (not the browser's)
     if (!iso) { return "–"; }
     var d = new Date(iso);
     if (isNaN(d.getTime())) { return String(iso); }
-    var p = function (n) { return (n < 10 ? "0" : "") + n; };
-    return (d.getMonth() + 1) + "-" + p(d.getDate()) + " " + p(d.getHours()) + ":" + p(d.getMinutes()) +
-      ":" + p(d.getSeconds());
+    if (timeFormat === null || timeFormat.zone !== state.tz) {
+      var f;
+      try {
+        f = new Intl.DateTimeFormat("en-GB", { timeZone: state.tz, month: "numeric", day: "2-digit",
+          hour: "2-digit", minute: "2-digit", second: "2-digit", hourCycle: "h23" });
+      } catch (e) { f = new Intl.DateTimeFormat("en-GB", { month: "numeric", day: "2-digit", hour: "2-digit",
+        minute: "2-digit", second: "2-digit", hourCycle: "h23" }); }
+      timeFormat = { zone: state.tz, f: f };
+    }
+    var parts = {};
+    timeFormat.f.formatToParts(d).forEach(function (x) { parts[x.type] = x.value; });
+    return parts.month + "-" + parts.day + " " + parts.hour + ":" + parts.minute + ":" + parts.second;
+  }
+  function ago(seconds) {
+    if (seconds === null || seconds === undefined) { return "–"; }
+    if (seconds < 90) { return Math.round(seconds) + " " + t("ago_s"); }
+    if (seconds < 5400) { return Math.round(seconds / 60) + " " + t("ago_m"); }
+    if (seconds < 172800) { return Math.round(seconds / 3600) + " " + t("ago_h"); }
+    return Math.round(seconds / 86400) + " " + t("ago_d");
+  }
+  function named(table, code) {
+    var n = state.labels && state.labels[table] && state.labels[table][code];
+    return n ? (state.lang === "zh" ? n.zh : n.en) : String(code);
+  }
+  function analyteName(code) { return code ? named("analytes", code) : "–"; }
+  function qcName(code) { return named("qc", code); }
+  function errorText(err) {
+    // an Error from api()/send(): translate its code; never show the server's English message
+    var code = err && err.code ? String(err.code).replace(/[.]/g, "_") : null;
+    if (code && I18N.zh["e_" + code]) { return t("e_" + code); }
+    var generic = err && err.status ? { 404: "e_not_found", 403: "e_forbidden", 409: "e_conflict",
+      422: "e_invalid" }[err.status] : null;
+    return t(generic || (err && err.status ? "e_http" : "e_network"));
   }
   function label(prefix, value) { var k = prefix + value; return I18N[state.lang][k] ? t(k) : String(value); }
 
@@ -162,34 +233,117 @@
     $("login-error").textContent = message || "";
     $("who").textContent = "";
   }
-  function loggedIn(token, fresh) {
-    state.token = token;
-    state.fresh = !!fresh;
-    store("kj.token", token);
+  function saveSession(doc) {
+    state.token = doc.access_token;
+    state.refreshToken = doc.refresh_token || null;
+    // by this browser's clock (expires_in), which need not agree with the server's
+    state.expires = doc.expires_in ? Date.now() + doc.expires_in * 1000 : 0;
+    store("kj.token", state.token);
+    store("kj.refresh", state.refreshToken);
+    store("kj.expires", state.expires ? String(state.expires) : null);
+    scheduleRenew();
+  }
+  function scheduleRenew() {
+    if (state.renewTimer !== null) { clearTimeout(state.renewTimer); state.renewTimer = null; }
+    if (!state.refreshToken || !state.expires) { return; }
+    // renew a minute before the access token runs out (at once if it already has)
+    var wait = Math.max(0, state.expires - Date.now() - 60000);
+    state.renewTimer = setTimeout(function () { state.renewTimer = null; renew().catch(function () {}); }, wait);
+  }
+  var renewing = null;
+  function renew() {
+    // one refresh at a time: concurrent 401s share it
+    if (!state.refreshToken) { return Promise.reject(authError("auth.expired")); }
+    if (renewing) { return renewing; }
+    renewing = fetch(API + "/auth/refresh", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ refresh_token: state.refreshToken })
+    }).then(function (r) {
+      return r.json().catch(function () { return {}; }).then(function (doc) {
+        if (!r.ok) { throw authError(doc.code || "auth.expired"); }
+        saveSession(doc);
+        if (state.source) { openLive(null); }
+        return doc;
+      });
+    });
+    renewing.then(function () { renewing = null; }, function () { renewing = null; });
+    return renewing;
+  }
+  function authError(code) { var e = new Error(code); e.code = code; e.status = 401; return e; }
+  function loggedIn() {
     $("login").classList.add("hidden");
     $("main").classList.remove("hidden");
     $("logout").classList.remove("hidden");
-    refresh();
+    loadLabels().then(refresh, refresh);
   }
-  function logout() { state.token = null; state.data = null; store("kj.token", null); showLogin(""); }
+  function forget() {
+    state.token = null; state.refreshToken = null; state.expires = 0; state.data = null;
+    if (state.renewTimer !== null) { clearTimeout(state.renewTimer); state.renewTimer = null; }
+    store("kj.token", null); store("kj.refresh", null); store("kj.expires", null);
+  }
+  function logout() {
+    var token = state.token;
+    forget();
+    showLogin("");
+    if (token) {  // end the session on the server too (best effort: the tokens are gone here anyway)
+      fetch(API + "/auth/logout", { method: "POST", headers: { Authorization: "Bearer " + token } })
+        .catch(function () {});
+    }
+  }
+  function expired(err) { forget(); showLogin(errorText(err)); }
   function submitLogin(ev) {
     ev.preventDefault();
-    var pasted = $("login-token").value.trim();
-    if (!pasted) { $("login-error").textContent = t("login_failed"); return; }
-    $("login-token").value = "";
-    loggedIn(pasted, true);
+    var name = $("login-user").value.trim(), password = $("login-password").value;
+    if (!name || !password) { $("login-error").textContent = t("login_failed"); return; }
+    $("login-error").textContent = "";
+    fetch(API + "/auth/login", {
+      method: "POST", headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ username: name, password: password })
+    }).then(function (r) {
+      return r.json().catch(function () { return {}; }).then(function (doc) {
+        if (!r.ok) { var e = new Error(doc.code || "HTTP"); e.code = doc.code; e.status = r.status; throw e; }
+        return doc;
+      });
+    }).then(function (doc) {
+      $("login-password").value = "";
+      saveSession(doc);
+      loggedIn();
+    }).catch(function (e) { $("login-error").textContent = errorText(e); });
+  }
+  function loadLabels() {
+    if (state.labels) { return Promise.resolve(state.labels); }
+    return fetch(API + "/labels").then(function (r) { return r.json(); }).then(function (doc) {
+      state.labels = doc; state.tz = doc.timezone || state.tz; return doc;
+    });
   }
 
   /* ---------- data ---------- */
-  function api(url) {
-    return fetch(url, { headers: { Authorization: "Bearer " + state.token } }).then(function (r) {
+  function send(url, options, retried) {
+    // fetch with the bearer token; a 401 renews the session once and retries, else back to the login box
+    var opts = options || {};
+    var headers = opts.headers || {};
+    headers.Authorization = "Bearer " + state.token;
+    opts.headers = headers;
+    return fetch(url, opts).then(function (r) {
       if (r.status === 401) {
-        var msg = t(state.fresh ? "login_failed" : "session_expired");
-        logout(); $("login-error").textContent = msg; throw new Error("401");
+        return r.json().catch(function () { return {}; }).then(function (doc) {
+          if (!retried && state.refreshToken) {
+            return renew().then(function () { return send(url, options, true); },
+              function (err) { expired(err); throw err; });
+          }
+          var err = authError(doc.code || "auth.invalid_token");
+          expired(err); throw err;
+        });
       }
-      state.fresh = false;
-      if (!r.ok) { throw new Error("HTTP " + r.status); }
-      return r.json();
+      return r;
+    });
+  }
+  function api(url, options) {
+    return send(url, options).then(function (r) {
+      return r.json().catch(function () { return {}; }).then(function (doc) {
+        if (!r.ok) { var e = new Error(doc.code || ("HTTP " + r.status)); e.code = doc.code; e.status = r.status; throw e; }
+        return doc;
+      });
     });
   }
   function refresh() {
@@ -227,14 +381,21 @@
     closeLive();
     var q = "?token=" + encodeURIComponent(state.token);
     if (state.node) { q += "&node=" + encodeURIComponent(state.node); }
-    if (cursor !== undefined && cursor !== null) { q += "&after=" + encodeURIComponent(cursor); }
+    if (cursor === undefined || cursor === null) { cursor = state.cursor; }  // a reopen resumes where it was
+    if (cursor !== undefined && cursor !== null) { q += "&after=" + encodeURIComponent(cursor); state.cursor = cursor; }
     var src = new EventSource(LIVE_URL + q);
     state.source = src;
     src.onopen = function () { setLive(true); };
     src.onerror = function () { setLive(false); };
+    src.addEventListener("auth", function () {
+      // the server ended the stream: the token expired or was revoked; renew (or log in again)
+      closeLive();
+      renew().then(function () { openLive(null); }, expired);
+    });
     src.addEventListener("result", function (ev) {
       var r;
       try { r = JSON.parse(ev.data); } catch (e) { return; }
+      if (ev.lastEventId) { state.cursor = Number(ev.lastEventId); }
       addFeedItem(r, true);
       scheduleRefresh();
     });
@@ -246,7 +407,7 @@
     li.appendChild(el("span", "time", fmtTime(r.measured_at)));
     var what = el("span", "what");
     what.appendChild(el("strong", null, r.station_name || r.station));
-    what.appendChild(document.createTextNode(" · " + (r.product || "") + " · " + (r.analyte || "")));
+    what.appendChild(document.createTextNode(" · " + (r.product || "") + " · " + analyteName(r.analyte)));
     li.appendChild(what);
     li.appendChild(el("span", "verdict " + r.verdict, label("v_", r.verdict)));
     return li;
@@ -291,7 +452,7 @@
     var tbody = $("ranking-table").querySelector("tbody");
     while (tbody.firstChild) { tbody.removeChild(tbody.firstChild); }
     $("rank-period-label").textContent = doc.period.label;
-    $("rank-formula").textContent = doc.score_formula;
+    $("rank-formula").textContent = t("rank_formula");
     if (!doc.rows.length) {
       var tr0 = el("tr"); var td0 = el("td", "muted", t("no_data")); td0.colSpan = 7;
       tr0.appendChild(td0); tbody.appendChild(tr0); return;
@@ -311,7 +472,7 @@
   }
   function downloadRankingCsv() {
     // the export needs the bearer header, so fetch it and hand the browser a blob to save
-    fetch(rankingQuery("csv"), { headers: { Authorization: "Bearer " + state.token } }).then(function (r) {
+    send(rankingQuery("csv")).then(function (r) {
       if (!r.ok) { throw new Error("HTTP " + r.status); }
       var name = /filename="([^"]+)"/.exec(r.headers.get("Content-Disposition") || "");
       return r.blob().then(function (b) { return { blob: b, name: name ? name[1] : "ranking.csv" }; });
@@ -410,7 +571,7 @@
       tr.setAttribute("data-case", c.id);
       tr.appendChild(el("td", null, c.id));
       tr.appendChild(el("td", null, c.station_name || c.station));
-      tr.appendChild(el("td", null, c.analyte || "–"));
+      tr.appendChild(el("td", null, analyteName(c.analyte)));
       tr.appendChild(el("td", null, c.product || "–"));
       tr.appendChild(el("td", null, label("s_", c.status)));
       tr.appendChild(el("td", null, label("l_", c.level)));
@@ -426,13 +587,13 @@
     state.caseId = id;
     $("case-error").textContent = "";
     api(API + "/cases/" + encodeURIComponent(id)).then(renderCase)
-      .catch(function (e) { $("case-error").textContent = t("action_failed") + ": " + e.message; });
+      .catch(function (e) { $("case-error").textContent = t("action_failed") + ": " + errorText(e); });
   }
   function renderCase(c) {
     state.caseDoc = c;
     $("case-panel").classList.remove("hidden");
     $("case-title").textContent = "#" + c.id + " · " + c.station;
-    $("case-summary").textContent = label("case_reason_", c.reason) + " · " + c.product + " · " + c.analyte +
+    $("case-summary").textContent = label("case_reason_", c.reason) + " · " + c.product + " · " + analyteName(c.analyte) +
       " · " + label("s_", c.status) + " · " + label("l_", c.level) + " · " + fmtTime(c.deadline) +
       (c.assignee ? " · " + t("assignee") + ": " + c.assignee : "");
     var smp = c.sample;
@@ -446,15 +607,15 @@
     (c.results || []).forEach(function (r) {
       var vals = Object.keys(r.values).map(function (k) { return k + "=" + r.values[k]; }).join(", ");
       var li = el("li", "verdict-" + r.verdict);
-      li.textContent = r.analyte + " #" + r.channel + " · " + label("v_", r.verdict) + " · " + vals +
-        (r.qc.length ? " · QC: " + r.qc.join(", ") : "");
+      li.textContent = analyteName(r.analyte) + " · " + t("channel") + " " + r.channel + " · " +
+        label("v_", r.verdict) + " · " + vals + (r.qc.length ? " · " + t("qc") + ": " + r.qc.map(qcName).join("、") : "");
       lines.appendChild(li);
     });
     var plots = $("case-signals");
     clear(plots);
     (c.results || []).forEach(function (r) {
       if (r.signal && r.signal.length > 1) {
-        plots.appendChild(signalPlot(r.analyte + " #" + r.channel + " · " + label("v_", r.verdict), r.signal));
+        plots.appendChild(signalPlot(analyteName(r.analyte) + " · " + t("channel") + " " + r.channel + " · " + label("v_", r.verdict), r.signal));
       }
     });
     var pick = $("case-assignee");
@@ -489,20 +650,15 @@
     if (body.action === "assign") { body.assignee = $("case-assignee").value || null; }
     if (body.action === "feedback") { body.feedback = $("case-feedback").value; }
     $("case-error").textContent = "";
-    fetch(API + "/cases/" + encodeURIComponent(state.caseId) + "/actions", {
+    api(API + "/cases/" + encodeURIComponent(state.caseId) + "/actions", {
       method: "POST",
-      headers: { Authorization: "Bearer " + state.token, "Content-Type": "application/json" },
+      headers: { "Content-Type": "application/json" },
       body: JSON.stringify(body)
-    }).then(function (r) {
-      return r.json().catch(function () { return {}; }).then(function (doc) {
-        if (!r.ok) { throw new Error(doc.detail ? (typeof doc.detail === "string" ? doc.detail : JSON.stringify(doc.detail)) : "HTTP " + r.status); }
-        return doc;
-      });
     }).then(function (doc) {
       $("case-note").value = "";
       renderCase(doc);
       refresh();
-    }).catch(function (e) { $("case-error").textContent = t("action_failed") + ": " + e.message; });
+    }).catch(function (e) { $("case-error").textContent = t("action_failed") + ": " + errorText(e); });
   }
 
   /* ---------- my cases, samples and batches, producers ---------- */
@@ -559,7 +715,7 @@
         tr.appendChild(el("td", null, s.sample_id));
         tr.appendChild(el("td", null, s.station));
         tr.appendChild(el("td", "muted", t("unregistered")));
-        tr.appendChild(el("td", null, s.product + " · " + s.analyte));
+        tr.appendChild(el("td", null, s.product + " · " + analyteName(s.analyte)));
         tr.appendChild(el("td", null, "–"));
         tr.appendChild(el("td", null, fmtTime(s.measured_at)));
         tr.appendChild(el("td", null, label("v_", s.verdict)));
@@ -716,7 +872,7 @@
     rows.forEach(function (r, i) {
       var y = 5 + i * rowH;
       var w = (width - left - right) * (r.positive_rate || 0) / maxRate;
-      var name = String(r.analyte);
+      var name = analyteName(r.analyte);
       var shown = name.length > MAX_LABEL ? name.slice(0, MAX_LABEL - 1) + "…" : name;
       var lbl = svg("text", { x: left - 6, y: y + 14, "text-anchor": "end" }, shown);
       lbl.appendChild(svg("title", {}, name));
@@ -780,15 +936,28 @@
     });
     syncCaseForm();
     applyLang();
-    // a link like /dashboard/#token=... (printed by `kuaijian demo`) logs in at once; the fragment never
-    // reaches the server, and it is removed from the address bar so it is not bookmarked or shared
-    var fromLink = /(?:^#|&)token=([^&]+)/.exec(window.location.hash);
-    if (fromLink) {
-      store("kj.token", decodeURIComponent(fromLink[1]));
+    // a link like /dashboard/#refresh=... (printed by `kuaijian demo`) or #token=... (a machine token) logs
+    // in at once; the fragment never reaches the server, and it is removed from the address bar so it is not
+    // bookmarked or shared
+    var refreshLink = /(?:^#|&)refresh=([^&]+)/.exec(window.location.hash);
+    var tokenLink = /(?:^#|&)token=([^&]+)/.exec(window.location.hash);
+    if (refreshLink || tokenLink) {
       history.replaceState(null, "", window.location.pathname + window.location.search);
     }
-    var token = load("kj.token");
-    if (token) { loggedIn(token, !!fromLink); } else { showLogin(""); }
+    if (tokenLink) {
+      forget();
+      saveSession({ access_token: decodeURIComponent(tokenLink[1]) });
+    } else if (!refreshLink) {
+      state.token = load("kj.token");
+      state.refreshToken = load("kj.refresh");
+      state.expires = Number(load("kj.expires") || 0);
+      scheduleRenew();
+    }
+    if (refreshLink) {
+      forget();
+      state.refreshToken = decodeURIComponent(refreshLink[1]);
+      renew().then(loggedIn, function (e) { forget(); showLogin(errorText(e)); });
+    } else if (state.token) { loggedIn(); } else { showLogin(""); }
     setInterval(function () { if (state.token) { refresh(); } }, 30000);
   }
   if (document.readyState === "loading") { document.addEventListener("DOMContentLoaded", boot); } else { boot(); }

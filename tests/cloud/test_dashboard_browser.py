@@ -21,6 +21,8 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
+from cloud import accounts
+from cloud.accounts import Policy
 from cloud.app import create_app
 from cloud.clock import ManualClock
 from cloud.db import open_db
@@ -95,6 +97,7 @@ def test_published_result_appears_live_and_language_switches(
     db = open_db(settings.db_path)
     try:
         grid: Grid = build_grid(db)
+        accounts.add_user(db, None, "chen", "admin", None, "mima-chen-1", T0, Policy.from_settings(settings))
     finally:
         db.close()
     app = create_app(settings, clock=ManualClock(T0 + timedelta(hours=1)))
@@ -104,11 +107,12 @@ def test_published_result_appears_live_and_language_switches(
         # Chinese by default, login box first
         wait.until(lambda d: d.find_element(By.ID, "login").is_displayed())
         assert _text(browser, "#login h2") == "登录"
-        browser.find_element(By.ID, "login-token").send_keys(grid.tokens["admin"])
+        browser.find_element(By.ID, "login-user").send_keys("chen")
+        browser.find_element(By.ID, "login-password").send_keys("mima-chen-1")
         browser.find_element(By.ID, "login-submit").click()
         wait.until(lambda d: d.find_element(By.ID, "main").is_displayed())
         wait.until(lambda d: "on" in d.find_element(By.ID, "live-state").get_attribute("class").split())
-        assert browser.execute_script("return localStorage.getItem('kj.token')") == grid.tokens["admin"]
+        assert str(browser.execute_script("return localStorage.getItem('kj.token')")).startswith("kjc_")
         assert _text(browser, "#kpi-tests") == "0"
 
         doc = grid.result(STATION, verdict="positive", analyte="毒死蜱", measured_at=T0.isoformat())
@@ -297,7 +301,7 @@ def test_case_is_assigned_answered_and_closed_from_the_dashboard(
     # closing before any feedback is refused by the API and the reason is shown
     Select(browser.find_element(By.ID, "case-action")).select_by_value("close")
     browser.find_element(By.ID, "case-submit").click()
-    wait.until(lambda d: "feedback" in _text(d, "#case-error"))
+    wait.until(lambda d: "须先记录反馈" in _text(d, "#case-error"))  # the error's code, translated
     act("feedback", **{"case-feedback": "product_destroyed"})
     act("close")
     wait.until(lambda d: not d.find_element(By.ID, "case-form").is_displayed())

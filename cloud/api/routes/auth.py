@@ -44,6 +44,9 @@ class PasswordResetIn(BaseModel):
 class SessionOut(BaseModel):
     access_token: str
     access_expires_at: str
+    expires_in: int = Field(
+        description="seconds the access token is valid (renew before, by the client's clock)"
+    )
     refresh_token: str
     refresh_expires_at: str
     token_type: Literal["bearer"] = "bearer"  # noqa: S105 - the OAuth2 token type, not a secret
@@ -87,6 +90,7 @@ def _session_out(s: accounts.Session) -> SessionOut:
     return SessionOut(
         access_token=s.access_token,
         access_expires_at=s.access_expires_at.isoformat(),
+        expires_in=int((s.access_expires_at - s.issued_at).total_seconds()),
         refresh_token=s.refresh_token,
         refresh_expires_at=s.refresh_expires_at.isoformat(),
         user=s.user,

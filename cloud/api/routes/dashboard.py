@@ -1,5 +1,6 @@
 """The live dashboard: static page at /dashboard/ (and / redirects there), its data endpoint
-GET /api/dashboard/overview, and the Server-Sent Events feed GET /api/live.
+GET /api/dashboard/overview, the names it shows for codes (GET /api/labels) and the Server-Sent Events feed
+GET /api/live.
 
 The live feed tails the `results` table by SQLite rowid (so results committed by any ingest process show
 up) and wakes early when the in-process ingest calls `cloud.live.hub_for(app).notify()`. EventSource cannot
@@ -35,6 +36,7 @@ from cloud.db import connect
 from cloud.errors import NotFound, Unauthenticated
 from cloud.live import hub_for
 from cloud.sqlfilter import subtree_sql
+from kuaijian_schema.labels import ANALYTES, QC_FLAGS
 
 router = APIRouter(tags=["dashboard"])
 
@@ -86,6 +88,31 @@ def dashboard_asset(name: str) -> FileResponse:
     if name not in STATIC_FILES:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no such dashboard file")
     return _static(name)
+
+
+# ---------------------------------------------------------------- labels
+
+
+class Name(BaseModel):
+    zh: str
+    en: str
+
+
+class Labels(BaseModel):
+    analytes: dict[str, Name]
+    qc: dict[str, Name]
+    timezone: str
+
+
+@router.get("/api/labels", tags=["dashboard"])
+def labels(settings: SettingsDep) -> Labels:
+    """Chinese and English names of analyte and QC-flag codes (kuaijian_schema.labels), and the grid's time
+    zone: what the dashboard shows instead of codes and UTC. Public: it holds no data."""
+    return Labels(
+        analytes={k: Name(zh=v[0], en=v[1]) for k, v in ANALYTES.items()},
+        qc={k: Name(zh=v[0], en=v[1]) for k, v in QC_FLAGS.items()},
+        timezone=settings.timezone,
+    )
 
 
 # ---------------------------------------------------------------- overview
