@@ -33,7 +33,12 @@
       rank_formula: "得分 = 50 × 站点覆盖率 + 50 × 按时办结率（无到期案件时按时办结率记为 1）",
       qc: "质控", channel: "通道", reports_link: "周报", only_positives: "只看阳性/可疑",
       station_unknown: "状态未知", backlog_age: "最早待传", ago_s: "秒前", ago_m: "分钟前", ago_h: "小时前",
-      ago_d: "天前",
+      ago_d: "天前", actor_system: "系统", auto_report: "阳性或多次可疑结果，自动立案",
+      auto_remind_near: "临近处置期限，自动催办", auto_remind_overdue: "已超过处置期限，自动催办",
+      auto_escalate: "超期未办结，自动上报至", val_ratio: "T/C 比值", val_control_signal: "质控线信号",
+      val_test_signal: "检测线信号", val_concentration_mg_kg: "浓度 (mg/kg)", val_control_offset_px: "质控线偏移 (像素)",
+      val_test_offset_px: "检测线偏移 (像素)", val_inhibition_pct: "抑制率 (%)", val_delta_a_sample: "样品 ΔA",
+      val_delta_a_control: "对照 ΔA",
       kpi_tests: "检测数", kpi_positives: "阳性数", kpi_rate: "阳性率", kpi_online: "站点在线",
       kpi_cases: "待办案件", kpi_overdue: "已超期", window: "统计区间",
       grid_title: "网格下钻", col_node: "区域", col_tests: "检测数", col_positives: "阳性",
@@ -92,7 +97,13 @@
       rank_formula: "score = 50 × station coverage + 50 × on-time closure rate (1 when no case was due)",
       qc: "QC", channel: "channel", reports_link: "Weekly report", only_positives: "Positives/suspects only",
       station_unknown: "state unknown", backlog_age: "oldest waiting", ago_s: "s ago", ago_m: "min ago",
-      ago_h: "h ago", ago_d: "d ago",
+      ago_h: "h ago", ago_d: "d ago", actor_system: "system",
+      auto_report: "positive or repeated suspect result: case opened automatically",
+      auto_remind_near: "deadline approaching: automatic reminder", auto_remind_overdue: "deadline passed: automatic reminder",
+      auto_escalate: "overdue: escalated automatically to", val_ratio: "T/C ratio", val_control_signal: "control signal",
+      val_test_signal: "test signal", val_concentration_mg_kg: "concentration (mg/kg)",
+      val_control_offset_px: "control offset (px)", val_test_offset_px: "test offset (px)",
+      val_inhibition_pct: "inhibition (%)", val_delta_a_sample: "sample ΔA", val_delta_a_control: "control ΔA",
       session_expired: "Session expired, please log in again",
       kpi_tests: "Tests", kpi_positives: "Positives", kpi_rate: "Positive rate", kpi_online: "Stations online",
       kpi_cases: "Open cases", kpi_overdue: "Overdue", window: "Period",
@@ -605,7 +616,9 @@
     var lines = $("case-lines");
     clear(lines);
     (c.results || []).forEach(function (r) {
-      var vals = Object.keys(r.values).map(function (k) { return k + "=" + r.values[k]; }).join(", ");
+      var vals = Object.keys(r.values).filter(function (k) { return r.values[k] !== null; }).map(function (k) {
+        return label("val_", k) + " " + r.values[k];
+      }).join("，");
       var li = el("li", "verdict-" + r.verdict);
       li.textContent = analyteName(r.analyte) + " · " + t("channel") + " " + r.channel + " · " +
         label("v_", r.verdict) + " · " + vals + (r.qc.length ? " · " + t("qc") + ": " + r.qc.map(qcName).join("、") : "");
@@ -632,11 +645,23 @@
       li.setAttribute("data-action", a.action);
       var fb = a.action === "feedback" && a.data && a.data.kind ? " · " + label("f_", a.data.kind) : "";
       var who = a.data && a.data.assignee ? " → " + a.data.assignee : "";
-      li.textContent = fmtTime(a.at) + " " + label("a_", a.action) + who + fb + " · " + a.actor +
-        (a.note ? " · " + a.note : "");
+      // the system's own notes are English log text: say what happened from the action's data instead
+      var system = a.actor === "system";
+      var note = system ? systemNote(a) : (a.note ? " · " + a.note : "");
+      li.textContent = fmtTime(a.at) + " " + label("a_", a.action) + who + fb + " · " +
+        (system ? t("actor_system") : a.actor) + note;
       ol.appendChild(li);
     });
     $("case-form").classList.toggle("hidden", c.status === "closed");
+  }
+  function systemNote(a) {
+    var d = a.data || {};
+    if (a.action === "report") { return " · " + t("auto_report"); }
+    if (a.action === "remind") { return " · " + t(d.kind === "overdue" ? "auto_remind_overdue" : "auto_remind_near"); }
+    if (a.action === "escalate") {
+      return " · " + t("auto_escalate") + " " + label("l_", d.to_level || "") + " " + (d.to_node || "");
+    }
+    return "";
   }
   function syncCaseForm() {
     var a = $("case-action").value;

@@ -146,7 +146,7 @@ def test_producers_samples_and_case_review_at_phone_width(
     assert "26110301" in sample_line
     assert "青岛南万蔬菜专业合作社" in sample_line
     assert "韭菜-东片1号-1103" in sample_line
-    assert "ratio=0.31" in _text(browser, "#case-lines")
+    assert "T/C 比值 0.31" in _text(browser, "#case-lines")  # values by their Chinese names
     points = browser.find_element(By.CSS_SELECTOR, "#case-signals polyline").get_attribute("points")
     assert len(str(points).split()) == 200
     browser.find_element(By.ID, "cases-mine").click()  # 'my cases': nothing is assigned to town_a yet
