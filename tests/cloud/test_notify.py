@@ -111,7 +111,7 @@ def _positive(
 def test_receiver_down_gets_every_event_once_when_back(
     db: sqlite_utils.Database, grid: Grid, settings: Settings, receiver: Receiver
 ) -> None:
-    village = user_for_token(db, grid.tokens["village_a"])
+    village = user_for_token(db, grid.tokens["village_a"], T0)
     assert village is not None
     clock = ManualClock(T0)
     channel = store.add_channel(
@@ -165,7 +165,7 @@ def test_robot_and_sms_formats(
 ) -> None:
     receiver.answer = {"errcode": 0, "errmsg": "ok"}
     receiver.start()
-    town = user_for_token(db, grid.tokens["town_a"])
+    town = user_for_token(db, grid.tokens["town_a"], T0)
     assert town is not None
     now = T0
     store.add_channel(db, town, now, name="企业微信群", kind="wecom", url=receiver.url + "?key=abc")
@@ -201,7 +201,7 @@ def test_robot_errcode_is_a_failure(
 ) -> None:
     receiver.answer = {"errcode": 310000, "errmsg": "sign not match"}
     receiver.start()
-    town = user_for_token(db, grid.tokens["town_a"])
+    town = user_for_token(db, grid.tokens["town_a"], T0)
     assert town is not None
     store.add_channel(db, town, T0, name="钉钉群", kind="dingtalk", url=receiver.url + "?access_token=t")
     _positive(grid, db, settings, "370214101204-01", 4, T0)

@@ -286,7 +286,7 @@ def test_feed_is_scoped_and_priorities_rank_the_risky_pair(season: Season, tmp_p
             "other_town": create_user(db, "t-other", "town", TOWNS[1], now),
             "county": create_user(db, "c", "county", "370214", now),
         }
-        other = user_for_token(db, tokens["other_town"])
+        other = user_for_token(db, tokens["other_town"], now)
         assert other is not None
     finally:
         db.close()
