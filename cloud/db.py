@@ -77,6 +77,11 @@ from cloud.errors import MigrationError
 Migration = tuple[str, str]
 """(name, SQL script). Scripts run statement by statement inside one transaction."""
 
+REBUILD = "-- rebuild: foreign keys off"
+"""First line of a migration that rebuilds a referenced table: it runs with foreign keys off (SQLite's
+documented way to change a table's schema) and fails unless `PRAGMA foreign_key_check` is clean before the
+commit."""
+
 
 def connect(path: Path | str) -> sqlite_utils.Database:
     """Open the cloud database (WAL, synchronous=FULL, foreign keys, 10 s busy timeout). Does not migrate.
@@ -436,10 +441,9 @@ _M005_COMMAND = """
 # Accounts: password logins with sessions (short-lived access token + refresh token), machine tokens that
 # expire and can be revoked, lockout counters, and the audit log. The old users.token_hash becomes a
 # machine token without an expiry (it was issued before tokens expired). The table is rebuilt the way SQLite
-# documents (new table, copy, drop, rename) with foreign keys deferred to the commit, so the tables that
+# documents (foreign keys off, new table, copy, drop, rename, foreign_key_check), so the tables that
 # reference users (notify_channels, tokens) keep pointing at "users".
-_M006_ACCOUNTS = """
-        PRAGMA defer_foreign_keys = ON;
+_M006_ACCOUNTS = """-- rebuild: foreign keys off
         CREATE TABLE users_new (
             id INTEGER PRIMARY KEY,
             name TEXT NOT NULL UNIQUE,
@@ -508,13 +512,18 @@ def migrate(db: sqlite_utils.Database, migrations: tuple[Migration, ...] = MIGRA
     )
     done: list[str] = []
     for name, script in migrations:
+        rebuild = script.lstrip().startswith(REBUILD)
         try:
+            if rebuild:
+                db.execute("PRAGMA foreign_keys=OFF")  # a no-op inside a transaction: set before it
             with transaction(db):
                 if db.execute("SELECT 1 FROM schema_migrations WHERE name = ?", [name]).fetchone():
                     continue
                 # executescript() would COMMIT our transaction; run the statements one by one instead.
                 for statement in _split_sql(script):
                     db.execute(statement)
+                if rebuild and db.execute("PRAGMA foreign_key_check").fetchall():
+                    raise sqlite3.IntegrityError("foreign key violations after the rebuild")
                 db.execute(
                     "INSERT INTO schema_migrations (name, applied_at) VALUES (?, strftime('%Y-%m-%dT%H:%M:%f+00:00','now'))",
                     [name],
@@ -522,6 +531,9 @@ def migrate(db: sqlite_utils.Database, migrations: tuple[Migration, ...] = MIGRA
                 done.append(name)
         except sqlite3.Error as exc:
             raise MigrationError(f"migration {name} failed: {exc}") from exc
+        finally:
+            if rebuild:
+                db.execute("PRAGMA foreign_keys=ON")
     return done
 
 
