@@ -92,7 +92,6 @@ class Settings(BaseSettings):
     )
     notify_enabled: bool = Field(default=True, description="send notifications from the web app")
     notify_interval_s: float = Field(default=5.0, gt=0, description="seconds between notification passes")
-    grid_timezone: str = Field(default="Asia/Shanghai", description="the grid's time zone (IANA name)")
     max_page_size: int = Field(default=1000, gt=0, description="upper bound of `limit` on list endpoints")
     max_request_body_bytes: int = Field(
         default=1024 * 1024,
@@ -118,7 +117,8 @@ class Settings(BaseSettings):
     password_min_length: int = Field(default=8, ge=6, description="shortest password accepted")
     timezone: str = Field(
         default="Asia/Shanghai",
-        description="the grid's time zone: local days of reports and the times the dashboard shows",
+        description="the grid's time zone: local days of reports, tasks and risk weeks, the times the "
+        "dashboard and notifications show",
     )
 
     @field_validator("timezone")
@@ -161,18 +161,10 @@ class Settings(BaseSettings):
             raise ValueError("weights must be non-negative and at least one positive")
         return {**{k: 0.0 for k in DEFAULT_WEIGHTS}, **value}
 
-    @field_validator("grid_timezone")
-    @classmethod
-    def _check_tz(cls, value: str) -> str:
-        try:
-            ZoneInfo(value)
-        except (ZoneInfoNotFoundError, ValueError) as exc:
-            raise ValueError(f"unknown time zone {value!r}") from exc
-        return value
-
     @property
     def tz(self) -> ZoneInfo:
-        return ZoneInfo(self.grid_timezone)
+        """The grid's time zone (`timezone`) as a ZoneInfo."""
+        return ZoneInfo(self.timezone)
 
     @property
     def assessment(self) -> AssessmentConfig:

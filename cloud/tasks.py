@@ -29,6 +29,7 @@ from cloud.auth import User
 from cloud.db import transaction
 from cloud.errors import Forbidden, Invalid, NotFound
 from cloud.sqlfilter import subtree_sql
+from kuaijian_schema.labels import zh
 from kuaijian_schema.wire import TaskInfo
 
 SET_ROLES = ("admin", "county", "town")
@@ -293,7 +294,7 @@ def generate_from_risk(
         raise Invalid("no results in your scope over the risk window: nothing to plan from")
     created = []
     for code, cells in chosen.items():
-        pairs = "、".join(f"{c.product}·{c.analyte}" for c in cells)
+        pairs = "、".join(f"{c.product}·{zh(c.analyte)}" for c in cells)
         created.append(
             create_task(
                 db,

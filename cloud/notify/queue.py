@@ -24,6 +24,7 @@ import sqlite_utils
 
 from cloud.db import transaction
 from cloud.notify.channels import Channel, Event
+from kuaijian_schema.labels import zh
 
 ACTION_NAMES = {
     "report": "申报",
@@ -43,6 +44,7 @@ RISK_KIND_NAMES = {
     "station_invalid": "服务站无效检测率上升",
 }
 SEVERITY_NAMES = {"high": "高", "medium": "中"}
+STATUS_NAMES = {"open": "待交办", "assigned": "已交办", "feedback": "已反馈", "closed": "已办结"}
 BATCH = 1000
 MAX_BACKOFF_S = 3600.0
 FIRST_BACKOFF_S = 10.0
@@ -94,6 +96,10 @@ def _set_cursor(db: sqlite_utils.Database, name: str, last_id: int) -> None:
     )
 
 
+def _zone(tz: ZoneInfo) -> str:
+    return "北京时间" if str(tz) in ("Asia/Shanghai", "Asia/Chongqing", "PRC") else str(tz)
+
+
 def _local(text: str | None, tz: ZoneInfo) -> str:
     if not text:
         return "—"
@@ -118,8 +124,8 @@ def _case_events(db: sqlite_utils.Database, after: int, tz: ZoneInfo) -> list[_E
         verb = ACTION_NAMES.get(action, action)
         lines = [
             f"服务站：{station_name or origin_name}（{station}）",
-            f"产品 / 项目：{product} · {analyte}",
-            f"当前层级：{LEVEL_NAMES.get(level, level)} · 状态：{status} · 期限：{_local(deadline, tz)}（北京时间）",
+            f"产品 / 项目：{product} · {zh(analyte)}",
+            f"当前层级：{LEVEL_NAMES.get(level, level)} · 状态：{STATUS_NAMES.get(status, status)} · 期限：{_local(deadline, tz)}（{_zone(tz)}）",
             f"操作人：{actor}" + (f" · 承办人：{assignee}" if assignee else ""),
         ]
         if note:
@@ -157,7 +163,7 @@ def _risk_events(db: sqlite_utils.Database, after: int, tz: ZoneInfo) -> list[_E
     for (rid, created, kind, severity, period, analyte, product, station, observed, tests, rate, p_value,
          path, place, producer) in rows:  # fmt: skip
         if kind == "positivity_rise":
-            what = f"{place}：{product} · {analyte}，{period} 阳性 {observed}/{tests}（基线约 {float(rate) * 100:.1f}%）"
+            what = f"{place}：{product} · {zh(analyte)}，{period} 阳性 {observed}/{tests}（基线约 {float(rate) * 100:.1f}%）"
         elif kind == "producer_repeat":
             what = f"{producer}（{place}）近期 {observed} 个批次阳性"
         else:
@@ -168,7 +174,7 @@ def _risk_events(db: sqlite_utils.Database, after: int, tz: ZoneInfo) -> list[_E
             key=f"risk:{rid}",
             kind="risk",
             title=f"【快检】风险预警（{SEVERITY_NAMES.get(severity, severity)}）：{RISK_KIND_NAMES.get(kind, kind)}",
-            text=what + f"\n时间：{_local(created, tz)}（北京时间）",
+            text=what + f"\n时间：{_local(created, tz)}（{_zone(tz)}）",
             data={
                 "alert_id": rid,
                 "kind": kind,

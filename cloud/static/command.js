@@ -12,6 +12,8 @@
   var STATE = { planned: "未开始", active: "进行中", done: "已完成", overdue: "已超期", cancelled: "已取消" };
   var token = null;
   var me = null;
+  var names = {};  /* analyte code → Chinese name, from GET /api/labels */
+  function an(code) { return names[code] || code; }
 
   function $(id) { return document.getElementById(id); }
   function el(tag, text, cls) {
@@ -98,7 +100,7 @@
   }
   function describe(a) {
     if (a.kind === "positivity_rise") {
-      return a.product + " · " + a.analyte + "：" + a.period + " 阳性 " + a.observed + "/" + a.tests +
+      return a.product + " · " + an(a.analyte) + "：" + a.period + " 阳性 " + a.observed + "/" + a.tests +
         "（基线约 " + pct(a.expected_rate) + "，p=" + Number(a.p_value).toExponential(1) + "）";
     }
     if (a.kind === "producer_repeat") {
@@ -167,7 +169,7 @@
       body.textContent = "";
       d.items.forEach(function (p) {
         var tr = el("tr");
-        [p.analyte, p.product, p.place_name, p.positives + "/" + p.tests, pct(p.estimate), p.alerts].forEach(function (v) {
+        [an(p.analyte), p.product, p.place_name, p.positives + "/" + p.tests, pct(p.estimate), p.alerts].forEach(function (v) {
           tr.appendChild(el("td", v));
         });
         body.appendChild(tr);
@@ -190,7 +192,7 @@
         fill.style.width = Math.round(t.completion * 100) + "%";
         bar.appendChild(fill); li.appendChild(bar);
         li.appendChild(el("div", "完成 " + t.done + " / " + t.target + " · " + t.start_date + " 至 " + t.due_date +
-          (t.products.length ? " · 品种 " + t.products.join("、") : "") + (t.analytes.length ? " · 项目 " + t.analytes.join("、") : ""), "muted"));
+          (t.products.length ? " · 品种 " + t.products.join("、") : "") + (t.analytes.length ? " · 项目 " + t.analytes.map(an).join("、") : ""), "muted"));
         list.appendChild(li);
       });
     });
@@ -293,7 +295,12 @@
     try { token = localStorage.getItem("kj.token"); } catch (e) { token = null; }
     if (!token) { $("need-login").classList.remove("hidden"); return; }
     wire();
-    request("GET", API + "/me").catch(function () { return null; }).then(function (u) {
+    fetch(API + "/labels").then(function (r) { return r.ok ? r.json() : { analytes: {} }; }).then(function (l) {
+      Object.keys(l.analytes || {}).forEach(function (k) { names[k] = l.analytes[k].zh; });
+      if (l.timezone) { TZ = l.timezone; }
+    }).catch(function () { return null; }).then(function () {
+      return request("GET", API + "/me").catch(function () { return null; });
+    }).then(function (u) {
       me = u;
       if (me) { $("who").textContent = (me.name || "") + (me.node_name ? " · " + me.node_name : ""); }
       var setter = !me || ["admin", "county", "town"].indexOf(me.role) >= 0;

@@ -94,7 +94,7 @@ def test_command_view_as_county_officer(chrome: webdriver.Chrome, tmp_path: Path
         # Where to test next: the planted pair first.
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#prio-table tbody tr"))
         first = chrome.find_element(By.CSS_SELECTOR, "#prio-table tbody tr").text
-        assert "carbofuran" in first
+        assert "克百威" in first
         assert "韭菜" in first
         # Ranking rows for the four towns.
         wait.until(lambda d: len(d.find_elements(By.CSS_SELECTOR, "#rank-table tbody tr")) == 4)
@@ -106,7 +106,7 @@ def test_command_view_as_county_officer(chrome: webdriver.Chrome, tmp_path: Path
         target.clear()
         target.send_keys("30")
         chrome.find_element(By.ID, "task-products").send_keys("韭菜")
-        chrome.find_element(By.ID, "task-analytes").send_keys("carbofuran")
+        chrome.find_element(By.ID, "task-analytes").send_keys("carbofuran")  # the code the kits use
         chrome.execute_script("document.querySelector('#task-form button').scrollIntoView()")
         chrome.find_element(By.CSS_SELECTOR, "#task-form button").click()
         wait.until(lambda d: "韭菜克百威专项" in d.find_element(By.ID, "task-list").text)
