@@ -1,6 +1,7 @@
 """Injectable clocks: the service reads time only through a `Clock`, so tests control it.
 
-Does: `Clock` protocol, `SystemClock` (UTC wall clock), `ManualClock` (set/advance by tests).
+Does: `Clock` protocol, `SystemClock` (UTC wall clock), `ManualClock` (set/advance by tests), and `utc_iso`: the
+one form every stored timestamp has (ISO-8601 in UTC, so stored times and filters compare as strings).
 Does not: scheduling or sleeping.
 """
 
@@ -45,3 +46,14 @@ class ManualClock:
         with self._lock:
             self._now += delta
             return self._now
+
+
+def utc_iso(when: datetime) -> str:
+    """`when` (timezone-aware, any offset) as an ISO-8601 UTC string; a time with no UTC form within the
+    years 1–9999 (e.g. 0001-01-01T00:00+08:00) is kept as given."""
+    if when.tzinfo is None:
+        raise ValueError("timezone-aware datetimes only")
+    try:
+        return when.astimezone(UTC).isoformat()
+    except OverflowError:
+        return when.isoformat()

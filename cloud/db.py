@@ -20,9 +20,12 @@ Tables (all timestamps are ISO-8601 UTC strings, ``YYYY-MM-DDTHH:MM:SS.ffffff+00
     results       id (UUID text, PK), seq, station, node_id, instrument_serial, instrument_model,
                   instrument_driver, sample_id, product, producer, sampled_at, method, analyte, channel,
                   measured_at, verdict, values_json, qc_json, algorithm, config_version, raw_json,
-                  operator, sig, received_at
+                  operator, sig, received_at, sha256 (of the item as received), ingest_flags (JSON list:
+                  implausible_time, seq_jump), measured_at_sent (the station's time when implausible; measured_at
+                  is then the receive time). measured_at is always stored in UTC.
     seq_gaps      id, station, first_seq, last_seq (missing range, inclusive), detected_at, closed_at
-    dead_letters  id, received_at, topic, payload (text or hex for non-UTF-8), reason, station, result_id
+    dead_letters  id, received_at, topic, payload (text or hex for non-UTF-8), reason, station, result_id, sha256
+                  (of the rejected item), stored_sha256 (conflicting duplicate: of the result stored under that id)
     cases         id, station, origin_node_id, node_id (current responsible node), level, status
                   (open|assigned|feedback|closed), reason (positive|repeated_suspect), result_id, product,
                   analyte, opened_at, deadline, assignee, closed_at, escalations, reminded (none|near|overdue
@@ -489,6 +492,25 @@ _M006_ACCOUNTS = """-- rebuild: foreign keys off
         CREATE INDEX idx_audit_log_target ON audit_log(target, at);
 """
 
+# Issue 9: rejections name the received item's SHA-256 (dead letters keep it, and for a conflicting duplicate
+# the stored result's too); results keep their own hash, the flags ingest set (implausible_time, seq_jump) and,
+# when the station's measured_at was implausible, the time it sent (measured_at is then the receive time).
+# Existing measured_at values with a non-UTC offset are rewritten as the same instant in UTC.
+_M007_INGEST_INTEGRITY = """
+        ALTER TABLE dead_letters ADD COLUMN sha256 TEXT;
+        ALTER TABLE dead_letters ADD COLUMN stored_sha256 TEXT;
+        ALTER TABLE results ADD COLUMN sha256 TEXT;
+        ALTER TABLE results ADD COLUMN ingest_flags TEXT NOT NULL DEFAULT '[]';
+        ALTER TABLE results ADD COLUMN measured_at_sent TEXT;
+        UPDATE results SET measured_at = strftime('%Y-%m-%dT%H:%M:%S', measured_at)
+            || CASE WHEN substr(measured_at, 20, 1) = '.' THEN substr(measured_at, 20, 7) ELSE '' END || '+00:00'
+            WHERE measured_at NOT LIKE '%+00:00' AND strftime('%Y', measured_at) BETWEEN '0001' AND '9999';
+        UPDATE samples SET registered_at = strftime('%Y-%m-%dT%H:%M:%S', registered_at)
+            || CASE WHEN substr(registered_at, 20, 1) = '.' THEN substr(registered_at, 20, 7) ELSE '' END
+            || '+00:00'
+            WHERE registered_at NOT LIKE '%+00:00' AND strftime('%Y', registered_at) BETWEEN '0001' AND '9999';
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     ("001_initial", _M001_INITIAL),
     ("002_station_previous_key", _M002_PREVIOUS_KEY),
@@ -496,6 +518,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ("004_samples", _M004_SAMPLES),
     ("005_command", _M005_COMMAND),
     ("006_accounts", _M006_ACCOUNTS),
+    ("007_ingest_integrity", _M007_INGEST_INTEGRITY),
 )
 
 

@@ -4,10 +4,14 @@
 for each result-topic message it splits the payload (`kuaijian_schema.split_result_payload`), and per
 result looks up the station key (station from the topic), verifies the HMAC on the received dict,
 validates it as `kuaijian_schema.Result`, checks that the payload's station is the topic's station, and
-stores it with INSERT OR IGNORE by id (a redelivery is a no-op but is acknowledged again). Rejected
-results go to ``dead_letters`` with the reason and are listed in the ack's `rejected` (when they carry
-an id) so the gateway stops re-sending them. New results advance the station's seq high-water mark:
-a jump records a gap in ``seq_gaps``; a late result shrinks/closes the gap it fills. New positives and
+stores it with INSERT OR IGNORE by id (a redelivery is a no-op but is acknowledged again; the same id with
+other validly signed content is a conflicting duplicate: dead-lettered with both hashes, never acked as
+stored). Rejected results go to ``dead_letters`` with the reason and are listed in the ack's `rejected` with
+the SHA-256 of the item as received (when it carries an id and an integer seq): the gateway applies such a
+rejection only to a stored result with exactly that content, so nothing unverified changes a result's fate.
+Times are stored in UTC; an implausible measured_at is flagged and replaced by the receive time (the sent
+one is kept). New results advance the station's seq high-water mark: a jump records a gap in ``seq_gaps``; a
+late result shrinks/closes the gap it fills; a seq beyond `max_seq_jump` is flagged and moves nothing. New positives and
 suspects go through `cloud.cases.on_result`. An item with ``"kind": "sample"`` is a signed
 `SampleRegistration` (same verification, idempotence, seq tracking and ack); it is stored by
 `cloud.samples.store_registration` or rejected with the reason (unknown producer, producer of another village,
@@ -37,7 +41,7 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlparse
 
@@ -50,7 +54,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
 
 from cloud import cases, samples
-from cloud.clock import Clock
+from cloud.clock import Clock, utc_iso
 from cloud.db import connect, transaction
 from cloud.errors import Invalid
 from cloud.settings import Settings
@@ -60,6 +64,7 @@ from kuaijian_schema import (
     Result,
     SampleRegistration,
     Status,
+    payload_sha256,
     split_result_payload,
     verify_payload,
 )
@@ -134,12 +139,31 @@ def _dead_letter(
     reason: str,
     station: str | None = None,
     result_id: str | None = None,
+    sha256: str | None = None,
+    stored_sha256: str | None = None,
 ) -> None:
     db.execute(
-        "INSERT INTO dead_letters (received_at, topic, payload, reason, station, result_id)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        [msg.received_at.isoformat(), msg.topic[:1024], payload, reason[:2000], station, result_id],
+        "INSERT INTO dead_letters (received_at, topic, payload, reason, station, result_id, sha256,"
+        " stored_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        [
+            msg.received_at.isoformat(),
+            msg.topic[:1024],
+            payload,
+            reason[:2000],
+            station,
+            result_id,
+            sha256,
+            stored_sha256,
+        ],
     )
+
+
+def _item_sha256(item: dict[str, Any]) -> str | None:
+    """`payload_sha256` of a received item; None when canonical JSON cannot encode it (NaN, …)."""
+    try:
+        return payload_sha256(item)
+    except (TypeError, ValueError, RecursionError):
+        return None
 
 
 def _schema_reason(exc: ValidationError) -> str:
@@ -150,6 +174,19 @@ def _schema_reason(exc: ValidationError) -> str:
     return "schema: " + "; ".join(parts)
 
 
+@dataclass(frozen=True, slots=True)
+class _New:
+    """A result newly stored by this batch."""
+
+    result: Result
+    node_id: int
+    received_at: datetime
+    measured_at: datetime
+    """The instant it is reported by: its measured_at, or its receive time when that was implausible."""
+    seq_jump: bool
+    """Its seq lay beyond `max_seq_jump` past the station's highest: it does not move the high-water mark."""
+
+
 class _Batch:
     """State of one `process_batch` call (station lookups cached for the batch)."""
 
@@ -158,7 +195,8 @@ class _Batch:
         self.settings = settings
         self.out = BatchOutcome()
         self._stations: dict[str, tuple[tuple[bytes, ...], int] | None] = {}
-        self.new: list[tuple[Result, int, datetime]] = []
+        self.new: list[_New] = []
+        self._high: dict[str, int] = {}
         self.new_samples: list[tuple[SampleRegistration, datetime]] = []
 
     def station(self, station: str, now: datetime) -> tuple[tuple[bytes, ...], int] | None:
@@ -205,17 +243,21 @@ class _Batch:
         return self.out.acks.setdefault(station, StationAck())
 
     def reject(self, msg: Inbound, station: str, item: dict[str, Any], reason: str) -> None:
+        """Dead-letter `item` and, when it names an id and a seq, tell the station in its ack — with the
+        SHA-256 of the item as received, so the gateway applies it only to a stored result with exactly this
+        content (a message forged under a real id/seq changes nothing there)."""
         rid = item.get("id")
         seq = item.get("seq")
         rid_s = rid if isinstance(rid, str) and len(rid) <= 64 else None
         seq_i = (
             seq if isinstance(seq, int) and not isinstance(seq, bool) and 0 <= seq <= SQLITE_MAX_INT else None
         )
-        _dead_letter(self.db, msg, _item_text(item), reason, station, rid_s)
+        digest = _item_sha256(item)
+        _dead_letter(self.db, msg, _item_text(item), reason, station, rid_s, digest)
         self.out.rejected += 1
         self.out.dead_letters += 1
-        if rid_s is not None:
-            self.ack(station).rejected.append(Rejection(id=rid_s, seq=seq_i, reason=reason))
+        if rid_s is not None and seq_i is not None and digest is not None:
+            self.ack(station).rejected.append(Rejection(id=rid_s, seq=seq_i, reason=reason, sha256=digest))
 
     def result_message(self, msg: Inbound, station: str) -> None:
         try:
@@ -260,11 +302,20 @@ class _Batch:
             self.reject(msg, station, item, "seq out of range")
             return
         rid = str(result.id)
+        digest = _item_sha256(item)
+        flags: list[str] = []
+        measured_at = result.measured_at
+        if not self._plausible(measured_at, msg.received_at):
+            flags.append("implausible_time")
+            measured_at = msg.received_at  # reported by receive time; the station's time is kept as sent
+        if result.seq > self.high_seq(station) + self.settings.max_seq_jump:
+            flags.append("seq_jump")
         cur = self.db.execute(
             "INSERT OR IGNORE INTO results (id, seq, station, node_id, instrument_serial, instrument_model,"
             " instrument_driver, sample_id, product, producer, sampled_at, method, analyte, channel,"
             " measured_at, verdict, values_json, qc_json, algorithm, config_version, raw_json, operator,"
-            " sig, received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " sig, received_at, sha256, ingest_flags, measured_at_sent)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             [
                 rid,
                 result.seq,
@@ -276,11 +327,11 @@ class _Batch:
                 result.sample.id,
                 result.sample.product,
                 result.sample.producer,
-                None if result.sample.sampled_at is None else result.sample.sampled_at.isoformat(),
+                None if result.sample.sampled_at is None else utc_iso(result.sample.sampled_at),
                 result.method,
                 result.analyte,
                 result.channel,
-                result.measured_at.isoformat(),
+                utc_iso(measured_at),
                 result.verdict,
                 json.dumps(result.values, allow_nan=False),
                 json.dumps(list(result.qc), ensure_ascii=False),
@@ -290,16 +341,54 @@ class _Batch:
                 result.operator,
                 result.sig,
                 msg.received_at.isoformat(),
+                digest,
+                json.dumps(flags),
+                result.measured_at.isoformat() if flags and "implausible_time" in flags else None,
             ],
         )
         if cur.rowcount == 1:
             self.out.stored += 1
-            self.new.append((result, node_id, msg.received_at))
+            self.new.append(_New(result, node_id, msg.received_at, measured_at, "seq_jump" in flags))
+            if "seq_jump" not in flags:
+                self._high[station] = max(self._high[station], result.seq)
         else:
+            stored_sha, stored_sig = self.db.execute(
+                "SELECT sha256, sig FROM results WHERE id = ?", [rid]
+            ).fetchone()
+            same = stored_sha == digest if stored_sha is not None else stored_sig == result.sig
+            if not same:
+                self.conflict(msg, station, item, rid, digest, stored_sha or f"sig:{stored_sig}")
+                return
             self.out.duplicates += 1
         ack = self.ack(station)
         ack.ids.append(rid)
         ack.seqs.append(result.seq)
+
+    def conflict(
+        self, msg: Inbound, station: str, item: dict[str, Any], rid: str, digest: str | None, stored: str
+    ) -> None:
+        """A validly signed result under an id already stored with other content: never acked as stored.
+        Dead-lettered with both hashes (admin: GET /api/dead-letters) and rejected to the station, which moves
+        its row aside only if it holds exactly this content."""
+        reason = f"conflicting duplicate: id {rid} is stored with other content (stored sha256 {stored})"
+        _dead_letter(self.db, msg, _item_text(item), reason, station, rid, digest, stored)
+        self.out.rejected += 1
+        self.out.dead_letters += 1
+        seq = item.get("seq")
+        if digest is not None and isinstance(seq, int):
+            self.ack(station).rejected.append(Rejection(id=rid, seq=seq, reason=reason, sha256=digest))
+
+    def _plausible(self, measured_at: datetime, received_at: datetime) -> bool:
+        lo = received_at - timedelta(days=self.settings.plausible_past_days)
+        hi = received_at + timedelta(seconds=self.settings.plausible_future_s)
+        return lo <= measured_at <= hi
+
+    def high_seq(self, station: str) -> int:
+        """The station's seq high-water mark: stored, plus what this batch accepted so far."""
+        if station not in self._high:
+            row = self.db.execute("SELECT high_seq FROM stations WHERE id = ?", [station]).fetchone()
+            self._high[station] = int(row[0]) if row else 0
+        return self._high[station]
 
     def sample_item(self, msg: Inbound, station: str, item: dict[str, Any], node_id: int) -> None:
         """A signed sample registration: stored once by id; a bad one is rejected with the reason."""
@@ -382,17 +471,20 @@ class _Batch:
 
     def finish(self) -> None:
         """Seq tracking, station last_seen and case rules for the results stored in this batch."""
-        by_station: dict[str, list[tuple[Result, int, datetime]]] = {}
+        by_station: dict[str, list[_New]] = {}
         for entry in self.new:
-            by_station.setdefault(entry[0].station, []).append(entry)
+            by_station.setdefault(entry.result.station, []).append(entry)
         regs_by_station: dict[str, list[tuple[SampleRegistration, datetime]]] = {}
         for reg_entry in self.new_samples:
             regs_by_station.setdefault(reg_entry[0].station, []).append(reg_entry)
         for station in sorted(set(by_station) | set(regs_by_station)):
-            entries = sorted(by_station.get(station, []), key=lambda e: e[0].seq)
+            entries = sorted(by_station.get(station, []), key=lambda e: e.result.seq)
             regs = regs_by_station.get(station, [])
-            seqs = sorted([e[0].seq for e in entries] + [r.seq for r, _ in regs])
-            times = [e[2] for e in entries] + [t for _, t in regs]
+            bound = self.high_seq(station) + self.settings.max_seq_jump
+            seqs = sorted(
+                [e.result.seq for e in entries if not e.seq_jump] + [r.seq for r, _ in regs if r.seq <= bound]
+            )
+            times = [e.received_at for e in entries] + [t for _, t in regs]
             _track_seqs(self.db, station, seqs, max(times))
             latest = max(times).isoformat()
             self.db.execute(
@@ -400,7 +492,8 @@ class _Batch:
                 " ELSE last_seen END WHERE id = ?",
                 [latest, latest, station],
             )
-            for result, node_id, received_at in entries:
+            for entry in entries:
+                result, node_id, received_at = entry.result, entry.node_id, entry.received_at
                 new = cases.NewResult(
                     id=str(result.id),
                     station=station,
@@ -408,7 +501,7 @@ class _Batch:
                     product=result.sample.product,
                     analyte=result.analyte,
                     verdict=result.verdict,
-                    measured_at=result.measured_at,
+                    measured_at=entry.measured_at,
                     sample_id=result.sample.id,
                 )
                 try:
@@ -423,7 +516,7 @@ class _Batch:
                 if case_id is not None:
                     self.out.cases_touched.add(case_id)
             # the pre-market decision of every batch these results or registrations touch
-            codes = {e[0].sample.id for e in entries} | {r.code for r, _ in regs}
+            codes = {e.result.sample.id for e in entries} | {r.code for r, _ in regs}
             now = max(times)
             for code in sorted(codes):
                 try:

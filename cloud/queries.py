@@ -16,6 +16,7 @@ from typing import Any
 import sqlite_utils
 
 from cloud.auth import User, require_in_scope
+from cloud.clock import utc_iso
 from cloud.errors import NotFound
 from cloud.grid import Node, node_by_code, subtree
 from cloud.sqlfilter import like_contains, subtree_sql
@@ -76,7 +77,7 @@ RESULT_COLUMNS = (
     "r.id, r.seq, r.station, r.instrument_serial, r.instrument_model, r.instrument_driver, r.sample_id,"
     " r.product, r.producer, r.sampled_at, r.method, r.analyte, r.channel, r.measured_at, r.verdict,"
     " r.values_json, r.qc_json, r.algorithm, r.config_version, r.operator, r.received_at,"
-    " r.raw_json IS NOT NULL AS has_raw"
+    " r.raw_json IS NOT NULL AS has_raw, r.ingest_flags, r.measured_at_sent"
 )
 
 
@@ -109,6 +110,8 @@ def result_item(row: dict[str, Any]) -> dict[str, Any]:
         "operator": row["operator"],
         "received_at": row["received_at"],
         "has_raw": bool(row["has_raw"]),
+        "flags": json.loads(row["ingest_flags"] or "[]"),
+        "measured_at_sent": row["measured_at_sent"],
     }
 
 
@@ -140,9 +143,9 @@ def list_results(
     if verdict is not None:
         where.add("r.verdict = ?", verdict)
     if since is not None:
-        where.add("r.measured_at >= ?", since.isoformat())
+        where.add("r.measured_at >= ?", utc_iso(since))
     if until is not None:
-        where.add("r.measured_at < ?", until.isoformat())
+        where.add("r.measured_at < ?", utc_iso(until))
     page = _page(db, RESULT_COLUMNS, "results r", where, "r.measured_at DESC, r.id DESC", limit, offset)
     return Page(page.total, [result_item(r) for r in page.items])
 
@@ -272,10 +275,10 @@ def rollup(
         args: list[object] = list(params)
         if since is not None:
             cond.append("measured_at >= ?")
-            args.append(since.isoformat())
+            args.append(utc_iso(since))
         if until is not None:
             cond.append("measured_at < ?")
-            args.append(until.isoformat())
+            args.append(utc_iso(until))
         query = (
             "SELECT COUNT(*), COALESCE(SUM(verdict = 'positive'), 0), COALESCE(SUM(verdict = 'suspect'), 0)"
             " FROM results WHERE " + " AND ".join(cond)
@@ -381,7 +384,7 @@ def list_dead_letters(
         where.add("reason LIKE ? ESCAPE '\\'", like_contains(reason))
     return _page(
         db,
-        "id, received_at, topic, payload, reason, station, result_id",
+        "id, received_at, topic, payload, reason, station, result_id, sha256, stored_sha256",
         "dead_letters",
         where,
         "id DESC",

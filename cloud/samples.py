@@ -32,6 +32,7 @@ from zoneinfo import ZoneInfo
 import sqlite_utils
 
 from cloud.auth import User
+from cloud.clock import utc_iso
 from cloud.errors import Invalid, NotFound
 from cloud.grid import node_by_code
 from cloud.producers import id_of_ref, ref_of, scope_path
@@ -103,7 +104,7 @@ def store_registration(
             reg.quantity_kg,
             None if reg.market_date is None else reg.market_date.isoformat(),
             reg.sampler,
-            reg.registered_at.isoformat(),
+            utc_iso(reg.registered_at),
             reg.retest_of,
             received_at.isoformat(),
             reg.sig,

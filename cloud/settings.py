@@ -64,6 +64,23 @@ class Settings(BaseSettings):
     )
     ingest_batch_size: int = Field(default=500, gt=0, description="max results per commit")
     ingest_batch_wait_s: float = Field(default=0.05, ge=0, description="max wait to fill a batch")
+    max_seq_jump: int = Field(
+        default=1_000_000,
+        gt=0,
+        description="a result whose seq lies further than this beyond the station's highest is stored but flagged "
+        "`seq_jump`, and neither moves the high-water mark nor records a gap",
+    )
+    plausible_past_days: float = Field(
+        default=366.0,
+        gt=0,
+        description="a measured_at older than this before receipt is implausible: flagged `implausible_time`, "
+        "reported by its receive time",
+    )
+    plausible_future_s: float = Field(
+        default=86400.0,
+        ge=0,
+        description="a measured_at later than this after receipt is implausible (flagged, reported by receive time)",
+    )
     scheduler_enabled: bool = Field(default=True, description="run the case scheduler inside the web app")
     scheduler_interval_s: float = Field(default=60.0, gt=0, description="seconds between scheduler ticks")
     suspect_threshold: int = Field(default=2, ge=1, description="suspects that open a case")

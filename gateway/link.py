@@ -17,8 +17,9 @@ Does:
   afterwards makes every backed-off result due at once, so a cloud outage does not leave results waiting
   out their back-off after the cloud is back). A new
   connection without a session (broker lost its state) makes everything in flight due at once.
-- ack topic: rows named in `ids`/`seqs` are deleted from the outbox; `rejected` rows move to the
-  outbox's rejected table with the reason. Nothing is deleted on PUBACK.
+- ack topic: rows named in `ids`/`seqs` are deleted from the outbox; a `rejected` entry moves a row to the
+  outbox's rejected table only when its id, seq and payload hash all match (`Outbox.ack`); other entries are
+  counted in `ignored_rejections` and logged. Nothing is deleted on PUBACK.
 - config topic: a retained `StationConfig` is validated and handed to `on_config` (the service applies it
   atomically); invalid pushes are logged and ignored, keeping the current config.
 
@@ -102,6 +103,7 @@ class Link:
         self.sent_messages = 0
         self.sent_results = 0
         self.acked_results = 0
+        self.ignored_rejections = 0
 
     # ------------------------------------------------------------------ lifecycle
     @property
@@ -242,7 +244,7 @@ class Link:
         outcome = self.outbox.ack(
             ids=[str(i) for i in ack.ids],
             seqs=ack.seqs,
-            rejected=[(r.id, r.seq, r.reason) for r in ack.rejected],
+            rejected=ack.rejected,
         )
         with self._lock:
             for seq in (*outcome.acked, *outcome.rejected, *ack.seqs):
@@ -256,6 +258,13 @@ class Link:
         self.acked_results += len(outcome.acked)
         for seq in outcome.rejected:
             log.error("cloud rejected result seq %d (kept in the rejected table)", seq)
+        if outcome.ignored:
+            self.ignored_rejections += outcome.ignored
+            log.warning(
+                "ignored %d rejection(s) that do not name a pending result exactly (id, seq and payload hash);"
+                " pending results stay queued and are sent again",
+                outcome.ignored,
+            )
         self._wake.set()
 
     def _handle_config(self, payload: bytes) -> None:

@@ -24,6 +24,7 @@ Does not: talk MQTT, read instruments or interpret signals. Thread-safe (one con
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import sqlite3
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from gateway.errors import DuplicateCode, OutboxCorrupt, OutboxError, OutboxFull
-from kuaijian_schema.wire import canonical_json, new_result_id
+from kuaijian_schema.wire import Rejection, canonical_json, new_result_id, payload_sha256
 
 SQLITE_FULL = 13
 SQLITE_CORRUPT = 11
@@ -187,6 +188,7 @@ class AckOutcome:
     acked: tuple[int, ...]  # seqs deleted now
     rejected: tuple[int, ...]  # seqs moved to the rejected table now
     unknown: int  # ack entries matching no outbox row (already acked: redelivered ack)
+    ignored: int = 0  # rejections not naming exactly a pending row (id + seq + payload hash): nothing changed
 
 
 @dataclass(frozen=True, slots=True)
@@ -466,12 +468,19 @@ class Outbox:
         self,
         ids: Iterable[str] = (),
         seqs: Iterable[int] = (),
-        rejected: Iterable[tuple[str, int | None, str]] = (),
+        rejected: Iterable[Rejection] = (),
     ) -> AckOutcome:
-        """Apply an application ack: delete acked rows; move rejected (id, seq, reason) rows aside."""
+        """Apply an application ack: delete acked rows; move rejected rows aside.
+
+        A rejection moves a row only when its id, its seq and the SHA-256 of its stored payload all equal the
+        rejection's: the cloud received exactly this result and refused it. Any other rejection (forged
+        content under a real id or seq, an id not pending here, no hash from an older cloud) is counted in
+        `ignored` and changes nothing — a pending row stays and is re-sent.
+        """
         acked: list[int] = []
         moved: list[int] = []
         unknown = 0
+        ignored = 0
         now = time.time()
         with self._tx("applying an ack") as conn:
             for rid in ids:
@@ -486,23 +495,26 @@ class Outbox:
                     acked.append(int(row[0]))
                 else:
                     unknown += 1
-            for rid, maybe_seq, reason in rejected:
-                row = conn.execute(
-                    "DELETE FROM outbox WHERE id = ? OR seq = ? RETURNING seq, id, payload",
-                    (str(rid), -1 if maybe_seq is None else int(maybe_seq)),
-                ).fetchone()
-                if not row:
-                    unknown += 1
+            for rej in rejected:
+                if rej.seq is None or rej.sha256 is None:
+                    ignored += 1
                     continue
+                row = conn.execute(
+                    "SELECT seq, id, payload FROM outbox WHERE id = ? AND seq = ?", (rej.id, int(rej.seq))
+                ).fetchone()
+                if row is None or stored_sha256(str(row[2])) != rej.sha256:
+                    ignored += 1
+                    continue
+                conn.execute("DELETE FROM outbox WHERE seq = ?", (int(row[0]),))
                 conn.execute(
                     "INSERT OR REPLACE INTO rejected (seq, id, reason, rejected_at, payload) "
                     "VALUES (?, ?, ?, ?, ?)",
-                    (int(row[0]), str(row[1]), reason, now, str(row[2])),
+                    (int(row[0]), str(row[1]), rej.reason, now, str(row[2])),
                 )
                 moved.append(int(row[0]))
             conn.execute("UPDATE counters SET value = value + ? WHERE name = 'acked'", (len(acked),))
             conn.execute("UPDATE counters SET value = value + ? WHERE name = 'rejected'", (len(moved),))
-        return AckOutcome(tuple(acked), tuple(moved), unknown)
+        return AckOutcome(tuple(acked), tuple(moved), unknown, ignored)
 
     def requeue_rejected(self, seqs: Sequence[int] | None = None) -> list[int]:
         """Move rejected results (all, or those with `seqs`) back into the outbox, unchanged (same id, seq and
@@ -748,6 +760,14 @@ def _private(path: Path) -> None:
 
 class _CorruptFound(Exception):
     """Internal: quick_check reported problems."""
+
+
+def stored_sha256(payload: str) -> str:
+    """`payload_sha256` of a stored payload (its canonical JSON; the raw text if it does not parse)."""
+    try:
+        return payload_sha256(json.loads(payload))
+    except (ValueError, TypeError, RecursionError):
+        return hashlib.sha256(payload.encode()).hexdigest()
 
 
 def _prepare(conn: sqlite3.Connection, path: Path, *, check: bool, max_db_bytes: int | None) -> None:

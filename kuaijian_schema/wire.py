@@ -28,7 +28,7 @@ from typing import Any, Literal
 from uuid import UUID
 
 import uuid6
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt
 
 from kuaijian_schema.specs import EnzymeSpec, StripSpec
 
@@ -81,6 +81,15 @@ def verify_payload(payload: dict[str, Any], key: bytes) -> bool:
     except (TypeError, ValueError):
         return False
     return hmac.compare_digest(sig, expected)
+
+
+def payload_sha256(payload: dict[str, Any]) -> str:
+    """Hex SHA-256 of `payload`'s canonical JSON (signature included): names one exact content.
+
+    The cloud puts it in a `Rejection` so a gateway can tell that the rejected item is byte for byte the one
+    it holds. Raises ValueError/TypeError for what canonical JSON cannot encode (NaN, non-JSON types).
+    """
+    return hashlib.sha256(canonical_json(payload)).hexdigest()
 
 
 def split_result_payload(data: bytes) -> list[dict[str, Any]]:
@@ -158,8 +167,10 @@ class RawSignal(_Model):
 
 
 class Result(_Model):
+    """One measured result. `seq` is a strict integer: ``true`` or ``"5"`` is refused, never coerced."""
+
     id: UUID
-    seq: int = Field(ge=1)
+    seq: StrictInt = Field(ge=1)
     station: str = Field(pattern=STATION_PATTERN)
     instrument: InstrumentRef
     sample: SampleRef
@@ -178,9 +189,15 @@ class Result(_Model):
 
 
 class Rejection(_Model):
+    """One item the cloud refused. A gateway applies it only to the row whose id, seq AND `sha256` (of the
+    canonical JSON of the stored payload, `payload_sha256`) all match: nothing the cloud could not verify —
+    e.g. a message forged with a station's MQTT password but without its HMAC key — changes a result's fate.
+    A rejection without `sha256` (an older cloud) is logged and ignored by the gateway."""
+
     id: str
     seq: int | None = None
     reason: str
+    sha256: str | None = Field(default=None, pattern=r"^[0-9a-f]{64}$")
 
 
 class Ack(_Model):
@@ -275,7 +292,7 @@ class SampleRegistration(_Model):
 
     kind: Literal["sample"]
     id: UUID
-    seq: int = Field(ge=1)
+    seq: StrictInt = Field(ge=1)
     station: str = Field(pattern=STATION_PATTERN)
     code: str = Field(pattern=SAMPLE_CODE_PATTERN)
     producer: str = Field(pattern=r"^P\d{1,12}$")

@@ -53,6 +53,10 @@ class ResultOut(BaseModel):
     operator: str | None
     received_at: str
     has_raw: bool
+    flags: list[str] = []
+    """Set by ingest: `implausible_time` (measured_at is then the receive time; the station's own time is in
+    `measured_at_sent`), `seq_jump`."""
+    measured_at_sent: str | None = None
 
 
 class ResultDetail(ResultOut):
@@ -228,3 +232,7 @@ class DeadLetterOut(BaseModel):
     reason: str
     station: str | None
     result_id: str | None
+    sha256: str | None = None
+    """SHA-256 of the rejected item as received (canonical JSON)."""
+    stored_sha256: str | None = None
+    """Conflicting duplicate: the hash of the result already stored under that id."""

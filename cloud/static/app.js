@@ -51,6 +51,7 @@
       footer: "数据每次有新结果时自动刷新", no_data: "暂无数据", tests: "检测", positives: "阳性",
       overdue: "超期", last_seen: "最后在线", backlog: "积压",
       v_positive: "阳性", v_negative: "阴性", v_suspect: "可疑", v_invalid: "无效",
+      flag_implausible_time: "检测时间存疑（按接收时间计）", flag_seq_jump: "序号跳变",
       l_all: "全部辖区", l_county: "县/区", l_town: "乡镇", l_village: "村", l_station: "站点",
       s_open: "已立案", s_reported: "已申报", s_assigned: "已交办", s_reminded: "已催办",
       s_feedback: "已反馈", s_escalated: "已上报", s_closed: "已办结", lang_button: "English",
@@ -117,6 +118,7 @@
       footer: "Figures refresh whenever a new result arrives", no_data: "No data", tests: "tests",
       positives: "positives", overdue: "overdue", last_seen: "last seen", backlog: "backlog",
       v_positive: "positive", v_negative: "negative", v_suspect: "suspect", v_invalid: "invalid",
+      flag_implausible_time: "implausible measuring time (counted at receipt)", flag_seq_jump: "seq jump",
       l_all: "All areas", l_county: "County", l_town: "Town", l_village: "Village", l_station: "Station",
       s_open: "open", s_reported: "reported", s_assigned: "assigned", s_reminded: "reminded",
       s_feedback: "feedback", s_escalated: "escalated", s_closed: "closed", lang_button: "中文",
@@ -421,6 +423,11 @@
     what.appendChild(document.createTextNode(" · " + (r.product || "") + " · " + analyteName(r.analyte)));
     li.appendChild(what);
     li.appendChild(el("span", "verdict " + r.verdict, label("v_", r.verdict)));
+    (r.flags || []).forEach(function (f) {
+      var badge = el("span", "flag flag-" + f, label("flag_", f));
+      badge.setAttribute("data-flag", f);
+      li.appendChild(badge);
+    });
     return li;
   }
   function relabelFeedItem(li) {

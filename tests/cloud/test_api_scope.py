@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import pytest
 import sqlite_utils
@@ -254,3 +255,21 @@ def test_openapi_lists_endpoints(api: Any) -> None:
         "/api/configs",
     ):
         assert p in paths
+
+
+def test_time_filters_accept_any_offset(
+    api: Any, grid: Grid, seeded: dict[str, list[dict[str, Any]]]
+) -> None:
+    """Issue 9 item 5: the same instant written with +08:00 or Z selects the same rows."""
+    t1 = T0 + timedelta(minutes=30)
+    counts = set()
+    for text in (
+        t1.isoformat(),
+        t1.astimezone(ZoneInfo("Asia/Shanghai")).isoformat(),
+        "2026-11-02T03:30:00-05:00",
+    ):
+        for name in ("since", "until"):
+            r = api.get("/api/results", params={name: text}, headers=bearer(grid.tokens["admin"]))
+            assert r.status_code == 200, r.text
+            counts.add((name, r.json()["total"]))
+    assert counts == {("since", 1), ("until", 8)}

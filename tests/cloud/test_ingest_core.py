@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from cloud.ingest import Inbound, process_batch
 from cloud.settings import Settings
-from kuaijian_schema import sign_payload
+from kuaijian_schema import payload_sha256, sign_payload
 from tests.cloud.factories import T0, Grid, batch_payload
 
 A1 = "370214101203-01"
@@ -226,8 +226,13 @@ def test_fuzz_signed_fields_never_crash(
     out = process_batch(db, [_msg(A1, json.dumps(doc).encode())], settings)
     acked = len(out.acks[A1].ids) if A1 in out.acks else 0
     assert acked + out.rejected == 1
-    if out.rejected and isinstance(doc["id"], str):
-        assert out.acks[A1].rejected[0].id == doc["id"]
+    seq = doc["seq"]
+    if out.rejected and isinstance(doc["id"], str) and type(seq) is int and 0 <= seq < 2**63:
+        # a rejection names id, seq and the hash of exactly the item received
+        (rej,) = out.acks[A1].rejected
+        assert (rej.id, rej.seq, rej.sha256) == (doc["id"], seq, payload_sha256(doc))
+    elif out.rejected:
+        assert A1 not in out.acks or not out.acks[A1].rejected
 
 
 def test_internal_error_rolls_back_only_that_message(
@@ -317,3 +322,94 @@ def test_rotated_key_old_signatures_accepted_during_grace_only(
     out = process_batch(db, [after_grace], settings)
     assert [r.reason for r in out.acks[A1].rejected] == ["bad signature"]
     assert _count(db, "SELECT COUNT(*) FROM results") == 2
+
+
+def test_same_id_other_signed_content_is_a_conflicting_duplicate(
+    db: sqlite_utils.Database, grid: Grid, settings: Settings
+) -> None:
+    """Issue 9 item 6: never silently acked as stored — dead-lettered with both hashes, rejected by hash."""
+    first = grid.result(A1)
+    process_batch(db, [_msg(A1, json.dumps(first).encode())], settings)
+    other = dict(first, verdict="positive")
+    del other["sig"]
+    other["sig"] = sign_payload(other, grid.key(A1))
+    out = process_batch(db, [_msg(A1, json.dumps(other).encode())], settings)
+    assert (out.stored, out.duplicates, out.rejected) == (0, 0, 1)
+    ack = out.acks[A1].to_ack()
+    assert ack.ids == ()
+    assert [(r.id, r.seq, r.sha256) for r in ack.rejected] == [
+        (first["id"], first["seq"], payload_sha256(other))
+    ]
+    dead = next(db.query("SELECT * FROM dead_letters"))
+    assert dead["reason"].startswith("conflicting duplicate")
+    assert (dead["sha256"], dead["stored_sha256"]) == (payload_sha256(other), payload_sha256(first))
+    assert next(db.query("SELECT verdict FROM results WHERE id = ?", [first["id"]]))["verdict"] == "negative"
+    # the identical content again is still a plain, acked redelivery
+    out = process_batch(db, [_msg(A1, json.dumps(first).encode())], settings)
+    assert (out.duplicates, out.rejected) == (1, 0)
+
+
+@pytest.mark.parametrize("seq", [True, "5", 5.0])
+def test_seq_must_be_a_strict_integer(
+    db: sqlite_utils.Database, grid: Grid, settings: Settings, seq: Any
+) -> None:
+    doc = grid.result(A1, seq=seq)
+    out = process_batch(db, [_msg(A1, json.dumps(doc).encode())], settings)
+    assert (out.stored, out.rejected) == (0, 1)
+    assert "seq" in next(db.query("SELECT reason FROM dead_letters"))["reason"]
+
+
+def test_seq_far_beyond_the_high_water_mark_is_flagged_not_a_gap(
+    db: sqlite_utils.Database, grid: Grid, settings: Settings
+) -> None:
+    results = [grid.result(A1, seq=n) for n in (1, 2, 3)]
+    far = grid.result(A1, seq=2**63 - 1)
+    then = grid.result(A1, seq=4)
+    out = process_batch(db, [_msg(A1, batch_payload([*results, far, then]))], settings)
+    assert out.stored == 5
+    assert _count(db, "SELECT COUNT(*) FROM seq_gaps") == 0
+    assert _count(db, "SELECT high_seq FROM stations WHERE id = ?", A1) == 4
+    flags = {
+        r["seq"]: json.loads(r["ingest_flags"]) for r in db.query("SELECT seq, ingest_flags FROM results")
+    }
+    assert flags[2**63 - 1] == ["seq_jump"]
+    assert flags[4] == []
+    assert out.acks[A1].seqs[-2:] == [2**63 - 1, 4]  # stored and acked: nothing is dropped
+
+
+@pytest.mark.parametrize(
+    "when", ["0001-01-01T00:00:00+08:00", "9999-12-31T23:59:59-08:00", "2016-01-01T00:00:00Z"]
+)
+def test_implausible_measured_at_is_kept_flagged_and_reported_by_receive_time(
+    db: sqlite_utils.Database, grid: Grid, settings: Settings, when: str
+) -> None:
+    doc = grid.result(A1, measured_at=when, verdict="positive")
+    out = process_batch(db, [_msg(A1, json.dumps(doc).encode(), at_min=3)], settings)
+    assert out.stored == 1
+    row = next(db.query("SELECT * FROM results"))
+    assert json.loads(row["ingest_flags"]) == ["implausible_time"]
+    assert row["measured_at"] == (T0 + timedelta(minutes=3)).isoformat()  # the receive time
+    assert row["measured_at_sent"] is not None
+    assert row["measured_at_sent"][:4] == when[:4]
+    # a positive still opens its case (the sample was tested), dated by receipt
+    case = next(db.query("SELECT opened_at FROM cases"))
+    assert case["opened_at"] == (T0 + timedelta(minutes=3)).isoformat()
+    # the dashboard's feed and the results API carry the flag
+    from cloud.api.routes.dashboard import results_after
+    from cloud.auth import User
+    from cloud.queries import list_results
+    from cloud.reports import ALL_SCOPE
+
+    assert [r.flags for r in results_after(db, ALL_SCOPE, 0, 10)] == [["implausible_time"]]
+    (item,) = list_results(
+        db, User(id=0, name="t", role="admin", node_id=None, node_code=None, node_path="/")
+    ).items
+    assert (item["flags"], item["measured_at_sent"]) == (["implausible_time"], row["measured_at_sent"])
+
+
+def test_measured_at_stored_in_utc(db: sqlite_utils.Database, grid: Grid, settings: Settings) -> None:
+    doc = grid.result(A1, measured_at="2026-11-02T16:00:00.250000+08:00")
+    process_batch(db, [_msg(A1, json.dumps(doc).encode())], settings)
+    row = next(db.query("SELECT measured_at, ingest_flags FROM results"))
+    assert row["measured_at"] == "2026-11-02T08:00:00.250000+00:00"
+    assert json.loads(row["ingest_flags"]) == []

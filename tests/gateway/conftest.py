@@ -10,7 +10,9 @@ from typing import Any
 import pytest
 
 from gateway.config import load_config
+from gateway.outbox import Outbox, stored_sha256
 from gateway.service import GatewayService
+from kuaijian_schema.wire import Rejection
 from tests.gateway.acker import Acker
 from tests.helpers import Mosquitto, wait_for
 
@@ -114,3 +116,8 @@ def drained(service: GatewayService, total: int) -> bool:
     assert box is not None
     st = box.stats()
     return st.enqueued_total >= total and st.depth == 0
+
+
+def rejection(box: Outbox, rid: str, seq: int, reason: str) -> Rejection:
+    """The rejection a cloud sends for the stored row (id, seq) of `box`: with its payload's hash."""
+    return Rejection(id=rid, seq=seq, reason=reason, sha256=stored_sha256(box.payloads([seq])[seq]))

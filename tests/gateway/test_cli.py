@@ -12,7 +12,7 @@ import pytest
 
 from gateway.outbox import Draft, Outbox, RecordDrafts
 from kuaijian.cli import main
-from tests.gateway.conftest import fast_instrument, write_station
+from tests.gateway.conftest import fast_instrument, rejection, write_station
 from tests.helpers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,7 +39,7 @@ def test_check_config_and_status(tmp_path: Path, capsys: pytest.CaptureFixture[s
         out = box.enqueue(
             "plugin:X", 0, [RecordDrafts(1, (Draft("a", 0, {}), Draft("b", 0, {})))], lambda d: "s"
         )
-        box.ack(rejected=[(out[0].id, out[0].seq, "unknown station")])
+        box.ack(rejected=[rejection(box, out[0].id, out[0].seq, "unknown station")])
     assert main(["gateway", "status", "--config", str(cfg), "--json"]) == 0
     doc = json.loads(capsys.readouterr().out)
     assert (doc["depth"], doc["last_seq"], doc["rejected_total"]) == (1, 2, 1)

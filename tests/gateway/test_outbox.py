@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from gateway.errors import OutboxCorrupt, OutboxError, OutboxFull
 from gateway.outbox import MIGRATIONS, Cursor, Draft, Migration, Outbox, RecordDrafts
-from kuaijian_schema.wire import sign_payload, verify_payload
+from kuaijian_schema.wire import Rejection, sign_payload, verify_payload
+from tests.gateway.conftest import rejection
 
 KEY = b"0123456789abcdef-station-key"
 
@@ -69,12 +71,37 @@ def test_ack_by_id_and_seq_and_rejection(tmp_path: Path) -> None:
         res = box.ack(ids=[out[0].id])  # redelivered ack: no-op
         assert res.acked == ()
         assert res.unknown == 1
-        res = box.ack(rejected=[(out[2].id, None, "bad signature")])
+        res = box.ack(rejected=[rejection(box, out[2].id, 3, "bad signature")])
         assert res.rejected == (3,)
         rows = box.rejected_rows()
         assert [(r.seq, r.reason) for r in rows] == [(3, "bad signature")]
         st_ = box.stats()
         assert (st_.depth, st_.acked_total, st_.rejected_total, st_.last_seq) == (2, 2, 1, 5)
+
+
+def test_rejection_applies_only_to_the_exact_stored_result(tmp_path: Path) -> None:
+    """Issue 9 item 1: a rejection moves a row only when its id, seq AND payload hash all match. Forged
+    rejections (what the cloud would echo for a message published with the station's MQTT password but
+    without its HMAC key) change nothing."""
+    with Outbox.open(tmp_path / "o.db") as box:
+        out = box.enqueue("i", 0, [_record(n) for n in range(1, 5)], _sign)
+        real = rejection(box, out[0].id, out[0].seq, "bad signature")
+        forged = [
+            Rejection(
+                id=str(uuid.uuid4()), seq=out[1].seq, reason="bad signature", sha256="0" * 64
+            ),  # seq only
+            Rejection(id=out[2].id, seq=99, reason="bad signature", sha256=real.sha256),  # id, wrong seq
+            Rejection(id=out[3].id, seq=out[3].seq, reason="bad signature", sha256="1" * 64),  # wrong hash
+            Rejection(id=out[3].id, seq=out[3].seq, reason="bad signature"),  # no hash (older cloud)
+            Rejection(id=out[1].id, seq=out[1].seq, reason="x", sha256=real.sha256),  # another row's hash
+        ]
+        res = box.ack(rejected=forged)
+        assert (res.rejected, res.ignored) == ((), 5)
+        assert box.stats().depth == 4
+        assert box.rejected_rows() == []
+        res = box.ack(rejected=[real])
+        assert res.rejected == (out[0].seq,)
+        assert box.stats().depth == 3
 
 
 def test_priority_order_positives_first(tmp_path: Path) -> None:
@@ -202,7 +229,7 @@ class OutboxMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def reject(self, data: st.DataObject) -> None:
         chosen = data.draw(st.sets(st.sampled_from(sorted(self.pending)), min_size=1))
-        res = self.box.ack(rejected=[(self.issued[s], s, "test reason") for s in chosen])
+        res = self.box.ack(rejected=[rejection(self.box, self.issued[s], s, "test reason") for s in chosen])
         assert set(res.rejected) == chosen
         self.pending -= chosen
         self.rejected |= chosen

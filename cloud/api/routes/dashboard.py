@@ -167,6 +167,8 @@ class LiveResult(BaseModel):
     verdict: str
     measured_at: str
     received_at: str
+    flags: list[str] = []
+    """Ingest flags: `implausible_time` (measured_at is then the receive time), `seq_jump`."""
 
 
 class Totals(BaseModel):
@@ -316,7 +318,7 @@ def _cases(db: sqlite_utils.Database, scope: reports.Scope, now: datetime) -> tu
 
 
 _LIVE_COLUMNS = """r.rowid, r.id, r.station, g.name, r.analyte, r.product, r.sample_id, r.method, r.verdict,
-                   r.measured_at, r.received_at"""
+                   r.measured_at, r.received_at, r.ingest_flags"""
 
 
 def _live_row(r: tuple[Any, ...]) -> LiveResult:
@@ -332,6 +334,7 @@ def _live_row(r: tuple[Any, ...]) -> LiveResult:
         verdict=r[8],
         measured_at=r[9],
         received_at=r[10],
+        flags=json.loads(r[11] or "[]"),
     )
 
 
