@@ -61,13 +61,13 @@ def test_second_suspect_within_window_opens_case(
             sample={"id": f"S{days}", "product": product},
         )
 
-    _send(db, settings, [suspect(0)])
+    _send(db, settings, [suspect(0)], at=T0 + timedelta(days=0))
     assert db.execute("SELECT COUNT(*) FROM cases").fetchone()[0] == 0
-    _send(db, settings, [suspect(8)])  # 8 days later: outside the 7-day window
+    _send(db, settings, [suspect(8)], at=T0 + timedelta(days=8))  # 8 days later: outside the 7-day window
     assert db.execute("SELECT COUNT(*) FROM cases").fetchone()[0] == 0
-    _send(db, settings, [suspect(9, product="韭菜")])  # other product
+    _send(db, settings, [suspect(9, product="韭菜")], at=T0 + timedelta(days=9))  # other product
     assert db.execute("SELECT COUNT(*) FROM cases").fetchone()[0] == 0
-    _send(db, settings, [suspect(10)])  # 2nd within 7 days of day 8
+    _send(db, settings, [suspect(10)], at=T0 + timedelta(days=10))  # 2nd within 7 days of day 8
     row = db.execute("SELECT reason, product FROM cases").fetchall()
     assert row == [("repeated_suspect", "菠菜")]
 
