@@ -15,7 +15,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from kuaijian_schema.wire import Result, split_result_payload, topic, verify_payload
+from kuaijian_schema.wire import Result, payload_sha256, split_result_payload, topic, verify_payload
 
 
 class Acker:
@@ -92,7 +92,14 @@ class Acker:
                 if self.drop_first and self.deliveries[res.seq] == 1:
                     continue
                 if res.seq in self.reject:
-                    rejected.append({"id": str(res.id), "seq": res.seq, "reason": self.reject[res.seq]})
+                    rejected.append(
+                        {
+                            "id": str(res.id),
+                            "seq": res.seq,
+                            "reason": self.reject[res.seq],
+                            "sha256": payload_sha256(item),  # as the cloud does: names this exact content
+                        }
+                    )
                 else:
                     ids.append(str(res.id))
             enabled = self.ack_enabled
