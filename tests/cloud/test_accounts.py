@@ -308,7 +308,7 @@ def test_migration_keeps_old_tokens_as_machine_tokens(tmp_path: Path) -> None:
                VALUES ('mine', 'webhook', 'http://127.0.0.1:9/', '[]', '[]', 'high', ?, ?, 'old')""",
             [old_id, T0.isoformat()],
         )
-        assert migrate(db) == ["006_accounts"]
+        assert migrate(db)[:1] == ["006_accounts"]  # later migrations may follow
         # the rebuilt users table is still what notify_channels references, with the same ids
         assert db.execute("PRAGMA foreign_key_check").fetchall() == []
         refs = {r[2] for r in db.execute("PRAGMA foreign_key_list(notify_channels)").fetchall()}
