@@ -28,7 +28,9 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*httpx.*:DeprecationWarning")
 
 TOKEN: dict[str, str] = {}
 # The app factory does no work, so the app (and its spec) can exist at import; the fixture below points
-# it at a freshly generated database before any request is made.
+# it at a freshly generated database under tmp_path before any request starts its lifespan (which opens
+# and migrates the database). The spec is taken from the app object, not fetched over ASGI: a fetch would
+# start the lifespan at import, on the placeholder path, and leave that file in the working directory.
 APP = create_app(
     Settings(
         db_path=Path("not-yet-configured.db"), broker_url=None, scheduler_enabled=False, ingest_enabled=False
@@ -42,7 +44,9 @@ with warnings.catch_warnings():
     CONFIG = schemathesis.config.SchemathesisConfig.from_dict(
         {"phases": {"coverage": {"unexpected-methods": []}}}
     )
-    schema = schemathesis.openapi.from_asgi("/openapi.json", APP, config=CONFIG).exclude(path="/api/live")
+    _loaded = schemathesis.openapi.from_dict(APP.openapi(), config=CONFIG)
+    _loaded.app = APP  # cases are called over ASGI
+    schema = _loaded.exclude(path="/api/live")
 
 
 @pytest.fixture(scope="module", autouse=True)
