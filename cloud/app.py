@@ -25,6 +25,7 @@ from cloud.clock import Clock, SystemClock
 from cloud.db import open_db
 from cloud.errors import CloudError, Conflict, Forbidden, Invalid, Locked, NotFound, Unauthenticated
 from cloud.live import hub_for
+from cloud.metrics import CloudMetrics
 from cloud.settings import Settings
 from kuaijian import __version__
 
@@ -46,6 +47,7 @@ ROUTER_MODULES: tuple[str, ...] = (
     "cloud.api.routes.risk",
     "cloud.api.routes.tasks",
     "cloud.api.routes.notify",
+    "cloud.api.routes.metrics",
 )
 
 
@@ -75,7 +77,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         cfg: Settings = app.state.settings  # what the routes read too (a test may repoint it before start)
         db = await asyncio.to_thread(open_db, cfg.db_path)
         db.close()
-        services = Services(cfg, clk, on_commit=hub_for(app).notify)
+        services = Services(cfg, clk, on_commit=hub_for(app).notify, metrics=app.state.metrics)
         app.state.services = services
         await asyncio.to_thread(services.start)
         scheduler_task: asyncio.Task[None] | None = None
@@ -107,6 +109,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     )
     app.state.settings = cfg
     app.state.clock = clk
+    app.state.metrics = CloudMetrics(lambda: (app.state.settings.db_path, clk.now()))
     for router in _routers():
         app.include_router(router)
     app.add_exception_handler(CloudError, _cloud_error)

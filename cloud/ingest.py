@@ -57,6 +57,7 @@ from cloud import cases, samples
 from cloud.clock import Clock, utc_iso
 from cloud.db import connect, transaction
 from cloud.errors import Invalid
+from cloud.metrics import CloudMetrics
 from cloud.settings import Settings
 from kuaijian_schema import (
     Ack,
@@ -743,10 +744,17 @@ def result_subscription(settings: Settings) -> str:
 class IngestWorker:
     """Receives from the broker, commits in batches, then acks (MQTT PUBACK + application Ack)."""
 
-    def __init__(self, settings: Settings, clock: Clock, on_commit: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Clock,
+        on_commit: Callable[[], None] | None = None,
+        metrics: CloudMetrics | None = None,
+    ) -> None:
         self.settings = settings
         self.clock = clock
         self.on_commit = on_commit
+        self.metrics = metrics
         self._queue: queue.Queue[Inbound] = queue.Queue()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -820,6 +828,7 @@ class IngestWorker:
                 self.link.client.ack(msg.mid, msg.qos)
 
     def _commit_and_ack(self, db: sqlite_utils.Database, batch: list[Inbound]) -> None:
+        started = time.monotonic()
         delay = 0.1
         while True:
             try:
@@ -841,5 +850,15 @@ class IngestWorker:
             self.link.publish(f"kj/v1/{station}/ack", ack.to_ack().model_dump_json(), qos=1)
         self.committed_batches += 1
         self.last_outcome = outcome
+        if self.metrics is not None:
+            self.metrics.batch_done(
+                len(batch),
+                time.monotonic() - started,
+                stored=outcome.stored,
+                duplicates=outcome.duplicates,
+                rejected=outcome.rejected,
+                dead=outcome.dead_letters,
+                statuses=outcome.statuses,
+            )
         if self.on_commit is not None and (outcome.stored or outcome.statuses):
             self.on_commit()

@@ -21,6 +21,7 @@ from cloud import cases, configs, risk
 from cloud.clock import Clock
 from cloud.db import connect
 from cloud.ingest import IngestWorker, MqttLink
+from cloud.metrics import CloudMetrics
 from cloud.notify import queue, sender
 from cloud.settings import Settings
 
@@ -28,10 +29,17 @@ log = logging.getLogger(__name__)
 
 
 class Services:
-    def __init__(self, settings: Settings, clock: Clock, on_commit: Callable[[], None] | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        clock: Clock,
+        on_commit: Callable[[], None] | None = None,
+        metrics: CloudMetrics | None = None,
+    ) -> None:
         self.settings = settings
         self.clock = clock
         self.on_commit = on_commit
+        self.metrics = metrics
         self.ingest: IngestWorker | None = None
         self.link: MqttLink | None = None
         self._last_risk_scan: datetime | None = None
@@ -44,7 +52,7 @@ class Services:
         if not self.settings.broker_url:
             return
         if self.settings.ingest_enabled:
-            self.ingest = IngestWorker(self.settings, self.clock, self.on_commit)
+            self.ingest = IngestWorker(self.settings, self.clock, self.on_commit, self.metrics)
             self.link = self.ingest.link
             self.ingest.start()
         else:

@@ -109,6 +109,11 @@ class Settings(BaseSettings):
     )
     notify_enabled: bool = Field(default=True, description="send notifications from the web app")
     notify_interval_s: float = Field(default=5.0, gt=0, description="seconds between notification passes")
+    metrics_token: str | None = Field(
+        default=None,
+        description="bearer token a Prometheus server sends to read GET /metrics (admins' tokens work too); "
+        "None = admins only",
+    )
     max_page_size: int = Field(default=1000, gt=0, description="upper bound of `limit` on list endpoints")
     max_request_body_bytes: int = Field(
         default=1024 * 1024,

@@ -179,6 +179,9 @@ class WebConfig(_Strict):
     enabled: bool = Field(default=False, description="serve the page")
     host: str = Field(default="127.0.0.1", description="listen address (0.0.0.0 for the station LAN)")
     port: int = Field(default=8080, ge=0, lt=65536, description="listen port (0 = any free port)")
+    metrics: bool = Field(
+        default=True, description="also serve Prometheus metrics at /metrics (outbox, link, instruments)"
+    )
 
 
 class GatewayConfig(_Strict):

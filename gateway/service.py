@@ -6,7 +6,8 @@ built-in defaults), build one supervised `InstrumentWorker` per enabled instrume
 (which connects in the background: the station measures and stores fully offline), apply config pushes
 atomically (stored with its version in the outbox first, then swapped in for the workers), and report a
 `Status` (instruments, versions, outbox depth, oldest unsent age, free disk); offer sample registration
-(`samples`, a `gateway.samples.SampleDesk`) and, with `[web] enabled`, the local registration page.
+(`samples`, a `gateway.samples.SampleDesk`) and, with `[web] enabled`, the local registration page (and its
+`/metrics`, gateway.metrics).
 
 Does not: parse CLI arguments or install signal handlers (that is `gateway.cli`).
 """
@@ -150,9 +151,11 @@ class GatewayService:
         for w in self.workers:
             w.start()
         if cfg.web.enabled:
+            from gateway.metrics import registry_for  # prometheus-client only with the page
             from gateway.web import WebServer  # uvicorn/starlette only when the page is on
 
-            self.web = WebServer(self.samples, cfg.web.host, cfg.web.port)
+            metrics = registry_for(self) if cfg.web.metrics else None
+            self.web = WebServer(self.samples, cfg.web.host, cfg.web.port, metrics)
             self.web.start()
             log.info("sample registration page on http://%s:%d/", cfg.web.host, self.web.port)
         log.info(

@@ -4,7 +4,8 @@ Does: a small Starlette app, phone-sized, Chinese first with English second, no 
 forms, one stylesheet file): `GET /` the form (producers of this village from the last config push, so it
 works offline) and the latest registrations with their delivery state; `POST /samples` registers through
 `gateway.samples.SampleDesk` and redirects to `GET /samples/{code}`, the label (big code + QR code) to write
-on or stick to the bag; a refused registration re-renders the form with the reason (422). `WebServer` runs
+on or stick to the bag; a refused registration re-renders the form with the reason (422); with a metrics
+registry (`[web] metrics`, gateway.metrics), `GET /metrics` in the Prometheus text format. `WebServer` runs
 it with uvicorn in a thread.
 
 Does not: authenticate (it listens on the station's own LAN; bind it to 127.0.0.1 otherwise), or send
@@ -23,6 +24,7 @@ from typing import Any
 from urllib.parse import parse_qs, quote
 
 import uvicorn
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 from starlette.applications import Starlette
 from starlette.datastructures import MutableHeaders
 from starlette.middleware import Middleware
@@ -134,8 +136,8 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def build_app(desk: SampleDesk) -> Starlette:
-    """The registration page app over `desk`."""
+def build_app(desk: SampleDesk, metrics: CollectorRegistry | None = None) -> Starlette:
+    """The registration page app over `desk`; `/metrics` too when a `metrics` registry is given."""
 
     async def index(request: Request) -> Response:
         return HTMLResponse(_form(desk))
@@ -196,22 +198,30 @@ def build_app(desk: SampleDesk) -> Starlette:
     async def css(request: Request) -> Response:
         return FileResponse(STATIC / "station.css", media_type="text/css")
 
-    return Starlette(
-        middleware=[Middleware(SecurityHeaders)],
-        routes=[
-            Route("/", index),
-            Route("/samples", register, methods=["POST"]),
-            Route("/samples/{code}", label),
-            Route("/static/station.css", css),
-        ],
-    )
+    routes = [
+        Route("/", index),
+        Route("/samples", register, methods=["POST"]),
+        Route("/samples/{code}", label),
+        Route("/static/station.css", css),
+    ]
+    if metrics is not None:
+        registry = metrics
+
+        def scrape(request: Request) -> Response:  # sync: the outbox read runs in the thread pool
+            return Response(generate_latest(registry), media_type=CONTENT_TYPE_LATEST)
+
+        routes.append(Route("/metrics", scrape))
+    return Starlette(middleware=[Middleware(SecurityHeaders)], routes=routes)
 
 
 class WebServer:
-    """uvicorn serving `build_app(desk)` in a daemon thread; `start()` returns once it listens."""
+    """uvicorn serving `build_app(desk, metrics)` in a daemon thread; `start()` returns once it listens."""
 
-    def __init__(self, desk: SampleDesk, host: str, port: int) -> None:
-        config = uvicorn.Config(build_app(desk), host=host, port=port, log_level="warning", lifespan="off")
+    def __init__(
+        self, desk: SampleDesk, host: str, port: int, metrics: CollectorRegistry | None = None
+    ) -> None:
+        app = build_app(desk, metrics)
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="off")
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._server.run, name="kj-web", daemon=True)
 
