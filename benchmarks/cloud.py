@@ -36,7 +36,7 @@ from cloud.clock import SystemClock  # noqa: E402
 from cloud.db import open_db  # noqa: E402
 from cloud.enrol import enrol_station  # noqa: E402
 from cloud.grid import import_grid_csv  # noqa: E402
-from cloud.ingest import IngestWorker  # noqa: E402
+from cloud.ingest_worker import IngestWorker  # noqa: E402
 from cloud.settings import Settings  # noqa: E402
 from kuaijian_schema import new_result_id, sign_payload  # noqa: E402
 from kuaijian_schema.mqtt_client import set_tcp_nodelay  # noqa: E402
@@ -154,7 +154,10 @@ def run(stations: int, results: int, batch: int, workers: int) -> dict[str, Any]
             f"{VILLAGE}-{i:02d}": enrol_station(db, f"{VILLAGE}-{i:02d}", VILLAGE, now).key_hex
             for i in range(1, stations + 1)
         }
-        ingest = [IngestWorker(settings, SystemClock()) for _ in range(workers)]
+        ingest = [
+            IngestWorker(settings.model_copy(update={"ingest_client_id": f"bench-ingest-{n}"}), SystemClock())
+            for n in range(workers)
+        ]
         for w in ingest:
             w.start()
         for w in ingest:

@@ -115,9 +115,13 @@ def _open_case_for_sample(db: sqlite_utils.Database, station: str, sample_id: st
     return None if row is None else int(row[0])
 
 
+OPENING_VERDICTS = ("positive", "suspect")
+"""The verdicts the opening rules look at; any other verdict never opens or joins a case."""
+
+
 def on_result(db: sqlite_utils.Database, result: NewResult, settings: Settings, now: datetime) -> int | None:
     """Apply the opening rules to a newly stored result; returns the case id it opened or joined."""
-    if result.verdict not in ("positive", "suspect"):
+    if result.verdict not in OPENING_VERDICTS:
         return None
     with transaction(db):
         existing = _open_case_for_sample(db, result.station, result.sample_id)

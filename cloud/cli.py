@@ -81,7 +81,8 @@ def _add_broker(p: argparse.ArgumentParser) -> None:
         "--client-id",
         dest="ingest_client_id",
         default=None,
-        help="stable client id of the ingest worker: persistent session, results queued while it is down",
+        help="client id of the ingest worker's persistent session (default: derived from the config, stable"
+        " across restarts; give each extra worker its own)",
     )
 
 
@@ -96,11 +97,25 @@ def _now() -> Any:
     return SystemClock().now()
 
 
+def _log_to_stderr(level: str) -> None:
+    """Send the cloud's own log lines (MQTT connection state, ingest errors, …) to stderr at `level`."""
+    import logging
+
+    logger = logging.getLogger("cloud")
+    if not logger.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        logger.addHandler(handler)
+        logger.propagate = False
+    logger.setLevel(level.upper())
+
+
 def cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from cloud.app import create_app
 
+    _log_to_stderr(args.log_level)
     settings = _settings(args)
     if settings.broker_url is None:
         print("note: no --broker: serving without MQTT ingest / config publishing", file=sys.stderr)
@@ -114,12 +129,13 @@ def cmd_ingest(args: argparse.Namespace) -> int:
 
     from cloud.clock import SystemClock
     from cloud.db import open_db
-    from cloud.ingest import IngestWorker
+    from cloud.ingest_worker import IngestWorker
 
     settings = _settings(args)
     if not settings.broker_url:
         return _fail(ValueError("--broker (or KJ_CLOUD_BROKER_URL) is required"))
     open_db(settings.db_path).close()
+    _log_to_stderr(args.log_level)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -352,6 +368,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p = subparsers.add_parser("ingest", help="run an extra MQTT ingest worker (shared subscription)")
     _add_db(p)
     _add_broker(p)
+    p.add_argument("--log-level", default="info", help="log level of the worker's lines on stderr")
     p.set_defaults(func=cmd_ingest)
 
     p = subparsers.add_parser("import-grid", help="import/update grid nodes from a CSV (see docs/cloud.md)")

@@ -23,6 +23,7 @@ Tables (all timestamps are ISO-8601 UTC strings, ``YYYY-MM-DDTHH:MM:SS.ffffff+00
                   operator, sig, received_at, sha256 (of the item as received), ingest_flags (JSON list:
                   implausible_time, seq_jump), measured_at_sent (the station's time when implausible; measured_at
                   is then the receive time). measured_at is always stored in UTC.
+    ingest_sessions  client_id (an ingest worker's MQTT client id), started_at, stopped_at (NULL while running)
     seq_gaps      id, station, first_seq, last_seq (missing range, inclusive), detected_at, closed_at
     dead_letters  id, received_at, topic, payload (text or hex for non-UTF-8), reason, station, result_id, sha256
                   (of the rejected item), stored_sha256 (conflicting duplicate: of the result stored under that id)
@@ -511,6 +512,16 @@ _M007_INGEST_INTEGRITY = """
             WHERE registered_at NOT LIKE '%+00:00' AND strftime('%Y', registered_at) BETWEEN '0001' AND '9999';
 """
 
+# The ingest workers' MQTT client ids (persistent broker sessions), so a starting worker can end the sessions of
+# workers that were stopped: a stopped member of a shared subscription would keep taking a share of the results.
+_M008_INGEST_SESSIONS = """
+        CREATE TABLE ingest_sessions (
+            client_id TEXT PRIMARY KEY,
+            started_at TEXT NOT NULL,
+            stopped_at TEXT
+        );
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     ("001_initial", _M001_INITIAL),
     ("002_station_previous_key", _M002_PREVIOUS_KEY),
@@ -519,6 +530,7 @@ MIGRATIONS: tuple[Migration, ...] = (
     ("005_command", _M005_COMMAND),
     ("006_accounts", _M006_ACCOUNTS),
     ("007_ingest_integrity", _M007_INGEST_INTEGRITY),
+    ("008_ingest_sessions", _M008_INGEST_SESSIONS),
 )
 
 

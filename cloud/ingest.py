@@ -19,45 +19,30 @@ duplicate code). After the batch, `cloud.samples.decide` re-decides every batch 
 touches (可上市 + certificate / 暂停上市 / 需复检). Status messages update the station row (online, backlog,
 oldest unsent age, …) in arrival order.
 
-`IngestWorker` connects with paho-mqtt 2 (MQTT 5 by default), subscribes to
-``$share/{group}/kj/v1/+/result`` (or the plain topic when no group is configured / MQTT 3.1.1) and
-``kj/v1/+/status``, collects messages into batches, commits a batch, and only then PUBACKs the MQTT
-messages (manual acks) and publishes one `Ack` per station on ``kj/v1/{station}/ack`` (QoS 1). If the
-commit fails the batch is retried; nothing is acknowledged that is not durably stored.
+The MQTT side (receiving, batching, PUBACK and publishing the acks) is `cloud.ingest_worker`.
 
 Never crashes on input: every failure of one message or one result becomes a dead letter.
 
-Does not: HTTP, or open the database for anybody else.
+Does not: MQTT, HTTP, or open the database for anybody else.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import queue
 import sqlite3
-import threading
-import time
-import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
-from urllib.parse import urlparse
 
-import paho.mqtt.client as mqtt
 import sqlite_utils
-from paho.mqtt.enums import CallbackAPIVersion
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
 
 from cloud import cases, samples
-from cloud.clock import Clock, utc_iso
-from cloud.db import connect, transaction
+from cloud.clock import utc_iso
+from cloud.db import transaction
 from cloud.errors import Invalid
-from cloud.metrics import CloudMetrics
 from cloud.settings import Settings
 from kuaijian_schema import (
     Ack,
@@ -69,16 +54,15 @@ from kuaijian_schema import (
     split_result_payload,
     verify_payload,
 )
-from kuaijian_schema.mqtt_client import set_tcp_nodelay
 from kuaijian_schema.wire import parse_topic
 
 log = logging.getLogger(__name__)
 
 MAX_DEAD_LETTER_CHARS = 256 * 1024
+_VALUES_JSON = json.JSONEncoder(allow_nan=False)
+_TEXT_JSON = json.JSONEncoder(ensure_ascii=False)
+"""Encoders made once: json.dumps with options builds a new encoder on every call."""
 SQLITE_MAX_INT = 2**63 - 1
-IDLE_S = 0.005  # a pause this long in the incoming stream ends a batch early
-RESULT_FILTER = "kj/v1/+/result"
-STATUS_FILTER = "kj/v1/+/status"
 
 
 @dataclass(frozen=True)
@@ -102,6 +86,12 @@ class StationAck:
 
     def to_ack(self) -> Ack:
         return Ack.model_validate({"ids": self.ids, "seqs": self.seqs, "rejected": self.rejected})
+
+    def to_json(self) -> str:
+        """The `Ack` as JSON, built directly (ids are already canonical UUID strings): no per-id parsing."""
+        return _TEXT_JSON.encode(
+            {"ids": self.ids, "seqs": self.seqs, "rejected": [r.model_dump() for r in self.rejected]}
+        )
 
 
 @dataclass
@@ -216,29 +206,39 @@ class _Batch:
                 self._stations[station] = (tuple(keys), int(row[1]))
         return self._stations[station]
 
-    def snapshot(self) -> tuple[dict[str, tuple[int, int, int]], int, int, int, int, int]:
-        """Counters to undo one message's effects on the outcome if its savepoint is rolled back."""
-        acks = {k: (len(a.ids), len(a.seqs), len(a.rejected)) for k, a in self.out.acks.items()}
-        return (
-            acks,
-            len(self.new),
-            self.out.stored,
-            self.out.duplicates,
-            self.out.rejected,
-            len(self.new_samples),
-        )
-
-    def restore(self, snap: tuple[dict[str, tuple[int, int, int]], int, int, int, int, int]) -> None:
-        acks, n_new, stored, duplicates, rejected, n_samples = snap
-        del self.new_samples[n_samples:]
-        for station, ack in list(self.out.acks.items()):
-            if station not in acks:
-                del self.out.acks[station]
+    def run(self, messages: Sequence[Inbound], poison: dict[int, str]) -> bool:
+        """Process `messages` (those in `poison` are dead-lettered with their recorded error instead). False
+        when one raised: its error is added to `poison` and the caller rolls this run back."""
+        for n, msg in enumerate(messages):
+            try:
+                station, kind = parse_topic(msg.topic)
+            except ValueError as exc:
+                _dead_letter(self.db, msg, _payload_text(msg.payload), str(exc))
+                self.out.dead_letters += 1
                 continue
-            n_ids, n_seqs, n_rej = acks[station]
-            del ack.ids[n_ids:], ack.seqs[n_seqs:], ack.rejected[n_rej:]
-        del self.new[n_new:]
-        self.out.stored, self.out.duplicates, self.out.rejected = stored, duplicates, rejected
+            if kind not in ("result", "status"):
+                _dead_letter(
+                    self.db, msg, _payload_text(msg.payload), f"unexpected topic kind {kind!r}", station
+                )
+                self.out.dead_letters += 1
+                continue
+            if n in poison:
+                _dead_letter(self.db, msg, _payload_text(msg.payload), poison[n], station)
+                self.out.dead_letters += 1
+                continue
+            try:
+                if kind == "result":
+                    self.result_message(msg, station)
+                else:
+                    self.status_message(msg, station)
+            except sqlite3.Error:
+                raise
+            except Exception as exc:
+                # A bug must not stop ingest: the message is dead-lettered with the error (and acked).
+                log.exception("ingest failed on a message on %s", msg.topic)
+                poison[n] = f"internal error: {type(exc).__name__}: {exc}"
+                return False
+        return True
 
     def ack(self, station: str) -> StationAck:
         return self.out.acks.setdefault(station, StationAck())
@@ -334,8 +334,8 @@ class _Batch:
                 result.channel,
                 utc_iso(measured_at),
                 result.verdict,
-                json.dumps(result.values, allow_nan=False),
-                json.dumps(list(result.qc), ensure_ascii=False),
+                _VALUES_JSON.encode(result.values),
+                _TEXT_JSON.encode(list(result.qc)),
                 result.algorithm,
                 result.config_version,
                 None if result.raw is None else result.raw.model_dump_json(),
@@ -343,7 +343,7 @@ class _Batch:
                 result.sig,
                 msg.received_at.isoformat(),
                 digest,
-                json.dumps(flags),
+                _TEXT_JSON.encode(flags) if flags else "[]",
                 result.measured_at.isoformat() if flags and "implausible_time" in flags else None,
             ],
         )
@@ -495,6 +495,8 @@ class _Batch:
             )
             for entry in entries:
                 result, node_id, received_at = entry.result, entry.node_id, entry.received_at
+                if result.verdict not in cases.OPENING_VERDICTS:
+                    continue  # the case rules do nothing for it: no savepoint, no call
                 new = cases.NewResult(
                     id=str(result.id),
                     station=station,
@@ -520,6 +522,8 @@ class _Batch:
             codes = {e.result.sample.id for e in entries} | {r.code for r, _ in regs}
             now = max(times)
             for code in sorted(codes):
+                if samples.root_of(self.db, station, code) is None:
+                    continue  # not a registered sample: nothing to decide (and no savepoint)
                 try:
                     with self.db.atomic():
                         samples.decide(self.db, station, code, now)
@@ -568,297 +572,21 @@ def _track_seqs(db: sqlite_utils.Database, station: str, seqs: list[int], now: d
 def process_batch(db: sqlite_utils.Database, messages: Sequence[Inbound], settings: Settings) -> BatchOutcome:
     """Store a batch of received messages in ONE transaction; returns what to acknowledge.
 
+    The batch runs without a savepoint per message: nothing in it is expected to fail. If a message does
+    raise (a bug), what the batch did so far is rolled back to one savepoint and the batch runs again with that
+    message dead-lettered with the error instead of processed — one bad message undoes only itself, at the cost
+    of one more run, and the common case pays no per-message snapshot or savepoint.
+
     Raises only sqlite3.Error (the database itself failed: nothing was committed, retry the batch).
     """
+    poison: dict[int, str] = {}
     with transaction(db):
-        batch = _Batch(db, settings)
-        for msg in messages:
-            try:
-                station, kind = parse_topic(msg.topic)
-            except ValueError as exc:
-                _dead_letter(db, msg, _payload_text(msg.payload), str(exc))
-                batch.out.dead_letters += 1
-                continue
-            if kind not in ("result", "status"):
-                _dead_letter(db, msg, _payload_text(msg.payload), f"unexpected topic kind {kind!r}", station)
-                batch.out.dead_letters += 1
-                continue
-            snap = batch.snapshot()
-            try:
-                with db.atomic():  # a savepoint per message: a failure undoes only this message
-                    if kind == "result":
-                        batch.result_message(msg, station)
-                    else:
-                        batch.status_message(msg, station)
-            except sqlite3.Error:
-                raise
-            except Exception as exc:
-                # A bug must not stop ingest: the message is dead-lettered with the error and acked.
-                log.exception("ingest failed on a message on %s", msg.topic)
-                batch.restore(snap)
-                _dead_letter(
-                    db,
-                    msg,
-                    _payload_text(msg.payload),
-                    f"internal error: {type(exc).__name__}: {exc}",
-                    station,
-                )
-                batch.out.dead_letters += 1
-        batch.finish()
-    return batch.out
-
-
-def _broker(url: str) -> tuple[str, int, bool]:
-    """(host, port, tls) of an mqtt:// (1883) or mqtts:// (8883, TLS) broker URL."""
-    parsed = urlparse(url)
-    if parsed.scheme not in ("mqtt", "tcp", "mqtts") or not parsed.hostname:
-        raise ValueError(f"broker url must look like mqtt://host:port or mqtts://host:port, not {url!r}")
-    tls = parsed.scheme == "mqtts"
-    return parsed.hostname, parsed.port or (8883 if tls else 1883), tls
-
-
-class MqttLink:
-    """A paho client that connects, (re)subscribes on every connect, and publishes. Thread-safe publish."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        subscriptions: Sequence[str] = (),
-        on_message: Callable[[mqtt.MQTTMessage], None] | None = None,
-        *,
-        manual_ack: bool = False,
-        name: str = "link",
-    ) -> None:
-        self.settings = settings
-        self.subscriptions = tuple(subscriptions)
-        v5 = settings.mqtt_protocol == "5"
-        # A persistent session (the ingest worker's stable client id): the broker keeps its subscriptions
-        # and queues QoS 1 results while it is down, instead of dropping them until gateways re-send.
-        self.persistent = name == "ingest" and bool(settings.ingest_client_id)
-        client_id = (
-            str(settings.ingest_client_id)
-            if self.persistent
-            else f"{settings.mqtt_client_id}-{name}-{uuid.uuid4().hex[:8]}"
-        )
-        if v5:
-            self.client = mqtt.Client(
-                CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=manual_ack
-            )
-        else:
-            self.client = mqtt.Client(
-                CallbackAPIVersion.VERSION2,
-                client_id=client_id,
-                clean_session=not self.persistent,
-                protocol=mqtt.MQTTv311,
-                manual_ack=manual_ack,
-            )
-        set_tcp_nodelay(self.client)
-        if settings.mqtt_username:
-            self.client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
-        self.connected = threading.Event()
-        """Set once connected AND (if any) subscribed; cleared on disconnect."""
-        self._suback_mid: int | None = None
-        self.session = 0
-        self.client.on_connect = self._on_connect
-        self.client.on_subscribe = self._on_subscribe
-        self.client.on_disconnect = lambda *_args: self.connected.clear()
-        if on_message is not None:
-            handler = on_message
-            self.client.on_message = lambda _c, _u, message: handler(message)
-        self.client.reconnect_delay_set(min_delay=1, max_delay=10)
-
-    def _on_connect(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        flags: Any,
-        reason_code: ReasonCode,
-        properties: Properties | None,
-    ) -> None:
-        if reason_code.is_failure:
-            log.warning("broker refused connection: %s", reason_code)
-            return
-        self.session += 1  # clean start: message ids of the previous connection are void
-        if not self.subscriptions:
-            self.connected.set()
-            return
-        _, mid = client.subscribe([(sub, 1) for sub in self.subscriptions])
-        self._suback_mid = mid
-
-    def _on_subscribe(
-        self,
-        client: mqtt.Client,
-        userdata: Any,
-        mid: int,
-        reason_codes: list[ReasonCode],
-        properties: Properties | None,
-    ) -> None:
-        if mid != self._suback_mid:
-            return
-        for sub, rc in zip(self.subscriptions, reason_codes, strict=False):
-            if rc.is_failure:
-                log.error("broker refused subscription %s: %s", sub, rc)
-        self.connected.set()  # ready: connected and subscribed
-
-    def start(self) -> None:
-        host, port, tls = _broker(self.settings.broker_url or "")
-        if tls:
-            ca = self.settings.mqtt_ca_file
-            self.client.tls_set(ca_certs=str(ca) if ca is not None else None)
-        if self.persistent and self.settings.mqtt_protocol == "5":
-            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            props.SessionExpiryInterval = self.settings.ingest_session_expiry_s
-            self.client.connect_async(host, port, keepalive=30, clean_start=False, properties=props)
-        else:
-            self.client.connect_async(host, port, keepalive=30)
-        self.client.loop_start()
-
-    def stop(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
-
-    def publish_retained(self, topic_name: str, payload: bytes, timeout: float) -> bool:
-        """Publish retained at QoS 1 and wait for the broker's PUBACK (the `configs.Publisher` protocol)."""
-        if not self.connected.is_set():
-            return False
-        info = self.client.publish(topic_name, payload, qos=1, retain=True)
-        try:
-            info.wait_for_publish(timeout)
-        except (RuntimeError, ValueError):
-            return False
-        return info.is_published()
-
-    def publish(
-        self, topic_name: str, payload: bytes | str, *, qos: int = 1, retain: bool = False
-    ) -> mqtt.MQTTMessageInfo:
-        return self.client.publish(topic_name, payload, qos=qos, retain=retain)
-
-
-def result_subscription(settings: Settings) -> str:
-    group = settings.ingest_shared_group
-    if group and settings.mqtt_protocol == "5":
-        return f"$share/{group}/{RESULT_FILTER}"
-    return RESULT_FILTER
-
-
-class IngestWorker:
-    """Receives from the broker, commits in batches, then acks (MQTT PUBACK + application Ack)."""
-
-    def __init__(
-        self,
-        settings: Settings,
-        clock: Clock,
-        on_commit: Callable[[], None] | None = None,
-        metrics: CloudMetrics | None = None,
-    ) -> None:
-        self.settings = settings
-        self.clock = clock
-        self.on_commit = on_commit
-        self.metrics = metrics
-        self._queue: queue.Queue[Inbound] = queue.Queue()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.link = MqttLink(
-            settings,
-            (result_subscription(settings), STATUS_FILTER),
-            self._on_message,
-            manual_ack=True,
-            name="ingest",
-        )
-        self.committed_batches = 0
-        self.last_outcome: BatchOutcome | None = None
-
-    def _on_message(self, message: mqtt.MQTTMessage) -> None:
-        self._queue.put(
-            Inbound(
-                topic=message.topic if isinstance(message.topic, str) else str(message.topic),
-                payload=bytes(message.payload),
-                received_at=self.clock.now(),
-                mid=message.mid,
-                qos=message.qos,
-                session=self.link.session,
-            )
-        )
-
-    def start(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="kj-ingest", daemon=True)
-        self._thread.start()
-        self.link.start()
-
-    def stop(self) -> None:
-        self.link.stop()
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-
-    def _next_batch(self) -> list[Inbound]:
-        """Up to `ingest_batch_size` messages: wait at most `ingest_batch_wait_s` for the batch to fill, but
-        stop early when the stream pauses for `IDLE_S` (the broker's in-flight window is full or the burst
-        is over — waiting longer would only add latency)."""
-        try:
-            first = self._queue.get(timeout=0.2)
-        except queue.Empty:
-            return []
-        batch = [first]
-        deadline = time.monotonic() + self.settings.ingest_batch_wait_s
-        while len(batch) < self.settings.ingest_batch_size:
-            remaining = deadline - time.monotonic()
-            try:
-                if remaining <= 0:
-                    batch.append(self._queue.get_nowait())
-                else:
-                    batch.append(self._queue.get(timeout=min(remaining, IDLE_S)))
-            except queue.Empty:
-                break
-        return batch
-
-    def _run(self) -> None:
-        db = connect(self.settings.db_path)
-        try:
-            while not self._stop.is_set():
-                batch = self._next_batch()
-                if batch:
-                    self._commit_and_ack(db, batch)
-        finally:
-            db.close()
-
-    def _puback(self, batch: list[Inbound]) -> None:
-        for msg in batch:
-            if msg.qos > 0 and msg.session == self.link.session:
-                self.link.client.ack(msg.mid, msg.qos)
-
-    def _commit_and_ack(self, db: sqlite_utils.Database, batch: list[Inbound]) -> None:
-        started = time.monotonic()
-        delay = 0.1
         while True:
-            try:
-                outcome = process_batch(db, batch, self.settings)
-                break
-            except sqlite3.Error:
-                log.exception("ingest commit failed; retrying the batch of %d", len(batch))
-                if self._stop.wait(delay):
-                    return  # shutting down: unacked messages are redelivered / re-sent by gateways
-                delay = min(delay * 2, 5.0)
-            except Exception:
-                # Cannot happen by design (process_batch contains per-message failures); if it does,
-                # keep the worker alive and let the gateways re-send after their ack timeout.
-                log.exception("ingest batch failed; %d messages not acknowledged to gateways", len(batch))
-                self._puback(batch)  # free the broker's in-flight window; gateways re-send later
-                return
-        self._puback(batch)
-        for station, ack in outcome.acks.items():
-            self.link.publish(f"kj/v1/{station}/ack", ack.to_ack().model_dump_json(), qos=1)
-        self.committed_batches += 1
-        self.last_outcome = outcome
-        if self.metrics is not None:
-            self.metrics.batch_done(
-                len(batch),
-                time.monotonic() - started,
-                stored=outcome.stored,
-                duplicates=outcome.duplicates,
-                rejected=outcome.rejected,
-                dead=outcome.dead_letters,
-                statuses=outcome.statuses,
-            )
-        if self.on_commit is not None and (outcome.stored or outcome.statuses):
-            self.on_commit()
+            db.execute("SAVEPOINT kj_batch")
+            batch = _Batch(db, settings)
+            if batch.run(messages, poison):
+                batch.finish()
+                db.execute("RELEASE kj_batch")
+                return batch.out
+            db.execute("ROLLBACK TO kj_batch")
+            db.execute("RELEASE kj_batch")

@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from cloud import cases, configs, risk
 from cloud.clock import Clock
 from cloud.db import connect
-from cloud.ingest import IngestWorker, MqttLink
+from cloud.ingest_worker import IngestWorker, MqttLink
 from cloud.metrics import CloudMetrics
 from cloud.notify import queue, sender
 from cloud.settings import Settings

@@ -10,6 +10,7 @@ the database / broker.
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -47,7 +48,10 @@ class Settings(BaseSettings):
     mqtt_ca_file: Path | None = Field(
         default=None, description="CA bundle verifying an mqtts:// broker (default: the system CAs)"
     )
-    mqtt_client_id: str = Field(default="kj-cloud", description="client id prefix (a random suffix is added)")
+    mqtt_client_id: str = Field(
+        default="kj-cloud",
+        description="client id prefix: the ingest's derived id and, with a random suffix, other links'",
+    )
     mqtt_protocol: Literal["5", "3.1.1"] = Field(default="5", description="MQTT protocol version")
     ingest_enabled: bool = Field(default=True, description="run MQTT ingest inside the web app")
     ingest_shared_group: str | None = Field(
@@ -56,8 +60,8 @@ class Settings(BaseSettings):
     )
     ingest_client_id: str | None = Field(
         default=None,
-        description="stable client id of this ingest worker: a persistent session, so the broker queues "
-        "results while it is down (give each worker its own); None = a fresh clean session per start",
+        description="client id of this ingest worker's persistent session (the broker queues results while it "
+        "is down; give each extra worker its own); None = derived from this configuration, stable across restarts",
     )
     ingest_session_expiry_s: int = Field(
         default=7 * 24 * 3600, ge=0, description="MQTT 5 session expiry of a persistent ingest session"
@@ -191,6 +195,14 @@ class Settings(BaseSettings):
     @property
     def assessment(self) -> AssessmentConfig:
         return AssessmentConfig(dict(self.assessment_weights), self.assessment_timely_minutes)
+
+    def ingest_session_id(self) -> str:
+        """The ingest's MQTT client id: `ingest_client_id`, or one derived from the ingest user and the database
+        file — the same on every restart of this configuration, so the worker resumes its own session."""
+        if self.ingest_client_id:
+            return self.ingest_client_id
+        basis = f"{self.mqtt_username or ''}|{Path(self.db_path).resolve()}"
+        return f"{self.mqtt_client_id}-ingest-{hashlib.sha256(basis.encode()).hexdigest()[:10]}"
 
     def deadline_hours(self, level: str) -> float:
         return float(self.case_deadline_hours.get(level, _default_deadlines().get(level, 24.0)))

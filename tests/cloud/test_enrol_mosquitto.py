@@ -19,7 +19,7 @@ import pytest
 
 from cloud.clock import SystemClock
 from cloud.db import open_db
-from cloud.ingest import IngestWorker
+from cloud.ingest_worker import IngestWorker
 from cloud.mosquitto import gateway_client_id, mosquitto_hash
 from kuaijian_schema import Ack
 from tests.cloud.factories import signed_result

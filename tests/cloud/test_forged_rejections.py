@@ -21,7 +21,7 @@ from paho.mqtt.properties import Properties
 
 from cloud.clock import SystemClock
 from cloud.db import connect
-from cloud.ingest import IngestWorker
+from cloud.ingest_worker import IngestWorker
 from cloud.mosquitto import gateway_client_id
 from tests.cloud.secured import A1, SecuredBroker, secured_broker
 from tests.gateway.conftest import RunningService, fast_instrument, write_station

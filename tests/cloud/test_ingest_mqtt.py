@@ -13,7 +13,7 @@ import sqlite_utils
 
 from cloud.app import create_app
 from cloud.clock import ManualClock, SystemClock
-from cloud.ingest import IngestWorker
+from cloud.ingest_worker import IngestWorker
 from cloud.settings import Settings
 from kuaijian_schema import Ack, StationConfig
 from tests.cloud.factories import T0, Grid, api_client_class, batch_payload, bearer
@@ -133,7 +133,11 @@ def test_two_workers_share_the_subscription(
     settings: Settings, grid: Grid, db: sqlite_utils.Database, mosquitto: Mosquitto, station: Recorder
 ) -> None:
     cfg = settings.model_copy(update={"broker_url": mosquitto.url})
-    workers = [IngestWorker(cfg, SystemClock()) for _ in range(2)]
+    # each worker its own client id (one id for two workers would make them take the session from each other)
+    workers = [
+        IngestWorker(cfg.model_copy(update={"ingest_client_id": f"kj-ingest-{n}"}), SystemClock())
+        for n in (1, 2)
+    ]
     for w in workers:
         w.start()
     try:

@@ -12,7 +12,7 @@ import sqlite_utils
 
 from cloud.app import create_app
 from cloud.clock import ManualClock
-from cloud.ingest import _broker
+from cloud.ingest_worker import broker_address
 from cloud.settings import Settings
 from kuaijian_schema import Ack
 from tests.cloud.factories import Grid, api_client_class, batch_payload
@@ -23,10 +23,10 @@ A1 = "370214101203-01"
 
 
 def test_broker_url_schemes() -> None:
-    assert _broker("mqtts://broker.example") == ("broker.example", 8883, True)
-    assert _broker("mqtt://127.0.0.1:1999") == ("127.0.0.1", 1999, False)
+    assert broker_address("mqtts://broker.example") == ("broker.example", 8883, True)
+    assert broker_address("mqtt://127.0.0.1:1999") == ("127.0.0.1", 1999, False)
     with pytest.raises(ValueError, match="mqtts://"):
-        _broker("http://127.0.0.1")
+        broker_address("http://127.0.0.1")
 
 
 def test_ingest_over_tls_with_password(

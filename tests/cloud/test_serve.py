@@ -99,6 +99,8 @@ def test_cli_serve_end_to_end(tmp_path: Path, mosquitto: Mosquitto) -> None:
     assert proc.returncode in (0, -15), text
     assert "Application shutdown complete" in text
     assert "Traceback" not in text
+    # issue 9 item 16: serve says how its MQTT connection is doing
+    assert f"connected to {mosquitto.url}" in text
 
 
 def test_cli_tick_escalates_and_publishes_pending_configs(

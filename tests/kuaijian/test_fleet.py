@@ -101,7 +101,7 @@ def test_fleet_against_the_real_cloud_ingest(mosquitto: Mosquitto, tmp_path: Pat
     from cloud.clock import SystemClock
     from cloud.db import open_db
     from cloud.enrol import enrol_fleet
-    from cloud.ingest import IngestWorker
+    from cloud.ingest_worker import IngestWorker
     from cloud.settings import Settings
 
     db_path = tmp_path / "cloud.db"

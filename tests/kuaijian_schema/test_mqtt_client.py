@@ -8,7 +8,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from cloud.ingest import MqttLink
+from cloud.ingest_worker import MqttLink
 from cloud.mosquitto import render_conf
 from cloud.settings import Settings
 from tests.gateway.conftest import RunningService, fast_instrument, write_station
