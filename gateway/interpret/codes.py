@@ -9,7 +9,7 @@ from __future__ import annotations
 from enum import IntEnum, IntFlag
 from typing import Final
 
-GOLD_ALGORITHM: Final = "gold/1.0"
+GOLD_ALGORITHM: Final = "gold/2.0"
 ENZYME_ALGORITHM: Final = "enzyme/1.1"
 
 
@@ -35,10 +35,16 @@ class GoldFlag(IntFlag):
     SATURATED = 8  # a line region darker than saturation_reflectance → invalid
     BELOW_CALIBRATION = 16  # ratio beyond the 4PL zero-concentration asymptote → concentration NaN
     ABOVE_CALIBRATION = 32  # ratio beyond the 4PL saturation asymptote → concentration NaN
+    CONTROL_SHAPE = 64  # the control "line" is not shaped like a line of this kit (speck) → invalid
+    TEST_SHAPE = 128  # a test line with signal not shaped like a line, or off its window → suspect
 
 
 GOLD_INVALIDATING: Final = (
-    GoldFlag.CONTROL_MISSING | GoldFlag.CONTROL_WEAK | GoldFlag.CONTROL_OUT_OF_PLACE | GoldFlag.SATURATED
+    GoldFlag.CONTROL_MISSING
+    | GoldFlag.CONTROL_WEAK
+    | GoldFlag.CONTROL_OUT_OF_PLACE
+    | GoldFlag.CONTROL_SHAPE
+    | GoldFlag.SATURATED
 )
 
 

@@ -1,28 +1,28 @@
 """Colloidal-gold strip interpretation, vectorized over strips.
 
 Algorithm (per line j — control first, then each test line — identical for every strip):
-1. Only the pixels around each line are touched: a region of ±(tolerance + h + f) px around the nominal
-   centre, where 2h+1 ≈ line_width is the integration window and f = max(3, h) the baseline flanks.
-2. y = log2(max(R, 1e-4)) in float32 (log2 is the fastest SIMD log; log10(2) is folded into weights).
-3. For a candidate centre p within ±tolerance, the baseline-corrected integrated OD is
-   S(p) = (2h+1)·mean(flanks) − Σ_window y, i.e. OD(x) = −log10(R(x)/R_baseline(x)) summed over the
-   window, with R_baseline linear between the left flank [p−h−f, p−h) and the right flank (p+h, p+h+f].
-   The line sits at the argmax of the same estimator with a narrow (≈ FWHM) window — the wide window's
-   S(p) is flat near a line, so its own argmax would wander by several px with noise — refined to
-   sub-pixel by a parabola; the line's signal is S at that position.
-4. ratio = max(S_T, 0) / S_C (NaN when the control is missing). Validity: control missing (< 30 % of
-   min_control_signal), weak (< min_control_signal), out of place (locator argmax on the window edge),
-   saturated (any pixel of a line region below saturation_reflectance) → INVALID for every test line.
-5. Verdicts per test line from the spec's format, cutoff and suspect band; concentration by the 4PL
-   inverse (NaN + BELOW/ABOVE_CALIBRATION flag outside the asymptotes, NaN without calibration or when
-   invalid).
-Steps 3–4 for all candidates of all lines are one matrix product per chunk: (strips·lines, M) log
-reflectances times a fixed (M, 2·candidates) weight matrix (`_kernel`) — a matched filter that BLAS runs
-at full SIMD width. Two passes, no per-strip Python loop: pass 1 streams the input in ~1 MiB chunks
-(finiteness check and gather of the line regions into a compact float32 array); pass 2 works on
-~256 KiB chunks of the regions so every intermediate stays in L2 cache.
+1. Only the pixels around each line are touched: a region of ±(tolerance + line_width + f) px around the
+   nominal centre (f = max(3, line_width/2) baseline flank), gathered into a compact float32 array.
+2. `lines.measure` locates each line (narrow matched filter, one GEMM), integrates its optical density
+   above a robust linear baseline with a window adapted to the measured width of the control line
+   (line_width … 2·line_width), and measures its shape (equivalent FWHM, asymmetry), SNR and the
+   strip's noise — see that module.
+3. ratio = max(S_T, 0) / S_C (NaN when the control is missing). Validity (→ INVALID for every test
+   line): control missing (< 30 % of min_control_signal), weak (< min_control_signal), out of place
+   (locator argmax on the window edge), not shaped like a line (CONTROL_SHAPE: a dust speck or a smear
+   in the control window), saturated (any pixel of a line region below saturation_reflectance).
+4. Verdicts per test line from the spec's format, cutoff and suspect band; a test line that carries
+   signal (SNR ≥ 4) but is not shaped like a line of this kit, or sits on the edge of its search window,
+   is SUSPECT with TEST_SHAPE — never silently negative or positive. Concentration by the 4PL inverse
+   (NaN + BELOW/ABOVE_CALIBRATION flag outside the asymptotes, NaN without calibration or when
+   invalid). Quality per test line: SNR of T and C, the ratio's noise sd, and the distance of the ratio
+   from the nearest decision boundary in those sds (margin).
+Two passes, no per-strip Python loop: pass 1 streams the input in ~1 MiB chunks (finiteness check and
+gather of the line regions); pass 2 works on ~256 KiB chunks of the regions so every intermediate
+stays in L2 cache.
 
-Does not: retry, log, read devices or files; images are reduced to profiles by `images.py`.
+Does not: retry, log, read devices or files; images are reduced to profiles by `images.py`; the line
+measurement itself lives in `lines.py`.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from gateway.interpret.codes import (
     flag_names,
 )
 from gateway.interpret.errors import InputError, SpecMismatchError
+from gateway.interpret.lines import Layout, LineStats, layout, measure
 from kuaijian_schema.specs import StripSpec
 
 __all__ = ["StripResults", "check_profiles", "interpret_strips"]
@@ -54,7 +55,15 @@ MAX_REFLECTANCE: Final = 1.5
 """Reflectance above this is not a reflectance fraction (raw counts?) and is refused."""
 MISSING_FRACTION: Final = 0.3
 """Control signal below this fraction of min_control_signal counts as missing (else weak)."""
-_FLOOR: Final = np.float32(1e-4)
+SHAPE_SNR: Final = 4.0
+"""A line is shape-checked when its SNR reaches this (below it, it is noise whatever its shape)."""
+FWHM_RANGE: Final = (0.25, 1.2)
+"""Equivalent FWHM of a line, × line_width (the demo kits' bands are 0.31–0.40, broadened ones up
+to 0.8; a dust speck of σ ≤ 1.3 px is ≤ 0.18 on the demo kits)."""
+MAX_ASYMMETRY: Final = 0.6
+"""|S_right − S_left| / S above this is not one line (a speck or a second band beside it)."""
+SHAPE_Z: Final = 3.0
+"""A shape test fails only when it fails by this many noise sds of its statistic."""
 _GATHER_BYTES: Final = 1 << 20  # input rows per gather chunk
 _BLOCK_BYTES: Final = 16 << 20  # float32 line-region buffer: memory stays bounded for any N
 _WORK_BYTES: Final = 256 << 10  # region rows per work chunk (intermediates stay in L2)
@@ -78,6 +87,14 @@ class StripResults:
     test_offset: F64  # (N, K)
     concentration: F64  # (N, K) mg/kg by the 4PL inverse; NaN when not available
     flags: npt.NDArray[np.uint16]  # (N, K) `GoldFlag` bits
+    control_snr: F64  # (N,) control signal / its noise sd
+    test_snr: F64  # (N, K) test signal / its noise sd
+    ratio_sd: F64  # (N, K) noise sd of the ratio; NaN when the control is missing
+    margin: F64  # (N, K) |ratio − nearest decision boundary| / ratio_sd; NaN when invalid
+    control_fwhm: F64  # (N,) equivalent FWHM of the control line, px
+    test_fwhm: F64  # (N, K)
+    noise: F64  # (N,) OD noise per px
+    window: npt.NDArray[np.intp]  # (N,) integration window used, px (2h + 1)
 
     def __len__(self) -> int:
         return int(self.control_signal.shape[0])
@@ -95,6 +112,10 @@ class StripResults:
             "concentration_mg_kg": _num(self.concentration[i, k]),
             "control_offset_px": _num(self.control_offset[i]),
             "test_offset_px": _num(self.test_offset[i, k]),
+            "control_snr": _num(self.control_snr[i]),
+            "test_snr": _num(self.test_snr[i, k]),
+            "ratio_sd": _num(self.ratio_sd[i, k]),
+            "margin_sd": _num(self.margin[i, k]),
         }
 
     def flags_for(self, i: int, k: int = 0) -> tuple[str, ...]:
@@ -108,17 +129,7 @@ def _num(v: np.floating[Any] | float) -> float | None:
 
 
 @dataclass(frozen=True, slots=True)
-class _Layout:
-    length: int
-    nominal: npt.NDArray[np.intp]  # (J,) integer nominal centres, control first
-    tol: int
-    h: int
-    f: int
-    hp: int  # half width of the locator window (≈ FWHM of a band)
-    width: int  # region width M = 2·(tol + h + f) + 1
-    index: npt.NDArray[np.intp]  # (J·M,) profile columns of all regions (edge-clamped)
-    contiguous: bool  # every region lies inside the profile: gather by slices
-    kernel: F32  # (M, 2·no): integrated-OD weights per candidate, then locator weights
+class _Rules:
     cutoff: F64  # (K,)
     band: F64  # (K,)
     competitive: bool
@@ -126,62 +137,18 @@ class _Layout:
 
 
 @lru_cache(maxsize=64)
-def _layout(spec: StripSpec) -> _Layout:
-    tol = max(1, round(spec.tolerance))
-    h = max(1, round(spec.line_width / 2))
-    f = max(3, h)
-    nominal = np.array(
-        [round(spec.control_position), *(round(ln.position) for ln in spec.lines)], dtype=np.intp
-    )
-    hp = max(1, min(h, round(0.17 * spec.line_width)))
-    width = 2 * (tol + h + f) + 1
-    lo = nominal - (tol + h + f)
-    for c in nominal:
-        # StripSpec validates the layout; this guards specs built without validation (model_copy)
-        if not 0 <= c < spec.length:
-            raise SpecMismatchError(
-                f"kit {spec.name}: line at {c} px lies outside the {spec.length} px profile"
-            )
-    # edge-clamped: a flank reaching past the profile end repeats the last pixel
-    index = np.clip(lo[:, None] + np.arange(width)[None, :], 0, spec.length - 1).reshape(-1)
+def _rules(spec: StripSpec) -> _Rules:
     cal = np.full((len(spec.lines), 4), np.nan)
     for k, ln in enumerate(spec.lines):
         if ln.calibration is not None:
             c4 = ln.calibration
             cal[k] = (c4.a, c4.b, c4.c, c4.d)
-    return _Layout(
-        length=spec.length,
-        nominal=nominal,
-        tol=tol,
-        h=h,
-        f=f,
-        hp=hp,
-        width=width,
-        index=index.astype(np.intp),
-        contiguous=bool((lo >= 0).all() and (lo + width <= spec.length).all()),
-        kernel=_kernel(tol, h, f, hp),
+    return _Rules(
         cutoff=np.array([ln.cutoff for ln in spec.lines]),
         band=np.array([ln.suspect_band for ln in spec.lines]),
         competitive=spec.format == "competitive",
         cal=cal,
     )
-
-
-def _kernel(tol: int, h: int, f: int, hp: int) -> F32:
-    """Weights (M, 2·no) that turn log2 R over a region into, for every candidate centre o:
-    column o — the integrated OD S (window −1, flanks +(2h+1)/(2f)); column no + o — the locator (the
-    same with a narrow ±hp window). log10(2) converts log2 to OD, so one matrix product does it all."""
-    width = 2 * (tol + h + f) + 1
-    no = 2 * tol + 1
-    k = np.zeros((width, 2 * no))
-    for o in range(no):
-        c = f + h + o
-        for col, half in ((o, h), (no + o, hp)):
-            k[c - h - f : c - h, col] = (2 * half + 1) / (2 * f)
-            k[c + h + 1 : c + h + f + 1, col] = (2 * half + 1) / (2 * f)
-            k[c - half : c + half + 1, col] = -1.0
-    out: F32 = (k * math.log10(2.0)).astype(np.float32)
-    return out
 
 
 def check_profiles(profiles: object, spec: StripSpec) -> npt.NDArray[np.floating[Any]]:
@@ -230,14 +197,12 @@ def interpret_strips(profiles: npt.NDArray[np.floating[Any]], spec: StripSpec) -
     Raises InputError for unusable arrays and SpecMismatchError when the spec does not fit them.
     """
     x = check_profiles(profiles, spec)
-    lay = _layout(spec)
+    lay = layout(spec)
+    rules = _rules(spec)
     n = x.shape[0]
     nl = lay.nominal.shape[0]
     k = nl - 1
-    signal = np.empty((n, nl))
-    pos = np.empty((n, nl))
-    edge = np.empty((n, nl), dtype=bool)
-    sat = np.empty(n, dtype=bool)
+    out = _Out(n, nl)
     width = nl * lay.width
     block = max(64, _BLOCK_BYTES // (width * 4))  # strips per block: bounds the regions buffer
     regions = np.empty((min(n, block), width), dtype=np.float32)
@@ -254,44 +219,44 @@ def interpret_strips(profiles: npt.NDArray[np.floating[Any]], spec: StripSpec) -
                 _raise_bad_rows(chunk, s, "reflectance must be finite")
             dst = regions[s - b0 : e - b0]
             if lay.contiguous:
-                for j, lo in enumerate(lay.nominal - (lay.tol + lay.h + lay.f)):
+                for j, lo in enumerate(lay.nominal - lay.reach):
                     dst[:, j * lay.width : (j + 1) * lay.width] = chunk[:, lo : lo + lay.width]
             else:
                 dst[...] = chunk[:, lay.index]
-        # pass 2 (L2-sized chunks of the regions): baseline, line search, integration
+        # pass 2 (L2-sized chunks of the regions): baseline, line search, integration, shape
         for s in range(b0, b1, rows2):
             e = min(b1, s + rows2)
-            _chunk(
-                regions[s - b0 : e - b0],
-                s,
-                lay,
-                spec.saturation_reflectance,
-                signal[s:e],
-                pos[s:e],
-                edge[s:e],
-                sat[s:e],
-            )
+            _chunk(regions[s - b0 : e - b0], s, lay, spec.saturation_reflectance, out, slice(s, e))
 
-    control = signal[:, 0]
-    test = signal[:, 1:]
+    control = out.signal[:, 0]
+    test = out.signal[:, 1:]
     mcs = spec.min_control_signal
     flags = np.zeros((n, k), dtype=np.uint16)
     missing = control < MISSING_FRACTION * mcs
     weak = ~missing & (control < mcs)
+    bad_shape = _bad_shape(out, spec.line_width)
     strip_flags = (
         missing * int(GoldFlag.CONTROL_MISSING)
         | weak * int(GoldFlag.CONTROL_WEAK)
-        | edge[:, 0] * int(GoldFlag.CONTROL_OUT_OF_PLACE)
-        | sat * int(GoldFlag.SATURATED)
+        | out.edge[:, 0] * int(GoldFlag.CONTROL_OUT_OF_PLACE)
+        | (~missing & bad_shape[:, 0]) * int(GoldFlag.CONTROL_SHAPE)
+        | out.sat * int(GoldFlag.SATURATED)
     ).astype(np.uint16)
     flags |= strip_flags[:, None]
     invalid = (strip_flags & int(GOLD_INVALIDATING)) != 0
+    # a test line with signal on the edge of its search window, or not shaped like a line
+    t_bad = (bad_shape[:, 1:] | (out.edge[:, 1:] & (out.snr[:, 1:] >= SHAPE_SNR))) & ~invalid[:, None]
+    flags |= (t_bad * int(GoldFlag.TEST_SHAPE)).astype(np.uint16)
 
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(~missing[:, None], np.maximum(test, 0.0) / control[:, None], np.nan)
-    cut = lay.cutoff[None, :]
-    band = lay.band[None, :]
-    if lay.competitive:
+        sd_t = out.sd[:, 1:]
+        sd_c = out.sd[:, :1]
+        ratio_sd = np.sqrt(sd_t**2 + (ratio * sd_c) ** 2) / control[:, None]
+    cut = rules.cutoff[None, :]
+    band = rules.band[None, :]
+    other = cut + band if rules.competitive else cut - band
+    if rules.competitive:
         pos_v = ratio < cut
         sus_v = ~pos_v & (ratio < cut + band)
     else:
@@ -300,11 +265,16 @@ def interpret_strips(profiles: npt.NDArray[np.floating[Any]], spec: StripSpec) -
     verdict = np.where(pos_v, Verdict.POSITIVE, np.where(sus_v, Verdict.SUSPECT, Verdict.NEGATIVE)).astype(
         np.int8
     )
+    verdict[t_bad] = Verdict.SUSPECT
     verdict[invalid] = Verdict.INVALID
-    conc, below, above = _inverse_4pl(ratio, lay.cal)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        margin = np.minimum(np.abs(ratio - cut), np.abs(ratio - other)) / ratio_sd
+    margin[invalid] = np.nan
+    conc, below, above = _inverse_4pl(ratio, rules.cal)
     conc[invalid] = np.nan
     flags |= ((below & ~invalid[:, None]) * int(GoldFlag.BELOW_CALIBRATION)).astype(np.uint16)
     flags |= ((above & ~invalid[:, None]) * int(GoldFlag.ABOVE_CALIBRATION)).astype(np.uint16)
+    pos = out.pos
     offset = pos - lay.nominal[None, :]
     return StripResults(
         spec_name=spec.name,
@@ -321,47 +291,71 @@ def interpret_strips(profiles: npt.NDArray[np.floating[Any]], spec: StripSpec) -
         test_offset=offset[:, 1:].copy(),
         concentration=conc,
         flags=flags,
+        control_snr=out.snr[:, 0].copy(),
+        test_snr=out.snr[:, 1:].copy(),
+        ratio_sd=ratio_sd,
+        margin=margin,
+        control_fwhm=out.fwhm[:, 0].copy(),
+        test_fwhm=out.fwhm[:, 1:].copy(),
+        noise=out.noise,
+        window=2 * out.half + 1,
     )
 
 
-def _chunk(
-    g2: F32,
-    offset: int,
-    lay: _Layout,
-    sat_reflectance: float,
-    signal: F64,
-    pos: F64,
-    edge: npt.NDArray[np.bool_],
-    sat: npt.NDArray[np.bool_],
-) -> None:
-    """Fill signal/pos/edge (m, J) and sat (m,) from the line regions (m, J·M) of m profiles."""
-    m = g2.shape[0]
-    nl = lay.nominal.shape[0]
+class _Out:
+    """Per-strip, per-line measurements filled chunk by chunk."""
+
+    def __init__(self, n: int, nl: int) -> None:
+        self.signal = np.empty((n, nl))
+        self.pos = np.empty((n, nl))
+        self.edge = np.empty((n, nl), dtype=bool)
+        self.snr = np.empty((n, nl))
+        self.sd = np.empty((n, nl))
+        self.fwhm = np.empty((n, nl))
+        self.asym = np.empty((n, nl))
+        self.fwhm_rel = np.empty((n, nl))
+        self.asym_sd = np.empty((n, nl))
+        self.noise = np.empty(n)
+        self.half = np.empty(n, dtype=np.intp)
+        self.sat = np.empty(n, dtype=bool)
+
+    def put(self, rows: slice, st: LineStats) -> None:
+        self.signal[rows] = st.signal
+        self.pos[rows] = st.position
+        self.edge[rows] = st.edge
+        self.snr[rows] = st.snr
+        self.sd[rows] = st.signal_sd
+        self.fwhm[rows] = st.fwhm
+        self.asym[rows] = st.asymmetry
+        self.fwhm_rel[rows] = st.fwhm_rel_sd
+        self.asym_sd[rows] = st.asymmetry_sd
+        self.noise[rows] = st.noise
+        self.half[rows] = st.half_width
+
+
+def _bad_shape(out: _Out, line_width: float) -> npt.NDArray[np.bool_]:
+    """(N, J): lines with signal (SNR ≥ SHAPE_SNR) that are significantly (by SHAPE_Z noise sds) too
+    narrow, too wide or lopsided."""
+    lo, hi = FWHM_RANGE[0] * line_width, FWHM_RANGE[1] * line_width
+    z = SHAPE_Z
+    with np.errstate(invalid="ignore"):
+        odd = (
+            (out.fwhm * (1 + z * out.fwhm_rel) < lo)
+            | (out.fwhm * (1 - z * out.fwhm_rel) > hi)
+            | ~(np.abs(out.asym) - z * out.asym_sd <= MAX_ASYMMETRY)
+        )
+    bad: npt.NDArray[np.bool_] = odd & (out.snr >= SHAPE_SNR)
+    return bad
+
+
+def _chunk(g2: F32, offset: int, lay: Layout, sat_reflectance: float, out: _Out, rows: slice) -> None:
+    """Measure the line regions (m, J·M) of m profiles into `out[rows]` (and saturation)."""
     lo = g2.min(axis=1)
     hi = g2.max(axis=1)
     if lo.min() < 0 or hi.max() > MAX_REFLECTANCE:
         _raise_bad_rows(g2, offset, "expected reflectance in [0, 1.5]")
-    np.less(lo, sat_reflectance, out=sat)
-    np.maximum(g2, _FLOOR, out=g2)
-    np.log2(g2, out=g2)
-    no = 2 * lay.tol + 1
-    # one GEMM: (m·J, M) @ (M, 2·no) → integrated OD and locator for every candidate centre
-    both = g2.reshape(m * nl, lay.width) @ lay.kernel
-    loc = both[:, no:]
-    best = np.argmax(loc, axis=1)
-    rows = np.arange(m * nl)
-    signal[...] = both[rows, best].reshape(m, nl)
-    p0 = loc[rows, best]
-    pm = loc[rows, np.maximum(best - 1, 0)]
-    pp = loc[rows, np.minimum(best + 1, no - 1)]
-    den = pm - 2 * p0 + pp
-    delta = np.zeros(m * nl, dtype=np.float32)
-    np.divide(0.5 * (pm - pp), den, out=delta, where=den < 0)
-    np.clip(delta, -0.5, 0.5, out=delta)
-    tol = lay.tol
-    b = best.reshape(m, nl)
-    pos[...] = lay.nominal[None, :] + (b - tol) + delta.reshape(m, nl)
-    np.logical_or(b == 0, b == no - 1, out=edge)
+    np.less(lo, sat_reflectance, out=out.sat[rows])
+    out.put(rows, measure(g2, lay))
 
 
 def _inverse_4pl(ratio: F64, cal: F64) -> tuple[F64, npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:

@@ -15,7 +15,7 @@ import numpy as np
 import numpy.typing as npt
 
 from gateway.interpret.codes import Verdict
-from gateway.interpret.gold import _FLOOR, _layout
+from gateway.interpret.lines import FLOOR, layout
 from kuaijian_schema.specs import EnzymeSpec, StripSpec
 
 F64 = npt.NDArray[np.float64]
@@ -31,15 +31,15 @@ def naive_interpret_strips(profiles: F64, spec: StripSpec) -> tuple[F64, F64, np
     """
     from scipy.signal import find_peaks
 
-    lay = _layout(spec)
+    lay = layout(spec)
     n = profiles.shape[0]
     k = len(spec.lines)
     ctrl = np.empty(n)
     ratio = np.empty((n, k))
     verdict = np.empty((n, k), dtype=np.int8)
-    tol, h, f = lay.tol, lay.h, lay.f
+    tol, h, f = lay.tol, lay.h0, lay.f
     for i in range(n):
-        y = -np.log10(np.maximum(profiles[i], float(_FLOOR)))
+        y = -np.log10(np.maximum(profiles[i], float(FLOOR)))
         sigs = []
         saturated = False
         edge0 = False
@@ -63,10 +63,10 @@ def naive_interpret_strips(profiles: F64, spec: StripSpec) -> tuple[F64, F64, np
         for kk in range(k):
             r = max(sigs[1 + kk], 0.0) / sigs[0] if sigs[0] > 0 else np.nan
             ratio[i, kk] = r
-            cut, band = lay.cutoff[kk], lay.band[kk]
+            cut, band = spec.lines[kk].cutoff, spec.lines[kk].suspect_band
             if saturated or edge0 or sigs[0] < spec.min_control_signal:
                 v = Verdict.INVALID
-            elif lay.competitive:
+            elif spec.format == "competitive":
                 v = Verdict.POSITIVE if r < cut else Verdict.SUSPECT if r < cut + band else Verdict.NEGATIVE
             else:
                 v = Verdict.POSITIVE if r >= cut else Verdict.SUSPECT if r >= cut - band else Verdict.NEGATIVE

@@ -237,7 +237,7 @@ def test_wire_helpers() -> None:
     ok = one_gold_profile(spec, rng, concentration=[0.0, 0.0009, 1.0])
     bad = one_gold_profile(spec, rng, fault="control_missing")
     res = interpret_strips(np.stack([ok.profile, bad.profile]), spec)
-    assert res.algorithm == GOLD_ALGORITHM == "gold/1.0"
+    assert res.algorithm == GOLD_ALGORITHM == "gold/2.0"
     assert res.analytes == ("AOZ", "AMOZ", "SEM")
     v = res.values_for(0, 1)
     assert set(v) == {
@@ -247,8 +247,16 @@ def test_wire_helpers() -> None:
         "concentration_mg_kg",
         "control_offset_px",
         "test_offset_px",
+        "control_snr",
+        "test_snr",
+        "ratio_sd",
+        "margin_sd",
     }
     assert all(isinstance(x, float) for x in v.values())
+    assert v["control_snr"] is not None
+    assert v["control_snr"] > 20
+    assert v["ratio_sd"] is not None
+    assert 0 < v["ratio_sd"] < 0.05
     assert v["ratio"] == pytest.approx(ok.ratio[1], abs=0.05)
     assert res.verdict_for(0, 2) == "positive"
     assert (
