@@ -7,7 +7,10 @@ Does:
   kit's 4PL calibration (competitive: falls with concentration; sandwich: rises), so the true T/C ratio
   of integrated ODs is known exactly. Faults: missing / weak / out-of-place control line, saturation.
   Positions jitter per strip (cassette placement) and per line; images add smile (curved lines),
-  dark housing rows, per-pixel noise and dust specks.
+  dark housing rows, per-pixel noise and dust specks. Optional (`GoldConditions`, off by default):
+  pseudo-Voigt (Lorentzian-mix) and tailing band shapes with the same area, and on profiles a dust
+  speck (a narrow Gaussian of known integrated OD) near a line; wider bands and stronger tilts are
+  ranges of the existing `sigma_frac` and `drift`.
 - Enzyme inhibition (AChE, 412 nm): absorbance (runs, channels, time) rising linearly at a rate set by
   the control channel's activity times (1 − inhibition); faults: weak control, falling absorbance,
   noisy channel.
@@ -120,6 +123,16 @@ class GoldConditions:
     p_control_weak: float = 0.0
     p_control_offset: float = 0.0
     p_saturated: float = 0.0
+    # shapes other than a Gaussian band (per strip, shared by all its lines; the area is kept, so the
+    # true ratio is unchanged): pseudo-Voigt Lorentzian fraction η (same FWHM), and tailing — the
+    # band's far side (downstream of the flow) has its sd × (1 + t)
+    lorentz_fraction: tuple[float, float] = (0.0, 0.0)
+    tailing: tuple[float, float] = (0.0, 0.0)
+    # dust specks: with this probability a strip gets one speck (Gaussian of sd speck_sigma px and
+    # integrated OD speck_od) anywhere within ±(tolerance + line_width) of one of its lines
+    p_speck: float = 0.0
+    speck_od: tuple[float, float] = (0.3, 1.5)
+    speck_sigma: tuple[float, float] = (0.7, 1.3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -140,6 +153,8 @@ class GoldTruth:
     control_offset: B  # (n,) control line outside its search window
     saturated: B  # (n,) a line darker than spec.saturation_reflectance
     verdict: I8  # (n, K) expected verdict code
+    speck_position: F64  # (n,) centre of the strip's dust speck, px; NaN without one
+    speck_od: F64  # (n,) its integrated OD (0 without one)
 
     @property
     def invalid(self) -> B:
@@ -207,6 +222,11 @@ class _Render:
     period: F64  # (n,)
     phase: F64  # (n,)
     noise: F64  # (n,)
+    eta: F64  # (n,) Lorentzian fraction of the bands
+    tail: F64  # (n,) far-side sd excess of the bands
+    speck_position: F64  # (n,) NaN without a speck
+    speck_od: F64  # (n,)
+    speck_sigma: F64  # (n,)
 
 
 def _expected_verdict(spec: StripSpec, ratio: F64, invalid: B) -> I8:
@@ -328,6 +348,13 @@ def _draw_gold(
         fits = (cand >= lo) & (cand <= hi)
         centres[:, 0] = np.where(offset, np.where(fits, cand, other), centres[:, 0])
 
+    has_speck = rng.random(n) < cond.p_speck
+    near = nominal[rng.integers(0, k + 1, n)]
+    reach = spec.tolerance + spec.line_width
+    speck_pos = np.where(has_speck, near + rng.uniform(-reach, reach, n), np.nan)
+    speck_area = np.where(has_speck, rng.uniform(*cond.speck_od, n), 0.0)
+    speck_sigma = rng.uniform(*cond.speck_sigma, n)
+
     truth = GoldTruth(
         concentration=conc,
         control_od=control_od,
@@ -343,6 +370,8 @@ def _draw_gold(
         control_offset=offset,
         saturated=saturated,
         verdict=_expected_verdict(spec, ratio, missing | weak | offset | saturated),
+        speck_position=speck_pos,
+        speck_od=speck_area,
     )
     render = _Render(
         centres=centres,
@@ -354,6 +383,11 @@ def _draw_gold(
         period=rng.uniform(*cond.ripple_period_px, n),
         phase=rng.uniform(0.0, 2 * math.pi, n),
         noise=truth.noise_sd,
+        eta=rng.uniform(*cond.lorentz_fraction, n),
+        tail=rng.uniform(*cond.tailing, n),
+        speck_position=speck_pos,
+        speck_od=speck_area,
+        speck_sigma=speck_sigma,
     )
     return truth, render
 
@@ -367,17 +401,32 @@ def _background(r: _Render, rows: slice, x: F64) -> F64:
     return out
 
 
+def _unit_band(d: F64, sig: F64, eta: F64, tail: F64) -> F64:
+    """Unit-area band at displacement d (px): (1 − η)·split Gaussian (sd σ before the centre,
+    σ·(1 + t) after it) + η·Lorentzian of the same FWHM as the Gaussian."""
+    far = sig * (1.0 + tail)
+    side = np.where(d > 0, far, sig)
+    g = 2.0 / (_SQRT_2PI * (sig + far)) * np.exp(-0.5 * (d / side) ** 2)
+    gamma = sig * math.sqrt(2.0 * math.log(2.0))
+    out: F64 = (1.0 - eta) * g + eta * gamma / (math.pi * (d * d + gamma * gamma))
+    return out
+
+
 def _od(r: _Render, rows: slice, x: F64, smile: F64 | None = None) -> F64:
     """OD of rows `rows`; `smile` (m, H) adds a per-image-row displacement → (m, H, L).
 
-    Each band is evaluated only over the columns within 7 sd of where it can be in these rows.
+    Each band is evaluated only over the columns within 7 sd of where it can be in these rows (the whole
+    profile when some band has Lorentzian tails).
     """
     sig = r.sigma[rows]
+    eta = r.eta[rows]
+    tail = r.tail[rows]
     m = sig.shape[0]
     length = x.shape[0]
-    reach = 7.0 * float(sig.max())
+    reach = float(length) if eta.max() > 0 else 7.0 * float((sig * (1.0 + tail)).max())
     bend = 0.0 if smile is None else float(np.abs(smile).max())
     od = np.zeros((m, length) if smile is None else (m, smile.shape[1], length))
+    area = r.amplitude[rows] * (sig[:, None] * _SQRT_2PI)  # (m, J)
     for j in range(r.centres.shape[1]):
         cj = r.centres[rows, j]
         lo = max(0, math.floor(cj.min() - bend - reach))
@@ -386,13 +435,24 @@ def _od(r: _Render, rows: slice, x: F64, smile: F64 | None = None) -> F64:
             continue
         xs = x[lo:hi]
         if smile is None:
-            z = (xs[None, :] - cj[:, None]) / sig[:, None]
-            od[:, lo:hi] += r.amplitude[rows, j, None] * np.exp(-0.5 * z * z)
+            d = xs[None, :] - cj[:, None]
+            od[:, lo:hi] += area[:, j, None] * _unit_band(d, sig[:, None], eta[:, None], tail[:, None])
         else:
-            c = cj[:, None, None] + smile[:, :, None]
-            z = (xs[None, None, :] - c) / sig[:, None, None]
-            od[:, :, lo:hi] += r.amplitude[rows, j, None, None] * np.exp(-0.5 * z * z)
+            d = xs[None, None, :] - (cj[:, None, None] + smile[:, :, None])
+            od[:, :, lo:hi] += area[:, j, None, None] * _unit_band(
+                d, sig[:, None, None], eta[:, None, None], tail[:, None, None]
+            )
     return od
+
+
+def _specks(r: _Render, rows: slice, x: F64) -> F64:
+    """OD (m, L) of the dust specks of rows `rows` (zero without one)."""
+    pos = r.speck_position[rows, None]
+    has = ~np.isnan(pos)
+    sd = r.speck_sigma[rows, None]
+    z = (x[None, :] - np.where(has, pos, 0.0)) / sd
+    out: F64 = np.where(has, r.speck_od[rows, None] / (sd * _SQRT_2PI) * np.exp(-0.5 * z * z), 0.0)
+    return out
 
 
 def generate_strips(
@@ -417,7 +477,10 @@ def generate_strips(
     step = 2048
     for s in range(0, n, step):
         rows = slice(s, min(n, s + step))
-        refl = _background(r, rows, x) * 10.0 ** (-_od(r, rows, x))
+        od = _od(r, rows, x)
+        if not np.isnan(r.speck_position[rows]).all():
+            od += _specks(r, rows, x)
+        refl = _background(r, rows, x) * 10.0 ** (-od)
         refl += rng.standard_normal(refl.shape) * r.noise[rows, None]
         out[rows] = np.clip(refl, cond.floor, 1.0)
     return GoldBatch(profiles=out, truth=truth)

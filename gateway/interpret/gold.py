@@ -7,7 +7,8 @@ Algorithm (per line j — control first, then each test line — identical for e
    above a robust linear baseline with a window adapted to the measured width of the control line
    (line_width … 2·line_width), and measures its shape (equivalent FWHM, asymmetry), SNR and the
    strip's noise — see that module.
-3. ratio = max(S_T, 0) / S_C (NaN when the control is missing). Validity (→ INVALID for every test
+3. ratio = max(M_T, 0) / M_C of the Gaussian-weighted (matched-filter) sums, same weights on every line
+   of the strip (NaN when the control is missing). Validity (→ INVALID for every test
    line): control missing (< 30 % of min_control_signal), weak (< min_control_signal), out of place
    (locator argmax on the window edge), not shaped like a line (CONTROL_SHAPE: a dust speck or a smear
    in the control window), saturated (any pixel of a line region below saturation_reflectance).
@@ -43,7 +44,7 @@ from gateway.interpret.codes import (
     flag_names,
 )
 from gateway.interpret.errors import InputError, SpecMismatchError
-from gateway.interpret.lines import Layout, LineStats, layout, measure
+from gateway.interpret.lines import Layout, LineStats, Scan, finish, layout, scan
 from kuaijian_schema.specs import StripSpec
 
 __all__ = ["StripResults", "check_profiles", "interpret_strips"]
@@ -223,10 +224,19 @@ def interpret_strips(profiles: npt.NDArray[np.floating[Any]], spec: StripSpec) -
                     dst[:, j * lay.width : (j + 1) * lay.width] = chunk[:, lo : lo + lay.width]
             else:
                 dst[...] = chunk[:, lay.index]
-        # pass 2 (L2-sized chunks of the regions): baseline, line search, integration, shape
-        for s in range(b0, b1, rows2):
-            e = min(b1, s + rows2)
+        # pass 2 (L2-sized chunks of the regions): line search and window sums; then baselines,
+        # adaptive windows, signals and shapes once for the whole block
+        scans = [
             _chunk(regions[s - b0 : e - b0], s, lay, spec.saturation_reflectance, out, slice(s, e))
+            for s, e in ((s, min(b1, s + rows2)) for s in range(b0, b1, rows2))
+        ]
+        whole = Scan(
+            position=np.concatenate([sc.position for sc in scans]),
+            edge=np.concatenate([sc.edge for sc in scans]),
+            sums=np.concatenate([sc.sums for sc in scans]),
+            flank_d2=np.concatenate([sc.flank_d2 for sc in scans]),
+        )
+        out.put(slice(b0, b1), finish(whole, lay))
 
     control = out.signal[:, 0]
     test = out.signal[:, 1:]
@@ -248,11 +258,13 @@ def interpret_strips(profiles: npt.NDArray[np.floating[Any]], spec: StripSpec) -
     t_bad = (bad_shape[:, 1:] | (out.edge[:, 1:] & (out.snr[:, 1:] >= SHAPE_SNR))) & ~invalid[:, None]
     flags |= (t_bad * int(GoldFlag.TEST_SHAPE)).astype(np.uint16)
 
+    # the ratio from the matched-filter sums: the same weights on C and T
+    mc = out.matched[:, :1]
     with np.errstate(divide="ignore", invalid="ignore"):
-        ratio = np.where(~missing[:, None], np.maximum(test, 0.0) / control[:, None], np.nan)
-        sd_t = out.sd[:, 1:]
-        sd_c = out.sd[:, :1]
-        ratio_sd = np.sqrt(sd_t**2 + (ratio * sd_c) ** 2) / control[:, None]
+        ratio = np.where(~missing[:, None], np.maximum(out.matched[:, 1:], 0.0) / mc, np.nan)
+        sd_t = out.matched_sd[:, 1:]
+        sd_c = out.matched_sd[:, :1]
+        ratio_sd = np.sqrt(sd_t**2 + (ratio * sd_c) ** 2) / mc
     cut = rules.cutoff[None, :]
     band = rules.band[None, :]
     other = cut + band if rules.competitive else cut - band
@@ -307,6 +319,8 @@ class _Out:
 
     def __init__(self, n: int, nl: int) -> None:
         self.signal = np.empty((n, nl))
+        self.matched = np.empty((n, nl))
+        self.matched_sd = np.empty((n, nl))
         self.pos = np.empty((n, nl))
         self.edge = np.empty((n, nl), dtype=bool)
         self.snr = np.empty((n, nl))
@@ -321,6 +335,8 @@ class _Out:
 
     def put(self, rows: slice, st: LineStats) -> None:
         self.signal[rows] = st.signal
+        self.matched[rows] = st.matched
+        self.matched_sd[rows] = st.matched_sd
         self.pos[rows] = st.position
         self.edge[rows] = st.edge
         self.snr[rows] = st.snr
@@ -348,14 +364,13 @@ def _bad_shape(out: _Out, line_width: float) -> npt.NDArray[np.bool_]:
     return bad
 
 
-def _chunk(g2: F32, offset: int, lay: Layout, sat_reflectance: float, out: _Out, rows: slice) -> None:
-    """Measure the line regions (m, J·M) of m profiles into `out[rows]` (and saturation)."""
+def _chunk(g2: F32, offset: int, lay: Layout, sat_reflectance: float, out: _Out, rows: slice) -> Scan:
+    """Check and scan the line regions (m, J·M) of m profiles; saturation into `out.sat[rows]`."""
     lo = g2.min(axis=1)
-    hi = g2.max(axis=1)
-    if lo.min() < 0 or hi.max() > MAX_REFLECTANCE:
+    if lo.min() < 0 or g2.max() > MAX_REFLECTANCE:
         _raise_bad_rows(g2, offset, "expected reflectance in [0, 1.5]")
     np.less(lo, sat_reflectance, out=out.sat[rows])
-    out.put(rows, measure(g2, lay))
+    return scan(g2, lay)
 
 
 def _inverse_4pl(ratio: F64, cal: F64) -> tuple[F64, npt.NDArray[np.bool_], npt.NDArray[np.bool_]]:

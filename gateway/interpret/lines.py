@@ -8,15 +8,19 @@ Does, for a chunk of strips whose line regions are already gathered (`Layout.ind
    (`Layout.stat_kernel`), for every candidate half-width h in `Layout.hs` (h0 = line_width/2 … 2·h0):
    the window sum of OD, the means of three sub-flanks on each side ([h+1, h+f] split in three), the
    sums of the left and right halves, and the sums of 3 px centred within ±2 px of the centre.
-3. Baseline: per side the lowest sub-flank mean (a dust speck or the tail of a neighbour sits in at most
-   two of the three), corrected for the bias of a minimum of three noisy means with the strip's noise;
-   the baseline is linear between the two chosen sub-flanks.
+3. Baseline: per side the mean of the three sub-flank means when they agree within the noise, else the
+   lowest one (a dust speck or the tail of a neighbour sits in at most two of the three), corrected for
+   the bias of a minimum of three noisy means with the strip's noise; the baseline is linear between
+   the two sides' levels.
 4. Noise: σ (OD per px) per strip from the mean |second difference| over each outer flank, the median
    over the strip's 2·J flanks (robust to a speck, blind to a linear tilt).
 5. Adaptive window: per strip, the smallest h with h ≥ 2.5·σ_line, σ_line = S_h / peak / √(2π) measured
    on the control line (h0 when the control is not 4 noise sds above the baseline); every line of the strip is integrated with that h (same window for C and T, so a
    broadened strip keeps its ratio).
-6. Shape: equivalent FWHM = 0.939·S/peak (peak = the highest 3-px mean OD above baseline within
+6. Ratio sums: the same window also gives a Gaussian-weighted OD sum (sd h/2.5) above the baseline —
+   a matched filter with lower noise than the flat window. C and T of a strip get the same weights, so
+   their quotient is the ratio of the lines' areas whatever the (shared) band shape.
+7. Shape: equivalent FWHM = 0.939·S/peak (peak = the highest 3-px mean OD above baseline within
    ±2 px of the centre),
    asymmetry = (S_right − S_left)/S, SNR = S/σ_S with σ_S = σ·√(n + 0.84·n²/f), n = 2h+1, and the
    noise sds of FWHM and asymmetry propagated from σ, so a caller can ask whether a line is
@@ -38,7 +42,7 @@ import numpy.typing as npt
 from gateway.interpret.errors import SpecMismatchError
 from kuaijian_schema.specs import StripSpec
 
-__all__ = ["FLOOR", "Layout", "LineStats", "layout", "measure"]
+__all__ = ["FLOOR", "Layout", "LineStats", "Scan", "finish", "layout", "scan"]
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -46,9 +50,14 @@ F64 = npt.NDArray[np.float64]
 FLOOR: Final = np.float32(1e-4)
 """Reflectance floor before the logarithm (the detector's dark level)."""
 WIDTH_STEPS: Final = (1.0, 4 / 3, 5 / 3, 2.0)
-"""Candidate integration half-widths, × h0 = line_width / 2: the kit's bound is 2·h0 = line_width."""
+"""Candidate integration half-widths, × h0 = line_width / 2: from h0 up to the kit's bound 2·h0."""
 WINDOW_SIGMAS: Final = 2.5
 """The adaptive window reaches ±2.5 σ of the measured line (98.8 % of a Gaussian band)."""
+SPECK_SPREAD: Final = 3.5
+"""Sub-flank means of one side spread wider than this many noise sds of a mean hold a speck (or a
+neighbour's tail): that side's level is its lowest sub-flank, else the mean of all three."""
+FLANK: Final = 1.0
+"""Baseline flank width per side, × h0 (the baseline noise falls with the flank width)."""
 ADAPT_SNR: Final = 4.0
 """The window adapts only to a control line at least this far above the noise."""
 SUBFLANKS: Final = 3
@@ -60,6 +69,7 @@ _MIN3_BIAS: Final = 0.8463  # E[min of 3 iid N(0, 1)] = −0.8463
 _MIN3_VAR: Final = 0.5595  # Var[min of 3 iid N(0, 1)]
 _D2_MEAN: Final = math.sqrt(6.0) * math.sqrt(2.0 / math.pi)  # E|y[i-1] − 2y[i] + y[i+1]| per σ
 _LOG10_2: Final = math.log10(2.0)
+_PER_H: Final = 10  # stat-kernel columns per candidate half-width
 _SQRT_2PI: Final = math.sqrt(2.0 * math.pi)
 
 
@@ -83,13 +93,15 @@ class Layout:
     stat_kernel: F32  # (2·win + 1, len(hs)·9 + 2·CORE_SHIFT + 1) window statistics (OD)
     sub_pos: F64  # (len(hs), 6) centre of each sub-flank, px from the line centre
     sub_step: F64  # (len(hs),) distance between neighbouring sub-flank centres, px
+    wsum: F64  # (len(hs),) sum of the Gaussian weights
+    wsum2: F64  # (len(hs),) sum of their squares
 
 
 @lru_cache(maxsize=64)
 def layout(spec: StripSpec) -> Layout:
     tol = max(1, round(spec.tolerance))
     h0 = max(1, round(spec.line_width / 2))
-    f = max(3, h0)
+    f = max(3, round(FLANK * h0))
     hs = tuple(sorted({max(h0, round(h0 * s)) for s in WIDTH_STEPS}))
     hmax = hs[-1]
     nominal = np.array(
@@ -126,6 +138,8 @@ def layout(spec: StripSpec) -> Layout:
         stat_kernel=stat,
         sub_pos=sub_pos,
         sub_step=sub_pos[:, 1] - sub_pos[:, 0],
+        wsum=np.array([_gauss(h).sum() for h in hs]),
+        wsum2=np.array([(_gauss(h) ** 2).sum() for h in hs]),
     )
 
 
@@ -144,16 +158,23 @@ def _loc_kernel(tol: int, h0: int, f: int, hp: int) -> F32:
     return out
 
 
+def _gauss(h: int) -> F64:
+    """Unit-height Gaussian weights over [−h, h] with sd h / WINDOW_SIGMAS."""
+    xs = np.arange(-h, h + 1, dtype=np.float64)
+    out: F64 = np.exp(-0.5 * (xs * WINDOW_SIGMAS / h) ** 2)
+    return out
+
+
 def _stat_kernel(hs: tuple[int, ...], f: int, win: int) -> tuple[F32, F64]:
-    """Weights (2·win+1, 9·len(hs)+1) over a window centred on a line, giving OD (= −log10 R) sums:
+    """Weights (2·win+1, 10·len(hs)+5) over a window centred on a line, giving OD (= −log10 R) sums:
     per h [window sum, 3 left sub-flank means (outer→inner), 3 right (inner→outer), left half sum,
-    right half sum], then the central 3 px sum."""
+    right half sum, Gaussian-weighted sum (sd h/2.5, unit height)], then the central 3 px sum."""
     n = 2 * win + 1
     c = win
-    k = np.zeros((n, 9 * len(hs) + 2 * CORE_SHIFT + 1))
+    k = np.zeros((n, _PER_H * len(hs) + 2 * CORE_SHIFT + 1))
     pos = np.zeros((len(hs), 2 * SUBFLANKS))
     for i, h in enumerate(hs):
-        b = 9 * i
+        b = _PER_H * i
         k[c - h : c + h + 1, b] = 1.0
         left = np.array_split(np.arange(c - h - f, c - h), SUBFLANKS)
         right = np.array_split(np.arange(c + h + 1, c + h + f + 1), SUBFLANKS)
@@ -162,8 +183,9 @@ def _stat_kernel(hs: tuple[int, ...], f: int, win: int) -> tuple[F32, F64]:
             pos[i, s] = float(px.mean()) - c
         k[c - h : c, b + 7] = 1.0
         k[c + 1 : c + h + 1, b + 8] = 1.0
+        k[c - h : c + h + 1, b + 9] = _gauss(h)
     for j, o in enumerate(range(-CORE_SHIFT, CORE_SHIFT + 1)):
-        k[c + o - 1 : c + o + 2, 9 * len(hs) + j] = 1.0
+        k[c + o - 1 : c + o + 2, _PER_H * len(hs) + j] = 1.0
     out: F32 = (k * -_LOG10_2).astype(np.float32)
     return out, pos
 
@@ -173,6 +195,8 @@ class LineStats:
     """Measurements of m strips × J lines (control first)."""
 
     signal: F64  # (m, J) integrated OD above baseline with the strip's window
+    matched: F64  # (m, J) Gaussian-weighted (matched-filter) OD above baseline, same weights per strip
+    matched_sd: F64  # (m, J) its noise sd
     position: F64  # (m, J) centre, px
     edge: npt.NDArray[np.bool_]  # (m, J) locator maximum on the edge of the search window
     snr: F64  # (m, J) signal / its noise sd
@@ -185,8 +209,21 @@ class LineStats:
     half_width: npt.NDArray[np.intp]  # (m,) integration half-width used, px
 
 
-def measure(g2: F32, lay: Layout) -> LineStats:
-    """Line statistics from the line regions (m, J·M) of m profiles; `g2` is overwritten (log2 R)."""
+@dataclass(frozen=True, slots=True)
+class Scan:
+    """Raw per-line sums of m strips × J lines (rows = m·J), from `scan`; `finish` turns them into
+    `LineStats`. Split so the many small array operations of `finish` run once per block of strips
+    rather than once per cache-sized chunk."""
+
+    position: F64  # (m, J)
+    edge: npt.NDArray[np.bool_]  # (m, J)
+    sums: F32  # (m·J, columns of stat_kernel)
+    flank_d2: F32  # (m·J, 2) mean |second difference| of each outer flank (log2 units)
+
+
+def scan(g2: F32, lay: Layout) -> Scan:
+    """Locate every line and take its window sums, from the line regions (m, J·M) of m profiles;
+    `g2` is overwritten (log2 R)."""
     m = g2.shape[0]
     nl = lay.nominal.shape[0]
     rows = m * nl
@@ -213,65 +250,72 @@ def measure(g2: F32, lay: Layout) -> LineStats:
     # every window start, indexed by row: one contiguous copy of nw values per line)
     nw = 2 * lay.win + 1
     starts = np.lib.stride_tricks.sliding_window_view(reg, nw, axis=1)
-    cw = starts[np.arange(rows), best]
-    st = (cw @ lay.stat_kernel).astype(np.float64)
+    cw = starts[r, best]
+    sums = cw @ lay.stat_kernel
+    f = lay.f
+    flank_d2 = np.empty((rows, 2), dtype=np.float32)
+    for side, a in enumerate((cw[:, :f], cw[:, nw - f :])):
+        d2 = a[:, 2:] + a[:, :-2]
+        d2 -= 2.0 * a[:, 1:-1]
+        np.abs(d2, out=d2)
+        d2.mean(axis=1, out=flank_d2[:, side])
+    return Scan(position=position, edge=edge, sums=sums, flank_d2=flank_d2)
+
+
+def finish(sc: Scan, lay: Layout) -> LineStats:
+    """Baselines, adaptive window, signals and shape statistics of scanned lines (whole block)."""
+    m, nl = sc.position.shape
+    rows = m * nl
+    # column-major float64 copy: every statistic below is a contiguous 1-D array over lines
+    cols = np.ascontiguousarray(sc.sums.T, dtype=np.float64)  # (columns, rows)
     # 4. noise: mean |second difference| of each outer flank, the median of those over the strip's
     # 2·J flanks (a speck spoils one flank, not the median)
-    f = lay.f
-    sides = np.stack([cw[:, :f], cw[:, nw - f :]], axis=1)  # (rows, 2, f)
-    d2 = sides[:, :, 2:] + sides[:, :, :-2]
-    d2 -= 2.0 * sides[:, :, 1:-1]
-    np.abs(d2, out=d2)
-    per_flank = d2.mean(axis=2, dtype=np.float64).reshape(m, 2 * nl)
-    noise = np.median(per_flank, axis=1) * (_LOG10_2 / _D2_MEAN)  # (m,)
-    # 3. baseline per candidate width: lowest sub-flank mean per side, bias-corrected
+    fl = np.sort(sc.flank_d2.reshape(m, 2 * nl), axis=1)
+    mid = nl  # 2·J flanks: the median is the mean of the two middle ones
+    noise = (fl[:, mid - 1] + fl[:, mid]).astype(np.float64) * (0.5 * _LOG10_2 / _D2_MEAN)
     nh = len(lay.hs)
-    per = st[:, : 9 * nh].reshape(rows, nh, 9)
-    sub = per[:, :, 1:7]
-    corr = (_MIN3_BIAS / math.sqrt(lay.f / SUBFLANKS)) * np.repeat(noise, nl)[:, None]  # (rows, 1)
-    il = np.argmin(sub[:, :, :SUBFLANKS], axis=2)
-    ir = np.argmin(sub[:, :, SUBFLANKS:], axis=2)
-    lvl_l = sub[:, :, :SUBFLANKS].min(axis=2) + corr
-    lvl_r = sub[:, :, SUBFLANKS:].min(axis=2) + corr
-    xl = lay.sub_pos[None, :, 0] + il * lay.sub_step[None, :]
-    xr = lay.sub_pos[None, :, SUBFLANKS] + ir * lay.sub_step[None, :]
-    slope = (lvl_r - lvl_l) / (xr - xl)
-    b0 = lvl_l - slope * xl  # baseline OD at the centre
     hs = np.array(lay.hs, dtype=np.float64)
-    n = 2 * hs + 1
-    sig = per[:, :, 0] - n[None, :] * b0  # (rows, nh)
-    shifts = np.arange(-CORE_SHIFT, CORE_SHIFT + 1, dtype=np.float64)
-    cores = st[:, 9 * nh :][:, None, :] - 3.0 * (b0[:, :, None] + slope[:, :, None] * shifts)
-    core = cores.max(axis=2)  # (rows, nh) highest 3-px OD above baseline near the centre
-    # 5. adaptive window from the control line of each strip
+    core_cols = cols[_PER_H * nh :]
+    # 5. adaptive window from the control line of each strip (every candidate width, control rows only)
+    ccols = np.ascontiguousarray(cols[:, ::nl])  # (columns, m)
+    c_sig = np.empty((nh, m))
+    c_core = np.empty((nh, m))
+    for i in range(nh):
+        blk = ccols[_PER_H * i : _PER_H * (i + 1)]
+        b0_i, slope_i = _baseline(blk, lay.sub_pos[i], lay.sub_step[i], noise, lay.f)
+        c_sig[i] = blk[0] - (2 * hs[i] + 1) * b0_i
+        c_core[i] = _core(ccols[_PER_H * nh :], b0_i, slope_i)
     with np.errstate(divide="ignore", invalid="ignore"):
-        sigma_line = sig / (core / 3.0) / _SQRT_2PI
-    ctrl = sigma_line.reshape(m, nl, nh)[:, 0, :]
-    fits = hs[None, :] >= WINDOW_SIGMAS * np.nan_to_num(ctrl, nan=np.inf, posinf=np.inf, neginf=np.inf)
-    fits[:, -1] = True
-    hi = np.argmax(fits, axis=1)  # (m,) first width that holds the control line
+        sigma_line = c_sig / (c_core / 3.0) / _SQRT_2PI
+    fits = hs[:, None] >= WINDOW_SIGMAS * np.nan_to_num(sigma_line, nan=np.inf, neginf=np.inf)
+    fits[-1] = True
+    hi = np.argmax(fits, axis=0)  # (m,) first width that holds the control line
     # no (significant) control line: nothing to adapt to
     n0 = 2 * lay.h0 + 1
     sd0 = noise * math.sqrt(n0 + _MIN3_VAR * 1.5 * n0 * n0 / lay.f)
-    hi[sig.reshape(m, nl, nh)[:, 0, 0] < ADAPT_SNR * sd0] = 0
+    hi[c_sig[0] < ADAPT_SNR * sd0] = 0
+    # 3. every line with its strip's window
     hsel = np.repeat(hi, nl)
-    pick = (np.arange(rows), hsel)
-    signal = sig[pick]
-    bsel = b0[pick]
-    ssel = slope[pick]
+    r = np.arange(rows)
+    sel = np.ascontiguousarray(cols[: _PER_H * nh].reshape(nh, _PER_H, rows)[hsel, :, r].T)
     h = hs[hsel]
-    peak = core[pick] / 3.0
+    sigma = np.repeat(noise, nl)
+    bsel, ssel = _baseline(sel, lay.sub_pos[hsel].T, lay.sub_step[hsel], sigma, lay.f)
+    signal = sel[0] - (2 * h + 1) * bsel
+    wsum = lay.wsum[hsel]
+    matched = sel[9] - wsum * bsel  # Gaussian-weighted OD above baseline
+    peak = _core(core_cols, bsel, ssel) / 3.0
     with np.errstate(divide="ignore", invalid="ignore"):
         fwhm = np.where(peak > 0, 0.9394 * signal / peak, np.inf)
         half = h * (bsel - ssel * (h + 1) / 2)  # baseline over the left half; the right is symmetric
-        left = per[:, :, 7][pick] - half
-        right = per[:, :, 8][pick] - (h * bsel * 2 - half)
+        left = sel[7] - half
+        right = sel[8] - (h * bsel * 2 - half)
         asym = (right - left) / np.abs(signal)
     ns = 2 * h + 1
     f = lay.f
-    sigma = np.repeat(noise, nl)
     var_b0 = _MIN3_VAR * 1.5 / f  # baseline at the centre, per σ²
     sd = sigma * np.sqrt(ns + var_b0 * ns * ns)
+    matched_sd = sigma * np.sqrt(lay.wsum2[hsel] + var_b0 * wsum * wsum)
     var_slope = 4 * var_b0 / (2 * h + f) ** 2
     sd_diff = sigma * np.sqrt(2 * h + (h * (h + 1)) ** 2 * var_slope)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -279,9 +323,11 @@ def measure(g2: F32, lay: Layout) -> LineStats:
         fwhm_rel = np.hypot(1.0 / snr, sigma * np.sqrt(1 / 3 + var_b0) / peak)
         asym_sd = sd_diff / np.abs(signal)
     return LineStats(
+        position=sc.position,
+        edge=sc.edge,
         signal=signal.reshape(m, nl),
-        position=position,
-        edge=edge,
+        matched=matched.reshape(m, nl),
+        matched_sd=matched_sd.reshape(m, nl),
         snr=snr.reshape(m, nl),
         signal_sd=sd.reshape(m, nl),
         fwhm=fwhm.reshape(m, nl),
@@ -291,3 +337,32 @@ def measure(g2: F32, lay: Layout) -> LineStats:
         noise=noise,
         half_width=np.asarray(hs[hi], dtype=np.intp),
     )
+
+
+def _baseline(blk: F64, sub_pos: F64, step: F64 | float, sigma: F64, f: int) -> tuple[F64, F64]:
+    """Baseline OD at the centre and its slope per px from the stat columns `blk` (_PER_H, n) of one
+    window width: per side the mean of the three sub-flank means when they agree within SPECK_SPREAD
+    noise sds, else the lowest one plus the bias of a minimum of three. `sub_pos` (6[, n]) are the
+    sub-flank centres, `step` the distance between neighbours, `sigma` (n,) the OD noise per px."""
+    sd_mean = sigma / math.sqrt(f / SUBFLANKS)  # noise sd of one sub-flank mean
+    levels, places = [], []
+    for first in (0, SUBFLANKS):
+        a, b, c = blk[1 + first], blk[2 + first], blk[3 + first]
+        lo = np.minimum(np.minimum(a, b), c)
+        ok = np.maximum(np.maximum(a, b), c) - lo <= SPECK_SPREAD * sd_mean
+        which = np.where(a == lo, 0.0, np.where(b == lo, 1.0, 2.0))  # index of the lowest
+        levels.append(np.where(ok, (a + b + c) / 3.0, lo + _MIN3_BIAS * sd_mean))
+        places.append(sub_pos[first] + np.where(ok, 1.0, which) * step)
+    (lvl_l, lvl_r), (xl, xr) = levels, places
+    slope = (lvl_r - lvl_l) / (xr - xl)
+    b0: F64 = lvl_l - slope * xl
+    return b0, slope
+
+
+def _core(cores: F64, b0: F64, slope: F64) -> F64:
+    """Highest 3-px OD sum above the baseline among the sums `cores` (2·CORE_SHIFT + 1, n) centred at
+    −CORE_SHIFT … +CORE_SHIFT px."""
+    out = np.full(b0.shape, -np.inf)
+    for j, o in enumerate(range(-CORE_SHIFT, CORE_SHIFT + 1)):
+        np.maximum(out, cores[j] - 3.0 * (b0 + o * slope), out=out)
+    return out
