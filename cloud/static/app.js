@@ -73,7 +73,10 @@
       signal_title: "原始信号", code: "代码", contact: "联系人", phone: "电话", plots: "地块",
       none_held: "无", import: "导入 CSV / Excel", imported: "导入完成：新建 {c} 个，更新 {u} 个",
       row: "第 {n} 行", import_failed: "导入失败", "k_企业": "企业", "k_合作社": "合作社", "k_家庭农场": "家庭农场",
-      "k_种养大户": "种养大户", "k_个人": "个人"
+      "k_种养大户": "种养大户", "k_个人": "个人",
+      sure: "判定把握", sure_high: "高", sure_mid: "中", sure_low: "低", snr: "检测线信噪比",
+      val_control_snr: "质控线信噪比", val_test_snr: "检测线信噪比", val_ratio_sd: "比值标准差",
+      val_margin_sd: "距判定界限 (标准差倍数)"
     },
     en: {
       title: "Kuaijian · live produce rapid-testing dashboard", live_on: "Live: connected",
@@ -144,7 +147,10 @@
       import: "Import CSV / Excel", imported: "Imported: {c} created, {u} updated", row: "row {n}",
       import_failed: "Import failed",
       "k_企业": "enterprise", "k_合作社": "cooperative", "k_家庭农场": "family farm",
-      "k_种养大户": "large grower", "k_个人": "individual"
+      "k_种养大户": "large grower", "k_个人": "individual",
+      sure: "certainty", sure_high: "high", sure_mid: "medium", sure_low: "low", snr: "test line SNR",
+      val_control_snr: "control SNR", val_test_snr: "test line SNR", val_ratio_sd: "ratio sd",
+      val_margin_sd: "distance to decision limit (sds)"
     }
   };
 
@@ -212,6 +218,15 @@
     return t(generic || (err && err.status ? "e_http" : "e_network"));
   }
   function label(prefix, value) { var k = prefix + value; return I18N[state.lang][k] ? t(k) : String(value); }
+  /* how sure a gold verdict is: the ratio's distance from the nearest decision boundary in noise sds */
+  function sureLevel(margin) {
+    if (margin === null || margin === undefined) { return null; }
+    return margin >= 3 ? "high" : margin >= 1 ? "mid" : "low";
+  }
+  function sureText(margin) {
+    var lvl = sureLevel(margin);
+    return lvl === null ? "" : t("sure") + " " + t("sure_" + lvl);
+  }
 
   /* ---------- language ---------- */
   function applyLang() {
@@ -428,12 +443,29 @@
       badge.setAttribute("data-flag", f);
       li.appendChild(badge);
     });
+    var lvl = r.verdict === "invalid" ? null : sureLevel(r.margin_sd);
+    if (lvl !== null) {
+      var sure = el("span", "sure sure-" + lvl, sureText(r.margin_sd));
+      sure.setAttribute("data-margin", String(r.margin_sd));
+      sure.title = t("snr") + " " + (r.test_snr === null || r.test_snr === undefined ? "–" : r.test_snr.toFixed(1));
+      li.appendChild(sure);
+    }
+    var qc = (r.qc || []).filter(function (q) { return q !== "control_channel"; });
+    if (qc.length) {
+      var flags = el("span", "qc", qc.map(qcName).join("、"));
+      flags.setAttribute("data-qc", qc.join(" "));
+      li.appendChild(flags);
+    }
     return li;
   }
   function relabelFeedItem(li) {
     var v = li.getAttribute("data-verdict");
     var badge = li.querySelector(".verdict");
     if (badge && v) { badge.textContent = label("v_", v); }
+    var sure = li.querySelector(".sure");
+    if (sure) { sure.textContent = sureText(Number(sure.getAttribute("data-margin"))); }
+    var flags = li.querySelector(".qc");
+    if (flags) { flags.textContent = flags.getAttribute("data-qc").split(" ").map(qcName).join("、"); }
   }
   function addFeedItem(r, fresh) {
     var feed = $("feed");
@@ -627,8 +659,10 @@
         return label("val_", k) + " " + r.values[k];
       }).join("，");
       var li = el("li", "verdict-" + r.verdict);
+      var sure = r.verdict === "invalid" ? "" : sureText(r.values.margin_sd);
       li.textContent = analyteName(r.analyte) + " · " + t("channel") + " " + r.channel + " · " +
-        label("v_", r.verdict) + " · " + vals + (r.qc.length ? " · " + t("qc") + ": " + r.qc.map(qcName).join("、") : "");
+        label("v_", r.verdict) + (sure ? " · " + sure : "") + " · " + vals +
+        (r.qc.length ? " · " + t("qc") + ": " + r.qc.map(qcName).join("、") : "");
       lines.appendChild(li);
     });
     var plots = $("case-signals");

@@ -134,6 +134,31 @@ def test_published_result_appears_live_and_language_switches(
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, '#grid-table tr[data-node="370214101203"]'))
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, item))  # feed reloaded for the town
         assert "棘洪滩街道" in _text(browser, "#crumbs")
+        # a gold result turned suspect by the line-shape check (gold/2.0): its QC flag in words and
+        # how sure the verdict is (ratio 0.4 noise sds from a decision boundary → low)
+        shaped = grid.result(
+            STATION,
+            verdict="suspect",
+            analyte="吡虫啉",
+            measured_at=T0.isoformat(),
+            qc=["test_shape"],
+            values={
+                "ratio": 0.52,
+                "control_signal": 3.1,
+                "test_signal": 1.6,
+                "test_snr": 25.3,
+                "control_snr": 80.0,
+                "ratio_sd": 0.02,
+                "margin_sd": 0.4,
+            },
+            algorithm="gold/2.0",
+        )
+        _publish(mosquitto, f"kj/v1/{STATION}/result", json.dumps(shaped, ensure_ascii=False).encode())
+        shaped_item = f'#feed li[data-result-id="{shaped["id"]}"]'
+        wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, shaped_item))
+        assert _text(browser, f"{shaped_item} .sure") == "判定把握 低"
+        assert _text(browser, f"{shaped_item} .qc") == "检测线形状异常（疑似灰尘/污点），需复检"
+        assert not browser.find_elements(By.CSS_SELECTOR, f"{item} .sure")  # no figure: no badge
         browser.save_screenshot(str(SCREENSHOT.with_name("kuaijian_dashboard_zh.png")))
 
         # zh → en
@@ -141,6 +166,8 @@ def test_published_result_appears_live_and_language_switches(
         browser.find_element(By.ID, "lang-toggle").click()
         wait.until(lambda d: _text(d, "h2[data-i18n=live_title]") == "Live results")
         assert _text(browser, f"{item} .verdict") == "positive"
+        assert _text(browser, f"{shaped_item} .sure") == "certainty low"
+        assert _text(browser, f"{shaped_item} .qc") == "test line not line-shaped (dust speck?), retest"
         assert _text(browser, ".kpi-label[data-i18n=kpi_rate]") == "Positive rate"
         assert browser.execute_script("return document.documentElement.lang") == "en"
         browser.save_screenshot(str(SCREENSHOT))

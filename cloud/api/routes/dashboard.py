@@ -25,7 +25,7 @@ import anyio
 import sqlite_utils
 from fastapi import APIRouter, Header, HTTPException, Query, Request, status
 from fastapi.responses import FileResponse, RedirectResponse
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 from sse_starlette import EventSourceResponse, ServerSentEvent
 
 from cloud import reports
@@ -169,6 +169,13 @@ class LiveResult(BaseModel):
     received_at: str
     flags: list[str] = []
     """Ingest flags: `implausible_time` (measured_at is then the receive time), `seq_jump`."""
+    qc: list[str] = Field(default_factory=list, description="QC flags of the result (wire names)")
+    margin_sd: float | None = Field(
+        default=None,
+        description="gold: distance of the T/C ratio from the nearest decision boundary in noise sds of "
+        "the ratio (how sure the verdict is); absent for results without it",
+    )
+    test_snr: float | None = Field(default=None, description="gold: signal-to-noise of the test line")
 
 
 class Totals(BaseModel):
@@ -318,10 +325,13 @@ def _cases(db: sqlite_utils.Database, scope: reports.Scope, now: datetime) -> tu
 
 
 _LIVE_COLUMNS = """r.rowid, r.id, r.station, g.name, r.analyte, r.product, r.sample_id, r.method, r.verdict,
-                   r.measured_at, r.received_at, r.ingest_flags"""
+                   r.measured_at, r.received_at, r.ingest_flags, r.qc_json, r.values_json"""
 
 
 def _live_row(r: tuple[Any, ...]) -> LiveResult:
+    values = json.loads(r[13])
+    if not isinstance(values, dict):
+        values = {}
     return LiveResult(
         rowid=r[0],
         id=r[1],
@@ -335,7 +345,14 @@ def _live_row(r: tuple[Any, ...]) -> LiveResult:
         measured_at=r[9],
         received_at=r[10],
         flags=json.loads(r[11] or "[]"),
+        qc=[str(q) for q in json.loads(r[12])],
+        margin_sd=_number(values.get("margin_sd")),
+        test_snr=_number(values.get("test_snr")),
     )
+
+
+def _number(v: object) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
 
 
 def results_after(
