@@ -1,8 +1,8 @@
 """Benchmark of the interpretation core on one core: vectorized vs naive per-item reference.
 
 Gold: strips/s of `interpret_strips` on N profiles (default 10,000 × 1024 px) against the naive
-per-strip loop (numpy + scipy.signal.find_peaks, `gateway.interpret.reference`) run in the same process
-on a subset, and against the memory-bandwidth bound of reading the input once (a numpy sum over the
+per-strip loop (the same rules, a Python loop per strip, line and window width with small numpy sums,
+`gateway.interpret.reference`) run in the same process on a subset, and against the memory-bandwidth bound of reading the input once (a numpy sum over the
 same array). Enzyme: channels/s of `interpret_kinetics` against a per-channel np.polyfit loop.
 Both fast and naive results are compared (ratio / ΔA differences, verdict agreement) before timing
 is reported. Threads are limited to 1 (BLAS/OpenMP env vars set before numpy is imported) and the
@@ -74,7 +74,8 @@ def bench_gold(args: argparse.Namespace) -> dict[str, float]:
     agree = float((n_verdict == fast.verdict[:nn]).mean())
     assert (n_verdict[~ok] == Verdict.INVALID).all()
     assert (fast.verdict[:nn][~ok] == Verdict.INVALID).all()
-    assert ratio_diff < 0.05, f"fast and naive ratios differ by {ratio_diff}"
+    assert ratio_diff < 1e-3, f"fast and naive ratios differ by {ratio_diff}"
+    assert agree == 1.0, f"fast and naive verdicts differ on {1 - agree:.2%} of lines"
     truth_err = float(
         np.abs(fast.ratio[~batch.truth.invalid] - batch.truth.ratio[~batch.truth.invalid]).max()
     )
@@ -93,7 +94,7 @@ def bench_gold(args: argparse.Namespace) -> dict[str, float]:
         f"= {mb:,.0f} MB; naive timed on {nn:,} strips"
     )
     print(f"  {'':<44} {'strips/s':>14} {'':<11} {'vs naive':>10}")
-    print(row("naive per-strip loop (find_peaks)", n / t_naive, "strips/s", n / t_naive))
+    print(row("naive per-strip loop", n / t_naive, "strips/s", n / t_naive))
     print(
         row("interpret_strips (float64 input)", n / t_fast, "strips/s", n / t_naive, f"{t_fast * 1e3:.1f} ms")
     )
@@ -179,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pinned to CPU {cpu}; BLAS/OpenMP threads = 1; numpy {np.__version__}")
     res = bench_gold(args) | bench_enzyme(args)
     print(
-        f"\nsummary: gold {res['gold_speedup']:.0f}× naive (target ≥ 50×), "
+        f"\nsummary: gold {res['gold_speedup']:.0f}× naive (target ≥ 150×), "
         f"{res['gold_vs_bandwidth']:.1f}× one input read; enzyme {res['enzyme_speedup']:.0f}× naive (target ≥ 300×)"
     )
     return 0

@@ -321,11 +321,15 @@ def _draw_gold(
         amp *= scale[:, None]
         control_od = control_od * scale
         test_od = test_od * scale[:, None]
+    eta = rng.uniform(*cond.lorentz_fraction, n)
+    tail = rng.uniform(*cond.tailing, n)
     if np.any(saturated):
-        # the darkest band of the strip goes below the saturation reflectance
+        # the darkest band of the strip goes below the saturation reflectance (its peak is lower than a
+        # Gaussian band's of the same amplitude when it is Lorentzian-mixed or tailing)
         which = np.argmax(amp, axis=1)
         rows = np.flatnonzero(saturated)
-        target = np.log10(level[rows] / (0.3 * spec.saturation_reflectance))
+        peak = (1.0 - eta[rows]) * 2.0 / (2.0 + tail[rows]) + eta[rows] / math.sqrt(math.pi * math.log(2.0))
+        target = np.log10(level[rows] / (0.3 * spec.saturation_reflectance)) / peak
         amp[rows, which[rows]] = np.maximum(amp[rows, which[rows]], target)
         control_od = amp[:, 0] * sigma * _SQRT_2PI
         test_od = amp[:, 1:] * sigma[:, None] * _SQRT_2PI
@@ -383,8 +387,8 @@ def _draw_gold(
         period=rng.uniform(*cond.ripple_period_px, n),
         phase=rng.uniform(0.0, 2 * math.pi, n),
         noise=truth.noise_sd,
-        eta=rng.uniform(*cond.lorentz_fraction, n),
-        tail=rng.uniform(*cond.tailing, n),
+        eta=eta,
+        tail=tail,
         speck_position=speck_pos,
         speck_od=speck_area,
         speck_sigma=speck_sigma,

@@ -61,12 +61,12 @@ FLANK: Final = 1.0
 ADAPT_SNR: Final = 4.0
 """The window adapts only to a control line at least this far above the noise."""
 SUBFLANKS: Final = 3
-"""Sub-flanks per side (the sub-flank means sit at equal steps: f is split as evenly as it goes)."""
+"""Sub-flanks per side (f is split as evenly as it goes)."""
 CORE_SHIFT: Final = 2
 """The peak is the highest 3-px mean within ±2 px of the located centre: the locator's narrow window
 is flat over a speck narrower than itself, so its argmax may sit beside the speck's peak."""
-_MIN3_BIAS: Final = 0.8463  # E[min of 3 iid N(0, 1)] = −0.8463
-_MIN3_VAR: Final = 0.5595  # Var[min of 3 iid N(0, 1)]
+MIN3_BIAS: Final = 0.8463  # E[min of 3 iid N(0, 1)] = −0.8463
+MIN3_VAR: Final = 0.5595  # Var[min of 3 iid N(0, 1)]
 _D2_MEAN: Final = math.sqrt(6.0) * math.sqrt(2.0 / math.pi)  # E|y[i-1] − 2y[i] + y[i+1]| per σ
 _LOG10_2: Final = math.log10(2.0)
 _PER_H: Final = 10  # stat-kernel columns per candidate half-width
@@ -92,7 +92,6 @@ class Layout:
     loc_kernel: F32  # (2·(tol + h0 + f) + 1, no) locator weights per candidate
     stat_kernel: F32  # (2·win + 1, len(hs)·9 + 2·CORE_SHIFT + 1) window statistics (OD)
     sub_pos: F64  # (len(hs), 6) centre of each sub-flank, px from the line centre
-    sub_step: F64  # (len(hs),) distance between neighbouring sub-flank centres, px
     wsum: F64  # (len(hs),) sum of the Gaussian weights
     wsum2: F64  # (len(hs),) sum of their squares
 
@@ -137,7 +136,6 @@ def layout(spec: StripSpec) -> Layout:
         loc_kernel=_loc_kernel(tol, h0, f, hp),
         stat_kernel=stat,
         sub_pos=sub_pos,
-        sub_step=sub_pos[:, 1] - sub_pos[:, 0],
         wsum=np.array([_gauss(h).sum() for h in hs]),
         wsum2=np.array([(_gauss(h) ** 2).sum() for h in hs]),
     )
@@ -282,7 +280,7 @@ def finish(sc: Scan, lay: Layout) -> LineStats:
     c_core = np.empty((nh, m))
     for i in range(nh):
         blk = ccols[_PER_H * i : _PER_H * (i + 1)]
-        b0_i, slope_i = _baseline(blk, lay.sub_pos[i], lay.sub_step[i], noise, lay.f)
+        b0_i, slope_i = _baseline(blk, lay.sub_pos[i], noise, lay.f)
         c_sig[i] = blk[0] - (2 * hs[i] + 1) * b0_i
         c_core[i] = _core(ccols[_PER_H * nh :], b0_i, slope_i)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -292,7 +290,7 @@ def finish(sc: Scan, lay: Layout) -> LineStats:
     hi = np.argmax(fits, axis=0)  # (m,) first width that holds the control line
     # no (significant) control line: nothing to adapt to
     n0 = 2 * lay.h0 + 1
-    sd0 = noise * math.sqrt(n0 + _MIN3_VAR * 1.5 * n0 * n0 / lay.f)
+    sd0 = noise * math.sqrt(n0 + MIN3_VAR * 1.5 * n0 * n0 / lay.f)
     hi[c_sig[0] < ADAPT_SNR * sd0] = 0
     # 3. every line with its strip's window
     hsel = np.repeat(hi, nl)
@@ -300,7 +298,7 @@ def finish(sc: Scan, lay: Layout) -> LineStats:
     sel = np.ascontiguousarray(cols[: _PER_H * nh].reshape(nh, _PER_H, rows)[hsel, :, r].T)
     h = hs[hsel]
     sigma = np.repeat(noise, nl)
-    bsel, ssel = _baseline(sel, lay.sub_pos[hsel].T, lay.sub_step[hsel], sigma, lay.f)
+    bsel, ssel = _baseline(sel, lay.sub_pos[hsel].T, sigma, lay.f)
     signal = sel[0] - (2 * h + 1) * bsel
     wsum = lay.wsum[hsel]
     matched = sel[9] - wsum * bsel  # Gaussian-weighted OD above baseline
@@ -313,7 +311,7 @@ def finish(sc: Scan, lay: Layout) -> LineStats:
         asym = (right - left) / np.abs(signal)
     ns = 2 * h + 1
     f = lay.f
-    var_b0 = _MIN3_VAR * 1.5 / f  # baseline at the centre, per σ²
+    var_b0 = MIN3_VAR * 1.5 / f  # baseline at the centre, per σ²
     sd = sigma * np.sqrt(ns + var_b0 * ns * ns)
     matched_sd = sigma * np.sqrt(lay.wsum2[hsel] + var_b0 * wsum * wsum)
     var_slope = 4 * var_b0 / (2 * h + f) ** 2
@@ -339,20 +337,21 @@ def finish(sc: Scan, lay: Layout) -> LineStats:
     )
 
 
-def _baseline(blk: F64, sub_pos: F64, step: F64 | float, sigma: F64, f: int) -> tuple[F64, F64]:
+def _baseline(blk: F64, sub_pos: F64, sigma: F64, f: int) -> tuple[F64, F64]:
     """Baseline OD at the centre and its slope per px from the stat columns `blk` (_PER_H, n) of one
     window width: per side the mean of the three sub-flank means when they agree within SPECK_SPREAD
     noise sds, else the lowest one plus the bias of a minimum of three. `sub_pos` (6[, n]) are the
-    sub-flank centres, `step` the distance between neighbours, `sigma` (n,) the OD noise per px."""
+    sub-flank centres (px from the line centre), `sigma` (n,) the OD noise per px."""
     sd_mean = sigma / math.sqrt(f / SUBFLANKS)  # noise sd of one sub-flank mean
     levels, places = [], []
     for first in (0, SUBFLANKS):
         a, b, c = blk[1 + first], blk[2 + first], blk[3 + first]
         lo = np.minimum(np.minimum(a, b), c)
         ok = np.maximum(np.maximum(a, b), c) - lo <= SPECK_SPREAD * sd_mean
-        which = np.where(a == lo, 0.0, np.where(b == lo, 1.0, 2.0))  # index of the lowest
-        levels.append(np.where(ok, (a + b + c) / 3.0, lo + _MIN3_BIAS * sd_mean))
-        places.append(sub_pos[first] + np.where(ok, 1.0, which) * step)
+        pa, pb, pc = sub_pos[first], sub_pos[first + 1], sub_pos[first + 2]
+        lowest = np.where(a == lo, pa, np.where(b == lo, pb, pc))
+        levels.append(np.where(ok, (a + b + c) / 3.0, lo + MIN3_BIAS * sd_mean))
+        places.append(np.where(ok, (pa + pb + pc) / 3.0, lowest))
     (lvl_l, lvl_r), (xl, xr) = levels, places
     slope = (lvl_r - lvl_l) / (xr - xl)
     b0: F64 = lvl_l - slope * xl

@@ -1,71 +1,175 @@
 """Naive per-strip / per-channel reference implementations, for verification and benchmarks only.
 
 Does: the same physics and decision rules as `gold.interpret_strips` and `enzyme.interpret_kinetics`,
-written the obvious way — a Python loop per strip with scipy.signal.find_peaks, and np.polyfit per
-channel — so tests can check the vectorized core against an independent implementation and the
-benchmark can measure the speed-up.
+written the obvious way — a Python loop per strip, line, candidate position and window width with
+small numpy sums, and np.polyfit per channel — so tests can check the vectorized core against an
+independent implementation and the benchmark can measure the speed-up. It shares only the constants
+(thresholds) and the kit geometry (`lines.layout`) with the core, none of its arithmetic.
 
-Does not: serve production traffic (no validation, no flags beyond the verdict). It needs scipy, a
-development dependency, imported inside `naive_interpret_strips` only.
+Does not: serve production traffic (no input validation, no flags beyond the verdict).
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 import numpy.typing as npt
 
 from gateway.interpret.codes import Verdict
-from gateway.interpret.lines import FLOOR, layout
+from gateway.interpret.gold import (
+    FWHM_RANGE,
+    MAX_ASYMMETRY,
+    MISSING_FRACTION,
+    SHAPE_SNR,
+    SHAPE_Z,
+)
+from gateway.interpret.lines import (
+    ADAPT_SNR,
+    CORE_SHIFT,
+    FLOOR,
+    MIN3_BIAS,
+    MIN3_VAR,
+    SPECK_SPREAD,
+    SUBFLANKS,
+    WINDOW_SIGMAS,
+    layout,
+)
 from kuaijian_schema.specs import EnzymeSpec, StripSpec
 
 F64 = npt.NDArray[np.float64]
 
 
 def naive_interpret_strips(profiles: F64, spec: StripSpec) -> tuple[F64, F64, npt.NDArray[np.int8]]:
-    """Per-strip reference (numpy + scipy.signal.find_peaks loop) used by tests and the benchmark.
-
-    Same physics and rules as `interpret_strips`, written the obvious way: per strip, per line, take the
-    most prominent OD peak in the search window (find_peaks), then sum the baseline-corrected OD over the
-    integration window, the baseline being the mean of the two flanks.
-    Returns (control_signal (N,), ratio (N, K), verdict (N, K)).
-    """
-    from scipy.signal import find_peaks
-
+    """Per-strip reference (a Python loop per strip, line and window width) used by tests and the
+    benchmark: the rules of `interpret_strips` (gold/2.0) written the obvious way, without the matrix
+    products — locate each line by the narrow-window OD minus its flanks (parabolic refinement), then,
+    centred there, per candidate width: sub-flank baselines, window and Gaussian-weighted sums, the
+    3-px peak; the window from the control's measured width; shape and SNR tests; verdicts.
+    Returns (control_signal (N,), ratio (N, K), verdict (N, K))."""
     lay = layout(spec)
     n = profiles.shape[0]
     k = len(spec.lines)
     ctrl = np.empty(n)
     ratio = np.empty((n, k))
     verdict = np.empty((n, k), dtype=np.int8)
-    tol, h, f = lay.tol, lay.h0, lay.f
+    tol, h0, f, hp = lay.tol, lay.h0, lay.f, lay.hp
     for i in range(n):
-        y = -np.log10(np.maximum(profiles[i], float(FLOOR)))
-        sigs = []
-        saturated = False
-        edge0 = False
-        for j, c in enumerate(lay.nominal):
-            lo, hi = c - tol, c + tol + 1
-            region = profiles[i, max(0, lo - h - f) : hi + h + f]
-            if spec.saturation_reflectance > 0 and region.min() < spec.saturation_reflectance:
-                saturated = True
-            # the most prominent local maximum of OD in the search window (or its maximum)
-            window = y[lo:hi]
-            peaks, props = find_peaks(window, prominence=0.0)
-            best_p = lo + int(peaks[np.argmax(props["prominences"])] if peaks.size else np.argmax(window))
-            idx_l = np.clip(np.arange(best_p - h - f, best_p - h), 0, lay.length - 1)
-            idx_r = np.clip(np.arange(best_p + h + 1, best_p + h + f + 1), 0, lay.length - 1)
-            base = (y[idx_l].mean() + y[idx_r].mean()) / 2
-            best_s = float(np.sum(y[best_p - h : best_p + h + 1] - base))
-            sigs.append(best_s)
-            if j == 0:
-                edge0 = best_p <= lo or best_p >= hi - 1
-        ctrl[i] = sigs[0]
+        od = -np.log10(np.maximum(profiles[i], float(FLOOR)))
+
+        def at(lo: int, hi: int, od: F64 = od) -> F64:
+            """OD of pixels lo … hi−1, edge-clamped like the core's regions."""
+            out: F64 = od[np.clip(np.arange(lo, hi), 0, lay.length - 1)]
+            return out
+
+        lines = []
+        for c in lay.nominal:
+            # every candidate centre at once from a running sum over the search region
+            base = c - tol - h0 - f
+            cs = np.concatenate([[0.0], np.cumsum(at(base, c + tol + h0 + f + 1))])
+            q = np.arange(2 * tol + 1) + h0 + f  # candidate centres, index into the region
+
+            def span(lo: npt.NDArray[np.intp], hi: npt.NDArray[np.intp], cs: F64 = cs) -> F64:
+                out: F64 = cs[hi] - cs[lo]
+                return out
+
+            flanks = span(q - h0 - f, q - h0) + span(q + h0 + 1, q + h0 + f + 1)
+            cand = span(q - hp, q + hp + 1) - (2 * hp + 1) * flanks / (2 * f)
+            b = int(np.argmax(cand))
+            p = c - tol + b
+            d2s = []
+            for lo in (p - lay.win, p + lay.win - f + 1):
+                fl = at(lo, lo + f)
+                d2s.append(float(np.abs(fl[2:] + fl[:-2] - 2 * fl[1:-1]).mean()))
+            per_h = []
+            for h in lay.hs:
+                left = np.array_split(at(p - h - f, p - h), SUBFLANKS)
+                right = np.array_split(at(p + h + 1, p + h + f + 1), SUBFLANKS)
+                cores = [at(p + o - 1, p + o + 2).sum() for o in range(-CORE_SHIFT, CORE_SHIFT + 1)]
+                per_h.append((h, left, right, at(p - h, p + h + 1), cores))
+            lines.append((p, b, d2s, per_h))
+        d2 = np.sort([v for ln in lines for v in ln[2]])
+        noise = (d2[len(d2) // 2 - 1] + d2[len(d2) // 2]) / 2 / math.sqrt(12 / math.pi)
+
+        def measure(
+            entry: tuple[int, list[F64], list[F64], F64, list[float]], noise: float = noise
+        ) -> tuple[float, ...]:
+            h, left, right, window, cores = entry
+            sd_mean = noise / math.sqrt(f / SUBFLANKS)
+            sides = []
+            for parts, px in (
+                (left, np.array_split(np.arange(-h - f, -h), SUBFLANKS)),
+                (right, np.array_split(np.arange(h + 1, h + f + 1), SUBFLANKS)),
+            ):
+                means = [float(q.mean()) for q in parts]
+                centres = [float(q.mean()) for q in px]
+                if max(means) - min(means) <= SPECK_SPREAD * sd_mean:
+                    sides.append((sum(means) / 3, sum(centres) / 3))
+                else:
+                    j = int(np.argmin(means))
+                    sides.append((means[j] + MIN3_BIAS * sd_mean, centres[j]))
+            (lv_l, x_l), (lv_r, x_r) = sides
+            slope = (lv_r - lv_l) / (x_r - x_l)
+            base = lv_l - slope * x_l
+            xs = np.arange(-h, h + 1)
+            signal = float((window - (base + slope * xs)).sum())
+            gauss = np.exp(-0.5 * (xs * WINDOW_SIGMAS / h) ** 2)
+            matched = float(((window - (base + slope * xs)) * gauss).sum())
+            shifts = range(-CORE_SHIFT, CORE_SHIFT + 1)
+            peak = max(c3 - 3 * (base + o * slope) for c3, o in zip(cores, shifts, strict=True)) / 3
+            lhalf = float((window[:h] - (base + slope * xs[:h])).sum())
+            rhalf = float((window[h + 1 :] - (base + slope * xs[h + 1 :])).sum())
+            return signal, matched, peak, lhalf, rhalf, float(gauss.sum()), float((gauss**2).sum())
+
+        # the window: the smallest width that holds the control line (2.5 σ), h0 without a control
+        chosen = len(lay.hs) - 1
+        c_first = measure(lines[0][3][0])
+        n0 = 2 * h0 + 1
+        if c_first[0] < ADAPT_SNR * noise * math.sqrt(n0 + MIN3_VAR * 1.5 * n0 * n0 / f):
+            chosen = 0
+        else:
+            for j, entry in enumerate(lines[0][3]):
+                sig, _, peak, *_ = measure(entry)
+                if peak > 0 and entry[0] >= WINDOW_SIGMAS * sig / peak / math.sqrt(2 * math.pi):
+                    chosen = j
+                    break
+        stats = [measure(ln[3][chosen]) for ln in lines]
+        h = lay.hs[chosen]
+        nn = 2 * h + 1
+        var_b0 = MIN3_VAR * 1.5 / f
+        sd = noise * math.sqrt(nn + var_b0 * nn * nn)
+        sd_diff = noise * math.sqrt(2 * h + (h * (h + 1)) ** 2 * 4 * var_b0 / (2 * h + f) ** 2)
+        bad = []
+        for (_, b, _, _), (sig, _, peak, lh, rh, _, _) in zip(lines, stats, strict=True):
+            snr = sig / sd
+            fwhm = 0.9394 * sig / peak if peak > 0 else math.inf
+            rel = math.hypot(1 / snr, noise * math.sqrt(1 / 3 + var_b0) / peak) if peak != 0 else math.inf
+            asym = (rh - lh) / abs(sig) if sig != 0 else math.inf
+            odd = (
+                fwhm * (1 + SHAPE_Z * abs(rel)) < FWHM_RANGE[0] * spec.line_width
+                or fwhm * (1 - SHAPE_Z * abs(rel)) > FWHM_RANGE[1] * spec.line_width
+                or not abs(asym) - SHAPE_Z * sd_diff / abs(sig) <= MAX_ASYMMETRY
+            )
+            bad.append((odd and snr >= SHAPE_SNR, b in (0, 2 * tol), snr))
+        c_sig = stats[0][0]
+        ctrl[i] = c_sig
+        saturated = spec.saturation_reflectance > 0 and any(
+            profiles[i, np.clip(np.arange(c - lay.reach, c + lay.reach + 1), 0, lay.length - 1)].min()
+            < spec.saturation_reflectance
+            for c in lay.nominal
+        )
+        missing = c_sig < MISSING_FRACTION * spec.min_control_signal
+        invalid = saturated or missing or c_sig < spec.min_control_signal or bad[0][1] or bad[0][0]
         for kk in range(k):
-            r = max(sigs[1 + kk], 0.0) / sigs[0] if sigs[0] > 0 else np.nan
+            m_c, m_t = stats[0][1], stats[1 + kk][1]
+            r = max(m_t, 0.0) / m_c if not missing else np.nan
             ratio[i, kk] = r
             cut, band = spec.lines[kk].cutoff, spec.lines[kk].suspect_band
-            if saturated or edge0 or sigs[0] < spec.min_control_signal:
+            t_bad, t_edge, t_snr = bad[1 + kk]
+            if invalid:
                 v = Verdict.INVALID
+            elif t_bad or (t_edge and t_snr >= SHAPE_SNR):
+                v = Verdict.SUSPECT
             elif spec.format == "competitive":
                 v = Verdict.POSITIVE if r < cut else Verdict.SUSPECT if r < cut + band else Verdict.NEGATIVE
             else:
