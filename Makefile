@@ -16,4 +16,4 @@ lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy
 
 bench: install
-	$(PY) benchmarks/interpret.py && $(PY) benchmarks/gateway.py && $(PY) benchmarks/cloud.py
+	$(PY) benchmarks/interpret.py && $(PY) benchmarks/accuracy.py && $(PY) benchmarks/gateway.py && $(PY) benchmarks/cloud.py

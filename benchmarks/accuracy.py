@@ -10,7 +10,9 @@ and all of these at once — it generates intact strips with `firmware_sim.signa
 - median and p95 |ratio error| against the truth, and the same on a subset for a per-strip
   least-squares reference fit (Gaussian band + linear baseline on OD, position/width/area free,
   scipy.optimize.least_squares) — the p95s are compared on the same strips;
-- agreement: verdicts equal to the truth where the true ratio is > 0.08 from every decision boundary;
+- agreement: verdicts equal to the truth where the true ratio is > 0.08 from every decision boundary
+  (a shape-check `suspect` counts as a disagreement); wrong: of those, the share read the other way
+  (positive ↔ negative) — the safety figure;
 - missing control: strips without a control line (signal-model fault, all conditions' shapes and
   tilts) that are not `invalid`, without and with a dust speck of integrated OD 0.3–3 (σ 0.6–1.3 px)
   anywhere within ±tolerance of the control position. Must be 0.
@@ -129,7 +131,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
     worst: dict[str, float] = {"missing_valid": 0, "false_invalid": 0.0, "p95_excess": -1.0}
     print(
         f"{'kit':<20} {'condition':<8} {'invalid%':>8} {'shape%':>7} {'median':>7} {'p95':>7} "
-        f"{'p95 sub':>7} {'p95 ref':>7} {'agree':>7} {'ref agr':>7}"
+        f"{'p95 sub':>7} {'p95 ref':>7} {'agree':>7} {'ref agr':>7} {'wrong%':>7} {'ref wr%':>7}"
     )
     for kit in kits:
         spec = DEMO_KITS[kit]
@@ -146,6 +148,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             err = np.abs(res.ratio - truth.ratio)[ok]
             far = far_from_boundaries(spec, truth.ratio)
             agree = float((res.verdict == truth.verdict)[far].mean())
+            wrong = float(_flipped(res.verdict, truth.verdict)[far].mean())
             m = min(args.ref_strips, args.strips)
             ref = reference_fit(batch.profiles[:m], spec)
             sub = ok[:m]
@@ -153,11 +156,12 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             err_ref = np.abs(ref - truth.ratio[:m])[sub]
             ref_v = _verdicts(spec, ref)
             ref_agree = float((ref_v == truth.verdict[:m])[far[:m]].mean())
+            ref_wrong = float(_flipped(ref_v, truth.verdict[:m])[far[:m]].mean())
             p95_sub, p95_ref = float(np.nanpercentile(err_sub, 95)), float(np.nanpercentile(err_ref, 95))
             print(
                 f"{kit:<20} {name:<8} {100 * invalid.mean():8.2f} {100 * shape.mean():7.2f} "
                 f"{np.median(err):7.4f} {np.percentile(err, 95):7.4f} {p95_sub:7.4f} {p95_ref:7.4f} "
-                f"{agree:7.4f} {ref_agree:7.4f}",
+                f"{agree:7.4f} {ref_agree:7.4f} {100 * wrong:7.2f} {100 * ref_wrong:7.2f}",
                 flush=True,
             )
             if name == "clean":
@@ -167,6 +171,14 @@ def run(args: argparse.Namespace) -> dict[str, float]:
         print(f"{kit:<20} missing control: {a}/{args.missing} not invalid, {b}/{args.missing} with a speck")
         worst["missing_valid"] += a + b
     return worst
+
+
+def _flipped(verdict: npt.NDArray[np.int8], truth: npt.NDArray[np.int8]) -> npt.NDArray[np.bool_]:
+    """Read positive where the truth is negative, or negative where it is positive."""
+    out: npt.NDArray[np.bool_] = ((verdict == Verdict.POSITIVE) & (truth == Verdict.NEGATIVE)) | (
+        (verdict == Verdict.NEGATIVE) & (truth == Verdict.POSITIVE)
+    )
+    return out
 
 
 def _verdicts(spec: StripSpec, ratio: F64) -> npt.NDArray[np.int8]:

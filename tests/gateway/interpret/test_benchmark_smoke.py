@@ -1,4 +1,5 @@
-"""benchmarks/interpret.py still runs (tiny sizes) and checks fast against naive before timing."""
+"""benchmarks/interpret.py and benchmarks/accuracy.py still run (tiny sizes); interpret checks fast
+against naive before timing."""
 
 from __future__ import annotations
 
@@ -8,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[3] / "benchmarks" / "interpret.py"
+BENCH = Path(__file__).resolve().parents[3] / "benchmarks"
+SCRIPT = BENCH / "interpret.py"
 
 
 def test_benchmark_script_runs_on_tiny_sizes(
@@ -29,3 +31,19 @@ def test_benchmark_script_runs_on_tiny_sizes(
     assert "interpret_strips (float64 input)" in out
     assert "interpret_kinetics" in out
     assert "summary: gold" in out
+
+
+def test_accuracy_script_runs_on_tiny_sizes(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(sys, "path", list(sys.path))
+    spec = importlib.util.spec_from_file_location("bench_accuracy", BENCH / "accuracy.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    argv = ["--strips", "80", "--ref-strips", "10", "--missing", "40", "--kit", "peanut-allergen-v1"]
+    assert module.main(argv) == 0
+    out = capsys.readouterr().out
+    assert "missing control: 0/40 not invalid, 0/40 with a speck" in out
+    assert "summary: missing-control strips not invalid: 0" in out

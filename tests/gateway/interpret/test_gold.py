@@ -56,8 +56,8 @@ def test_ratio_accuracy_across_generator_range(kit_run: tuple[StripSpec, GoldBat
     assert np.isfinite(err).all()
     assert truth.ratio[ok].min() < 0.1, "generator range not covered"
     assert truth.ratio[ok].max() > 0.9, "generator range not covered"
-    assert np.abs(err).max() < 0.1, f"{spec.name}: worst ratio error {np.abs(err).max():.3f}"
-    assert np.abs(err).mean() < 0.012
+    assert np.abs(err).max() < 0.08, f"{spec.name}: worst ratio error {np.abs(err).max():.3f}"
+    assert np.abs(err).mean() < 0.008
     assert abs(err.mean()) < 0.004, f"{spec.name}: ratio bias {err.mean():.4f}"
     rel = res.control_signal[ok] / truth.control_od[ok] - 1
     assert np.abs(rel).max() < 0.08
