@@ -41,7 +41,10 @@ QC_FLAGS: Final = MappingProxyType(
         "below_calibration": ("低于标定范围", "below calibration range"),
         "above_calibration": ("高于标定范围", "above calibration range"),
         "control_shape": ("质控线形状异常（疑似灰尘/污点）", "control line not line-shaped (dust speck?)"),
-        "test_shape": ("检测线形状异常（疑似灰尘/污点），需复检", "test line not line-shaped (dust speck?), retest"),
+        "test_shape": (
+            "检测线形状异常（疑似灰尘/污点），需复检",
+            "test line not line-shaped (dust speck?), retest",
+        ),
         "control_channel": ("对照通道", "control channel"),
         "control_falling": ("对照吸光度下降", "control absorbance falling"),
         "falling": ("吸光度下降", "absorbance falling"),
