@@ -154,7 +154,10 @@ class AcquisitionConfig(_Strict):
 class StorageConfig(_Strict):
     """`[storage]`: the outbox database."""
 
-    max_db_mb: float | None = Field(default=None, gt=0, description="cap of the outbox file size")
+    max_db_mb: float | None = Field(default=None, gt=0, description="cap of the outbox (database + WAL)")
+    reserve_mb: float = Field(
+        default=0.5, ge=0, description="disk kept in a reserve file so acks can be applied on a full disk"
+    )
 
 
 class StationSection(_Strict):

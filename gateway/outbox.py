@@ -16,7 +16,9 @@ Failure handling: `PRAGMA quick_check` at open; a corrupt file is renamed aside 
 deleted) and `OutboxCorrupt` raised; the seq high-water mark is salvaged from it when possible so a new
 outbox never reuses a seq, and `salvage_from` later restores its readable un-sent results, de-duplication
 keys and instrument cursors into the new outbox. SQLITE_FULL (disk full or `max_db_bytes` reached) → `OutboxFull` after a
-rollback: nothing half-written, the caller retries later.
+rollback: nothing half-written, the caller retries later. Disk space (`gateway.diskspace.SpaceGuard`): new results
+are refused with `OutboxFull` *before* the disk or the cap is reached (the WAL is kept small and counted in the cap),
+and a pre-allocated reserve file is given back when the disk is full so that applying an ack always works.
 
 Does not: talk MQTT, read instruments or interpret signals. Thread-safe (one connection, one lock).
 """
@@ -36,6 +38,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from gateway.diskspace import RESERVE_SUFFIX, SpaceGuard
 from gateway.errors import DuplicateCode, OutboxCorrupt, OutboxError, OutboxFull
 from kuaijian_schema.wire import Rejection, canonical_json, new_result_id, payload_sha256
 
@@ -243,18 +246,37 @@ def _translate(exc: sqlite3.Error, what: str) -> OutboxError:
 class Outbox:
     """The outbox database. Create with `Outbox.open(path)`; close with `close()`."""
 
-    def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
+    def __init__(self, conn: sqlite3.Connection, path: Path, space: SpaceGuard | None = None) -> None:
         self._conn = conn
         self._lock = threading.RLock()
         self.path = path
+        self.space = space or SpaceGuard(path, conn, max_bytes=None, reserve_bytes=0)
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    def open(cls, path: Path, *, max_db_bytes: int | None = None, check: bool = True) -> Outbox:
-        """Open (creating if needed) and migrate the outbox at `path`.
+    def open(
+        cls, path: Path, *, max_db_bytes: int | None = None, check: bool = True, reserve_bytes: int = 0
+    ) -> Outbox:
+        """Open (creating if needed) and migrate the outbox at `path`; keep `reserve_bytes` of disk in a
+        reserve file for acks and the database + WAL under `max_db_bytes` (`gateway.diskspace`).
 
-        Raises `OutboxCorrupt` (after renaming the file aside) when the integrity check fails.
+        Raises `OutboxCorrupt` (after renaming the file aside) when the integrity check fails. When opening
+        fails (e.g. no room for the WAL index on a full disk) and a reserve file exists, it is given back and
+        the open tried once more.
         """
+        try:
+            return cls._open(path, max_db_bytes=max_db_bytes, check=check, reserve_bytes=reserve_bytes)
+        except OutboxCorrupt:
+            raise
+        except OutboxError:
+            reserve = path.with_name(path.name + RESERVE_SUFFIX)
+            if not reserve.exists():
+                raise
+            reserve.unlink()
+            return cls._open(path, max_db_bytes=max_db_bytes, check=check, reserve_bytes=reserve_bytes)
+
+    @classmethod
+    def _open(cls, path: Path, *, max_db_bytes: int | None, check: bool, reserve_bytes: int) -> Outbox:
         path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         fresh = not path.exists()
         try:
@@ -263,9 +285,12 @@ class Outbox:
         except (sqlite3.Error, OSError) as exc:
             raise OutboxError(f"cannot open outbox {path}: {exc}") from exc
         try:
-            _prepare(conn, path, check=check and not fresh, max_db_bytes=max_db_bytes)
-            box = cls(conn, path)
+            _prepare(conn, path, check=check and not fresh)
+            space = SpaceGuard(path, conn, max_bytes=max_db_bytes, reserve_bytes=reserve_bytes)
+            space.configure()
+            box = cls(conn, path, space)
             box._migrate(seq_floor=_read_seq_floor(path) if fresh else None)
+            space.ensure_reserve()
         except _CorruptFound as exc:
             conn.close()
             raise _move_aside(path, str(exc)) from exc
@@ -290,9 +315,16 @@ class Outbox:
         self.close()
 
     @contextlib.contextmanager
-    def _tx(self, what: str) -> Iterator[sqlite3.Connection]:
+    def _tx(self, what: str, *, grows: bool = False, essential: bool = False) -> Iterator[sqlite3.Connection]:
+        """One write transaction. `grows`: it adds results — refused with `OutboxFull` before anything is
+        written when there is no room (`SpaceGuard.room`); `essential`: it must succeed on a full disk (an ack
+        deleting rows) — the reserve is given back first if the disk is full (`SpaceGuard.essential`)."""
         with self._lock:
             conn = self._conn
+            if grows:
+                self.space.room()
+            if essential:
+                self.space.essential()
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 yield conn
@@ -398,7 +430,7 @@ class Outbox:
             return []
         out: list[Enqueued] = []
         now = time.time()
-        with self._tx("enqueueing results") as conn:
+        with self._tx("enqueueing results", grows=True) as conn:
             seq = int(conn.execute("SELECT value FROM counters WHERE name = 'seq'").fetchone()[0])
             for rec in records:
                 for draft in rec.drafts:
@@ -482,7 +514,7 @@ class Outbox:
         unknown = 0
         ignored = 0
         now = time.time()
-        with self._tx("applying an ack") as conn:
+        with self._tx("applying an ack", essential=True) as conn:
             for rid in ids:
                 row = conn.execute("DELETE FROM outbox WHERE id = ? RETURNING seq", (str(rid),)).fetchone()
                 if row:
@@ -682,7 +714,7 @@ class Outbox:
         """Store a registration under its unique `code` and queue it for delivery, in ONE transaction with
         the seq counter (same id/seq/sig/ack rules as a result). Raises DuplicateCode if `code` is taken."""
         now = time.time()
-        with self._tx("enqueueing a registration") as conn:
+        with self._tx("enqueueing a registration", grows=True) as conn:
             if conn.execute("SELECT 1 FROM registrations WHERE code = ?", (code,)).fetchone():
                 raise DuplicateCode(f"样品编号 {code} 已被登记 (sample code {code} is already registered)")
             seq = int(conn.execute("SELECT value FROM counters WHERE name = 'seq'").fetchone()[0]) + 1
@@ -770,7 +802,7 @@ def stored_sha256(payload: str) -> str:
         return hashlib.sha256(payload.encode()).hexdigest()
 
 
-def _prepare(conn: sqlite3.Connection, path: Path, *, check: bool, max_db_bytes: int | None) -> None:
+def _prepare(conn: sqlite3.Connection, path: Path, *, check: bool) -> None:
     conn.execute("PRAGMA busy_timeout = 10000")
     if check:
         rows = conn.execute("PRAGMA quick_check").fetchall()
@@ -780,9 +812,6 @@ def _prepare(conn: sqlite3.Connection, path: Path, *, check: bool, max_db_bytes:
     if mode is None or str(mode[0]).lower() != "wal":
         raise OutboxError(f"cannot switch {path} to WAL journal mode (got {mode})")
     conn.execute("PRAGMA synchronous = FULL")
-    if max_db_bytes is not None:
-        page = int(conn.execute("PRAGMA page_size").fetchone()[0])
-        conn.execute(f"PRAGMA max_page_count = {max(16, max_db_bytes // page)}")
 
 
 def _salvage_seq(path: Path) -> int | None:

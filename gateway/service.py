@@ -95,7 +95,9 @@ class GatewayService:
         cfg = self.config
         max_bytes = None if cfg.storage.max_db_mb is None else int(cfg.storage.max_db_mb * 1024 * 1024)
         factories = [(inst, analyzer_factory(inst)) for inst in cfg.instruments]
-        outbox = Outbox.open(cfg.db_path, max_db_bytes=max_bytes)
+        outbox = Outbox.open(
+            cfg.db_path, max_db_bytes=max_bytes, reserve_bytes=int(cfg.storage.reserve_mb * 1024 * 1024)
+        )
         self.outbox = outbox
         for corrupt in outbox.unsalvaged():
             # before any worker runs: restored cursors keep the instruments from being read again

@@ -302,8 +302,10 @@ class InstrumentWorker:
             try:
                 enqueued = self._outbox.enqueue(key, epoch, drafts, self._sign, identity)
             except OutboxFull as exc:
-                self._set(state="unavailable", last_error=f"outbox full, not reading new records: {exc}")
-                log.error("instrument %s paused: %s", self.name, exc)  # noqa: TRY400
+                reason = f"outbox full, not reading new records: {exc}"
+                if self.state.last_error != reason:  # once per pause, not once per retry
+                    log.error("instrument %s paused: %s", self.name, exc)  # noqa: TRY400
+                self._set(state="unavailable", last_error=reason)
                 if self._stop.wait(self._full_retry):
                     return False
                 continue

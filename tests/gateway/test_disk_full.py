@@ -18,7 +18,7 @@ def test_disk_full_pauses_reading_and_resumes(tmp_path: Path) -> None:
         broker.port,
         [fast_instrument(total=total, rate=20000.0)],
         acquisition={"full_retry_s": 0.1, "read_batch": 4},
-        storage={"max_db_mb": 0.15},
+        storage={"max_db_mb": 0.25},  # database + WAL (the WAL takes a quarter)
     )
     with RunningService(cfg) as svc:
         assert svc.outbox is not None

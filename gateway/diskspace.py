@@ -1,0 +1,174 @@
+"""Disk space of the outbox: the room check before new results, and the reserve that keeps acks possible.
+
+Does:
+- `SpaceGuard.configure()` — the cap `storage.max_db_mb` covers database AND WAL: the WAL is checkpointed
+  at half its limit and truncated to it (a quarter of the cap, at most `WAL_LIMIT`), the database is capped
+  by SQLite (`max_page_count`) at the rest; reaching it is SQLITE_FULL → `OutboxFull`.
+- `SpaceGuard.room()` — before results are added: keep the WAL within its limit, re-create the reserve when
+  space came back, and raise `OutboxFull` when adding would eat into the free disk the reserve stands for —
+  unless pages freed by acks inside the database (or an empty outbox) can take the batch. So the outbox
+  stops growing *before* the disk is full.
+- the reserve: a pre-allocated file `<db>.reserve` (`storage.reserve_mb`). When the disk is (nearly) full —
+  filled by something else, or before this guard existed — `essential()` deletes it and checkpoints the WAL
+  before an ack is applied, so deleting acknowledged rows (which writes to the WAL, and whose checkpoint may
+  extend the database file) always finds room. It is re-created once the disk has room for it again.
+- `sizes()`: database, WAL and free-page bytes for the status and the tests.
+
+Does not: decide what is deleted or kept (the outbox does), or free anything but its own reserve.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import shutil
+import sqlite3
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from gateway.errors import OutboxFull
+
+log = logging.getLogger("gateway.outbox")
+
+WAL_LIMIT = 512 * 1024  # bytes the WAL may hold (a quarter of storage.max_db_mb when that is smaller)
+ROOM = 64 * 1024  # room wanted for one more batch of results (an eighth of storage.max_db_mb if smaller)
+RESERVE_SUFFIX = ".reserve"
+
+
+@dataclass(frozen=True, slots=True)
+class Sizes:
+    db: int
+    wal: int
+    free_pages: int  # bytes of database pages freed by acks, reused before the file grows
+    disk_free: int
+
+
+class SpaceGuard:
+    """Space policy of one outbox database (used under the outbox's lock)."""
+
+    def __init__(
+        self,
+        path: Path,
+        conn: sqlite3.Connection,
+        *,
+        max_bytes: int | None,
+        reserve_bytes: int,
+        disk_free: Callable[[Path], int] | None = None,
+    ) -> None:
+        self.path = path
+        self.wal = path.with_name(path.name + "-wal")
+        self.reserve = path.with_name(path.name + RESERVE_SUFFIX)
+        self._conn = conn
+        self.max_bytes = max_bytes
+        self.reserve_bytes = reserve_bytes
+        self.wal_limit = WAL_LIMIT if max_bytes is None else max(16 * 1024, min(WAL_LIMIT, max_bytes // 4))
+        self.room_bytes = ROOM if max_bytes is None else max(4096, min(ROOM, max_bytes // 8))
+        self._disk_free = disk_free or (lambda p: shutil.disk_usage(p).free)
+
+    def configure(self) -> None:
+        """Bound the WAL (SQLite checkpoints it at half `wal_limit` and truncates it to `wal_limit`) and
+        cap the database at `max_bytes` less what the WAL may hold."""
+        conn = self._conn
+        page = int(conn.execute("PRAGMA page_size").fetchone()[0])
+        conn.execute(f"PRAGMA wal_autocheckpoint = {max(4, self.wal_limit // page // 2)}")
+        conn.execute(f"PRAGMA journal_size_limit = {self.wal_limit}")
+        if self.max_bytes is not None:
+            conn.execute(f"PRAGMA max_page_count = {max(16, (self.max_bytes - self.wal_limit) // page)}")
+
+    # ------------------------------------------------------------------ measurements
+    def sizes(self) -> Sizes:
+        page = int(self._conn.execute("PRAGMA page_size").fetchone()[0])
+        free_pages = int(self._conn.execute("PRAGMA freelist_count").fetchone()[0])
+        return Sizes(_size(self.path), _size(self.wal), free_pages * page, self._free())
+
+    def _free(self) -> int:
+        try:
+            return self._disk_free(self.path.parent)
+        except OSError:
+            return 0
+
+    # ------------------------------------------------------------------ before adding results
+    def room(self) -> None:
+        """Raise `OutboxFull` unless one more batch fits without touching the reserve or the cap."""
+        if _size(self.wal) > self.wal_limit:
+            self.checkpoint()
+        sizes = self.sizes()
+        self.ensure_reserve(sizes.disk_free)
+        room = self.room_bytes
+        held = self.reserve_bytes if not self.reserve.exists() else 0
+        if sizes.disk_free >= held + room:
+            return
+        if sizes.free_pages >= room or self._conn.execute("SELECT 1 FROM outbox LIMIT 1").fetchone() is None:
+            return  # acks freed pages inside the database: new rows reuse them
+        raise OutboxFull(
+            f"outbox full while enqueueing results: disk almost full ({sizes.disk_free} bytes free; "
+            f"the outbox keeps {self.reserve_bytes} bytes in reserve for applying acks) — free disk space"
+        )
+
+    # ------------------------------------------------------------------ before deleting acked rows
+    def essential(self) -> None:
+        """Before a write that must succeed on a full disk (an ack): when the disk has less free space than
+        the reserve, give the reserve back to the file system and checkpoint the WAL."""
+        if self._free() >= max(self.reserve_bytes, self.room_bytes):
+            return
+        if self.release():
+            log.warning(
+                "disk full: released the outbox's %d-byte reserve to apply an ack", self.reserve_bytes
+            )
+        self.checkpoint()
+
+    # ------------------------------------------------------------------ reserve / WAL
+    def ensure_reserve(self, disk_free: int | None = None) -> bool:
+        """Create the reserve file when missing and the disk has room for it twice over; True if present."""
+        if self.reserve_bytes <= 0 or self.reserve.exists():
+            return self.reserve_bytes > 0
+        free = self._free() if disk_free is None else disk_free
+        if free < 2 * self.reserve_bytes + self.room_bytes:
+            return False
+        try:
+            fd = os.open(self.reserve, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+        except OSError:
+            return False
+        try:
+            try:
+                os.posix_fallocate(fd, 0, self.reserve_bytes)
+            except OSError as exc:
+                if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+                    raise
+                os.write(fd, bytes(self.reserve_bytes))  # file systems without fallocate: real blocks
+            os.fsync(fd)
+        except OSError:
+            os.close(fd)
+            with contextlib.suppress(OSError):
+                self.reserve.unlink()
+            return False
+        os.close(fd)
+        return True
+
+    def release(self) -> bool:
+        try:
+            self.reserve.unlink()
+        except FileNotFoundError:
+            return False
+        except OSError as exc:
+            log.warning("cannot release the outbox reserve %s: %s", self.reserve, exc)
+            return False
+        return True
+
+    def checkpoint(self) -> None:
+        """Copy the WAL into the database and truncate it; a failure (e.g. no room to extend the database)
+        is left for the next attempt."""
+        try:
+            self._conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+        except sqlite3.Error as exc:
+            log.debug("checkpoint failed: %s", exc)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
