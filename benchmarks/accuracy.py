@@ -19,6 +19,7 @@ and all of these at once — it generates intact strips with `firmware_sim.signa
 
     .venv/bin/python benchmarks/accuracy.py                      # 3,000 strips per kit × condition
     .venv/bin/python benchmarks/accuracy.py --strips 500 --ref-strips 60 --kit imidacloprid-v1
+    .venv/bin/python benchmarks/accuracy.py --median 5           # with the running-median pre-filter
 """
 
 from __future__ import annotations
@@ -113,16 +114,18 @@ def speck_od(length: int, centre: F64, area: F64, sigma: F64) -> F64:
     return out
 
 
-def missing_control(spec: StripSpec, n: int, rng: np.random.Generator) -> tuple[int, int]:
+def missing_control(spec: StripSpec, n: int, rng: np.random.Generator, median: int = 0) -> tuple[int, int]:
     """(not invalid without speck, not invalid with a speck in the control window) of n strips each."""
     cond = CONDITIONS["all"]
     plain = generate_strips(spec, n, rng, conditions=replace(cond, p_speck=0.0), fault="control_missing")
-    a = int((interpret_strips(plain.profiles, spec).verdict != Verdict.INVALID).any(axis=1).sum())
+    a = int(
+        (interpret_strips(plain.profiles, spec, median=median).verdict != Verdict.INVALID).any(axis=1).sum()
+    )
     batch = generate_strips(spec, n, rng, conditions=replace(cond, p_speck=0.0), fault="control_missing")
     centre = spec.control_position + rng.uniform(-spec.tolerance, spec.tolerance, n)
     od = speck_od(spec.length, centre, rng.uniform(0.3, 3.0, n), rng.uniform(0.6, 1.3, n))
     specked = np.clip(batch.profiles * 10.0**-od, 0.001, 1.0)
-    b = int((interpret_strips(specked, spec).verdict != Verdict.INVALID).any(axis=1).sum())
+    b = int((interpret_strips(specked, spec, median=median).verdict != Verdict.INVALID).any(axis=1).sum())
     return a, b
 
 
@@ -140,7 +143,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
                 [args.seed, sorted(DEMO_KITS).index(kit), list(CONDITIONS).index(name)]
             )
             batch = generate_strips(spec, args.strips, rng, conditions=cond)
-            res = interpret_strips(batch.profiles, spec)
+            res = interpret_strips(batch.profiles, spec, median=args.median)
             truth = batch.truth
             invalid = (res.verdict == Verdict.INVALID).any(axis=1)
             shape = (res.flags & GoldFlag.TEST_SHAPE) != 0
@@ -167,7 +170,7 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             if name == "clean":
                 worst["false_invalid"] = max(worst["false_invalid"], float(invalid.mean()))
             worst["p95_excess"] = max(worst["p95_excess"], p95_sub / p95_ref - 1.0)
-        a, b = missing_control(spec, args.missing, np.random.default_rng([args.seed, 99]))
+        a, b = missing_control(spec, args.missing, np.random.default_rng([args.seed, 99]), args.median)
         print(f"{kit:<20} missing control: {a}/{args.missing} not invalid, {b}/{args.missing} with a speck")
         worst["missing_valid"] += a + b
     return worst
@@ -201,6 +204,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--ref-strips", type=int, default=200, help="strips per kit × condition for the fit")
     p.add_argument("--missing", type=int, default=2000, help="missing-control strips per kit and case")
     p.add_argument("--seed", type=int, default=1)
+    p.add_argument("--median", type=int, default=0, choices=(0, 3, 5), help="running-median pre-filter")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     worst = run(args)

@@ -83,6 +83,8 @@ def bench_gold(args: argparse.Namespace) -> dict[str, float]:
     t_fast = best_of(lambda: interpret_strips(x, spec), args.repeat)
     x32 = x.astype(np.float32)
     t_fast32 = best_of(lambda: interpret_strips(x32, spec), args.repeat)
+    t_med3 = best_of(lambda: interpret_strips(x, spec, median=3), args.repeat)
+    t_med5 = best_of(lambda: interpret_strips(x, spec, median=5), args.repeat)
     t_naive = best_of(lambda: naive_interpret_strips(x[:nn], spec), 1) / nn * n
     t_sum = best_of(lambda: x.sum(), args.repeat)
     dst = np.empty_like(x)
@@ -107,6 +109,12 @@ def bench_gold(args: argparse.Namespace) -> dict[str, float]:
             f"{t_fast32 * 1e3:.1f} ms",
         )
     )
+    for label, t_med in (
+        ("+ running median 3 pre-filter", t_med3),
+        ("+ running median 5 pre-filter", t_med5),
+    ):
+        note = f"{t_med * 1e3:.1f} ms, +{(t_med / t_fast - 1) * 100:.0f} % time"
+        print(row(label, n / t_med, "strips/s", n / t_naive, note))
     print(
         row(
             "bound: read input once (x.sum())",

@@ -44,7 +44,7 @@ from gateway.interpret.codes import (
     flag_names,
 )
 from gateway.interpret.errors import InputError, SpecMismatchError
-from gateway.interpret.lines import Layout, LineStats, Scan, finish, layout, scan
+from gateway.interpret.lines import MEDIANS, Layout, LineStats, Scan, finish, layout, running_median, scan
 from kuaijian_schema.specs import StripSpec
 
 __all__ = ["StripResults", "check_profiles", "interpret_strips"]
@@ -192,11 +192,17 @@ def _raise_bad_rows(x: npt.NDArray[np.floating[Any]], offset: int, what: str) ->
     )
 
 
-def interpret_strips(profiles: npt.NDArray[np.floating[Any]], spec: StripSpec) -> StripResults:
+def interpret_strips(
+    profiles: npt.NDArray[np.floating[Any]], spec: StripSpec, *, median: int = 0
+) -> StripResults:
     """Interpret N reflectance profiles (N, spec.length) with kit `spec`.
 
+    `median` (0, 3 or 5): width of an optional running median over the line regions before anything
+    else (off by default: docs/interpret.md has its measured cost and effect).
     Raises InputError for unusable arrays and SpecMismatchError when the spec does not fit them.
     """
+    if median not in MEDIANS:
+        raise InputError(f"median must be one of {MEDIANS}, got {median!r}")
     x = check_profiles(profiles, spec)
     lay = layout(spec)
     rules = _rules(spec)
@@ -227,7 +233,7 @@ def interpret_strips(profiles: npt.NDArray[np.floating[Any]], spec: StripSpec) -
         # pass 2 (L2-sized chunks of the regions): line search and window sums; then baselines,
         # adaptive windows, signals and shapes once for the whole block
         scans = [
-            _chunk(regions[s - b0 : e - b0], s, lay, spec.saturation_reflectance, out, slice(s, e))
+            _chunk(regions[s - b0 : e - b0], s, lay, spec.saturation_reflectance, out, slice(s, e), median)
             for s, e in ((s, min(b1, s + rows2)) for s in range(b0, b1, rows2))
         ]
         whole = Scan(
@@ -364,12 +370,16 @@ def _bad_shape(out: _Out, line_width: float) -> npt.NDArray[np.bool_]:
     return bad
 
 
-def _chunk(g2: F32, offset: int, lay: Layout, sat_reflectance: float, out: _Out, rows: slice) -> Scan:
-    """Check and scan the line regions (m, J·M) of m profiles; saturation into `out.sat[rows]`."""
+def _chunk(
+    g2: F32, offset: int, lay: Layout, sat_reflectance: float, out: _Out, rows: slice, median: int
+) -> Scan:
+    """Check, optionally median-filter, and scan the line regions (m, J·M) of m profiles; saturation
+    (of the unfiltered pixels) into `out.sat[rows]`."""
     lo = g2.min(axis=1)
     if lo.min() < 0 or g2.max() > MAX_REFLECTANCE:
         _raise_bad_rows(g2, offset, "expected reflectance in [0, 1.5]")
     np.less(lo, sat_reflectance, out=out.sat[rows])
+    running_median(g2, lay, median)
     return scan(g2, lay)
 
 

@@ -42,7 +42,7 @@ import numpy.typing as npt
 from gateway.interpret.errors import SpecMismatchError
 from kuaijian_schema.specs import StripSpec
 
-__all__ = ["FLOOR", "Layout", "LineStats", "Scan", "finish", "layout", "scan"]
+__all__ = ["FLOOR", "MEDIANS", "Layout", "LineStats", "Scan", "finish", "layout", "running_median", "scan"]
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -60,6 +60,8 @@ FLANK: Final = 1.0
 """Baseline flank width per side, × h0 (the baseline noise falls with the flank width)."""
 ADAPT_SNR: Final = 4.0
 """The window adapts only to a control line at least this far above the noise."""
+MEDIANS: Final = (0, 3, 5)
+"""Widths of the optional running-median pre-filter (0 = off)."""
 SUBFLANKS: Final = 3
 """Sub-flanks per side (f is split as evenly as it goes)."""
 CORE_SHIFT: Final = 2
@@ -217,6 +219,25 @@ class Scan:
     edge: npt.NDArray[np.bool_]  # (m, J)
     sums: F32  # (m·J, columns of stat_kernel)
     flank_d2: F32  # (m·J, 2) mean |second difference| of each outer flank (log2 units)
+
+
+def running_median(g2: F32, lay: Layout, width: int) -> None:
+    """Replace every pixel of each line region (m, J·M) by the median of the `width` (3 or 5) pixels
+    around it, in place; the outermost width // 2 pixels of a region keep their value. Min/max networks
+    on shifted views (Paeth's median of five), so the cost is a few passes over the regions."""
+    if width == 0:
+        return
+    reg = g2.reshape(-1, lay.width)
+    k = width // 2
+    n = lay.width - 2 * k
+    v = [reg[:, i : i + n].copy() for i in range(width)]
+    if width == 3:
+        a, b, c = v
+    else:
+        a0, a1, a2, a3, c = v
+        a = np.maximum(np.minimum(a0, a1), np.minimum(a2, a3))
+        b = np.minimum(np.maximum(a0, a1), np.maximum(a2, a3))
+    reg[:, k : k + n] = np.maximum(np.minimum(a, b), np.minimum(np.maximum(a, b), c))
 
 
 def scan(g2: F32, lay: Layout) -> Scan:
