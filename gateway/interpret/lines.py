@@ -92,7 +92,8 @@ class Layout:
     index: npt.NDArray[np.intp]  # (J·M,) profile columns of all regions (edge-clamped)
     contiguous: bool  # every region lies inside the profile: gather by slices
     loc_kernel: F32  # (2·(tol + h0 + f) + 1, no) locator weights per candidate
-    stat_kernel: F32  # (2·win + 1, len(hs)·9 + 2·CORE_SHIFT + 1) window statistics (OD)
+    stat_kernel_t: F32  # (columns, 2·win + 1): the transposed stat kernel, C-contiguous
+    stat_kernel: F32  # (2·win + 1, 10·len(hs) + 2·CORE_SHIFT + 1 + 2·(f − 2)) window statistics (OD)
     sub_pos: F64  # (len(hs), 6) centre of each sub-flank, px from the line centre
     wsum: F64  # (len(hs),) sum of the Gaussian weights
     wsum2: F64  # (len(hs),) sum of their squares
@@ -137,6 +138,7 @@ def layout(spec: StripSpec) -> Layout:
         contiguous=bool((lo >= 0).all() and (lo + width <= spec.length).all()),
         loc_kernel=_loc_kernel(tol, h0, f, hp),
         stat_kernel=stat,
+        stat_kernel_t=np.ascontiguousarray(stat.T),
         sub_pos=sub_pos,
         wsum=np.array([_gauss(h).sum() for h in hs]),
         wsum2=np.array([(_gauss(h) ** 2).sum() for h in hs]),
@@ -168,7 +170,8 @@ def _gauss(h: int) -> F64:
 def _stat_kernel(hs: tuple[int, ...], f: int, win: int) -> tuple[F32, F64]:
     """Weights (2·win+1, 10·len(hs)+5) over a window centred on a line, giving OD (= −log10 R) sums:
     per h [window sum, 3 left sub-flank means (outer→inner), 3 right (inner→outer), left half sum,
-    right half sum, Gaussian-weighted sum (sd h/2.5, unit height)], then the central 3 px sum."""
+    right half sum, Gaussian-weighted sum (sd h/2.5, unit height)], then the 3-px sums centred at
+    −CORE_SHIFT … +CORE_SHIFT, then the second differences of the outer f px on each side."""
     n = 2 * win + 1
     c = win
     k = np.zeros((n, _PER_H * len(hs) + 2 * CORE_SHIFT + 1))
@@ -186,6 +189,12 @@ def _stat_kernel(hs: tuple[int, ...], f: int, win: int) -> tuple[F32, F64]:
         k[c - h : c + h + 1, b + 9] = _gauss(h)
     for j, o in enumerate(range(-CORE_SHIFT, CORE_SHIFT + 1)):
         k[c + o - 1 : c + o + 2, _PER_H * len(hs) + j] = 1.0
+    # second differences at every inner pixel of the two outer flanks (noise; not statistics of a width)
+    d2 = np.zeros((n, 2 * (f - 2)))
+    for side, first in enumerate((0, n - f)):
+        for i in range(f - 2):
+            d2[first + i : first + i + 3, side * (f - 2) + i] = (1.0, -2.0, 1.0)
+    k = np.concatenate([k, d2], axis=1)
     out: F32 = (k * -_LOG10_2).astype(np.float32)
     return out, pos
 
@@ -217,8 +226,8 @@ class Scan:
 
     position: F64  # (m, J)
     edge: npt.NDArray[np.bool_]  # (m, J)
-    sums: F32  # (m·J, columns of stat_kernel)
-    flank_d2: F32  # (m·J, 2) mean |second difference| of each outer flank (log2 units)
+    sums: F32  # (columns of stat_kernel, m·J): column-major, so each statistic is one contiguous row
+    flank_d2: F32  # (2, m·J) mean |second difference| of each outer flank (OD)
 
 
 def running_median(g2: F32, lay: Layout, width: int) -> None:
@@ -270,15 +279,11 @@ def scan(g2: F32, lay: Layout) -> Scan:
     nw = 2 * lay.win + 1
     starts = np.lib.stride_tricks.sliding_window_view(reg, nw, axis=1)
     cw = starts[r, best]
-    sums = cw @ lay.stat_kernel
-    f = lay.f
-    flank_d2 = np.empty((rows, 2), dtype=np.float32)
-    for side, a in enumerate((cw[:, :f], cw[:, nw - f :])):
-        d2 = a[:, 2:] + a[:, :-2]
-        d2 -= 2.0 * a[:, 1:-1]
-        np.abs(d2, out=d2)
-        d2.mean(axis=1, out=flank_d2[:, side])
-    return Scan(position=position, edge=edge, sums=sums, flank_d2=flank_d2)
+    sums = lay.stat_kernel_t @ cw.T  # BLAS transposes for free: (columns, rows)
+    nstat = lay.stat_kernel.shape[1] - 2 * (lay.f - 2)
+    d2 = np.abs(sums[nstat:]).reshape(2, lay.f - 2, rows)
+    flank_d2 = d2.sum(axis=1) / (lay.f - 2)  # (2, rows): mean |second difference| per outer flank
+    return Scan(position=position, edge=edge, sums=sums[:nstat], flank_d2=flank_d2)
 
 
 def finish(sc: Scan, lay: Layout) -> LineStats:
@@ -286,12 +291,12 @@ def finish(sc: Scan, lay: Layout) -> LineStats:
     m, nl = sc.position.shape
     rows = m * nl
     # column-major float64 copy: every statistic below is a contiguous 1-D array over lines
-    cols = np.ascontiguousarray(sc.sums.T, dtype=np.float64)  # (columns, rows)
+    cols = sc.sums.astype(np.float64)  # (columns, rows)
     # 4. noise: mean |second difference| of each outer flank, the median of those over the strip's
     # 2·J flanks (a speck spoils one flank, not the median)
-    fl = np.sort(sc.flank_d2.reshape(m, 2 * nl), axis=1)
+    fl = np.sort(sc.flank_d2.T.reshape(m, 2 * nl), axis=1)
     mid = nl  # 2·J flanks: the median is the mean of the two middle ones
-    noise = (fl[:, mid - 1] + fl[:, mid]).astype(np.float64) * (0.5 * _LOG10_2 / _D2_MEAN)
+    noise = (fl[:, mid - 1] + fl[:, mid]).astype(np.float64) * (0.5 / _D2_MEAN)  # already OD
     nh = len(lay.hs)
     hs = np.array(lay.hs, dtype=np.float64)
     core_cols = cols[_PER_H * nh :]
@@ -315,8 +320,12 @@ def finish(sc: Scan, lay: Layout) -> LineStats:
     hi[c_sig[0] < ADAPT_SNR * sd0] = 0
     # 3. every line with its strip's window
     hsel = np.repeat(hi, nl)
-    r = np.arange(rows)
-    sel = np.ascontiguousarray(cols[: _PER_H * nh].reshape(nh, _PER_H, rows)[hsel, :, r].T)
+    blocks = cols[: _PER_H * nh].reshape(nh, _PER_H, rows)
+    sel = blocks[0].copy()  # (_PER_H, rows): the statistics of each line's own width
+    for i in range(1, nh):
+        wide = hsel == i
+        if wide.any():
+            sel[:, wide] = blocks[i][:, wide]
     h = hs[hsel]
     sigma = np.repeat(noise, nl)
     bsel, ssel = _baseline(sel, lay.sub_pos[hsel].T, sigma, lay.f)
