@@ -40,7 +40,7 @@ from typing import Any
 
 from gateway.diskspace import RESERVE_SUFFIX, SpaceGuard
 from gateway.errors import DuplicateCode, OutboxCorrupt, OutboxError, OutboxFull
-from kuaijian_schema.wire import Rejection, canonical_json, new_result_id, payload_sha256
+from kuaijian_schema.wire import Rejection, ResultBody, canonical_json, new_result_id, payload_sha256
 
 SQLITE_FULL = 13
 SQLITE_CORRUPT = 11
@@ -120,7 +120,7 @@ class Draft:
 
     line: str
     priority: int
-    body: dict[str, Any]
+    body: ResultBody
 
 
 @dataclass(frozen=True, slots=True)
@@ -443,7 +443,7 @@ class Outbox:
                         continue
                     seq += 1
                     rid = str(new_result_id())
-                    doc = dict(draft.body)
+                    doc = draft.body.wire()
                     doc["id"] = rid
                     doc["seq"] = seq
                     doc["sig"] = sign(doc)

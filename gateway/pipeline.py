@@ -3,8 +3,8 @@
 Does: keep the station's current specs (`SpecBook`: built-in defaults, replaced by name by the cloud's
 pushed `StationConfig`, swapped atomically), group a batch of readings by kit/profile, call the numpy
 core (`interpret_strips` / `interpret_kinetics`) once per group, and turn every strip test line /
-enzyme sample channel into a `Draft` carrying every `Result` field except id/seq/sig (the outbox adds
-those in its transaction). Every result records the algorithm and config version it used.
+enzyme sample channel into a `Draft` whose body is a typed `kuaijian_schema.ResultBody` — every `Result`
+field except id/seq/sig (the outbox adds those in its transaction). Every result records the algorithm and config version it used.
 
 Nothing is silently dropped: a reading that cannot be interpreted (unknown kit or profile, profile
 length ≠ spec, interpretation error) still becomes a result with verdict `invalid` and a QC flag saying
@@ -22,19 +22,26 @@ import zlib
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from types import MappingProxyType
-from typing import Any
 
 import numpy as np
 import numpy.typing as npt
 
-from drivers.readings import DeviceInfo, EnzymeReading, GoldReading, Reading
+from drivers.readings import DeviceInfo, EnzymeReading, GoldReading, Method, Reading
 from gateway.interpret import ENZYME_ALGORITHM, GOLD_ALGORITHM, interpret_kinetics, interpret_strips
 from gateway.interpret.errors import InterpretError
 from gateway.outbox import PRIORITY, Draft, RecordDrafts
 from kuaijian_schema.kits import DEMO_KITS
 from kuaijian_schema.specs import GB_T_5009_199, NY_T_448, EnzymeSpec, StripSpec
-from kuaijian_schema.wire import StationConfig
+from kuaijian_schema.wire import (
+    InstrumentRef,
+    RawSignal,
+    ResultBody,
+    SampleRef,
+    StationConfig,
+    VerdictName,
+)
 
 BUILTIN_VERSION = "builtin"
 ENZYME_ANALYTE = "cholinesterase-inhibitors"  # organophosphates + carbamates, as a class
@@ -94,14 +101,13 @@ def _clean(values: Mapping[str, float | None]) -> dict[str, float | None]:
     return {k: (None if v is None or not math.isfinite(v) else float(v)) for k, v in values.items()}
 
 
-def _raw(arr: npt.NDArray[np.float64]) -> dict[str, Any]:
+def _raw(arr: npt.NDArray[np.float64]) -> RawSignal:
     data = np.ascontiguousarray(arr, dtype="<f4")
-    return {
-        "encoding": "zlib+base64",
-        "dtype": "<f4",
-        "shape": list(data.shape),
-        "data": base64.b64encode(zlib.compress(data.tobytes(), 6)).decode("ascii"),
-    }
+    return RawSignal(
+        dtype="<f4",
+        shape=tuple(int(n) for n in data.shape),
+        data=base64.b64encode(zlib.compress(data.tobytes(), 6)).decode("ascii"),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,39 +140,39 @@ class Interpreter:
         sample_id: str,
         product: str,
         record_no: int,
-        method: str,
+        method: Method,
         analyte: str,
         channel: int,
-        measured_at: str,
-        verdict: str,
+        measured_at: datetime,
+        verdict: VerdictName,
         values: Mapping[str, float | None],
         qc: Sequence[str],
         algorithm: str,
         config_version: str,
         operator: str,
-    ) -> dict[str, Any]:
+        raw: RawSignal | None,
+    ) -> ResultBody:
         qc = list(qc)
         if not sample_id:
             sample_id = f"{info.serial}-{record_no}"
             qc.append("no-sample-id")
-        body: dict[str, Any] = {
-            "station": self.station,
-            "instrument": {"serial": info.serial, "model": info.model, "driver": info.driver},
-            "sample": {"id": sample_id[:64], "product": (product or "unknown")[:64]},
-            "method": method,
-            "analyte": analyte[:64] or "unknown",
-            "channel": channel,
-            "measured_at": measured_at,
-            "verdict": verdict,
-            "values": _clean(values),
-            "qc": qc,
-            "algorithm": algorithm,
-            "config_version": config_version,
-        }
         op = operator or self.operator
-        if op:
-            body["operator"] = op[:64]
-        return body
+        return ResultBody(
+            station=self.station,
+            instrument=InstrumentRef(serial=info.serial, model=info.model, driver=info.driver),
+            sample=SampleRef(id=sample_id[:64], product=(product or "unknown")[:64]),
+            method=method,
+            analyte=analyte[:64] or "unknown",
+            channel=channel,
+            measured_at=measured_at,
+            verdict=verdict,
+            values=_clean(values),
+            qc=tuple(qc),
+            algorithm=algorithm,
+            config_version=config_version,
+            raw=raw,
+            operator=op[:64] if op else None,
+        )
 
     # ------------------------------------------------------------------ colloidal gold
     def _gold(
@@ -251,7 +257,7 @@ class Interpreter:
         book: SpecBook,
         out: dict[int, list[Draft]],
         analyte: str,
-        verdict: str,
+        verdict: VerdictName,
         values: Mapping[str, float | None],
         qc: Sequence[str],
         algorithm: str,
@@ -265,16 +271,15 @@ class Interpreter:
             method="gold",
             analyte=analyte,
             channel=rd.channel,
-            measured_at=rd.measured_at.isoformat(),
+            measured_at=rd.measured_at,
             verdict=verdict,
             values=values,
             qc=qc,
             algorithm=algorithm,
             config_version=book.version,
             operator=rd.operator,
+            raw=_raw(rd.profile) if self.include_raw else None,
         )
-        if self.include_raw:
-            body["raw"] = _raw(rd.profile)
         out[rd.record_no].append(Draft(f"ch{rd.channel}/t{line}", PRIORITY[verdict], body))
 
     # ------------------------------------------------------------------ enzyme inhibition
@@ -309,14 +314,13 @@ class Interpreter:
                 method="enzyme",
                 analyte=ENZYME_ANALYTE,
                 channel=c,
-                measured_at=rd.measured_at.isoformat(),
+                measured_at=rd.measured_at,
                 verdict=verdict,
                 values=values,
                 qc=qc,
                 algorithm=algorithm,
                 config_version=book.version,
                 operator=rd.operator,
+                raw=_raw(rd.absorbance[c]) if self.include_raw else None,
             )
-            if self.include_raw:
-                body["raw"] = _raw(rd.absorbance[c])
             out[rd.record_no].append(Draft(f"ch{c}", PRIORITY[verdict], body))

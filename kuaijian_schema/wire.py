@@ -166,11 +166,10 @@ class RawSignal(_Model):
         return out
 
 
-class Result(_Model):
-    """One measured result. `seq` is a strict integer: ``true`` or ``"5"`` is refused, never coerced."""
+class ResultBody(_Model):
+    """Every `Result` field except `id`, `seq` and `sig`: what the gateway's pipeline builds from a
+    reading; the outbox adds those three in the transaction that gives the result its place."""
 
-    id: UUID
-    seq: StrictInt = Field(ge=1)
     station: str = Field(pattern=STATION_PATTERN)
     instrument: InstrumentRef
     sample: SampleRef
@@ -185,6 +184,18 @@ class Result(_Model):
     config_version: str = Field(min_length=1)
     raw: RawSignal | None = None
     operator: str | None = Field(default=None, max_length=64)
+
+    def wire(self) -> dict[str, Any]:
+        """The JSON object of this body as it is signed and sent (unset optional fields left out)."""
+        return self.model_dump(mode="json", exclude_none=True)
+
+
+class Result(ResultBody):
+    """One result on `kj/v1/{station}/result`: a `ResultBody` with its id, per-station seq and HMAC.
+    `seq` is a strict integer: ``true`` or ``"5"`` is refused, never coerced."""
+
+    id: UUID
+    seq: StrictInt = Field(ge=1)
     sig: str = Field(pattern=r"^[0-9a-f]{64}$")
 
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 from enum import IntEnum, IntFlag
 from typing import Final
 
+from kuaijian_schema.wire import VerdictName
+
 GOLD_ALGORITHM: Final = "gold/2.0"
 ENZYME_ALGORITHM: Final = "enzyme/1.1"
 
@@ -22,8 +24,16 @@ class Verdict(IntEnum):
     INVALID = 3
 
     @property
-    def wire(self) -> str:
-        return self.name.lower()
+    def wire(self) -> VerdictName:
+        return _WIRE[self]
+
+
+_WIRE: Final[dict[Verdict, VerdictName]] = {
+    Verdict.NEGATIVE: "negative",
+    Verdict.POSITIVE: "positive",
+    Verdict.SUSPECT: "suspect",
+    Verdict.INVALID: "invalid",
+}
 
 
 class GoldFlag(IntFlag):

@@ -29,6 +29,7 @@ import numpy.typing as npt
 from gateway.interpret.codes import ENZYME_ALGORITHM, ENZYME_INVALIDATING, EnzymeFlag, Verdict, flag_names
 from gateway.interpret.errors import InputError, SpecMismatchError
 from kuaijian_schema.specs import EnzymeSpec
+from kuaijian_schema.wire import VerdictName
 
 __all__ = ["KineticsResults", "interpret_kinetics"]
 
@@ -57,7 +58,7 @@ class KineticsResults:
     def is_control(self, r: int, c: int) -> bool:
         return int(self.control[r]) == c
 
-    def verdict_for(self, r: int, c: int) -> str:
+    def verdict_for(self, r: int, c: int) -> VerdictName:
         """Wire name of the verdict of run r, channel c."""
         return Verdict(int(self.verdict[r, c])).wire
 

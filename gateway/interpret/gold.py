@@ -46,6 +46,7 @@ from gateway.interpret.codes import (
 from gateway.interpret.errors import InputError, SpecMismatchError
 from gateway.interpret.lines import MEDIANS, Layout, LineStats, Scan, finish, layout, running_median, scan
 from kuaijian_schema.specs import StripSpec
+from kuaijian_schema.wire import VerdictName
 
 __all__ = ["StripResults", "check_profiles", "interpret_strips"]
 
@@ -100,7 +101,7 @@ class StripResults:
     def __len__(self) -> int:
         return int(self.control_signal.shape[0])
 
-    def verdict_for(self, i: int, k: int = 0) -> str:
+    def verdict_for(self, i: int, k: int = 0) -> VerdictName:
         """Wire name of the verdict of strip i, test line k."""
         return Verdict(int(self.verdict[i, k])).wire
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +13,7 @@ import pytest
 from gateway.config import load_config
 from gateway.outbox import Outbox, stored_sha256
 from gateway.service import GatewayService
-from kuaijian_schema.wire import Rejection
+from kuaijian_schema.wire import InstrumentRef, Rejection, ResultBody, SampleRef
 from tests.gateway.acker import Acker
 from tests.helpers import Mosquitto, wait_for
 
@@ -80,6 +81,24 @@ def write_station(
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     path.chmod(0o600)  # it holds the station key
     return path
+
+
+def result_body(n: int = 1, k: int = 0, *, qc: tuple[str, ...] = ()) -> ResultBody:
+    """A valid result body (what the pipeline builds) whose values carry `n` and `k`."""
+    return ResultBody(
+        station=STATION,
+        instrument=InstrumentRef(serial="T-0001", model="TEST", driver="plugin"),
+        sample=SampleRef(id=f"S-{n}", product="菠菜"),
+        method="gold",
+        analyte="imidacloprid",
+        channel=0,
+        measured_at=datetime(2026, 12, 1, 8, 0, tzinfo=UTC),
+        verdict="negative",
+        values={"n": float(n), "k": float(k)},
+        qc=qc,
+        algorithm="gold/1.0",
+        config_version="builtin",
+    )
 
 
 def fast_instrument(name: str = "fast-1", **params: Any) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import pytest
 
 from gateway.outbox import Draft, Outbox, RecordDrafts
 from kuaijian.cli import main
-from tests.gateway.conftest import fast_instrument, rejection, write_station
+from tests.gateway.conftest import fast_instrument, rejection, result_body, write_station
 from tests.helpers import free_port
 
 REPO = Path(__file__).resolve().parents[2]
@@ -37,7 +37,10 @@ def test_check_config_and_status(tmp_path: Path, capsys: pytest.CaptureFixture[s
     assert json.loads(capsys.readouterr().out)["exists"] is False
     with Outbox.open(tmp_path / "data" / "outbox.db") as box:
         out = box.enqueue(
-            "plugin:X", 0, [RecordDrafts(1, (Draft("a", 0, {}), Draft("b", 0, {})))], lambda d: "s"
+            "plugin:X",
+            0,
+            [RecordDrafts(1, (Draft("a", 0, result_body(1)), Draft("b", 0, result_body(2))))],
+            lambda d: "s",
         )
         box.ack(rejected=[rejection(box, out[0].id, out[0].seq, "unknown station")])
     assert main(["gateway", "status", "--config", str(cfg), "--json"]) == 0

@@ -17,7 +17,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from gateway.errors import OutboxCorrupt, OutboxError, OutboxFull
 from gateway.outbox import MIGRATIONS, Cursor, Draft, Migration, Outbox, RecordDrafts
 from kuaijian_schema.wire import Rejection, sign_payload, verify_payload
-from tests.gateway.conftest import rejection
+from tests.gateway.conftest import rejection, result_body
 
 KEY = b"0123456789abcdef-station-key"
 
@@ -30,7 +30,7 @@ def _record(n: int, lines: int = 1, verdict: str = "negative") -> RecordDrafts:
     return RecordDrafts(
         n,
         tuple(
-            Draft(line=f"ch0/{k}", priority=2 if verdict == "positive" else 0, body={"n": n, "k": k})
+            Draft(line=f"ch0/{k}", priority=2 if verdict == "positive" else 0, body=result_body(n, k))
             for k in range(lines)
         ),
     )
@@ -157,7 +157,7 @@ def info_files(d: Path) -> list[Path]:
 def test_disk_full_rolls_back_and_keeps_cursor(tmp_path: Path) -> None:
     path = tmp_path / "o.db"
     with Outbox.open(path, max_db_bytes=128 * 1024) as box:
-        big = {"blob": "x" * 3000}
+        big = result_body(qc=("x" * 3000,))
         n = 0
         full: OutboxFull | None = None
         for n in range(1, 1000):  # until the cap is hit
@@ -336,7 +336,7 @@ def test_salvage_restores_unsent_results_cursors_and_dedup_keys(tmp_path: Path) 
         original = box.payloads(list(range(3, 61)))
     # a tampered row (as a bit flip would leave it) must not be restored
     conn = sqlite3.connect(path)
-    conn.execute("UPDATE outbox SET payload = replace(payload, '\"n\":7', '\"n\":8') WHERE seq = 13")
+    conn.execute("UPDATE outbox SET payload = replace(payload, '\"n\":7.0', '\"n\":8.0') WHERE seq = 13")
     conn.commit()
     conn.close()
     aside = tmp_path / "o.db.corrupt-test"

@@ -14,7 +14,7 @@ from gateway.outbox import RecordDrafts
 from gateway.pipeline import Interpreter, SpecBook, SpecHolder
 from kuaijian_schema.kits import DEMO_KITS
 from kuaijian_schema.specs import GB_T_5009_199
-from kuaijian_schema.wire import Result, new_result_id
+from kuaijian_schema.wire import Result, ResultBody, new_result_id
 
 STATION = "370214101203-01"
 GOLD = DeviceInfo("GR-1", "KJ-G8", "2.3", "gold-serial", "gold", 8)
@@ -26,7 +26,7 @@ def _validate(recs: list[RecordDrafts]) -> list[Result]:
     out = []
     for rec in recs:
         for d in rec.drafts:
-            doc: dict[str, Any] = dict(d.body, id=str(new_result_id()), seq=1, sig="0" * 64)
+            doc: dict[str, Any] = dict(d.body.wire(), id=str(new_result_id()), seq=1, sig="0" * 64)
             out.append(Result.model_validate(doc))
     return out
 
@@ -98,3 +98,22 @@ def test_spec_book_overlay_by_name() -> None:
     assert book.kits[imi.name].version == "lot-9"
     assert set(book.kits) == set(DEMO_KITS), "pushed kits replace defaults by name, others stay"
     assert book.profile("NY/T 448") is not None
+
+
+def test_drafts_are_typed_result_bodies_and_sign_as_sent() -> None:
+    """The pipeline builds `ResultBody` models (validated where they are made), not dicts; their wire
+    form leaves unset optional fields out, so the signed object is exactly what the cloud validates."""
+    rng = np.random.default_rng(2)
+    imi = DEMO_KITS["imidacloprid-v1"]
+    interp = Interpreter(station=STATION, specs=SpecHolder())
+    (rec,) = interp(GOLD, [_gold(1, imi.name, one_gold_profile(imi, rng, concentration=0.0).profile)])
+    body = rec.drafts[0].body
+    assert isinstance(body, ResultBody)
+    wire = body.wire()
+    assert "operator" not in wire
+    assert "raw" not in wire
+    assert wire["sample"] == {"id": "S", "product": "菠菜"}
+    assert datetime.fromisoformat(wire["measured_at"]) == NOW
+    assert ResultBody.model_validate(wire) == body
+    with pytest.raises(ValueError, match="station"):
+        Interpreter(station="not-a-station", specs=SpecHolder())(GOLD, [_gold(2, imi.name, np.ones(1024))])
