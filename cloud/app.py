@@ -27,7 +27,7 @@ from cloud.errors import CloudError, Conflict, Forbidden, Invalid, Locked, NotFo
 from cloud.live import hub_for
 from cloud.metrics import CloudMetrics
 from cloud.settings import Settings
-from kuaijian import __version__
+from kuaijian_schema.version import software_version
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
 
     app = FastAPI(
         title="kuaijian cloud",
-        version=__version__,
+        version=software_version(),
         description="快检 cloud: results, grid, stations, cases, configs, reports",
         lifespan=lifespan,
         # Swagger UI / ReDoc pages load their scripts from a third-party CDN and run inline script: not on

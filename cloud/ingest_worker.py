@@ -31,11 +31,9 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from typing import Any
-from urllib.parse import urlparse
 
 import paho.mqtt.client as mqtt
 import sqlite_utils
-from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -45,7 +43,7 @@ from cloud.db import connect, transaction
 from cloud.ingest import BatchOutcome, Inbound, process_batch
 from cloud.metrics import CloudMetrics
 from cloud.settings import Settings
-from kuaijian_schema.mqtt_client import set_tcp_nodelay
+from kuaijian_schema.mqtt_client import TlsFiles, make_client, parse_broker_url
 
 log = logging.getLogger("cloud.ingest")
 
@@ -92,15 +90,6 @@ class ConnectionLog:
         log.warning("%s: connection to %s lost: %s (reconnecting)", self.name, self.url, reason)
 
 
-def broker_address(url: str) -> tuple[str, int, bool]:
-    """(host, port, tls) of an mqtt:// (1883) or mqtts:// (8883, TLS) broker URL."""
-    parsed = urlparse(url)
-    if parsed.scheme not in ("mqtt", "tcp", "mqtts") or not parsed.hostname:
-        raise ValueError(f"broker url must look like mqtt://host:port or mqtts://host:port, not {url!r}")
-    tls = parsed.scheme == "mqtts"
-    return parsed.hostname, parsed.port or (8883 if tls else 1883), tls
-
-
 class MqttLink:
     """A paho client that connects, (re)subscribes on every connect, and publishes. Thread-safe publish."""
 
@@ -127,23 +116,19 @@ class MqttLink:
                 else f"{settings.mqtt_client_id}-{name}-{uuid.uuid4().hex[:8]}"
             )
         self.client_id = client_id
-        self.conn_log = ConnectionLog(f"mqtt {name} {client_id}", settings.broker_url or "")
+        self.broker = parse_broker_url(settings.broker_url or "")
+        self.conn_log = ConnectionLog(f"mqtt {name} {client_id}", self.broker.endpoint)  # no credentials
         self._stopping = False
-        if v5:
-            self.client = mqtt.Client(
-                CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=manual_ack
-            )
-        else:
-            self.client = mqtt.Client(
-                CallbackAPIVersion.VERSION2,
-                client_id=client_id,
-                clean_session=not self.persistent,
-                protocol=mqtt.MQTTv311,
-                manual_ack=manual_ack,
-            )
-        set_tcp_nodelay(self.client)
-        if settings.mqtt_username:
-            self.client.username_pw_set(settings.mqtt_username, settings.mqtt_password)
+        ca = settings.mqtt_ca_file
+        self.client = make_client(
+            client_id=client_id,
+            protocol="5" if v5 else "3.1.1",
+            clean_session=not self.persistent,
+            manual_ack=manual_ack,
+            username=settings.mqtt_username or None,
+            password=settings.mqtt_password if settings.mqtt_username else None,
+            tls=TlsFiles(ca_file=ca) if self.broker.tls else None,
+        )
         self.connected = threading.Event()
         """Set once connected AND (if any) subscribed; cleared on disconnect."""
         self._suback_mid: int | None = None
@@ -215,10 +200,7 @@ class MqttLink:
         self.connected.set()  # ready: connected and subscribed
 
     def start(self) -> None:
-        host, port, tls = broker_address(self.settings.broker_url or "")
-        if tls:
-            ca = self.settings.mqtt_ca_file
-            self.client.tls_set(ca_certs=str(ca) if ca is not None else None)
+        host, port = self.broker.host, self.broker.port
         if self.persistent and self.settings.mqtt_protocol == "5":
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = self.settings.ingest_session_expiry_s

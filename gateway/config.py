@@ -26,13 +26,13 @@ import stat
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Self, TypeAlias
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from drivers import registry
 from drivers.registry import InstrumentSettings
 from gateway.errors import ConfigError
+from kuaijian_schema.mqtt_client import BrokerUrl, parse_broker_url
 from kuaijian_schema.wire import STATION_PATTERN
 
 HEX_KEY_PATTERN = r"^(?:[0-9a-fA-F]{2}){16,}$"
@@ -75,11 +75,7 @@ class BrokerConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> Self:
-        parts = urlsplit(self.url)
-        if parts.scheme not in ("mqtt", "mqtts"):
-            raise ValueError(f"url scheme must be mqtt:// or mqtts://, got {self.url!r}")
-        if not parts.hostname:
-            raise ValueError(f"url has no host: {self.url!r}")
+        parse_broker_url(self.url)  # ValueError for anything but mqtt(s)://host[:port]
         if self.password is not None and self.password_file is not None:
             raise ValueError("set password or password_file, not both")
         if (self.cert_file is None) != (self.key_file is None):
@@ -89,22 +85,25 @@ class BrokerConfig(_Strict):
         return self
 
     @property
+    def broker(self) -> BrokerUrl:
+        return parse_broker_url(self.url)
+
+    @property
     def host(self) -> str:
-        return urlsplit(self.url).hostname or ""
+        return self.broker.host
 
     @property
     def port(self) -> int:
-        parts = urlsplit(self.url)
-        return parts.port or (8883 if parts.scheme == "mqtts" else 1883)
+        return self.broker.port
 
     @property
     def tls(self) -> bool:
-        return urlsplit(self.url).scheme == "mqtts"
+        return self.broker.tls
 
     @property
     def endpoint(self) -> str:
         """scheme://host:port — the broker as logged (never any credentials written into the URL)."""
-        return f"{urlsplit(self.url).scheme}://{self.host}:{self.port}"
+        return self.broker.endpoint
 
     def resolved_password(self) -> str | None:
         if self.password_file is not None:

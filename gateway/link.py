@@ -38,7 +38,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
+from paho.mqtt.enums import MQTTErrorCode
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
@@ -48,7 +48,7 @@ from gateway.config import GatewayConfig
 from gateway.connlog import ConnectionLog
 from gateway.errors import ConfigError, GatewayError, LinkError, OutboxError
 from gateway.outbox import Outbox
-from kuaijian_schema.mqtt_client import set_tcp_nodelay
+from kuaijian_schema.mqtt_client import TlsFiles, make_client
 from kuaijian_schema.wire import Ack, StationConfig, Status, topic
 
 log = logging.getLogger("gateway.link")
@@ -113,33 +113,28 @@ class Link:
     def _make_client(self) -> mqtt.Client:
         b = self.config.mqtt
         client_id = b.client_id or f"kj-gw-{self._station}"
-        if b.protocol == "5":
-            client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5)
-        else:
-            client = mqtt.Client(
-                CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv311, clean_session=False
-            )
-        password = b.resolved_password()
-        if b.username is not None or password is not None:
-            client.username_pw_set(b.username or "", password)
+        tls = None
         if b.tls:
             for name, path in (("ca_file", b.ca_file), ("cert_file", b.cert_file), ("key_file", b.key_file)):
                 if path is not None and not path.is_file():
                     raise LinkError(f"mqtt.{name}: {path} is not a readable file")
-            try:
-                client.tls_set(
-                    ca_certs=None if b.ca_file is None else str(b.ca_file),
-                    certfile=None if b.cert_file is None else str(b.cert_file),
-                    keyfile=None if b.key_file is None else str(b.key_file),
-                    tls_version=ssl.PROTOCOL_TLS_CLIENT,
-                )
-            except (ssl.SSLError, OSError, ValueError) as exc:
-                raise LinkError(f"mqtt: cannot set up TLS: {exc}") from exc
+            tls = TlsFiles(b.ca_file, b.cert_file, b.key_file)
+        password = b.resolved_password()
+        try:
+            client = make_client(
+                client_id=client_id,
+                protocol=b.protocol,
+                clean_session=False,
+                username=b.username,
+                password=password,
+                tls=tls,
+            )
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise LinkError(f"mqtt: cannot set up TLS: {exc}") from exc
         offline = Status(station=self._station, state="offline", at=datetime.now(UTC))
         client.will_set(self._topics["status"], offline.model_dump_json(), qos=1, retain=True)
         client.max_inflight_messages_set(max(20, min(1000, self.config.link.max_unacked)))
         client.reconnect_delay_set(b.reconnect_min_s, b.reconnect_max_s)
-        set_tcp_nodelay(client)
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect

@@ -35,7 +35,7 @@ from gateway.outbox import Enqueued, Outbox
 from gateway.pipeline import Interpreter, SpecBook, SpecHolder
 from gateway.samples import SampleDesk
 from gateway.worker import InstrumentWorker, WorkerState
-from kuaijian import __version__
+from kuaijian_schema.version import software_version
 from kuaijian_schema.wire import (
     PROTOCOL_VERSION,
     InstrumentStatus,
@@ -255,7 +255,7 @@ class GatewayService:
                 for s in (w.state for w in self.workers)
             ),
             versions={
-                "kuaijian": __version__,
+                "kuaijian": software_version(),
                 "protocol": PROTOCOL_VERSION,
                 "gold": GOLD_ALGORITHM,
                 "enzyme": ENZYME_ALGORITHM,

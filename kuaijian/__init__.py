@@ -3,5 +3,3 @@
 Does: argument parsing and dispatch to the packages' CLI modules; `kuaijian demo` and `kuaijian fleet`.
 Does not: hold any domain logic — drivers, interpretation, gateway and cloud live in their own packages.
 """
-
-__version__ = "0.1.0"

@@ -12,7 +12,7 @@ import importlib
 import sys
 from collections.abc import Sequence
 
-from kuaijian import __version__
+from kuaijian_schema.version import software_version
 
 # (module, group): group None registers top-level verbs, otherwise verbs under `kuaijian <group>`.
 _REGISTRY: tuple[tuple[str, str | None], ...] = (
@@ -35,7 +35,7 @@ _GROUP_HELP = {
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kuaijian", description="快检 rapid-test gateway and cloud")
-    parser.add_argument("--version", action="version", version=f"kuaijian {__version__}")
+    parser.add_argument("--version", action="version", version=f"kuaijian {software_version()}")
     top = parser.add_subparsers(dest="verb", metavar="VERB")
     top.required = True
     groups: dict[str, argparse._SubParsersAction[argparse.ArgumentParser]] = {}

@@ -26,7 +26,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import urlparse
 
 ANALYTES = (
     ("gold", "imidacloprid"),
@@ -149,18 +148,15 @@ def run_fleet(
     progress: Callable[[str], None] | None = None,
 ) -> FleetReport:
     """Connect one MQTT client per station, publish for `duration_s`, wait up to `drain_s` for acks."""
-    import paho.mqtt.client as mqtt
-    from paho.mqtt.enums import CallbackAPIVersion
-
     from kuaijian_schema import Ack, topic
-    from kuaijian_schema.mqtt_client import set_tcp_nodelay
+    from kuaijian_schema.mqtt_client import TlsFiles, make_client, parse_broker_url
 
-    url = urlparse(broker_url)
-    if url.scheme not in ("mqtt", "tcp") or not url.hostname:
-        raise FleetError(f"broker URL must look like mqtt://HOST:PORT, got {broker_url!r}")
-    host, port = url.hostname, url.port or 1883
-    proto = {"3.1.1": mqtt.MQTTv311, "5": mqtt.MQTTv5}.get(protocol)
-    if proto is None:
+    try:
+        url = parse_broker_url(broker_url)
+    except ValueError as exc:
+        raise FleetError(f"broker URL must look like mqtt://HOST:PORT: {exc}") from exc
+    host, port = url.host, url.port
+    if protocol not in ("3.1.1", "5"):
         raise FleetError("protocol must be 3.1.1 or 5")
     rng = random.Random(seed)
     sel = selectors.DefaultSelector()
@@ -191,11 +187,13 @@ def run_fleet(
     period = 60.0 / rate_per_min if rate_per_min > 0 else math.inf
     start = time.monotonic()
     for name in stations:
-        client = mqtt.Client(
-            CallbackAPIVersion.VERSION2,
+        client = make_client(
             client_id=f"fleet-{name}",
-            protocol=proto,
+            protocol="5" if protocol == "5" else "3.1.1",
             reconnect_on_failure=False,
+            username=url.username,
+            password=url.password,
+            tls=TlsFiles() if url.tls else None,
         )
         st = _Station(
             name,
@@ -204,11 +202,8 @@ def run_fleet(
             start + rng.expovariate(1 / period) if period < math.inf else math.inf,
         )
         client.user_data_set(st)
-        set_tcp_nodelay(client)
         client.on_connect = on_connect
         client.on_message = on_message
-        if url.username:
-            client.username_pw_set(url.username, url.password)
         try:
             client.connect(host, port, keepalive=60)
         except OSError as exc:

@@ -7,12 +7,10 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
 import sqlite_utils
 
 from cloud.app import create_app
 from cloud.clock import ManualClock
-from cloud.ingest_worker import broker_address
 from cloud.settings import Settings
 from kuaijian_schema import Ack
 from tests.cloud.factories import Grid, api_client_class, batch_payload
@@ -20,13 +18,6 @@ from tests.cloud.mqtt_client import Recorder
 from tests.helpers import Mosquitto, make_test_pki, tls_mosquitto_conf, wait_for
 
 A1 = "370214101203-01"
-
-
-def test_broker_url_schemes() -> None:
-    assert broker_address("mqtts://broker.example") == ("broker.example", 8883, True)
-    assert broker_address("mqtt://127.0.0.1:1999") == ("127.0.0.1", 1999, False)
-    with pytest.raises(ValueError, match="mqtts://"):
-        broker_address("http://127.0.0.1")
 
 
 def test_ingest_over_tls_with_password(

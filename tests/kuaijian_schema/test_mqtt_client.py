@@ -1,16 +1,22 @@
-"""TCP_NODELAY on the MQTT clients the project makes (issue 16): the gateway link and the cloud's ingest
-link, connected to a real Mosquitto, have Nagle's algorithm off on their sockets; the generated broker
-configuration turns it off on the broker's side."""
+"""The one MQTT client setup: one broker-URL parser and one client factory used by the gateway link, the
+cloud's links and the fleet simulator (no other module builds a paho client or parses a broker URL), and
+TCP_NODELAY on the clients it makes (issue 16): the gateway link and the cloud's ingest link, connected to
+a real Mosquitto, have Nagle's algorithm off on their sockets; the generated broker configuration turns it
+off on the broker's side."""
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from cloud.ingest_worker import MqttLink
 from cloud.mosquitto import render_conf
 from cloud.settings import Settings
+from kuaijian_schema.mqtt_client import BrokerUrl, parse_broker_url
 from tests.gateway.conftest import RunningService, fast_instrument, write_station
 from tests.helpers import Mosquitto, wait_for
 
@@ -42,3 +48,36 @@ def test_gateway_link_socket_has_nodelay(tmp_path: Path, mosquitto: Mosquitto) -
 def test_generated_broker_config_sets_nodelay() -> None:
     lines = render_conf(Path("/etc/mosquitto/kuaijian/dynamic-security.json")).splitlines()
     assert "set_tcp_nodelay true" in lines
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_broker_urls() -> None:
+    assert parse_broker_url("mqtts://broker.example") == BrokerUrl("mqtts", "broker.example", 8883)
+    assert parse_broker_url("mqtt://127.0.0.1:1999") == BrokerUrl("mqtt", "127.0.0.1", 1999)
+    url = parse_broker_url("mqtt://gw%2D1:p%40ss@[::1]:1884")
+    assert (url.host, url.port, url.username, url.password, url.tls) == ("::1", 1884, "gw-1", "p@ss", False)
+    assert url.endpoint == "mqtt://::1:1884"  # never the credentials
+    for bad in ("http://127.0.0.1", "tcp://127.0.0.1:1883", "mqtt://", "mqtt://h:99999"):
+        with pytest.raises(ValueError, match="url"):
+            parse_broker_url(bad)
+
+
+def test_only_the_factory_builds_clients_and_parses_urls() -> None:
+    """Gateway, cloud and fleet share kuaijian_schema.mqtt_client; a second setup anywhere fails here."""
+    offenders = []
+    for package in ("gateway", "cloud", "kuaijian", "kuaijian_schema"):
+        for path in sorted((ROOT / package).rglob("*.py")):
+            if path.name == "mqtt_client.py":
+                continue
+            text = path.read_text(encoding="utf-8")
+            for pattern in (
+                r"mqtt\.Client\(",
+                r"\.tls_set\(",
+                r"\.username_pw_set\(",
+                r"urlparse\(|urlsplit\(",
+            ):
+                if re.search(pattern, text) and not (pattern.startswith("url") and "broker" not in text):
+                    offenders.append(f"{path.relative_to(ROOT)}: {pattern}")
+    assert not offenders, offenders
