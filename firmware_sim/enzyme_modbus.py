@@ -328,6 +328,20 @@ class EnzymeSimulator:
         self._timers.add(handle)
         return None
 
+    def finish_run_now(self) -> None:
+        """Complete a started run now instead of after `run_duration_s` (a test's "the run is done")."""
+        loop = self._loop
+        if loop is None:
+            raise RuntimeError("the simulator is not serving")
+
+        def finish() -> None:
+            for handle in self._timers:
+                handle.cancel()
+            self._timers.clear()
+            self._finish_started_run()
+
+        loop.call_soon_threadsafe(finish)
+
     def _finish_started_run(self) -> None:
         with self._lock:
             pending, self._pending_samples = self._pending_samples, None

@@ -8,6 +8,23 @@ import pytest
 from tests.helpers import Mosquitto
 from tests.postgres import PostgresServer, start_postgres
 
+ROOT = Path(__file__).resolve().parents[1]
+# Caches the tools keep in the repository on purpose (all in .gitignore).
+TOOL_CACHES = {".pytest_cache", ".mypy_cache", ".ruff_cache", ".hypothesis", ".venv", "__pycache__"}
+
+
+def _root_entries() -> set[str]:
+    return {p.name for p in ROOT.iterdir() if p.name not in TOOL_CACHES and not p.name.endswith(".egg-info")}
+
+
+@pytest.fixture(scope="session", autouse=True)
+def repository_root_stays_clean() -> Iterator[None]:
+    """Tests write into tmp_path, never into the repository: a file the suite leaves in its root fails it."""
+    before = _root_entries()
+    yield
+    left = sorted(_root_entries() - before)
+    assert not left, f"the tests left files in the repository root: {left}"
+
 
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:

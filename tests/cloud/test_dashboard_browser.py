@@ -33,7 +33,6 @@ from tests.helpers import Mosquitto
 
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMEDRIVER = Path("/usr/bin/chromedriver")
-SCREENSHOT = Path("/tmp/kuaijian_dashboard.png")
 STATION = "370214101203-01"
 
 pytestmark = [
@@ -159,7 +158,7 @@ def test_published_result_appears_live_and_language_switches(
         assert _text(browser, f"{shaped_item} .sure") == "判定把握 低"
         assert _text(browser, f"{shaped_item} .qc") == "检测线形状异常（疑似灰尘/污点），需复检"
         assert not browser.find_elements(By.CSS_SELECTOR, f"{item} .sure")  # no figure: no badge
-        browser.save_screenshot(str(SCREENSHOT.with_name("kuaijian_dashboard_zh.png")))
+        browser.save_screenshot(str(tmp_path / "kuaijian_dashboard_zh.png"))
 
         # zh → en
         assert _text(browser, "h2[data-i18n=live_title]") == "实时检测结果"
@@ -170,7 +169,7 @@ def test_published_result_appears_live_and_language_switches(
         assert _text(browser, f"{shaped_item} .qc") == "test line not line-shaped (dust speck?), retest"
         assert _text(browser, ".kpi-label[data-i18n=kpi_rate]") == "Positive rate"
         assert browser.execute_script("return document.documentElement.lang") == "en"
-        browser.save_screenshot(str(SCREENSHOT))
+        browser.save_screenshot(str(tmp_path / "kuaijian_dashboard.png"))
         # remembered across reloads (localStorage), token too
         browser.refresh()
         wait.until(lambda d: d.find_element(By.ID, "main").is_displayed())

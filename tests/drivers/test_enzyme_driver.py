@@ -194,12 +194,14 @@ def test_missing_run_and_bad_record_numbers(analyzer: EnzymeModbusAnalyzer, sim:
 def test_start_run_over_modbus(analyzer: EnzymeModbusAnalyzer, sim: EnzymeSimulator) -> None:
     before = analyzer.latest_record()
     sim.load_samples([f"M{i}" for i in range(11)], ["青菜"] * 11)
-    sim.run_duration_s = 0.6  # longer than the driver's busy retries (0.05 + 0.1 s)
+    sim.run_duration_s = 3600.0  # the run ends when this test says so, never by the clock
     try:
         analyzer.start_run()
         assert analyzer.status().status == Status.MEASURING
         with pytest.raises(ModbusExceptionResponse, match="BUSY"):
-            analyzer.start_run()  # busy while measuring, even after retries
+            analyzer.start_run()  # busy while measuring, even after the session's waits and retries
+        assert analyzer.status().status == Status.MEASURING
+        sim.finish_run_now()
         wait_for(lambda: analyzer.latest_record() == before + 1, 5, "started run never completed")
     finally:
         sim.run_duration_s = 0.1

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections import Counter
 from typing import Any
 
@@ -39,6 +40,7 @@ class Acker:
         self.received: dict[int, dict[str, Any]] = {}  # seq → result (first valid copy)
         self.deliveries: Counter[int] = Counter()  # seq → times delivered
         self.delivery_order: list[int] = []  # seqs in arrival order (with repeats)
+        self.arrivals: dict[int, list[float]] = {}  # seq → time.monotonic() of each delivery
         self.messages = 0
         self.batches = 0
         self.bad: list[str] = []
@@ -86,6 +88,7 @@ class Acker:
                 res = Result.model_validate(item)
                 self.deliveries[res.seq] += 1
                 self.delivery_order.append(res.seq)
+                self.arrivals.setdefault(res.seq, []).append(time.monotonic())
                 first = self.received.setdefault(res.seq, item)
                 if first["id"] != item["id"]:
                     self.bad.append(f"seq {res.seq} reused for ids {first['id']} and {item['id']}")

@@ -6,12 +6,15 @@ parameters sees exactly the same records — the ground truth for the no-loss te
 at `rate` per second from the wall-clock instant `t0` (a parameter), up to `total`.
 
 Parameters (TOML `params` table): serial, t0 (unix s), rate (records/s), total, channels, kit,
-fail_open_until (unix s: `open()` raises TransportError before then), unreadable (record numbers
-whose read always fails with ProtocolError, like records rolled out of memory).
+fail_open_until (unix s: `open()` raises TransportError before then), fail_opens (the first N `open()`
+calls of this serial and t0 raise TransportError — counted across the worker's re-made analyzers, so a
+test waits for the retries themselves, not for a clock), unreadable (record numbers whose read always
+fails with ProtocolError, like records rolled out of memory).
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -27,6 +30,8 @@ from firmware_sim.signal_model import one_gold_profile
 from kuaijian_schema.kits import DEMO_KITS
 
 KIT = "imidacloprid-v1"
+_FAILS_LEFT: dict[tuple[str, float], int] = {}  # (serial, t0) → open() calls still to fail
+_FAILS_LOCK = threading.Lock()
 
 
 @lru_cache(maxsize=8)
@@ -56,12 +61,19 @@ class FastGoldSource:
         self.kit = str(params.get("kit", KIT))
         self.fail_open_until = float(params.get("fail_open_until", 0.0))
         self.unreadable = {int(n) for n in params.get("unreadable", [])}
+        self._fail_key = (self.serial, self.t0)
+        _FAILS_LEFT.setdefault(self._fail_key, int(params.get("fail_opens", 0)))
         self.timeouts = timeouts
         self.opened = False
 
     def open(self) -> None:
         if time.time() < self.fail_open_until:
             raise TransportError(f"{self.serial}: port busy (simulated)")
+        with _FAILS_LOCK:
+            left = _FAILS_LEFT[self._fail_key]
+            _FAILS_LEFT[self._fail_key] = max(0, left - 1)
+        if left > 0:
+            raise TransportError(f"{self.serial}: port busy (simulated, {left} more failure(s))")
         self.opened = True
 
     def close(self) -> None:

@@ -4,6 +4,7 @@ disk full, and a stateful property test over enqueue / ack / crash (reopen)."""
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
 import uuid
 from pathlib import Path
@@ -191,6 +192,7 @@ class OutboxMachine(RuleBasedStateMachine):
         self.dir = tempfile.TemporaryDirectory()
         self.path = Path(self.dir.name) / "o.db"
         self.box = Outbox.open(self.path)
+        self.generation = 0
         self.next_record = 1
         self.issued: dict[int, str] = {}  # seq → id, everything ever enqueued
         self.pending: set[int] = set()
@@ -269,9 +271,20 @@ class OutboxMachine(RuleBasedStateMachine):
 
     @rule()
     def crash_and_reopen(self) -> None:
-        # Abandon the connection without closing it cleanly (as a killed process would), then reopen.
-        self.box.close()
-        self.box = Outbox.open(self.path)
+        # A killed process leaves only what is on disk: no close, no checkpoint. Copy the database and its
+        # write-ahead log as they are at this instant and reopen the copy, as the restarted process would;
+        # the old connection (never closed cleanly on the files used from here on) is then discarded.
+        self.generation += 1
+        crashed = self.path.with_name(f"crash-{self.generation}.db")
+        for suffix in ("", "-wal"):
+            src = Path(f"{self.path}{suffix}")
+            if src.exists():
+                shutil.copyfile(src, f"{crashed}{suffix}")
+        assert Path(f"{self.path}-wal").exists(), (
+            "WAL mode: committed rows live in the log until a checkpoint"
+        )
+        old, self.box, self.path = self.box, Outbox.open(crashed), crashed
+        old.close()
 
     @invariant()
     def nothing_lost(self) -> None:
