@@ -3,8 +3,8 @@
 Does: list serial ports (pyserial's `serial.tools.list_ports` — without the on-board UARTs /dev/ttyS*, which
 are consoles, modems or nothing at all on most station PCs, unless `--builtin-ports` — plus every
 `--serial PATH`), probe each
-with every registered family's serial probe (`drivers.registry`, in its order: gold-serial, Modbus RTU,
-…), probe each `--modbus HOST[:PORT]` given with the families' TCP probes, all in parallel with short per-endpoint timeouts; print a table of what answered and a TOML snippet for
+with every registered family's serial probe (`drivers.registry`, in probe order: gold-serial, Modbus RTU,
+ASTM, …), probe each `--modbus HOST[:PORT]` given with the families' TCP probes, all in parallel with short per-endpoint timeouts; print a table of what answered and a TOML snippet for
 `[[instruments]]` in the station config (or JSON with `--json`).
 
 Does not: scan networks. Only explicitly given Modbus TCP endpoints are probed (no ranges, no CIDR,
@@ -36,7 +36,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p = subparsers.add_parser(
         "scan",
         help="find analyzers on serial ports and given Modbus TCP endpoints",
-        description="Probe serial ports (gold-serial and Modbus RTU) and explicitly given Modbus TCP "
+        description="Probe serial ports (every registered family: gold-serial, Modbus RTU, ASTM …) and explicitly given Modbus TCP "
         "endpoints for analyzers; print a table and a TOML snippet for the station config. "
         "Never scans networks.",
     )
