@@ -11,8 +11,12 @@ station on the retained config topic. A workload thread plays the technicians: m
 the station's page first (producer, product, batch, plot, quantity, market date) and the analyzer record
 carries the code the page gave; some are measured without registration (未登记); a few are retests of an
 earlier sample. Occasional positives hold their batch and open a case; negative batches get a certificate.
-The demo prints the dashboard URL and login links (admin, county, town, station), then a live status line
-until Ctrl-C (or ``--duration``), and shuts everything down in reverse order.
+Cases run on short deadlines (``--case-minutes`` per level, default 3), so automatic reminders (催办) and
+escalation level by level (逐级上报) happen while one watches. The demo makes one password user at each level
+(county, town, village, station: `DemoLogin`) and prints, for each, the user name, the password and a
+one-click link (``#refresh=``, a login session opened for it), then a live status line until Ctrl-C (or
+``--duration``), and shuts everything down in reverse order. Its data directory (databases, configs, logs)
+is a temporary one removed on stop unless ``--keep``, or ``--data-dir`` (kept).
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import contextlib
 import json
 import os
 import random
+import secrets
 import signal
 import subprocess
 import sys
@@ -43,8 +48,28 @@ PEOPLE = ("王强", "李娜", "张伟", "刘洋", "陈静", "杨帆", "赵磊", 
 PRODUCTS = ("菠菜", "芹菜", "韭菜", "豇豆", "黄瓜", "番茄", "小白菜", "生菜", "茄子", "辣椒")
 
 
+LEVEL_NAMES = {
+    "county": "县/区 county",
+    "town": "乡镇 town",
+    "village": "村 village",
+    "station": "服务站 station",
+}
+
+
 class DemoError(RuntimeError):
     """The demo could not start: a clear message for the console."""
+
+
+@dataclass(frozen=True)
+class DemoLogin:
+    """A person at one grid level: name + password for the login page, and a one-click refresh token."""
+
+    level: str
+    user: str
+    password: str
+    node: str
+    node_name: str
+    refresh_token: str
 
 
 @dataclass
@@ -78,8 +103,9 @@ class Demo:
     seed: int = 1
     log: Any = field(default=sys.stderr)
     stations: list[DemoStation] = field(default_factory=list)
+    case_minutes: float = 3.0
     admin_token: str = ""
-    tokens: dict[str, str] = field(default_factory=dict)
+    logins: list[DemoLogin] = field(default_factory=list)
     producers_per_village: int = 5
     _broker: Any = None
     _cloud: subprocess.Popen[bytes] | None = None
@@ -102,6 +128,12 @@ class Demo:
             raise DemoError("--rate must be positive")
         if not 0 <= self.positive_rate <= 1:
             raise DemoError("--positive-rate must be between 0 and 1")
+        if not 0 < self.case_minutes <= 7 * 24 * 60:
+            raise DemoError("--case-minutes must be positive (at most a week)")
+        if self.cloud_db.exists():
+            raise DemoError(
+                f"{self.data_dir} already holds a demo ({self.cloud_db.name}); choose an empty --data-dir"
+            )
         if not _port_free(self.http_port):
             raise DemoError(f"port {self.http_port} on 127.0.0.1 is in use; choose another with --port")
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -138,13 +170,29 @@ class Demo:
     def cloud_db(self) -> Path:
         return self.data_dir / "cloud.db"
 
+    def one_click(self, login: DemoLogin) -> str:
+        """The dashboard link that logs `login` in at once (its refresh token; usable once: it rotates)."""
+        return f"{self.dashboard_url}#refresh={login.refresh_token}"
+
+    def _cloud_env(self) -> dict[str, str]:
+        """Settings of the demo cloud: a 5 s scheduler and case deadlines of `case_minutes` at every level,
+        reminded a third of that before they pass."""
+        hours = self.case_minutes / 60
+        return {
+            "KJ_CLOUD_SCHEDULER_INTERVAL_S": "5",
+            "KJ_CLOUD_CASE_DEADLINE_HOURS": json.dumps(dict.fromkeys(LEVEL_NAMES, hours)),
+            "KJ_CLOUD_REMIND_BEFORE_HOURS": repr(hours / 3),
+        }
+
     def _prepare_cloud_db(self) -> None:
+        from cloud.accounts import Policy, add_user, login
         from cloud.auth import User, create_user
         from cloud.configs import push_producers
         from cloud.db import open_db
         from cloud.enrol import enrol_station
         from cloud.grid import import_grid_csv
         from cloud.producers import ref_of, upsert
+        from cloud.settings import Settings
         from kuaijian.demo_people import DemoProducer, village_producers
 
         rng = random.Random(self.seed)
@@ -177,13 +225,18 @@ class Demo:
                 self.stations.append(st)
             push_producers(db, village_ids, "demo", now)  # published by the cloud's scheduler once it runs
             self.admin_token = create_user(db, "demo-admin", "admin", None, now)
-            first_town, first_station = f"{county_code}001", plan[0][0]
-            for name, role, node in (
-                ("demo-county", "county", county_code),
-                ("demo-town", "town", first_town),
-                ("demo-station", "station", first_station),
+            policy = Policy.from_settings(Settings(db_path=self.cloud_db))
+            first_town, (first_station, first_village, village_name) = f"{county_code}001", plan[0]
+            for level, node, node_name in (
+                ("county", county_code, county_name),
+                ("town", first_town, TOWNS[0]),
+                ("village", first_village, village_name),
+                ("station", first_station, f"{village_name} {first_station[-2:]}号站"),
             ):
-                self.tokens[name] = create_user(db, name, role, node, now)
+                name, password = f"demo-{level}", f"kj-{secrets.token_hex(4)}"
+                add_user(db, None, name, level, node, password, now, policy, display_name=node_name)
+                session = login(db, name, password, now, policy)
+                self.logins.append(DemoLogin(level, name, password, node, node_name, session.refresh_token))
         finally:
             db.close()
         self._say(
@@ -199,7 +252,7 @@ class Demo:
             "--mqtt-protocol", "3.1.1", "--shared-group", "",
             "--host", "127.0.0.1", "--port", str(self.http_port),
         ]  # fmt: skip
-        env = {**os.environ, "KJ_CLOUD_SCHEDULER_INTERVAL_S": "5"}
+        env = {**os.environ, **self._cloud_env()}
         self._cloud = subprocess.Popen(cmd, stdout=log, stderr=log, env=env)
         log.close()
         deadline = time.monotonic() + 60

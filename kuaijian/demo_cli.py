@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from kuaijian import demo as demo_module
-from kuaijian.demo import Demo, DemoError
+from kuaijian.demo import LEVEL_NAMES, Demo, DemoError
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -36,19 +36,13 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         rate_per_min=args.rate,
         positive_rate=args.positive_rate,
         seed=args.seed,
+        case_minutes=args.case_minutes,
     )
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
         demo.start()
-        print(
-            f"\n  dashboard: {demo.dashboard_url}\n"
-            f"  one-click login: {demo.dashboard_url}#token={demo.admin_token}\n"
-            + "".join(f"  as {name}: {demo.dashboard_url}#token={tok}\n" for name, tok in demo.tokens.items())
-            + "".join(f"  station page {st.station}: {st.page}/\n" for st in demo.stations[:3])
-            + f"  login token: {demo.admin_token}\n  Ctrl-C to stop\n",
-            flush=True,
-        )
+        print(_banner(demo, data_dir, kept=tmp is None or args.keep), flush=True)
         started = time.monotonic()
         # on a terminal one status line rewritten every second; into a log or pipe a new line every 5 s
         tty = sys.stdout.isatty()
@@ -75,8 +69,37 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         demo.stop()
         if tmp is not None and not args.keep:
             shutil.rmtree(tmp, ignore_errors=True)
+    if tmp is None or args.keep:
+        print(f"demo: data kept in {data_dir}", flush=True)
     print("demo: stopped", flush=True)
     return 0
+
+
+def _banner(demo: Demo, data_dir: Path, *, kept: bool) -> str:
+    """What to open: the dashboard, one login per grid level (name, password, one-click link), the station
+    pages, the case deadlines and where the data is."""
+    lines = [
+        "",
+        f"  dashboard 实时监控: {demo.dashboard_url}",
+        "  logins 登录 (user / password, or the one-click link — each link works once, then use the password):",
+    ]
+    for login in demo.logins:
+        lines.append(
+            f"    {LEVEL_NAMES[login.level]:<16} {login.node_name}: user {login.user}  password {login.password}"
+        )
+        lines.append(f"      one-click: {demo.one_click(login)}")
+    lines.append(f"    admin (machine token): {demo.dashboard_url}#token={demo.admin_token}")
+    lines += [f"  station page {st.station}: {st.page}/" for st in demo.stations[:3]]
+    minutes = f"{demo.case_minutes:g}"
+    lines.append(
+        f"  case deadlines 处置期限: {minutes} min per level — reminders (催办) before, escalation (逐级上报) after"
+    )
+    lines.append(
+        f"  data dir: {data_dir} ({'kept after stopping' if kept else 'removed on stop; --keep keeps it'})"
+    )
+    lines.append(f"  login token: {demo.admin_token}")
+    lines.append("  Ctrl-C to stop")
+    return "\n".join(lines) + "\n"
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -102,7 +125,17 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument(
         "--data-dir", default=None, help="keep databases, configs and logs here (default: temp dir)"
     )
-    p.add_argument("--keep", action="store_true", help="keep the temporary data dir after stopping")
+    p.add_argument(
+        "--keep",
+        action="store_true",
+        help="keep the temporary data dir after stopping (--data-dir is always kept)",
+    )
     p.add_argument("--duration", type=float, default=None, help="stop by itself after S seconds")
     p.add_argument("--seed", type=int, default=1, help="random seed of the workload (default 1)")
+    p.add_argument(
+        "--case-minutes",
+        type=float,
+        default=3.0,
+        help="case deadline at every level, minutes (default 3: reminders and escalation within minutes)",
+    )
     p.set_defaults(func=_cmd_demo)

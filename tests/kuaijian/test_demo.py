@@ -27,7 +27,7 @@ def test_demo_delivers_results_and_stops_cleanly(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "kuaijian.cli", "demo", "--port", str(port), "--data-dir", str(tmp_path),
          "--towns", "1", "--stations-per-town", "2", "--rate", "120", "--positive-rate", "0.3",
-         "--duration", "150"],
+         "--duration", "150", "--case-minutes", "0.5"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         text=True, encoding="utf-8", errors="replace",  # universal newlines: the "\r" status line is a line too
     )  # fmt: skip
@@ -97,6 +97,35 @@ def test_demo_delivers_results_and_stops_cleanly(tmp_path: Path) -> None:
         assert status == 200
         assert "核验通过" in page.decode()
         assert any("station page" in line for line in out)
+
+        # one password login per level, each with a one-click link that opens a session at once
+        text = "".join(out)
+        found = re.findall(r"user (demo-\w+)  password (\S+)\n\s+one-click: \S+#refresh=(\S+)", text)
+        logins = {user: password for user, password, _ in found}
+        links = {user: refresh for user, _, refresh in found}
+        assert set(logins) == {"demo-county", "demo-town", "demo-village", "demo-station"}, text
+        for user, password in logins.items():
+            doc = _post(f"http://127.0.0.1:{port}/api/auth/login", {"username": user, "password": password})
+            me = json.loads(_get(f"http://127.0.0.1:{port}/api/me", doc["access_token"])[1])
+            assert me["role"] == user.removeprefix("demo-")
+            clicked = _post(f"http://127.0.0.1:{port}/api/auth/refresh", {"refresh_token": links[user]})
+            assert (
+                json.loads(_get(f"http://127.0.0.1:{port}/api/me", clicked["access_token"])[1])["name"]
+                == user
+            )
+
+        # 30 s deadlines: the scheduler reminds and escalates within the run, on its own
+        def system_actions() -> set[str]:
+            found: set[str] = set()
+            for c in api("/api/cases?limit=50")["items"]:
+                found |= {
+                    a["action"] for a in api(f"/api/cases/{c['id']}")["actions"] if a["actor"] == "system"
+                }
+            return found
+
+        wait_for(
+            lambda: {"remind", "escalate"} <= system_actions(), 90, "no automatic reminder and escalation"
+        )
     finally:
         proc.send_signal(signal.SIGINT)
         try:
@@ -111,6 +140,16 @@ def test_demo_delivers_results_and_stops_cleanly(tmp_path: Path) -> None:
     text = "".join(out)
     assert rc == 0, text
     assert "demo: stopped" in text
+    assert f"demo: data kept in {tmp_path}" in text  # --data-dir is never removed
+    assert (tmp_path / "cloud.db").exists()
+
+
+def _post(url: str, body: dict[str, str]) -> Any:
+    req = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}, method="POST"
+    )
+    with urllib.request.urlopen(req, timeout=5) as resp:
+        return json.loads(resp.read())
 
 
 def test_busy_port_is_a_clear_error(tmp_path: Path) -> None:
