@@ -20,6 +20,7 @@ from cloud.clock import utc_iso
 from cloud.errors import NotFound
 from cloud.grid import Node, node_by_code, subtree
 from cloud.sqlfilter import like_contains, subtree_sql
+from kuaijian_schema.labels import ANALYTES
 
 Rows = list[dict[str, Any]]
 
@@ -115,10 +116,29 @@ def result_item(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def analytes_named(text: str) -> list[str]:
+    """Analyte codes whose code, Chinese or English name contains `text` (case-insensitive): a search for
+    "吡虫啉" or "nitrofuran" finds the rows stored under their codes."""
+    needle = text.casefold()
+    return [code for code, names in ANALYTES.items() if any(needle in n.casefold() for n in (code, *names))]
+
+
+def _search(where: _Where, q: str, columns: tuple[str, ...], analyte_column: str) -> None:
+    """Rows where any of `columns` contains `q` literally, or whose analyte is named by it."""
+    parts = [f"{c} LIKE ? ESCAPE '\\'" for c in columns]
+    params: list[object] = [like_contains(q)] * len(columns)
+    codes = analytes_named(q)
+    if codes:
+        parts.append(f"{analyte_column} IN ({','.join('?' for _ in codes)})")
+        params.extend(codes)
+    where.add(" OR ".join(parts), *params)
+
+
 def list_results(
     db: sqlite_utils.Database,
     user: User,
     *,
+    q: str | None = None,
     station: str | None = None,
     node: str | None = None,
     analyte: str | None = None,
@@ -129,8 +149,11 @@ def list_results(
     limit: int = 100,
     offset: int = 0,
 ) -> Page:
-    """Results, newest measurement first. `since` inclusive, `until` exclusive (measured_at)."""
+    """Results, newest measurement first. `since` inclusive, `until` exclusive (measured_at). `q` searches
+    the sample id, product, producer, station id and name, and analyte names."""
     where = _Where(user, "r.node_id")
+    if q:
+        _search(where, q, ("r.sample_id", "r.product", "r.producer", "r.station", "sn.name"), "r.analyte")
     if station is not None:
         scoped_node(db, user, station)
         where.add("r.station = ?", station)
@@ -146,8 +169,16 @@ def list_results(
         where.add("r.measured_at >= ?", utc_iso(since))
     if until is not None:
         where.add("r.measured_at < ?", utc_iso(until))
-    page = _page(db, RESULT_COLUMNS, "results r", where, "r.measured_at DESC, r.id DESC", limit, offset)
-    return Page(page.total, [result_item(r) for r in page.items])
+    page = _page(
+        db,
+        RESULT_COLUMNS + ", sn.name AS station_name",
+        "results r JOIN grid_nodes sn ON sn.id = r.node_id",
+        where,
+        "r.measured_at DESC, r.id DESC",
+        limit,
+        offset,
+    )
+    return Page(page.total, [{**result_item(r), "station_name": r["station_name"]} for r in page.items])
 
 
 def get_result(db: sqlite_utils.Database, user: User, result_id: str) -> dict[str, Any]:
@@ -325,12 +356,24 @@ def list_cases(
     level: str | None = None,
     overdue_at: datetime | None = None,
     assignee: str | None = None,
+    unclosed: bool = False,
+    q: str | None = None,
     limit: int = 100,
     offset: int = 0,
 ) -> Page:
     """Cases whose station is in scope; `overdue_at`: only unclosed cases whose deadline is before it;
-    `assignee`: only cases assigned to that user ('my cases')."""
+    `assignee`: only cases assigned to that user ('my cases'); `unclosed`: every status but closed; `q`
+    searches the case number, station id and name, product, assignee and analyte names."""
     where = _Where(user, "c.origin_node_id")
+    if unclosed:
+        where.add("c.status != 'closed'")
+    if q:
+        _search(
+            where,
+            q,
+            ("CAST(c.id AS TEXT)", "c.station", "o.name", "c.product", "c.assignee"),
+            "c.analyte",
+        )
     if assignee is not None:
         where.add("c.assignee = ?", assignee)
     if status is not None:
@@ -345,8 +388,8 @@ def list_cases(
         where.add("c.status != 'closed' AND c.deadline < ?", overdue_at.isoformat())
     return _page(
         db,
-        CASE_LIST_COLUMNS,
-        "cases c JOIN grid_nodes g ON g.id = c.node_id",
+        CASE_LIST_COLUMNS + ", o.name AS station_name",
+        "cases c JOIN grid_nodes g ON g.id = c.node_id JOIN grid_nodes o ON o.id = c.origin_node_id",
         where,
         "c.deadline, c.id",
         limit,

@@ -35,12 +35,13 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
 import sqlite_utils
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from cloud import assessment
 from cloud.auth import User
 from cloud.errors import Invalid, NotFound
 from cloud.sqlfilter import like_prefix, subtree_sql
+from kuaijian_schema import labels
 
 REPORT_TZ = ZoneInfo("Asia/Shanghai")
 LEVEL_ORDER: tuple[str, ...] = ("county", "town", "village", "station")
@@ -479,6 +480,9 @@ class WeeklyReport(_Frozen):
     children: list[RankingRow]
     score_formula: str
     positives: list[PositiveResult]
+    timezone: str = Field(
+        default="Asia/Shanghai", description="the grid's time zone the report is written in"
+    )
 
 
 _CHILD_RANK_LEVEL: dict[str, RankLevel] = {"all": "county", "county": "town", "town": "village"}
@@ -525,6 +529,7 @@ def weekly_report(
         per_day=per_day(db, scope, week, tz),
         children=children,
         score_formula=assess.formula,
+        timezone=str(tz),
         positives=[
             PositiveResult(
                 id=r[0],
@@ -681,6 +686,12 @@ WEEKLY_HTML_CSP = (
 """The Content-Security-Policy of `weekly_html` pages: no script at all, only its own inline stylesheet."""
 
 
+def _local_text(at: datetime, zone: str) -> str:
+    """'YYYY-MM-DD HH:MM:SS' of `at` in the time zone `zone` (stored times are UTC)."""
+    aware = at if at.tzinfo is not None else at.replace(tzinfo=UTC)
+    return aware.astimezone(ZoneInfo(zone)).strftime("%Y-%m-%d %H:%M:%S")
+
+
 def weekly_html(report: WeeklyReport) -> str:
     """A self-contained printable HTML page (Chinese labels, inline CSS allowed by WEEKLY_HTML_CSP, no scripts)."""
     t, p, cl = report.totals, report.previous_week, report.closure
@@ -689,7 +700,8 @@ def weekly_html(report: WeeklyReport) -> str:
         "<!doctype html><html lang='zh-CN'><head><meta charset='utf-8'>",
         f"<title>{html.escape(title)}</title><style>{_REPORT_CSS}</style></head><body>",
         f"<h1>{html.escape(title)}</h1>",
-        f"<p>生成时间 {html.escape(report.generated_at.astimezone(REPORT_TZ).strftime('%Y-%m-%d %H:%M'))}</p>",
+        f"<p>生成时间 {html.escape(_local_text(report.generated_at, report.timezone)[:16])}"
+        f"（{html.escape(report.timezone)}）</p>",
         "<h2>总体情况</h2>",
         _table(
             ["指标", "本周", "上周"],
@@ -719,7 +731,7 @@ def weekly_html(report: WeeklyReport) -> str:
         "<h2>各检测项目</h2>",
         _table(
             ["检测项目", "检测数", "阳性数", "阳性率"],
-            [[a.analyte, a.tests, a.positives, _pct(a.positive_rate)] for a in report.by_analyte],
+            [[labels.zh(a.analyte), a.tests, a.positives, _pct(a.positive_rate)] for a in report.by_analyte],
         ),
         "<h2>每日检测量</h2>",
         _table(["日期", "检测数", "阳性数"], [[d.day, d.tests, d.positives] for d in report.per_day]),
@@ -747,13 +759,13 @@ def weekly_html(report: WeeklyReport) -> str:
     parts += [
         "<h2>阳性结果</h2>",
         _table(
-            ["时间", "站点", "样品", "检测项目", "样品编号", "生产者"],
+            [f"时间（{report.timezone}）", "站点", "样品", "检测项目", "样品编号", "生产者"],
             [
                 [
-                    r.measured_at[:19].replace("T", " ") + " UTC",
+                    _local_text(datetime.fromisoformat(r.measured_at), report.timezone),
                     r.station,
                     r.product,
-                    r.analyte,
+                    labels.zh(r.analyte),
                     r.sample_id,
                     r.producer,
                 ]

@@ -39,6 +39,7 @@ class ResultOut(BaseModel):
     id: str
     seq: int
     station: str
+    station_name: str | None = Field(default=None, description="the station's name (in lists)")
     instrument: InstrumentOut
     sample: SampleOut
     method: str
@@ -140,6 +141,8 @@ class CaseOut(BaseModel):
     escalations: int
     reminded: str
     updated_at: str
+    station_name: str | None = Field(default=None, description="the name of the station that reported it")
+    overdue: bool = Field(default=False, description="not closed and past its deadline (in lists)")
 
 
 class CaseAction(BaseModel):

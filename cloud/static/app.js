@@ -1,11 +1,10 @@
 /* 快检 live dashboard. Plain ES2017, no build step, no external code: fetch + EventSource + inline SVG.
- * Auth: log in with name + password (POST /api/auth/login): a short-lived access token and a refresh token,
- * kept in localStorage ("kj.token", "kj.refresh", "kj.expires"); the access token is renewed before it runs
- * out and on a 401 (once); a "#refresh=..." link (printed by `kuaijian demo`) or a "#token=..." link (a
- * machine token) logs in at once. The SSE stream gets the access token as ?token= because EventSource cannot
- * set headers. Language: zh (default) / en, kept in localStorage ("kj.lang"). API errors carry a stable code
- * that is shown through I18N ("e_" + code), never the server's English message. Times are shown in the
- * grid's time zone (GET /api/labels), analytes and QC flags by their names from the same call. */
+ * Auth: auth.js (window.kjAuth, shared with the command view): name + password login, access token renewed
+ * before it runs out and on a 401, "#refresh=..." / "#token=..." one-click links. The SSE stream gets the
+ * access token as ?token= because EventSource cannot set headers. Language: zh (default) / en, kept in
+ * localStorage ("kj.lang"). API errors carry a stable code that is shown through I18N ("e_" + code), never the
+ * server's English message. Times are shown in the grid's time zone (GET /api/labels), analytes and QC flags
+ * by their names from the same call. */
 (function () {
   "use strict";
 
@@ -76,7 +75,12 @@
       "k_种养大户": "种养大户", "k_个人": "个人",
       sure: "判定把握", sure_high: "高", sure_mid: "中", sure_low: "低", snr: "检测线信噪比",
       val_control_snr: "质控线信噪比", val_test_snr: "检测线信噪比", val_ratio_sd: "比值标准差",
-      val_margin_sd: "距判定界限 (标准差倍数)"
+      val_margin_sd: "距判定界限 (标准差倍数)",
+      cs_unclosed: "未办结", cs_all: "全部", overdue_only: "只看超期", prev: "上一页", next: "下一页",
+      page_range: "第 {a}–{b} 条，共 {n} 条", results_title: "检测结果", verdict: "结果",
+      result_detail: "检测结果详情", measured: "检测时间", received: "上传时间", instrument: "仪器",
+      operator: "检测员", method: "方法", m_gold: "胶体金", m_enzyme: "酶抑制法", values: "测定值",
+      last_known: "上次", ranking_report: "排名通报", report_failed: "报表下载失败", producer: "生产者"
     },
     en: {
       title: "Kuaijian · live produce rapid-testing dashboard", live_on: "Live: connected",
@@ -150,18 +154,28 @@
       "k_种养大户": "large grower", "k_个人": "individual",
       sure: "certainty", sure_high: "high", sure_mid: "medium", sure_low: "low", snr: "test line SNR",
       val_control_snr: "control SNR", val_test_snr: "test line SNR", val_ratio_sd: "ratio sd",
-      val_margin_sd: "distance to decision limit (sds)"
+      val_margin_sd: "distance to decision limit (sds)",
+      cs_unclosed: "Not closed", cs_all: "All", overdue_only: "Overdue only", prev: "Previous", next: "Next",
+      page_range: "{a}–{b} of {n}", results_title: "Results", verdict: "Verdict",
+      result_detail: "Result detail", measured: "Measured", received: "Received", instrument: "Instrument",
+      operator: "Operator", method: "Method", m_gold: "colloidal gold", m_enzyme: "enzyme inhibition",
+      values: "Values", last_known: "last", ranking_report: "Ranking bulletin", report_failed: "Report download failed",
+      producer: "Producer"
     }
   };
 
   window.kuaijianI18n = I18N;  // read by the tests' untranslated-text check
 
+  var auth = window.kjAuth;
   var state = {
-    lang: "zh", token: null, refreshToken: null, cursor: null, expires: 0, renewTimer: null, labels: null,
+    lang: "zh", cursor: null, labels: null,
     tz: "Asia/Shanghai", node: null, data: null, source: null, refreshTimer: null, fresh: false,
     ranking: null, rankLevelChosen: false, caseId: null, caseDoc: null,
-    samples: null, producers: null, producerDoc: null, mine: null
+    samples: null, producers: null, producerDoc: null, casesDoc: null, resultsDoc: null, resultDoc: null
   };
+  var PAGE = 20;
+  var paging = { cases: 0, results: 0 };
+  var PINNED_MAX = 8;
 
   function $(id) { return document.getElementById(id); }
   function t(key) { var d = I18N[state.lang]; return (d && d[key]) || I18N.zh[key] || key; }
@@ -176,6 +190,7 @@
     catch (e) { /* storage disabled: keep in memory only */ }
   }
   function load(key) { try { return localStorage.getItem(key); } catch (e) { return null; } }
+  function signedIn() { return Boolean(auth.token()); }
   function pct(rate) { return rate === null || rate === undefined ? "–" : (rate * 100).toFixed(1) + "%"; }
   var timeFormat = null;
   function fmtTime(iso) {
@@ -242,7 +257,11 @@
     if (state.samples) { renderSamples(state.samples); }
     if (state.producers) { renderProducers(state.producers); }
     if (state.producerDoc) { renderProducer(state.producerDoc); }
-    if (state.mine) { renderCases(state.mine); }
+    if (state.casesDoc) { renderCases(state.casesDoc.items); pager("cases", state.casesDoc); }
+    if (state.resultsDoc) { renderResults(state.resultsDoc); }
+    if (state.resultDoc) { renderResult(state.resultDoc); }
+    var pinned = $("feed-pinned").children;
+    for (var k = 0; k < pinned.length; k++) { relabelFeedItem(pinned[k]); }
     var items = $("feed").children;
     for (var j = 0; j < items.length; j++) { relabelFeedItem(items[j]); }
   }
@@ -257,84 +276,31 @@
     closeLive();
     $("main").classList.add("hidden");
     $("logout").classList.add("hidden");
+    $("reports-weekly").classList.add("hidden");
     $("login").classList.remove("hidden");
     $("login-error").textContent = message || "";
     $("who").textContent = "";
   }
-  function saveSession(doc) {
-    state.token = doc.access_token;
-    state.refreshToken = doc.refresh_token || null;
-    // by this browser's clock (expires_in), which need not agree with the server's
-    state.expires = doc.expires_in ? Date.now() + doc.expires_in * 1000 : 0;
-    store("kj.token", state.token);
-    store("kj.refresh", state.refreshToken);
-    store("kj.expires", state.expires ? String(state.expires) : null);
-    scheduleRenew();
-  }
-  function scheduleRenew() {
-    if (state.renewTimer !== null) { clearTimeout(state.renewTimer); state.renewTimer = null; }
-    if (!state.refreshToken || !state.expires) { return; }
-    // renew a minute before the access token runs out (at once if it already has)
-    var wait = Math.max(0, state.expires - Date.now() - 60000);
-    state.renewTimer = setTimeout(function () { state.renewTimer = null; renew().catch(function () {}); }, wait);
-  }
-  var renewing = null;
-  function renew() {
-    // one refresh at a time: concurrent 401s share it
-    if (!state.refreshToken) { return Promise.reject(authError("auth.expired")); }
-    if (renewing) { return renewing; }
-    renewing = fetch(API + "/auth/refresh", {
-      method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ refresh_token: state.refreshToken })
-    }).then(function (r) {
-      return r.json().catch(function () { return {}; }).then(function (doc) {
-        if (!r.ok) { throw authError(doc.code || "auth.expired"); }
-        saveSession(doc);
-        if (state.source) { openLive(null); }
-        return doc;
-      });
-    });
-    renewing.then(function () { renewing = null; }, function () { renewing = null; });
-    return renewing;
-  }
-  function authError(code) { var e = new Error(code); e.code = code; e.status = 401; return e; }
   function loggedIn() {
     $("login").classList.add("hidden");
     $("main").classList.remove("hidden");
     $("logout").classList.remove("hidden");
+    $("reports-weekly").classList.remove("hidden");
     loadLabels().then(refresh, refresh);
   }
-  function forget() {
-    state.token = null; state.refreshToken = null; state.expires = 0; state.data = null;
-    if (state.renewTimer !== null) { clearTimeout(state.renewTimer); state.renewTimer = null; }
-    store("kj.token", null); store("kj.refresh", null); store("kj.expires", null);
-  }
   function logout() {
-    var token = state.token;
-    forget();
+    state.data = null;
+    auth.logout();
     showLogin("");
-    if (token) {  // end the session on the server too (best effort: the tokens are gone here anyway)
-      fetch(API + "/auth/logout", { method: "POST", headers: { Authorization: "Bearer " + token } })
-        .catch(function () {});
-    }
   }
-  function expired(err) { forget(); showLogin(errorText(err)); }
+  function expired(err) { state.data = null; showLogin(errorText(err)); }
   function submitLogin(ev) {
     ev.preventDefault();
     var name = $("login-user").value.trim(), password = $("login-password").value;
     if (!name || !password) { $("login-error").textContent = t("login_failed"); return; }
     $("login-error").textContent = "";
-    fetch(API + "/auth/login", {
-      method: "POST", headers: { "Content-Type": "application/json" },
-      body: JSON.stringify({ username: name, password: password })
-    }).then(function (r) {
-      return r.json().catch(function () { return {}; }).then(function (doc) {
-        if (!r.ok) { var e = new Error(doc.code || "HTTP"); e.code = doc.code; e.status = r.status; throw e; }
-        return doc;
-      });
-    }).then(function (doc) {
+    auth.login(name, password).then(function () {
       $("login-password").value = "";
-      saveSession(doc);
       loggedIn();
     }).catch(function (e) { $("login-error").textContent = errorText(e); });
   }
@@ -346,36 +312,10 @@
   }
 
   /* ---------- data ---------- */
-  function send(url, options, retried) {
-    // fetch with the bearer token; a 401 renews the session once and retries, else back to the login box
-    var opts = options || {};
-    var headers = opts.headers || {};
-    headers.Authorization = "Bearer " + state.token;
-    opts.headers = headers;
-    return fetch(url, opts).then(function (r) {
-      if (r.status === 401) {
-        return r.json().catch(function () { return {}; }).then(function (doc) {
-          if (!retried && state.refreshToken) {
-            return renew().then(function () { return send(url, options, true); },
-              function (err) { expired(err); throw err; });
-          }
-          var err = authError(doc.code || "auth.invalid_token");
-          expired(err); throw err;
-        });
-      }
-      return r;
-    });
-  }
-  function api(url, options) {
-    return send(url, options).then(function (r) {
-      return r.json().catch(function () { return {}; }).then(function (doc) {
-        if (!r.ok) { var e = new Error(doc.code || ("HTTP " + r.status)); e.code = doc.code; e.status = r.status; throw e; }
-        return doc;
-      });
-    });
-  }
+  var send = auth.send;
+  var api = auth.api;
   function refresh() {
-    if (!state.token) { return; }
+    if (!signedIn()) { return; }
     var url = OVERVIEW_URL + (state.node ? "?node=" + encodeURIComponent(state.node) : "");
     api(url).then(function (doc) {
       var first = state.data === null || (state.data.node && state.data.node.id !== doc.node.id);
@@ -386,7 +326,8 @@
       loadRanking();
       loadSamples();
       loadProducers();
-      if ($("cases-mine").checked) { loadMine(); }
+      loadCases();
+      loadResults();
       if (first || state.source === null) { renderFeed(doc.recent || []); openLive(doc.cursor); }
     }).catch(function (e) { if (window.console) { console.warn("overview failed", e); } });
   }
@@ -407,7 +348,7 @@
   function closeLive() { if (state.source) { state.source.close(); state.source = null; } setLive(false); }
   function openLive(cursor) {
     closeLive();
-    var q = "?token=" + encodeURIComponent(state.token);
+    var q = "?token=" + encodeURIComponent(auth.token());
     if (state.node) { q += "&node=" + encodeURIComponent(state.node); }
     if (cursor === undefined || cursor === null) { cursor = state.cursor; }  // a reopen resumes where it was
     if (cursor !== undefined && cursor !== null) { q += "&after=" + encodeURIComponent(cursor); state.cursor = cursor; }
@@ -418,7 +359,7 @@
     src.addEventListener("auth", function () {
       // the server ended the stream: the token expired or was revoked; renew (or log in again)
       closeLive();
-      renew().then(function () { openLive(null); }, expired);
+      auth.renew().then(function () { openLive(null); }, function (e) { auth.forget(); expired(e); });
     });
     src.addEventListener("result", function (ev) {
       var r;
@@ -469,13 +410,23 @@
   }
   function addFeedItem(r, fresh) {
     var feed = $("feed");
-    if (feed.querySelector('[data-result-id="' + String(r.id).replace(/"/g, "") + '"]')) { return; }
+    var sel = '[data-result-id="' + String(r.id).replace(/"/g, "") + '"]';
+    if (feed.querySelector(sel)) { return; }
     feed.insertBefore(feedItem(r, fresh), feed.firstChild);
     while (feed.children.length > FEED_MAX) { feed.removeChild(feed.lastChild); }
+    // positives and suspects are pinned above the stream: a burst of negatives (12 enzyme channels at a
+    // time) cannot push them out of view
+    if (r.verdict === "positive" || r.verdict === "suspect") {
+      var pinned = $("feed-pinned");
+      if (!pinned.querySelector(sel)) {
+        pinned.insertBefore(feedItem(r, fresh), pinned.firstChild);
+        while (pinned.children.length > PINNED_MAX) { pinned.removeChild(pinned.lastChild); }
+      }
+    }
   }
   function renderFeed(items) {
-    var feed = $("feed");
-    while (feed.firstChild) { feed.removeChild(feed.firstChild); }
+    clear($("feed"));
+    clear($("feed-pinned"));
     for (var i = items.length - 1; i >= 0; i--) { addFeedItem(items[i], false); }
   }
 
@@ -488,7 +439,7 @@
     return RANKING_URL + q + (format ? "&format=" + format : "");
   }
   function loadRanking() {
-    if (!state.token || !state.data) { return; }
+    if (!signedIn() || !state.data) { return; }
     var level = CHILD_LEVEL[state.data.node.level];
     $("ranking-card").classList.toggle("hidden", !level);
     if (!level) { return; }
@@ -521,16 +472,8 @@
     });
   }
   function downloadRankingCsv() {
-    // the export needs the bearer header, so fetch it and hand the browser a blob to save
-    send(rankingQuery("csv")).then(function (r) {
-      if (!r.ok) { throw new Error("HTTP " + r.status); }
-      var name = /filename="([^"]+)"/.exec(r.headers.get("Content-Disposition") || "");
-      return r.blob().then(function (b) { return { blob: b, name: name ? name[1] : "ranking.csv" }; });
-    }).then(function (file) {
-      var a = el("a"); a.href = URL.createObjectURL(file.blob); a.download = file.name;
-      document.body.appendChild(a); a.click(); document.body.removeChild(a);
-      setTimeout(function () { URL.revokeObjectURL(a.href); }, 1000);
-    }).catch(function (e) { if (window.console) { console.warn("csv export failed", e); } });
+    auth.download(rankingQuery("csv"), "ranking.csv")
+      .catch(function (e) { if (window.console) { console.warn("csv export failed", e); } });
   }
 
   /* ---------- rendering ---------- */
@@ -546,7 +489,6 @@
     $("window").textContent = d.window.from.slice(0, 10) + " – " + d.window.to.slice(0, 10);
     renderGrid(d.children);
     renderStations(d.stations);
-    if (!$("cases-mine").checked) { renderCases(d.cases); }
     barChart($("chart-rate"), d.by_analyte);
     dailyChart($("chart-daily"), d.per_day);
   }
@@ -602,10 +544,20 @@
         var st = s.state === "online" ? "on" : (s.state === "offline" ? "off" : "unknown");
         var tile = el("div", "tile " + st);
         tile.setAttribute("data-station", s.id);
-        tile.title = s.id + " · " + label("", t(s.state || "unknown")) + " · " + t("last_seen") + " " +
-          fmtTime(s.last_seen) + " · " + t("backlog") + " " + (s.outbox_depth === null ? "–" : s.outbox_depth);
+        var known = s.outbox_depth === null || s.outbox_depth === undefined ? null : s.outbox_depth;
+        var age = ago(s.backlog_age_s);
+        tile.title = s.id + " · " + t(s.state || "unknown") + " · " + t("last_seen") + " " +
+          fmtTime(s.last_seen) + " · " + t("backlog") + " " + (known === null ? "–" : known) + " (" + age + ")";
         tile.appendChild(el("span", "name", s.name || s.id));
-        tile.appendChild(el("span", "backlog", s.outbox_depth === null ? "–" : s.outbox_depth));
+        // only an online station's backlog is current; offline, the backlog now is unknown: show the last
+        // one it reported, and how old that is
+        if (s.state === "online") {
+          tile.appendChild(el("span", "backlog", known === null ? "–" : known));
+          tile.appendChild(el("span", "age", known === null ? "" : age));
+        } else {
+          tile.appendChild(el("span", "backlog", t("unknown")));
+          tile.appendChild(el("span", "age", known === null ? "" : t("last_known") + " " + known + " · " + age));
+        }
         tiles.appendChild(tile);
       });
       box.appendChild(tiles);
@@ -629,6 +581,121 @@
       tr.appendChild(el("td", "deadline", fmtTime(c.deadline) + (c.overdue ? " (" + t("overdue") + ")" : "")));
       tr.addEventListener("click", function () { openCase(c.id); });
       tbody.appendChild(tr);
+    });
+  }
+
+  /* ---------- lists with filters, search and paging: cases, results ---------- */
+  function scopeParam() {
+    var d = state.data;
+    return d && d.node && d.node.id ? "&node=" + encodeURIComponent(d.node.id) : "";
+  }
+  function turn(list, step, load) {
+    var doc = list === "cases" ? state.casesDoc : state.resultsDoc;
+    var next = paging[list] + step * PAGE;
+    if (next < 0 || (doc && next >= doc.total)) { return; }
+    paging[list] = next; load();
+  }
+  function pager(list, doc) {
+    var a = doc.total ? doc.offset + 1 : 0, b = doc.offset + doc.items.length;
+    $(list + "-range").textContent = t("page_range").replace("{a}", a).replace("{b}", b).replace("{n}", doc.total);
+    $(list + "-prev").disabled = doc.offset <= 0;
+    $(list + "-next").disabled = b >= doc.total;
+  }
+  function loadCases() {
+    if (!signedIn() || !state.data) { return; }
+    var q = "?limit=" + PAGE + "&offset=" + paging.cases + scopeParam();
+    var st = $("cases-status").value;
+    if (st === "unclosed") { q += "&unclosed=true"; } else if (st) { q += "&status=" + encodeURIComponent(st); }
+    if ($("cases-overdue").checked) { q += "&overdue=true"; }
+    if ($("cases-mine").checked) { q += "&mine=true"; }
+    var text = $("cases-q").value.trim();
+    if (text) { q += "&q=" + encodeURIComponent(text); }
+    api(API + "/cases" + q).then(function (doc) {
+      state.casesDoc = doc; renderCases(doc.items); pager("cases", doc);
+    }).catch(function (e) { if (window.console) { console.warn("cases failed", e); } });
+  }
+  function loadResults() {
+    if (!signedIn() || !state.data) { return; }
+    var q = "?limit=" + PAGE + "&offset=" + paging.results + scopeParam();
+    var v = $("results-verdict").value;
+    if (v) { q += "&verdict=" + encodeURIComponent(v); }
+    var text = $("results-q").value.trim();
+    if (text) { q += "&q=" + encodeURIComponent(text); }
+    api(API + "/results" + q).then(function (doc) {
+      state.resultsDoc = doc; renderResults(doc);
+    }).catch(function (e) { if (window.console) { console.warn("results failed", e); } });
+  }
+  function renderResults(doc) {
+    var tbody = $("results-table").querySelector("tbody");
+    clear(tbody);
+    pager("results", doc);
+    if (!doc.items.length) {
+      var tr0 = el("tr"); var td0 = el("td", "muted", t("no_data")); td0.colSpan = 6;
+      tr0.appendChild(td0); tbody.appendChild(tr0); return;
+    }
+    doc.items.forEach(function (r) {
+      var tr = el("tr", "drill");
+      tr.setAttribute("data-result", r.id);
+      tr.setAttribute("data-verdict", r.verdict);
+      tr.appendChild(el("td", null, fmtTime(r.measured_at)));
+      tr.appendChild(el("td", null, r.station_name || r.station));
+      tr.appendChild(el("td", null, r.sample.product));
+      tr.appendChild(el("td", null, analyteName(r.analyte) + (r.method === "enzyme" ? " · " + t("channel") + " " + r.channel : "")));
+      var v = el("td"); v.appendChild(el("span", "verdict " + r.verdict, label("v_", r.verdict))); tr.appendChild(v);
+      tr.appendChild(el("td", null, r.sample.id));
+      tr.addEventListener("click", function () { openResult(r.id); });
+      tbody.appendChild(tr);
+    });
+  }
+  function openResult(id) {
+    api(API + "/results/" + encodeURIComponent(id)).then(function (doc) {
+      renderResult(doc);
+      $("result-panel").scrollIntoView();
+    }).catch(function (e) { if (window.console) { console.warn("result failed", e); } });
+  }
+  function renderResult(r) {
+    state.resultDoc = r;
+    $("result-panel").classList.remove("hidden");
+    $("result-panel").setAttribute("data-result", r.id);
+    $("result-title").textContent = analyteName(r.analyte) + " · " + label("v_", r.verdict);
+    var dl = $("result-fields");
+    clear(dl);
+    var vals = Object.keys(r.values).filter(function (k) { return r.values[k] !== null; }).map(function (k) {
+      return label("val_", k) + " " + r.values[k];
+    }).join("，");
+    [
+      ["col_station", r.station_name || r.station],
+      ["sample", r.sample.id + " · " + r.sample.product],
+      ["producer", r.sample.producer || "–"],
+      ["col_analyte", analyteName(r.analyte)],
+      ["method", label("m_", r.method) + (r.method === "enzyme" ? " · " + t("channel") + " " + r.channel : "")],
+      ["verdict", label("v_", r.verdict)],
+      ["values", vals || "–"],
+      ["qc", r.qc.length ? r.qc.map(qcName).join("、") : "–"],
+      ["measured", fmtTime(r.measured_at)],
+      ["received", fmtTime(r.received_at)],
+      ["instrument", r.instrument.model + " " + r.instrument.serial],
+      ["operator", r.operator || "–"]
+    ].forEach(function (f) {
+      dl.appendChild(el("dt", null, t(f[0])));
+      dl.appendChild(el("dd", f[0] === "verdict" ? "verdict-" + r.verdict : null, f[1]));
+    });
+  }
+  function openReport(url) {
+    // reports need the bearer token: fetched, then shown from a blob. The tab is opened at once, while the
+    // click still counts as the user's (a tab opened after the fetch would be blocked as a popup).
+    var sep = url.indexOf("?") >= 0 ? "&" : "?";
+    var full = url.indexOf("node=") >= 0 || !scopeParam() ? url : url + sep + scopeParam().slice(1);
+    var tab = window.open("", "_blank");
+    send(full).then(function (r) {
+      if (!r.ok) { var e = new Error("HTTP " + r.status); e.status = r.status; throw e; }
+      return r.blob();
+    }).then(function (blob) {
+      var href = URL.createObjectURL(blob);
+      if (tab) { tab.location.href = href; } else { window.location.href = href; }
+    }).catch(function (e) {
+      if (tab) { tab.close(); }
+      $("reports-error").textContent = t("report_failed") + ": " + errorText(e);
     });
   }
 
@@ -737,14 +804,6 @@
     }
     return "&node=" + encodeURIComponent(code);
   }
-  function loadMine() {
-    api(API + "/cases?mine=true&limit=200").then(function (doc) {
-      state.mine = doc.items; renderCases(doc.items);
-    }).catch(function (e) { if (window.console) { console.warn("my cases failed", e); } });
-  }
-  function toggleMine() {
-    if ($("cases-mine").checked) { loadMine(); } else { state.mine = null; if (state.data) { renderCases(state.data.cases); } }
-  }
   function certCell(tr, number, revokedAt) {
     var td = el("td");
     if (number) {
@@ -758,7 +817,7 @@
     var td = el("td"); td.appendChild(el("span", "status " + status, label("st_", status))); tr.appendChild(td);
   }
   function loadSamples() {
-    if (!state.token || !state.data) { return; }
+    if (!signedIn() || !state.data) { return; }
     var st = $("samples-status").value;
     var url = st === "unregistered" ? API + "/samples/unregistered?limit=100" :
       API + "/samples?limit=100" + (st ? "&status=" + encodeURIComponent(st) : "");
@@ -804,7 +863,7 @@
     });
   }
   function loadProducers() {
-    if (!state.token || !state.data) { return; }
+    if (!signedIn() || !state.data) { return; }
     var q = $("producers-q").value.trim();
     api(API + "/producers?limit=200" + (q ? "&q=" + encodeURIComponent(q) : "") +
         nodeQuery(true).replace("&node=", "&village=")).then(function (doc) {
@@ -841,8 +900,8 @@
     box.classList.remove("hidden");
     $("producers-import-summary").textContent = "…";
     file.arrayBuffer().then(function (data) {
-      return fetch(API + "/producers/import?filename=" + encodeURIComponent(file.name), {
-        method: "POST", headers: { Authorization: "Bearer " + state.token }, body: data
+      return send(API + "/producers/import?filename=" + encodeURIComponent(file.name), {
+        method: "POST", body: data
       });
     }).then(function (r) {
       return r.json().catch(function () { return {}; }).then(function (doc) {
@@ -989,7 +1048,26 @@
     $("rank-period").addEventListener("change", loadRanking);
     $("rank-csv").addEventListener("click", downloadRankingCsv);
     $("case-action").addEventListener("change", syncCaseForm);
-    $("cases-mine").addEventListener("change", toggleMine);
+    ["cases-status", "cases-overdue", "cases-mine", "cases-q"].forEach(function (id) {
+      $(id).addEventListener("change", function () { paging.cases = 0; loadCases(); });
+    });
+    ["results-verdict", "results-q"].forEach(function (id) {
+      $(id).addEventListener("change", function () { paging.results = 0; loadResults(); });
+    });
+    $("cases-filter").addEventListener("submit", function (ev) { ev.preventDefault(); paging.cases = 0; loadCases(); });
+    $("results-filter").addEventListener("submit", function (ev) { ev.preventDefault(); paging.results = 0; loadResults(); });
+    $("cases-prev").addEventListener("click", function () { turn("cases", -1, loadCases); });
+    $("cases-next").addEventListener("click", function () { turn("cases", 1, loadCases); });
+    $("results-prev").addEventListener("click", function () { turn("results", -1, loadResults); });
+    $("results-next").addEventListener("click", function () { turn("results", 1, loadResults); });
+    $("result-close-panel").addEventListener("click", function () {
+      state.resultDoc = null; $("result-panel").classList.add("hidden");
+    });
+    $("feed-only-pos").addEventListener("change", function () {
+      $("feed").classList.toggle("only-pos", $("feed-only-pos").checked);
+    });
+    $("reports-weekly").addEventListener("click", function () { openReport(API + "/reports/weekly?format=html"); });
+    $("rank-html").addEventListener("click", function () { openReport(rankingQuery("html")); });
     $("samples-status").addEventListener("change", loadSamples);
     $("producers-q").addEventListener("change", loadProducers);
     $("producers-file").addEventListener("change", importProducers);
@@ -1002,29 +1080,11 @@
     });
     syncCaseForm();
     applyLang();
-    // a link like /dashboard/#refresh=... (printed by `kuaijian demo`) or #token=... (a machine token) logs
-    // in at once; the fragment never reaches the server, and it is removed from the address bar so it is not
-    // bookmarked or shared
-    var refreshLink = /(?:^#|&)refresh=([^&]+)/.exec(window.location.hash);
-    var tokenLink = /(?:^#|&)token=([^&]+)/.exec(window.location.hash);
-    if (refreshLink || tokenLink) {
-      history.replaceState(null, "", window.location.pathname + window.location.search);
-    }
-    if (tokenLink) {
-      forget();
-      saveSession({ access_token: decodeURIComponent(tokenLink[1]) });
-    } else if (!refreshLink) {
-      state.token = load("kj.token");
-      state.refreshToken = load("kj.refresh");
-      state.expires = Number(load("kj.expires") || 0);
-      scheduleRenew();
-    }
-    if (refreshLink) {
-      forget();
-      state.refreshToken = decodeURIComponent(refreshLink[1]);
-      renew().then(loggedIn, function (e) { forget(); showLogin(errorText(e)); });
-    } else if (state.token) { loggedIn(); } else { showLogin(""); }
-    setInterval(function () { if (state.token) { refresh(); } }, 30000);
+    auth.on("onExpired", expired);
+    auth.on("onRenewed", function () { if (state.source) { openLive(null); } });
+    auth.start().then(function (ok) { if (ok) { loggedIn(); } else { showLogin(""); } },
+      function (e) { showLogin(errorText(e)); });
+    setInterval(function () { if (signedIn()) { refresh(); } }, 30000);
   }
   if (document.readyState === "loading") { document.addEventListener("DOMContentLoaded", boot); } else { boot(); }
 })();

@@ -1,7 +1,7 @@
 /* 快检 command view: risk alerts (ack), the offline station map, where to test next (+ plan tasks from it),
  * sampling tasks (list with progress, set one), and the assessment ranking with its printable bulletin and
- * Excel/CSV exports. Uses the login of the live dashboard (localStorage "kj.token"); on a 401 it sends the
- * user back there. Every text from the server goes in through textContent (never innerHTML). Times are shown
+ * Excel/CSV exports. Uses the login of the live dashboard through auth.js (window.kjAuth: the same session,
+ * renewed the same way); when it cannot be renewed it sends the user back there to log in. Every text from the server goes in through textContent (never innerHTML). Times are shown
  * in the grid's time zone (Asia/Shanghai). */
 (function () {
   "use strict";
@@ -10,7 +10,6 @@
   var KIND = { positivity_rise: "阳性率上升", producer_repeat: "生产主体多次阳性", station_invalid: "无效检测率上升" };
   var SEV = { high: "高", medium: "中" };
   var STATE = { planned: "未开始", active: "进行中", done: "已完成", overdue: "已超期", cancelled: "已取消" };
-  var token = null;
   var me = null;
   var names = {};  /* analyte code → Chinese name, from GET /api/labels */
   function an(code) { return names[code] || code; }
@@ -36,33 +35,20 @@
   function showError(msg) { $("error").textContent = msg || ""; }
 
   function request(method, url, body) {
-    var opts = { method: method, headers: { Authorization: "Bearer " + token } };
+    var opts = { method: method, headers: {} };
     if (body !== undefined) {
       opts.headers["Content-Type"] = "application/json";
       opts.body = JSON.stringify(body);
     }
-    return fetch(url, opts).then(function (r) {
-      if (r.status === 401) { window.location.href = "/dashboard/"; throw new Error("401"); }
-      if (!r.ok) {
-        return r.json().catch(function () { return {}; }).then(function (j) {
-          var detail = j && j.detail ? (typeof j.detail === "string" ? j.detail : JSON.stringify(j.detail)) : "";
-          throw new Error("操作失败 Failed (" + r.status + ") " + detail);
-        });
-      }
-      return r.status === 204 ? null : r.json();
+    return window.kjAuth.api(url, opts).catch(function (e) {
+      if (e.status === 401) { throw e; }  // onExpired sends the user to the login page
+      throw new Error("操作失败 Failed (" + (e.status || "–") + ") " + (e.code || ""));
     });
   }
   function download(url, name) {
-    fetch(url, { headers: { Authorization: "Bearer " + token } }).then(function (r) {
-      if (!r.ok) { throw new Error("下载失败 Download failed (" + r.status + ")"); }
-      return r.blob();
-    }).then(function (blob) {
-      var a = document.createElement("a");
-      a.href = URL.createObjectURL(blob);
-      if (name) { a.download = name; } else { a.target = "_blank"; a.rel = "noopener"; }
-      document.body.appendChild(a); a.click(); a.remove();
-      setTimeout(function () { URL.revokeObjectURL(a.href); }, 60000);
-    }).catch(function (e) { showError(e.message); });
+    window.kjAuth.download(url, name || null).catch(function (e) {
+      showError("下载失败 Download failed (" + (e.status || "–") + ")");
+    });
   }
 
   /* ---------------------------------------------------------------- risk feed */
@@ -292,8 +278,12 @@
   }
 
   function start() {
-    try { token = localStorage.getItem("kj.token"); } catch (e) { token = null; }
-    if (!token) { $("need-login").classList.remove("hidden"); return; }
+    window.kjAuth.on("onExpired", function () { window.location.href = "/dashboard/"; });
+    window.kjAuth.start().then(function (ok) {
+      if (ok) { begin(); } else { $("need-login").classList.remove("hidden"); }
+    }, function () { $("need-login").classList.remove("hidden"); });
+  }
+  function begin() {
     wire();
     fetch(API + "/labels").then(function (r) { return r.ok ? r.json() : { analytes: {} }; }).then(function (l) {
       Object.keys(l.analytes || {}).forEach(function (k) { names[k] = l.analytes[k].zh; });

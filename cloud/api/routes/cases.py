@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query
@@ -45,7 +46,13 @@ def list_cases(
     level: Literal["station", "village", "town", "county"] | None = None,
     overdue: Annotated[bool, Query(description="only unclosed cases past their deadline")] = False,
     mine: Annotated[bool, Query(description="my cases: only those assigned to me")] = False,
+    unclosed: Annotated[bool, Query(description="every status but closed")] = False,
+    q: Annotated[
+        str | None,
+        Query(max_length=64, description="search: case number, station, product, assignee, analyte name"),
+    ] = None,
 ) -> Page[CaseOut]:
+    now = clock.now()
     found = queries.list_cases(
         db,
         user,
@@ -53,12 +60,17 @@ def list_cases(
         node=node,
         station=station,
         level=level,
-        overdue_at=clock.now() if overdue else None,
+        overdue_at=now if overdue else None,
         assignee=user.name if mine else None,
+        unclosed=unclosed,
+        q=q,
         limit=page.limit,
         offset=page.offset,
     )
-    items: list[Any] = found.items
+    items: list[Any] = [
+        {**c, "overdue": c["status"] != "closed" and datetime.fromisoformat(c["deadline"]) < now}
+        for c in found.items
+    ]
     return Page[CaseOut](total=found.total, limit=page.limit, offset=page.offset, items=items)
 
 

@@ -42,6 +42,7 @@ router = APIRouter(tags=["dashboard"])
 
 STATIC_DIR = Path(__file__).resolve().parents[2] / "static"
 STATIC_FILES = {
+    "auth.js": "text/javascript",
     "app.js": "text/javascript",
     "app.css": "text/css",
     "index.html": "text/html",
@@ -137,8 +138,9 @@ class StationTile(BaseModel):
     group_name: str | None
     state: str  # online | offline | unknown (never reported a status)
     last_seen: str | None
-    outbox_depth: int | None
+    outbox_depth: int | None  # as last reported: current only while online
     oldest_unsent_age_s: float | None
+    backlog_age_s: float | None  # how old that report is (since the last status heard while online)
 
 
 class OpenCase(BaseModel):
@@ -242,7 +244,7 @@ def _children(db: sqlite_utils.Database, scope: reports.Scope) -> list[reports.S
     return [reports.Scope(id=r[0], code=r[1], name=r[2], level=r[3], path=r[4]) for r in rows.fetchall()]
 
 
-def _stations(db: sqlite_utils.Database, scope: reports.Scope) -> list[StationTile]:
+def _stations(db: sqlite_utils.Database, scope: reports.Scope, now: datetime) -> list[StationTile]:
     """Stations under `scope`, grouped by town (by village once the scope is a town or below)."""
     clause, params = subtree_sql("s.node_id", scope.path)
     rows = db.execute(
@@ -285,6 +287,11 @@ def _stations(db: sqlite_utils.Database, scope: reports.Scope) -> list[StationTi
                 last_seen=last_seen,
                 outbox_depth=backlog,
                 oldest_unsent_age_s=oldest,
+                # the figures come with the statuses of an online gateway, and last_seen is the arrival
+                # of the last of those (or of a result): the age of the backlog shown
+                backlog_age_s=None
+                if last_seen is None
+                else max(0.0, (now - datetime.fromisoformat(str(last_seen))).total_seconds()),
             )
         )
     return tiles
@@ -413,7 +420,7 @@ def overview(db: sqlite_utils.Database, user: User, code: str | None, now: datet
             overdue_cases=overdue,
         ),
         children=[_figures(db, c, period) for c in _children(db, scope)],
-        stations=_stations(db, scope),
+        stations=_stations(db, scope, now),
         cases=cases,
         by_analyte=reports.by_analyte(db, scope, period),
         per_day=reports.per_day(db, scope, period),

@@ -86,6 +86,7 @@ def summary(
     db: DbDep,
     user: CurrentUserDep,
     clock: ClockDep,
+    settings: SettingsDep,
     node: NodeQuery = None,
     start: StartQuery = None,
     end: EndQuery = None,
@@ -94,13 +95,13 @@ def summary(
     counts of one node over a period of local days."""
     now = clock.now()
     scope = reports.resolve_scope(db, user, node)
-    period = _range(start, end, reports.local_today(now))
+    period = _range(start, end, reports.local_today(now, settings.tz))
     return NodeSummary(
         node=scope,
         period=period,
-        totals=reports.counts(db, scope, period),
-        closure=reports.closure(db, scope, period, now),
-        by_analyte=reports.by_analyte(db, scope, period),
+        totals=reports.counts(db, scope, period, settings.tz),
+        closure=reports.closure(db, scope, period, now, settings.tz),
+        by_analyte=reports.by_analyte(db, scope, period, settings.tz),
     )
 
 
@@ -109,6 +110,7 @@ def positivity(
     db: DbDep,
     user: CurrentUserDep,
     clock: ClockDep,
+    settings: SettingsDep,
     node: NodeQuery = None,
     start: StartQuery = None,
     end: EndQuery = None,
@@ -116,8 +118,8 @@ def positivity(
 ) -> PositivityReport | Response:
     """Tests done, positives and positive rate by analyte × product × month (local months)."""
     scope = reports.resolve_scope(db, user, node)
-    period = _range(start, end, reports.local_today(clock.now()))
-    rows = reports.positivity(db, scope, period)
+    period = _range(start, end, reports.local_today(clock.now(), settings.tz))
+    rows = reports.positivity(db, scope, period, settings.tz)
     if format == "csv":
         return _csv(
             reports.to_csv(rows, reports.POSITIVITY_COLUMNS),
@@ -131,6 +133,7 @@ def case_closure(
     db: DbDep,
     user: CurrentUserDep,
     clock: ClockDep,
+    settings: SettingsDep,
     node: NodeQuery = None,
     start: StartQuery = None,
     end: EndQuery = None,
@@ -139,8 +142,8 @@ def case_closure(
     """On-time case closure of the cases opened in the period (judged now)."""
     now = clock.now()
     scope = reports.resolve_scope(db, user, node)
-    period = _range(start, end, reports.local_today(now))
-    stats = reports.closure(db, scope, period, now)
+    period = _range(start, end, reports.local_today(now, settings.tz))
+    stats = reports.closure(db, scope, period, now, settings.tz)
     if format == "csv":
         return _csv(
             reports.to_csv([stats], reports.CLOSURE_COLUMNS),
@@ -183,8 +186,8 @@ def rankings(
     allowed. ?format=html is the printable 排名通报, ?format=xlsx the same as an Excel workbook."""
     now = clock.now()
     scope = reports.resolve_scope(db, user, node)
-    span = reports.period_containing(period, on if on is not None else reports.local_today(now))
-    result = reports.ranking(db, scope, level, span, now, assess=settings.assessment)
+    span = reports.period_containing(period, on if on is not None else reports.local_today(now, settings.tz))
+    result = reports.ranking(db, scope, level, span, now, settings.tz, assess=settings.assessment)
     name = f"ranking_{level}_{span.label}_{_safe(scope.code)}"
     if format == "csv":
         return _csv(reports.to_csv(result.rows, reports.RANKING_COLUMNS), f"{name}.csv")
@@ -236,10 +239,10 @@ def weekly(
     now = clock.now()
     scope = reports.resolve_scope(db, user, node)
     if week is None:
-        span = reports.week_period(reports.local_today(now) - timedelta(days=7))
+        span = reports.week_period(reports.local_today(now, settings.tz) - timedelta(days=7))
     else:
         span = reports.parse_iso_week(week)
-    report = reports.weekly_report(db, scope, span, now, assess=settings.assessment)
+    report = reports.weekly_report(db, scope, span, now, settings.tz, assess=settings.assessment)
     if format == "csv":
         return _csv(reports.weekly_csv(report), f"weekly_{_safe(scope.code)}_{span.label}.csv")
     if format == "html":

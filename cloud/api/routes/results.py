@@ -22,6 +22,10 @@ def list_results(
     db: DbDep,
     user: CurrentUserDep,
     page: PageDep,
+    q: Annotated[
+        str | None,
+        Query(max_length=64, description="search: sample id, product, producer, station, analyte name"),
+    ] = None,
     station: Text = None,
     node: Annotated[str | None, Query(max_length=64, description="grid node code: its whole subtree")] = None,
     analyte: Text = None,
@@ -33,6 +37,7 @@ def list_results(
     found = queries.list_results(
         db,
         user,
+        q=q,
         station=station,
         node=node,
         analyte=analyte,
