@@ -44,6 +44,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             level=args.level,
             period=args.period,
             on=args.on,
+            tz=settings.tz,
+            assess=settings.assessment,
         )
     except CloudError as exc:
         print(f"error: {exc}", file=sys.stderr)

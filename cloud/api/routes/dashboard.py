@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any
+from zoneinfo import ZoneInfo
 
 import anyio
 import sqlite_utils
@@ -216,8 +217,10 @@ def _station_counts(db: sqlite_utils.Database, scope: reports.Scope) -> tuple[in
     return int(row[0]), int(row[1])
 
 
-def _figures(db: sqlite_utils.Database, scope: reports.Scope, period: reports.Period) -> NodeFigures:
-    c = reports.counts(db, scope, period)
+def _figures(
+    db: sqlite_utils.Database, scope: reports.Scope, period: reports.Period, tz: ZoneInfo
+) -> NodeFigures:
+    c = reports.counts(db, scope, period, tz)
     total, online = _station_counts(db, scope)
     return NodeFigures(
         id=scope.code or "",
@@ -389,19 +392,27 @@ def _cursor(db: sqlite_utils.Database) -> int:
     return int(db.execute("SELECT COALESCE(MAX(rowid), 0) FROM results").fetchone()[0])
 
 
-def overview(db: sqlite_utils.Database, user: User, code: str | None, now: datetime, days: int) -> Overview:
-    """Everything the dashboard shows for node `code` (default: the user's node) over the last `days`."""
+def overview(
+    db: sqlite_utils.Database,
+    user: User,
+    code: str | None,
+    now: datetime,
+    days: int,
+    tz: ZoneInfo = reports.REPORT_TZ,
+) -> Overview:
+    """Everything the dashboard shows for node `code` (default: the user's node) over the last `days` local
+    days of the grid's time zone `tz`."""
     cursor = _cursor(db)  # before reading anything else: the live feed resumes after it, nothing is lost
     scope = reports.resolve_scope(db, user, code)
-    today = reports.local_today(now)
+    today = reports.local_today(now, tz)
     period = reports.range_period(today - timedelta(days=days - 1), today)
-    node = _figures(db, scope, period)
+    node = _figures(db, scope, period, tz)
     ancestors = [s for s in reports.scope_path(db, scope) if user.sees(s.path)]
     if user.is_admin and scope.id is not None:
         ancestors.insert(0, reports.ALL_SCOPE)
-    path = [node if s.code == scope.code else _figures(db, s, period) for s in ancestors]
+    path = [node if s.code == scope.code else _figures(db, s, period, tz) for s in ancestors]
     stations_total, stations_online = node.stations_total, node.stations_online
-    totals_counts = reports.counts(db, scope, period)
+    totals_counts = reports.counts(db, scope, period, tz)
     cases, open_cases, overdue = _cases(db, scope, now)
     return Overview(
         user=user.name,
@@ -419,11 +430,11 @@ def overview(db: sqlite_utils.Database, user: User, code: str | None, now: datet
             open_cases=open_cases,
             overdue_cases=overdue,
         ),
-        children=[_figures(db, c, period) for c in _children(db, scope)],
+        children=[_figures(db, c, period, tz) for c in _children(db, scope)],
         stations=_stations(db, scope, now),
         cases=cases,
-        by_analyte=reports.by_analyte(db, scope, period),
-        per_day=reports.per_day(db, scope, period),
+        by_analyte=reports.by_analyte(db, scope, period, tz),
+        per_day=reports.per_day(db, scope, period, tz),
         recent=_recent(db, scope),
         cursor=cursor,
     )
@@ -441,6 +452,7 @@ def dashboard_overview(
     db: DbDep,
     user: CurrentUserDep,
     clock: ClockDep,
+    settings: SettingsDep,
     node: Annotated[
         str | None, Query(max_length=64, description="grid node code (default: your node)")
     ] = None,
@@ -448,7 +460,9 @@ def dashboard_overview(
 ) -> Overview:
     """Figures for one grid node: totals, child nodes (drill-down), station tiles, open cases, charts,
     the most recent results and the live-feed cursor."""
-    return overview(db, user, node, clock.now(), days)  # NotFound → 404, Invalid → 422 (app error handler)
+    return overview(
+        db, user, node, clock.now(), days, settings.tz
+    )  # NotFound → 404, Invalid → 422 (app error handler)
 
 
 # ---------------------------------------------------------------- live feed (SSE)
