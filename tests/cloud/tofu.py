@@ -25,6 +25,9 @@ def assert_draws_chinese(driver: webdriver.Chrome, element: WebElement, sample: 
 
     The element's text is restored afterwards."""
     assert len(set(sample)) >= 2, "the sample needs two different characters"
+    # in view first: Chromium's element screenshot of an element outside the viewport of a tall page can
+    # capture the wrong rows (seen with the dashboard once its lists grew)
+    driver.execute_script("arguments[0].scrollIntoView({block: 'center'});", element)
     original = driver.execute_script("return arguments[0].textContent;", element)
     try:
         chinese = _shot(driver, element, sample)
