@@ -230,7 +230,7 @@ def cmd_mosquitto_auth(args: argparse.Namespace) -> int:
     group = None if args.group == "" else (args.group or mosquitto.default_group())
     db = open_db(settings.db_path)
     try:
-        dynsec, conf = mosquitto.write_mosquitto_auth(
+        dynsec, conf, limits = mosquitto.write_mosquitto_auth(
             broker_users(db), Path(args.out), user, password, group=group, plugin=args.plugin
         )
     except (CloudError, OSError) as exc:
@@ -241,6 +241,10 @@ def cmd_mosquitto_auth(args: argparse.Namespace) -> int:
     print(f"已写入 wrote {dynsec} and {conf} ({access})")
     print(
         f"mosquitto.conf: include_dir the directory, or add these lines:\n{mosquitto.render_conf(dynsec.resolve(), args.plugin)}"
+    )
+    print(
+        f"file-descriptor limit for the stations: install {limits} as"
+        " /etc/systemd/system/mosquitto.service.d/kuaijian-limits.conf and run systemctl daemon-reload"
     )
     print("then restart mosquitto (Mosquitto 2.0 reads the Dynamic Security file at start only)")
     return 0

@@ -103,6 +103,7 @@ class _Station:
     next_at: float
     seq: int = 0
     connected: bool = False
+    ever_connected: bool = False
     pending: dict[str, float] = field(default_factory=dict)  # result id -> publish time
 
 
@@ -110,6 +111,8 @@ class _Station:
 class FleetReport:
     stations: int
     connected: int
+    never_connected: int
+    """Stations whose connection the broker never accepted (e.g. it ran out of file descriptors)."""
     published: int
     acked: int
     rejected: int
@@ -146,8 +149,13 @@ def run_fleet(
     protocol: str = "3.1.1",
     seed: int = 1,
     progress: Callable[[str], None] | None = None,
+    login: Callable[[str], tuple[str, str | None, str | None]] | None = None,
 ) -> FleetReport:
-    """Connect one MQTT client per station, publish for `duration_s`, wait up to `drain_s` for acks."""
+    """Connect one MQTT client per station, publish for `duration_s`, wait up to `drain_s` for acks.
+
+    `login(station)` gives (client id, user name, password) per station — e.g. for a broker with the generated
+    per-station access control; default: client id ``fleet-{station}`` and the URL's user name and password.
+    """
     from kuaijian_schema import Ack, topic
     from kuaijian_schema.mqtt_client import TlsFiles, make_client, parse_broker_url
 
@@ -163,10 +171,11 @@ def run_fleet(
     fleet: dict[str, _Station] = {}
     latencies: list[float] = []
     counts = {"published": 0, "acked": 0, "rejected": 0}
+    refused: list[str] = []
 
     def on_connect(client: Any, st: _Station, _flags: Any, reason: Any, _props: Any = None) -> None:
         if not reason.is_failure:
-            st.connected = True
+            st.connected = st.ever_connected = True
             client.subscribe(topic(st.station, "ack"), qos=1)
 
     def on_message(_client: Any, st: _Station, msg: Any) -> None:
@@ -187,12 +196,15 @@ def run_fleet(
     period = 60.0 / rate_per_min if rate_per_min > 0 else math.inf
     start = time.monotonic()
     for name in stations:
+        client_id, username, password = (
+            login(name) if login is not None else (f"fleet-{name}", url.username, url.password)
+        )
         client = make_client(
-            client_id=f"fleet-{name}",
+            client_id=client_id,
             protocol="5" if protocol == "5" else "3.1.1",
             reconnect_on_failure=False,
-            username=url.username,
-            password=url.password,
+            username=username,
+            password=password,
             tls=TlsFiles() if url.tls else None,
         )
         st = _Station(
@@ -207,11 +219,16 @@ def run_fleet(
         try:
             client.connect(host, port, keepalive=60)
         except OSError as exc:
-            raise FleetError(f"cannot connect to {host}:{port}: {exc}") from exc
+            # counted as never connected; only a broker that takes no station at all is an error
+            refused.append(f"{exc}")
+            continue
         sock = client.socket()
         if sock is not None:
             sel.register(sock, selectors.EVENT_READ, st)
         fleet[name] = st
+
+    if refused and not fleet:
+        raise FleetError(f"cannot connect to {host}:{port}: {refused[0]}")
 
     last_misc = 0.0
 
@@ -266,8 +283,9 @@ def run_fleet(
                 pass
     sel.close()
     return FleetReport(
-        stations=len(fleet),
+        stations=len(stations),
         connected=connected,
+        never_connected=len(stations) - sum(s.ever_connected for s in fleet.values()),
         published=counts["published"],
         acked=counts["acked"],
         rejected=counts["rejected"],
@@ -307,6 +325,13 @@ def _cmd_fleet(args: argparse.Namespace) -> int:
     else:
         for k, v in report.as_dict().items():
             print(f"{k:>14}: {v}")
+    if report.never_connected:
+        print(
+            f"kuaijian fleet: {report.never_connected} of {report.stations} stations could not connect"
+            " (the broker's connection or file-descriptor limit?)",
+            file=sys.stderr,
+        )
+        return 1
     return 0 if report.unacked == 0 else 1
 
 

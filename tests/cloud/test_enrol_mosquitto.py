@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import grp
 import json
+import re
 import stat
 import subprocess
 from collections.abc import Iterator
@@ -20,7 +21,7 @@ import pytest
 from cloud.clock import SystemClock
 from cloud.db import open_db
 from cloud.ingest_worker import IngestWorker
-from cloud.mosquitto import gateway_client_id, mosquitto_hash
+from cloud.mosquitto import fd_limit, gateway_client_id, mosquitto_hash
 from kuaijian_schema import Ack
 from tests.cloud.factories import signed_result
 from tests.cloud.mqtt_client import Recorder
@@ -169,3 +170,13 @@ def test_client_id_takeover_refused(secured: SecuredBroker) -> None:
     finally:
         for c in clients:
             c.stop()
+
+
+def test_generated_broker_limits_fit_the_stations(secured: SecuredBroker) -> None:
+    """Issue 16: the generated systemd drop-in raises the broker's descriptor limit above one per station."""
+    text = (secured.auth_dir / "mosquitto-limits.conf").read_text()
+    assert "[Service]" in text
+    limit = int(re.search(r"^LimitNOFILE=(\d+)$", text, re.MULTILINE).group(1))  # type: ignore[union-attr]
+    assert limit >= 65536
+    assert fd_limit(5000) >= 2 * 5000
+    assert stat.S_IMODE((secured.auth_dir / "mosquitto-limits.conf").stat().st_mode) & 0o007 == 0

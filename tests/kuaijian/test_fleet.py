@@ -127,3 +127,38 @@ def test_fleet_against_the_real_cloud_ingest(mosquitto: Mosquitto, tmp_path: Pat
         assert db.execute("SELECT COUNT(*) FROM seq_gaps").fetchone()[0] == 0
     finally:
         db.close()
+
+
+def test_fleet_fails_with_the_count_when_stations_cannot_connect(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 16: a broker that takes only a few connections leaves some of 5 stations unconnected: the fleet
+    exits non-zero and says how many."""
+    from kuaijian.cli import main
+
+    broker = Mosquitto(workdir=tmp_path, extra_conf="max_connections 3")
+    broker.start()
+    try:
+        code = main(
+            [
+                "fleet",
+                "--broker",
+                broker.url,
+                "--stations",
+                "5",
+                "--duration",
+                "1",
+                "--drain",
+                "0.5",
+                "--json",
+            ]
+        )
+    finally:
+        broker.stop()
+    out, err = capsys.readouterr()
+    report = json.loads(out)
+    assert code != 0
+    assert report["stations"] == 5
+    assert report["never_connected"] > 0
+    assert report["connected"] + report["never_connected"] == 5
+    assert f"{report['never_connected']} of 5 stations could not connect" in err
