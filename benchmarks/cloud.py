@@ -7,6 +7,14 @@ batches of B results per message (QoS 1), and waits until every id has come back
 ack. The figure is total results / (first publish → last ack), i.e. durably committed and acknowledged.
 
 Usage: .venv/bin/python benchmarks/cloud.py [--stations 4] [--results 5000] [--batch 50] [--workers 1]
+
+Issue 16 measurements (docs/scaling.md has the figures):
+  --per-message --stations 2000 --results 20000   one result per message from many stations: `process_batch`
+      of the tree issue 16 measured (2fdcc52, loaded from git) and of this tree on the same messages, same run
+  --ack-latency --stations 400                    `kuaijian fleet` (6 results/min per station) through
+      Mosquitto with set_tcp_nodelay into one ingest worker: application-ack latency percentiles
+  --connections 5000 [--nofile 1024]              5,000 stations with their own logins connect to Mosquitto
+      running the files `kuaijian cloud mosquitto-auth` writes, at the generated descriptor limit (or --nofile)
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import multiprocessing as mp
+import os
 import shutil
 import socket
 import subprocess
@@ -50,15 +59,25 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def start_mosquitto(workdir: Path, port: int) -> subprocess.Popen[bytes]:
+def start_mosquitto(
+    workdir: Path, port: int, extra: str = "", nofile: int | None = None, anonymous: bool = True
+) -> subprocess.Popen[bytes]:
+    """Mosquitto on `port` with `extra` config lines; `nofile`: its RLIMIT_NOFILE (as systemd's LimitNOFILE)."""
+    import resource
+
     conf = workdir / "mosquitto.conf"
-    conf.write_text(
-        f"listener {port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 1000000\n"
-    )
+    head = f"listener {port} 127.0.0.1\n" + ("allow_anonymous true\n" if anonymous else "")
+    conf.write_text(head + "persistence false\nmax_queued_messages 1000000\n" + extra)
     exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-    proc = subprocess.Popen(  # noqa: S603 - our own config, a fixed executable
-        [exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-    )
+
+    def limit() -> None:
+        if nofile is not None:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, nofile))
+
+    with (workdir / "mosquitto.log").open("ab") as log:
+        proc = subprocess.Popen(  # noqa: S603 - our own config, a fixed executable
+            [exe, "-c", str(conf)], stdout=log, stderr=log, preexec_fn=limit
+        )
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline:
         try:
@@ -200,6 +219,191 @@ def run(stations: int, results: int, batch: int, workers: int) -> dict[str, Any]
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+ANCHOR_COMMIT = "2fdcc52"
+"""The tree issue 16 measured (one result per message saturated one ingest at ~2,100–2,300 results/s)."""
+
+
+def _anchor_module() -> Any:
+    """`cloud/ingest.py` as it was at ANCHOR_COMMIT, loaded from git as a module (runs on today's database)."""
+    import importlib.util
+
+    root = Path(__file__).resolve().parent.parent
+    source = subprocess.run(  # noqa: S603 - fixed arguments
+        ["git", "-C", str(root), "show", f"{ANCHOR_COMMIT}:cloud/ingest.py"],  # noqa: S607
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    spec = importlib.util.spec_from_loader("ingest_anchor", loader=None)
+    assert spec is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["ingest_anchor"] = module  # dataclasses look their module up by name
+    exec(compile(source, f"{ANCHOR_COMMIT}:cloud/ingest.py", "exec"), module.__dict__)  # noqa: S102
+    return module
+
+
+def per_message(stations: int, messages: int, batch: int, rounds: int) -> dict[str, Any]:
+    """One result per MQTT message, many stations per batch: `process_batch` of the anchor tree and of this
+    tree on the same signed messages, alternately, each into a fresh database; best round of each."""
+    from cloud import ingest
+
+    anchor = _anchor_module()
+    ids = [f"{VILLAGE}-{i % 100:02d}" if stations <= 100 else f"{VILLAGE[:9]}{i // 100:03d}-{i % 100:02d}"
+           for i in range(stations)]  # fmt: skip
+    tmp = Path(tempfile.mkdtemp(prefix="kj-bench-permsg-"))
+    try:
+        template = tmp / "template.db"
+        db = open_db(template)
+        villages = sorted({s[:12] for s in ids})
+        csv = "level,code,name,parent_code\ncounty,370214,县,\ntown,370214101,镇,370214\n" + "".join(
+            f"village,{v},村{v[-3:]},370214101\n" for v in villages
+        )
+        import_grid_csv(db, csv)
+        now = SystemClock().now()
+        keys = {s: bytes.fromhex(enrol_station(db, s, s[:12], now).key_hex) for s in ids}
+        db.close()
+        per_station = -(-messages // stations)
+        docs = {s: make_results(s, keys[s], per_station) for s in ids}
+        payloads = [
+            (f"kj/v1/{s}/result", json.dumps(docs[s][n]).encode()) for n in range(per_station) for s in ids
+        ][:messages]
+        settings = Settings(db_path=template, broker_url=None, scheduler_enabled=False)
+        best: dict[str, float] = {}
+        for r in range(rounds):
+            for label, module in (("anchor", anchor), ("now", ingest)):
+                path = tmp / f"{label}-{r}.db"
+                shutil.copy(template, path)
+                db = open_db(path)
+                msgs = [module.Inbound(t, p, now, mid=1, qos=1) for t, p in payloads]
+                cfg = settings.model_copy(update={"db_path": path})
+                t0 = time.perf_counter()
+                for i in range(0, len(msgs), batch):
+                    module.process_batch(db, msgs[i : i + batch], cfg)
+                rate = len(msgs) / (time.perf_counter() - t0)
+                stored = db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+                db.close()
+                if stored != len(msgs):
+                    raise RuntimeError(f"{label}: stored {stored} of {len(msgs)}")
+                best[label] = max(best.get(label, 0.0), rate)
+        return {
+            "stations": stations,
+            "messages": len(payloads),
+            "batch": batch,
+            "anchor_rate": best["anchor"],
+            "rate": best["now"],
+            "ratio": best["now"] / best["anchor"],
+        }
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def ack_latency(stations: int, rate_per_min: float, duration_s: float) -> dict[str, Any]:
+    """Application-ack latency at a realistic load: `kuaijian fleet` (its own process) through Mosquitto with
+    the generated configuration's `set_tcp_nodelay true` into one ingest worker (this process)."""
+    from kuaijian.fleet import station_ids, station_key
+
+    tmp = Path(tempfile.mkdtemp(prefix="kj-bench-latency-"))
+    port = free_port()
+    broker = start_mosquitto(tmp, port, extra="set_tcp_nodelay true\n")
+    try:
+        from cloud.enrol import enrol_fleet
+
+        ids = station_ids(stations)
+        enrol_fleet(tmp / "cloud.db", ids, [station_key("bench", s) for s in ids])
+        settings = Settings(
+            db_path=tmp / "cloud.db", broker_url=f"mqtt://127.0.0.1:{port}", scheduler_enabled=False
+        )
+        worker = IngestWorker(settings, SystemClock())
+        worker.start()
+        try:
+            if not worker.link.connected.wait(10):
+                raise RuntimeError("ingest did not connect")
+            proc = subprocess.run(  # noqa: S603 - our own CLI
+                [sys.executable, "-m", "kuaijian.cli", "fleet", "--broker", f"mqtt://127.0.0.1:{port}",
+                 "--stations", str(stations), "--rate", str(rate_per_min), "--duration", str(duration_s),
+                 "--drain", "20", "--secret", "bench", "--protocol", "5", "--json"],
+                capture_output=True, text=True, timeout=duration_s + 120, check=False,
+            )  # fmt: skip
+        finally:
+            worker.stop()
+        if proc.returncode != 0:
+            raise RuntimeError(f"fleet failed ({proc.returncode}): {proc.stderr[-2000:]}")
+        report: dict[str, Any] = json.loads(proc.stdout)
+        return report
+    finally:
+        broker.terminate()
+        broker.wait(5)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def connections(stations: int, fd_limit_override: int | None) -> dict[str, Any]:
+    """`stations` stations, each with its own user, password and client id, connect to Mosquitto running with
+    the files `kuaijian cloud mosquitto-auth` generates: kuaijian.conf (Dynamic Security, NODELAY) and the fd
+    limit of mosquitto-limits.conf applied the way systemd applies LimitNOFILE — or `fd_limit_override`."""
+    import re
+    import resource
+
+    from cloud.enrol import broker_users
+    from cloud.mosquitto import default_group, write_mosquitto_auth
+    from kuaijian.fleet import run_fleet, station_ids
+
+    tmp = Path(tempfile.mkdtemp(prefix="kj-bench-conn-"))
+    try:
+        ids = station_ids(stations)
+        db = open_db(tmp / "cloud.db")
+        counties = sorted({s[:6] for s in ids})
+        towns = sorted({s[:9] for s in ids})
+        villages = sorted({s[:12] for s in ids})
+        csv = "level,code,name,parent_code\n" + "".join(f"county,{c},县{c},\n" for c in counties)
+        csv += "".join(f"town,{t},镇{t},{t[:6]}\n" for t in towns)
+        csv += "".join(f"village,{v},村{v},{v[:9]}\n" for v in villages)
+        import_grid_csv(db, csv)
+        now = SystemClock().now()
+        passwords = {s: enrol_station(db, s, s[:12], now).mqtt_password for s in ids}
+        # as root Mosquitto drops to its own user: the files go to its group, as on a server
+        tmp.chmod(0o711)
+        group = default_group() if os.geteuid() == 0 else None
+        _dynsec, conf, limits = write_mosquitto_auth(
+            broker_users(db), tmp, "kj-ingest", "bench-pw", group=group
+        )
+        db.close()
+        m = re.search(r"^LimitNOFILE=(\d+)$", limits.read_text(), re.MULTILINE)
+        assert m is not None
+        wanted = fd_limit_override or int(m.group(1))
+        hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+        limit = min(wanted, hard) if hard != resource.RLIM_INFINITY else wanted
+        port = free_port()
+        broker = start_mosquitto(tmp, port, extra=conf.read_text(), nofile=limit, anonymous=False)
+        try:
+            t0 = time.perf_counter()
+            report = run_fleet(
+                f"mqtt://127.0.0.1:{port}",
+                ids,
+                secret="bench",  # noqa: S106 - derives simulated station keys
+                rate_per_min=0,
+                duration_s=10.0 + stations / 500,
+                drain_s=0,
+                protocol="5",
+                login=lambda s: (f"kj-gw-{s}", s, passwords[s]),
+            )
+            seconds = time.perf_counter() - t0
+        finally:
+            broker.terminate()
+            broker.wait(10)
+        if report.connected == 0:
+            raise RuntimeError("no station connected:\n" + (tmp / "mosquitto.log").read_text()[-2000:])
+        return {
+            "stations": stations,
+            "nofile": limit,
+            "nofile_wanted": wanted,
+            "connected": report.connected,
+            "never_connected": report.never_connected,
+            "seconds": seconds,
+        }
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--stations", type=int, default=4, help="publisher processes (one per station)")
@@ -208,7 +412,29 @@ def main() -> int:
     ap.add_argument(
         "--workers", type=int, nargs="+", default=[1], help="ingest workers (shared subscription)"
     )
+    ap.add_argument(
+        "--per-message",
+        action="store_true",
+        help=f"one result per message: process_batch of {ANCHOR_COMMIT} (anchor) vs this tree, same run",
+    )
+    ap.add_argument("--ack-latency", action="store_true", help="ack latency at a realistic fleet load")
+    ap.add_argument("--connections", type=int, default=0, help="connect N stations with the generated config")
+    ap.add_argument("--nofile", type=int, default=None, help="with --connections: broker fd limit instead")
     args = ap.parse_args()
+    if args.per_message:
+        r = per_message(stations=args.stations, messages=args.results, batch=500, rounds=3)
+        print(
+            f"one result per message, {r['stations']} stations, {r['messages']} messages, batches of {r['batch']}:"
+            f" {ANCHOR_COMMIT} {r['anchor_rate']:.0f}/s, now {r['rate']:.0f}/s, ratio {r['ratio']:.2f}"
+        )
+        return 0
+    if args.ack_latency:
+        rep = ack_latency(stations=args.stations, rate_per_min=6.0, duration_s=30.0)
+        print(json.dumps(rep))
+        return 0
+    if args.connections:
+        print(json.dumps(connections(args.connections, args.nofile)))
+        return 0
     print(
         f"{'stations':>8} {'workers':>7} {'batch':>5} {'results':>8} {'stored':>7} {'seconds':>8} {'results/s':>10}  acked"
     )

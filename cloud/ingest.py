@@ -50,15 +50,22 @@ from kuaijian_schema import (
     Result,
     SampleRegistration,
     Status,
+    check_payload,
     payload_sha256,
     split_result_payload,
-    verify_payload,
 )
 from kuaijian_schema.wire import parse_topic
 
 log = logging.getLogger(__name__)
 
 MAX_DEAD_LETTER_CHARS = 256 * 1024
+_INSERT_RESULT = (
+    "INSERT OR IGNORE INTO results (id, seq, station, node_id, instrument_serial, instrument_model,"
+    " instrument_driver, sample_id, product, producer, sampled_at, method, analyte, channel,"
+    " measured_at, verdict, values_json, qc_json, algorithm, config_version, raw_json, operator,"
+    " sig, received_at, sha256, ingest_flags, measured_at_sent)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
 _VALUES_JSON = json.JSONEncoder(allow_nan=False)
 _TEXT_JSON = json.JSONEncoder(ensure_ascii=False)
 """Encoders made once: json.dumps with options builds a new encoder on every call."""
@@ -188,27 +195,81 @@ class _Batch:
         self._stations: dict[str, tuple[tuple[bytes, ...], int] | None] = {}
         self.new: list[_New] = []
         self._high: dict[str, int] = {}
+        self._high_start: dict[str, int] = {}  # high_seq as stored when the batch began
+        self._existing: dict[str, tuple[str | None, str]] = {}  # stored before the batch: id -> (sha256, sig)
+        self._queued: dict[str, tuple[str | None, str]] = {}  # new in this batch: id -> (sha256, sig)
+        self._rows: list[tuple[Any, ...]] = []  # their rows, inserted by _flush
         self.new_samples: list[tuple[SampleRegistration, datetime]] = []
+
+    def _prefetch(self, messages: Sequence[Inbound]) -> dict[int, list[dict[str, Any]] | str]:
+        """Decode the batch's result payloads, and look up every station it names and every result id it
+        carries in one query per 500 (instead of one per station and one per result). Returns the decoded
+        items (or the reason they cannot be decoded) by message index."""
+        parsed: dict[int, list[dict[str, Any]] | str] = {}
+        for n, msg in enumerate(messages):
+            if msg.topic.endswith("/result"):
+                try:
+                    parsed[n] = split_result_payload(msg.payload)
+                except ValueError as exc:
+                    parsed[n] = str(exc)
+                except RecursionError:
+                    parsed[n] = "payload nested too deeply"
+        ids = sorted(
+            {
+                i["id"]
+                for v in parsed.values()
+                if isinstance(v, list)
+                for i in v
+                if isinstance(i.get("id"), str)
+            }
+        )
+        for i in range(0, len(ids), 500):
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT id, sha256, sig FROM results WHERE id IN ({marks})"  # noqa: S608
+            for rid, sha, sig in self.db.conn.execute(sql, chunk).fetchall():
+                self._existing[str(rid)] = (sha, str(sig))
+        names = sorted({m.topic.split("/")[2] for m in messages if m.topic.count("/") == 3})
+        if not messages:
+            return parsed
+        now = messages[0].received_at
+        for i in range(0, len(names), 500):
+            chunk = names[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self.db.conn.execute(
+                "SELECT id, key, node_id, previous_key, previous_key_until, high_seq FROM stations"  # noqa: S608
+                f" WHERE id IN ({marks})",
+                chunk,
+            ).fetchall()
+            for row in rows:
+                self._remember(str(row[0]), row[1:], now)
+        return parsed
+
+    def _remember(self, station: str, row: Sequence[Any], now: datetime) -> None:
+        keys = [bytes.fromhex(row[0])]
+        if row[2] and row[3] and now.isoformat() < row[3]:
+            keys.append(bytes.fromhex(row[2]))
+        self._stations[station] = (tuple(keys), int(row[1]))
+        self._high_start[station] = self._high[station] = int(row[4])
 
     def station(self, station: str, now: datetime) -> tuple[tuple[bytes, ...], int] | None:
         """(keys that verify now, grid node) of an enrolled station: its key, plus the key replaced by the
         last rotation while its grace period lasts."""
         if station not in self._stations:
             row = self.db.execute(
-                "SELECT key, node_id, previous_key, previous_key_until FROM stations WHERE id = ?", [station]
+                "SELECT key, node_id, previous_key, previous_key_until, high_seq FROM stations WHERE id = ?",
+                [station],
             ).fetchone()
             if row is None:
                 self._stations[station] = None
             else:
-                keys = [bytes.fromhex(row[0])]
-                if row[2] and row[3] and now.isoformat() < row[3]:
-                    keys.append(bytes.fromhex(row[2]))
-                self._stations[station] = (tuple(keys), int(row[1]))
+                self._remember(station, row, now)
         return self._stations[station]
 
     def run(self, messages: Sequence[Inbound], poison: dict[int, str]) -> bool:
         """Process `messages` (those in `poison` are dead-lettered with their recorded error instead). False
         when one raised: its error is added to `poison` and the caller rolls this run back."""
+        parsed = self._prefetch(messages)
         for n, msg in enumerate(messages):
             try:
                 station, kind = parse_topic(msg.topic)
@@ -228,7 +289,7 @@ class _Batch:
                 continue
             try:
                 if kind == "result":
-                    self.result_message(msg, station)
+                    self.result_message(msg, station, parsed[n])
                 else:
                     self.status_message(msg, station)
             except sqlite3.Error:
@@ -238,12 +299,21 @@ class _Batch:
                 log.exception("ingest failed on a message on %s", msg.topic)
                 poison[n] = f"internal error: {type(exc).__name__}: {exc}"
                 return False
+        self._flush()
         return True
+
+    def _flush(self) -> None:
+        """Insert the batch's new results in one statement (`executemany`)."""
+        if self._rows:
+            self.db.conn.executemany(_INSERT_RESULT, self._rows)
+            self._rows.clear()
 
     def ack(self, station: str) -> StationAck:
         return self.out.acks.setdefault(station, StationAck())
 
-    def reject(self, msg: Inbound, station: str, item: dict[str, Any], reason: str) -> None:
+    def reject(
+        self, msg: Inbound, station: str, item: dict[str, Any], reason: str, digest: str | None = None
+    ) -> None:
         """Dead-letter `item` and, when it names an id and a seq, tell the station in its ack — with the
         SHA-256 of the item as received, so the gateway applies it only to a stored result with exactly this
         content (a message forged under a real id/seq changes nothing there)."""
@@ -253,22 +323,16 @@ class _Batch:
         seq_i = (
             seq if isinstance(seq, int) and not isinstance(seq, bool) and 0 <= seq <= SQLITE_MAX_INT else None
         )
-        digest = _item_sha256(item)
+        digest = digest or _item_sha256(item)
         _dead_letter(self.db, msg, _item_text(item), reason, station, rid_s, digest)
         self.out.rejected += 1
         self.out.dead_letters += 1
         if rid_s is not None and seq_i is not None and digest is not None:
             self.ack(station).rejected.append(Rejection(id=rid_s, seq=seq_i, reason=reason, sha256=digest))
 
-    def result_message(self, msg: Inbound, station: str) -> None:
-        try:
-            items = split_result_payload(msg.payload)
-        except ValueError as exc:
-            _dead_letter(self.db, msg, _payload_text(msg.payload), str(exc), station)
-            self.out.dead_letters += 1
-            return
-        except RecursionError:
-            _dead_letter(self.db, msg, _payload_text(msg.payload), "payload nested too deeply", station)
+    def result_message(self, msg: Inbound, station: str, items: list[dict[str, Any]] | str) -> None:
+        if isinstance(items, str):  # could not be decoded: the reason
+            _dead_letter(self.db, msg, _payload_text(msg.payload), items, station)
             self.out.dead_letters += 1
             return
         for item in items:
@@ -283,8 +347,9 @@ class _Batch:
         if "sig" not in item:
             self.reject(msg, station, item, "unsigned")
             return
-        if not any(verify_payload(item, key) for key in keys):
-            self.reject(msg, station, item, "bad signature")
+        verified, digest = check_payload(item, keys)
+        if not verified:
+            self.reject(msg, station, item, "bad signature", digest)
             return
         if item.get("kind") == "sample":
             self.sample_item(msg, station, item, node_id)
@@ -303,7 +368,6 @@ class _Batch:
             self.reject(msg, station, item, "seq out of range")
             return
         rid = str(result.id)
-        digest = _item_sha256(item)
         flags: list[str] = []
         measured_at = result.measured_at
         if not self._plausible(measured_at, msg.received_at):
@@ -311,51 +375,46 @@ class _Batch:
             measured_at = msg.received_at  # reported by receive time; the station's time is kept as sent
         if result.seq > self.high_seq(station) + self.settings.max_seq_jump:
             flags.append("seq_jump")
-        cur = self.db.execute(
-            "INSERT OR IGNORE INTO results (id, seq, station, node_id, instrument_serial, instrument_model,"
-            " instrument_driver, sample_id, product, producer, sampled_at, method, analyte, channel,"
-            " measured_at, verdict, values_json, qc_json, algorithm, config_version, raw_json, operator,"
-            " sig, received_at, sha256, ingest_flags, measured_at_sent)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            [
-                rid,
-                result.seq,
-                station,
-                node_id,
-                result.instrument.serial,
-                result.instrument.model,
-                result.instrument.driver,
-                result.sample.id,
-                result.sample.product,
-                result.sample.producer,
-                None if result.sample.sampled_at is None else utc_iso(result.sample.sampled_at),
-                result.method,
-                result.analyte,
-                result.channel,
-                utc_iso(measured_at),
-                result.verdict,
-                _VALUES_JSON.encode(result.values),
-                _TEXT_JSON.encode(list(result.qc)),
-                result.algorithm,
-                result.config_version,
-                None if result.raw is None else result.raw.model_dump_json(),
-                result.operator,
-                result.sig,
-                msg.received_at.isoformat(),
-                digest,
-                _TEXT_JSON.encode(flags) if flags else "[]",
-                result.measured_at.isoformat() if flags and "implausible_time" in flags else None,
-            ],
-        )
-        if cur.rowcount == 1:
+        prior = self._queued.get(rid) or self._existing.get(rid)
+        if prior is None:
+            self._rows.append(
+                (
+                    rid,
+                    result.seq,
+                    station,
+                    node_id,
+                    result.instrument.serial,
+                    result.instrument.model,
+                    result.instrument.driver,
+                    result.sample.id,
+                    result.sample.product,
+                    result.sample.producer,
+                    None if result.sample.sampled_at is None else utc_iso(result.sample.sampled_at),
+                    result.method,
+                    result.analyte,
+                    result.channel,
+                    utc_iso(measured_at),
+                    result.verdict,
+                    _VALUES_JSON.encode(result.values),
+                    _TEXT_JSON.encode(list(result.qc)),
+                    result.algorithm,
+                    result.config_version,
+                    None if result.raw is None else result.raw.model_dump_json(),
+                    result.operator,
+                    result.sig,
+                    msg.received_at.isoformat(),
+                    digest,
+                    _TEXT_JSON.encode(flags) if flags else "[]",
+                    result.measured_at.isoformat() if "implausible_time" in flags else None,
+                )
+            )
+            self._queued[rid] = (digest, result.sig)
             self.out.stored += 1
             self.new.append(_New(result, node_id, msg.received_at, measured_at, "seq_jump" in flags))
             if "seq_jump" not in flags:
                 self._high[station] = max(self._high[station], result.seq)
         else:
-            stored_sha, stored_sig = self.db.execute(
-                "SELECT sha256, sig FROM results WHERE id = ?", [rid]
-            ).fetchone()
+            stored_sha, stored_sig = prior
             same = stored_sha == digest if stored_sha is not None else stored_sig == result.sig
             if not same:
                 self.conflict(msg, station, item, rid, digest, stored_sha or f"sig:{stored_sig}")
@@ -478,21 +537,20 @@ class _Batch:
         regs_by_station: dict[str, list[tuple[SampleRegistration, datetime]]] = {}
         for reg_entry in self.new_samples:
             regs_by_station.setdefault(reg_entry[0].station, []).append(reg_entry)
-        for station in sorted(set(by_station) | set(regs_by_station)):
+        touched = sorted(set(by_station) | set(regs_by_station))
+        sampling = _stations_with_samples(self.db, touched)
+        station_rows: list[tuple[int, str, str, str]] = []
+        for station in touched:
             entries = sorted(by_station.get(station, []), key=lambda e: e.result.seq)
             regs = regs_by_station.get(station, [])
             bound = self.high_seq(station) + self.settings.max_seq_jump
             seqs = sorted(
                 [e.result.seq for e in entries if not e.seq_jump] + [r.seq for r, _ in regs if r.seq <= bound]
             )
-            times = [e.received_at for e in entries] + [t for _, t in regs]
-            _track_seqs(self.db, station, seqs, max(times))
-            latest = max(times).isoformat()
-            self.db.execute(
-                "UPDATE stations SET last_seen = CASE WHEN last_seen IS NULL OR last_seen < ? THEN ?"
-                " ELSE last_seen END WHERE id = ?",
-                [latest, latest, station],
-            )
+            latest_at = max([e.received_at for e in entries] + [t for _, t in regs])
+            high = _track_seqs(self.db, station, seqs, latest_at, self._high_start[station])
+            latest = latest_at.isoformat()
+            station_rows.append((high, latest, latest, station))
             for entry in entries:
                 result, node_id, received_at = entry.result, entry.node_id, entry.received_at
                 if result.verdict not in cases.OPENING_VERDICTS:
@@ -519,8 +577,10 @@ class _Batch:
                 if case_id is not None:
                     self.out.cases_touched.add(case_id)
             # the pre-market decision of every batch these results or registrations touch
+            if station not in sampling:
+                continue  # no sample registered at this station: nothing to decide (and no savepoint)
             codes = {e.result.sample.id for e in entries} | {r.code for r, _ in regs}
-            now = max(times)
+            now = latest_at
             for code in sorted(codes):
                 if samples.root_of(self.db, station, code) is None:
                     continue  # not a registered sample: nothing to decide (and no savepoint)
@@ -531,11 +591,26 @@ class _Batch:
                     raise
                 except Exception:
                     log.exception("pre-market decision failed for sample %s at %s", code, station)
+        # one statement for every station of the batch: high-water mark and last seen
+        self.db.conn.executemany(
+            "UPDATE stations SET high_seq = ?, last_seen = CASE WHEN last_seen IS NULL OR last_seen < ?"
+            " THEN ? ELSE last_seen END WHERE id = ?",
+            station_rows,
+        )
 
 
-def _track_seqs(db: sqlite_utils.Database, station: str, seqs: list[int], now: datetime) -> None:
-    """Advance the station's high-water mark over sorted new `seqs`; record and fill gaps."""
-    high = int(db.execute("SELECT high_seq FROM stations WHERE id = ?", [station]).fetchone()[0])
+def _stations_with_samples(db: sqlite_utils.Database, stations: list[str]) -> set[str]:
+    """Which of `stations` have registered samples (one query for the whole batch)."""
+    if not stations:
+        return set()
+    marks = ",".join("?" * len(stations))
+    rows = db.execute(f"SELECT DISTINCT station FROM samples WHERE station IN ({marks})", stations)  # noqa: S608
+    return {str(r[0]) for r in rows.fetchall()}
+
+
+def _track_seqs(db: sqlite_utils.Database, station: str, seqs: list[int], now: datetime, high: int) -> int:
+    """Advance the high-water mark `high` over sorted new `seqs`; record and fill gaps. Returns the new mark
+    (the caller stores it)."""
     stamp = now.isoformat()
     for seq in seqs:
         if seq > high:
@@ -566,7 +641,7 @@ def _track_seqs(db: sqlite_utils.Database, station: str, seqs: list[int], now: d
                 "INSERT INTO seq_gaps (station, first_seq, last_seq, detected_at) VALUES (?, ?, ?, ?)",
                 [station, seq + 1, last, detected],
             )
-    db.execute("UPDATE stations SET high_seq = ? WHERE id = ?", [high, station])
+    return high
 
 
 def process_batch(db: sqlite_utils.Database, messages: Sequence[Inbound], settings: Settings) -> BatchOutcome:

@@ -47,7 +47,7 @@ from kuaijian_schema.mqtt_client import TlsFiles, make_client, parse_broker_url
 
 log = logging.getLogger("cloud.ingest")
 
-IDLE_S = 0.005  # a pause this long in the incoming stream ends a batch early
+IDLE_S = 0.002  # a pause this long in the incoming stream ends a batch early (it adds to every ack's latency)
 RESULT_FILTER = "kj/v1/+/result"
 STATUS_FILTER = "kj/v1/+/status"
 FAILURE_LOG_EVERY_S = 60.0

@@ -232,14 +232,20 @@ def run_fleet(
 
     last_misc = 0.0
 
-    def pump(timeout: float) -> None:
-        """One turn of the shared loop: read what arrived, flush what is queued, keep-alives once a second."""
-        nonlocal last_misc
-        for key, _ev in sel.select(timeout):
-            key.data.client.loop_read(10)
+    def flush() -> None:
         for st in fleet.values():
             if st.client.want_write():
                 st.client.loop_write()
+
+    def pump(timeout: float) -> None:
+        """One turn of the shared loop: send what was published (before waiting, so a result does not sit in
+        its buffer for the select's timeout and inflate the measured ack latency), read what arrived, send
+        the PUBACKs for it, keep-alives once a second."""
+        nonlocal last_misc
+        flush()
+        for key, _ev in sel.select(timeout):
+            key.data.client.loop_read(10)
+        flush()
         if time.monotonic() - last_misc > 1.0:
             for st in fleet.values():
                 st.client.loop_misc()

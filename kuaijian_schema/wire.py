@@ -60,36 +60,54 @@ def new_result_id() -> UUID:
     return UUID(int=value.int)
 
 
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+"""Made once: json.dumps with options builds a new encoder on every call."""
+
+
 def canonical_json(obj: Any) -> bytes:
-    return json.dumps(
-        obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode()
+    return _CANONICAL.encode(obj).encode()
+
+
+def _body_json(payload: dict[str, Any]) -> bytes:
+    return canonical_json({k: v for k, v in payload.items() if k != "sig"})
 
 
 def sign_payload(payload: dict[str, Any], key: bytes) -> str:
     """HMAC-SHA256 hex digest over `payload` without its "sig" field."""
-    body = {k: v for k, v in payload.items() if k != "sig"}
-    return hmac.new(key, canonical_json(body), hashlib.sha256).hexdigest()
+    return hmac.new(key, _body_json(payload), hashlib.sha256).hexdigest()
 
 
 def verify_payload(payload: dict[str, Any], key: bytes) -> bool:
-    sig = payload.get("sig")
-    if not isinstance(sig, str):
-        return False
-    try:
-        expected = sign_payload(payload, key)
-    except (TypeError, ValueError):
-        return False
-    return hmac.compare_digest(sig, expected)
+    return check_payload(payload, (key,))[0]
+
+
+def _digest(body: bytes, sig: Any) -> str:
+    return hashlib.sha256(body + b"\n" + canonical_json(sig)).hexdigest()
 
 
 def payload_sha256(payload: dict[str, Any]) -> str:
-    """Hex SHA-256 of `payload`'s canonical JSON (signature included): names one exact content.
+    """Hex SHA-256 naming one exact content: of the canonical JSON of `payload` without "sig", a newline, and
+    the canonical JSON of its "sig" (null when it has none).
 
-    The cloud puts it in a `Rejection` so a gateway can tell that the rejected item is byte for byte the one
-    it holds. Raises ValueError/TypeError for what canonical JSON cannot encode (NaN, non-JSON types).
+    The cloud puts it in a `Rejection` so a gateway can tell that the rejected item is exactly the one it holds.
+    Raises ValueError/TypeError for what canonical JSON cannot encode (NaN, non-JSON types).
     """
-    return hashlib.sha256(canonical_json(payload)).hexdigest()
+    return _digest(_body_json(payload), payload.get("sig"))
+
+
+def check_payload(payload: dict[str, Any], keys: tuple[bytes, ...]) -> tuple[bool, str | None]:
+    """(does "sig" verify with one of `keys`, `payload_sha256`) — the canonical JSON encoded once for both.
+    The hash is None when canonical JSON cannot encode the payload (then it does not verify either)."""
+    try:
+        body = _body_json(payload)
+        digest = _digest(body, payload.get("sig"))
+    except (TypeError, ValueError, RecursionError):
+        return False, None
+    sig = payload.get("sig")
+    if not isinstance(sig, str):
+        return False, digest
+    ok = any(hmac.compare_digest(sig, hmac.new(k, body, hashlib.sha256).hexdigest()) for k in keys)
+    return ok, digest
 
 
 def split_result_payload(data: bytes) -> list[dict[str, Any]]:
