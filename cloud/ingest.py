@@ -12,12 +12,16 @@ rejection only to a stored result with exactly that content, so nothing unverifi
 Times are stored in UTC; an implausible measured_at is flagged and replaced by the receive time (the sent
 one is kept). New results advance the station's seq high-water mark: a jump records a gap in ``seq_gaps``; a
 late result shrinks/closes the gap it fills; a seq beyond `max_seq_jump` is flagged and moves nothing. New positives and
-suspects go through `cloud.cases.on_result`. An item with ``"kind": "sample"`` is a signed
+suspects go through `cloud.cases.on_result` (these effects of a batch live in `cloud.ingest_effects`). An item with ``"kind": "sample"`` is a signed
 `SampleRegistration` (same verification, idempotence, seq tracking and ack); it is stored by
 `cloud.samples.store_registration` or rejected with the reason (unknown producer, producer of another village,
 duplicate code). After the batch, `cloud.samples.decide` re-decides every batch a new result or registration
 touches (可上市 + certificate / 暂停上市 / 需复检). Status messages update the station row (online, backlog,
 oldest unsent age, …) in arrival order.
+
+Per-message cost does not grow with the batch: stations and already-stored ids are looked up once per batch,
+new rows go in with one ``executemany``, and there is no savepoint or snapshot per message — a message that
+raises rolls the batch back to one savepoint and the batch runs again with it dead-lettered.
 
 The MQTT side (receiving, batching, PUBACK and publishing the acks) is `cloud.ingest_worker`.
 
@@ -39,10 +43,11 @@ from typing import Any
 import sqlite_utils
 from pydantic import ValidationError
 
-from cloud import cases, samples
+from cloud import ingest_effects, samples
 from cloud.clock import utc_iso
 from cloud.db import transaction
 from cloud.errors import Invalid
+from cloud.ingest_effects import Stored
 from cloud.settings import Settings
 from kuaijian_schema import (
     Ack,
@@ -172,19 +177,6 @@ def _schema_reason(exc: ValidationError) -> str:
     return "schema: " + "; ".join(parts)
 
 
-@dataclass(frozen=True, slots=True)
-class _New:
-    """A result newly stored by this batch."""
-
-    result: Result
-    node_id: int
-    received_at: datetime
-    measured_at: datetime
-    """The instant it is reported by: its measured_at, or its receive time when that was implausible."""
-    seq_jump: bool
-    """Its seq lay beyond `max_seq_jump` past the station's highest: it does not move the high-water mark."""
-
-
 class _Batch:
     """State of one `process_batch` call (station lookups cached for the batch)."""
 
@@ -193,7 +185,7 @@ class _Batch:
         self.settings = settings
         self.out = BatchOutcome()
         self._stations: dict[str, tuple[tuple[bytes, ...], int] | None] = {}
-        self.new: list[_New] = []
+        self.new: list[Stored] = []
         self._high: dict[str, int] = {}
         self._high_start: dict[str, int] = {}  # high_seq as stored when the batch began
         self._existing: dict[str, tuple[str | None, str]] = {}  # stored before the batch: id -> (sha256, sig)
@@ -410,7 +402,7 @@ class _Batch:
             )
             self._queued[rid] = (digest, result.sig)
             self.out.stored += 1
-            self.new.append(_New(result, node_id, msg.received_at, measured_at, "seq_jump" in flags))
+            self.new.append(Stored(result, node_id, msg.received_at, measured_at, "seq_jump" in flags))
             if "seq_jump" not in flags:
                 self._high[station] = max(self._high[station], result.seq)
         else:
@@ -530,118 +522,10 @@ class _Batch:
         self.out.dead_letters += 1
 
     def finish(self) -> None:
-        """Seq tracking, station last_seen and case rules for the results stored in this batch."""
-        by_station: dict[str, list[_New]] = {}
-        for entry in self.new:
-            by_station.setdefault(entry.result.station, []).append(entry)
-        regs_by_station: dict[str, list[tuple[SampleRegistration, datetime]]] = {}
-        for reg_entry in self.new_samples:
-            regs_by_station.setdefault(reg_entry[0].station, []).append(reg_entry)
-        touched = sorted(set(by_station) | set(regs_by_station))
-        sampling = _stations_with_samples(self.db, touched)
-        station_rows: list[tuple[int, str, str, str]] = []
-        for station in touched:
-            entries = sorted(by_station.get(station, []), key=lambda e: e.result.seq)
-            regs = regs_by_station.get(station, [])
-            bound = self.high_seq(station) + self.settings.max_seq_jump
-            seqs = sorted(
-                [e.result.seq for e in entries if not e.seq_jump] + [r.seq for r, _ in regs if r.seq <= bound]
-            )
-            latest_at = max([e.received_at for e in entries] + [t for _, t in regs])
-            high = _track_seqs(self.db, station, seqs, latest_at, self._high_start[station])
-            latest = latest_at.isoformat()
-            station_rows.append((high, latest, latest, station))
-            for entry in entries:
-                result, node_id, received_at = entry.result, entry.node_id, entry.received_at
-                if result.verdict not in cases.OPENING_VERDICTS:
-                    continue  # the case rules do nothing for it: no savepoint, no call
-                new = cases.NewResult(
-                    id=str(result.id),
-                    station=station,
-                    node_id=node_id,
-                    product=result.sample.product,
-                    analyte=result.analyte,
-                    verdict=result.verdict,
-                    measured_at=entry.measured_at,
-                    sample_id=result.sample.id,
-                )
-                try:
-                    with self.db.atomic():
-                        case_id = cases.on_result(self.db, new, self.settings, received_at)
-                except sqlite3.Error:
-                    raise
-                except Exception:
-                    # The result is stored and acked; a bug in the case rules must not lose it.
-                    log.exception("case rules failed for result %s", new.id)
-                    continue
-                if case_id is not None:
-                    self.out.cases_touched.add(case_id)
-            # the pre-market decision of every batch these results or registrations touch
-            if station not in sampling:
-                continue  # no sample registered at this station: nothing to decide (and no savepoint)
-            codes = {e.result.sample.id for e in entries} | {r.code for r, _ in regs}
-            now = latest_at
-            for code in sorted(codes):
-                if samples.root_of(self.db, station, code) is None:
-                    continue  # not a registered sample: nothing to decide (and no savepoint)
-                try:
-                    with self.db.atomic():
-                        samples.decide(self.db, station, code, now)
-                except sqlite3.Error:
-                    raise
-                except Exception:
-                    log.exception("pre-market decision failed for sample %s at %s", code, station)
-        # one statement for every station of the batch: high-water mark and last seen
-        self.db.conn.executemany(
-            "UPDATE stations SET high_seq = ?, last_seen = CASE WHEN last_seen IS NULL OR last_seen < ?"
-            " THEN ? ELSE last_seen END WHERE id = ?",
-            station_rows,
+        """Seq tracking, station last_seen, case rules and pre-market decisions for what this batch stored."""
+        self.out.cases_touched |= ingest_effects.apply(
+            self.db, self.settings, self.new, self.new_samples, self._high_start, self.high_seq
         )
-
-
-def _stations_with_samples(db: sqlite_utils.Database, stations: list[str]) -> set[str]:
-    """Which of `stations` have registered samples (one query for the whole batch)."""
-    if not stations:
-        return set()
-    marks = ",".join("?" * len(stations))
-    rows = db.execute(f"SELECT DISTINCT station FROM samples WHERE station IN ({marks})", stations)  # noqa: S608
-    return {str(r[0]) for r in rows.fetchall()}
-
-
-def _track_seqs(db: sqlite_utils.Database, station: str, seqs: list[int], now: datetime, high: int) -> int:
-    """Advance the high-water mark `high` over sorted new `seqs`; record and fill gaps. Returns the new mark
-    (the caller stores it)."""
-    stamp = now.isoformat()
-    for seq in seqs:
-        if seq > high:
-            if seq > high + 1:
-                db.execute(
-                    "INSERT INTO seq_gaps (station, first_seq, last_seq, detected_at) VALUES (?, ?, ?, ?)",
-                    [station, high + 1, seq - 1, stamp],
-                )
-            high = seq
-            continue
-        gap = db.execute(
-            "SELECT id, first_seq, last_seq, detected_at FROM seq_gaps WHERE station = ? AND closed_at IS NULL"
-            " AND first_seq <= ? AND last_seq >= ?",
-            [station, seq, seq],
-        ).fetchone()
-        if gap is None:
-            continue  # a seq seen before under another id: nothing to fill
-        gap_id, first, last, detected = gap
-        if first == last:
-            db.execute("UPDATE seq_gaps SET closed_at = ? WHERE id = ?", [stamp, gap_id])
-        elif seq == first:
-            db.execute("UPDATE seq_gaps SET first_seq = ? WHERE id = ?", [seq + 1, gap_id])
-        elif seq == last:
-            db.execute("UPDATE seq_gaps SET last_seq = ? WHERE id = ?", [seq - 1, gap_id])
-        else:
-            db.execute("UPDATE seq_gaps SET last_seq = ? WHERE id = ?", [seq - 1, gap_id])
-            db.execute(
-                "INSERT INTO seq_gaps (station, first_seq, last_seq, detected_at) VALUES (?, ?, ?, ?)",
-                [station, seq + 1, last, detected],
-            )
-    return high
 
 
 def process_batch(db: sqlite_utils.Database, messages: Sequence[Inbound], settings: Settings) -> BatchOutcome:
