@@ -312,7 +312,7 @@ def test_failed_migration_is_rolled_back(tmp_path: Path, monkeypatch: pytest.Mon
     path = tmp_path / "o.db"
     Outbox.open(path).close()
     bad = Migration("9999_broken", ("CREATE TABLE half_done (x INTEGER)", "CREATE TABLE outbox (x INTEGER)"))
-    monkeypatch.setattr("gateway.outbox.MIGRATIONS", (*MIGRATIONS, bad))
+    monkeypatch.setattr("gateway.outbox_db.MIGRATIONS", (*MIGRATIONS, bad))
     with pytest.raises(OutboxError, match="migrating"):
         Outbox.open(path)
     monkeypatch.undo()

@@ -1,0 +1,269 @@
+"""The outbox's SQLite file layer: schema migrations, opening, transactions, and SQLite errors → gateway errors.
+
+Does:
+- the schema as named, recorded, transactional migrations (`MIGRATIONS`, applied in one transaction by
+  `migrate` and recorded in `schema_migrations`);
+- `OutboxDb.open`: create the file 0600 (SQLite then creates its -wal/-shm with the same mode; an existing
+  one readable by others is tightened to 0600 — it holds signed results and sample data), set WAL +
+  synchronous=FULL, run `PRAGMA quick_check` on an existing file (a corrupt one is handed to
+  `gateway.salvage.move_aside` and `OutboxCorrupt` raised), apply the space policy (`gateway.diskspace`),
+  migrate (a new outbox starts above the seq floor a corrupt predecessor left);
+- `OutboxDb.tx`: one `BEGIN IMMEDIATE` write transaction under one lock, rolled back on any failure, with
+  the space checks before it (`grows`: refused with `OutboxFull` before anything is written when there is no
+  room; `essential`: the reserve is given back first on a full disk so an ack always applies);
+- `translate`: an `sqlite3.Error` → `OutboxFull` (SQLITE_FULL) / `OutboxCorrupt` / `OutboxError`.
+
+Does not: know what the rows mean (`gateway.outbox`), salvage a corrupt file (`gateway.salvage`), or decide
+how much space there is (`gateway.diskspace`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from gateway import salvage
+from gateway.diskspace import RESERVE_SUFFIX, SpaceGuard
+from gateway.errors import OutboxCorrupt, OutboxError, OutboxFull
+
+SQLITE_FULL = 13
+SQLITE_CORRUPT = 11
+SQLITE_NOTADB = 26
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    name: str
+    statements: tuple[str, ...]
+
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        "0001_initial",
+        (
+            "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL)",
+            "INSERT INTO counters (name, value) VALUES ('seq', 0), ('enqueued', 0), ('acked', 0), "
+            "('rejected', 0)",
+            # enqueued_at (unix s) is for reporting the oldest unsent age only; nothing is keyed on it.
+            "CREATE TABLE outbox (seq INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE, instrument TEXT NOT NULL,"
+            " priority INTEGER NOT NULL, enqueued_at REAL NOT NULL, payload TEXT NOT NULL)",
+            "CREATE INDEX outbox_by_priority ON outbox (priority DESC, seq)",
+            "CREATE TABLE records (instrument TEXT NOT NULL, epoch INTEGER NOT NULL, record_no INTEGER NOT"
+            " NULL, line TEXT NOT NULL, seq INTEGER NOT NULL, id TEXT NOT NULL,"
+            " PRIMARY KEY (instrument, epoch, record_no, line)) WITHOUT ROWID",
+            "CREATE TABLE cursors (instrument TEXT PRIMARY KEY, epoch INTEGER NOT NULL,"
+            " last_record INTEGER NOT NULL, updated_at REAL NOT NULL)",
+            "CREATE TABLE rejected (seq INTEGER PRIMARY KEY, id TEXT NOT NULL, reason TEXT NOT NULL,"
+            " rejected_at REAL NOT NULL, payload TEXT NOT NULL)",
+            "CREATE TABLE configs (version TEXT PRIMARY KEY, doc TEXT NOT NULL, applied_at REAL NOT NULL)",
+            "CREATE TABLE settings (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+        ),
+    ),
+    Migration(
+        "0002_skipped_records",
+        (
+            # Records an instrument could not deliver after repeated attempts (e.g. rolled out of its
+            # memory): skipped so acquisition moves on, but recorded with the reason, never silently.
+            "CREATE TABLE skipped (instrument TEXT NOT NULL, epoch INTEGER NOT NULL, record_no INTEGER NOT NULL,"
+            " reason TEXT NOT NULL, skipped_at REAL NOT NULL, PRIMARY KEY (instrument, epoch, record_no))",
+        ),
+    ),
+    Migration(
+        "0003_registrations",
+        (
+            # Messages the station itself originates (sample registrations), keyed by their unique code;
+            # kept after the ack so the station can list them and refuse a duplicate code.
+            "CREATE TABLE registrations (code TEXT PRIMARY KEY, seq INTEGER NOT NULL, id TEXT NOT NULL,"
+            " created_at REAL NOT NULL, doc TEXT NOT NULL)",
+        ),
+    ),
+    Migration(
+        "0004_cursor_identity",
+        (
+            # The identity (drivers.readings.record_identity) of the record at the cursor: on reconnect the
+            # worker re-reads that record and compares, to notice a memory cleared or an analyzer replaced
+            # while the gateway was away even when the new memory has MORE records than the cursor.
+            "ALTER TABLE cursors ADD COLUMN identity TEXT",
+            "CREATE TABLE memory_resets (instrument TEXT NOT NULL, old_epoch INTEGER NOT NULL,"
+            " new_epoch INTEGER NOT NULL, old_last_record INTEGER NOT NULL, latest INTEGER NOT NULL,"
+            " reason TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (instrument, new_epoch))",
+        ),
+    ),
+)
+
+
+def migrate(
+    conn: sqlite3.Connection, seq_floor: int | None, migrations: Sequence[Migration] | None = None
+) -> None:
+    """Apply the migrations not yet recorded, in order, and raise the seq counter to `seq_floor` (a new
+    outbox replacing a corrupt one). Runs inside the caller's transaction: all or nothing."""
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (name TEXT PRIMARY KEY, applied_at TEXT NOT NULL)"
+    )
+    done = {r[0] for r in conn.execute("SELECT name FROM schema_migrations")}
+    for mig in MIGRATIONS if migrations is None else migrations:
+        if mig.name in done:
+            continue
+        for stmt in mig.statements:
+            conn.execute(stmt)
+        conn.execute(
+            "INSERT INTO schema_migrations (name, applied_at) VALUES (?, ?)",
+            (mig.name, datetime.now(UTC).isoformat()),
+        )
+    if seq_floor is not None:
+        conn.execute("UPDATE counters SET value = MAX(value, ?) WHERE name = 'seq'", (seq_floor,))
+
+
+def create_private(path: Path) -> None:
+    """Create `path` empty with mode 0600 if missing (SQLite then creates -wal/-shm with the same mode);
+    tighten an existing database and its -wal/-shm that others can read to 0600."""
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600))
+    except FileExistsError:
+        pass
+    for p in (path, path.with_name(path.name + "-wal"), path.with_name(path.name + "-shm")):
+        try:
+            mode = p.stat().st_mode & 0o777
+        except FileNotFoundError:
+            continue
+        if mode & 0o077:
+            p.chmod(0o600)
+
+
+class CorruptFound(Exception):
+    """`prepare`: quick_check reported problems (the message lists the first few)."""
+
+
+def prepare(conn: sqlite3.Connection, path: Path, *, check: bool) -> None:
+    """Busy timeout, optional `PRAGMA quick_check` (→ `CorruptFound`), WAL journal, synchronous=FULL."""
+    conn.execute("PRAGMA busy_timeout = 10000")
+    if check:
+        rows = conn.execute("PRAGMA quick_check").fetchall()
+        if rows != [("ok",)]:
+            raise CorruptFound("; ".join(str(r[0]) for r in rows[:5]))
+    mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
+    if mode is None or str(mode[0]).lower() != "wal":
+        raise OutboxError(f"cannot switch {path} to WAL journal mode (got {mode})")
+    conn.execute("PRAGMA synchronous = FULL")
+
+
+def error_code(exc: sqlite3.Error) -> int | None:
+    """The primary result code of `exc` (None when SQLite gave none)."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return None if code is None else int(code) & 0xFF  # primary result code of an extended one
+
+
+def is_corrupt(exc: sqlite3.Error) -> bool:
+    return error_code(exc) in (SQLITE_CORRUPT, SQLITE_NOTADB)
+
+
+def translate(exc: sqlite3.Error, what: str) -> OutboxError:
+    """The gateway error for an SQLite failure while doing `what` (raise it `from exc`)."""
+    if error_code(exc) == SQLITE_FULL:
+        return OutboxFull(f"outbox full while {what}: {exc} (free disk space or raise storage.max_db_mb)")
+    if is_corrupt(exc):
+        return OutboxCorrupt(f"outbox database corrupt while {what}: {exc}")
+    return OutboxError(f"outbox failure while {what}: {exc}")
+
+
+class OutboxDb:
+    """One connection to the outbox database, used under one lock. Create with `OutboxDb.open(path)`."""
+
+    def __init__(self, conn: sqlite3.Connection, path: Path, space: SpaceGuard) -> None:
+        self._conn = conn
+        self.lock = threading.RLock()
+        self.path = path
+        self.space = space
+
+    @classmethod
+    def open(cls, path: Path, *, max_db_bytes: int | None, check: bool, reserve_bytes: int) -> OutboxDb:
+        """Open (creating if needed) and migrate the database at `path` (see the module docstring).
+
+        When opening fails (e.g. no room for the WAL index on a full disk) and a reserve file exists, it is
+        given back and the open tried once more.
+        """
+        try:
+            return cls._open(path, max_db_bytes=max_db_bytes, check=check, reserve_bytes=reserve_bytes)
+        except OutboxCorrupt:
+            raise
+        except OutboxError:
+            reserve = path.with_name(path.name + RESERVE_SUFFIX)
+            if not reserve.exists():
+                raise
+            reserve.unlink()
+            return cls._open(path, max_db_bytes=max_db_bytes, check=check, reserve_bytes=reserve_bytes)
+
+    @classmethod
+    def _open(cls, path: Path, *, max_db_bytes: int | None, check: bool, reserve_bytes: int) -> OutboxDb:
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        fresh = not path.exists()
+        try:
+            create_private(path)
+            conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+        except (sqlite3.Error, OSError) as exc:
+            raise OutboxError(f"cannot open outbox {path}: {exc}") from exc
+        try:
+            prepare(conn, path, check=check and not fresh)
+            space = SpaceGuard(path, conn, max_bytes=max_db_bytes, reserve_bytes=reserve_bytes)
+            space.configure()
+            db = cls(conn, path, space)
+            with db.tx("migrating") as tx:
+                migrate(tx, salvage.read_seq_floor(path) if fresh else None)
+            space.ensure_reserve()
+        except CorruptFound as exc:
+            conn.close()
+            raise salvage.move_aside(path, str(exc)) from exc
+        except sqlite3.Error as exc:
+            conn.close()
+            if is_corrupt(exc):
+                raise salvage.move_aside(path, str(exc)) from exc
+            raise translate(exc, "opening") from exc
+        except BaseException:
+            conn.close()
+            raise
+        return db
+
+    def close(self) -> None:
+        with self.lock:
+            self._conn.close()
+
+    @contextlib.contextmanager
+    def tx(self, what: str, *, grows: bool = False, essential: bool = False) -> Iterator[sqlite3.Connection]:
+        """One write transaction. `grows`: it adds results — refused with `OutboxFull` before anything is
+        written when there is no room (`SpaceGuard.room`); `essential`: it must succeed on a full disk (an ack
+        deleting rows) — the reserve is given back first if the disk is full (`SpaceGuard.essential`)."""
+        with self.lock:
+            conn = self._conn
+            if grows:
+                self.space.room()
+            if essential:
+                self.space.essential()
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                yield conn
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise translate(exc, what) from exc
+            except BaseException:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+                raise
+
+    def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows of one query (a failure translated like a write's)."""
+        with self.lock:
+            try:
+                return self._conn.execute(sql, params).fetchall()
+            except sqlite3.Error as exc:
+                raise translate(exc, "reading") from exc
