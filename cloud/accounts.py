@@ -21,13 +21,12 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-import sqlite_utils
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from cloud import audit
 from cloud.auth import Role, User, hash_token, insert_user, issue_machine_token, new_token
-from cloud.db import transaction
+from cloud.db import Database, transaction
 from cloud.errors import Invalid, Locked, NotFound, Unauthenticated
 from cloud.settings import Settings
 
@@ -99,7 +98,7 @@ def _verify(stored: str | None, password: str) -> bool:
         return False
 
 
-def _new_session(db: sqlite_utils.Database, user_id: int, now: datetime, policy: Policy) -> tuple[str, str]:
+def _new_session(db: Database, user_id: int, now: datetime, policy: Policy) -> tuple[str, str]:
     access, refresh = new_token(), new_token()
     db.execute(
         """INSERT INTO tokens (user_id, kind, access_hash, access_expires_at, refresh_hash, refresh_expires_at,
@@ -116,9 +115,7 @@ def _new_session(db: sqlite_utils.Database, user_id: int, now: datetime, policy:
     return access, refresh
 
 
-def _session(
-    db: sqlite_utils.Database, user_id: int, name: str, role: Role, now: datetime, policy: Policy
-) -> Session:
+def _session(db: Database, user_id: int, name: str, role: Role, now: datetime, policy: Policy) -> Session:
     access, refresh = _new_session(db, user_id, now, policy)
     node = db.execute(
         "SELECT g.code FROM users u LEFT JOIN grid_nodes g ON g.id = u.node_id WHERE u.id = ?", [user_id]
@@ -136,7 +133,7 @@ def _session(
 
 
 def login(
-    db: sqlite_utils.Database, name: str, password: str, now: datetime, policy: Policy, ip: str | None = None
+    db: Database, name: str, password: str, now: datetime, policy: Policy, ip: str | None = None
 ) -> Session:
     """Check `name`'s password and open a session. Raises Unauthenticated (auth.bad_credentials — the same
     for an unknown name, a wrong password, a revoked user or one without a password) or Locked."""
@@ -179,7 +176,7 @@ def login(
 
 
 def refresh(
-    db: sqlite_utils.Database, refresh_token: str, now: datetime, policy: Policy, ip: str | None = None
+    db: Database, refresh_token: str, now: datetime, policy: Policy, ip: str | None = None
 ) -> Session:
     """Exchange a valid refresh token for a new session; the old one is revoked. Raises Unauthenticated."""
     refused: Unauthenticated
@@ -203,7 +200,7 @@ def refresh(
     raise refused
 
 
-def logout(db: sqlite_utils.Database, user: User, now: datetime, ip: str | None = None) -> None:
+def logout(db: Database, user: User, now: datetime, ip: str | None = None) -> None:
     """Revoke the token `user` authenticated with (a session's access and refresh tokens together)."""
     with transaction(db):
         db.execute(
@@ -213,7 +210,7 @@ def logout(db: sqlite_utils.Database, user: User, now: datetime, ip: str | None 
         audit.record(db, now, user.name, "logout", user.name, ip)
 
 
-def _target(db: sqlite_utils.Database, actor: User | None, name: str) -> tuple[int, str]:
+def _target(db: Database, actor: User | None, name: str) -> tuple[int, str]:
     """(id, node path) of user `name` if `actor` (None = the command line) may administer it; NotFound else."""
     row = db.execute(
         """SELECT u.id, COALESCE(g.path, '/'), u.role FROM users u LEFT JOIN grid_nodes g ON g.id = u.node_id
@@ -228,7 +225,7 @@ def _target(db: sqlite_utils.Database, actor: User | None, name: str) -> tuple[i
 
 
 def add_user(
-    db: sqlite_utils.Database,
+    db: Database,
     actor: User | None,
     name: str,
     role: str,
@@ -257,9 +254,7 @@ def add_user(
         audit.record(db, now, actor.name if actor else CLI, "user_add", name, ip, role=role, node=node_code)
 
 
-def issue_token(
-    db: sqlite_utils.Database, actor: User | None, name: str, now: datetime, policy: Policy
-) -> str:
+def issue_token(db: Database, actor: User | None, name: str, now: datetime, policy: Policy) -> str:
     """A new machine token for an existing user (one the actor manages); returns it."""
     user_id, _ = _target(db, actor, name)
     with transaction(db):
@@ -269,7 +264,7 @@ def issue_token(
 
 
 def change_password(
-    db: sqlite_utils.Database,
+    db: Database,
     user: User,
     old: str,
     new: str,
@@ -295,7 +290,7 @@ def change_password(
 
 
 def reset_password(
-    db: sqlite_utils.Database,
+    db: Database,
     actor: User | None,
     name: str,
     new: str,
@@ -320,9 +315,7 @@ def reset_password(
         audit.record(db, now, actor.name if actor else CLI, "password_reset", name, ip)
 
 
-def revoke_user(
-    db: sqlite_utils.Database, actor: User | None, name: str, now: datetime, ip: str | None = None
-) -> None:
+def revoke_user(db: Database, actor: User | None, name: str, now: datetime, ip: str | None = None) -> None:
     """Disable `name`: no more logins, and every token it holds stops working at once."""
     user_id, _ = _target(db, actor, name)
     if actor is not None and actor.id == user_id:
@@ -338,7 +331,7 @@ def revoke_user(
         audit.record(db, now, actor.name if actor else CLI, "user_revoke", name, ip)
 
 
-def list_users(db: sqlite_utils.Database, actor: User | None) -> list[Account]:
+def list_users(db: Database, actor: User | None) -> list[Account]:
     """Users the actor manages, plus the actor (None = the command line: everyone), by node then name."""
     rows = db.execute(
         """SELECT u.id, u.name, u.role, g.code, g.name, u.display_name, u.password_hash IS NOT NULL,

@@ -75,7 +75,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
         from cloud.services import Services  # heavy (paho) import only when serving
 
         cfg: Settings = app.state.settings  # what the routes read too (a test may repoint it before start)
-        db = await asyncio.to_thread(open_db, cfg.db_path)
+        db = await asyncio.to_thread(open_db, cfg.database)
         db.close()
         services = Services(cfg, clk, on_commit=hub_for(app).notify, metrics=app.state.metrics)
         app.state.services = services

@@ -26,9 +26,8 @@ from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import sqlite_utils
-
-from cloud.sqlfilter import like_prefix
+from cloud.db import Database
+from cloud.sqlfilter import like_prefix, minutes_between_sql
 
 PARTS = ("coverage", "tasks", "timeliness", "cases", "quality", "registration")
 DEFAULT_WEIGHTS: dict[str, float] = {
@@ -92,18 +91,12 @@ def formula(weights: dict[str, float]) -> str:
     return f"得分 score = 100 × ({terms}) / 参与计算的权重之和 (parts without data are left out)"
 
 
-# Upload delay of a result in minutes. SQLite's julianday(); on PostgreSQL the same is
-# EXTRACT(EPOCH FROM (received_at::timestamptz - measured_at::timestamptz)) / 60 — the one engine-specific
-# expression here.
-_DELAY_MINUTES = "(julianday(r.received_at) - julianday(r.measured_at)) * 1440.0"
-
-
 def _share(num: int, den: int) -> float | None:
     return num / den if den else None
 
 
 def unit_parts(
-    db: sqlite_utils.Database,
+    db: Database,
     path: str,
     lo: str,
     hi: str,
@@ -123,7 +116,7 @@ def unit_parts(
     row = db.execute(
         f"""SELECT COUNT(*),
                    COALESCE(SUM(CASE WHEN r.verdict = 'invalid' OR r.qc_json != '[]' THEN 1 ELSE 0 END), 0),
-                   COALESCE(SUM(CASE WHEN {_DELAY_MINUTES} <= ? THEN 1 ELSE 0 END), 0),
+                   COALESCE(SUM(CASE WHEN {minutes_between_sql(db.dialect, "r.measured_at", "r.received_at")} <= ? THEN 1 ELSE 0 END), 0),
                    COALESCE(SUM(CASE WHEN EXISTS (SELECT 1 FROM samples s WHERE s.station = r.station
                                                   AND s.code = r.sample_id) THEN 1 ELSE 0 END), 0),
                    COUNT(DISTINCT CASE WHEN r.verdict != 'invalid' THEN r.node_id END)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import sqlite_utils
+from cloud.db import Database
 
 ACTIONS = (
     "login",
@@ -40,7 +40,7 @@ class Entry:
 
 
 def record(
-    db: sqlite_utils.Database,
+    db: Database,
     now: datetime,
     actor: str,
     action: str,
@@ -65,7 +65,7 @@ def record(
 
 
 def entries(
-    db: sqlite_utils.Database, *, target: str | None = None, limit: int = 100, offset: int = 0
+    db: Database, *, target: str | None = None, limit: int = 100, offset: int = 0
 ) -> tuple[int, list[Entry]]:
     """Newest first; optionally only those about user `target`. Returns (total, page)."""
     where, params = ("WHERE target = ?", [target]) if target is not None else ("", [])

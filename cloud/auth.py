@@ -18,10 +18,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Literal, get_args
 
-import sqlite_utils
-
 from cloud import audit
-from cloud.db import transaction
+from cloud.db import Database, transaction
 from cloud.errors import Conflict, Invalid, NotFound, Unauthenticated
 from cloud.sqlfilter import subtree_sql
 
@@ -71,7 +69,7 @@ def new_token() -> str:
     return TOKEN_PREFIX + secrets.token_urlsafe(32)
 
 
-def node_for_role(db: sqlite_utils.Database, role: str, node_code: str | None) -> int | None:
+def node_for_role(db: Database, role: str, node_code: str | None) -> int | None:
     """The grid_nodes.id a `role` user on `node_code` sits on (None for admin). Raises Invalid / NotFound."""
     if role not in ROLES:
         raise Invalid(f"role must be one of {', '.join(ROLES)}", code="user.bad_role")
@@ -90,7 +88,7 @@ def node_for_role(db: sqlite_utils.Database, role: str, node_code: str | None) -
 
 
 def insert_user(
-    db: sqlite_utils.Database,
+    db: Database,
     name: str,
     role: str,
     node_code: str | None,
@@ -111,7 +109,7 @@ def insert_user(
         cur = db.execute(
             """INSERT INTO users (name, role, node_id, display_name, password_hash, password_changed_at,
                                   created_at, created_by)
-               VALUES (?, ?, ?, ?, ?, ?, ?, ?)""",
+               VALUES (?, ?, ?, ?, ?, ?, ?, ?) RETURNING id""",
             [
                 name,
                 role,
@@ -123,12 +121,10 @@ def insert_user(
                 created_by,
             ],
         )
-        return int(cur.lastrowid or 0)
+        return int(cur.fetchone()[0])
 
 
-def issue_machine_token(
-    db: sqlite_utils.Database, user_id: int, now: datetime, ttl: timedelta = MACHINE_TOKEN_TTL
-) -> str:
+def issue_machine_token(db: Database, user_id: int, now: datetime, ttl: timedelta = MACHINE_TOKEN_TTL) -> str:
     """A new machine token for user `user_id`, valid for `ttl`; returns the token (only its hash is kept)."""
     token = new_token()
     with transaction(db):
@@ -141,7 +137,7 @@ def issue_machine_token(
 
 
 def create_user(
-    db: sqlite_utils.Database,
+    db: Database,
     name: str,
     role: str,
     node_code: str | None,
@@ -161,7 +157,7 @@ def create_user(
     return token
 
 
-def user_for_token(db: sqlite_utils.Database, token: str, now: datetime) -> User:
+def user_for_token(db: Database, token: str, now: datetime) -> User:
     """The user holding bearer `token` at `now`. Raises Unauthenticated (code auth.invalid_token, auth.expired
     or auth.revoked) — checked on every request, so expiry and revocation take effect at once."""
     row = db.execute(

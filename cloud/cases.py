@@ -32,10 +32,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Literal
 
-import sqlite_utils
-
 from cloud.auth import User
-from cloud.db import transaction
+from cloud.db import Database, transaction
 from cloud.errors import Conflict, Forbidden, Invalid, NotFound
 from cloud.grid import PARENT_LEVEL, node_by_id
 from cloud.settings import Settings
@@ -73,7 +71,7 @@ class TickReport:
 
 
 def _record(
-    db: sqlite_utils.Database,
+    db: Database,
     case_id: int,
     at: datetime,
     actor: str,
@@ -94,7 +92,7 @@ def _record(
     )
 
 
-def _open_case_for_key(db: sqlite_utils.Database, station: str, product: str, analyte: str) -> int | None:
+def _open_case_for_key(db: Database, station: str, product: str, analyte: str) -> int | None:
     row = db.execute(
         "SELECT id FROM cases WHERE station = ? AND product = ? AND analyte = ? AND status != 'closed'"
         " ORDER BY id DESC LIMIT 1",
@@ -103,7 +101,7 @@ def _open_case_for_key(db: sqlite_utils.Database, station: str, product: str, an
     return None if row is None else int(row[0])
 
 
-def _open_case_for_sample(db: sqlite_utils.Database, station: str, sample_id: str | None) -> int | None:
+def _open_case_for_sample(db: Database, station: str, sample_id: str | None) -> int | None:
     """The unclosed case of a sample: every positive line / channel of one sample belongs to ONE case."""
     if not sample_id:
         return None
@@ -119,7 +117,7 @@ OPENING_VERDICTS = ("positive", "suspect")
 """The verdicts the opening rules look at; any other verdict never opens or joins a case."""
 
 
-def on_result(db: sqlite_utils.Database, result: NewResult, settings: Settings, now: datetime) -> int | None:
+def on_result(db: Database, result: NewResult, settings: Settings, now: datetime) -> int | None:
     """Apply the opening rules to a newly stored result; returns the case id it opened or joined."""
     if result.verdict not in OPENING_VERDICTS:
         return None
@@ -159,7 +157,7 @@ def on_result(db: sqlite_utils.Database, result: NewResult, settings: Settings, 
         deadline = now + timedelta(hours=settings.deadline_hours("station"))
         cur = db.execute(
             "INSERT INTO cases (station, origin_node_id, node_id, level, status, reason, result_id, product,"
-            " analyte, opened_at, deadline, updated_at) VALUES (?, ?, ?, 'station', 'open', ?, ?, ?, ?, ?, ?, ?)",
+            " analyte, opened_at, deadline, updated_at) VALUES (?, ?, ?, 'station', 'open', ?, ?, ?, ?, ?, ?, ?) RETURNING id",
             [
                 result.station,
                 result.node_id,
@@ -173,7 +171,7 @@ def on_result(db: sqlite_utils.Database, result: NewResult, settings: Settings, 
                 now.isoformat(),
             ],
         )
-        case_id = int(cur.lastrowid or 0)
+        case_id = int(cur.fetchone()[0])
         note = (
             f"automatic: positive {result.analyte} in {result.product}"
             if reason == "positive"
@@ -188,7 +186,7 @@ _REMIND_NOTE = {"near": "deadline approaching", "overdue": "deadline passed"}
 
 
 def _remind(
-    db: sqlite_utils.Database, case_id: int, now: datetime, kind: str, deadline: str, *, mark: bool = True
+    db: Database, case_id: int, now: datetime, kind: str, deadline: str, *, mark: bool = True
 ) -> None:
     """Record an automatic reminder (催办) of `kind` ("near" / "overdue"); `mark` remembers it on the case."""
     _record(db, case_id, now, SYSTEM, "remind", _REMIND_NOTE[kind], {"kind": kind, "deadline": deadline})
@@ -198,7 +196,7 @@ def _remind(
         )
 
 
-def tick(db: sqlite_utils.Database, now: datetime, settings: Settings) -> TickReport:
+def tick(db: Database, now: datetime, settings: Settings) -> TickReport:
     """Remind cases nearing their deadline, remind + escalate overdue ones. Idempotent for a given `now`."""
     reminded = escalated = 0
     near = timedelta(hours=settings.remind_before_hours)
@@ -249,7 +247,7 @@ def tick(db: sqlite_utils.Database, now: datetime, settings: Settings) -> TickRe
     return TickReport(reminded=reminded, escalated=escalated)
 
 
-def case_row(db: sqlite_utils.Database, case_id: int) -> dict[str, Any] | None:
+def case_row(db: Database, case_id: int) -> dict[str, Any] | None:
     cur = db.execute(f"SELECT {CASE_COLUMNS} FROM cases WHERE id = ?", [case_id])  # noqa: S608 - constant
     row = cur.fetchone()
     if row is None:
@@ -257,7 +255,7 @@ def case_row(db: sqlite_utils.Database, case_id: int) -> dict[str, Any] | None:
     return dict(zip([d[0] for d in cur.description], row, strict=True))
 
 
-def _visible_case(db: sqlite_utils.Database, user: User, case_id: int) -> dict[str, Any]:
+def _visible_case(db: Database, user: User, case_id: int) -> dict[str, Any]:
     case = case_row(db, case_id)
     origin = None if case is None else node_by_id(db, int(case["origin_node_id"]))
     if case is None or origin is None or not user.sees(origin.path):
@@ -266,7 +264,7 @@ def _visible_case(db: sqlite_utils.Database, user: User, case_id: int) -> dict[s
 
 
 def act(
-    db: sqlite_utils.Database,
+    db: Database,
     user: User,
     case_id: int,
     action: ActionName,
@@ -354,7 +352,7 @@ def act(
     return updated
 
 
-def assignable(db: sqlite_utils.Database, case: dict[str, Any]) -> list[str]:
+def assignable(db: Database, case: dict[str, Any]) -> list[str]:
     """Names of the users a case may be assigned to (交办): those of its station or a level above it."""
     origin = node_by_id(db, int(case["origin_node_id"]))
     if origin is None:
@@ -366,7 +364,7 @@ def assignable(db: sqlite_utils.Database, case: dict[str, Any]) -> list[str]:
     return [str(name) for name, path in rows if origin.path.startswith(str(path))]
 
 
-def _check_assignee(db: sqlite_utils.Database, case: dict[str, Any], assignee: str) -> None:
+def _check_assignee(db: Database, case: dict[str, Any], assignee: str) -> None:
     """The assignee must be a user responsible for the case's station: its node is the station or above."""
     row = db.execute(
         "SELECT g.path FROM users u JOIN grid_nodes g ON g.id = u.node_id WHERE u.name = ? AND u.revoked_at IS NULL",
@@ -380,7 +378,7 @@ def _check_assignee(db: sqlite_utils.Database, case: dict[str, Any], assignee: s
         )
 
 
-def actions(db: sqlite_utils.Database, case_id: int) -> list[dict[str, Any]]:
+def actions(db: Database, case_id: int) -> list[dict[str, Any]]:
     cur = db.execute(
         "SELECT id, at, actor, action, note, data_json FROM case_actions WHERE case_id = ? ORDER BY id",
         [case_id],
@@ -393,17 +391,13 @@ def actions(db: sqlite_utils.Database, case_id: int) -> list[dict[str, Any]]:
     return out
 
 
-def get_case(
-    db: sqlite_utils.Database, user: User, case_id: int
-) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def get_case(db: Database, user: User, case_id: int) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """A case in the user's scope with its audit trail; NotFound otherwise."""
     case = _visible_case(db, user, case_id)
     return case, actions(db, case_id)
 
 
-def case_sample(
-    db: sqlite_utils.Database, case: dict[str, Any]
-) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
+def case_sample(db: Database, case: dict[str, Any]) -> tuple[dict[str, Any] | None, list[dict[str, Any]]]:
     """(the sample registration with producer and batch, or None when unregistered; every result of the
     case's sample at its station with values and QC flags)."""
     from cloud import samples  # samples imports producers → auth; imported here to keep this module light

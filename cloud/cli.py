@@ -1,7 +1,8 @@
-"""`kuaijian cloud …` verbs: serve, ingest, import-grid, enrol-station, mosquitto-auth, create-user, tick
-(and user, producers, report from their own modules).
+"""`kuaijian cloud …` verbs: serve, ingest, import-grid, enrol-station, mosquitto-auth, create-user, tick,
+migrate-db (and user, producers, report from their own modules).
 
-Every verb takes --db (default: KJ_CLOUD_DB_PATH or kuaijian-cloud.db); verbs that talk to the broker take
+Every verb takes --db (a SQLite file or a postgresql:// URL; default: KJ_CLOUD_DB_URL, KJ_CLOUD_DB_PATH or
+kuaijian-cloud.db); verbs that talk to the broker take
 --broker (default: KJ_CLOUD_BROKER_URL). Heavy imports happen inside the verb functions.
 Exit codes: 0 ok, 2 invalid input / not found / conflict (message on stderr), 1 other failure.
 
@@ -20,11 +21,11 @@ if TYPE_CHECKING:
 
 
 def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
-    from cloud.settings import Settings
+    from cloud.settings import Settings, db_setting
 
     overrides: dict[str, Any] = dict(extra)
     if getattr(args, "db", None) is not None:
-        overrides["db_path"] = args.db
+        overrides.update(db_setting(args.db))
     if getattr(args, "broker", None) is not None:
         overrides["broker_url"] = args.broker
     for name in (
@@ -51,7 +52,11 @@ def _settings(args: argparse.Namespace, **extra: Any) -> Settings:
 
 
 def _add_db(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--db", type=Path, default=None, help="SQLite database (default: $KJ_CLOUD_DB_PATH)")
+    p.add_argument(
+        "--db",
+        default=None,
+        help="database: a SQLite file or postgresql://user@host:port/db (default: $KJ_CLOUD_DB_URL or $KJ_CLOUD_DB_PATH)",
+    )
 
 
 def _add_broker(p: argparse.ArgumentParser) -> None:
@@ -134,7 +139,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     settings = _settings(args)
     if not settings.broker_url:
         return _fail(ValueError("--broker (or KJ_CLOUD_BROKER_URL) is required"))
-    open_db(settings.db_path).close()
+    open_db(settings.database).close()
     _log_to_stderr(args.log_level)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -142,7 +147,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     worker = IngestWorker(settings, SystemClock())
     worker.start()
     print(
-        f"ingest worker connected to {settings.broker_url}, db {settings.db_path}",
+        f"ingest worker connected to {settings.broker_url}, db {settings.database}",
         file=sys.stderr,
         flush=True,
     )
@@ -158,7 +163,7 @@ def cmd_import_grid(args: argparse.Namespace) -> int:
     from cloud.errors import CloudError
     from cloud.grid import import_grid_csv
 
-    db = open_db(_settings(args).db_path)
+    db = open_db(_settings(args).database)
     try:
         report = import_grid_csv(db, Path(args.file).read_text(encoding="utf-8"))
     except (CloudError, OSError, UnicodeDecodeError) as exc:
@@ -177,7 +182,7 @@ def cmd_enrol_station(args: argparse.Namespace) -> int:
     from cloud.errors import CloudError
 
     settings = _settings(args)
-    db = open_db(settings.db_path)
+    db = open_db(settings.database)
     try:
         enrolment = enrol_station(
             db,
@@ -228,7 +233,7 @@ def cmd_mosquitto_auth(args: argparse.Namespace) -> int:
             )
         )
     group = None if args.group == "" else (args.group or mosquitto.default_group())
-    db = open_db(settings.db_path)
+    db = open_db(settings.database)
     try:
         dynsec, conf, limits = mosquitto.write_mosquitto_auth(
             broker_users(db), Path(args.out), user, password, group=group, plugin=args.plugin
@@ -258,7 +263,7 @@ def cmd_create_user(args: argparse.Namespace) -> int:
     from cloud.errors import CloudError
 
     settings = _settings(args)
-    db = open_db(settings.db_path)
+    db = open_db(settings.database)
     try:
         token = create_user(
             db, args.name, args.role, args.node, _now(), timedelta(days=settings.machine_token_days)
@@ -302,7 +307,7 @@ def cmd_push_config(args: argparse.Namespace) -> int:
     operator = User(
         id=0, name=f"cli:{args.issued_by}", role="admin", node_id=None, node_code=None, node_path="/"
     )
-    db = open_db(settings.db_path)
+    db = open_db(settings.database)
     try:
         push = configs.push_config(db, operator, args.target, doc.gold_kits, doc.enzyme_profiles, _now())
     except CloudError as exc:
@@ -325,7 +330,7 @@ def cmd_push_config(args: argparse.Namespace) -> int:
         publisher = services.publisher
         if publisher is None:
             return _fail(ConnectionError("no MQTT publisher (is the broker URL set?)"))
-        db = open_db(settings.db_path)
+        db = open_db(settings.database)
         try:
             published = configs.publish_pending(db, publisher, _now())
         finally:
@@ -342,7 +347,7 @@ def cmd_tick(args: argparse.Namespace) -> int:
     from cloud.services import Services
 
     settings = _settings(args, ingest_enabled=False)  # publish pending configs only; no ingest
-    open_db(settings.db_path).close()
+    open_db(settings.database).close()
     services = Services(settings, SystemClock())
     services.start()
     try:
@@ -356,6 +361,27 @@ def cmd_tick(args: argparse.Namespace) -> int:
         f"reminded {report.reminded}, escalated {report.escalated}; notifications sent {sent.sent}, "
         f"waiting {sent.failed}, expired {sent.expired}"
     )
+    return 0
+
+
+def cmd_migrate_db(args: argparse.Namespace) -> int:
+    """Copy a cloud database to another (empty) one — typically a county's SQLite file to PostgreSQL — and
+    verify the counts (cloud.dbcopy). Exit 0 verified, 1 counts differ, 2 refused (target not empty …)."""
+    from cloud.dbcopy import copy_database
+    from cloud.errors import CloudError
+
+    try:
+        report = copy_database(args.source, args.target)
+    except CloudError as exc:
+        return _fail(exc)
+    print(f"{report.source} → {report.target}")
+    print(f"{'表 table':<16} {'源 source':>10} {'目标 target':>12}")
+    for t in report.tables:
+        print(f"{t.table:<16} {t.source:>10} {t.target:>12}{'' if t.ok else '  ≠'}")
+    if not report.verified:
+        print("计数不一致 counts differ: the target is NOT a faithful copy", file=sys.stderr)
+        return 1
+    print("已核对 verified: every table holds the same number of rows, result ids match")
     return 0
 
 
@@ -443,6 +469,16 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     _add_db(p)
     _add_broker(p)
     p.set_defaults(func=cmd_tick)
+
+    p = subparsers.add_parser(
+        "migrate-db",
+        help="copy the cloud database to another, empty one (e.g. SQLite → PostgreSQL), verified",
+    )
+    p.add_argument("--from", dest="source", required=True, help="source: a SQLite file or URL")
+    p.add_argument(
+        "--to", dest="target", required=True, help="target (empty): postgresql://… or a SQLite file"
+    )
+    p.set_defaults(func=cmd_migrate_db)
 
     from cloud import producer_cli, report_cli, user_cli
 

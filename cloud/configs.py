@@ -21,10 +21,8 @@ from datetime import datetime
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-import sqlite_utils
-
 from cloud.auth import User
-from cloud.db import transaction
+from cloud.db import Database, transaction
 from cloud.errors import Forbidden, Invalid
 from cloud.producers import station_producers, stations_of_villages
 from cloud.queries import scoped_node
@@ -51,7 +49,7 @@ class Push:
 
 
 def push_config(
-    db: sqlite_utils.Database,
+    db: Database,
     user: User,
     target: str,
     gold_kits: Sequence[StripSpec],
@@ -80,7 +78,7 @@ def push_config(
 
 
 def _issue(
-    db: sqlite_utils.Database,
+    db: Database,
     stations: Sequence[str],
     issued_by: str,
     target_node_id: int,
@@ -126,9 +124,7 @@ def _issue(
     return version, config
 
 
-def push_producers(
-    db: sqlite_utils.Database, village_ids: Sequence[int], issued_by: str, now: datetime
-) -> list[str]:
+def push_producers(db: Database, village_ids: Sequence[int], issued_by: str, now: datetime) -> list[str]:
     """Issue a new config (same kits, fresh producer list) to every enrolled station of these villages."""
     with transaction(db):
         stations = stations_of_villages(db, village_ids)
@@ -139,9 +135,7 @@ def push_producers(
     return stations
 
 
-def push_tasks(
-    db: sqlite_utils.Database, node_id: int, node_path: str, issued_by: str, now: datetime
-) -> list[str]:
+def push_tasks(db: Database, node_id: int, node_path: str, issued_by: str, now: datetime) -> list[str]:
     """Issue a new config (same kits and producers, fresh task list) to every enrolled station under a node."""
     with transaction(db):
         stations = stations_under(db, node_path)
@@ -150,9 +144,7 @@ def push_tasks(
     return stations
 
 
-def publish_pending(
-    db: sqlite_utils.Database, publisher: Publisher, now: datetime, timeout: float = 5.0
-) -> int:
+def publish_pending(db: Database, publisher: Publisher, now: datetime, timeout: float = 5.0) -> int:
     """Publish each station's newest unpublished config; returns how many were published."""
     rows = db.execute(
         "SELECT c.id, c.station, c.payload_json FROM configs c WHERE c.published_at IS NULL"

@@ -18,9 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-import sqlite_utils
-
-from cloud.db import open_db, transaction
+from cloud.db import Database, open_db, transaction
 from cloud.errors import Conflict, Invalid, NotFound
 from cloud.grid import STATION_RE, node_by_code, upsert_node
 from cloud.mosquitto import BrokerUser, mosquitto_hash
@@ -47,7 +45,7 @@ class Enrolment:
 
 
 def enrol_station(
-    db: sqlite_utils.Database,
+    db: Database,
     station: str,
     village_code: str,
     now: datetime,
@@ -134,12 +132,12 @@ def enrol_fleet(db_path: Path | str, stations: Sequence[str], keys: Sequence[byt
         db.close()
 
 
-def station_key(db: sqlite_utils.Database, station: str) -> bytes | None:
+def station_key(db: Database, station: str) -> bytes | None:
     row = db.execute("SELECT key FROM stations WHERE id = ?", [station]).fetchone()
     return None if row is None else bytes.fromhex(row[0])
 
 
-def broker_users(db: sqlite_utils.Database) -> list[BrokerUser]:
+def broker_users(db: Database) -> list[BrokerUser]:
     """Every enrolled station's MQTT user name and password hash, for the broker's access control."""
     rows = db.execute("SELECT mqtt_username, mqtt_password_hash FROM stations ORDER BY id").fetchall()
     return [BrokerUser(str(u), str(h)) for u, h in rows]

@@ -9,7 +9,10 @@ CloudError                  every error carries a stable `code` (default per cla
 ├── Conflict                the request conflicts with current state (→ 409)
 ├── Unauthenticated         no valid credentials: wrong password, unknown/expired/revoked token (→ 401)
 │   └── Locked              too many wrong passwords: the account is locked for a while (→ 423)
-└── MigrationError          the database schema cannot be brought up to date
+├── MigrationError          the database schema cannot be brought up to date
+└── DatabaseError           the database itself failed (driver error, lost connection, constraint): nothing
+    │                       of the failed transaction was committed — retry, or report
+    └── IntegrityViolation  a constraint refused a write (unique, foreign key, check)
 """
 
 from __future__ import annotations
@@ -62,3 +65,11 @@ class Locked(Unauthenticated):
 
 class MigrationError(CloudError):
     default_code = "migration"
+
+
+class DatabaseError(CloudError):
+    default_code = "database"
+
+
+class IntegrityViolation(DatabaseError):
+    default_code = "integrity"

@@ -27,9 +27,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-import sqlite_utils
-
-from cloud.db import transaction
+from cloud.db import Database, transaction
 from cloud.errors import GridImportError, Invalid, NotFound
 from cloud.settings import LEVELS
 from cloud.sqlfilter import subtree_sql
@@ -75,17 +73,17 @@ class ImportReport:
     updated: int
 
 
-def node_by_code(db: sqlite_utils.Database, code: str) -> Node | None:
+def node_by_code(db: Database, code: str) -> Node | None:
     row = db.execute(_SELECT + " FROM grid_nodes WHERE code = ?", [code]).fetchone()
     return None if row is None else Node.from_row(row)
 
 
-def node_by_id(db: sqlite_utils.Database, node_id: int) -> Node | None:
+def node_by_id(db: Database, node_id: int) -> Node | None:
     row = db.execute(_SELECT + " FROM grid_nodes WHERE id = ?", [node_id]).fetchone()
     return None if row is None else Node.from_row(row)
 
 
-def children(db: sqlite_utils.Database, node_id: int | None) -> list[Node]:
+def children(db: Database, node_id: int | None) -> list[Node]:
     if node_id is None:
         rows = db.execute(_SELECT + " FROM grid_nodes WHERE parent_id IS NULL ORDER BY code")
     else:
@@ -93,7 +91,7 @@ def children(db: sqlite_utils.Database, node_id: int | None) -> list[Node]:
     return [Node.from_row(r) for r in rows.fetchall()]
 
 
-def subtree(db: sqlite_utils.Database, path: str) -> list[Node]:
+def subtree(db: Database, path: str) -> list[Node]:
     """All nodes whose path starts with `path` ("/" = everything), parents before children."""
     clause, params = subtree_sql("id", path)
     rows = db.execute(
@@ -103,7 +101,7 @@ def subtree(db: sqlite_utils.Database, path: str) -> list[Node]:
 
 
 def upsert_node(
-    db: sqlite_utils.Database,
+    db: Database,
     level: str,
     code: str,
     name: str,
@@ -138,10 +136,10 @@ def upsert_node(
         if existing is None:
             cur = db.execute(
                 "INSERT INTO grid_nodes (level, code, name, parent_id, path, grid_head, information_officer,"
-                " co_manager) VALUES (?, ?, ?, ?, '', ?, ?, ?)",
+                " co_manager) VALUES (?, ?, ?, ?, '', ?, ?, ?) RETURNING id",
                 [level, code, name, None if parent is None else parent.id, *ppl.values()],
             )
-            node_id = int(cur.lastrowid or 0)
+            node_id = int(cur.fetchone()[0])
             path = (parent.path if parent else "/") + f"{node_id}/"
             db.execute("UPDATE grid_nodes SET path = ? WHERE id = ?", [path, node_id])
             created = True
@@ -169,7 +167,7 @@ def upsert_node(
     return node, created
 
 
-def _set_point(db: sqlite_utils.Database, code: str, lat_text: str, lon_text: str) -> None:
+def _set_point(db: Database, code: str, lat_text: str, lon_text: str) -> None:
     """Store a node's coordinates from CSV text (both empty: keep what is stored). Raises Invalid."""
     if not lat_text and not lon_text:
         return
@@ -182,7 +180,7 @@ def _set_point(db: sqlite_utils.Database, code: str, lat_text: str, lon_text: st
     db.execute("UPDATE grid_nodes SET lat = ?, lon = ? WHERE code = ?", [lat, lon, code])
 
 
-def import_grid_csv(db: sqlite_utils.Database, text: str) -> ImportReport:
+def import_grid_csv(db: Database, text: str) -> ImportReport:
     """Import grid rows (see module docstring) in one transaction: all rows or none."""
     reader = csv.DictReader(io.StringIO(text.lstrip("\ufeff")))
     header = [h.strip() for h in (reader.fieldnames or [])]

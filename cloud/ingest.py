@@ -4,7 +4,7 @@
 for each result-topic message it splits the payload (`kuaijian_schema.split_result_payload`), and per
 result looks up the station key (station from the topic), verifies the HMAC on the received dict,
 validates it as `kuaijian_schema.Result`, checks that the payload's station is the topic's station, and
-stores it with INSERT OR IGNORE by id (a redelivery is a no-op but is acknowledged again; the same id with
+stores it with INSERT … ON CONFLICT (id) DO NOTHING (a redelivery is a no-op but is acknowledged again; the same id with
 other validly signed content is a conflicting duplicate: dead-lettered with both hashes, never acked as
 stored). Rejected results go to ``dead_letters`` with the reason and are listed in the ack's `rejected` with
 the SHA-256 of the item as received (when it carries an id and an integer seq): the gateway applies such a
@@ -34,19 +34,17 @@ from __future__ import annotations
 
 import json
 import logging
-import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-import sqlite_utils
 from pydantic import ValidationError
 
 from cloud import ingest_effects, samples
 from cloud.clock import utc_iso
-from cloud.db import transaction
-from cloud.errors import Invalid
+from cloud.db import Database, transaction
+from cloud.errors import DatabaseError, Invalid
 from cloud.ingest_effects import Stored
 from cloud.settings import Settings
 from kuaijian_schema import (
@@ -65,11 +63,12 @@ log = logging.getLogger(__name__)
 
 MAX_DEAD_LETTER_CHARS = 256 * 1024
 _INSERT_RESULT = (
-    "INSERT OR IGNORE INTO results (id, seq, station, node_id, instrument_serial, instrument_model,"
+    "INSERT INTO results (id, seq, station, node_id, instrument_serial, instrument_model,"
     " instrument_driver, sample_id, product, producer, sampled_at, method, analyte, channel,"
     " measured_at, verdict, values_json, qc_json, algorithm, config_version, raw_json, operator,"
     " sig, received_at, sha256, ingest_flags, measured_at_sent)"
     " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " ON CONFLICT (id) DO NOTHING"
 )
 _VALUES_JSON = json.JSONEncoder(allow_nan=False)
 _TEXT_JSON = json.JSONEncoder(ensure_ascii=False)
@@ -136,7 +135,7 @@ def _item_text(item: dict[str, Any]) -> str:
 
 
 def _dead_letter(
-    db: sqlite_utils.Database,
+    db: Database,
     msg: Inbound,
     payload: str,
     reason: str,
@@ -145,20 +144,30 @@ def _dead_letter(
     sha256: str | None = None,
     stored_sha256: str | None = None,
 ) -> None:
+    # U+0000 cannot be stored as PostgreSQL text (and the data layer refuses it): escaped, as JSON would
+    texts = [msg.topic[:1024], payload, reason[:2000], station, result_id]
     db.execute(
         "INSERT INTO dead_letters (received_at, topic, payload, reason, station, result_id, sha256,"
         " stored_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         [
             msg.received_at.isoformat(),
-            msg.topic[:1024],
-            payload,
-            reason[:2000],
-            station,
-            result_id,
+            *(None if t is None else t.replace("\x00", "\\u0000") for t in texts),
             sha256,
             stored_sha256,
         ],
     )
+
+
+def _has_nul(value: Any) -> bool:
+    """True if any string in a decoded JSON document holds U+0000 (no text column of PostgreSQL can store it;
+    no field of a result has a use for it)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 def _item_sha256(item: dict[str, Any]) -> str | None:
@@ -180,7 +189,7 @@ def _schema_reason(exc: ValidationError) -> str:
 class _Batch:
     """State of one `process_batch` call (station lookups cached for the batch)."""
 
-    def __init__(self, db: sqlite_utils.Database, settings: Settings) -> None:
+    def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
         self.settings = settings
         self.out = BatchOutcome()
@@ -219,7 +228,7 @@ class _Batch:
             chunk = ids[i : i + 500]
             marks = ",".join("?" * len(chunk))
             sql = f"SELECT id, sha256, sig FROM results WHERE id IN ({marks})"  # noqa: S608
-            for rid, sha, sig in self.db.conn.execute(sql, chunk).fetchall():
+            for rid, sha, sig in self.db.execute(sql, chunk).fetchall():
                 self._existing[str(rid)] = (sha, str(sig))
         names = sorted({m.topic.split("/")[2] for m in messages if m.topic.count("/") == 3})
         if not messages:
@@ -228,7 +237,7 @@ class _Batch:
         for i in range(0, len(names), 500):
             chunk = names[i : i + 500]
             marks = ",".join("?" * len(chunk))
-            rows = self.db.conn.execute(
+            rows = self.db.execute(
                 "SELECT id, key, node_id, previous_key, previous_key_until, high_seq FROM stations"  # noqa: S608
                 f" WHERE id IN ({marks})",
                 chunk,
@@ -284,7 +293,7 @@ class _Batch:
                     self.result_message(msg, station, parsed[n])
                 else:
                     self.status_message(msg, station)
-            except sqlite3.Error:
+            except DatabaseError:
                 raise
             except Exception as exc:
                 # A bug must not stop ingest: the message is dead-lettered with the error (and acked).
@@ -297,7 +306,7 @@ class _Batch:
     def _flush(self) -> None:
         """Insert the batch's new results in one statement (`executemany`)."""
         if self._rows:
-            self.db.conn.executemany(_INSERT_RESULT, self._rows)
+            self.db.executemany(_INSERT_RESULT, self._rows)
             self._rows.clear()
 
     def ack(self, station: str) -> StationAck:
@@ -342,6 +351,9 @@ class _Batch:
         verified, digest = check_payload(item, keys)
         if not verified:
             self.reject(msg, station, item, "bad signature", digest)
+            return
+        if _has_nul(item):
+            self.reject(msg, station, item, "text contains U+0000")
             return
         if item.get("kind") == "sample":
             self.sample_item(msg, station, item, node_id)
@@ -483,6 +495,9 @@ class _Batch:
         except RecursionError:
             self._status_dead(msg, station, "status nested too deeply")
             return
+        if _has_nul(doc):
+            self._status_dead(msg, station, "status text contains U+0000")
+            return
         if status.station != station:
             self._status_dead(
                 msg, station, f"station mismatch: payload says {status.station}, topic {station}"
@@ -499,7 +514,7 @@ class _Batch:
             "UPDATE stations SET online = ?, status_at = ?, status_json = ?, backlog = COALESCE(?, backlog),"
             " oldest_unsent_age_s = COALESCE(?, oldest_unsent_age_s),"
             " free_disk_bytes = COALESCE(?, free_disk_bytes), config_version = COALESCE(?, config_version),"
-            " last_seen = CASE WHEN ? AND (last_seen IS NULL OR last_seen < ?) THEN ? ELSE last_seen END"
+            " last_seen = CASE WHEN ? = 1 AND (last_seen IS NULL OR last_seen < ?) THEN ? ELSE last_seen END"
             " WHERE id = ?",
             [
                 online,
@@ -528,7 +543,20 @@ class _Batch:
         )
 
 
-def process_batch(db: sqlite_utils.Database, messages: Sequence[Inbound], settings: Settings) -> BatchOutcome:
+def _stations_of(messages: Sequence[Inbound]) -> list[str]:
+    """The stations a batch writes for (from the topics): on PostgreSQL the transaction locks their rows, so
+    two workers holding results of one station apply them one after the other (seq tracking stays right)
+    while workers holding different stations commit in parallel."""
+    found: set[str] = set()
+    for msg in messages:
+        try:
+            found.add(parse_topic(msg.topic)[0])
+        except ValueError:
+            continue
+    return sorted(found)
+
+
+def process_batch(db: Database, messages: Sequence[Inbound], settings: Settings) -> BatchOutcome:
     """Store a batch of received messages in ONE transaction; returns what to acknowledge.
 
     The batch runs without a savepoint per message: nothing in it is expected to fail. If a message does
@@ -536,10 +564,10 @@ def process_batch(db: sqlite_utils.Database, messages: Sequence[Inbound], settin
     message dead-lettered with the error instead of processed — one bad message undoes only itself, at the cost
     of one more run, and the common case pays no per-message snapshot or savepoint.
 
-    Raises only sqlite3.Error (the database itself failed: nothing was committed, retry the batch).
+    Raises only DatabaseError (the database itself failed: nothing was committed, retry the batch).
     """
     poison: dict[int, str] = {}
-    with transaction(db):
+    with transaction(db, stations=_stations_of(messages)):
         while True:
             db.execute("SAVEPOINT kj_batch")
             batch = _Batch(db, settings)

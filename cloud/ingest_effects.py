@@ -13,14 +13,13 @@ Does not: validate, verify or store results (cloud.ingest), MQTT.
 from __future__ import annotations
 
 import logging
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 
-import sqlite_utils
-
 from cloud import cases, samples
+from cloud.db import Database
+from cloud.errors import DatabaseError
 from cloud.settings import Settings
 from kuaijian_schema import Result, SampleRegistration
 
@@ -41,7 +40,7 @@ class Stored:
 
 
 def apply(
-    db: sqlite_utils.Database,
+    db: Database,
     settings: Settings,
     new: list[Stored],
     new_samples: list[tuple[SampleRegistration, datetime]],
@@ -88,7 +87,7 @@ def apply(
             try:
                 with db.atomic():
                     case_id = cases.on_result(db, opened, settings, received_at)
-            except sqlite3.Error:
+            except DatabaseError:
                 raise
             except Exception:
                 # The result is stored and acked; a bug in the case rules must not lose it.
@@ -107,12 +106,12 @@ def apply(
             try:
                 with db.atomic():
                     samples.decide(db, station, code, now)
-            except sqlite3.Error:
+            except DatabaseError:
                 raise
             except Exception:
                 log.exception("pre-market decision failed for sample %s at %s", code, station)
     # one statement for every station of the batch: high-water mark and last seen
-    db.conn.executemany(
+    db.executemany(
         "UPDATE stations SET high_seq = ?, last_seen = CASE WHEN last_seen IS NULL OR last_seen < ?"
         " THEN ? ELSE last_seen END WHERE id = ?",
         station_rows,
@@ -120,7 +119,7 @@ def apply(
     return cases_touched
 
 
-def _stations_with_samples(db: sqlite_utils.Database, stations: list[str]) -> set[str]:
+def _stations_with_samples(db: Database, stations: list[str]) -> set[str]:
     """Which of `stations` have registered samples (one query for the whole batch)."""
     if not stations:
         return set()
@@ -129,7 +128,7 @@ def _stations_with_samples(db: sqlite_utils.Database, stations: list[str]) -> se
     return {str(r[0]) for r in rows.fetchall()}
 
 
-def _track_seqs(db: sqlite_utils.Database, station: str, seqs: list[int], now: datetime, high: int) -> int:
+def _track_seqs(db: Database, station: str, seqs: list[int], now: datetime, high: int) -> int:
     """Advance the high-water mark `high` over sorted new `seqs`; record and fill gaps. Returns the new mark
     (the caller stores it)."""
     stamp = now.isoformat()

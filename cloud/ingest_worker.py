@@ -25,7 +25,6 @@ from __future__ import annotations
 import logging
 import math
 import queue
-import sqlite3
 import threading
 import time
 import uuid
@@ -33,13 +32,13 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import paho.mqtt.client as mqtt
-import sqlite_utils
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from cloud.clock import Clock
-from cloud.db import connect, transaction
+from cloud.db import Database, connect, transaction
+from cloud.errors import DatabaseError
 from cloud.ingest import BatchOutcome, Inbound, process_batch
 from cloud.metrics import CloudMetrics
 from cloud.settings import Settings
@@ -279,7 +278,7 @@ class IngestWorker:
 
     def start(self) -> None:
         """Record this worker's session, start receiving, and end the sessions of cleanly stopped workers."""
-        db = connect(self.settings.db_path)
+        db = connect(self.settings.database)
         try:
             with transaction(db):
                 db.execute(
@@ -304,7 +303,7 @@ class IngestWorker:
                 self._forget_session(client_id)
 
     def _forget_session(self, client_id: str) -> None:
-        db = connect(self.settings.db_path)
+        db = connect(self.settings.database)
         try:
             with transaction(db):
                 db.execute(
@@ -320,7 +319,7 @@ class IngestWorker:
         if self._thread is not None:
             self._thread.join(10)
         try:
-            db = connect(self.settings.db_path)
+            db = connect(self.settings.database)
             try:
                 with transaction(db):
                     db.execute(
@@ -329,7 +328,7 @@ class IngestWorker:
                     )
             finally:
                 db.close()
-        except sqlite3.Error:
+        except DatabaseError:
             log.exception("could not record that ingest worker %s stopped", self.link.client_id)
 
     def _next_batch(self) -> list[Inbound]:
@@ -354,7 +353,7 @@ class IngestWorker:
         return batch
 
     def _run(self) -> None:
-        db = connect(self.settings.db_path)
+        db = connect(self.settings.database)
         try:
             while not self._stop.is_set():
                 batch = self._next_batch()
@@ -368,14 +367,14 @@ class IngestWorker:
             if msg.qos > 0 and msg.session == self.link.session:
                 self.link.client.ack(msg.mid, msg.qos)
 
-    def _commit_and_ack(self, db: sqlite_utils.Database, batch: list[Inbound]) -> None:
+    def _commit_and_ack(self, db: Database, batch: list[Inbound]) -> None:
         started = time.monotonic()
         delay = 0.1
         while True:
             try:
                 outcome = process_batch(db, batch, self.settings)
                 break
-            except sqlite3.Error:
+            except DatabaseError:
                 log.exception("ingest commit failed; retrying the batch of %d", len(batch))
                 if self._stop.wait(delay):
                     return  # shutting down: unacked messages are redelivered / re-sent by gateways

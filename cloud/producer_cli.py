@@ -28,10 +28,10 @@ def cmd_import(args: argparse.Namespace) -> int:
     from cloud.clock import SystemClock
     from cloud.db import open_db
     from cloud.errors import CloudError
-    from cloud.settings import Settings
+    from cloud.settings import Settings, db_setting
 
-    settings = Settings() if args.db is None else Settings(db_path=args.db)
-    db = open_db(settings.db_path)
+    settings = Settings() if args.db is None else Settings(**db_setting(args.db))
+    db = open_db(settings.database)
     now = SystemClock().now()
     try:
         rows = producers.parse_table(Path(args.file).read_bytes(), str(args.file))
@@ -54,10 +54,10 @@ def cmd_list(args: argparse.Namespace) -> int:
     from cloud import producers
     from cloud.db import open_db
     from cloud.errors import CloudError
-    from cloud.settings import Settings
+    from cloud.settings import Settings, db_setting
 
-    settings = Settings() if args.db is None else Settings(db_path=args.db)
-    db = open_db(settings.db_path)
+    settings = Settings() if args.db is None else Settings(**db_setting(args.db))
+    db = open_db(settings.database)
     try:
         total, items = producers.list_producers(
             db, _operator("list"), village=args.village, q=args.q, limit=args.limit
@@ -83,12 +83,20 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     group = subparsers.add_parser("producers", help="producers (生产主体): import from CSV/Excel, list")
     verbs = group.add_subparsers(dest="producers_verb", required=True)
     p = verbs.add_parser("import", help="import/update producers from a CSV or .xlsx file (per-row errors)")
-    p.add_argument("--db", type=Path, default=None, help="SQLite database (default: $KJ_CLOUD_DB_PATH)")
+    p.add_argument(
+        "--db",
+        default=None,
+        help="database: a SQLite file or postgresql://user@host:port/db (default: $KJ_CLOUD_DB_URL or $KJ_CLOUD_DB_PATH)",
+    )
     p.add_argument("--issued-by", default="operator", help="name recorded with the config version")
     p.add_argument("file", help="CSV or .xlsx: 类型,名称,代码,村,联系人,电话,品种,地块 (see docs/cloud.md)")
     p.set_defaults(func=cmd_import)
     p = verbs.add_parser("list", help="list producers")
-    p.add_argument("--db", type=Path, default=None, help="SQLite database (default: $KJ_CLOUD_DB_PATH)")
+    p.add_argument(
+        "--db",
+        default=None,
+        help="database: a SQLite file or postgresql://user@host:port/db (default: $KJ_CLOUD_DB_URL or $KJ_CLOUD_DB_PATH)",
+    )
     p.add_argument("--village", default=None, help="village grid code")
     p.add_argument("--q", default=None, help="name or code contains")
     p.add_argument("--limit", type=int, default=1000)

@@ -25,10 +25,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, get_args
 
-import sqlite_utils
-
 from cloud.auth import User
-from cloud.db import transaction
+from cloud.db import Database, transaction
 from cloud.errors import CloudError, Forbidden, Invalid, NotFound
 from cloud.grid import node_by_code
 from cloud.sqlfilter import like_contains, subtree_sql
@@ -147,7 +145,7 @@ def _split(value: str | None) -> tuple[str, ...]:
     return tuple(p.strip() for p in _SPLIT.split(value or "") if p.strip())
 
 
-def upsert(db: sqlite_utils.Database, user: User, item: ProducerIn, now: datetime) -> tuple[int, int, bool]:
+def upsert(db: Database, user: User, item: ProducerIn, now: datetime) -> tuple[int, int, bool]:
     """Create or update (by identity code) one producer; returns (producer id, village node id, created).
 
     Raises Forbidden (role), Invalid (kind, name, identity), NotFound (village unknown or out of scope).
@@ -182,10 +180,10 @@ def upsert(db: sqlite_utils.Database, user: User, item: ProducerIn, now: datetim
         if row is None:
             cur = db.execute(
                 "INSERT INTO producers (kind, name, village_node_id, contact, phone, products_json, plots_json,"
-                " updated_at, code, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " updated_at, code, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 [*values, code, now.isoformat()],
             )
-            return int(cur.lastrowid or 0), village.id, True
+            return int(cur.fetchone()[0]), village.id, True
         old_village = db.execute("SELECT path FROM grid_nodes WHERE id = ?", [row[1]]).fetchone()
         if old_village is None or not user.sees(str(old_village[0])):
             raise NotFound(
@@ -239,7 +237,7 @@ def _xlsx_rows(data: bytes) -> list[list[str]]:
 
 
 def import_rows(
-    db: sqlite_utils.Database, user: User, rows: Iterable[tuple[int, dict[str, str]]], now: datetime
+    db: Database, user: User, rows: Iterable[tuple[int, dict[str, str]]], now: datetime
 ) -> ImportReport:
     """Store every valid row (each in its own transaction); report every invalid one with its row number."""
     created = updated = 0
@@ -312,7 +310,7 @@ def scope_path(user: User) -> str:
 
 
 def list_producers(
-    db: sqlite_utils.Database,
+    db: Database,
     user: User,
     *,
     village: str | None = None,
@@ -340,7 +338,7 @@ def list_producers(
     return total, [_item(dict(zip(names, r, strict=True)), reveal_id=False) for r in cur.fetchall()]
 
 
-def get_producer(db: sqlite_utils.Database, user: User, ref: str) -> dict[str, Any]:
+def get_producer(db: Database, user: User, ref: str) -> dict[str, Any]:
     """One producer in scope by reference ("P12"); NotFound otherwise."""
     pid = id_of_ref(ref)
     cur = db.execute(f"{_SELECT} WHERE p.id = ?", [pid])
@@ -356,7 +354,7 @@ def get_producer(db: sqlite_utils.Database, user: User, ref: str) -> dict[str, A
     return _item(item, reveal_id=False)
 
 
-def station_producers(db: sqlite_utils.Database, station: str) -> tuple[ProducerInfo, ...]:
+def station_producers(db: Database, station: str) -> tuple[ProducerInfo, ...]:
     """The producers of a station's village, as pushed to it."""
     rows = db.execute(
         "SELECT p.id, p.kind, p.name, g.code, p.contact, p.products_json, p.plots_json FROM producers p"
@@ -379,7 +377,7 @@ def station_producers(db: sqlite_utils.Database, station: str) -> tuple[Producer
     )
 
 
-def stations_of_villages(db: sqlite_utils.Database, village_ids: Sequence[int]) -> list[str]:
+def stations_of_villages(db: Database, village_ids: Sequence[int]) -> list[str]:
     if not village_ids:
         return []
     marks = ",".join("?" * len(village_ids))

@@ -13,10 +13,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import sqlite_utils
-
 from cloud.auth import User, require_in_scope
 from cloud.clock import utc_iso
+from cloud.db import Database
 from cloud.errors import NotFound
 from cloud.grid import Node, node_by_code, subtree
 from cloud.sqlfilter import like_contains, subtree_sql
@@ -36,7 +35,7 @@ def _dicts(cur: Any) -> Rows:
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
-def scoped_node(db: sqlite_utils.Database, user: User, code: str) -> Node:
+def scoped_node(db: Database, user: User, code: str) -> Node:
     """The node `code` if it is inside the user's subtree; NotFound otherwise (also for unknown codes)."""
     node = node_by_code(db, code)
     require_in_scope(user, None if node is None else node.path, f"grid node {code}")
@@ -63,9 +62,7 @@ class _Where:
         return " AND ".join(f"({p})" for p in self.parts)
 
 
-def _page(
-    db: sqlite_utils.Database, select: str, frm: str, where: _Where, order: str, limit: int, offset: int
-) -> Page:
+def _page(db: Database, select: str, frm: str, where: _Where, order: str, limit: int, offset: int) -> Page:
     total = int(db.execute(f"SELECT COUNT(*) FROM {frm} WHERE {where.sql}", where.params).fetchone()[0])
     cur = db.execute(
         f"SELECT {select} FROM {frm} WHERE {where.sql} ORDER BY {order} LIMIT ? OFFSET ?",
@@ -135,7 +132,7 @@ def _search(where: _Where, q: str, columns: tuple[str, ...], analyte_column: str
 
 
 def list_results(
-    db: sqlite_utils.Database,
+    db: Database,
     user: User,
     *,
     q: str | None = None,
@@ -181,7 +178,7 @@ def list_results(
     return Page(page.total, [{**result_item(r), "station_name": r["station_name"]} for r in page.items])
 
 
-def get_result(db: sqlite_utils.Database, user: User, result_id: str) -> dict[str, Any]:
+def get_result(db: Database, user: User, result_id: str) -> dict[str, Any]:
     where = _Where(user, "r.node_id")
     where.add("r.id = ?", result_id)
     cur = db.execute(f"SELECT {RESULT_COLUMNS}, r.raw_json FROM results r WHERE {where.sql}", where.params)
@@ -210,7 +207,7 @@ def _station_item(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def list_stations(
-    db: sqlite_utils.Database,
+    db: Database,
     user: User,
     *,
     node: str | None = None,
@@ -227,7 +224,7 @@ def list_stations(
     return Page(page.total, [_station_item(r) for r in page.items])
 
 
-def get_station(db: sqlite_utils.Database, user: User, station: str) -> dict[str, Any]:
+def get_station(db: Database, user: User, station: str) -> dict[str, Any]:
     where = _Where(user, "s.node_id")
     where.add("s.id = ?", station)
     rows = _dicts(
@@ -256,7 +253,7 @@ def node_item(node: Node) -> dict[str, Any]:
     }
 
 
-def _roots(db: sqlite_utils.Database, user: User, code: str | None) -> list[Node]:
+def _roots(db: Database, user: User, code: str | None) -> list[Node]:
     if code is not None:
         return [scoped_node(db, user, code)]
     if user.is_admin:
@@ -264,7 +261,7 @@ def _roots(db: sqlite_utils.Database, user: User, code: str | None) -> list[Node
     return [scoped_node(db, user, user.node_code or "")]
 
 
-def grid_tree(db: sqlite_utils.Database, user: User, code: str | None = None) -> list[dict[str, Any]]:
+def grid_tree(db: Database, user: User, code: str | None = None) -> list[dict[str, Any]]:
     """Nested nodes under `code` (default: the user's own node; admin: every county)."""
     out: list[dict[str, Any]] = []
     for root in _roots(db, user, code):
@@ -280,7 +277,7 @@ def grid_tree(db: sqlite_utils.Database, user: User, code: str | None = None) ->
 
 
 def rollup(
-    db: sqlite_utils.Database,
+    db: Database,
     user: User,
     code: str | None = None,
     *,
@@ -311,7 +308,7 @@ def rollup(
             cond.append("measured_at < ?")
             args.append(utc_iso(until))
         query = (
-            "SELECT COUNT(*), COALESCE(SUM(verdict = 'positive'), 0), COALESCE(SUM(verdict = 'suspect'), 0)"
+            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN verdict = 'positive' THEN 1 ELSE 0 END), 0), COALESCE(SUM(CASE WHEN verdict = 'suspect' THEN 1 ELSE 0 END), 0)"
             " FROM results WHERE " + " AND ".join(cond)
         )
         tests, positives, suspects = db.execute(query, args).fetchone()
@@ -347,7 +344,7 @@ CASE_LIST_COLUMNS = (
 
 
 def list_cases(
-    db: sqlite_utils.Database,
+    db: Database,
     user: User,
     *,
     status: str | None = None,
@@ -398,7 +395,7 @@ def list_cases(
 
 
 def list_gaps(
-    db: sqlite_utils.Database, user: User, *, station: str | None, open_only: bool, limit: int, offset: int
+    db: Database, user: User, *, station: str | None, open_only: bool, limit: int, offset: int
 ) -> Page:
     where = _Where(user, "s.node_id")
     if station is not None:
@@ -417,7 +414,7 @@ def list_gaps(
 
 
 def list_dead_letters(
-    db: sqlite_utils.Database, *, station: str | None, reason: str | None, limit: int, offset: int
+    db: Database, *, station: str | None, reason: str | None, limit: int, offset: int
 ) -> Page:
     """Admin only (the caller checks): dead letters are not scoped because many have no known station."""
     where = _Where(User(0, "admin", "admin", None, None, "/"), "NULL")
@@ -436,9 +433,7 @@ def list_dead_letters(
     )
 
 
-def list_configs(
-    db: sqlite_utils.Database, user: User, *, station: str | None, limit: int, offset: int
-) -> Page:
+def list_configs(db: Database, user: User, *, station: str | None, limit: int, offset: int) -> Page:
     where = _Where(user, "s.node_id")
     if station is not None:
         where.add("c.station = ?", station)

@@ -26,10 +26,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     from cloud.clock import SystemClock
     from cloud.db import open_db
     from cloud.errors import CloudError
-    from cloud.settings import Settings
+    from cloud.settings import Settings, db_setting
 
-    settings = Settings() if args.db is None else Settings(db_path=args.db)
-    db = open_db(settings.db_path)
+    settings = Settings() if args.db is None else Settings(**db_setting(args.db))
+    db = open_db(settings.database)
     try:
         scope = reports.scope_for_code(db, args.node)
         body = reports.render_report(
@@ -64,7 +64,11 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     """Add the `report` verb to `subparsers` (the `kuaijian cloud` group)."""
     p = subparsers.add_parser("report", help="print or write a report (weekly, positivity, rankings, …)")
     p.add_argument("kind", choices=KINDS, help="which report")
-    p.add_argument("--db", type=Path, default=None, help="SQLite database (default: $KJ_CLOUD_DB_PATH)")
+    p.add_argument(
+        "--db",
+        default=None,
+        help="database: a SQLite file or postgresql://user@host:port/db (default: $KJ_CLOUD_DB_URL or $KJ_CLOUD_DB_PATH)",
+    )
     p.add_argument("--node", default=None, help="grid node code (default: the whole grid)")
     p.add_argument("--format", choices=("json", "csv", "html"), default="json", help="html: weekly only")
     p.add_argument("--week", default=None, help="weekly: ISO week, e.g. 2026-W47 (default: last full week)")

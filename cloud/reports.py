@@ -1,4 +1,4 @@
-"""Reports over the cloud database: pure functions (a `sqlite_utils.Database` in, pydantic models out).
+"""Reports over the cloud database: pure functions (a `Database` in, pydantic models out).
 
 Does: per grid node (any level, or everything for an admin) — tests done, positives and positive rate
 by analyte × product × month; on-time case closure; rankings of towns / counties (or villages) over a
@@ -34,13 +34,13 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any, Literal
 from zoneinfo import ZoneInfo
 
-import sqlite_utils
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloud import assessment
 from cloud.auth import User
+from cloud.db import Database
 from cloud.errors import Invalid, NotFound
-from cloud.sqlfilter import like_prefix, subtree_sql
+from cloud.sqlfilter import LocalUnit, like_prefix, local_time_sql, subtree_sql
 from kuaijian_schema import labels
 
 REPORT_TZ = ZoneInfo("Asia/Shanghai")
@@ -69,7 +69,7 @@ class Scope(_Frozen):
 ALL_SCOPE = Scope(id=None, code=None, name="全部", level="all", path="/")
 
 
-def resolve_scope(db: sqlite_utils.Database, user: User, code: str | None) -> Scope:
+def resolve_scope(db: Database, user: User, code: str | None) -> Scope:
     """The node with `code` (default: the user's own node; the whole grid for an admin).
 
     Raises NotFound if the node does not exist or is outside the user's subtree (existence not leaked).
@@ -86,7 +86,7 @@ def resolve_scope(db: sqlite_utils.Database, user: User, code: str | None) -> Sc
     return Scope(id=int(row[0]), code=str(row[1]), name=str(row[2]), level=str(row[3]), path=str(row[4]))
 
 
-def scope_path(db: sqlite_utils.Database, scope: Scope) -> list[Scope]:
+def scope_path(db: Database, scope: Scope) -> list[Scope]:
     """Ancestors of `scope` from the root down to it (inclusive); [ALL_SCOPE] for the whole grid."""
     if scope.id is None:
         return [ALL_SCOPE]
@@ -192,15 +192,13 @@ def local_today(now: datetime, tz: ZoneInfo = REPORT_TZ) -> date:
 
 
 def _offset_modifier(period: Period, tz: ZoneInfo) -> str:
-    """SQLite datetime modifier that turns a UTC timestamp into local time (offset at period start)."""
+    """The offset that turns a UTC timestamp into local time (at period start), as "+480 minutes"."""
     offset = datetime.combine(period.start, time(), tz).utcoffset() or timedelta(0)
     return f"{int(offset.total_seconds() // 60):+d} minutes"
 
 
-def _local(column: str, fmt: str) -> str:
-    # substr(…, 1, 19) drops fractions and the +00:00 suffix (all stored values are UTC), so rounding of
-    # microseconds can never push a result into the next day.
-    return f"strftime('{fmt}', substr({column}, 1, 19), ?)"
+def _local(db: Database, column: str, unit: LocalUnit) -> str:
+    return local_time_sql(db.dialect, column, unit)
 
 
 # ---------------------------------------------------------------- counts and positivity
@@ -216,10 +214,10 @@ class Counts(_Frozen):
 
 
 _COUNT_COLUMNS = """COUNT(*),
-    COALESCE(SUM(r.verdict != 'invalid'), 0),
-    COALESCE(SUM(r.verdict = 'positive'), 0),
-    COALESCE(SUM(r.verdict = 'suspect'), 0),
-    COALESCE(SUM(r.verdict = 'invalid'), 0)"""
+    COALESCE(SUM(CASE WHEN r.verdict != 'invalid' THEN 1 ELSE 0 END), 0),
+    COALESCE(SUM(CASE WHEN r.verdict = 'positive' THEN 1 ELSE 0 END), 0),
+    COALESCE(SUM(CASE WHEN r.verdict = 'suspect' THEN 1 ELSE 0 END), 0),
+    COALESCE(SUM(CASE WHEN r.verdict = 'invalid' THEN 1 ELSE 0 END), 0)"""
 
 
 def _counts(row: Sequence[Any], offset: int = 0) -> Counts:
@@ -240,7 +238,7 @@ def _results_where(scope: Scope, period: Period, tz: ZoneInfo) -> tuple[str, lis
     return f"r.measured_at >= ? AND r.measured_at < ? AND {clause}", [lo, hi, *params]
 
 
-def counts(db: sqlite_utils.Database, scope: Scope, period: Period, tz: ZoneInfo = REPORT_TZ) -> Counts:
+def counts(db: Database, scope: Scope, period: Period, tz: ZoneInfo = REPORT_TZ) -> Counts:
     """Tests, valid tests, positives, suspects, invalid and positive rate under `scope` in `period`."""
     where, params = _results_where(scope, period, tz)
     row = db.execute(f"SELECT {_COUNT_COLUMNS} FROM results r WHERE {where}", params).fetchone()  # noqa: S608
@@ -253,12 +251,10 @@ class PositivityRow(Counts):
     product: str
 
 
-def positivity(
-    db: sqlite_utils.Database, scope: Scope, period: Period, tz: ZoneInfo = REPORT_TZ
-) -> list[PositivityRow]:
+def positivity(db: Database, scope: Scope, period: Period, tz: ZoneInfo = REPORT_TZ) -> list[PositivityRow]:
     """Counts by local month × analyte × product, sorted by month, analyte, product."""
     where, params = _results_where(scope, period, tz)
-    month = _local("r.measured_at", "%Y-%m")
+    month = _local(db, "r.measured_at", "month")
     sql = f"""SELECT {month} AS month, r.analyte, r.product, {_COUNT_COLUMNS}
               FROM results r WHERE {where}
               GROUP BY month, r.analyte, r.product ORDER BY month, r.analyte, r.product"""  # noqa: S608
@@ -270,9 +266,7 @@ class AnalyteRow(Counts):
     analyte: str
 
 
-def by_analyte(
-    db: sqlite_utils.Database, scope: Scope, period: Period, tz: ZoneInfo = REPORT_TZ
-) -> list[AnalyteRow]:
+def by_analyte(db: Database, scope: Scope, period: Period, tz: ZoneInfo = REPORT_TZ) -> list[AnalyteRow]:
     """Counts per analyte, most tested first."""
     where, params = _results_where(scope, period, tz)
     sql = f"""SELECT r.analyte, {_COUNT_COLUMNS} FROM results r WHERE {where}
@@ -286,12 +280,10 @@ class DayRow(Counts):
     day: str
 
 
-def per_day(
-    db: sqlite_utils.Database, scope: Scope, period: Period, tz: ZoneInfo = REPORT_TZ
-) -> list[DayRow]:
+def per_day(db: Database, scope: Scope, period: Period, tz: ZoneInfo = REPORT_TZ) -> list[DayRow]:
     """Counts per local day of `period`, every day present (zeros included)."""
     where, params = _results_where(scope, period, tz)
-    day = _local("r.measured_at", "%Y-%m-%d")
+    day = _local(db, "r.measured_at", "day")
     sql = f"SELECT {day} AS day, {_COUNT_COLUMNS} FROM results r WHERE {where} GROUP BY day"  # noqa: S608
     found = {r[0]: _counts(r, 1) for r in db.execute(sql, [_offset_modifier(period, tz), *params]).fetchall()}
     empty = Counts(tests=0, valid=0, positives=0, suspects=0, invalid=0, positive_rate=None)
@@ -318,9 +310,9 @@ class ClosureStats(_Frozen):
 
 
 _CLOSURE_COLUMNS = """COUNT(c.id),
-    COALESCE(SUM(c.status = 'closed'), 0),
-    COALESCE(SUM(c.status = 'closed' AND c.escalations = 0 AND c.closed_at <= c.deadline), 0),
-    COALESCE(SUM(c.status != 'closed' AND (c.escalations > 0 OR c.deadline < ?)), 0)"""
+    COALESCE(SUM(CASE WHEN c.status = 'closed' THEN 1 ELSE 0 END), 0),
+    COALESCE(SUM(CASE WHEN c.status = 'closed' AND c.escalations = 0 AND c.closed_at <= c.deadline THEN 1 ELSE 0 END), 0),
+    COALESCE(SUM(CASE WHEN c.status != 'closed' AND (c.escalations > 0 OR c.deadline < ?) THEN 1 ELSE 0 END), 0)"""
 
 
 def _closure(row: Sequence[Any], offset: int = 0) -> ClosureStats:
@@ -344,7 +336,7 @@ def _now_text(now: datetime) -> str:
 
 
 def closure(
-    db: sqlite_utils.Database, scope: Scope, period: Period, now: datetime, tz: ZoneInfo = REPORT_TZ
+    db: Database, scope: Scope, period: Period, now: datetime, tz: ZoneInfo = REPORT_TZ
 ) -> ClosureStats:
     """On-time closure of the cases opened under `scope` in `period`, judged at `now`."""
     lo, hi = period.utc_bounds(tz)
@@ -390,7 +382,7 @@ class Ranking(_Frozen):
 
 
 def ranking(
-    db: sqlite_utils.Database,
+    db: Database,
     scope: Scope,
     level: RankLevel,
     period: Period,
@@ -494,7 +486,7 @@ def child_level(scope: Scope) -> RankLevel | None:
 
 
 def weekly_report(
-    db: sqlite_utils.Database,
+    db: Database,
     scope: Scope,
     week: Period,
     now: datetime,
@@ -783,7 +775,7 @@ ReportKind = Literal["weekly", "positivity", "closure", "rankings", "summary"]
 REPORT_KINDS: tuple[str, ...] = ("weekly", "positivity", "closure", "rankings", "summary")
 
 
-def scope_for_code(db: sqlite_utils.Database, code: str | None) -> Scope:
+def scope_for_code(db: Database, code: str | None) -> Scope:
     """Unscoped lookup for operators (CLI): the node with `code`, or the whole grid for None."""
     if not code:
         return ALL_SCOPE
@@ -794,7 +786,7 @@ def scope_for_code(db: sqlite_utils.Database, code: str | None) -> Scope:
 
 
 def render_report(
-    db: sqlite_utils.Database,
+    db: Database,
     kind: ReportKind,
     scope: Scope,
     now: datetime,

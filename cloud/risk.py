@@ -27,10 +27,8 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import sqlite_utils
-
 from cloud.auth import User
-from cloud.db import transaction
+from cloud.db import Database, transaction
 from cloud.errors import Invalid, NotFound
 from cloud.riskstats import RiseParams, RiseTest, priority, rise_test
 from cloud.settings import Settings
@@ -75,7 +73,7 @@ class ScanReport:
     cells: int = 0
 
 
-def _nodes(db: sqlite_utils.Database) -> dict[int, _Node]:
+def _nodes(db: Database) -> dict[int, _Node]:
     rows = db.execute("SELECT id, level, code, name, path FROM grid_nodes").fetchall()
     return {int(r[0]): _Node(int(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4])) for r in rows}
 
@@ -105,7 +103,7 @@ def _utc_text(d: date, tz: ZoneInfo) -> str:
 
 
 def _hour_counts(
-    db: sqlite_utils.Database, lo: date, hi: date, tz: ZoneInfo
+    db: Database, lo: date, hi: date, tz: ZoneInfo
 ) -> list[tuple[date, str, str, int, str, int]]:
     """(local date, analyte, product, station node id, verdict, count) for results measured in [lo, hi)."""
     rows = db.execute(
@@ -122,7 +120,7 @@ def _hour_counts(
 
 
 def _upsert(
-    db: sqlite_utils.Database,
+    db: Database,
     report: ScanReport,
     key: str,
     now: datetime,
@@ -166,7 +164,7 @@ def _rise_fields(test: RiseTest, **extra: Any) -> dict[str, Any]:
     }
 
 
-def scan(db: sqlite_utils.Database, now: datetime, params: RiskParams | None = None) -> ScanReport:
+def scan(db: Database, now: datetime, params: RiskParams | None = None) -> ScanReport:
     """Evaluate every cell of the current and the previous local week; store new alerts (see module doc)."""
     params = params or RiskParams()
     tz = params.tz
@@ -187,7 +185,7 @@ def scan(db: sqlite_utils.Database, now: datetime, params: RiskParams | None = N
 
 
 def _scan_positivity(
-    db: sqlite_utils.Database,
+    db: Database,
     report: ScanReport,
     nodes: dict[int, _Node],
     counts: list[tuple[date, str, str, int, str, int]],
@@ -247,7 +245,7 @@ def _scan_positivity(
 
 
 def _scan_invalid(
-    db: sqlite_utils.Database,
+    db: Database,
     report: ScanReport,
     nodes: dict[int, _Node],
     counts: list[tuple[date, str, str, int, str, int]],
@@ -295,7 +293,7 @@ def _scan_invalid(
 
 
 def _scan_producers(
-    db: sqlite_utils.Database, report: ScanReport, nodes: dict[int, _Node], now: datetime, params: RiskParams
+    db: Database, report: ScanReport, nodes: dict[int, _Node], now: datetime, params: RiskParams
 ) -> None:
     since = (now - timedelta(days=params.producer_window_days)).astimezone(UTC).isoformat()
     rows = db.execute(
@@ -360,7 +358,7 @@ def _alert_item(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def list_alerts(
-    db: sqlite_utils.Database,
+    db: Database,
     user: User,
     *,
     kind: str | None = None,
@@ -394,7 +392,7 @@ def list_alerts(
 
 
 def _select(
-    db: sqlite_utils.Database, where: str, params: list[Any], limit: int = 1, offset: int = 0
+    db: Database, where: str, params: list[Any], limit: int = 1, offset: int = 0
 ) -> list[dict[str, Any]]:
     cur = db.execute(
         f"""SELECT a.*, g.code AS node_code, g.name AS node_name, g.level AS node_level, p.name AS producer_name
@@ -407,7 +405,7 @@ def _select(
     return [_alert_item(dict(zip(cols, r, strict=True))) for r in cur.fetchall()]
 
 
-def acknowledge(db: sqlite_utils.Database, user: User, alert_id: int, now: datetime) -> dict[str, Any]:
+def acknowledge(db: Database, user: User, alert_id: int, now: datetime) -> dict[str, Any]:
     """Mark an alert in the user's scope as seen (签收). Raises NotFound outside the scope."""
     with transaction(db):
         row = db.execute(
@@ -438,7 +436,7 @@ class Priority:
 
 
 def priorities(
-    db: sqlite_utils.Database,
+    db: Database,
     user: User,
     now: datetime,
     *,
@@ -524,7 +522,7 @@ def _hull(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return lower[:-1] + upper[:-1]
 
 
-def map_points(db: sqlite_utils.Database, user: User, now: datetime, days: int = 30) -> dict[str, Any]:
+def map_points(db: Database, user: User, now: datetime, days: int = 30) -> dict[str, Any]:
     """Stations in the user's scope with a point (their own, else the nearest ancestor's), online state,
     backlog, and open alerts (last `days`) on them or their village/town; plus the outline (convex hull)."""
     nodes = _nodes(db)

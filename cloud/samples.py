@@ -29,10 +29,9 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import sqlite_utils
-
 from cloud.auth import User
 from cloud.clock import utc_iso
+from cloud.db import Database
 from cloud.errors import Invalid, NotFound
 from cloud.grid import node_by_code
 from cloud.producers import id_of_ref, ref_of, scope_path
@@ -57,9 +56,7 @@ class Decision:
     certificate: str | None
 
 
-def store_registration(
-    db: sqlite_utils.Database, reg: SampleRegistration, node_id: int, received_at: datetime
-) -> bool:
+def store_registration(db: Database, reg: SampleRegistration, node_id: int, received_at: datetime) -> bool:
     """Store `reg` from the station at grid node `node_id`; False if this registration id is already stored."""
     rid = str(reg.id)
     if db.execute("SELECT 1 FROM samples WHERE id = ?", [rid]).fetchone():
@@ -113,14 +110,14 @@ def store_registration(
     return True
 
 
-def root_of(db: sqlite_utils.Database, station: str, code: str) -> str | None:
+def root_of(db: Database, station: str, code: str) -> str | None:
     row = db.execute(
         "SELECT root_code FROM samples WHERE station = ? AND code = ?", [station, code]
     ).fetchone()
     return None if row is None else str(row[0])
 
 
-def result_lines(db: sqlite_utils.Database, station: str, code: str) -> list[dict[str, Any]]:
+def result_lines(db: Database, station: str, code: str) -> list[dict[str, Any]]:
     """Every result of sample `code` at `station` with values, QC flags and (when the gateway attached the
     raw signal) `signal`: the profile / absorbance curve reduced to at most 256 points for a plot."""
     cur = db.execute(
@@ -156,7 +153,7 @@ def _curve(raw_json: str | None) -> list[float] | None:
         return None
 
 
-def decide(db: sqlite_utils.Database, station: str, code: str, now: datetime) -> Decision | None:
+def decide(db: Database, station: str, code: str, now: datetime) -> Decision | None:
     """Re-decide the batch that sample `code` belongs to (inside the caller's transaction); None if the
     code is not registered at `station` (an unregistered measurement: nothing to decide)."""
     root = root_of(db, station, code)
@@ -216,7 +213,7 @@ _SAMPLE_SELECT = (
 )
 
 
-def _sample_item(db: sqlite_utils.Database, row: dict[str, Any], *, lines: bool) -> dict[str, Any]:
+def _sample_item(db: Database, row: dict[str, Any], *, lines: bool) -> dict[str, Any]:
     item = dict(row)
     item["producer"] = ref_of(int(item.pop("producer_id")))
     item["status_label"] = STATUS_LABEL.get(item["status"], item["status"])
@@ -225,7 +222,7 @@ def _sample_item(db: sqlite_utils.Database, row: dict[str, Any], *, lines: bool)
     return item
 
 
-def _under(db: sqlite_utils.Database, user: User, node: str, column: str) -> tuple[str, list[object]]:
+def _under(db: Database, user: User, node: str, column: str) -> tuple[str, list[object]]:
     """The subtree condition of grid node `node` (a code) on `column`; NotFound outside the user's scope."""
     found = node_by_code(db, node)
     if found is None or not user.sees(found.path):
@@ -234,7 +231,7 @@ def _under(db: sqlite_utils.Database, user: User, node: str, column: str) -> tup
 
 
 def list_samples(
-    db: sqlite_utils.Database,
+    db: Database,
     user: User,
     *,
     station: str | None = None,
@@ -270,7 +267,7 @@ def list_samples(
     return total, [_sample_item(db, dict(zip(names, r, strict=True)), lines=False) for r in cur.fetchall()]
 
 
-def get_sample(db: sqlite_utils.Database, user: User, station: str, code: str) -> dict[str, Any]:
+def get_sample(db: Database, user: User, station: str, code: str) -> dict[str, Any]:
     cur = db.execute(f"{_SAMPLE_SELECT} WHERE s.station = ? AND s.code = ?", [station, code])
     row = cur.fetchone()
     path = db.execute(
@@ -282,7 +279,7 @@ def get_sample(db: sqlite_utils.Database, user: User, station: str, code: str) -
     return _sample_item(db, dict(zip([d[0] for d in cur.description], row, strict=True)), lines=True)
 
 
-def sample_for_result(db: sqlite_utils.Database, station: str, sample_id: str) -> dict[str, Any] | None:
+def sample_for_result(db: Database, station: str, sample_id: str) -> dict[str, Any] | None:
     """The registration a measurement names (for case details), or None (未登记)."""
     cur = db.execute(f"{_SAMPLE_SELECT} WHERE s.station = ? AND s.code = ?", [station, sample_id])
     row = cur.fetchone()
@@ -291,7 +288,7 @@ def sample_for_result(db: sqlite_utils.Database, station: str, sample_id: str) -
     return _sample_item(db, dict(zip([d[0] for d in cur.description], row, strict=True)), lines=True)
 
 
-def producer_history(db: sqlite_utils.Database, user: User, ref: str) -> dict[str, Any]:
+def producer_history(db: Database, user: User, ref: str) -> dict[str, Any]:
     """A producer's samples (test history) and held batches, within what `user` may see."""
     pid = id_of_ref(ref)
     path = db.execute(
@@ -309,7 +306,7 @@ def producer_history(db: sqlite_utils.Database, user: User, ref: str) -> dict[st
 
 
 def unregistered_results(
-    db: sqlite_utils.Database, user: User, *, node: str | None = None, limit: int = 100, offset: int = 0
+    db: Database, user: User, *, node: str | None = None, limit: int = 100, offset: int = 0
 ) -> tuple[int, list[dict[str, Any]]]:
     """Results whose sample id names no registration at their station (shown as 未登记), newest first."""
     clause, params = (
@@ -326,7 +323,7 @@ def unregistered_results(
     return total, [{**dict(zip(names, r, strict=True)), "registration": "未登记 (unregistered)"} for r in cur]
 
 
-def public_certificate(db: sqlite_utils.Database, number: str) -> dict[str, Any]:
+def public_certificate(db: Database, number: str) -> dict[str, Any]:
     """What a buyer may see of a certificate: product, quantity, producer name and contact person, village,
     date, test summary, validity. No ID number, phone, plot or station key material. NotFound otherwise."""
     row = db.execute(

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from cloud import cases, configs, risk
 from cloud.clock import Clock
 from cloud.db import connect
+from cloud.errors import DatabaseError
 from cloud.ingest_worker import IngestWorker, MqttLink
 from cloud.metrics import CloudMetrics
 from cloud.notify import queue, sender
@@ -67,7 +67,7 @@ class Services:
 
     def scheduler_step(self) -> cases.TickReport:
         """One scheduler pass (blocking): tick cases at clock.now(), then publish pending configs."""
-        db = connect(self.settings.db_path)
+        db = connect(self.settings.database)
         try:
             now = self.clock.now()
             report = cases.tick(db, now, self.settings)
@@ -83,7 +83,7 @@ class Services:
 
     def notify_step(self) -> sender.DeliveryReport:
         """One notifier pass (blocking): queue new events for their channels, then deliver what is due."""
-        db = connect(self.settings.db_path)
+        db = connect(self.settings.database)
         try:
             now = self.clock.now()
             queue.fan_out(db, now, self.settings.tz)
@@ -96,7 +96,7 @@ class Services:
         while True:
             try:
                 await asyncio.to_thread(self.notify_step)
-            except sqlite3.Error:
+            except DatabaseError:
                 log.exception("notifier step failed; retrying next interval")
             await asyncio.sleep(self.settings.notify_interval_s)
 
@@ -105,6 +105,6 @@ class Services:
         while True:
             try:
                 await asyncio.to_thread(self.scheduler_step)
-            except sqlite3.Error:
+            except DatabaseError:
                 log.exception("scheduler step failed; retrying next interval")
             await asyncio.sleep(self.settings.scheduler_interval_s)

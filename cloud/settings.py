@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import Field, field_validator, model_validator
@@ -33,7 +33,14 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="KJ_CLOUD_", extra="ignore")
 
-    db_path: Path = Field(default=Path("kuaijian-cloud.db"), description="SQLite database file")
+    db_path: Path = Field(
+        default=Path("kuaijian-cloud.db"), description="SQLite database file (the default engine)"
+    )
+    db_url: str | None = Field(
+        default=None,
+        description="database URL instead of db_path: postgresql://user@host:port/db (PostgreSQL, psycopg 3) "
+        "or sqlite:///path",
+    )
     broker_url: str | None = Field(
         default=None,
         description="mqtt://host:port or mqtts://host:port (TLS) of the broker; None = no ingest / no config publish",
@@ -201,11 +208,23 @@ class Settings(BaseSettings):
         file — the same on every restart of this configuration, so the worker resumes its own session."""
         if self.ingest_client_id:
             return self.ingest_client_id
-        basis = f"{self.mqtt_username or ''}|{Path(self.db_path).resolve()}"
+        basis = f"{self.mqtt_username or ''}|{self.db_url or Path(self.db_path).resolve()}"
         return f"{self.mqtt_client_id}-ingest-{hashlib.sha256(basis.encode()).hexdigest()[:10]}"
+
+    @property
+    def database(self) -> str:
+        """Where the database is: `db_url` if set, else the SQLite file `db_path` (what cloud.db.connect takes)."""
+        return self.db_url or str(self.db_path)
 
     def deadline_hours(self, level: str) -> float:
         return float(self.case_deadline_hours.get(level, _default_deadlines().get(level, 24.0)))
+
+
+def db_setting(value: str | Path) -> dict[str, Any]:
+    """The settings key a ``--db`` value sets: `db_url` for a URL (postgresql://…, sqlite:///…), else the
+    SQLite file `db_path` — one rule for every CLI verb."""
+    text = str(value)
+    return {"db_url": text} if "://" in text else {"db_path": Path(text)}
 
 
 def read_secret_file(path: Path) -> str:

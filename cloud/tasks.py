@@ -22,11 +22,9 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import sqlite_utils
-
 from cloud import risk
 from cloud.auth import User
-from cloud.db import transaction
+from cloud.db import Database, transaction
 from cloud.errors import Forbidden, Invalid, NotFound
 from cloud.sqlfilter import subtree_sql
 from kuaijian_schema.labels import zh
@@ -51,7 +49,7 @@ def _clean_list(values: list[str] | None, what: str) -> list[str]:
 
 
 def create_task(
-    db: sqlite_utils.Database,
+    db: Database,
     user: User,
     now: datetime,
     *,
@@ -102,7 +100,7 @@ def create_task(
     return get_task(db, user, task_id)
 
 
-def cancel_task(db: sqlite_utils.Database, user: User, task_id: int, now: datetime) -> dict[str, Any]:
+def cancel_task(db: Database, user: User, task_id: int, now: datetime) -> dict[str, Any]:
     if user.role not in SET_ROLES:
         raise Forbidden("only county and town users (and admins) cancel sampling tasks")
     task = get_task(db, user, task_id)
@@ -116,7 +114,7 @@ def cancel_task(db: sqlite_utils.Database, user: User, task_id: int, now: dateti
     return get_task(db, user, task_id)
 
 
-def _progress(db: sqlite_utils.Database, row: dict[str, Any], tz: ZoneInfo) -> int:
+def _progress(db: Database, row: dict[str, Any], tz: ZoneInfo) -> int:
     lo, hi = _bounds(date.fromisoformat(row["start_date"]), date.fromisoformat(row["due_date"]), tz)
     where, params = subtree_sql("s.node_id", row["node_path"])
     clauses = [where, "s.registered_at >= ?", "s.registered_at < ?"]
@@ -136,7 +134,7 @@ def _progress(db: sqlite_utils.Database, row: dict[str, Any], tz: ZoneInfo) -> i
     return int(db.execute(sql, params).fetchone()[0])
 
 
-def _item(db: sqlite_utils.Database, row: dict[str, Any], now: datetime, tz: ZoneInfo) -> dict[str, Any]:
+def _item(db: Database, row: dict[str, Any], now: datetime, tz: ZoneInfo) -> dict[str, Any]:
     done = _progress(db, row, tz)
     today = now.astimezone(tz).date()
     due = date.fromisoformat(row["due_date"])
@@ -165,7 +163,7 @@ _SELECT = """SELECT t.id, t.node_id, g.code AS node_code, g.name AS node_name, g
              FROM tasks t JOIN grid_nodes g ON g.id = t.node_id"""
 
 
-def _rows(db: sqlite_utils.Database, where: str, params: list[Any]) -> list[dict[str, Any]]:
+def _rows(db: Database, where: str, params: list[Any]) -> list[dict[str, Any]]:
     cur = db.execute(f"{_SELECT} WHERE {where} ORDER BY t.due_date, t.id", params)
     cols = [c[0] for c in cur.description]
     return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]
@@ -182,7 +180,7 @@ def _visible_where(user: User) -> tuple[str, list[Any]]:
 
 
 def get_task(
-    db: sqlite_utils.Database,
+    db: Database,
     user: User,
     task_id: int,
     now: datetime | None = None,
@@ -195,7 +193,7 @@ def get_task(
     return _item(db, rows[0], now or datetime.now(UTC), tz or ZoneInfo("Asia/Shanghai"))
 
 
-def task_by_id(db: sqlite_utils.Database, task_id: int, now: datetime, tz: ZoneInfo) -> dict[str, Any]:
+def task_by_id(db: Database, task_id: int, now: datetime, tz: ZoneInfo) -> dict[str, Any]:
     """A task with its progress, unscoped (for assessment; callers have scoped the unit already)."""
     rows = _rows(db, "t.id = ?", [task_id])
     if not rows:
@@ -204,7 +202,7 @@ def task_by_id(db: sqlite_utils.Database, task_id: int, now: datetime, tz: ZoneI
 
 
 def list_tasks(
-    db: sqlite_utils.Database,
+    db: Database,
     user: User,
     now: datetime,
     tz: ZoneInfo,
@@ -228,7 +226,7 @@ def list_tasks(
     return items
 
 
-def station_tasks(db: sqlite_utils.Database, station: str, today: date) -> tuple[TaskInfo, ...]:
+def station_tasks(db: Database, station: str, today: date) -> tuple[TaskInfo, ...]:
     """Active and planned tasks a station works on (set on it or on one of its ancestors), for its config."""
     row = db.execute(
         "SELECT g.path FROM stations s JOIN grid_nodes g ON g.id = s.node_id WHERE s.id = ?", [station]
@@ -261,13 +259,13 @@ def station_tasks(db: sqlite_utils.Database, station: str, today: date) -> tuple
     )
 
 
-def stations_under(db: sqlite_utils.Database, node_path: str) -> list[str]:
+def stations_under(db: Database, node_path: str) -> list[str]:
     where, params = subtree_sql("s.node_id", node_path)
     return [str(r[0]) for r in db.execute(f"SELECT s.id FROM stations s WHERE {where} ORDER BY s.id", params)]  # noqa: S608
 
 
 def generate_from_risk(
-    db: sqlite_utils.Database,
+    db: Database,
     user: User,
     now: datetime,
     *,

@@ -39,10 +39,10 @@ def _open(args: argparse.Namespace) -> tuple[Any, Any, Any]:
     from cloud.accounts import Policy
     from cloud.clock import SystemClock
     from cloud.db import open_db
-    from cloud.settings import Settings
+    from cloud.settings import Settings, db_setting
 
-    settings = Settings() if args.db is None else Settings(db_path=args.db)
-    return open_db(settings.db_path), Policy.from_settings(settings), SystemClock().now()
+    settings = Settings() if args.db is None else Settings(**db_setting(args.db))
+    return open_db(settings.database), Policy.from_settings(settings), SystemClock().now()
 
 
 def _run(args: argparse.Namespace, action: Any) -> int:
@@ -140,7 +140,11 @@ def register(subparsers: Any) -> None:
     verbs = user.add_subparsers(dest="user_verb", required=True)
 
     def db_option(p: argparse.ArgumentParser) -> None:
-        p.add_argument("--db", type=Path, default=None, help="SQLite database (default: $KJ_CLOUD_DB_PATH)")
+        p.add_argument(
+            "--db",
+            default=None,
+            help="database: a SQLite file or postgresql://user@host:port/db (default: $KJ_CLOUD_DB_URL or $KJ_CLOUD_DB_PATH)",
+        )
 
     p = verbs.add_parser("add", help="add a person who logs in with a password")
     db_option(p)

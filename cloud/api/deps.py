@@ -2,7 +2,7 @@
 
     SettingsDep     the app's Settings (built by the app factory)
     ClockDep        the app's Clock (SystemClock, or a ManualClock in tests)
-    DbDep           a sqlite-utils Database, one connection per request, closed afterwards
+    DbDep           a cloud.db.Database (SQLite or PostgreSQL), one connection per request, closed afterwards
     OptionalUserDep the User of a valid bearer token, or None (for the few routes open to anyone)
     CurrentUserDep  the authenticated User (bearer token); raises Unauthenticated (→ 401, with a code saying
                     whether the token is unknown, expired or revoked) without a valid one
@@ -18,14 +18,13 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Annotated
 
-import sqlite_utils
 from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from cloud.accounts import Policy
 from cloud.auth import User, user_for_token
 from cloud.clock import Clock
-from cloud.db import connect
+from cloud.db import Database, connect
 from cloud.errors import Unauthenticated
 from cloud.settings import Settings
 
@@ -49,15 +48,15 @@ SettingsDep = Annotated[Settings, Depends(get_settings)]
 ClockDep = Annotated[Clock, Depends(get_clock)]
 
 
-def get_db(settings: SettingsDep) -> Iterator[sqlite_utils.Database]:
-    db = connect(settings.db_path)
+def get_db(settings: SettingsDep) -> Iterator[Database]:
+    db = connect(settings.database)
     try:
         yield db
     finally:
         db.close()
 
 
-DbDep = Annotated[sqlite_utils.Database, Depends(get_db)]
+DbDep = Annotated[Database, Depends(get_db)]
 
 
 Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)]

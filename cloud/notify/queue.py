@@ -20,9 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import sqlite_utils
-
-from cloud.db import transaction
+from cloud.db import Database, transaction
 from cloud.notify.channels import Channel, Event
 from kuaijian_schema.labels import zh
 
@@ -65,7 +63,7 @@ class _Sub:
     created_at: str
 
 
-def _subscriptions(db: sqlite_utils.Database) -> list[_Sub]:
+def _subscriptions(db: Database) -> list[_Sub]:
     rows = db.execute(
         """SELECT c.id, COALESCE(g.path, ug.path, CASE WHEN u.role = 'admin' THEN '/' END), c.events_json,
                   c.min_severity, c.created_at
@@ -83,12 +81,12 @@ def _subscriptions(db: sqlite_utils.Database) -> list[_Sub]:
     return subs
 
 
-def _cursor(db: sqlite_utils.Database, name: str) -> int:
+def _cursor(db: Database, name: str) -> int:
     row = db.execute("SELECT last_id FROM notify_cursor WHERE name = ?", [name]).fetchone()
     return 0 if row is None else int(row[0])
 
 
-def _set_cursor(db: sqlite_utils.Database, name: str, last_id: int) -> None:
+def _set_cursor(db: Database, name: str, last_id: int) -> None:
     db.execute(
         "INSERT INTO notify_cursor (name, last_id) VALUES (?, ?) "
         "ON CONFLICT (name) DO UPDATE SET last_id = excluded.last_id",
@@ -106,7 +104,7 @@ def _local(text: str | None, tz: ZoneInfo) -> str:
     return datetime.fromisoformat(text).astimezone(tz).strftime("%Y-%m-%d %H:%M")
 
 
-def _case_events(db: sqlite_utils.Database, after: int, tz: ZoneInfo) -> list[_EventRow]:
+def _case_events(db: Database, after: int, tz: ZoneInfo) -> list[_EventRow]:
     rows = db.execute(
         """SELECT a.id, a.at, a.actor, a.action, a.note, c.id, c.station, c.product, c.analyte, c.level,
                   c.deadline, c.assignee, c.status, g.path, o.path, o.name, s.name
@@ -150,7 +148,7 @@ def _case_events(db: sqlite_utils.Database, after: int, tz: ZoneInfo) -> list[_E
     return out
 
 
-def _risk_events(db: sqlite_utils.Database, after: int, tz: ZoneInfo) -> list[_EventRow]:
+def _risk_events(db: Database, after: int, tz: ZoneInfo) -> list[_EventRow]:
     rows = db.execute(
         """SELECT a.id, a.created_at, a.kind, a.severity, a.period, a.analyte, a.product, a.station,
                   a.observed, a.tests, a.expected_rate, a.p_value, g.path, g.name, p.name
@@ -191,7 +189,7 @@ def _risk_events(db: sqlite_utils.Database, after: int, tz: ZoneInfo) -> list[_E
     return out
 
 
-def fan_out(db: sqlite_utils.Database, now: datetime, tz: ZoneInfo) -> int:
+def fan_out(db: Database, now: datetime, tz: ZoneInfo) -> int:
     """Queue new events for their channels; returns the number of notification rows created."""
     created = 0
     with transaction(db):
@@ -238,7 +236,7 @@ class Due:
     event: Event
 
 
-def claim_due(db: sqlite_utils.Database, now: datetime, limit: int = 100) -> list[Due]:
+def claim_due(db: Database, now: datetime, limit: int = 100) -> list[Due]:
     """Lease up to `limit` due rows (pending, next attempt reached, no live lease) to this sender."""
     out: list[Due] = []
     with transaction(db):
@@ -272,9 +270,7 @@ def backoff(attempts: int) -> timedelta:
     return timedelta(seconds=min(MAX_BACKOFF_S, FIRST_BACKOFF_S * 2 ** max(0, attempts - 1)))
 
 
-def settle(
-    db: sqlite_utils.Database, due: Due, now: datetime, ok: bool, status: int | None, error: str | None
-) -> str:
+def settle(db: Database, due: Due, now: datetime, ok: bool, status: int | None, error: str | None) -> str:
     """Record one attempt; returns the row's new status (sent | pending | expired)."""
     attempts = due.attempts + 1
     if ok:
@@ -302,7 +298,7 @@ def settle(
 
 
 def log_rows(
-    db: sqlite_utils.Database, where: str, params: list[Any], limit: int, offset: int
+    db: Database, where: str, params: list[Any], limit: int, offset: int
 ) -> tuple[int, list[dict[str, Any]]]:
     """The audit of notifications (joined with their channel), newest first."""
     total = int(

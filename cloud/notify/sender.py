@@ -15,8 +15,7 @@ import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime
 
-import sqlite_utils
-
+from cloud.db import Database
 from cloud.notify import channels, queue
 
 log = logging.getLogger(__name__)
@@ -43,7 +42,7 @@ def _post(request: channels.Request, timeout: float) -> tuple[int, bytes]:
 
 
 def deliver_due(
-    db: sqlite_utils.Database, now: datetime, *, timeout: float = TIMEOUT_S, limit: int = 100
+    db: Database, now: datetime, *, timeout: float = TIMEOUT_S, limit: int = 100
 ) -> DeliveryReport:
     report = DeliveryReport()
     for due in queue.claim_due(db, now, limit):

@@ -16,10 +16,8 @@ import re
 from datetime import datetime
 from typing import Any
 
-import sqlite_utils
-
 from cloud.auth import User
-from cloud.db import transaction
+from cloud.db import Database, transaction
 from cloud.errors import Invalid, NotFound
 from cloud.notify import queue
 from cloud.notify.channels import KINDS, check_url
@@ -45,7 +43,7 @@ def _scope(user: User) -> tuple[str, list[Any]]:
     return f"((({where}) AND c.node_id IS NOT NULL) OR c.user_id = ?)", [*params, user.id]
 
 
-def _select(db: sqlite_utils.Database, where: str, params: list[Any]) -> list[dict[str, Any]]:
+def _select(db: Database, where: str, params: list[Any]) -> list[dict[str, Any]]:
     cur = db.execute(
         f"""SELECT {_COLUMNS} FROM notify_channels c LEFT JOIN grid_nodes g ON g.id = c.node_id
             LEFT JOIN users u ON u.id = c.user_id WHERE {where} ORDER BY c.id""",  # noqa: S608 - our SQL
@@ -55,7 +53,7 @@ def _select(db: sqlite_utils.Database, where: str, params: list[Any]) -> list[di
     return [_item(dict(zip(cols, r, strict=True))) for r in cur.fetchall()]
 
 
-def list_channels(db: sqlite_utils.Database, user: User) -> list[dict[str, Any]]:
+def list_channels(db: Database, user: User) -> list[dict[str, Any]]:
     where, params = _scope(user)
     return _select(db, f"{where} AND c.deleted_at IS NULL", params)
 
@@ -72,7 +70,7 @@ def _check_events(events: list[str] | None) -> list[str]:
 
 
 def add_channel(
-    db: sqlite_utils.Database,
+    db: Database,
     user: User,
     now: datetime,
     *,
@@ -136,7 +134,7 @@ def add_channel(
     return _select(db, "c.id = ?", [channel_id])[0]
 
 
-def _visible(db: sqlite_utils.Database, user: User, channel_id: int) -> dict[str, Any]:
+def _visible(db: Database, user: User, channel_id: int) -> dict[str, Any]:
     where, params = _scope(user)
     found = _select(db, f"c.id = ? AND c.deleted_at IS NULL AND {where}", [channel_id, *params])
     if not found:
@@ -145,7 +143,7 @@ def _visible(db: sqlite_utils.Database, user: User, channel_id: int) -> dict[str
 
 
 def update_channel(
-    db: sqlite_utils.Database,
+    db: Database,
     user: User,
     channel_id: int,
     *,
@@ -164,7 +162,7 @@ def update_channel(
     return _visible(db, user, channel_id)
 
 
-def delete_channel(db: sqlite_utils.Database, user: User, channel_id: int, now: datetime) -> None:
+def delete_channel(db: Database, user: User, channel_id: int, now: datetime) -> None:
     """Delete a channel and its queued (unsent) notifications; the audit of what was sent stays."""
     _visible(db, user, channel_id)
     with transaction(db):
@@ -176,7 +174,7 @@ def delete_channel(db: sqlite_utils.Database, user: User, channel_id: int, now: 
 
 
 def sent_log(
-    db: sqlite_utils.Database, user: User, *, status: str | None, limit: int, offset: int
+    db: Database, user: User, *, status: str | None, limit: int, offset: int
 ) -> tuple[int, list[dict[str, Any]]]:
     where, params = _scope(user)
     clauses = [f"({where})"]

@@ -18,9 +18,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import sqlite_utils
-
 from cloud.auth import create_user
+from cloud.db import Database
 from cloud.enrol import Enrolment, enrol_station
 from cloud.grid import import_grid_csv
 from kuaijian_schema import new_result_id, sign_payload
@@ -89,7 +88,7 @@ def batch_payload(results: list[dict[str, Any]]) -> bytes:
     return json.dumps({"results": results}, ensure_ascii=False).encode()
 
 
-def build_grid(db: sqlite_utils.Database, *, users: bool = True) -> Grid:
+def build_grid(db: Database, *, users: bool = True) -> Grid:
     import_grid_csv(db, GRID_CSV)
     grid = Grid({s: enrol_station(db, s, v, T0) for s, v in STATIONS.items()})
     if users:

@@ -6,20 +6,20 @@ its ASGI interface."""
 from __future__ import annotations
 
 import io
-import sqlite3
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlite_utils
 
 from cloud import accounts
 from cloud.auth import hash_token
 from cloud.clock import ManualClock
-from cloud.db import MIGRATIONS, connect, migrate
+from cloud.db import Database, connect, migrate
+from cloud.errors import DatabaseError
 from cloud.settings import Settings
 from kuaijian.cli import main as kuaijian_main
+from tests.cloud.engines import Databases
 from tests.cloud.factories import T0, Grid, bearer
 
 PASSWORD = "zhen-hao-2024"
@@ -31,7 +31,7 @@ def policy(settings: Settings) -> accounts.Policy:
 
 
 @pytest.fixture
-def people(db: sqlite_utils.Database, grid: Grid, policy: accounts.Policy) -> dict[str, str]:
+def people(db: Database, grid: Grid, policy: accounts.Policy) -> dict[str, str]:
     """Password users on the factory grid: a town officer, a station technician (in that town) and the
     officer of the other town."""
     made = {"zhang_town": ("town", "370214101"), "li_station": ("station", "370214101203-01")}
@@ -45,12 +45,12 @@ def _login(api: Any, name: str, password: str = PASSWORD) -> Any:
     return api.post("/api/auth/login", json={"username": name, "password": password})
 
 
-def _audit(db: sqlite_utils.Database, target: str) -> list[str]:
+def _audit(db: Database, target: str) -> list[str]:
     return [r[0] for r in db.execute("SELECT action FROM audit_log WHERE target = ? ORDER BY id", [target])]
 
 
 def test_login_gives_a_short_lived_token_scoped_to_the_users_node(
-    api: Any, db: sqlite_utils.Database, people: dict[str, str]
+    api: Any, db: Database, people: dict[str, str]
 ) -> None:
     r = _login(api, "zhang_town")
     assert r.status_code == 200, r.text
@@ -80,7 +80,7 @@ def test_login_gives_a_short_lived_token_scoped_to_the_users_node(
 
 
 def test_wrong_password_n_times_locks_the_account_for_a_while(
-    api: Any, db: sqlite_utils.Database, people: dict[str, str], clock: ManualClock
+    api: Any, db: Database, people: dict[str, str], clock: ManualClock
 ) -> None:
     for attempt in range(1, 5):
         r = _login(api, "li_station", "wrong-password")
@@ -134,7 +134,7 @@ def test_expired_access_token_gets_401_at_once_and_refresh_rotates(
 
 
 def test_logout_and_revocation_take_effect_at_once(
-    api: Any, db: sqlite_utils.Database, people: dict[str, str], grid: Grid
+    api: Any, db: Database, people: dict[str, str], grid: Grid
 ) -> None:
     doc = _login(api, "li_station").json()
     assert api.post("/api/auth/logout", headers=bearer(doc["access_token"])).status_code == 204
@@ -161,7 +161,7 @@ def test_logout_and_revocation_take_effect_at_once(
     assert "logout" in actions
 
 
-def test_machine_token_expires(api: Any, db: sqlite_utils.Database, grid: Grid, clock: ManualClock) -> None:
+def test_machine_token_expires(api: Any, db: Database, grid: Grid, clock: ManualClock) -> None:
     headers = bearer(grid.tokens["county"])
     assert api.get("/api/me", headers=headers).status_code == 200
     clock.set(T0 + timedelta(days=365))
@@ -171,7 +171,7 @@ def test_machine_token_expires(api: Any, db: sqlite_utils.Database, grid: Grid, 
 
 
 def test_the_level_above_resets_a_password_a_peer_or_the_level_below_cannot(
-    api: Any, db: sqlite_utils.Database, people: dict[str, str]
+    api: Any, db: Database, people: dict[str, str]
 ) -> None:
     town = bearer(_login(api, "zhang_town").json()["access_token"])
     other_town = bearer(_login(api, "wang_town_b").json()["access_token"])
@@ -197,7 +197,7 @@ def test_the_level_above_resets_a_password_a_peer_or_the_level_below_cannot(
 
 
 def test_user_changes_own_password_and_adds_a_user_below(
-    api: Any, db: sqlite_utils.Database, people: dict[str, str]
+    api: Any, db: Database, people: dict[str, str]
 ) -> None:
     town = bearer(_login(api, "zhang_town").json()["access_token"])
     bad = api.post(
@@ -227,13 +227,13 @@ def test_user_changes_own_password_and_adds_a_user_below(
 
 def test_user_cli_add_list_passwd_revoke_token(
     settings: Settings,
-    db: sqlite_utils.Database,
+    db: Database,
     grid: Grid,
     monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
     tmp_path: Path,
 ) -> None:
-    path = str(settings.db_path)
+    path = settings.database
     monkeypatch.setattr("sys.stdin", io.StringIO("cli-mima-0001\n"))
     assert (
         kuaijian_main(
@@ -293,10 +293,10 @@ def test_user_cli_add_list_passwd_revoke_token(
     ]
 
 
-def test_migration_keeps_old_tokens_as_machine_tokens(tmp_path: Path) -> None:
-    db = connect(tmp_path / "old.db")
+def test_migration_keeps_old_tokens_as_machine_tokens(new_db: Databases) -> None:
+    db = connect(new_db.empty("old"))
     try:
-        migrate(db, tuple(m for m in MIGRATIONS if m[0] < "006"))
+        assert migrate(db, "0005")[-1] == "0005"
         db.execute(
             "INSERT INTO users (name, role, node_id, token_hash, created_at) VALUES ('old', 'admin', NULL, ?, ?)",
             [hash_token("kjc_old-token"), T0.isoformat()],
@@ -308,17 +308,19 @@ def test_migration_keeps_old_tokens_as_machine_tokens(tmp_path: Path) -> None:
                VALUES ('mine', 'webhook', 'http://127.0.0.1:9/', '[]', '[]', 'high', ?, ?, 'old')""",
             [old_id, T0.isoformat()],
         )
-        assert migrate(db)[:1] == ["006_accounts"]  # later migrations may follow
+        assert migrate(db)[:1] == ["0006"]  # later revisions may follow
         # the rebuilt users table is still what notify_channels references, with the same ids
-        assert db.execute("PRAGMA foreign_key_check").fetchall() == []
-        refs = {r[2] for r in db.execute("PRAGMA foreign_key_list(notify_channels)").fetchall()}
-        assert "users" in refs
-        assert "users_new" not in str(db.execute("SELECT sql FROM sqlite_master").fetchall())
+        assert db.scalar("SELECT user_id FROM notify_channels") == old_id
+        if db.dialect == "sqlite":
+            assert db.execute("PRAGMA foreign_key_check").fetchall() == []
+            refs = {r[2] for r in db.execute("PRAGMA foreign_key_list(notify_channels)").fetchall()}
+            assert "users" in refs
+            assert "users_new" not in str(db.execute("SELECT sql FROM sqlite_master").fetchall())
         from cloud.auth import user_for_token
 
         assert user_for_token(db, "kjc_old-token", T0 + timedelta(days=3650)).name == "old"
         assert db.execute("SELECT kind, access_expires_at FROM tokens").fetchall() == [("machine", None)]
-        with pytest.raises(sqlite3.OperationalError):
+        with pytest.raises(DatabaseError):
             db.execute("SELECT token_hash FROM users")
     finally:
         db.close()

@@ -7,8 +7,8 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-import sqlite_utils
 
+from cloud.db import Database
 from cloud.ingest import Inbound, process_batch
 from cloud.settings import Settings
 from tests.cloud.factories import T0, Grid, batch_payload, bearer
@@ -19,7 +19,7 @@ A3 = "370214101204-01"  # town A, village 北万
 B1 = "370214102001-01"  # town B (上马)
 
 
-def _ingest(db: sqlite_utils.Database, settings: Settings, results: list[dict[str, Any]]) -> None:
+def _ingest(db: Database, settings: Settings, results: list[dict[str, Any]]) -> None:
     by_station: dict[str, list[dict[str, Any]]] = {}
     for r in results:
         by_station.setdefault(r["station"], []).append(r)
@@ -29,7 +29,7 @@ def _ingest(db: sqlite_utils.Database, settings: Settings, results: list[dict[st
 
 
 @pytest.fixture
-def seeded(db: sqlite_utils.Database, grid: Grid, settings: Settings) -> dict[str, list[dict[str, Any]]]:
+def seeded(db: Database, grid: Grid, settings: Settings) -> dict[str, list[dict[str, Any]]]:
     """A1: 3 negative + 1 positive (opens a case); A3: 2 negative; B1: 1 positive (case) + 2 negative."""
     data = {
         A1: [grid.result(A1) for _ in range(3)]
@@ -134,7 +134,7 @@ def test_town_officer_gets_404_for_other_town(
 
 
 def test_other_towns_result_and_case_are_404(
-    api: Any, grid: Grid, db: sqlite_utils.Database, seeded: dict[str, list[dict[str, Any]]]
+    api: Any, grid: Grid, db: Database, seeded: dict[str, list[dict[str, Any]]]
 ) -> None:
     b_result = seeded[B1][0]["id"]
     b_case = db.execute("SELECT id FROM cases WHERE station = ?", [B1]).fetchone()[0]
@@ -184,7 +184,7 @@ def test_rollup_counts(api: Any, grid: Grid, seeded: dict[str, list[dict[str, An
     assert {c["code"]: c["tests"] for c in village.json()["children"]} == {A1: 4, A2: 0}
 
 
-def test_dead_letters_admin_only(api: Any, grid: Grid, db: sqlite_utils.Database, settings: Settings) -> None:
+def test_dead_letters_admin_only(api: Any, grid: Grid, db: Database, settings: Settings) -> None:
     process_batch(db, [Inbound(f"kj/v1/{A1}/result", b"garbage", T0)], settings)
     assert api.get("/api/dead-letters", headers=bearer(grid.tokens["county"])).status_code == 403
     body = api.get("/api/dead-letters", headers=bearer(grid.tokens["admin"])).json()
@@ -192,13 +192,12 @@ def test_dead_letters_admin_only(api: Any, grid: Grid, db: sqlite_utils.Database
     assert body["items"][0]["reason"].startswith("payload is not UTF-8 JSON")
 
 
-def test_dead_letter_reason_filter_takes_wildcards_literally(
-    api: Any, grid: Grid, db: sqlite_utils.Database
-) -> None:
+def test_dead_letter_reason_filter_takes_wildcards_literally(api: Any, grid: Grid, db: Database) -> None:
     reasons = ["bad_sig", "badXsig", "100% wrong", "1000 wrong", "back\\slash", "backslash"]
     for reason in reasons:
-        db["dead_letters"].insert(
-            {"received_at": T0.isoformat(), "topic": "t", "payload": "", "reason": reason}
+        db.execute(
+            "INSERT INTO dead_letters (received_at, topic, payload, reason) VALUES (?, 't', '', ?)",
+            [T0.isoformat(), reason],
         )
 
     def found(text: str) -> list[str]:
@@ -214,7 +213,7 @@ def test_dead_letter_reason_filter_takes_wildcards_literally(
     assert found("sig") == ["badXsig", "bad_sig"]
 
 
-def test_config_push_scoped_and_versioned(api: Any, grid: Grid, db: sqlite_utils.Database) -> None:
+def test_config_push_scoped_and_versioned(api: Any, grid: Grid, db: Database) -> None:
     kit = {
         "name": "imidacloprid-v2",
         "length": 200,

@@ -6,10 +6,9 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Any
 
-import sqlite_utils
-
 from cloud import cases
 from cloud.clock import ManualClock
+from cloud.db import Database
 from cloud.ingest import Inbound, process_batch
 from cloud.settings import Settings
 from tests.cloud.factories import T0, Grid, batch_payload, bearer
@@ -18,24 +17,22 @@ A1 = "370214101203-01"
 B1 = "370214102001-01"
 
 
-def _send(db: sqlite_utils.Database, settings: Settings, results: list[dict[str, Any]], at: Any = T0) -> None:
+def _send(db: Database, settings: Settings, results: list[dict[str, Any]], at: Any = T0) -> None:
     station = results[0]["station"]
     process_batch(db, [Inbound(f"kj/v1/{station}/result", batch_payload(results), at)], settings)
 
 
-def _case(db: sqlite_utils.Database, case_id: int) -> dict[str, Any]:
+def _case(db: Database, case_id: int) -> dict[str, Any]:
     row = cases.case_row(db, case_id)
     assert row is not None
     return row
 
 
-def _trail(db: sqlite_utils.Database, case_id: int) -> list[tuple[str, str]]:
+def _trail(db: Database, case_id: int) -> list[tuple[str, str]]:
     return [(a["actor"], a["action"]) for a in cases.actions(db, case_id)]
 
 
-def test_positive_opens_case_and_joins_open_one(
-    db: sqlite_utils.Database, grid: Grid, settings: Settings
-) -> None:
+def test_positive_opens_case_and_joins_open_one(db: Database, grid: Grid, settings: Settings) -> None:
     _send(db, settings, [grid.result(A1, verdict="positive")])
     (case_id,) = [r[0] for r in db.execute("SELECT id FROM cases").fetchall()]
     case = _case(db, case_id)
@@ -50,9 +47,7 @@ def test_positive_opens_case_and_joins_open_one(
     assert db.execute("SELECT COUNT(*) FROM cases").fetchone()[0] == 2
 
 
-def test_second_suspect_within_window_opens_case(
-    db: sqlite_utils.Database, grid: Grid, settings: Settings
-) -> None:
+def test_second_suspect_within_window_opens_case(db: Database, grid: Grid, settings: Settings) -> None:
     def suspect(days: float, product: str = "菠菜") -> dict[str, Any]:
         return grid.result(
             A1,
@@ -72,7 +67,7 @@ def test_second_suspect_within_window_opens_case(
     assert row == [("repeated_suspect", "菠菜")]
 
 
-def test_threshold_is_configurable(db: sqlite_utils.Database, grid: Grid, settings: Settings) -> None:
+def test_threshold_is_configurable(db: Database, grid: Grid, settings: Settings) -> None:
     strict = settings.model_copy(update={"suspect_threshold": 3})
     for _ in range(2):
         _send(db, strict, [grid.result(A1, verdict="suspect")])
@@ -81,9 +76,7 @@ def test_threshold_is_configurable(db: sqlite_utils.Database, grid: Grid, settin
     assert db.execute("SELECT COUNT(*) FROM cases").fetchone()[0] == 1
 
 
-def test_reminders_and_escalation_up_to_county(
-    db: sqlite_utils.Database, grid: Grid, settings: Settings
-) -> None:
+def test_reminders_and_escalation_up_to_county(db: Database, grid: Grid, settings: Settings) -> None:
     clock = ManualClock(T0)
     _send(db, settings, [grid.result(A1, verdict="positive")], at=clock.now())
     case_id = int(db.execute("SELECT id FROM cases").fetchone()[0])
@@ -131,7 +124,7 @@ def test_reminders_and_escalation_up_to_county(
     ]
 
 
-def test_closed_case_does_not_escalate(db: sqlite_utils.Database, grid: Grid, settings: Settings) -> None:
+def test_closed_case_does_not_escalate(db: Database, grid: Grid, settings: Settings) -> None:
     clock = ManualClock(T0)
     _send(db, settings, [grid.result(A1, verdict="positive")], at=clock.now())
     case_id = int(db.execute("SELECT id FROM cases").fetchone()[0])
@@ -140,7 +133,7 @@ def test_closed_case_does_not_escalate(db: sqlite_utils.Database, grid: Grid, se
 
 
 def test_lifecycle_through_api(
-    api: Any, grid: Grid, db: sqlite_utils.Database, settings: Settings, clock: ManualClock
+    api: Any, grid: Grid, db: Database, settings: Settings, clock: ManualClock
 ) -> None:
     _send(db, settings, [grid.result(A1, verdict="positive")], at=clock.now())
     case_id = int(db.execute("SELECT id FROM cases").fetchone()[0])
@@ -185,7 +178,7 @@ def test_lifecycle_through_api(
     assert act(town, action="assign", assignee="x").status_code == 409  # closed cases take no actions
 
 
-def test_assign_needs_assignee(api: Any, grid: Grid, db: sqlite_utils.Database, settings: Settings) -> None:
+def test_assign_needs_assignee(api: Any, grid: Grid, db: Database, settings: Settings) -> None:
     _send(db, settings, [grid.result(A1, verdict="positive")])
     case_id = int(db.execute("SELECT id FROM cases").fetchone()[0])
     r = api.post(
@@ -195,9 +188,7 @@ def test_assign_needs_assignee(api: Any, grid: Grid, db: sqlite_utils.Database, 
     assert "assignee" in r.json()["detail"]
 
 
-def test_overdue_filter(
-    api: Any, grid: Grid, db: sqlite_utils.Database, settings: Settings, clock: ManualClock
-) -> None:
+def test_overdue_filter(api: Any, grid: Grid, db: Database, settings: Settings, clock: ManualClock) -> None:
     _send(db, settings, [grid.result(B1, verdict="positive")], at=clock.now())
     county = bearer(grid.tokens["county"])
     assert api.get("/api/cases", params={"overdue": True}, headers=county).json()["total"] == 0
@@ -206,7 +197,7 @@ def test_overdue_filter(
 
 
 def test_reporting_level_cannot_close_and_assignees_are_users(
-    api: Any, grid: Grid, db: sqlite_utils.Database, settings: Settings, clock: ManualClock
+    api: Any, grid: Grid, db: Database, settings: Settings, clock: ManualClock
 ) -> None:
     """Issue 12: a station's own account could close its positive case within seconds; assignees were free text."""
     _send(db, settings, [grid.result(A1, verdict="positive")], at=clock.now())
@@ -231,7 +222,7 @@ def test_reporting_level_cannot_close_and_assignees_are_users(
 
 
 def test_town_closes_only_after_feedback_and_manual_escalation(
-    api: Any, grid: Grid, db: sqlite_utils.Database, settings: Settings, clock: ManualClock
+    api: Any, grid: Grid, db: Database, settings: Settings, clock: ManualClock
 ) -> None:
     _send(db, settings, [grid.result(A1, verdict="positive")], at=clock.now())
     case_id = int(db.execute("SELECT id FROM cases").fetchone()[0])

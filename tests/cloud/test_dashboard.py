@@ -13,7 +13,6 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import date, timedelta
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -26,7 +25,8 @@ from cloud.auth import create_user
 from cloud.clock import ManualClock
 from cloud.db import open_db
 from cloud.live import hub_for
-from cloud.settings import Settings
+from cloud.settings import Settings, db_setting
+from tests.cloud.engines import Databases
 from tests.cloud.test_reports import (
     NOW,
     Dataset,
@@ -69,9 +69,9 @@ def running_app(app: FastAPI) -> Iterator[str]:
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
-    ds = build_dataset(tmp_path_factory.mktemp("dash") / "cloud.db", seed=7, n_results=500)
-    db = open_db(ds.db_path)
+def dataset(module_dbs: Databases) -> Dataset:
+    ds = build_dataset(module_dbs.new(), seed=7, n_results=500)
+    db = open_db(ds.db)
     try:  # station status as ingest records it: one online with a backlog, one offline, the rest unknown
         db.execute(
             "UPDATE stations SET online = 1, backlog = 17, last_seen = ?, status_at = ? WHERE id = ?",
@@ -88,7 +88,7 @@ def dataset(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
 
 @pytest.fixture(scope="module")
 def tokens(dataset: Dataset) -> dict[str, str]:
-    db = open_db(dataset.db_path)
+    db = open_db(dataset.db)
     try:
         return {
             "admin": create_user(db, "admin", "admin", None, NOW),
@@ -100,7 +100,7 @@ def tokens(dataset: Dataset) -> dict[str, str]:
 
 
 def _settings(ds: Dataset) -> Settings:
-    return Settings(db_path=ds.db_path, broker_url=None, scheduler_enabled=False, ingest_enabled=False)
+    return Settings(**db_setting(ds.db), broker_url=None, scheduler_enabled=False, ingest_enabled=False)
 
 
 @pytest.fixture
@@ -200,8 +200,8 @@ def test_overview_is_scoped(client: Any, tokens: dict[str, str]) -> None:
 # ------------------------------------------------------------------ live feed
 
 
-def _insert_result(db_path: Path, station: str, verdict: str = "positive") -> str:
-    db = open_db(db_path)
+def _insert_result(target: str, station: str, verdict: str = "positive") -> str:
+    db = open_db(target)
     try:
         node_id = db.execute("SELECT node_id FROM stations WHERE id = ?", [station]).fetchone()[0]
         rid = str(uuid.uuid4())
@@ -221,8 +221,8 @@ def _insert_result(db_path: Path, station: str, verdict: str = "positive") -> st
         db.close()
 
 
-def _max_rowid(db_path: Path) -> int:
-    db = open_db(db_path)
+def _max_rowid(target: str) -> int:
+    db = open_db(target)
     try:
         return int(db.execute("SELECT MAX(rowid) FROM results").fetchone()[0])
     finally:
@@ -282,16 +282,16 @@ def test_live_feed_scoped_resumable_and_stops_promptly(dataset: Dataset, tokens:
         assert http.get("/api/live").status_code == 401
         other = http.get("/api/live", params={"token": tokens["town"], "node": "370214102"})
         assert other.status_code == 404
-        cursor = _max_rowid(dataset.db_path)
-        elsewhere = _insert_result(dataset.db_path, "370214102201-01")
-        mine = _insert_result(dataset.db_path, "370214101201-02")
+        cursor = _max_rowid(dataset.db)
+        elsewhere = _insert_result(dataset.db, "370214102201-01")
+        mine = _insert_result(dataset.db, "370214101201-02")
         reader = SseReader(http, f"/api/live?token={tokens['town']}&after={cursor}")
         wait_for(lambda: reader.results(), 10, "no result event on the live feed")
         assert reader.status == 200
         assert [r["id"] for r in reader.results()] == [mine]  # the other town's result is not sent
         assert reader.results()[0]["station_name"] == "东流亭村 02号站"
         # a notify() from ingest wakes the stream at once (well inside the 1 s poll interval)
-        later = _insert_result(dataset.db_path, "370214101202-01", verdict="negative")
+        later = _insert_result(dataset.db, "370214101202-01", verdict="negative")
         t0 = time.monotonic()
         hub_for(app).notify()
         wait_for(lambda: len(reader.results()) == 2, 10, "second result not delivered")
@@ -317,7 +317,7 @@ def test_today_window_default(client: Any, tokens: dict[str, str]) -> None:
 
 
 def test_station_user_sees_only_its_station(client: Any, dataset: Dataset) -> None:
-    db = open_db(dataset.db_path)
+    db = open_db(dataset.db)
     try:
         token = create_user(db, "st01", "station", "370214101201-01", NOW)
     finally:

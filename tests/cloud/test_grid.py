@@ -1,4 +1,4 @@
-"""Grid CSV import, subtree paths, fleet enrolment, users, and the recorded migrations."""
+"""Grid CSV import, subtree paths, fleet enrolment, users, settings, pending configs, SQLite pragmas."""
 
 from __future__ import annotations
 
@@ -7,17 +7,16 @@ import re
 from pathlib import Path
 
 import pytest
-import sqlite_utils
 
 from cloud.auth import create_user, user_for_token
-from cloud.db import MIGRATIONS, applied_migrations, migrate, open_db
+from cloud.db import Database, open_db
 from cloud.enrol import enrol_fleet
 from cloud.errors import Conflict, GridImportError, Invalid, NotFound, Unauthenticated
 from cloud.grid import children, import_grid_csv, node_by_code, subtree
 from tests.cloud.factories import GRID_CSV, T0
 
 
-def test_import_builds_paths_and_people(db: sqlite_utils.Database) -> None:
+def test_import_builds_paths_and_people(db: Database) -> None:
     report = import_grid_csv(db, "\ufeff" + GRID_CSV)  # Excel's BOM is accepted
     assert (report.created, report.updated) == (6, 0)
     county = node_by_code(db, "370214")
@@ -33,7 +32,7 @@ def test_import_builds_paths_and_people(db: sqlite_utils.Database) -> None:
     assert [n.code for n in children(db, None)] == ["370214"]
 
 
-def test_reimport_updates_and_moves_subtree(db: sqlite_utils.Database) -> None:
+def test_reimport_updates_and_moves_subtree(db: Database) -> None:
     import_grid_csv(db, GRID_CSV)
     moved = (
         "level,code,name,parent_code,grid_head\n"
@@ -50,7 +49,7 @@ def test_reimport_updates_and_moves_subtree(db: sqlite_utils.Database) -> None:
     assert village.grid_head == "新网格长"
 
 
-def test_rows_in_any_order(db: sqlite_utils.Database) -> None:
+def test_rows_in_any_order(db: Database) -> None:
     lines = GRID_CSV.strip().splitlines()
     import_grid_csv(db, "\n".join([lines[0], *reversed(lines[1:])]) + "\n")
     assert len(subtree(db, "/")) == 6
@@ -77,7 +76,7 @@ def test_rows_in_any_order(db: sqlite_utils.Database) -> None:
     ],
 )
 def test_bad_rows_name_the_line_and_import_nothing(
-    db: sqlite_utils.Database, csv_text: str, line: int, message: str
+    db: Database, csv_text: str, line: int, message: str
 ) -> None:
     with pytest.raises(GridImportError, match=re.escape(message)) as err:
         import_grid_csv(db, csv_text)
@@ -103,7 +102,7 @@ def test_enrol_fleet_creates_nodes_and_uses_given_keys(tmp_path: Path) -> None:
         enrol_fleet(path, ["bad"], [b"k" * 32])
 
 
-def test_users_roles_and_tokens(db: sqlite_utils.Database) -> None:
+def test_users_roles_and_tokens(db: Database) -> None:
     import_grid_csv(db, GRID_CSV)
     token = create_user(db, "town", "town", "370214101", T0)
     user = user_for_token(db, token, T0)
@@ -123,27 +122,6 @@ def test_users_roles_and_tokens(db: sqlite_utils.Database) -> None:
         create_user(db, "x", "mayor", "370214", T0)
 
 
-def test_migrations_are_recorded_and_run_once(tmp_path: Path) -> None:
-    db = open_db(tmp_path / "m.db")
-    try:
-        assert applied_migrations(db) == [name for name, _ in MIGRATIONS]
-        assert migrate(db) == []
-        extra = (
-            *MIGRATIONS,
-            ("002_test", "ALTER TABLE results ADD COLUMN note TEXT;\nCREATE INDEX idx_t ON results(note);"),
-        )
-        assert migrate(db, extra) == ["002_test"]
-        broken = (*extra, ("003_broken", "ALTER TABLE results ADD COLUMN x TEXT;\nTHIS IS NOT SQL;"))
-        with pytest.raises(Exception, match="003_broken"):
-            migrate(db, broken)
-        columns = {c.name for c in db["results"].columns}
-        assert "note" in columns
-        assert "x" not in columns  # the failed migration was rolled back as a whole
-        assert "003_broken" not in applied_migrations(db)
-    finally:
-        db.close()
-
-
 def test_deadline_settings_validated(monkeypatch: pytest.MonkeyPatch) -> None:
     from pydantic import ValidationError
 
@@ -159,7 +137,7 @@ def test_deadline_settings_validated(monkeypatch: pytest.MonkeyPatch) -> None:
         Settings()
 
 
-def test_pending_configs_published_latest_first_once_broker_is_back(db: sqlite_utils.Database) -> None:
+def test_pending_configs_published_latest_first_once_broker_is_back(db: Database) -> None:
     from cloud.auth import user_for_token
     from cloud.configs import publish_pending, push_config
     from tests.cloud.factories import build_grid

@@ -18,9 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlite_utils
 
 from cloud import reports
+from cloud.db import Database
 from cloud.ingest import Inbound, process_batch
 from cloud.settings import Settings
 from tests.cloud.factories import T0, Grid, batch_payload, bearer
@@ -40,7 +40,7 @@ def test_to_csv_neutralises_formula_cells() -> None:
 
 
 def test_positivity_csv_export_neutralises_product_names(
-    api: Any, grid: Grid, db: sqlite_utils.Database, settings: Settings
+    api: Any, grid: Grid, db: Database, settings: Settings
 ) -> None:
     results = [grid.result(A1, sample={"id": f"S{i}", "product": p}) for i, p in enumerate(NASTY[:4])]
     out = process_batch(db, [Inbound(f"kj/v1/{A1}/result", batch_payload(results), T0)], settings)

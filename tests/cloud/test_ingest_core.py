@@ -7,11 +7,11 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-import sqlite_utils
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
+from cloud.db import Database
 from cloud.ingest import Inbound, process_batch
 from cloud.settings import Settings
 from kuaijian_schema import payload_sha256, sign_payload
@@ -26,13 +26,11 @@ def _msg(station: str, payload: bytes, kind: str = "result", at_min: int = 0) ->
     return Inbound(f"kj/v1/{station}/{kind}", payload, T0 + timedelta(minutes=at_min), mid=1, qos=1)
 
 
-def _count(db: sqlite_utils.Database, sql: str, *params: Any) -> int:
+def _count(db: Database, sql: str, *params: Any) -> int:
     return int(db.execute(sql, list(params)).fetchone()[0])
 
 
-def test_redelivery_is_a_noop_but_acked_each_time(
-    db: sqlite_utils.Database, grid: Grid, settings: Settings
-) -> None:
+def test_redelivery_is_a_noop_but_acked_each_time(db: Database, grid: Grid, settings: Settings) -> None:
     results = [grid.result(A1) for _ in range(3)]
     payload = batch_payload(results)
     for _ in range(3):
@@ -47,10 +45,10 @@ def test_redelivery_is_a_noop_but_acked_each_time(
     assert _count(db, "SELECT COUNT(*) FROM seq_gaps") == 0
 
 
-def test_stored_row_keeps_wire_fields(db: sqlite_utils.Database, grid: Grid, settings: Settings) -> None:
+def test_stored_row_keeps_wire_fields(db: Database, grid: Grid, settings: Settings) -> None:
     r = grid.result(A1, verdict="positive", values={"ratio": 0.31, "conc_mg_kg": 0.8})
     process_batch(db, [_msg(A1, json.dumps(r).encode())], settings)
-    row = next(db.query("SELECT * FROM results WHERE id = ?", [r["id"]]))
+    row = db.dicts("SELECT * FROM results WHERE id = ?", [r["id"]])[0]
     assert row["product"] == "菠菜"
     assert row["analyte"] == "imidacloprid"
     assert row["verdict"] == "positive"
@@ -61,7 +59,7 @@ def test_stored_row_keeps_wire_fields(db: sqlite_utils.Database, grid: Grid, set
 
 
 def test_rejections_dead_lettered_with_reason_and_listed(
-    db: sqlite_utils.Database, grid: Grid, settings: Settings
+    db: Database, grid: Grid, settings: Settings
 ) -> None:
     good = grid.result(A1)
     forged = grid.result(A1)
@@ -85,14 +83,12 @@ def test_rejections_dead_lettered_with_reason_and_listed(
     assert reasons[wrong_key["id"]] == "bad signature"
     assert reasons[other_station["id"]] == "bad signature"  # A1's key does not verify A2's signature
     assert reasons[bad_schema["id"]].startswith("schema: verdict")
-    dead = {r["result_id"]: r["reason"] for r in db.query("SELECT * FROM dead_letters")}
+    dead = {r["result_id"]: r["reason"] for r in db.dicts("SELECT * FROM dead_letters")}
     assert dead == reasons
     assert _count(db, "SELECT COUNT(*) FROM results") == 1
 
 
-def test_station_mismatch_with_valid_signature(
-    db: sqlite_utils.Database, grid: Grid, settings: Settings
-) -> None:
+def test_station_mismatch_with_valid_signature(db: Database, grid: Grid, settings: Settings) -> None:
     # signed with A1's key but claiming to be B1: signature verifies, station check rejects it
     r = grid.result(A1, station=B1)
     out = process_batch(db, [_msg(A1, json.dumps(r).encode())], settings)
@@ -100,7 +96,7 @@ def test_station_mismatch_with_valid_signature(
     assert _count(db, "SELECT COUNT(*) FROM results") == 0
 
 
-def test_unknown_station_and_garbage(db: sqlite_utils.Database, grid: Grid, settings: Settings) -> None:
+def test_unknown_station_and_garbage(db: Database, grid: Grid, settings: Settings) -> None:
     stranger = "999999999999-01"
     msgs = [
         _msg(stranger, json.dumps(grid.result(A1, station=stranger)).encode()),
@@ -111,19 +107,17 @@ def test_unknown_station_and_garbage(db: sqlite_utils.Database, grid: Grid, sett
     ]
     out = process_batch(db, msgs, settings)
     assert out.acks[stranger].rejected[0].reason == f"unknown station {stranger}"
-    reasons = [r["reason"] for r in db.query("SELECT reason FROM dead_letters ORDER BY id")]
+    reasons = [r["reason"] for r in db.dicts("SELECT reason FROM dead_letters ORDER BY id")]
     assert reasons[0] == f"unknown station {stranger}"
     assert reasons[1].startswith("payload is not UTF-8 JSON")
     assert reasons[2] == "payload must be a JSON object"
     assert reasons[3].startswith("not a kj/v1 station topic")
     assert reasons[4] == "unexpected topic kind 'config'"
-    row = next(db.query("SELECT payload FROM dead_letters WHERE id = 2"))
+    row = db.dicts("SELECT payload FROM dead_letters WHERE id = 2")[0]
     assert row["payload"].startswith("hex:fffe")
 
 
-def test_seq_gaps_detected_and_closed_by_late_results(
-    db: sqlite_utils.Database, grid: Grid, settings: Settings
-) -> None:
+def test_seq_gaps_detected_and_closed_by_late_results(db: Database, grid: Grid, settings: Settings) -> None:
     r = {s: grid.result(A1, seq=s) for s in range(1, 11)}
 
     def send(*seqs: int) -> None:
@@ -148,9 +142,7 @@ def test_seq_gaps_detected_and_closed_by_late_results(
     assert _count(db, "SELECT high_seq FROM stations WHERE id = ?", A1) == 10
 
 
-def test_status_updates_station_in_arrival_order(
-    db: sqlite_utils.Database, grid: Grid, settings: Settings
-) -> None:
+def test_status_updates_station_in_arrival_order(db: Database, grid: Grid, settings: Settings) -> None:
     def status(state: str, minute: int, depth: int | None, received: int) -> Inbound:
         doc: dict[str, Any] = {
             "station": A1,
@@ -162,7 +154,7 @@ def test_status_updates_station_in_arrival_order(
         return _msg(A1, json.dumps(doc).encode(), kind="status", at_min=received)
 
     def row() -> dict[str, Any]:
-        return dict(next(db.query("SELECT * FROM stations WHERE id = ?", [A1])))
+        return db.dicts("SELECT * FROM stations WHERE id = ?", [A1])[0]
 
     process_batch(db, [status("online", 5, 40, received=5)], settings)
     assert (row()["online"], row()["backlog"], row()["oldest_unsent_age_s"]) == (1, 40, 12.5)
@@ -177,7 +169,7 @@ def test_status_updates_station_in_arrival_order(
         A1, json.dumps({"station": B1, "state": "online", "at": T0.isoformat()}).encode(), kind="status"
     )
     process_batch(db, [bad], settings)
-    assert next(db.query("SELECT reason FROM dead_letters"))["reason"].startswith("station mismatch")
+    assert db.dicts("SELECT reason FROM dead_letters")[0]["reason"].startswith("station mismatch")
 
 
 _json = st.recursive(
@@ -202,7 +194,7 @@ _json = st.recursive(
     station=st.sampled_from([A1, B1, "999999999999-99"]),
 )
 def test_fuzz_never_crashes(
-    db: sqlite_utils.Database, grid: Grid, settings: Settings, payload: bytes, kind: str, station: str
+    db: Database, grid: Grid, settings: Settings, payload: bytes, kind: str, station: str
 ) -> None:
     before = _count(db, "SELECT COUNT(*) FROM dead_letters")
     out = process_batch(db, [_msg(station, payload, kind=kind)], settings)
@@ -217,7 +209,7 @@ def test_fuzz_never_crashes(
     value=_json,
 )
 def test_fuzz_signed_fields_never_crash(
-    db: sqlite_utils.Database, grid: Grid, settings: Settings, field: str, value: Any
+    db: Database, grid: Grid, settings: Settings, field: str, value: Any
 ) -> None:
     """Correctly signed results with arbitrary field values are stored or rejected, never crash."""
     doc = grid.result(A1)
@@ -236,7 +228,7 @@ def test_fuzz_signed_fields_never_crash(
 
 
 def test_internal_error_rolls_back_only_that_message(
-    db: sqlite_utils.Database, grid: Grid, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    db: Database, grid: Grid, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A bug hit halfway through a message undoes that message (rows and ack entries), not the batch."""
     import cloud.ingest
@@ -256,13 +248,13 @@ def test_internal_error_rolls_back_only_that_message(
     assert [str(i) for i in out.acks[A1].to_ack().ids] == [r["id"] for r in first]
     assert out.stored == 2
     assert _count(db, "SELECT COUNT(*) FROM results") == 2
-    reason = next(db.query("SELECT reason FROM dead_letters"))["reason"]
+    reason = db.dicts("SELECT reason FROM dead_letters")[0]["reason"]
     assert reason == "internal error: RuntimeError: boom"
     assert _count(db, "SELECT high_seq FROM stations WHERE id = ?", A1) == 2
 
 
 def test_case_rule_bug_does_not_lose_results(
-    db: sqlite_utils.Database, grid: Grid, settings: Settings, monkeypatch: pytest.MonkeyPatch
+    db: Database, grid: Grid, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     import cloud.cases
 
@@ -276,7 +268,7 @@ def test_case_rule_bug_does_not_lose_results(
     assert _count(db, "SELECT COUNT(*) FROM results") == 1
 
 
-def test_pathological_payloads(db: sqlite_utils.Database, grid: Grid, settings: Settings) -> None:
+def test_pathological_payloads(db: Database, grid: Grid, settings: Settings) -> None:
     deep = b"[" * 100_000 + b"]" * 100_000
     huge_seq = grid.result(A1, seq=2**70)
     msgs = [
@@ -289,7 +281,7 @@ def test_pathological_payloads(db: sqlite_utils.Database, grid: Grid, settings: 
     out = process_batch(db, msgs, settings)
     assert out.stored == 0
     assert out.dead_letters == 5
-    reasons = [r["reason"] for r in db.query("SELECT reason FROM dead_letters ORDER BY id")]
+    reasons = [r["reason"] for r in db.dicts("SELECT reason FROM dead_letters ORDER BY id")]
     assert reasons[:3] == [
         "payload nested too deeply",
         "status nested too deeply",
@@ -300,7 +292,7 @@ def test_pathological_payloads(db: sqlite_utils.Database, grid: Grid, settings: 
 
 
 def test_rotated_key_old_signatures_accepted_during_grace_only(
-    db: sqlite_utils.Database, grid: Grid, settings: Settings
+    db: Database, grid: Grid, settings: Settings
 ) -> None:
     """After `enrol-station --rotate`, results the gateway signed with the old key (still in its outbox)
     verify until the grace period ends; the new key verifies at once; anything else stays rejected."""
@@ -325,7 +317,7 @@ def test_rotated_key_old_signatures_accepted_during_grace_only(
 
 
 def test_same_id_other_signed_content_is_a_conflicting_duplicate(
-    db: sqlite_utils.Database, grid: Grid, settings: Settings
+    db: Database, grid: Grid, settings: Settings
 ) -> None:
     """Issue 9 item 6: never silently acked as stored — dead-lettered with both hashes, rejected by hash."""
     first = grid.result(A1)
@@ -340,27 +332,25 @@ def test_same_id_other_signed_content_is_a_conflicting_duplicate(
     assert [(r.id, r.seq, r.sha256) for r in ack.rejected] == [
         (first["id"], first["seq"], payload_sha256(other))
     ]
-    dead = next(db.query("SELECT * FROM dead_letters"))
+    dead = db.dicts("SELECT * FROM dead_letters")[0]
     assert dead["reason"].startswith("conflicting duplicate")
     assert (dead["sha256"], dead["stored_sha256"]) == (payload_sha256(other), payload_sha256(first))
-    assert next(db.query("SELECT verdict FROM results WHERE id = ?", [first["id"]]))["verdict"] == "negative"
+    assert db.dicts("SELECT verdict FROM results WHERE id = ?", [first["id"]])[0]["verdict"] == "negative"
     # the identical content again is still a plain, acked redelivery
     out = process_batch(db, [_msg(A1, json.dumps(first).encode())], settings)
     assert (out.duplicates, out.rejected) == (1, 0)
 
 
 @pytest.mark.parametrize("seq", [True, "5", 5.0])
-def test_seq_must_be_a_strict_integer(
-    db: sqlite_utils.Database, grid: Grid, settings: Settings, seq: Any
-) -> None:
+def test_seq_must_be_a_strict_integer(db: Database, grid: Grid, settings: Settings, seq: Any) -> None:
     doc = grid.result(A1, seq=seq)
     out = process_batch(db, [_msg(A1, json.dumps(doc).encode())], settings)
     assert (out.stored, out.rejected) == (0, 1)
-    assert "seq" in next(db.query("SELECT reason FROM dead_letters"))["reason"]
+    assert "seq" in db.dicts("SELECT reason FROM dead_letters")[0]["reason"]
 
 
 def test_seq_far_beyond_the_high_water_mark_is_flagged_not_a_gap(
-    db: sqlite_utils.Database, grid: Grid, settings: Settings
+    db: Database, grid: Grid, settings: Settings
 ) -> None:
     results = [grid.result(A1, seq=n) for n in (1, 2, 3)]
     far = grid.result(A1, seq=2**63 - 1)
@@ -370,7 +360,7 @@ def test_seq_far_beyond_the_high_water_mark_is_flagged_not_a_gap(
     assert _count(db, "SELECT COUNT(*) FROM seq_gaps") == 0
     assert _count(db, "SELECT high_seq FROM stations WHERE id = ?", A1) == 4
     flags = {
-        r["seq"]: json.loads(r["ingest_flags"]) for r in db.query("SELECT seq, ingest_flags FROM results")
+        r["seq"]: json.loads(r["ingest_flags"]) for r in db.dicts("SELECT seq, ingest_flags FROM results")
     }
     assert flags[2**63 - 1] == ["seq_jump"]
     assert flags[4] == []
@@ -381,18 +371,18 @@ def test_seq_far_beyond_the_high_water_mark_is_flagged_not_a_gap(
     "when", ["0001-01-01T00:00:00+08:00", "9999-12-31T23:59:59-08:00", "2016-01-01T00:00:00Z"]
 )
 def test_implausible_measured_at_is_kept_flagged_and_reported_by_receive_time(
-    db: sqlite_utils.Database, grid: Grid, settings: Settings, when: str
+    db: Database, grid: Grid, settings: Settings, when: str
 ) -> None:
     doc = grid.result(A1, measured_at=when, verdict="positive")
     out = process_batch(db, [_msg(A1, json.dumps(doc).encode(), at_min=3)], settings)
     assert out.stored == 1
-    row = next(db.query("SELECT * FROM results"))
+    row = db.dicts("SELECT * FROM results")[0]
     assert json.loads(row["ingest_flags"]) == ["implausible_time"]
     assert row["measured_at"] == (T0 + timedelta(minutes=3)).isoformat()  # the receive time
     assert row["measured_at_sent"] is not None
     assert row["measured_at_sent"][:4] == when[:4]
     # a positive still opens its case (the sample was tested), dated by receipt
-    case = next(db.query("SELECT opened_at FROM cases"))
+    case = db.dicts("SELECT opened_at FROM cases")[0]
     assert case["opened_at"] == (T0 + timedelta(minutes=3)).isoformat()
     # the dashboard's feed and the results API carry the flag
     from cloud.api.routes.dashboard import results_after
@@ -407,9 +397,9 @@ def test_implausible_measured_at_is_kept_flagged_and_reported_by_receive_time(
     assert (item["flags"], item["measured_at_sent"]) == (["implausible_time"], row["measured_at_sent"])
 
 
-def test_measured_at_stored_in_utc(db: sqlite_utils.Database, grid: Grid, settings: Settings) -> None:
+def test_measured_at_stored_in_utc(db: Database, grid: Grid, settings: Settings) -> None:
     doc = grid.result(A1, measured_at="2026-11-02T16:00:00.250000+08:00")
     process_batch(db, [_msg(A1, json.dumps(doc).encode())], settings)
-    row = next(db.query("SELECT measured_at, ingest_flags FROM results"))
+    row = db.dicts("SELECT measured_at, ingest_flags FROM results")[0]
     assert row["measured_at"] == "2026-11-02T08:00:00.250000+00:00"
     assert json.loads(row["ingest_flags"]) == []

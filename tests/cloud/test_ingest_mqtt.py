@@ -9,10 +9,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import sqlite_utils
 
 from cloud.app import create_app
 from cloud.clock import ManualClock, SystemClock
+from cloud.db import Database
 from cloud.ingest_worker import IngestWorker
 from cloud.settings import Settings
 from kuaijian_schema import Ack, StationConfig
@@ -49,12 +49,12 @@ def _acks(station: Recorder) -> list[Ack]:
     return [Ack.model_validate_json(p) for p in station.received(f"kj/v1/{A1}/ack")]
 
 
-def _rows(db: sqlite_utils.Database) -> int:
+def _rows(db: Database) -> int:
     return int(db.execute("SELECT COUNT(*) FROM results").fetchone()[0])
 
 
 def test_redelivery_one_row_acked_each_time(
-    live_api: Any, station: Recorder, grid: Grid, db: sqlite_utils.Database
+    live_api: Any, station: Recorder, grid: Grid, db: Database
 ) -> None:
     results = [grid.result(A1) for _ in range(5)]
     payload = batch_payload(results)
@@ -68,7 +68,7 @@ def test_redelivery_one_row_acked_each_time(
 
 
 def test_forged_and_unsigned_rejected_in_ack(
-    live_api: Any, station: Recorder, grid: Grid, db: sqlite_utils.Database
+    live_api: Any, station: Recorder, grid: Grid, db: Database
 ) -> None:
     good = grid.result(A1)
     forged = grid.result(A1)
@@ -130,7 +130,7 @@ def test_status_and_config_push(live_api: Any, station: Recorder, grid: Grid, cl
 
 
 def test_two_workers_share_the_subscription(
-    settings: Settings, grid: Grid, db: sqlite_utils.Database, mosquitto: Mosquitto, station: Recorder
+    settings: Settings, grid: Grid, db: Database, mosquitto: Mosquitto, station: Recorder
 ) -> None:
     cfg = settings.model_copy(update={"broker_url": mosquitto.url})
     # each worker its own client id (one id for two workers would make them take the session from each other)
@@ -163,7 +163,7 @@ def test_two_workers_share_the_subscription(
 
 
 def test_ingest_survives_a_broker_restart(
-    settings: Settings, grid: Grid, db: sqlite_utils.Database, mosquitto: Mosquitto
+    settings: Settings, grid: Grid, db: Database, mosquitto: Mosquitto
 ) -> None:
     cfg = settings.model_copy(update={"broker_url": mosquitto.url})
     worker = IngestWorker(cfg, SystemClock())

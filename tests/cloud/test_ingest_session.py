@@ -9,9 +9,9 @@ import logging
 from pathlib import Path
 
 import pytest
-import sqlite_utils
 
 from cloud.clock import SystemClock
+from cloud.db import Database
 from cloud.ingest_worker import IngestWorker, MqttLink
 from cloud.settings import Settings
 from kuaijian_schema import Ack
@@ -33,7 +33,7 @@ def _worker(settings: Settings) -> IngestWorker:
     ("protocol", "group"), [("5", ""), ("5", "kj-ingest"), ("3.1.1", "")], ids=["v5", "v5-shared", "v311"]
 )
 def test_results_sent_while_ingest_is_down_are_queued_and_stored(
-    settings: Settings, grid: Grid, db: sqlite_utils.Database, mosquitto: Mosquitto, protocol: str, group: str
+    settings: Settings, grid: Grid, db: Database, mosquitto: Mosquitto, protocol: str, group: str
 ) -> None:
     cfg = settings.model_copy(
         update={
@@ -63,7 +63,7 @@ def test_results_sent_while_ingest_is_down_are_queued_and_stored(
 
 
 def test_default_client_id_is_stable_across_restarts(
-    settings: Settings, grid: Grid, db: sqlite_utils.Database, mosquitto: Mosquitto
+    settings: Settings, grid: Grid, db: Database, mosquitto: Mosquitto
 ) -> None:
     """Issue 9 item 14: without --client-id the ingest still resumes its own session after a restart (its id
     is derived from the configuration), so results sent while it was down are not lost to the broker."""
@@ -88,7 +88,7 @@ def test_default_client_id_is_stable_across_restarts(
 
 
 def test_session_left_by_an_earlier_client_id_is_ended(
-    settings: Settings, grid: Grid, db: sqlite_utils.Database, mosquitto: Mosquitto
+    settings: Settings, grid: Grid, db: Database, mosquitto: Mosquitto
 ) -> None:
     """Issue 9 item 14: the cloud ran as kj-ingest-1 and now runs without --client-id. The old persistent
     session would stay in the shared group and take a share of the results it can never ack; the new worker

@@ -7,10 +7,9 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from cloud.app import create_app
 from cloud.clock import ManualClock
+from cloud.db import Database
 from cloud.settings import Settings
 from kuaijian_schema import Ack
 from tests.cloud.factories import Grid, api_client_class, batch_payload
@@ -21,7 +20,7 @@ A1 = "370214101203-01"
 
 
 def test_ingest_over_tls_with_password(
-    tmp_path: Path, settings: Settings, clock: ManualClock, grid: Grid, db: sqlite_utils.Database
+    tmp_path: Path, settings: Settings, clock: ManualClock, grid: Grid, db: Database
 ) -> None:
     make_test_pki(tmp_path)
     pwfile = tmp_path / "passwd"

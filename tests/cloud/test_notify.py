@@ -18,12 +18,12 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
-import sqlite_utils
 
 from cloud import cases
 from cloud.auth import user_for_token
 from cloud.cases import NewResult
 from cloud.clock import ManualClock
+from cloud.db import Database
 from cloud.notify import queue, sender, store
 from cloud.settings import Settings
 from tests.cloud.factories import T0, Grid, bearer
@@ -86,9 +86,7 @@ def receiver() -> Iterator[Receiver]:
         r.stop()
 
 
-def _positive(
-    grid: Grid, db: sqlite_utils.Database, settings: Settings, station: str, n: int, now: Any
-) -> int:
+def _positive(grid: Grid, db: Database, settings: Settings, station: str, n: int, now: Any) -> int:
     case_id = cases.on_result(
         db,
         NewResult(
@@ -109,7 +107,7 @@ def _positive(
 
 
 def test_receiver_down_gets_every_event_once_when_back(
-    db: sqlite_utils.Database, grid: Grid, settings: Settings, receiver: Receiver
+    db: Database, grid: Grid, settings: Settings, receiver: Receiver
 ) -> None:
     village = user_for_token(db, grid.tokens["village_a"], T0)
     assert village is not None
@@ -160,9 +158,7 @@ def test_receiver_down_gets_every_event_once_when_back(
     assert log[0][1] >= 2
 
 
-def test_robot_and_sms_formats(
-    db: sqlite_utils.Database, grid: Grid, settings: Settings, receiver: Receiver
-) -> None:
+def test_robot_and_sms_formats(db: Database, grid: Grid, settings: Settings, receiver: Receiver) -> None:
     receiver.answer = {"errcode": 0, "errmsg": "ok"}
     receiver.start()
     town = user_for_token(db, grid.tokens["town_a"], T0)
@@ -196,9 +192,7 @@ def test_robot_and_sms_formats(
     assert json.loads(body)["phones"] == ["13800000001"]
 
 
-def test_robot_errcode_is_a_failure(
-    db: sqlite_utils.Database, grid: Grid, settings: Settings, receiver: Receiver
-) -> None:
+def test_robot_errcode_is_a_failure(db: Database, grid: Grid, settings: Settings, receiver: Receiver) -> None:
     receiver.answer = {"errcode": 310000, "errmsg": "sign not match"}
     receiver.start()
     town = user_for_token(db, grid.tokens["town_a"], T0)

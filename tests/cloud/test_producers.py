@@ -8,12 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlite_utils
 
 from cloud import configs, producers
 from cloud.auth import User
 from cloud.cli import register as _unused_register  # noqa: F401 - the CLI module imports cleanly
+from cloud.db import Database
 from cloud.errors import Invalid
+from cloud.settings import Settings
 from kuaijian.cli import main
 from kuaijian_schema import StationConfig
 from tests.cloud.factories import T0, Grid, bearer
@@ -50,7 +51,7 @@ def test_credit_code_and_id_number_check_characters() -> None:
         producers.check_identity("个人", USCC_OK)
 
 
-def test_import_reports_bad_rows_and_stores_good_ones_whole(db: sqlite_utils.Database, grid: Grid) -> None:
+def test_import_reports_bad_rows_and_stores_good_ones_whole(db: Database, grid: Grid) -> None:
     rows = producers.parse_table(CSV_TEXT.encode(), "p.csv")
     report = producers.import_rows(db, _admin(), rows, T0)
     assert (report.created, report.updated) == (3, 0)
@@ -60,7 +61,7 @@ def test_import_reports_bad_rows_and_stores_good_ones_whole(db: sqlite_utils.Dat
     assert (again.created, again.updated) == (0, 3)  # upsert by code, no duplicates
 
 
-def test_xlsx_import(db: sqlite_utils.Database, grid: Grid) -> None:
+def test_xlsx_import(db: Database, grid: Grid) -> None:
     from openpyxl import Workbook
 
     book = Workbook()
@@ -111,9 +112,7 @@ def test_scope_and_api(api: Any, grid: Grid) -> None:
     assert denied.status_code == 403
 
 
-def test_station_config_carries_its_village_producers_and_keeps_kits(
-    db: sqlite_utils.Database, grid: Grid
-) -> None:
+def test_station_config_carries_its_village_producers_and_keeps_kits(db: Database, grid: Grid) -> None:
     from kuaijian_schema.kits import DEMO_KITS
 
     kit = next(iter(DEMO_KITS.values()))
@@ -137,10 +136,12 @@ def test_station_config_carries_its_village_producers_and_keeps_kits(
     assert len(StationConfig.model_validate_json(doc).producers) == 2
 
 
-def test_cli_import_and_list(tmp_path: Path, db: sqlite_utils.Database, grid: Grid, capsys: Any) -> None:
+def test_cli_import_and_list(
+    tmp_path: Path, settings: Settings, db: Database, grid: Grid, capsys: Any
+) -> None:
     path = tmp_path / "producers.csv"
     path.write_text(CSV_TEXT, encoding="utf-8")
-    dbfile = db.conn.execute("PRAGMA database_list").fetchone()[2]
+    dbfile = settings.database
     assert main(["cloud", "producers", "import", "--db", dbfile, str(path)]) == 2  # one bad row
     out = capsys.readouterr()
     assert "3 新建 created" in out.out

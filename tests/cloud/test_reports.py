@@ -28,7 +28,8 @@ from cloud.db import open_db, transaction
 from cloud.enrol import enrol_station
 from cloud.errors import Invalid
 from cloud.grid import upsert_node
-from cloud.settings import Settings
+from cloud.settings import Settings, db_setting
+from tests.cloud.engines import Databases
 
 CN = ZoneInfo("Asia/Shanghai")
 NOW = datetime(2026, 11, 25, 3, 0, tzinfo=UTC)  # 11:00 China time, Wednesday of 2026-W48
@@ -78,7 +79,7 @@ SILENT_STATION = "370215101202-01"
 
 @dataclass
 class Dataset:
-    db_path: Path
+    db: str  # a SQLite path or a postgresql:// URL
     ancestors: dict[str, set[str]] = field(default_factory=dict)  # station → {its codes up to county}
     levels: dict[str, str] = field(default_factory=dict)  # code → level
     names: dict[str, str] = field(default_factory=dict)
@@ -97,10 +98,10 @@ def _ts(dt: datetime, rng: random.Random) -> str:
     )
 
 
-def build_dataset(db_path: Path, seed: int = 20261125, n_results: int = 900) -> Dataset:
+def build_dataset(target: str, seed: int = 20261125, n_results: int = 900) -> Dataset:
     rng = random.Random(seed)
-    ds = Dataset(db_path=db_path)
-    db = open_db(db_path)
+    ds = Dataset(db=target)
+    db = open_db(target)
     try:
         for county, (cname, towns) in GRID.items():
             upsert_node(db, "county", county, cname, None)
@@ -333,13 +334,13 @@ def _anc_of(ds: Dataset, code: str) -> set[str]:
 
 
 @pytest.fixture(scope="module")
-def dataset(tmp_path_factory: pytest.TempPathFactory) -> Dataset:
-    return build_dataset(tmp_path_factory.mktemp("reports") / "cloud.db")
+def dataset(module_dbs: Databases) -> Dataset:
+    return build_dataset(module_dbs.new())
 
 
 @pytest.fixture
 def db(dataset: Dataset) -> Iterator[Any]:
-    conn = open_db(dataset.db_path)
+    conn = open_db(dataset.db)
     try:
         yield conn
     finally:
@@ -493,10 +494,10 @@ def api_client(app: Any) -> Any:
 @pytest.fixture
 def client(dataset: Dataset) -> Iterator[tuple[Any, dict[str, str]]]:
     settings = Settings(
-        db_path=dataset.db_path, broker_url=None, scheduler_enabled=False, ingest_enabled=False
+        **db_setting(dataset.db), broker_url=None, scheduler_enabled=False, ingest_enabled=False
     )
     app = create_app(settings, clock=ManualClock(NOW))
-    db = open_db(dataset.db_path)
+    db = open_db(dataset.db)
     try:
         suffix = uuid.uuid4().hex[:8]
         tokens = {
@@ -615,7 +616,7 @@ def test_report_cli_verb(dataset: Dataset, tmp_path: Path, capsys: pytest.Captur
 
     parser = build_parser()  # the real `kuaijian` tree: the verb is `kuaijian cloud report`
     out = tmp_path / "weekly.csv"
-    db_arg = ["--db", str(dataset.db_path)]
+    db_arg = ["--db", dataset.db]
     args = parser.parse_args(
         [
             "cloud",

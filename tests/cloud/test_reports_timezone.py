@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-import sqlite_utils
 
 from cloud.app import create_app
 from cloud.clock import ManualClock
+from cloud.db import Database
 from cloud.ingest import Inbound, process_batch
 from cloud.settings import Settings
 from tests.cloud.factories import Grid, api_client_class, bearer
@@ -28,7 +28,7 @@ MEASURED = datetime(2026, 11, 8, 20, 30, tzinfo=UTC)  # Sunday 20:30 UTC = Monda
     ],
 )
 def test_weekly_report_lists_positives_in_the_grid_time_zone(
-    settings: Settings, grid: Grid, db: sqlite_utils.Database, zone: str, week: str, shown: str
+    settings: Settings, grid: Grid, db: Database, zone: str, week: str, shown: str
 ) -> None:
     result = grid.result(A1, verdict="positive", analyte="carbofuran", measured_at=MEASURED.isoformat())
     process_batch(db, [Inbound(f"kj/v1/{A1}/result", json.dumps(result).encode(), MEASURED)], settings)

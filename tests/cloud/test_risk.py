@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import sqlite_utils
 
 from cloud import risk
 from cloud.auth import create_user, user_for_token
-from cloud.db import open_db, transaction
+from cloud.db import Database, open_db, transaction
 from cloud.enrol import enrol_station
 from cloud.grid import upsert_node
 from cloud.riskstats import RiseParams, betabinom_sf, binom_sf, rise_test
@@ -133,7 +132,7 @@ def season(tmp_path_factory: pytest.TempPathFactory) -> Season:
     return build_season(tmp_path_factory.mktemp("season") / "cloud.db")
 
 
-def _alerts(db: sqlite_utils.Database, kind: str) -> list[dict[str, Any]]:
+def _alerts(db: Database, kind: str) -> list[dict[str, Any]]:
     cur = db.execute("SELECT * FROM risk_alerts WHERE kind = ? ORDER BY id", [kind])
     cols = [c[0] for c in cur.description]
     return [dict(zip(cols, r, strict=True)) for r in cur.fetchall()]

@@ -6,10 +6,9 @@ import json
 from datetime import timedelta
 from typing import Any
 
-import sqlite_utils
-
 from cloud import producers
 from cloud.auth import User
+from cloud.db import Database
 from cloud.ingest import Inbound, process_batch
 from cloud.settings import Settings
 from kuaijian_schema import SampleRegistration, new_result_id, sign_payload
@@ -24,7 +23,7 @@ def _admin() -> User:
     return User(id=0, name="t", role="admin", node_id=None, node_code=None, node_path="/")
 
 
-def _producers(db: sqlite_utils.Database) -> dict[str, str]:
+def _producers(db: Database) -> dict[str, str]:
     producers.import_rows(db, _admin(), producers.parse_table(CSV_TEXT.encode(), "p.csv"), T0)
     return {r[1]: producers.ref_of(r[0]) for r in db.execute("SELECT id, name FROM producers").fetchall()}
 
@@ -53,23 +52,19 @@ def _reg(grid: Grid, station: str, code: str, producer: str, **over: Any) -> dic
     return doc
 
 
-def _send(
-    db: sqlite_utils.Database, settings: Settings, station: str, *docs: dict[str, Any], minute: int = 0
-) -> Any:
+def _send(db: Database, settings: Settings, station: str, *docs: dict[str, Any], minute: int = 0) -> Any:
     payload = json.dumps({"results": list(docs)}, ensure_ascii=False).encode()
     msg = Inbound(f"kj/v1/{station}/result", payload, T0 + timedelta(minutes=minute), mid=1, qos=1)
     return process_batch(db, [msg], settings)
 
 
-def _status(db: sqlite_utils.Database, station: str, code: str) -> str:
+def _status(db: Database, station: str, code: str) -> str:
     return str(
         db.execute("SELECT status FROM samples WHERE station = ? AND code = ?", [station, code]).fetchone()[0]
     )
 
 
-def test_bad_registrations_are_rejected_whole(
-    db: sqlite_utils.Database, grid: Grid, settings: Settings
-) -> None:
+def test_bad_registrations_are_rejected_whole(db: Database, grid: Grid, settings: Settings) -> None:
     refs = _producers(db)
     coop = refs["青岛南万蔬菜专业合作社"]
     farm_b = refs["东程家庭农场"]  # 东程社区, not A1's village
@@ -95,7 +90,7 @@ def test_bad_registrations_are_rejected_whole(
 
 
 def test_negative_batch_gets_certificate_public_page_verifies(
-    api: Any, db: sqlite_utils.Database, grid: Grid, settings: Settings
+    api: Any, db: Database, grid: Grid, settings: Settings
 ) -> None:
     refs = _producers(db)
     reg = _reg(grid, A1, "26110210", refs["青岛南万蔬菜专业合作社"])
@@ -121,7 +116,7 @@ def test_negative_batch_gets_certificate_public_page_verifies(
 
 
 def test_positive_card_holds_batch_one_case_with_every_line(
-    api: Any, db: sqlite_utils.Database, grid: Grid, settings: Settings
+    api: Any, db: Database, grid: Grid, settings: Settings
 ) -> None:
     refs = _producers(db)
     ref = refs["青岛南万蔬菜专业合作社"]
@@ -152,7 +147,7 @@ def test_positive_card_holds_batch_one_case_with_every_line(
 
 
 def test_suspect_requires_retest_and_retest_links_to_original(
-    db: sqlite_utils.Database, grid: Grid, settings: Settings
+    db: Database, grid: Grid, settings: Settings
 ) -> None:
     ref = _producers(db)["李桂兰"]
     _send(db, settings, A1, _reg(grid, A1, "26110230", ref, product="草莓"))
@@ -173,7 +168,7 @@ def test_suspect_requires_retest_and_retest_links_to_original(
 
 
 def test_unregistered_measurement_is_kept_and_listed(
-    api: Any, db: sqlite_utils.Database, grid: Grid, settings: Settings
+    api: Any, db: Database, grid: Grid, settings: Settings
 ) -> None:
     res = grid.result(A1, sample={"id": "KEYPAD-7", "product": "芹菜"}, verdict="positive")
     out = _send(db, settings, A1, res)

@@ -21,7 +21,8 @@ from cloud.app import create_app
 from cloud.auth import create_user
 from cloud.clock import ManualClock
 from cloud.db import open_db
-from cloud.settings import Settings
+from cloud.settings import Settings, db_setting
+from tests.cloud.engines import Databases
 from tests.cloud.test_reports import NOW, build_dataset
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*httpx.*:DeprecationWarning")
@@ -50,16 +51,16 @@ with warnings.catch_warnings():
 
 
 @pytest.fixture(scope="module", autouse=True)
-def generated_database(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
-    db_path: Path = tmp_path_factory.mktemp("schemathesis") / "cloud.db"
-    build_dataset(db_path, seed=11, n_results=200)
-    db = open_db(db_path)
+def generated_database(module_dbs: Databases) -> Iterator[None]:
+    target = module_dbs.new()
+    build_dataset(target, seed=11, n_results=200)
+    db = open_db(target)
     try:
         TOKEN["admin"] = create_user(db, "fuzz-admin", "admin", None, NOW)
     finally:
         db.close()
     original = APP.state.settings
-    APP.state.settings = original.model_copy(update={"db_path": db_path})
+    APP.state.settings = original.model_copy(update=db_setting(target))
     try:
         yield
     finally:

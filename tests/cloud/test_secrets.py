@@ -35,7 +35,9 @@ def test_cloud_database_and_wal_created_private(tmp_path: Path, loose_umask: Non
     db = open_db(path)
     try:
         with transaction(db):
-            db.execute("INSERT INTO schema_migrations (name, applied_at) VALUES ('probe', 'now')")
+            db.execute(
+                "INSERT INTO dead_letters (received_at, topic, payload, reason) VALUES ('t', 't', '', 'probe')"
+            )
         files = [path, tmp_path / "cloud.db-wal", tmp_path / "cloud.db-shm"]
         assert all(f.exists() for f in files)
         for f in files:

@@ -12,10 +12,9 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
-import sqlite_utils
-
 from cloud.app import create_app
 from cloud.clock import ManualClock
+from cloud.db import Database
 from cloud.ingest import Inbound, process_batch
 from cloud.settings import Settings
 from kuaijian_schema import Ack
@@ -26,7 +25,7 @@ from tests.helpers import Mosquitto, free_port, port_open, wait_for
 A1 = "370214101203-01"
 
 
-def test_in_app_scheduler_uses_the_clock(settings: Settings, grid: Grid, db: sqlite_utils.Database) -> None:
+def test_in_app_scheduler_uses_the_clock(settings: Settings, grid: Grid, db: Database) -> None:
     clock = ManualClock(T0)
     r = grid.result(A1, verdict="positive")
     process_batch(db, [Inbound(f"kj/v1/{A1}/result", json.dumps(r).encode(), T0)], settings)
@@ -104,7 +103,7 @@ def test_cli_serve_end_to_end(tmp_path: Path, mosquitto: Mosquitto) -> None:
 
 
 def test_cli_tick_escalates_and_publishes_pending_configs(
-    settings: Settings, grid: Grid, db: sqlite_utils.Database, mosquitto: Mosquitto
+    settings: Settings, grid: Grid, db: Database, mosquitto: Mosquitto
 ) -> None:
     import contextlib
     import io
@@ -121,7 +120,7 @@ def test_cli_tick_escalates_and_publishes_pending_configs(
     push_config(db, admin, A1, [], [], T0)  # pending: no broker when pushed
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        code = main(["cloud", "tick", "--db", str(settings.db_path), "--broker", mosquitto.url])
+        code = main(["cloud", "tick", "--db", settings.database, "--broker", mosquitto.url])
     assert code == 0
     assert (
         out.getvalue().strip().startswith("reminded 1, escalated 1;")
@@ -137,7 +136,7 @@ def test_cli_tick_escalates_and_publishes_pending_configs(
 
 
 def test_cli_push_config_to_a_town_publishes_retained(
-    tmp_path: Path, settings: Settings, grid: Grid, db: sqlite_utils.Database, mosquitto: Mosquitto
+    tmp_path: Path, settings: Settings, grid: Grid, db: Database, mosquitto: Mosquitto
 ) -> None:
     """`kuaijian cloud push-config --target TOWN FILE --broker URL`: every station of the town gets the
     new version retained on its config topic; a bad file is refused with a message naming it."""
@@ -160,7 +159,7 @@ def test_cli_push_config_to_a_town_publishes_retained(
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         code = main(
-            ["cloud", "push-config", "--db", str(settings.db_path), "--broker", mosquitto.url,
+            ["cloud", "push-config", "--db", settings.database, "--broker", mosquitto.url,
              "--target", "370214101", str(cfg_file)]
         )  # fmt: skip
     assert code == 0, out.getvalue()
@@ -181,7 +180,6 @@ def test_cli_push_config_to_a_town_publishes_retained(
     err = io.StringIO()
     with contextlib.redirect_stderr(err):
         assert (
-            main(["cloud", "push-config", "--db", str(settings.db_path), "--target", "370214101", str(bad)])
-            == 2
+            main(["cloud", "push-config", "--db", settings.database, "--target", "370214101", str(bad)]) == 2
         )
     assert "bad.json" in err.getvalue()

@@ -10,34 +10,34 @@ from datetime import date, datetime, timedelta
 from typing import Any
 
 import pytest
-import sqlite_utils
 
 from cloud.assessment import DEFAULT_WEIGHTS
+from cloud.db import Database
 from kuaijian_schema import StationConfig
 from tests.cloud.factories import T0, Grid, bearer
 
 TODAY = date(2026, 11, 2)  # T0 is 2026-11-02 16:00 China time
 
 
-def _node(db: sqlite_utils.Database, station: str) -> int:
+def _node(db: Database, station: str) -> int:
     return int(db.execute("SELECT node_id FROM stations WHERE id = ?", [station]).fetchone()[0])
 
 
-def _producer(db: sqlite_utils.Database, village: str) -> int:
+def _producer(db: Database, village: str) -> int:
     vid = db.execute("SELECT id FROM grid_nodes WHERE code = ?", [village]).fetchone()[0]
     cur = db.execute(
         """INSERT INTO producers (kind, name, code, village_node_id, products_json, plots_json, created_at,
-           updated_at) VALUES ('家庭农场', ?, ?, ?, '[]', '[]', ?, ?)""",
+           updated_at) VALUES ('家庭农场', ?, ?, ?, '[]', '[]', ?, ?) RETURNING id""",
         [f"农场{village}", f"X{uuid.uuid4().hex[:17]}", vid, T0.isoformat(), T0.isoformat()],
     )
-    return int(cur.lastrowid or 0)
+    return int(cur.fetchone()[0])
 
 
 _seq = iter(range(1, 1_000_000))
 
 
 def add_result(
-    db: sqlite_utils.Database,
+    db: Database,
     station: str,
     *,
     at: datetime,
@@ -71,7 +71,7 @@ def add_result(
 
 
 def register(
-    db: sqlite_utils.Database, station: str, code: str, producer: int, at: datetime, product: str = "韭菜"
+    db: Database, station: str, code: str, producer: int, at: datetime, product: str = "韭菜"
 ) -> None:
     db.execute(
         """INSERT INTO samples (id, seq, station, node_id, code, root_code, producer_id, product, batch, quantity_kg,
@@ -92,7 +92,7 @@ def register(
     )
 
 
-def test_tasks_are_set_scoped_pushed_and_counted(api: Any, db: sqlite_utils.Database, grid: Grid) -> None:
+def test_tasks_are_set_scoped_pushed_and_counted(api: Any, db: Database, grid: Grid) -> None:
     town = bearer(grid.tokens["town_a"])
     body = {
         "node": "370214101203",
@@ -157,7 +157,7 @@ def test_tasks_are_set_scoped_pushed_and_counted(api: Any, db: sqlite_utils.Data
     )
 
 
-def test_tasks_generated_from_the_risk_view(api: Any, db: sqlite_utils.Database, grid: Grid) -> None:
+def test_tasks_generated_from_the_risk_view(api: Any, db: Database, grid: Grid) -> None:
     for i in range(10):
         at = T0 - timedelta(days=1, minutes=i)
         add_result(
@@ -191,9 +191,7 @@ def _expected(parts: dict[str, float | None]) -> float:
     return round(100 * sum(DEFAULT_WEIGHTS[k] * v for k, v in present.items()) / weight, 2) if weight else 0.0
 
 
-def test_assessment_parts_add_up_and_rank_separates_units(
-    api: Any, db: sqlite_utils.Database, grid: Grid
-) -> None:
+def test_assessment_parts_add_up_and_rank_separates_units(api: Any, db: Database, grid: Grid) -> None:
     county = bearer(grid.tokens["county"])
     day = T0 - timedelta(hours=3)
     # 南万社区 (2 stations): 6 tests, all timely, 4 registered, 1 invalid, 1 QC-flagged; a task 4/5 done.
@@ -256,7 +254,7 @@ def test_assessment_parts_add_up_and_rank_separates_units(
     assert "上传及时率 timeliness" in csv_text.splitlines()[0]
 
 
-def test_ranking_bulletin_page_and_excel(api: Any, db: sqlite_utils.Database, grid: Grid) -> None:
+def test_ranking_bulletin_page_and_excel(api: Any, db: Database, grid: Grid) -> None:
     import io
 
     from openpyxl import load_workbook
@@ -289,9 +287,7 @@ def test_ranking_bulletin_page_and_excel(api: Any, db: sqlite_utils.Database, gr
         assert by_code[code][0] == r["rank"]
 
 
-def test_map_points_use_the_nearest_imported_coordinates(
-    api: Any, db: sqlite_utils.Database, grid: Grid
-) -> None:
+def test_map_points_use_the_nearest_imported_coordinates(api: Any, db: Database, grid: Grid) -> None:
     from cloud.errors import GridImportError
     from cloud.grid import import_grid_csv
 

@@ -23,7 +23,6 @@ from typing import Annotated, Any
 from zoneinfo import ZoneInfo
 
 import anyio
-import sqlite_utils
 from fastapi import APIRouter, Header, HTTPException, Query, Request, status
 from fastapi.responses import FileResponse, RedirectResponse
 from pydantic import BaseModel, Field
@@ -33,7 +32,7 @@ from cloud import reports
 from cloud.api.deps import ClockDep, CurrentUserDep, DbDep, SettingsDep
 from cloud.auth import User, user_for_token
 from cloud.clock import Clock
-from cloud.db import connect
+from cloud.db import Database, connect
 from cloud.errors import NotFound, Unauthenticated
 from cloud.live import hub_for
 from cloud.sqlfilter import subtree_sql
@@ -208,7 +207,7 @@ class Overview(BaseModel):
     cursor: int
 
 
-def _station_counts(db: sqlite_utils.Database, scope: reports.Scope) -> tuple[int, int]:
+def _station_counts(db: Database, scope: reports.Scope) -> tuple[int, int]:
     clause, params = subtree_sql("s.node_id", scope.path)
     row = db.execute(
         f"SELECT COUNT(*), COALESCE(SUM(s.online), 0) FROM stations s WHERE {clause}",  # noqa: S608
@@ -217,9 +216,7 @@ def _station_counts(db: sqlite_utils.Database, scope: reports.Scope) -> tuple[in
     return int(row[0]), int(row[1])
 
 
-def _figures(
-    db: sqlite_utils.Database, scope: reports.Scope, period: reports.Period, tz: ZoneInfo
-) -> NodeFigures:
+def _figures(db: Database, scope: reports.Scope, period: reports.Period, tz: ZoneInfo) -> NodeFigures:
     c = reports.counts(db, scope, period, tz)
     total, online = _station_counts(db, scope)
     return NodeFigures(
@@ -235,7 +232,7 @@ def _figures(
     )
 
 
-def _children(db: sqlite_utils.Database, scope: reports.Scope) -> list[reports.Scope]:
+def _children(db: Database, scope: reports.Scope) -> list[reports.Scope]:
     if scope.id is None:
         rows = db.execute(
             "SELECT id, code, name, level, path FROM grid_nodes WHERE parent_id IS NULL ORDER BY code"
@@ -247,7 +244,7 @@ def _children(db: sqlite_utils.Database, scope: reports.Scope) -> list[reports.S
     return [reports.Scope(id=r[0], code=r[1], name=r[2], level=r[3], path=r[4]) for r in rows.fetchall()]
 
 
-def _stations(db: sqlite_utils.Database, scope: reports.Scope, now: datetime) -> list[StationTile]:
+def _stations(db: Database, scope: reports.Scope, now: datetime) -> list[StationTile]:
     """Stations under `scope`, grouped by town (by village once the scope is a town or below)."""
     clause, params = subtree_sql("s.node_id", scope.path)
     rows = db.execute(
@@ -300,11 +297,11 @@ def _stations(db: sqlite_utils.Database, scope: reports.Scope, now: datetime) ->
     return tiles
 
 
-def _cases(db: sqlite_utils.Database, scope: reports.Scope, now: datetime) -> tuple[list[OpenCase], int, int]:
+def _cases(db: Database, scope: reports.Scope, now: datetime) -> tuple[list[OpenCase], int, int]:
     clause, params = subtree_sql("c.origin_node_id", scope.path)
     now_s = now.isoformat()
     total, overdue = db.execute(
-        f"""SELECT COUNT(*), COALESCE(SUM(c.deadline < ?), 0) FROM cases c
+        f"""SELECT COUNT(*), COALESCE(SUM(CASE WHEN c.deadline < ? THEN 1 ELSE 0 END), 0) FROM cases c
             WHERE c.status != 'closed' AND {clause}""",  # noqa: S608
         [now_s, *params],
     ).fetchone()
@@ -365,9 +362,7 @@ def _number(v: object) -> float | None:
     return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
 
 
-def results_after(
-    db: sqlite_utils.Database, scope: reports.Scope, after: int, limit: int
-) -> list[LiveResult]:
+def results_after(db: Database, scope: reports.Scope, after: int, limit: int) -> list[LiveResult]:
     """Results under `scope` with rowid > `after`, oldest first (the live feed's tail query)."""
     clause, params = subtree_sql("r.node_id", scope.path)
     rows = db.execute(
@@ -378,7 +373,7 @@ def results_after(
     return [_live_row(r) for r in rows]
 
 
-def _recent(db: sqlite_utils.Database, scope: reports.Scope) -> list[LiveResult]:
+def _recent(db: Database, scope: reports.Scope) -> list[LiveResult]:
     clause, params = subtree_sql("r.node_id", scope.path)
     rows = db.execute(
         f"""SELECT {_LIVE_COLUMNS} FROM results r JOIN grid_nodes g ON g.id = r.node_id
@@ -388,12 +383,12 @@ def _recent(db: sqlite_utils.Database, scope: reports.Scope) -> list[LiveResult]
     return [_live_row(r) for r in rows]
 
 
-def _cursor(db: sqlite_utils.Database) -> int:
+def _cursor(db: Database) -> int:
     return int(db.execute("SELECT COALESCE(MAX(rowid), 0) FROM results").fetchone()[0])
 
 
 def overview(
-    db: sqlite_utils.Database,
+    db: Database,
     user: User,
     code: str | None,
     now: datetime,
@@ -468,7 +463,7 @@ def dashboard_overview(
 # ---------------------------------------------------------------- live feed (SSE)
 
 
-def _still_valid(db: sqlite_utils.Database, token: str, clock: Clock) -> str | None:
+def _still_valid(db: Database, token: str, clock: Clock) -> str | None:
     """None while `token` is valid, else the Unauthenticated code (the stream then ends)."""
     try:
         user_for_token(db, token, clock.now())
@@ -479,14 +474,14 @@ def _still_valid(db: sqlite_utils.Database, token: str, clock: Clock) -> str | N
 
 async def _live_events(
     request: Request,
-    db_path: Path,
+    db_target: str,
     scope: reports.Scope,
     after: int | None,
     token: str,
     clock: Clock,
 ) -> AsyncIterator[ServerSentEvent]:
     hub = hub_for(request.app)
-    db = await anyio.to_thread.run_sync(connect, db_path)
+    db = await anyio.to_thread.run_sync(connect, db_target)
     try:
         async with hub.subscribe() as sub:
             cursor = after if after is not None else await anyio.to_thread.run_sync(_cursor, db)
@@ -549,7 +544,7 @@ def live(
     if last_event_id is not None and last_event_id.strip().isdigit():
         resume = int(last_event_id.strip())
     return EventSourceResponse(
-        _live_events(request, settings.db_path, scope, resume, secret, clock),
+        _live_events(request, settings.database, scope, resume, secret, clock),
         ping=PING_S,
         send_timeout=30,
         headers={"Cache-Control": "no-store"},
