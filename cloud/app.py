@@ -109,7 +109,7 @@ def create_app(settings: Settings | None = None, *, clock: Clock | None = None) 
     )
     app.state.settings = cfg
     app.state.clock = clk
-    app.state.metrics = CloudMetrics(lambda: (app.state.settings.db_path, clk.now()))
+    app.state.metrics = CloudMetrics(lambda: (app.state.settings.database, clk.now()))
     for router in _routers():
         app.include_router(router)
     app.add_exception_handler(CloudError, _cloud_error)

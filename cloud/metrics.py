@@ -25,7 +25,6 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from datetime import datetime
-from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
@@ -39,9 +38,9 @@ STATES = ("online", "offline", "unknown")
 
 
 class DatabaseCollector(Collector):
-    """Gauges read from the database on each scrape; `where()` gives the database path and the time now."""
+    """Gauges read from the database on each scrape; `where()` gives the database (path or URL) and the time now."""
 
-    def __init__(self, where: Callable[[], tuple[Path, datetime]]) -> None:
+    def __init__(self, where: Callable[[], tuple[str, datetime]]) -> None:
         self.where = where
 
     def collect(self) -> Iterator[Metric]:
@@ -107,7 +106,7 @@ class DatabaseCollector(Collector):
 class CloudMetrics:
     """The app's registry: ingest counters (updated by the worker) and the database collector."""
 
-    def __init__(self, where: Callable[[], tuple[Path, datetime]]) -> None:
+    def __init__(self, where: Callable[[], tuple[str, datetime]]) -> None:
         self.registry = CollectorRegistry(auto_describe=False)  # no database read at registration
         r = self.registry
         self.ingested = Counter(
