@@ -64,7 +64,6 @@ def cloud(tmp_path: Path) -> Any:
             "UPDATE stations SET online = 0, backlog = 229, status_at = ?, last_seen = ? WHERE id = ?",
             [T0.isoformat(), T0.isoformat(), STATION],
         )
-        db.conn.commit()
     finally:
         db.close()
     # 25 positives, each on its own batch of spinach (菠菜01…) with imidacloprid: 25 cases (an open case
