@@ -1,13 +1,22 @@
-"""End-to-end gateway throughput: results/s from instruments to application-acked, with gateway RSS.
+"""End-to-end gateway throughput: results/s from instruments to application-acked, beside a raw MQTT link.
 
 Runs `kuaijian gateway run` as a subprocess (so its RSS is its own) against a real Mosquitto broker on a
-random loopback port, with an in-process acker standing in for the cloud (verifies every signature, acks
-by id). Scenarios, each starting from a backlog already in the instrument's memory:
+random loopback port, with a lean "cloud" in this process (`Cloud`: splits each message, acks every result
+by id at once; every signature and every `Result` is checked after the clock stops). Scenarios, each starting
+from a backlog already in the instrument's memory:
 
 - fast-source: the deterministic in-process plugin analyzer (tests/gateway/fast_source.py) — measures the
   gateway itself (interpretation, one-transaction enqueue with fsync, signing, batching, acks).
+- raw paho link: the SAME signed payloads fast-source delivered, published by a bare paho client in another
+  process (`--raw-publish`) as `{"results": [...]}` batches of `batch_max`, over the same broker to the same
+  cloud, done when that client has received the application ack of every result. No gateway work at all:
+  the ceiling the gateway's link is compared with (the ratio is printed; both figures come from one run).
 - gold-sim: the colloidal-gold simulator on a real pty (serial protocol, 1024-px profiles in chunks).
 - enzyme-sim: the enzyme-inhibition simulator over Modbus TCP (11 results per 12-channel run).
+
+Rates: "total" from the gateway process start to the last ack it applied (start-up, opening the instrument,
+reading its backlog included); "steady" from the first result reaching the cloud to the last ack applied
+(the gateway: its outbox's `acked` counter reaching the total; the raw link: its client holding every ack).
 
 Usage: .venv/bin/python benchmarks/gateway.py [--records N] [--gold N] [--enzyme-runs N]
 """
@@ -15,10 +24,13 @@ Usage: .venv/bin/python benchmarks/gateway.py [--records N] [--gold N] [--enzyme
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import sqlite3
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,11 +40,14 @@ from typing import Any
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+import paho.mqtt.client as mqtt  # noqa: E402
+
 from firmware_sim.enzyme_modbus import EnzymeSimulator  # noqa: E402
 from firmware_sim.gold_serial import GoldSimulator  # noqa: E402
 from kuaijian_schema.kits import DEMO_KITS  # noqa: E402
+from kuaijian_schema.mqtt_client import make_client  # noqa: E402
 from kuaijian_schema.specs import GB_T_5009_199  # noqa: E402
-from tests.gateway.acker import Acker  # noqa: E402
+from kuaijian_schema.wire import Result, canonical_json, split_result_payload, topic, verify_payload  # noqa: E402
 from tests.gateway.conftest import KEY_BYTES, STATION, fast_instrument, write_station  # noqa: E402
 from tests.helpers import Mosquitto, wait_for  # noqa: E402
 
@@ -44,24 +59,88 @@ LINK = {
     "max_unacked": 4000,
 }
 ACQ = {"poll_interval_s": 0.1, "read_batch": 128}
+INFLIGHT = max(20, min(1000, int(LINK["max_unacked"])))  # as gateway/link.py sets it on its client
+
+
+class Cloud:
+    """Stands in for the cloud ingest: acks every result of a message by id, right away (no storage).
+
+    Keeps each message's bytes; `check()` verifies every signature and validates every `Result` afterwards,
+    so the checking costs nothing while the clock runs.
+    """
+
+    def __init__(self, port: int) -> None:
+        self.lock = threading.Lock()
+        self.payloads: list[bytes] = []
+        self.results = 0
+        self.messages = 0
+        self.first: float | None = None  # time.monotonic() of the first result
+        self.connected = threading.Event()
+        self.client = make_client(client_id="bench-cloud")
+        self.client.max_inflight_messages_set(INFLIGHT)
+        self.client.on_connect = lambda c, _u, _f, _rc, _p: (
+            c.subscribe(topic(STATION, "result"), 1),
+            self.connected.set(),
+        )
+        self.client.on_message = self._on_message
+        self.port = port
+
+    def start(self) -> None:
+        self.client.connect("127.0.0.1", self.port, 30)
+        self.client.loop_start()
+        wait_for(self.connected.is_set, 10, "the benchmark's cloud did not connect")
+
+    def stop(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+    def _on_message(self, client: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        data = bytes(msg.payload)
+        items = split_result_payload(data)
+        ack = {"ids": [item["id"] for item in items], "seqs": [], "rejected": []}
+        client.publish(topic(STATION, "ack"), json.dumps(ack, separators=(",", ":")), qos=1)
+        with self.lock:
+            if self.first is None:
+                self.first = time.monotonic()
+            self.payloads.append(data)
+            self.results += len(items)
+            self.messages += 1
+
+    def items(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return [item for data in self.payloads for item in split_result_payload(data)]
+
+    def check(self, expected: int) -> list[dict[str, Any]]:
+        """Every result (first copy per seq): each signature valid, each a `Result`, `expected` distinct seqs."""
+        by_seq: dict[int, dict[str, Any]] = {}
+        for item in self.items():
+            if not verify_payload(item, KEY_BYTES):
+                raise RuntimeError(f"bad signature on seq {item.get('seq')}")
+            res = Result.model_validate(item)
+            first = by_seq.setdefault(res.seq, item)
+            if first["id"] != item["id"]:
+                raise RuntimeError(f"seq {res.seq} reused for ids {first['id']} and {item['id']}")
+        if len(by_seq) != expected:
+            raise RuntimeError(f"{len(by_seq)} distinct results arrived, {expected} expected")
+        return [by_seq[s] for s in sorted(by_seq)]
 
 
 @dataclass
 class Row:
     scenario: str
     results: int
-    seconds: float
-    steady_seconds: float  # from the first result acked to the last
-    peak_rss_mib: float
+    total_s: float | None  # process start → last ack applied (None: not a gateway run)
+    steady_s: float  # first result at the cloud → last ack applied
     messages: int
+    peak_rss_mib: float | None
 
     @property
-    def rate(self) -> float:
-        return self.results / self.seconds if self.seconds > 0 else float("nan")
+    def total_rate(self) -> float | None:
+        return None if self.total_s is None else self.results / self.total_s
 
     @property
     def steady_rate(self) -> float:
-        return self.results / self.steady_seconds if self.steady_seconds > 0 else float("nan")
+        return self.results / self.steady_s if self.steady_s > 0 else float("nan")
 
 
 def _rss_peak_mib(pid: int) -> float:
@@ -74,91 +153,168 @@ def _rss_peak_mib(pid: int) -> float:
     return float("nan")
 
 
-def _run(
+def _acked(db: Path) -> int:
+    """The gateway outbox's `acked` counter (read-only; 0 before the database exists)."""
+    if not db.exists():
+        return 0
+    try:
+        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1.0)
+        try:
+            row = conn.execute("SELECT value FROM counters WHERE name = 'acked'").fetchone()
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        return 0  # not migrated yet
+    return int(row[0]) if row else 0
+
+
+def run_gateway(
     name: str, workdir: Path, broker: Mosquitto, instruments: list[dict[str, Any]], expected: int
-) -> Row:
+) -> tuple[Row, list[dict[str, Any]]]:
     workdir.mkdir(parents=True, exist_ok=True)
     config = write_station(workdir, broker.port, instruments, link=LINK, acquisition=ACQ)
-    acker = Acker(broker.port, STATION, KEY_BYTES)
-    acker.start()
-    wait_for(acker.connected.is_set, 10, "acker did not connect")
+    db = workdir / "data" / "outbox.db"
+    cloud = Cloud(broker.port)
+    cloud.start()
     log = (workdir / "gateway.log").open("wb")
-    t0 = time.perf_counter()
+    t0 = time.monotonic()
     proc = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
-        [
-            sys.executable,
-            "-m",
-            "kuaijian.cli",
-            "gateway",
-            "run",
-            "--config",
-            str(config),
-            "--log-level",
-            "WARNING",
-        ],
+        [sys.executable, "-m", "kuaijian.cli", "gateway", "run", "--config", str(config)]
+        + ["--log-level", "WARNING"],
         cwd=REPO,
         env=dict(os.environ, PYTHONPATH=str(REPO)),
         stdout=log,
         stderr=log,
     )
     peak = 0.0
-    first: float | None = None
     try:
 
         def done() -> bool:
-            nonlocal peak, first
+            nonlocal peak
             peak = max(peak, _rss_peak_mib(proc.pid))
             if proc.poll() is not None:
                 raise RuntimeError(f"gateway exited: {(workdir / 'gateway.log').read_text()[-2000:]}")
-            with acker.lock:
-                got = len(acker.received)
-            if got and first is None:
-                first = time.perf_counter()
-            return got >= expected
+            return _acked(db) >= expected
 
-        wait_for(done, 600, f"{name}: not all {expected} results acked", interval=0.01)
-        elapsed = time.perf_counter() - t0
+        wait_for(
+            done, 600, f"{name}: the gateway did not apply acks for all {expected} results", interval=0.01
+        )
+        end = time.monotonic()
         peak = max(peak, _rss_peak_mib(proc.pid))
     finally:
         proc.terminate()
         proc.wait(30)
         log.close()
-        acker.stop()
-    if acker.bad:
-        raise RuntimeError(f"{name}: bad payloads: {acker.bad[:3]}")
-    steady = elapsed - ((first or t0) - t0)
-    return Row(name, len(acker.received), elapsed, steady, peak, acker.messages)
+        cloud.stop()
+    items = cloud.check(expected)
+    first = cloud.first if cloud.first is not None else t0
+    return Row(name, expected, end - t0, end - first, cloud.messages, peak), items
+
+
+def run_raw(workdir: Path, broker: Mosquitto, items: list[dict[str, Any]], batch: int) -> Row:
+    """The same signed results over a bare paho publisher (another process) to the same cloud."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    source = workdir / "payloads.jsonl"
+    source.write_bytes(b"".join(canonical_json(item) + b"\n" for item in items))
+    cloud = Cloud(broker.port)
+    cloud.start()
+    try:
+        out = subprocess.run(  # noqa: S603 - our own interpreter and arguments
+            [sys.executable, __file__, "--raw-publish", str(source), "--port", str(broker.port)]
+            + ["--batch", str(batch)],
+            cwd=REPO,
+            env=dict(os.environ, PYTHONPATH=str(REPO)),
+            capture_output=True,
+            timeout=600,
+            check=True,
+        )
+    finally:
+        cloud.stop()
+    end = float(out.stdout.decode().split()[-1])  # the publisher's time.monotonic() at its last ack
+    cloud.check(len(items))
+    first = cloud.first if cloud.first is not None else end
+    return Row("raw paho link (batches)", len(items), None, end - first, cloud.messages, None)
+
+
+def raw_publish(source: Path, port: int, batch: int) -> int:
+    """Publish `source`'s payloads (one per line) as batches of `batch`, QoS 1; wait for every result's
+    application ack; print time.monotonic() at the last one."""
+    payloads = source.read_bytes().splitlines()
+    pending = {json.loads(p)["id"] for p in payloads}
+    all_acked = threading.Event()
+    lock = threading.Lock()
+    subscribed = threading.Event()
+
+    def on_message(_c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        ids = json.loads(msg.payload)["ids"]
+        with lock:
+            pending.difference_update(ids)
+            if not pending:
+                all_acked.set()
+
+    client = make_client(client_id="bench-raw-publisher")
+    client.max_inflight_messages_set(INFLIGHT)
+    client.on_connect = lambda c, _u, _f, _rc, _p: c.subscribe(topic(STATION, "ack"), 1)
+    client.on_subscribe = lambda *_a: subscribed.set()
+    client.on_message = on_message
+    client.connect("127.0.0.1", port, 30)
+    client.loop_start()
+    try:
+        wait_for(subscribed.is_set, 10, "raw publisher: no SUBACK")
+        name = topic(STATION, "result")
+        for i in range(0, len(payloads), batch):
+            chunk = payloads[i : i + batch]
+            body = chunk[0] if len(chunk) == 1 else b'{"results":[' + b",".join(chunk) + b"]}"
+            client.publish(name, body, qos=1)
+        if not all_acked.wait(600):
+            raise RuntimeError(f"raw publisher: {len(pending)} results never acked")
+        end = time.monotonic()
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    print(f"{end!r}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--records", type=int, default=20000, help="fast-source records")
     ap.add_argument("--gold", type=int, default=400, help="gold-sim records")
     ap.add_argument("--enzyme-runs", type=int, default=60, help="enzyme-sim runs (11 results each)")
+    ap.add_argument("--raw-publish", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    ap.add_argument("--batch", type=int, default=int(LINK["batch_max"]), help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
+    if args.raw_publish is not None:
+        return raw_publish(args.raw_publish, args.port, args.batch)
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="kj-bench-gw-") as tmp:
         root = Path(tmp)
-        broker = Mosquitto(workdir=root)
+        broker = Mosquitto(workdir=root, extra_conf="set_tcp_nodelay true")
         broker.start()
         try:
-            scenarios: list[
-                tuple[str, Callable[[Path], tuple[list[dict[str, Any]], int, Callable[[], None]]]]
-            ] = []
+            fast, items = run_gateway(
+                "fast-source",
+                root / "fast",
+                broker,
+                [fast_instrument(total=args.records, rate=1e9, t0=0.0)],
+                args.records,
+            )
+            rows.append(fast)
+            print(f"  fast-source: {fast.results} results in {fast.total_s:.2f}s", file=sys.stderr)
+            raw = run_raw(root / "raw", broker, items, int(LINK["batch_max"]))
+            rows.append(raw)
+            print(f"  raw paho link: {raw.results} results in {raw.steady_s:.2f}s", file=sys.stderr)
 
-            def fast(_d: Path) -> tuple[list[dict[str, Any]], int, Callable[[], None]]:
-                return [fast_instrument(total=args.records, rate=1e9, t0=0.0)], args.records, lambda: None
-
-            def gold(_d: Path) -> tuple[list[dict[str, Any]], int, Callable[[], None]]:
+            def gold() -> tuple[list[dict[str, Any]], int, Callable[[], None]]:
                 sim = GoldSimulator(serial="GR-BENCH", seed=1)
                 sim.start()
                 kit = DEMO_KITS["imidacloprid-v1"]
                 for n in range(args.gold):
                     sim.measure(kit.name, 1 + n % 8, f"S{n:05d}", "菠菜", 0.0 if n % 10 else 2.0)
-                inst = {"name": "gold", "driver": "gold-serial", "port": sim.link_path}
-                return [inst], args.gold, sim.stop
+                return [{"name": "gold", "driver": "gold-serial", "port": sim.link_path}], args.gold, sim.stop
 
-            def enzyme(_d: Path) -> tuple[list[dict[str, Any]], int, Callable[[], None]]:
+            def enzyme() -> tuple[list[dict[str, Any]], int, Callable[[], None]]:
                 sim = EnzymeSimulator(
                     serial="EN-BENCH",
                     channels=12,
@@ -172,28 +328,39 @@ def main(argv: list[str] | None = None) -> int:
                 inst = {"name": "enzyme", "driver": "enzyme-modbus", "host": host, "port": port}
                 return [inst], args.enzyme_runs * 11, sim.stop
 
-            scenarios = [("fast-source", fast), ("gold-sim (pty)", gold), ("enzyme-sim (Modbus TCP)", enzyme)]
-            for i, (name, setup) in enumerate(scenarios):
-                instruments, expected, cleanup = setup(root / f"s{i}")
+            for name, setup in (("gold-sim (pty)", gold), ("enzyme-sim (Modbus TCP)", enzyme)):
+                instruments, expected, cleanup = setup()
+                if expected == 0:
+                    cleanup()
+                    continue
                 try:
-                    row = _run(name, root / f"s{i}", broker, instruments, expected)
+                    row, _ = run_gateway(name, root / name.split()[0], broker, instruments, expected)
                 finally:
                     cleanup()
                 rows.append(row)
-                print(f"  {name}: {row.results} results in {row.seconds:.2f}s", file=sys.stderr)
+                print(f"  {name}: {row.results} results in {row.total_s:.2f}s", file=sys.stderr)
         finally:
             broker.stop()
     print()
-    head = f"{'scenario':<26} {'results':>8} {'seconds':>8} {'results/s':>10} {'after 1st/s':>12}"
-    print(head + f" {'messages':>9} {'peak RSS MiB':>13}")
+    print(
+        f"{'scenario':<26} {'results':>8} {'total s':>8} {'total/s':>8} {'steady s':>9} {'steady/s':>9}"
+        f" {'messages':>9} {'peak RSS MiB':>13}"
+    )
     for r in rows:
+        total = "-" if r.total_s is None else f"{r.total_s:.2f}"
+        total_rate = "-" if r.total_rate is None else f"{r.total_rate:.0f}"
+        steady = f"{r.steady_rate:.0f}" if r.messages > 1 else "-"  # one message: no steady state to time
+        rss = "-" if r.peak_rss_mib is None else f"{r.peak_rss_mib:.1f}"
         print(
-            f"{r.scenario:<26} {r.results:>8} {r.seconds:>8.2f} {r.rate:>10.0f} {r.steady_rate:>12.0f}"
-            f" {r.messages:>9} {r.peak_rss_mib:>13.1f}"
+            f"{r.scenario:<26} {r.results:>8} {total:>8} {total_rate:>8} {r.steady_s:>9.2f} {steady:>9}"
+            f" {r.messages:>9} {rss:>13}"
         )
     print(
-        "\nseconds, results/s: gateway process start -> last result acked (includes start-up, opening the"
-        "\ninstrument and reading its backlog); after 1st/s: from the first acked result to the last."
+        f"\nfast-source / raw paho link (steady results/s, same payloads, same broker, batches of"
+        f" {LINK['batch_max']}): {fast.steady_rate / raw.steady_rate:.1%}; gateway peak RSS"
+        f" {fast.peak_rss_mib:.1f} MiB"
+        "\ntotal: gateway process start -> last ack applied (start-up, opening the instrument and reading its"
+        "\nbacklog included); steady: first result at the cloud -> last ack applied."
     )
     return 0
 

@@ -259,13 +259,13 @@ def _desk(path: Path) -> Any:
     from gateway.config import load_config
     from gateway.outbox import Outbox
     from gateway.samples import SampleDesk
-    from kuaijian_schema.wire import sign_payload
+    from kuaijian_schema.wire import hmac_signer
 
     config = load_config(path)
     key = config.station_key()
     config.data_dir.mkdir(parents=True, exist_ok=True)
     box = Outbox.open(config.db_path, check=False)
-    return SampleDesk(config.station_id, box, lambda doc: sign_payload(doc, key))
+    return SampleDesk(config.station_id, box, hmac_signer(key))
 
 
 def _sample_register(args: argparse.Namespace) -> int:

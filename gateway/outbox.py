@@ -34,7 +34,7 @@ from gateway import salvage
 from gateway.errors import DuplicateCode, OutboxCorrupt
 from gateway.outbox_db import MIGRATIONS, Migration, OutboxDb
 from gateway.salvage import SalvageReport
-from kuaijian_schema.wire import Rejection, ResultBody, canonical_json, new_result_id, payload_sha256
+from kuaijian_schema.wire import Rejection, ResultBody, Signer, new_result_ids, payload_sha256, seal
 
 __all__ = [
     "MIGRATIONS",
@@ -231,51 +231,62 @@ class Outbox:
         instrument: str,
         epoch: int,
         records: Sequence[RecordDrafts],
-        sign: Callable[[dict[str, Any]], str],
+        sign: Signer,
         identity: str | None = None,
     ) -> list[Enqueued]:
         """Persist every result of `records` and advance the cursor, all in one transaction.
 
         Results whose key (instrument, epoch, record_no, line) is already known are skipped (a re-read
-        after a crash). `identity` is that of the last of `records` (stored with the cursor when it moves
-        there). Returns the newly enqueued rows.
+        after a crash). Each result is serialised once (`kuaijian_schema.wire.seal`): the bytes `sign`
+        signs are the stored (and later sent) payload but for its "sig". `identity` is that of the last of
+        `records` (stored with the cursor when it moves there). Returns the newly enqueued rows.
         """
         if not records:
             return []
-        out: list[Enqueued] = []
         now = time.time()
+        lo = min(r.record_no for r in records)
+        hi = max(r.record_no for r in records)
+        docs = [
+            (rec.record_no, draft.line, draft.priority, draft.body.wire())
+            for rec in records
+            for draft in rec.drafts
+        ]
+        ids = new_result_ids(len(docs))
+        rows: list[tuple[int, str, str, int, float, str]] = []
+        keys: list[tuple[str, int, int, str, int, str]] = []
+        out: list[Enqueued] = []
         with self._db.tx("enqueueing results", grows=True) as conn:
             seq = int(conn.execute("SELECT value FROM counters WHERE name = 'seq'").fetchone()[0])
-            for rec in records:
-                for draft in rec.drafts:
-                    key = (instrument, epoch, rec.record_no, draft.line)
-                    if conn.execute(
-                        "SELECT 1 FROM records WHERE instrument = ? AND epoch = ? AND record_no = ? "
-                        "AND line = ?",
-                        key,
-                    ).fetchone():
-                        continue
-                    seq += 1
-                    rid = str(new_result_id())
-                    doc = draft.body.wire()
-                    doc["id"] = rid
-                    doc["seq"] = seq
-                    doc["sig"] = sign(doc)
-                    conn.execute(
-                        "INSERT INTO outbox (seq, id, instrument, priority, enqueued_at, payload) "
-                        "VALUES (?, ?, ?, ?, ?, ?)",
-                        (seq, rid, instrument, draft.priority, now, canonical_json(doc).decode()),
-                    )
-                    conn.execute(
-                        "INSERT INTO records (instrument, epoch, record_no, line, seq, id) "
-                        "VALUES (?, ?, ?, ?, ?, ?)",
-                        (*key, seq, rid),
-                    )
-                    out.append(Enqueued(seq, rid, draft.priority))
-            last = max(r.record_no for r in records)
+            known = {
+                (int(n), str(line))
+                for n, line in conn.execute(
+                    "SELECT record_no, line FROM records WHERE instrument = ? AND epoch = ?"
+                    " AND record_no BETWEEN ? AND ?",
+                    (instrument, epoch, lo, hi),
+                )
+            }
+            for (record_no, line, priority, doc), rid in zip(docs, ids, strict=True):
+                if (record_no, line) in known:
+                    continue
+                known.add((record_no, line))
+                seq += 1
+                doc["id"] = rid
+                doc["seq"] = seq
+                payload, _sig = seal(doc, sign)
+                rows.append((seq, rid, instrument, priority, now, payload.decode()))
+                keys.append((instrument, epoch, record_no, line, seq, rid))
+                out.append(Enqueued(seq, rid, priority))
+            conn.executemany(
+                "INSERT INTO outbox (seq, id, instrument, priority, enqueued_at, payload) VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            conn.executemany(
+                "INSERT INTO records (instrument, epoch, record_no, line, seq, id) VALUES (?, ?, ?, ?, ?, ?)",
+                keys,
+            )
             conn.execute("UPDATE counters SET value = ? WHERE name = 'seq'", (seq,))
             conn.execute("UPDATE counters SET value = value + ? WHERE name = 'enqueued'", (len(out),))
-            conn.execute(_ADVANCE_CURSOR, (instrument, epoch, last, now, identity))
+            conn.execute(_ADVANCE_CURSOR, (instrument, epoch, hi, now, identity))
         return out
 
     def skip_record(self, instrument: str, epoch: int, record_no: int, reason: str) -> None:
@@ -330,18 +341,16 @@ class Outbox:
         ignored = 0
         now = time.time()
         with self._db.tx("applying an ack", essential=True) as conn:
-            for rid in ids:
-                row = conn.execute("DELETE FROM outbox WHERE id = ? RETURNING seq", (str(rid),)).fetchone()
-                if row:
-                    acked.append(int(row[0]))
-                else:
-                    unknown += 1
-            for seq in seqs:
-                row = conn.execute("DELETE FROM outbox WHERE seq = ? RETURNING seq", (int(seq),)).fetchone()
-                if row:
-                    acked.append(int(row[0]))
-                else:
-                    unknown += 1
+            for column, keys in (("id", [str(i) for i in ids]), ("seq", [int(s) for s in seqs])):
+                for i in range(0, len(keys), 500):
+                    chunk = keys[i : i + 500]
+                    gone = conn.execute(
+                        f"DELETE FROM outbox WHERE {column} IN ({','.join('?' * len(chunk))})"  # noqa: S608
+                        " RETURNING seq",
+                        chunk,
+                    ).fetchall()
+                    acked.extend(int(r[0]) for r in gone)
+                    unknown += len(chunk) - len(gone)
             for rej in rejected:
                 if rej.seq is None or rej.sha256 is None:
                     ignored += 1
@@ -446,7 +455,7 @@ class Outbox:
 
     # ------------------------------------------------------------------ station-originated messages
     def enqueue_registration(
-        self, code: str, body: dict[str, Any], priority: int, sign: Callable[[dict[str, Any]], str]
+        self, code: str, body: dict[str, Any], priority: int, sign: Signer
     ) -> tuple[Enqueued, dict[str, Any]]:
         """Store a registration under its unique `code` and queue it for delivery, in ONE transaction with
         the seq counter (same id/seq/sig/ack rules as a result). Raises DuplicateCode if `code` is taken."""
@@ -456,10 +465,10 @@ class Outbox:
                 raise DuplicateCode(f"样品编号 {code} 已被登记 (sample code {code} is already registered)")
             seq = int(conn.execute("SELECT value FROM counters WHERE name = 'seq'").fetchone()[0]) + 1
             doc = dict(body)
-            doc["id"] = str(new_result_id())
+            doc["id"] = new_result_ids(1)[0]
             doc["seq"] = seq
-            doc["sig"] = sign(doc)
-            payload = canonical_json(doc).decode()
+            sealed, doc["sig"] = seal(doc, sign)
+            payload = sealed.decode()
             conn.execute(
                 "INSERT INTO outbox (seq, id, instrument, priority, enqueued_at, payload) VALUES (?, ?, ?, ?, ?, ?)",
                 (seq, doc["id"], "@registrations", priority, now, payload),

@@ -27,6 +27,7 @@ from kuaijian_schema.wire import (
     SAMPLE_CODE_PATTERN,
     ProducerInfo,
     SampleRegistration,
+    Signer,
     StationConfig,
     TaskInfo,
 )
@@ -59,7 +60,7 @@ class SampleDesk:
         self,
         station: str,
         outbox: Outbox,
-        sign: Callable[[dict[str, Any]], str],
+        sign: Signer,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         on_enqueued: Callable[[], None] | None = None,
     ) -> None:

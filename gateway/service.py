@@ -5,7 +5,8 @@ refused with `DataDirLocked`), open the outbox (integrity check, migrations), re
 built-in defaults), build one supervised `InstrumentWorker` per enabled instrument, start the `Link`
 (which connects in the background: the station measures and stores fully offline), apply config pushes
 atomically (stored with its version in the outbox first, then swapped in for the workers), and report a
-`Status` (instruments, versions, outbox depth, oldest unsent age, free disk); offer sample registration
+`Status` (instruments, versions, outbox depth, oldest unsent age, free disk); limit BLAS to one thread for
+the whole process (the interpretation core's matrix products are small); offer sample registration
 (`samples`, a `gateway.samples.SampleDesk`) and, with `[web] enabled`, the local registration page (and its
 `/metrics`, gateway.metrics).
 
@@ -19,9 +20,10 @@ import shutil
 import threading
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from pydantic import ValidationError
+from threadpoolctl import threadpool_limits
 
 from drivers import registry
 from drivers.errors import DriverConfigError
@@ -41,7 +43,7 @@ from kuaijian_schema.wire import (
     InstrumentStatus,
     StationConfig,
     Status,
-    sign_payload,
+    hmac_signer,
     verify_payload,
 )
 
@@ -93,6 +95,10 @@ class GatewayService:
 
     def _start(self, key: bytes) -> None:
         cfg = self.config
+        # Workers interpret a few hundred records per call: BLAS threads there only spin and wake up on the
+        # cores the link, the broker and the other instruments need (measured on the 2-core VM under load:
+        # the gold core's line scan 20-40x slower with OpenBLAS's default threads). Process-wide.
+        threadpool_limits(limits=1, user_api="blas")
         max_bytes = None if cfg.storage.max_db_mb is None else int(cfg.storage.max_db_mb * 1024 * 1024)
         factories = [(inst, analyzer_factory(inst)) for inst in cfg.instruments]
         outbox = Outbox.open(
@@ -113,9 +119,7 @@ class GatewayService:
             )
         self._restore_config(outbox)
 
-        def sign(doc: dict[str, Any]) -> str:
-            return sign_payload(doc, key)
-
+        sign = hmac_signer(key)
         self.link = Link(cfg, outbox, status=self.status, on_config=self.apply_config)
         self.samples = SampleDesk(cfg.station_id, outbox, sign, on_enqueued=self.link.wake)
         for inst, factory in factories:

@@ -39,6 +39,7 @@ from drivers.readings import Analyzer, ClockSync, DeviceInfo, Reading, record_id
 from drivers.timeouts import Timeouts
 from gateway.errors import OutboxError, OutboxFull
 from gateway.outbox import Cursor, Enqueued, Outbox, RecordDrafts
+from kuaijian_schema.wire import Signer
 
 log = logging.getLogger("gateway.worker")
 
@@ -72,7 +73,7 @@ class InstrumentWorker:
         make_analyzer: Callable[[], Analyzer],
         interpret: Interpret,
         outbox: Outbox,
-        sign: Callable[[dict[str, object]], str],
+        sign: Signer,
         timeouts: Timeouts,
         poll_interval_s: float,
         read_batch: int,

@@ -9,7 +9,8 @@ Topics, per station id (12-digit village code + "-" + 2-digit station number, e.
 
 Signing: `sig` = hex HMAC-SHA256(station key, canonical_json(result without "sig")), where canonical
 JSON is sorted keys, no whitespace, UTF-8. Verification works on the received dict, never on a
-re-serialised model, so no normalisation can break a valid signature.
+re-serialised model, so no normalisation can break a valid signature. `seal` signs and serialises a
+document with each value encoded once: the bytes signed are the stored (and sent) payload but for its "sig".
 """
 
 from __future__ import annotations
@@ -20,14 +21,17 @@ import hashlib
 import hmac
 import json
 import math
+import os
 import re
 import struct
+import threading
+import time
 import zlib
+from collections.abc import Callable, Mapping
 from datetime import date, datetime
 from typing import Any, Literal
 from uuid import UUID
 
-import uuid6
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt
 
 from kuaijian_schema.specs import EnzymeSpec, StripSpec
@@ -54,10 +58,57 @@ def parse_topic(name: str) -> tuple[str, str]:
     return parts[2], parts[3]
 
 
+_LOW62 = (1 << 62) - 1
+
+
+class _Uuid7Source:
+    """UUIDv7 (RFC 9562): 48-bit Unix ms, version 7, then 74 bits that start random within each ms and grow
+    by a random step per id (the RFC's monotonic random method), so ids made by one process are strictly
+    increasing even within one millisecond. One `os.urandom` call per batch."""
+
+    _RAND_BITS = 74
+    _STEP_BITS = 32
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._ms = -1
+        self._rand = 0
+
+    def take(self, n: int) -> list[str]:
+        entropy = os.urandom(8 * n + 10)
+        out: list[str] = []
+        with self._lock:
+            ms = time.time_ns() // 1_000_000
+            if ms > self._ms:
+                # fresh start: the top random bit clear leaves room for 2**41 steps in this ms
+                self._ms = ms
+                self._rand = int.from_bytes(entropy[-10:]) >> (80 - self._RAND_BITS + 1)
+            ms = self._ms
+            rand = self._rand
+            top = 1 << self._RAND_BITS
+            for i in range(n):
+                rand += 1 + (int.from_bytes(entropy[8 * i : 8 * i + 8]) >> (64 - self._STEP_BITS))
+                if rand >= top:  # 2**41 ids in one ms (never in practice): go on in the next ms
+                    ms += 1
+                    rand = int.from_bytes(entropy[8 * i : 8 * i + 8])  # < 2**64: room to grow again
+                value = (ms << 80) | (0x7 << 76) | (rand >> 62 << 64) | (0b10 << 62) | (rand & _LOW62)
+                h = f"{value:032x}"
+                out.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+            self._ms, self._rand = ms, rand
+        return out
+
+
+_UUID7 = _Uuid7Source()
+
+
+def new_result_ids(n: int) -> list[str]:
+    """`n` fresh UUIDv7 result ids (strictly increasing in this process), as canonical strings."""
+    return _UUID7.take(n)
+
+
 def new_result_id() -> UUID:
     """A fresh UUIDv7 (time-ordered) result id."""
-    value: UUID = uuid6.uuid7()
-    return UUID(int=value.int)
+    return UUID(_UUID7.take(1)[0])
 
 
 _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
@@ -72,9 +123,37 @@ def _body_json(payload: dict[str, Any]) -> bytes:
     return canonical_json({k: v for k, v in payload.items() if k != "sig"})
 
 
+Signer = Callable[[bytes], str]
+"""Signs canonical JSON bytes: the hex HMAC-SHA256 with a station key (`hmac_signer`)."""
+
+
+def hmac_signer(key: bytes) -> Signer:
+    """The `Signer` of station key `key`."""
+
+    def sign(data: bytes) -> str:
+        return hmac.new(key, data, hashlib.sha256).hexdigest()
+
+    return sign
+
+
 def sign_payload(payload: dict[str, Any], key: bytes) -> str:
     """HMAC-SHA256 hex digest over `payload` without its "sig" field."""
     return hmac.new(key, _body_json(payload), hashlib.sha256).hexdigest()
+
+
+def seal(doc: Mapping[str, Any], sign: Signer) -> tuple[bytes, str]:
+    """(canonical JSON of `doc` with "sig" added, the sig), the sig made by `sign` over the canonical JSON of
+    `doc` (which must not hold "sig"): equal to `canonical_json({**doc, "sig": sign_payload(doc, key)})`,
+    with every value encoded once. Canonical JSON is the sorted items joined, so the members before and
+    after "sig" are encoded apart and the signed text is their join, the sealed one the same with "sig"
+    between."""
+    if "sig" in doc:
+        raise ValueError('seal: the document already holds "sig"')
+    head = canonical_json({k: v for k, v in doc.items() if k < "sig"})[1:-1]
+    tail = canonical_json({k: v for k, v in doc.items() if k > "sig"})[1:-1]
+    sig = sign(b"{" + head + (b"," if head and tail else b"") + tail + b"}")
+    member = b'"sig":"' + sig.encode() + b'"'
+    return b"{" + (head + b"," if head else b"") + member + (b"," + tail if tail else b"") + b"}", sig
 
 
 def verify_payload(payload: dict[str, Any], key: bytes) -> bool:

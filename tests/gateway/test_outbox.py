@@ -16,15 +16,14 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
 from gateway.errors import OutboxCorrupt, OutboxError, OutboxFull
-from gateway.outbox import MIGRATIONS, Cursor, Draft, Migration, Outbox, RecordDrafts
-from kuaijian_schema.wire import Rejection, sign_payload, verify_payload
+from gateway.outbox import MIGRATIONS, Cursor, Draft, Migration, Outbox, RecordDrafts, stored_sha256
+from kuaijian_schema.wire import Rejection, canonical_json, hmac_signer, payload_sha256, verify_payload
 from tests.gateway.conftest import rejection, result_body
 
 KEY = b"0123456789abcdef-station-key"
 
 
-def _sign(doc: dict[str, Any]) -> str:
-    return sign_payload(doc, KEY)
+_sign = hmac_signer(KEY)
 
 
 def _record(n: int, lines: int = 1, verdict: str = "negative") -> RecordDrafts:
@@ -52,6 +51,27 @@ def test_enqueue_assigns_seq_signs_and_advances_cursor(tmp_path: Path) -> None:
         conn = sqlite3.connect(tmp_path / "o.db")
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
         conn.close()
+
+
+def test_each_result_is_serialised_once_signed_stored_and_hashed_as_the_same_bytes(tmp_path: Path) -> None:
+    # The signer sees the stored payload minus its "sig" member, once per result; the stored text is the
+    # canonical JSON of what it decodes to (what the cloud verifies and names in a rejection).
+    seen: list[bytes] = []
+
+    def sign(data: bytes) -> str:
+        seen.append(data)
+        return _sign(data)
+
+    with Outbox.open(tmp_path / "o.db") as box:
+        out = box.enqueue("i", 0, [_record(n, lines=2) for n in range(1, 4)], sign)
+        payloads = box.payloads([e.seq for e in out])
+        assert len(seen) == len(out) == 6
+        for e, data in zip(out, seen, strict=True):
+            doc = json.loads(payloads[e.seq])
+            assert (doc["id"], doc["seq"]) == (e.id, e.seq)
+            assert payloads[e.seq].encode() == canonical_json(doc)
+            assert data == canonical_json({k: v for k, v in doc.items() if k != "sig"})
+            assert stored_sha256(payloads[e.seq]) == payload_sha256(doc)
 
 
 def test_reread_after_crash_is_a_noop(tmp_path: Path) -> None:
@@ -255,12 +275,12 @@ class OutboxMachine(RuleBasedStateMachine):
         # nothing of it may persist, the cursor must not move, no seq is consumed.
         calls = 0
 
-        def dying_sign(doc: dict[str, Any]) -> str:
+        def dying_sign(data: bytes) -> str:
             nonlocal calls
             calls += 1
             if calls > after:
                 raise _Crash
-            return _sign(doc)
+            return _sign(data)
 
         before = self.box.stats()
         with pytest.raises(_Crash):

@@ -17,7 +17,7 @@ from gateway.samples import SampleDesk, SampleForm
 from gateway.web import WebServer
 from kuaijian.cli import main
 from kuaijian_schema import SampleRegistration, StationConfig, verify_payload
-from kuaijian_schema.wire import ProducerInfo
+from kuaijian_schema.wire import ProducerInfo, hmac_signer
 from tests.gateway.conftest import KEY_BYTES, STATION, write_station
 from tests.helpers import free_port
 
@@ -32,9 +32,7 @@ def _config(*producers: ProducerInfo) -> dict[str, object]:
 
 
 def _desk(box: Outbox) -> SampleDesk:
-    from kuaijian_schema import sign_payload
-
-    return SampleDesk(STATION, box, lambda d: sign_payload(d, KEY_BYTES), clock=lambda: NOW)
+    return SampleDesk(STATION, box, hmac_signer(KEY_BYTES), clock=lambda: NOW)
 
 
 @pytest.fixture

@@ -12,6 +12,7 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
+from threadpoolctl import threadpool_info, threadpool_limits
 
 from kuaijian_schema.kits import DEMO_KITS
 from kuaijian_schema.wire import StationConfig, topic
@@ -47,6 +48,18 @@ def test_delivers_everything_signed_and_acked(tmp_path: Path, mosquitto: Mosquit
         assert online["instruments"][0]["state"] == "ok"
         assert online["free_disk_bytes"] > 0
     wait_for(lambda: acker.statuses[-1]["state"] == "offline", 5, "no offline status at stop")
+
+
+def test_blas_runs_one_thread_in_the_gateway(tmp_path: Path) -> None:
+    # The workers interpret a few hundred records per call; OpenBLAS's own threads only spin on the cores
+    # the link and the broker need (the gold line scan measured 20-40x slower with them on 2 busy cores).
+    threadpool_limits(limits=2, user_api="blas")
+    cfg = write_station(tmp_path, free_port(), [fast_instrument(total=5, rate=1000.0)])
+    with RunningService(cfg) as svc:
+        assert svc.outbox is not None
+        blas = [p for p in threadpool_info() if p["user_api"] == "blas"]
+        assert blas, "numpy's BLAS is not visible to threadpoolctl"
+        assert {p["num_threads"] for p in blas} == {1}
 
 
 def test_offline_start_then_positives_drain_first(tmp_path: Path) -> None:

@@ -1,14 +1,23 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime
+from uuid import RFC_4122, UUID
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from kuaijian_schema import Result, sign_payload, split_result_payload, topic, verify_payload
-from kuaijian_schema.wire import parse_topic
+from kuaijian_schema.wire import (
+    canonical_json,
+    hmac_signer,
+    new_result_id,
+    new_result_ids,
+    parse_topic,
+    seal,
+)
 
 KEY = b"station-key-0123456789"
 
@@ -87,3 +96,49 @@ def test_result_requires_aware_time() -> None:
         Result.model_validate(doc)
     doc["measured_at"] = datetime(2026, 1, 1, tzinfo=UTC).isoformat()
     Result.model_validate(doc)
+
+
+_JSON = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.text(),
+        st.floats(allow_nan=False, allow_infinity=False),
+    ),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(), inner, max_size=4)),
+    max_leaves=12,
+)
+
+
+@given(st.dictionaries(st.text().filter(lambda k: k != "sig"), _JSON, max_size=8))
+def test_seal_is_the_canonical_json_of_the_signed_document(doc: dict[str, object]) -> None:
+    # one serialisation, and yet byte for byte what signing and then canonicalising the dict gives
+    # (keys sorting before and after "sig", one side or both sides empty, non-ASCII keys and values)
+    signed: list[bytes] = []
+
+    def sign(data: bytes) -> str:
+        signed.append(data)
+        return hmac_signer(KEY)(data)
+
+    payload, sig = seal(doc, sign)
+    assert signed == [canonical_json(doc)], "the signer sees the canonical JSON of the unsigned document"
+    assert sig == sign_payload(doc, KEY)
+    assert payload == canonical_json({**doc, "sig": sig})
+    assert verify_payload(json.loads(payload), KEY)
+
+
+def test_seal_refuses_a_signed_document() -> None:
+    with pytest.raises(ValueError, match="sig"):
+        seal(_result(), hmac_signer(KEY))
+
+
+def test_result_ids_are_uuid7_increasing_and_now() -> None:
+    before = time.time()
+    ids = [i for _ in range(50) for i in new_result_ids(40)] + [str(new_result_id()) for _ in range(20)]
+    after = time.time()
+    uuids = [UUID(i) for i in ids]
+    assert all(u.version == 7 and u.variant == RFC_4122 for u in uuids)
+    assert [u.int for u in uuids] == sorted({u.int for u in uuids}), "strictly increasing, none repeated"
+    stamps = [(u.int >> 80) / 1000 for u in uuids]
+    assert before - 0.002 <= min(stamps) <= max(stamps) <= after + 0.002, "the id's time is its creation time"
