@@ -179,8 +179,16 @@ def run_gateway(
     log = (workdir / "gateway.log").open("wb")
     t0 = time.monotonic()
     proc = subprocess.Popen(  # noqa: S603 - our own interpreter and arguments
-        [sys.executable, "-m", "kuaijian.cli", "gateway", "run", "--config", str(config)]
-        + ["--log-level", "WARNING"],
+        [
+            sys.executable,
+            "-m",
+            "kuaijian.cli",
+            "gateway",
+            "run",
+            *("--config", str(config)),
+            "--log-level",
+            "WARNING",
+        ],
         cwd=REPO,
         env=dict(os.environ, PYTHONPATH=str(REPO)),
         stdout=log,
@@ -220,8 +228,13 @@ def run_raw(workdir: Path, broker: Mosquitto, items: list[dict[str, Any]], batch
     cloud.start()
     try:
         out = subprocess.run(  # noqa: S603 - our own interpreter and arguments
-            [sys.executable, __file__, "--raw-publish", str(source), "--port", str(broker.port)]
-            + ["--batch", str(batch)],
+            [
+                sys.executable,
+                __file__,
+                "--raw-publish",
+                str(source),
+                *("--port", str(broker.port), "--batch", str(batch)),
+            ],
             cwd=REPO,
             env=dict(os.environ, PYTHONPATH=str(REPO)),
             capture_output=True,
