@@ -239,6 +239,8 @@ def interpret_strips(
         ]
         whole = Scan(
             position=np.concatenate([sc.position for sc in scans]),
+            frac=np.concatenate([sc.frac for sc in scans]),
+            window=np.concatenate([sc.window for sc in scans]),
             edge=np.concatenate([sc.edge for sc in scans]),
             sums=np.concatenate([sc.sums for sc in scans], axis=1),
             flank_d2=np.concatenate([sc.flank_d2 for sc in scans], axis=1),

@@ -17,9 +17,17 @@ Does, for a chunk of strips whose line regions are already gathered (`Layout.ind
 5. Adaptive window: per strip, the smallest h with h ≥ 2.5·σ_line, σ_line = S_h / peak / √(2π) measured
    on the control line (h0 when the control is not 4 noise sds above the baseline); every line of the strip is integrated with that h (same window for C and T, so a
    broadened strip keeps its ratio).
-6. Ratio sums: the same window also gives a Gaussian-weighted OD sum (sd h/2.5) above the baseline —
-   a matched filter with lower noise than the flat window. C and T of a strip get the same weights, so
-   their quotient is the ratio of the lines' areas whatever the (shared) band shape.
+6. Ratio amounts: per line a weighted linear least-squares fit over the whole centred window (±(h_max + f)
+   px) of OD = a + b·x + A·g(x) + B·∂g/∂s, g a unit-area Gaussian at the located (sub-pixel) centre with
+   the sd measured on the strip's control line; A is the line's area. Each pixel is weighted by its
+   inverse noise variance: the simulator's and a camera's noise is additive in reflectance, so
+   var(OD) ∝ 1/R², and the weight is (R/R_baseline)² = 10^(−2·S·g(x)) from the window signal S. The
+   width column makes A insensitive to the template's width (first order), so the differing weights of
+   a deep C and a faint T line do not bias their ratio. All strips at once: the 4×4 normal equations
+   are built from a few element-wise products and small matrix products and inverted batched.
+   A strip where any line's fit leaves χ²/dof > FIT_CHI2 (a speck, a neighbour's tail, a badly
+   shaped band) falls back for all its lines to the Gaussian-weighted OD sum (sd h/2.5) above the
+   robust baseline, the same weights on C and T (so that quotient too is an area ratio).
 7. Shape: equivalent FWHM = 0.939·S/peak (peak = the highest 3-px mean OD above baseline within
    ±2 px of the centre),
    asymmetry = (S_right − S_left)/S, SNR = S/σ_S with σ_S = σ·√(n + 0.84·n²/f), n = 2h+1, and the
@@ -42,7 +50,7 @@ import numpy.typing as npt
 from gateway.interpret.errors import SpecMismatchError
 from kuaijian_schema.specs import StripSpec
 
-__all__ = ["FLOOR", "MEDIANS", "Layout", "LineStats", "Scan", "finish", "layout", "running_median", "scan"]
+__all__ = ["FIT_CHI2", "FIT_WIDTH", "FLOOR", "MEDIANS", "Layout", "LineStats", "Scan", "finish", "layout", "running_median", "scan"]
 
 F32 = npt.NDArray[np.float32]
 F64 = npt.NDArray[np.float64]
@@ -58,6 +66,11 @@ SPECK_SPREAD: Final = 3.5
 neighbour's tail): that side's level is its lowest sub-flank, else the mean of all three."""
 FLANK: Final = 1.0
 """Baseline flank width per side, × h0 (the baseline noise falls with the flank width)."""
+FIT_CHI2: Final = 8.0
+"""A line whose least-squares fit leaves χ²/dof above this (weighted residuals over the noise) makes its
+strip use the robust Gaussian-weighted sums instead (a speck or a misshapen band in the window)."""
+FIT_WIDTH: Final = (0.1, 0.4)
+"""Template sd bounds, × line_width (the demo kits' bands have sd 0.13–0.34 × line_width)."""
 ADAPT_SNR: Final = 4.0
 """The window adapts only to a control line at least this far above the noise."""
 MEDIANS: Final = (0, 3, 5)
@@ -80,6 +93,7 @@ class Layout:
     """Fixed geometry and weights of one kit (cached per StripSpec)."""
 
     length: int
+    line_width: float
     nominal: npt.NDArray[np.intp]  # (J,) integer nominal centres, control first
     tol: int
     h0: int
@@ -125,6 +139,7 @@ def layout(spec: StripSpec) -> Layout:
     stat, sub_pos = _stat_kernel(hs, f, win)
     return Layout(
         length=spec.length,
+        line_width=float(spec.line_width),
         nominal=nominal,
         tol=tol,
         h0=h0,
@@ -204,7 +219,7 @@ class LineStats:
     """Measurements of m strips × J lines (control first)."""
 
     signal: F64  # (m, J) integrated OD above baseline with the strip's window
-    matched: F64  # (m, J) Gaussian-weighted (matched-filter) OD above baseline, same weights per strip
+    matched: F64  # (m, J) line area for the ratio: least-squares A, or the Gaussian-weighted sum (step 6)
     matched_sd: F64  # (m, J) its noise sd
     position: F64  # (m, J) centre, px
     edge: npt.NDArray[np.bool_]  # (m, J) locator maximum on the edge of the search window
@@ -225,6 +240,8 @@ class Scan:
     rather than once per cache-sized chunk."""
 
     position: F64  # (m, J)
+    frac: F32  # (m·J,) sub-pixel offset of each line from the centre of its window
+    window: F32  # (m·J, 2·win + 1) log2 R of the window centred on each line
     edge: npt.NDArray[np.bool_]  # (m, J)
     sums: F32  # (columns of stat_kernel, m·J): column-major, so each statistic is one contiguous row
     flank_d2: F32  # (2, m·J) mean |second difference| of each outer flank (OD)
@@ -283,7 +300,9 @@ def scan(g2: F32, lay: Layout) -> Scan:
     nstat = lay.stat_kernel.shape[1] - 2 * (lay.f - 2)
     d2 = np.abs(sums[nstat:]).reshape(2, lay.f - 2, rows)
     flank_d2 = d2.sum(axis=1) / (lay.f - 2)  # (2, rows): mean |second difference| per outer flank
-    return Scan(position=position, edge=edge, sums=sums[:nstat], flank_d2=flank_d2)
+    return Scan(
+        position=position, frac=delta, window=cw, edge=edge, sums=sums[:nstat], flank_d2=flank_d2
+    )
 
 
 def finish(sc: Scan, lay: Layout) -> LineStats:
@@ -350,6 +369,14 @@ def finish(sc: Scan, lay: Layout) -> LineStats:
         snr = signal / sd
         fwhm_rel = np.hypot(1.0 / snr, sigma * np.sqrt(1 / 3 + var_b0) / peak)
         asym_sd = sd_diff / np.abs(signal)
+    # 6. least-squares areas with the control's width; the strip keeps them when every line fits
+    sd_c = sigma_line[hi, np.arange(m)]
+    lo_w, hi_w = FIT_WIDTH[0] * lay.line_width, FIT_WIDTH[1] * lay.line_width
+    s_line = np.clip(np.nan_to_num(sd_c, nan=lo_w), lo_w, hi_w)
+    area, area_var, chi2 = _fit(sc.window, sc.frac, np.repeat(s_line, nl), signal, lay)
+    fit_ok = np.repeat((chi2 <= FIT_CHI2 * sigma**2).reshape(m, nl).all(axis=1), nl)
+    matched = np.where(fit_ok, area, matched)
+    matched_sd = np.where(fit_ok, sigma * np.sqrt(area_var), matched_sd)
     return LineStats(
         position=sc.position,
         edge=sc.edge,
@@ -365,6 +392,50 @@ def finish(sc: Scan, lay: Layout) -> LineStats:
         noise=noise,
         half_width=np.asarray(hs[hi], dtype=np.intp),
     )
+
+
+def _fit(win: F32, frac: F32, s: F64, signal: F64, lay: Layout) -> tuple[F64, F64, F64]:
+    """Weighted least squares of OD = a + b·x + A·g + B·g·(z² − 1) over each centred window (rows, P)
+    of log2 R, g = N(x − frac; s) of unit area, z = (x − frac)/s, weights 10^(−2·max(S, 0)·g).
+    Returns A (the area), Var(A) per unit noise variance, and χ²/dof per unit noise variance."""
+    p = win.shape[1]
+    x = np.arange(-lay.win, lay.win + 1, dtype=np.float32)
+    xs = x / np.float32(lay.win)
+    basis = np.stack([np.ones_like(xs), xs, xs * xs], axis=1)  # (P, 3)
+    s32 = s.astype(np.float32)[:, None]
+    z = (x[None, :] - frac[:, None]) / s32
+    z2 = z * z
+    g = np.exp(np.float32(-0.5) * z2) / (s32 * np.float32(_SQRT_2PI))
+    gs = g * (z2 - np.float32(1.0))
+    a0 = np.maximum(signal, 0.0).astype(np.float32)[:, None]
+    w = np.exp(np.float32(-2.0 * math.log(10.0)) * a0 * g)
+    y = win * np.float32(-_LOG10_2)  # OD
+    wg = w * g
+    wgs = w * gs
+    wy = w * y
+    s_w = (w @ basis).astype(np.float64)  # Σw, Σw·x, Σw·x²
+    s_g = (wg @ basis[:, :2]).astype(np.float64)
+    s_gs = (wgs @ basis[:, :2]).astype(np.float64)
+    s_y = (wy @ basis[:, :2]).astype(np.float64)
+    rows = win.shape[0]
+    nm = np.empty((rows, 4, 4))
+    nm[:, 0, 0], nm[:, 0, 1], nm[:, 1, 1] = s_w[:, 0], s_w[:, 1], s_w[:, 2]
+    nm[:, 0, 2], nm[:, 1, 2] = s_g[:, 0], s_g[:, 1]
+    nm[:, 0, 3], nm[:, 1, 3] = s_gs[:, 0], s_gs[:, 1]
+    nm[:, 2, 2] = np.einsum("ij,ij->i", wg, g)
+    nm[:, 2, 3] = np.einsum("ij,ij->i", wg, gs)
+    nm[:, 3, 3] = np.einsum("ij,ij->i", wgs, gs)
+    for i, j in ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3)):
+        nm[:, j, i] = nm[:, i, j]
+    rhs = np.empty((rows, 4))
+    rhs[:, 0], rhs[:, 1] = s_y[:, 0], s_y[:, 1]
+    rhs[:, 2] = np.einsum("ij,ij->i", wy, g)
+    rhs[:, 3] = np.einsum("ij,ij->i", wy, gs)
+    inv = np.linalg.inv(nm)
+    beta = np.einsum("nij,nj->ni", inv, rhs)
+    ssq = np.einsum("ij,ij->i", wy, y).astype(np.float64)
+    chi2 = np.maximum(ssq - np.einsum("ni,ni->n", beta, rhs), 0.0) / (p - 4)
+    return beta[:, 2], inv[:, 2, 2], chi2
 
 
 def _baseline(blk: F64, sub_pos: F64, sigma: F64, f: int) -> tuple[F64, F64]:
