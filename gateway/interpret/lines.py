@@ -395,47 +395,60 @@ def finish(sc: Scan, lay: Layout) -> LineStats:
 
 
 def _fit(win: F32, frac: F32, s: F64, signal: F64, lay: Layout) -> tuple[F64, F64, F64]:
-    """Weighted least squares of OD = a + b·x + A·g + B·g·(z² − 1) over each centred window (rows, P)
+    """Weighted least squares of OD = a + b·x + B·g·(z² − 1) + A·g over each centred window (rows, P)
     of log2 R, g = N(x − frac; s) of unit area, z = (x − frac)/s, weights 10^(−2·max(S, 0)·g).
-    Returns A (the area), Var(A) per unit noise variance, and χ²/dof per unit noise variance."""
+    Returns A (the area), Var(A) and χ²/dof, both per unit noise variance (OD²).
+    The 4×4 normal equations are solved by a Cholesky factorisation written out over all rows at once
+    (A is the last unknown, so A = z₃/L₃₃ and Var(A) = 1/L₃₃²; Σw·r² = Σw·y² − |z|²)."""
     p = win.shape[1]
     x = np.arange(-lay.win, lay.win + 1, dtype=np.float32)
-    xs = x / np.float32(lay.win)
-    basis = np.stack([np.ones_like(xs), xs, xs * xs], axis=1)  # (P, 3)
-    s32 = s.astype(np.float32)[:, None]
-    z = (x[None, :] - frac[:, None]) / s32
-    z2 = z * z
-    g = np.exp(np.float32(-0.5) * z2) / (s32 * np.float32(_SQRT_2PI))
-    gs = g * (z2 - np.float32(1.0))
-    a0 = np.maximum(signal, 0.0).astype(np.float32)[:, None]
-    w = np.exp(np.float32(-2.0 * math.log(10.0)) * a0 * g)
-    y = win * np.float32(-_LOG10_2)  # OD
+    basis = np.stack([np.ones_like(x), x / np.float32(lay.win)], axis=1)  # (P, 2)
+    basis3 = np.concatenate([basis, (basis[:, 1] ** 2)[:, None]], axis=1)
+    inv_s = (1.0 / s).astype(np.float32)[:, None]
+    z2 = (x[None, :] - frac[:, None]) * inv_s
+    z2 *= z2
+    np.minimum(z2, np.float32(50.0), out=z2)  # g ≥ e^−25/s: no float32 subnormals (slow) downstream
+    g = np.exp(np.float32(-0.5) * z2)
+    g *= inv_s * np.float32(1.0 / _SQRT_2PI)
+    z2 -= np.float32(1.0)
+    gs = z2
+    gs *= g
+    # weights (R / R_baseline)² = 10^(−2·S·g): OD noise variance ∝ 1/R² under additive reflectance noise
+    w = np.exp(np.float32(-2.0 * math.log(10.0)) * np.maximum(signal, 0.0).astype(np.float32)[:, None] * g)
     wg = w * g
     wgs = w * gs
-    wy = w * y
-    s_w = (w @ basis).astype(np.float64)  # Σw, Σw·x, Σw·x²
-    s_g = (wg @ basis[:, :2]).astype(np.float64)
-    s_gs = (wgs @ basis[:, :2]).astype(np.float64)
-    s_y = (wy @ basis[:, :2]).astype(np.float64)
-    rows = win.shape[0]
-    nm = np.empty((rows, 4, 4))
-    nm[:, 0, 0], nm[:, 0, 1], nm[:, 1, 1] = s_w[:, 0], s_w[:, 1], s_w[:, 2]
-    nm[:, 0, 2], nm[:, 1, 2] = s_g[:, 0], s_g[:, 1]
-    nm[:, 0, 3], nm[:, 1, 3] = s_gs[:, 0], s_gs[:, 1]
-    nm[:, 2, 2] = np.einsum("ij,ij->i", wg, g)
-    nm[:, 2, 3] = np.einsum("ij,ij->i", wg, gs)
-    nm[:, 3, 3] = np.einsum("ij,ij->i", wgs, gs)
-    for i, j in ((0, 1), (0, 2), (1, 2), (0, 3), (1, 3), (2, 3)):
-        nm[:, j, i] = nm[:, i, j]
-    rhs = np.empty((rows, 4))
-    rhs[:, 0], rhs[:, 1] = s_y[:, 0], s_y[:, 1]
-    rhs[:, 2] = np.einsum("ij,ij->i", wy, g)
-    rhs[:, 3] = np.einsum("ij,ij->i", wy, gs)
-    inv = np.linalg.inv(nm)
-    beta = np.einsum("nij,nj->ni", inv, rhs)
-    ssq = np.einsum("ij,ij->i", wy, y).astype(np.float64)
-    chi2 = np.maximum(ssq - np.einsum("ni,ni->n", beta, rhs), 0.0) / (p - 4)
-    return beta[:, 2], inv[:, 2, 2], chi2
+    wy = w * win  # log2 R: scaled to OD at the end
+    dot = np.einsum
+    s_w = (w @ basis3).astype(np.float64)
+    s_gs = (wgs @ basis).astype(np.float64)
+    s_g = (wg @ basis).astype(np.float64)
+    s_y = (wy @ basis).astype(np.float64)
+    n22 = dot("ij,ij->i", wgs, gs).astype(np.float64)
+    n23 = dot("ij,ij->i", wg, gs).astype(np.float64)
+    n33 = dot("ij,ij->i", wg, g).astype(np.float64)
+    r2 = dot("ij,ij->i", wy, gs).astype(np.float64)
+    r3 = dot("ij,ij->i", wy, g).astype(np.float64)
+    ssq = dot("ij,ij->i", wy, win).astype(np.float64)
+    # Cholesky of [[Σw, Σwx, Σwgs, Σwg], [·, Σwx², Σwgs·x, Σwg·x], [·, ·, Σwgs², Σwg·gs], [·, ·, ·, Σwg²]]
+    l00 = np.sqrt(s_w[:, 0])
+    l10 = s_w[:, 1] / l00
+    l11 = np.sqrt(np.maximum(s_w[:, 2] - l10 * l10, 1e-30))
+    l20 = s_gs[:, 0] / l00
+    l21 = (s_gs[:, 1] - l20 * l10) / l11
+    l22 = np.sqrt(np.maximum(n22 - l20 * l20 - l21 * l21, 1e-30))
+    l30 = s_g[:, 0] / l00
+    l31 = (s_g[:, 1] - l30 * l10) / l11
+    l32 = (n23 - l30 * l20 - l31 * l21) / l22
+    l33 = np.sqrt(np.maximum(n33 - l30 * l30 - l31 * l31 - l32 * l32, 1e-30))
+    z0 = s_y[:, 0] / l00
+    z1 = (s_y[:, 1] - l10 * z0) / l11
+    zz2 = (r2 - l20 * z0 - l21 * z1) / l22
+    z3 = (r3 - l30 * z0 - l31 * z1 - l32 * zz2) / l33
+    area: F64 = z3 / l33 * -_LOG10_2
+    var: F64 = 1.0 / (l33 * l33)
+    resid = np.maximum(ssq - (z0 * z0 + z1 * z1 + zz2 * zz2 + z3 * z3), 0.0)
+    chi2: F64 = resid * (_LOG10_2 * _LOG10_2) / (p - 4)
+    return area, var, chi2
 
 
 def _baseline(blk: F64, sub_pos: F64, sigma: F64, f: int) -> tuple[F64, F64]:

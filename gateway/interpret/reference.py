@@ -26,6 +26,8 @@ from gateway.interpret.gold import (
 )
 from gateway.interpret.lines import (
     ADAPT_SNR,
+    FIT_CHI2,
+    FIT_WIDTH,
     CORE_SHIFT,
     FLOOR,
     MIN3_BIAS,
@@ -77,6 +79,9 @@ def naive_interpret_strips(profiles: F64, spec: StripSpec) -> tuple[F64, F64, np
             cand = span(q - hp, q + hp + 1) - (2 * hp + 1) * flanks / (2 * f)
             b = int(np.argmax(cand))
             p = c - tol + b
+            c0, cm, cp = cand[b], cand[max(b - 1, 0)], cand[min(b + 1, 2 * tol)]
+            den = cm - 2 * c0 + cp
+            delta = min(max(0.5 * (cm - cp) / den, -0.5), 0.5) if den < 0 else 0.0
             d2s = []
             for lo in (p - lay.win, p + lay.win - f + 1):
                 fl = at(lo, lo + f)
@@ -87,7 +92,7 @@ def naive_interpret_strips(profiles: F64, spec: StripSpec) -> tuple[F64, F64, np
                 right = np.array_split(at(p + h + 1, p + h + f + 1), SUBFLANKS)
                 cores = [at(p + o - 1, p + o + 2).sum() for o in range(-CORE_SHIFT, CORE_SHIFT + 1)]
                 per_h.append((h, left, right, at(p - h, p + h + 1), cores))
-            lines.append((p, b, d2s, per_h))
+            lines.append((p, b, d2s, per_h, delta))
         d2 = np.sort([v for ln in lines for v in ln[2]])
         noise = (d2[len(d2) // 2 - 1] + d2[len(d2) // 2]) / 2 / math.sqrt(12 / math.pi)
 
@@ -140,7 +145,7 @@ def naive_interpret_strips(profiles: F64, spec: StripSpec) -> tuple[F64, F64, np
         sd = noise * math.sqrt(nn + var_b0 * nn * nn)
         sd_diff = noise * math.sqrt(2 * h + (h * (h + 1)) ** 2 * 4 * var_b0 / (2 * h + f) ** 2)
         bad = []
-        for (_, b, _, _), (sig, _, peak, lh, rh, _, _) in zip(lines, stats, strict=True):
+        for (_, b, _, _, _), (sig, _, peak, lh, rh, _, _) in zip(lines, stats, strict=True):
             snr = sig / sd
             fwhm = 0.9394 * sig / peak if peak > 0 else math.inf
             rel = math.hypot(1 / snr, noise * math.sqrt(1 / 3 + var_b0) / peak) if peak != 0 else math.inf
@@ -151,6 +156,23 @@ def naive_interpret_strips(profiles: F64, spec: StripSpec) -> tuple[F64, F64, np
                 or not abs(asym) - SHAPE_Z * sd_diff / abs(sig) <= MAX_ASYMMETRY
             )
             bad.append((odd and snr >= SHAPE_SNR, b in (0, 2 * tol), snr))
+        # the ratio's line areas: weighted least squares per line, or the Gaussian sums when a fit fails
+        with np.errstate(divide="ignore", invalid="ignore"):
+            sd_c = np.float64(stats[0][0]) / np.float64(stats[0][2]) / math.sqrt(2 * math.pi)
+        lo_w, hi_w = FIT_WIDTH[0] * spec.line_width, FIT_WIDTH[1] * spec.line_width
+        s_line = float(np.clip(np.nan_to_num(sd_c, nan=lo_w), lo_w, hi_w))
+        areas, fits = [], True
+        xw = np.arange(-lay.win, lay.win + 1, dtype=np.float64)
+        for (p, _, _, _, delta), st in zip(lines, stats, strict=True):
+            z = (xw - delta) / s_line
+            g = np.exp(-0.5 * z * z) / (s_line * math.sqrt(2 * math.pi))
+            design = np.stack([np.ones_like(xw), xw / lay.win, g, g * (z * z - 1)], axis=1)
+            wts = 10.0 ** (-2.0 * max(st[0], 0.0) * g)  # (R / R_baseline)²: OD noise var ∝ 1/R²
+            y = at(p - lay.win, p + lay.win + 1)
+            coef = np.linalg.lstsq(design * np.sqrt(wts)[:, None], y * np.sqrt(wts), rcond=None)[0]
+            chi2 = float((wts * (y - design @ coef) ** 2).sum()) / (xw.size - 4)
+            fits = fits and chi2 <= FIT_CHI2 * noise * noise
+            areas.append(float(coef[2]))
         c_sig = stats[0][0]
         ctrl[i] = c_sig
         saturated = spec.saturation_reflectance > 0 and any(
@@ -161,7 +183,7 @@ def naive_interpret_strips(profiles: F64, spec: StripSpec) -> tuple[F64, F64, np
         missing = c_sig < MISSING_FRACTION * spec.min_control_signal
         invalid = saturated or missing or c_sig < spec.min_control_signal or bad[0][1] or bad[0][0]
         for kk in range(k):
-            m_c, m_t = stats[0][1], stats[1 + kk][1]
+            m_c, m_t = (areas[0], areas[1 + kk]) if fits else (stats[0][1], stats[1 + kk][1])
             r = max(m_t, 0.0) / m_c if not missing else np.nan
             ratio[i, kk] = r
             cut, band = spec.lines[kk].cutoff, spec.lines[kk].suspect_band
