@@ -11,7 +11,7 @@ from typing import Final
 
 from kuaijian_schema.wire import VerdictName
 
-GOLD_ALGORITHM: Final = "gold/2.0"
+GOLD_ALGORITHM: Final = "gold/2.1"
 ENZYME_ALGORITHM: Final = "enzyme/1.1"
 
 

@@ -7,8 +7,11 @@ Algorithm (per line j — control first, then each test line — identical for e
    above a robust linear baseline with a window adapted to the measured width of the control line
    (line_width … 2·line_width), and measures its shape (equivalent FWHM, asymmetry), SNR and the
    strip's noise — see that module.
-3. ratio = max(M_T, 0) / M_C of the Gaussian-weighted (matched-filter) sums, same weights on every line
-   of the strip (NaN when the control is missing). Validity (→ INVALID for every test
+3. ratio = max(M_T, 0) / M_C of the lines' areas M from `lines`: a per-line weighted least-squares fit
+   (Gaussian of the control's width + its width derivative + linear baseline, inverse-variance weights
+   for additive reflectance noise), or, on a strip where a fit fails its χ² test (a speck, a misshapen
+   band), the Gaussian-weighted sums above the robust baseline, the same weights on every line of the
+   strip (NaN when the control is missing). Validity (→ INVALID for every test
    line): control missing (< 30 % of min_control_signal), weak (< min_control_signal), out of place
    (locator argmax on the window edge), not shaped like a line (CONTROL_SHAPE: a dust speck or a smear
    in the control window), saturated (any pixel of a line region below saturation_reflectance).
@@ -267,7 +270,7 @@ def interpret_strips(
     t_bad = (bad_shape[:, 1:] | (out.edge[:, 1:] & (out.snr[:, 1:] >= SHAPE_SNR))) & ~invalid[:, None]
     flags |= (t_bad * int(GoldFlag.TEST_SHAPE)).astype(np.uint16)
 
-    # the ratio from the matched-filter sums: the same weights on C and T
+    # the ratio from the line areas (least-squares fit, or the matched-filter sums on a strip a fit failed)
     mc = out.matched[:, :1]
     with np.errstate(divide="ignore", invalid="ignore"):
         ratio = np.where(~missing[:, None], np.maximum(out.matched[:, 1:], 0.0) / mc, np.nan)

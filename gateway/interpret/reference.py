@@ -26,9 +26,9 @@ from gateway.interpret.gold import (
 )
 from gateway.interpret.lines import (
     ADAPT_SNR,
+    CORE_SHIFT,
     FIT_CHI2,
     FIT_WIDTH,
-    CORE_SHIFT,
     FLOOR,
     MIN3_BIAS,
     MIN3_VAR,
@@ -44,10 +44,12 @@ F64 = npt.NDArray[np.float64]
 
 def naive_interpret_strips(profiles: F64, spec: StripSpec) -> tuple[F64, F64, npt.NDArray[np.int8]]:
     """Per-strip reference (a Python loop per strip, line and window width) used by tests and the
-    benchmark: the rules of `interpret_strips` (gold/2.0) written the obvious way, without the matrix
+    benchmark: the rules of `interpret_strips` (gold/2.1) written the obvious way, without the matrix
     products — locate each line by the narrow-window OD minus its flanks (parabolic refinement), then,
     centred there, per candidate width: sub-flank baselines, window and Gaussian-weighted sums, the
-    3-px peak; the window from the control's measured width; shape and SNR tests; verdicts.
+    3-px peak; the window from the control's measured width; shape and SNR tests; the ratio's line
+    areas by a weighted least-squares fit per line (np.linalg.lstsq), or the Gaussian-weighted sums when
+    a line's fit leaves χ²/dof above FIT_CHI2 noise variances; verdicts.
     Returns (control_signal (N,), ratio (N, K), verdict (N, K))."""
     lay = layout(spec)
     n = profiles.shape[0]
@@ -161,18 +163,31 @@ def naive_interpret_strips(profiles: F64, spec: StripSpec) -> tuple[F64, F64, np
             sd_c = np.float64(stats[0][0]) / np.float64(stats[0][2]) / math.sqrt(2 * math.pi)
         lo_w, hi_w = FIT_WIDTH[0] * spec.line_width, FIT_WIDTH[1] * spec.line_width
         s_line = float(np.clip(np.nan_to_num(sd_c, nan=lo_w), lo_w, hi_w))
-        areas, fits = [], True
         xw = np.arange(-lay.win, lay.win + 1, dtype=np.float64)
-        for (p, _, _, _, delta), st in zip(lines, stats, strict=True):
-            z = (xw - delta) / s_line
-            g = np.exp(-0.5 * z * z) / (s_line * math.sqrt(2 * math.pi))
-            design = np.stack([np.ones_like(xw), xw / lay.win, g, g * (z * z - 1)], axis=1)
-            wts = 10.0 ** (-2.0 * max(st[0], 0.0) * g)  # (R / R_baseline)²: OD noise var ∝ 1/R²
-            y = at(p - lay.win, p + lay.win + 1)
+
+        def lsq(
+            p: int, delta: float, sig: float, sd: float, width: bool, xw: F64 = xw, od: F64 = od
+        ) -> tuple[F64, float]:
+            z = (xw - delta) / sd
+            g = np.exp(-0.5 * z * z) / (sd * math.sqrt(2 * math.pi))
+            cols = [np.ones_like(xw), xw / lay.win, *([g * (z * z - 1)] if width else []), g]
+            design = np.stack(cols, axis=1)
+            wts = 10.0 ** (-2.0 * max(sig, 0.0) * g)  # (R / R_baseline)²: OD noise var ∝ 1/R²
+            y = od[np.clip(np.arange(p - lay.win, p + lay.win + 1), 0, lay.length - 1)]
             coef = np.linalg.lstsq(design * np.sqrt(wts)[:, None], y * np.sqrt(wts), rcond=None)[0]
-            chi2 = float((wts * (y - design @ coef) ** 2).sum()) / (xw.size - 4)
+            chi2 = float((wts * (y - design @ coef) ** 2).sum()) / (xw.size - design.shape[1])
+            return coef, chi2
+
+        # the control's width refined by a fit with a width term, then every line with that width
+        coef_c, _ = lsq(lines[0][0], lines[0][4], stats[0][0], s_line, True)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            s_new = np.float64(s_line) * (1.0 + np.float64(coef_c[2]) / np.float64(coef_c[3]))
+        s_fit = float(np.clip(np.nan_to_num(s_new, nan=lo_w, posinf=hi_w, neginf=lo_w), lo_w, hi_w))
+        areas, fits = [], True
+        for (p, _, _, _, delta), st in zip(lines, stats, strict=True):
+            coef, chi2 = lsq(p, delta, st[0], s_fit, False)
             fits = fits and chi2 <= FIT_CHI2 * noise * noise
-            areas.append(float(coef[2]))
+            areas.append(float(coef[-1]))
         c_sig = stats[0][0]
         ctrl[i] = c_sig
         saturated = spec.saturation_reflectance > 0 and any(
