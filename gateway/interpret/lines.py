@@ -97,6 +97,7 @@ MIN3_BIAS: Final = 0.8463  # E[min of 3 iid N(0, 1)] = −0.8463
 MIN3_VAR: Final = 0.5595  # Var[min of 3 iid N(0, 1)]
 _D2_MEAN: Final = math.sqrt(6.0) * math.sqrt(2.0 / math.pi)  # E|y[i-1] − 2y[i] + y[i+1]| per σ
 _LOG10_2: Final = math.log10(2.0)
+_FIT_BYTES: Final = 256 << 10  # one float32 temporary of a least-squares chunk
 _PER_H: Final = 10  # stat-kernel columns per candidate half-width
 _SQRT_2PI: Final = math.sqrt(2.0 * math.pi)
 
@@ -385,9 +386,9 @@ def finish(sc: Scan, lay: Layout) -> LineStats:
     sd_c = sigma_line[hi, np.arange(m)]
     lo_w, hi_w = FIT_WIDTH[0] * lay.line_width, FIT_WIDTH[1] * lay.line_width
     s0 = np.clip(np.nan_to_num(sd_c, nan=lo_w), lo_w, hi_w)
-    _, rel, _, _ = _fit(sc.window[::nl], sc.frac[::nl], s0, signal[::nl], lay, width=True)
+    _, rel, _, _ = _fits(sc.window[::nl], sc.frac[::nl], s0, signal[::nl], lay, width=True)
     s1 = np.clip(np.nan_to_num(s0 * (1.0 + rel), nan=lo_w, posinf=hi_w, neginf=lo_w), lo_w, hi_w)
-    area, _, area_var, chi2 = _fit(sc.window, sc.frac, np.repeat(s1, nl), signal, lay, width=False)
+    area, _, area_var, chi2 = _fits(sc.window, sc.frac, np.repeat(s1, nl), signal, lay, width=False)
     fit_ok = np.repeat((chi2 <= FIT_CHI2 * sigma**2).reshape(m, nl).all(axis=1), nl)
     matched = np.where(fit_ok, area, matched)
     matched_sd = np.where(fit_ok, sigma * np.sqrt(area_var), matched_sd)
@@ -406,6 +407,18 @@ def finish(sc: Scan, lay: Layout) -> LineStats:
         noise=noise,
         half_width=np.asarray(hs[hi], dtype=np.intp),
     )
+
+
+def _fits(win: F32, frac: F32, s: F64, signal: F64, lay: Layout, *, width: bool) -> tuple[F64, F64, F64, F64]:
+    """`_fit` over chunks of rows whose temporaries stay in L2 cache (measured: one pass over a whole
+    block of 20,000 lines takes about twice as long)."""
+    step = max(64, _FIT_BYTES // (win.shape[1] * 4))
+    parts = [
+        _fit(win[i : i + step], frac[i : i + step], s[i : i + step], signal[i : i + step], lay, width=width)
+        for i in range(0, win.shape[0], step)
+    ]
+    a, r, v, c = (np.concatenate([pt[k] for pt in parts]) for k in range(4))
+    return a, r, v, c
 
 
 def _fit(win: F32, frac: F32, s: F64, signal: F64, lay: Layout, *, width: bool) -> tuple[F64, F64, F64, F64]:
