@@ -81,7 +81,7 @@ FLANK: Final = 1.0
 FIT_CHI2: Final = 16.0
 """A line whose least-squares fit leaves χ²/dof above this many noise variances makes its strip use the
 robust Gaussian-weighted sums instead: a speck in the window (measured: the fit alone raises the p95 ratio
-error with specks by 40–60 %), not a Lorentzian or tailing band (which a lower bound also rejects)."""
+error with specks by 40 %), not a Lorentzian or tailing band (which a lower bound also rejects)."""
 FIT_WIDTH: Final = (0.1, 0.4)
 """Template sd bounds, × line_width (the demo kits' bands have sd 0.13–0.34 × line_width)."""
 ADAPT_SNR: Final = 4.0
