@@ -47,6 +47,7 @@ from typing import Final
 import numpy as np
 import numpy.typing as npt
 
+from gateway.interpret.areas import fit_areas
 from gateway.interpret.errors import SpecMismatchError
 from kuaijian_schema.specs import StripSpec
 
@@ -97,7 +98,6 @@ MIN3_BIAS: Final = 0.8463  # E[min of 3 iid N(0, 1)] = −0.8463
 MIN3_VAR: Final = 0.5595  # Var[min of 3 iid N(0, 1)]
 _D2_MEAN: Final = math.sqrt(6.0) * math.sqrt(2.0 / math.pi)  # E|y[i-1] − 2y[i] + y[i+1]| per σ
 _LOG10_2: Final = math.log10(2.0)
-_FIT_BYTES: Final = 256 << 10  # one float32 temporary of a least-squares chunk
 _PER_H: Final = 10  # stat-kernel columns per candidate half-width
 _SQRT_2PI: Final = math.sqrt(2.0 * math.pi)
 
@@ -386,9 +386,9 @@ def finish(sc: Scan, lay: Layout) -> LineStats:
     sd_c = sigma_line[hi, np.arange(m)]
     lo_w, hi_w = FIT_WIDTH[0] * lay.line_width, FIT_WIDTH[1] * lay.line_width
     s0 = np.clip(np.nan_to_num(sd_c, nan=lo_w), lo_w, hi_w)
-    _, rel, _, _ = _fits(sc.window[::nl], sc.frac[::nl], s0, signal[::nl], lay, width=True)
+    _, rel, _, _ = fit_areas(sc.window[::nl], sc.frac[::nl], s0, signal[::nl], lay.win, width=True)
     s1 = np.clip(np.nan_to_num(s0 * (1.0 + rel), nan=lo_w, posinf=hi_w, neginf=lo_w), lo_w, hi_w)
-    area, _, area_var, chi2 = _fits(sc.window, sc.frac, np.repeat(s1, nl), signal, lay, width=False)
+    area, _, area_var, chi2 = fit_areas(sc.window, sc.frac, np.repeat(s1, nl), signal, lay.win, width=False)
     fit_ok = np.repeat((chi2 <= FIT_CHI2 * sigma**2).reshape(m, nl).all(axis=1), nl)
     matched = np.where(fit_ok, area, matched)
     matched_sd = np.where(fit_ok, sigma * np.sqrt(area_var), matched_sd)
@@ -407,81 +407,6 @@ def finish(sc: Scan, lay: Layout) -> LineStats:
         noise=noise,
         half_width=np.asarray(hs[hi], dtype=np.intp),
     )
-
-
-def _fits(win: F32, frac: F32, s: F64, signal: F64, lay: Layout, *, width: bool) -> tuple[F64, F64, F64, F64]:
-    """`_fit` over chunks of rows whose temporaries stay in L2 cache (measured: one pass over a whole
-    block of 20,000 lines takes about twice as long)."""
-    step = max(64, _FIT_BYTES // (win.shape[1] * 4))
-    parts = [
-        _fit(win[i : i + step], frac[i : i + step], s[i : i + step], signal[i : i + step], lay, width=width)
-        for i in range(0, win.shape[0], step)
-    ]
-    a, r, v, c = (np.concatenate([pt[k] for pt in parts]) for k in range(4))
-    return a, r, v, c
-
-
-def _fit(win: F32, frac: F32, s: F64, signal: F64, lay: Layout, *, width: bool) -> tuple[F64, F64, F64, F64]:
-    """Weighted least squares of OD = a + b·x [+ B·g·(z² − 1)] + A·g over each centred window (rows, P)
-    of log2 R, g = N(x − frac; s) of unit area, z = (x − frac)/s, weights 10^(−2·max(S, 0)·g); the
-    B term (`width`) is s·∂g/∂s, so s·(1 + B/A) is the width that fits best.
-    Returns A (the area), B/A (0 without `width`), Var(A) and χ²/dof, both per unit noise variance (OD²).
-    The normal equations are solved by a Cholesky factorisation written out over all rows at once
-    (A is the last unknown, so A = z_A/L_AA and Var(A) = 1/L_AA²; Σw·r² = Σw·y² − |z|²)."""
-    p = win.shape[1]
-    x = np.arange(-lay.win, lay.win + 1, dtype=np.float32)
-    basis = np.stack([np.ones_like(x), x / np.float32(lay.win)], axis=1)  # (P, 2)
-    basis3 = np.concatenate([basis, (basis[:, 1] ** 2)[:, None]], axis=1)
-    inv_s = (1.0 / s).astype(np.float32)[:, None]
-    z2 = (x[None, :] - frac[:, None]) * inv_s
-    z2 *= z2
-    np.minimum(z2, np.float32(50.0), out=z2)  # g ≥ e^−25/s: no float32 subnormals (slow) downstream
-    g = np.exp(np.float32(-0.5) * z2)
-    g *= inv_s * np.float32(1.0 / _SQRT_2PI)
-    # weights (R / R_baseline)² = 10^(−2·S·g): OD noise variance ∝ 1/R² under additive reflectance noise
-    w = np.exp(np.float32(-2.0 * math.log(10.0)) * np.maximum(signal, 0.0).astype(np.float32)[:, None] * g)
-    wg = w * g
-    wy = w * win  # log2 R: scaled to OD at the end
-    dot = np.einsum
-    s_w = (w @ basis3).astype(np.float64)
-    s_g = (wg @ basis).astype(np.float64)
-    s_y = (wy @ basis).astype(np.float64)
-    n_gg = dot("ij,ij->i", wg, g).astype(np.float64)
-    r_g = dot("ij,ij->i", wy, g).astype(np.float64)
-    ssq = dot("ij,ij->i", wy, win).astype(np.float64)
-    tiny = 1e-30
-    # Cholesky of the normal matrix over (1, x, [g·(z² − 1)], g)
-    l00 = np.sqrt(s_w[:, 0])
-    l10 = s_w[:, 1] / l00
-    l11 = np.sqrt(np.maximum(s_w[:, 2] - l10 * l10, tiny))
-    z0 = s_y[:, 0] / l00
-    z1 = (s_y[:, 1] - l10 * z0) / l11
-    la0 = s_g[:, 0] / l00
-    la1 = (s_g[:, 1] - la0 * l10) / l11
-    if width:
-        z2 -= np.float32(1.0)
-        gs = z2
-        gs *= g
-        wgs = w * gs
-        s_gs = (wgs @ basis).astype(np.float64)
-        l20 = s_gs[:, 0] / l00
-        l21 = (s_gs[:, 1] - l20 * l10) / l11
-        l22 = np.sqrt(np.maximum(dot("ij,ij->i", wgs, gs).astype(np.float64) - l20 * l20 - l21 * l21, tiny))
-        la2 = (dot("ij,ij->i", wg, gs).astype(np.float64) - la0 * l20 - la1 * l21) / l22
-        zb = (dot("ij,ij->i", wy, gs).astype(np.float64) - l20 * z0 - l21 * z1) / l22
-    else:
-        la2 = zb = np.zeros_like(l00)
-        l22 = np.ones_like(l00)
-    laa = np.sqrt(np.maximum(n_gg - la0 * la0 - la1 * la1 - la2 * la2, tiny))
-    za = (r_g - la0 * z0 - la1 * z1 - la2 * zb) / laa
-    a_log2 = za / laa
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rel: F64 = (zb - la2 * a_log2) / l22 / a_log2  # B/A (the scale of log2 cancels)
-    area: F64 = a_log2 * -_LOG10_2
-    var: F64 = 1.0 / (laa * laa)
-    resid = np.maximum(ssq - (z0 * z0 + z1 * z1 + zb * zb + za * za), 0.0)
-    chi2: F64 = resid * (_LOG10_2 * _LOG10_2) / (p - (4 if width else 3))
-    return area, rel, var, chi2
 
 
 def _baseline(blk: F64, sub_pos: F64, sigma: F64, f: int) -> tuple[F64, F64]:
