@@ -217,6 +217,16 @@ def test_token_link_logs_in_and_leaves_the_address_bar(
     wait.until(lambda d: _text(d, "#who") != "")
 
 
+def _ranked(driver: webdriver.Chrome) -> list[str]:
+    """The ranked node codes, read in one script call: the table is re-rendered while the test reads it, so
+    element handles found a moment earlier can be stale."""
+    codes: list[str] = driver.execute_script(
+        "return Array.from(document.querySelectorAll('#ranking-table tbody tr[data-node]'))"
+        ".map(e => e.getAttribute('data-node'))"
+    )
+    return codes
+
+
 def test_rankings_panel_follows_the_drill_down(
     browser: webdriver.Chrome, offline_cloud: OfflineCloud
 ) -> None:
@@ -224,11 +234,7 @@ def test_rankings_panel_follows_the_drill_down(
     base, grid, wait = offline_cloud.base, offline_cloud.grid, offline_cloud.wait
     browser.get(f"{base}/dashboard/#token={grid.tokens['county']}")
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#ranking-table tbody tr[data-node]"))
-    towns = [
-        e.get_attribute("data-node")
-        for e in browser.find_elements(By.CSS_SELECTOR, "#ranking-table tbody tr[data-node]")
-    ]
-    assert set(towns) == {"370214101", "370214102"}
+    assert set(_ranked(browser)) == {"370214101", "370214102"}
     assert browser.find_element(By.ID, "rank-level").get_attribute("value") == "town"
     assert "W" in _text(browser, "#rank-period-label")  # an ISO week by default
     # a month instead of a week
@@ -237,15 +243,7 @@ def test_rankings_panel_follows_the_drill_down(
     # drilling into a town ranks its villages
     browser.find_element(By.CSS_SELECTOR, '#grid-table tr[data-node="370214101"]').click()
     wait.until(lambda d: d.find_element(By.ID, "rank-level").get_attribute("value") == "village")
-    wait.until(
-        lambda d: (
-            all(
-                str(e.get_attribute("data-node")).startswith("370214101")
-                for e in d.find_elements(By.CSS_SELECTOR, "#ranking-table tbody tr[data-node]")
-            )
-            and d.find_elements(By.CSS_SELECTOR, "#ranking-table tbody tr[data-node]")
-        )
-    )
+    wait.until(lambda d: (rows := _ranked(d)) and all(r.startswith("370214101") for r in rows))
     severe = [e for e in browser.get_log("browser") if e.get("level") == "SEVERE"]
     assert not severe, severe
 
