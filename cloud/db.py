@@ -27,7 +27,7 @@ import re
 import sqlite3
 import threading
 from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
@@ -216,6 +216,7 @@ class Database:
             self.raw.autocommit = True  # we issue BEGIN/COMMIT ourselves, like on SQLite
         self._depth = 0
         self._savepoints = 0
+        self._dead = False  # invalidated: the pool will not hand this connection out again
 
     @property
     def is_postgres(self) -> bool:
@@ -300,6 +301,28 @@ class Database:
             self._savepoints -= 1
         self._command(f"RELEASE SAVEPOINT {name}")
 
+    def reconnect(self) -> None:
+        """Drop this connection (it failed: the server restarted, the network broke) and check out a fresh
+        one. Raises DatabaseError while the database is still unreachable."""
+        self._depth = 0
+        self._savepoints = 0
+        self._invalidate()
+        try:
+            self._fairy = self.engine.raw_connection()
+        except (sa.exc.SQLAlchemyError, sqlite3.Error, psycopg.Error) as exc:
+            raise DatabaseError(f"cannot connect to {redacted(str(self.engine.url))}: {exc}") from exc
+        self.raw = self._fairy.driver_connection
+        self._dead = False
+        if self.dialect == "postgresql":
+            self.raw.autocommit = True
+
+    def _invalidate(self) -> None:
+        if not self._dead:
+            self._dead = True
+            with suppress(*_DRIVER_ERRORS):
+                self.raw.close()  # closed here, whatever the pool does with its record
+            self._fairy.invalidate()
+
     def close(self) -> None:
         """Roll back an unfinished transaction and return the connection to the pool (idempotent)."""
         if self._depth:
@@ -322,6 +345,8 @@ class Database:
                 ).fetchall()
 
     def _driver_in_transaction(self) -> bool:
+        if self._dead:
+            return False
         if self.dialect == "sqlite":
             return bool(self.raw.in_transaction)
         return bool(self.raw.info.transaction_status != psycopg.pq.TransactionStatus.IDLE)
@@ -333,7 +358,7 @@ class Database:
         try:
             self._command("ROLLBACK")
         except DatabaseError:
-            self._fairy.invalidate()  # the connection is gone (server restarted): never hand it out again
+            self._invalidate()  # the connection is gone (server restarted): never hand it out again
 
 
 @contextmanager

@@ -379,6 +379,10 @@ class IngestWorker:
                 if self._stop.wait(delay):
                     return  # shutting down: unacked messages are redelivered / re-sent by gateways
                 delay = min(delay * 2, 5.0)
+                try:
+                    db.reconnect()  # the connection may be dead (the database server restarted)
+                except DatabaseError:
+                    log.warning("database unreachable; retrying")
             except Exception:
                 # Cannot happen by design (process_batch contains per-message failures); if it does,
                 # keep the worker alive and let the gateways re-send after their ack timeout.
