@@ -158,6 +158,11 @@ def _dead_letter(
     )
 
 
+_NUL_ESCAPE = b"\\u0000"
+"""The only way U+0000 gets into a decoded document: strict JSON refuses a raw NUL, so a payload without this
+escape needs no walk through its strings (the walk cost a fifth of one-result-per-message ingest)."""
+
+
 def _has_nul(value: Any) -> bool:
     """True if any string in a decoded JSON document holds U+0000 (no text column of PostgreSQL can store it;
     no field of a result has a use for it)."""
@@ -352,7 +357,7 @@ class _Batch:
         if not verified:
             self.reject(msg, station, item, "bad signature", digest)
             return
-        if _has_nul(item):
+        if _NUL_ESCAPE in msg.payload and _has_nul(item):
             self.reject(msg, station, item, "text contains U+0000")
             return
         if item.get("kind") == "sample":
@@ -495,7 +500,7 @@ class _Batch:
         except RecursionError:
             self._status_dead(msg, station, "status nested too deeply")
             return
-        if _has_nul(doc):
+        if _NUL_ESCAPE in msg.payload and _has_nul(doc):
             self._status_dead(msg, station, "status text contains U+0000")
             return
         if status.station != station:

@@ -403,3 +403,18 @@ def test_measured_at_stored_in_utc(db: Database, grid: Grid, settings: Settings)
     row = db.dicts("SELECT measured_at, ingest_flags FROM results")[0]
     assert row["measured_at"] == "2026-11-02T08:00:00.250000+00:00"
     assert json.loads(row["ingest_flags"]) == []
+
+
+def test_text_with_nul_is_dead_lettered_and_the_rest_of_the_batch_stored(
+    db: Database, grid: Grid, settings: Settings
+) -> None:
+    """U+0000 (PostgreSQL cannot store it) can only arrive as the JSON escape; a validly signed result holding it
+    is refused, the other result of the same message stored."""
+    bad = grid.result(A1, product="菠\x00菜")
+    good = grid.result(A1)
+    payload = batch_payload([bad, good])
+    assert b"\\u0000" in payload
+    process_batch(db, [_msg(A1, payload)], settings)
+    assert db.execute("SELECT id FROM results").fetchall() == [(good["id"],)]
+    reasons = [r[0] for r in db.execute("SELECT reason FROM dead_letters").fetchall()]
+    assert reasons == ["text contains U+0000"]
