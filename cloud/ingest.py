@@ -405,7 +405,7 @@ class _Batch:
                     utc_iso(measured_at),
                     result.verdict,
                     _VALUES_JSON.encode(result.values),
-                    _TEXT_JSON.encode(list(result.qc)),
+                    _TEXT_JSON.encode(list(result.qc)) if result.qc else "[]",
                     result.algorithm,
                     result.config_version,
                     None if result.raw is None else result.raw.model_dump_json(),
