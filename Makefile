@@ -10,7 +10,7 @@ demo: install
 	$(VENV)/bin/kuaijian demo
 
 test: install
-	$(PY) -m pytest
+	$(PY) -m pytest; rc=$$?; echo $$rc > $(VENV)/.pytest-exit; exit $$rc
 
 lint: install
 	$(VENV)/bin/ruff check . && $(VENV)/bin/ruff format --check . && $(VENV)/bin/mypy
