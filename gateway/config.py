@@ -32,6 +32,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from drivers import registry
 from drivers.registry import InstrumentSettings
 from gateway.errors import ConfigError
+from gateway.outbox_types import KEEP_RECORD_KEYS
 from kuaijian_schema.mqtt_client import BrokerUrl, parse_broker_url
 from kuaijian_schema.wire import STATION_PATTERN
 
@@ -156,6 +157,12 @@ class StorageConfig(_Strict):
     max_db_mb: float | None = Field(default=None, gt=0, description="cap of the outbox (database + WAL)")
     reserve_mb: float = Field(
         default=0.5, ge=0, description="disk kept in a reserve file so acks can be applied on a full disk"
+    )
+    keep_record_keys: int = Field(
+        default=KEEP_RECORD_KEYS,
+        ge=0,
+        le=1_000_000,
+        description="records per instrument, behind its cursor, whose de-duplication keys are kept",
     )
 
 

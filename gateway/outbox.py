@@ -3,8 +3,10 @@
 Does: in ONE transaction per batch of instrument records, allocate the persistent per-station `seq`,
 give each result its UUIDv7 id, sign it, store it, remember its unique key (instrument, epoch,
 record no, line) and advance the instrument's cursor — so a crash anywhere re-reads at most the records
-after the cursor, and a re-read is a no-op. Rows are keyed by seq / result id (never by time) and leave
-the outbox ONLY on the cloud's application ack (station-originated sample registrations take the same path,
+after the cursor, and a re-read is a no-op (keys more than `keep_record_keys` records behind the cursor are
+pruned in the same transaction; those records stay known through the instrument's `record_horizon`). Rows
+are keyed by seq / result id (never by time) and leave the outbox ONLY on the cloud's application ack
+(station-originated sample registrations take the same path,
 `enqueue_registration`, and are also kept by code in `registrations`); rejected rows move to the `rejected`
 table with the reason. Also stores the cloud-pushed station config with its version, the instrument cursors
 and memory resets, and skipped records. `salvage_from` restores what `gateway.salvage` reads from a corrupt
@@ -24,19 +26,32 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from gateway import salvage
 from gateway.errors import DuplicateCode, OutboxCorrupt
 from gateway.outbox_db import MIGRATIONS, Migration, OutboxDb
+from gateway.outbox_types import (
+    KEEP_RECORD_KEYS,
+    PRIORITY,
+    AckOutcome,
+    Cursor,
+    Draft,
+    Enqueued,
+    MemoryReset,
+    OutboxStats,
+    RecordDrafts,
+    RejectedRow,
+)
 from gateway.salvage import SalvageReport
-from kuaijian_schema.wire import Rejection, ResultBody, Signer, new_result_ids, payload_sha256, seal
+from kuaijian_schema.wire import Rejection, Signer, new_result_ids, payload_sha256, seal
 
 __all__ = [
+    "KEEP_RECORD_KEYS",
     "MIGRATIONS",
     "PRIORITY",
     "AckOutcome",
@@ -52,94 +67,6 @@ __all__ = [
     "SalvageReport",
     "stored_sha256",
 ]
-PRIORITY = {"positive": 3, "suspect": 2, "invalid": 1, "negative": 0}
-"""Send priority by verdict: positives first (higher is sooner)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Draft:
-    """One result to enqueue: its line key within the record, send priority, and body.
-
-    `body` holds every `kuaijian_schema.Result` field except `id`, `seq` and `sig`, which the outbox adds.
-    """
-
-    line: str
-    priority: int
-    body: ResultBody
-
-
-@dataclass(frozen=True, slots=True)
-class RecordDrafts:
-    """All results of one instrument record (they are committed together)."""
-
-    record_no: int
-    drafts: tuple[Draft, ...]
-
-
-@dataclass(frozen=True, slots=True)
-class Enqueued:
-    seq: int
-    id: str
-    priority: int
-
-
-@dataclass(frozen=True, slots=True)
-class Cursor:
-    """Last record persisted from an instrument; `epoch` grows when its record memory restarts (counter
-    went back, or the record at the cursor is no longer the one read: `identity`, see
-    `drivers.readings.record_identity`; None when unknown, e.g. a skipped record)."""
-
-    epoch: int
-    last_record: int
-    identity: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class MemoryReset:
-    """An instrument whose memory was found cleared or replaced: a new cursor epoch was started."""
-
-    instrument: str
-    old_epoch: int
-    new_epoch: int
-    old_last_record: int
-    latest: int
-    reason: str
-    at: float
-
-
-@dataclass(frozen=True, slots=True)
-class AckOutcome:
-    acked: tuple[int, ...]  # seqs deleted now
-    rejected: tuple[int, ...]  # seqs moved to the rejected table now
-    unknown: int  # ack entries matching no outbox row (already acked: redelivered ack)
-    ignored: int = 0  # rejections not naming exactly a pending row (id + seq + payload hash): nothing changed
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxStats:
-    depth: int
-    oldest_enqueued_at: float | None
-    last_seq: int
-    enqueued_total: int
-    acked_total: int
-    rejected_total: int
-    skipped_total: int
-    config_version: str | None
-
-    def oldest_age_s(self, now: float | None = None) -> float | None:
-        if self.oldest_enqueued_at is None:
-            return None
-        return max(0.0, (time.time() if now is None else now) - self.oldest_enqueued_at)
-
-
-@dataclass(frozen=True, slots=True)
-class RejectedRow:
-    seq: int
-    id: str
-    reason: str
-    rejected_at: float
-
-
 # Move an instrument's cursor forward (never back) within its epoch; the identity follows the record the
 # cursor ends on (right-hand sides see the row as it was before the update).
 _ADVANCE_CURSOR = (
@@ -153,22 +80,32 @@ _ADVANCE_CURSOR = (
 class Outbox:
     """The outbox database. Create with `Outbox.open(path)`; close with `close()`."""
 
-    def __init__(self, db: OutboxDb) -> None:
+    def __init__(self, db: OutboxDb, keep_record_keys: int = KEEP_RECORD_KEYS) -> None:
+        if keep_record_keys < 0:
+            raise ValueError("keep_record_keys must be >= 0")
         self._db = db
+        self._keep = keep_record_keys
         self.path = db.path
         self.space = db.space
 
     @classmethod
     def open(
-        cls, path: Path, *, max_db_bytes: int | None = None, check: bool = True, reserve_bytes: int = 0
+        cls,
+        path: Path,
+        *,
+        max_db_bytes: int | None = None,
+        check: bool = True,
+        reserve_bytes: int = 0,
+        keep_record_keys: int = KEEP_RECORD_KEYS,
     ) -> Outbox:
         """Open (creating if needed) and migrate the outbox at `path`; keep `reserve_bytes` of disk in a
         reserve file for acks and the database + WAL under `max_db_bytes` (`gateway.diskspace`).
 
         Raises `OutboxCorrupt` (after renaming the file aside, `gateway.salvage`) when the integrity check
-        fails; see `OutboxDb.open`.
+        fails; see `OutboxDb.open`. `keep_record_keys`: see `enqueue`.
         """
-        return cls(OutboxDb.open(path, max_db_bytes=max_db_bytes, check=check, reserve_bytes=reserve_bytes))
+        db = OutboxDb.open(path, max_db_bytes=max_db_bytes, check=check, reserve_bytes=reserve_bytes)
+        return cls(db, keep_record_keys)
 
     def close(self) -> None:
         self._db.close()
@@ -240,6 +177,12 @@ class Outbox:
         after a crash). Each result is serialised once (`kuaijian_schema.wire.seal`): the bytes `sign`
         signs are the stored (and later sent) payload but for its "sig". `identity` is that of the last of
         `records` (stored with the cursor when it moves there). Returns the newly enqueued rows.
+
+        The keys do not pile up: in the same transaction, the keys of every record more than
+        `keep_record_keys` records behind the instrument's cursor (and of its earlier epochs) are deleted and
+        the instrument's horizon (`record_horizon`) moved up to them. A record at or below the horizon counts
+        as known, exactly as if its keys were still there — the cursor has passed it, so the worker never
+        reads it again, and a caller that did would get no duplicate.
         """
         if not records:
             return []
@@ -257,6 +200,10 @@ class Outbox:
         out: list[Enqueued] = []
         with self._db.tx("enqueueing results", grows=True) as conn:
             seq = int(conn.execute("SELECT value FROM counters WHERE name = 'seq'").fetchone()[0])
+            row = conn.execute(
+                "SELECT epoch, record_no FROM record_horizon WHERE instrument = ?", (instrument,)
+            ).fetchone()
+            horizon = (int(row[0]), int(row[1])) if row else None
             known = {
                 (int(n), str(line))
                 for n, line in conn.execute(
@@ -266,8 +213,8 @@ class Outbox:
                 )
             }
             for (record_no, line, priority, doc), rid in zip(docs, ids, strict=True):
-                if (record_no, line) in known:
-                    continue
+                if (record_no, line) in known or (horizon is not None and (epoch, record_no) <= horizon):
+                    continue  # a re-read: its key is here, or it was taken long ago and its key pruned
                 known.add((record_no, line))
                 seq += 1
                 doc["id"] = rid
@@ -287,7 +234,33 @@ class Outbox:
             conn.execute("UPDATE counters SET value = ? WHERE name = 'seq'", (seq,))
             conn.execute("UPDATE counters SET value = value + ? WHERE name = 'enqueued'", (len(out),))
             conn.execute(_ADVANCE_CURSOR, (instrument, epoch, hi, now, identity))
+            self._prune_keys(conn, instrument, horizon)
         return out
+
+    def _prune_keys(self, conn: sqlite3.Connection, instrument: str, horizon: tuple[int, int] | None) -> None:
+        """Delete the keys more than `keep_record_keys` records behind the cursor (and of earlier epochs)
+        and raise the horizon to them; inside the caller's transaction. The horizon never passes the
+        cursor and never moves down."""
+        row = conn.execute(
+            "SELECT epoch, last_record FROM cursors WHERE instrument = ?", (instrument,)
+        ).fetchone()
+        if row is None:
+            return
+        new = (int(row[0]), int(row[1]) - self._keep)
+        if horizon is not None and new <= horizon:
+            return
+        pruned = conn.execute(
+            "DELETE FROM records WHERE instrument = ? AND epoch < ?", (instrument, new[0])
+        ).rowcount
+        pruned += conn.execute(
+            "DELETE FROM records WHERE instrument = ? AND epoch = ? AND record_no <= ?", (instrument, *new)
+        ).rowcount
+        conn.execute(
+            "INSERT INTO record_horizon (instrument, epoch, record_no, pruned) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (instrument) DO UPDATE SET epoch = excluded.epoch, record_no = excluded.record_no,"
+            " pruned = pruned + excluded.pruned",
+            (instrument, *new, pruned),
+        )
 
     def skip_record(self, instrument: str, epoch: int, record_no: int, reason: str) -> None:
         """Record that `record_no` could not be read and move the cursor past it (one transaction)."""
@@ -416,6 +389,8 @@ class Outbox:
             depth, oldest = self._db.read("SELECT COUNT(*), MIN(enqueued_at) FROM outbox")[0]
             version = self._db.read("SELECT value FROM settings WHERE name = 'config_version'")
             skipped = self._db.read("SELECT COUNT(*) FROM skipped")[0][0]
+            keys = self._db.read("SELECT COUNT(*) FROM records")[0][0]
+            pruned = self._db.read("SELECT COALESCE(SUM(pruned), 0) FROM record_horizon")[0][0]
         return OutboxStats(
             depth=int(depth),
             oldest_enqueued_at=None if oldest is None else float(oldest),
@@ -425,6 +400,8 @@ class Outbox:
             rejected_total=int(counters["rejected"]),
             skipped_total=int(skipped),
             config_version=str(version[0][0]) if version else None,
+            record_keys=int(keys),
+            record_keys_pruned=int(pruned),
         )
 
     def cursors(self) -> dict[str, Cursor]:

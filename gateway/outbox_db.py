@@ -96,6 +96,16 @@ MIGRATIONS: tuple[Migration, ...] = (
             " reason TEXT NOT NULL, at REAL NOT NULL, PRIMARY KEY (instrument, new_epoch))",
         ),
     ),
+    Migration(
+        "0005_record_horizon",
+        (
+            # Per instrument, the (epoch, record_no) up to which de-duplication keys were pruned from
+            # `records`: every record at or below it was taken already (the cursor passed it), so the outbox
+            # treats it as known exactly as if its keys were still there. `pruned` counts the keys deleted.
+            "CREATE TABLE record_horizon (instrument TEXT PRIMARY KEY, epoch INTEGER NOT NULL,"
+            " record_no INTEGER NOT NULL, pruned INTEGER NOT NULL)",
+        ),
+    ),
 )
 
 

@@ -5,8 +5,9 @@ Does: `move_aside` renames a corrupt database (with its -wal/-shm) to `<db>.corr
 `<db>.seq-floor` — the highest seq it can still read, or a clock-derived floor — so a new outbox never reuses a
 seq (`read_seq_floor`); `read` pages through its tables in key order (skipping past or reading backwards to a
 damaged page) and keeps each un-sent result only when its JSON names the row's id and seq and its signature
-verifies; `restore` puts those results, the de-duplication keys and the instrument cursors into the new
-outbox (inside the caller's transaction, idempotently); `write_marker` records the report in
+verifies; `restore` puts those results, the de-duplication keys, the pruning horizons and the instrument
+cursors into the new outbox (inside the caller's transaction, idempotently) — an instrument whose cursor is
+unreadable gets one after the last record known to be taken, so pruned records are not read again; `write_marker` records the report in
 `<corrupt>.salvaged`, which `unsalvaged` uses to skip the file next time.
 
 Does not: open the live outbox, decide when to salvage (`gateway.service` does it before any worker runs), or
@@ -64,6 +65,7 @@ class Salvaged:
     valid: tuple[Row, ...]  # (seq, id, instrument, priority, enqueued_at, payload) that verified
     records: tuple[Row, ...]  # (instrument, epoch, record_no, line, seq, id)
     cursors: tuple[Row, ...]  # (instrument, epoch, last_record, updated_at)
+    horizons: tuple[Row, ...]  # (instrument, epoch, record_no): records taken whose keys were pruned
     errors: tuple[str, ...]
 
 
@@ -157,7 +159,7 @@ def read(corrupt: Path, verify: Callable[[dict[str, Any]], bool]) -> Salvaged:
     try:
         src = sqlite3.connect(f"file:{corrupt}?mode=ro", uri=True, timeout=1.0)
     except sqlite3.Error as exc:
-        return Salvaged(corrupt, 0, (), (), (), (f"cannot open: {exc}",))
+        return Salvaged(corrupt, 0, (), (), (), (), (f"cannot open: {exc}",))
     try:
         outbox_rows = _read_table(
             src, "outbox", "seq, id, instrument, priority, enqueued_at, payload", ("seq",), errors
@@ -172,6 +174,12 @@ def read(corrupt: Path, verify: Callable[[dict[str, Any]], bool]) -> Salvaged:
         cursors = _read_table(
             src, "cursors", "instrument, epoch, last_record, updated_at", ("instrument",), errors
         )
+        horizons: list[Row] = []
+        with contextlib.suppress(sqlite3.Error):  # an outbox from before migration 0005 has none
+            if src.execute("SELECT 1 FROM sqlite_master WHERE name = 'record_horizon'").fetchone():
+                horizons = _read_table(
+                    src, "record_horizon", "instrument, epoch, record_no", ("instrument",), errors
+                )
     finally:
         src.close()
     valid: list[Row] = []
@@ -183,7 +191,15 @@ def read(corrupt: Path, verify: Callable[[dict[str, Any]], bool]) -> Salvaged:
             ok = False
         if ok:
             valid.append((seq, rid, instrument, priority, enqueued_at, payload))
-    return Salvaged(corrupt, len(outbox_rows), tuple(valid), tuple(records), tuple(cursors), tuple(errors))
+    return Salvaged(
+        corrupt,
+        len(outbox_rows),
+        tuple(valid),
+        tuple(records),
+        tuple(cursors),
+        tuple(horizons),
+        tuple(errors),
+    )
 
 
 def restore(conn: sqlite3.Connection, found: Salvaged) -> SalvageReport:
@@ -212,6 +228,13 @@ def restore(conn: sqlite3.Connection, found: Salvaged) -> SalvageReport:
             row,
         )
     records_restored = conn.total_changes - before
+    for row in found.horizons:
+        conn.execute(
+            "INSERT INTO record_horizon (instrument, epoch, record_no, pruned) VALUES (?, ?, ?, 0)"
+            " ON CONFLICT (instrument) DO UPDATE SET epoch = excluded.epoch, record_no = excluded.record_no"
+            " WHERE (excluded.epoch, excluded.record_no) > (epoch, record_no)",
+            row,
+        )
     before = conn.total_changes
     for row in found.cursors:
         conn.execute(
@@ -219,6 +242,17 @@ def restore(conn: sqlite3.Connection, found: Salvaged) -> SalvageReport:
             " ON CONFLICT (instrument) DO UPDATE SET last_record = MAX(last_record, excluded.last_record)"
             " WHERE epoch = excluded.epoch",
             row,
+        )
+    # An instrument whose cursor could not be read: continue after the last record known to be taken
+    # (its newest key, or its horizon) rather than from the start, which would re-read what was pruned.
+    taken: dict[str, tuple[int, int]] = {}
+    for inst, epoch, record_no, *_ in (*found.records, *found.horizons):
+        taken[inst] = max(taken.get(inst, (epoch, record_no)), (epoch, record_no))
+    for inst, (epoch, record_no) in sorted(taken.items()):
+        conn.execute(
+            "INSERT INTO cursors (instrument, epoch, last_record, updated_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (instrument) DO NOTHING",
+            (inst, epoch, record_no, time.time()),
         )
     cursors_restored = conn.total_changes - before
     conn.execute("UPDATE counters SET value = value + ? WHERE name = 'enqueued'", (restored,))

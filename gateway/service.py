@@ -102,7 +102,10 @@ class GatewayService:
         max_bytes = None if cfg.storage.max_db_mb is None else int(cfg.storage.max_db_mb * 1024 * 1024)
         factories = [(inst, analyzer_factory(inst)) for inst in cfg.instruments]
         outbox = Outbox.open(
-            cfg.db_path, max_db_bytes=max_bytes, reserve_bytes=int(cfg.storage.reserve_mb * 1024 * 1024)
+            cfg.db_path,
+            max_db_bytes=max_bytes,
+            reserve_bytes=int(cfg.storage.reserve_mb * 1024 * 1024),
+            keep_record_keys=cfg.storage.keep_record_keys,
         )
         self.outbox = outbox
         for corrupt in outbox.unsalvaged():

@@ -48,3 +48,42 @@ def test_disk_full_pauses_reading_and_resumes(tmp_path: Path) -> None:
         finally:
             acker.stop()
             broker.stop()
+
+
+def test_long_run_under_a_small_cap_keeps_going_and_never_duplicates(tmp_path: Path) -> None:
+    """The de-duplication keys of records already read are pruned behind the cursor: under a 0.15 MB cap
+    they used to fill the database (at ~324 results) even with every result acked, and reading stopped for
+    good. Many times that many records pass through now, each delivered exactly once."""
+    broker = Mosquitto(workdir=tmp_path, port=free_port())
+    total = 2000
+    cfg = write_station(
+        tmp_path,
+        broker.port,
+        [fast_instrument(total=total, rate=20000.0)],
+        acquisition={"full_retry_s": 0.05, "read_batch": 8},
+        storage={"max_db_mb": 0.15},
+    )
+    broker.start()
+    acker = Acker(broker.port, STATION, KEY_BYTES)
+    acker.start()
+    try:
+        with RunningService(cfg) as svc:
+            box = svc.outbox
+            assert box is not None
+            try:
+                wait_for(lambda: drained(svc, total), 120, "the run stalled")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}: {box.stats()}, worker {svc.workers[0].state}") from exc
+            st = box.stats()
+            assert st.record_keys <= 32 + 8, f"{st.record_keys} keys kept (storage.keep_record_keys = 32)"
+            assert st.record_keys_pruned >= total - 40
+        with acker.lock:
+            samples = [doc["sample"]["id"] for doc in acker.received.values()]
+        assert acker.seqs() == set(range(1, total + 1))
+        assert sorted(samples) == [f"FAST-0001-S{n:06d}" for n in range(1, total + 1)], (
+            "a record twice or never"
+        )
+        assert not acker.bad
+    finally:
+        acker.stop()
+        broker.stop()

@@ -84,6 +84,33 @@ def test_reread_after_crash_is_a_noop(tmp_path: Path) -> None:
         assert box.stats().enqueued_total == 4
 
 
+def test_record_keys_are_pruned_behind_the_cursor_and_stay_known(tmp_path: Path) -> None:
+    """The de-duplication keys do not pile up (they used to fill `storage.max_db_mb` with an empty outbox):
+    keys more than `keep_record_keys` records behind the cursor, and of earlier epochs, are deleted, and
+    their records stay known — a re-read of any of them, before or after a restart, queues nothing."""
+    path = tmp_path / "o.db"
+    with Outbox.open(path, keep_record_keys=3) as box:
+        for start in range(1, 101, 5):
+            box.enqueue("i", 0, [_record(n, lines=2) for n in range(start, start + 5)], _sign)
+        st_ = box.stats()
+        assert (st_.enqueued_total, st_.record_keys, st_.record_keys_pruned) == (200, 6, 194)
+        for n in (1, 50, 97, 98, 100):
+            assert box.enqueue("i", 0, [_record(n, lines=2)], _sign) == [], f"record {n} queued twice"
+        assert box.stats().enqueued_total == 200
+    with Outbox.open(path, keep_record_keys=3) as box:  # a restart re-reads a stretch around the cursor
+        again = box.enqueue("i", 0, [_record(n, lines=2) for n in range(1, 102)], _sign)
+        assert [e.seq for e in again] == [201, 202], "only record 101 is new"
+        assert box.stats().record_keys == 6
+        # a new memory: the old epoch's keys go and its records stay known; the new epoch's are read
+        cursor = box.cursor("i")
+        assert cursor is not None
+        box.new_epoch("i", cursor, 2, "test")
+        assert len(box.enqueue("i", 1, [_record(1, lines=2), _record(2, lines=2)], _sign)) == 4
+        assert box.enqueue("i", 0, [_record(101, lines=2), _record(102, lines=2)], _sign) == []
+        st_ = box.stats()
+        assert (st_.enqueued_total, st_.record_keys, st_.last_seq) == (206, 4, 206)
+
+
 def test_ack_by_id_and_seq_and_rejection(tmp_path: Path) -> None:
     with Outbox.open(tmp_path / "o.db") as box:
         out = box.enqueue("i", 0, [_record(n) for n in range(1, 6)], _sign)
@@ -211,7 +238,7 @@ class OutboxMachine(RuleBasedStateMachine):
 
         self.dir = tempfile.TemporaryDirectory()
         self.path = Path(self.dir.name) / "o.db"
-        self.box = Outbox.open(self.path)
+        self.box = Outbox.open(self.path, keep_record_keys=1)  # keys pruned almost at once
         self.generation = 0
         self.next_record = 1
         self.issued: dict[int, str] = {}  # seq → id, everything ever enqueued
@@ -223,9 +250,9 @@ class OutboxMachine(RuleBasedStateMachine):
         self.box.close()
         self.dir.cleanup()
 
-    @rule(lines=st.integers(1, 3), records=st.integers(1, 3), reread=st.booleans())
-    def enqueue(self, lines: int, records: int, reread: bool) -> None:
-        start = self.next_record - 1 if reread and self.next_record > 1 else self.next_record
+    @rule(lines=st.integers(1, 3), records=st.integers(1, 3), reread=st.integers(0, 3))
+    def enqueue(self, lines: int, records: int, reread: int) -> None:
+        start = max(1, self.next_record - reread)  # re-reads of records whose keys may be pruned
         recs = [_record(n, lines) for n in range(start, self.next_record + records)]
         out = self.box.enqueue("inst", 0, recs, _sign)
         for e in out:
@@ -303,7 +330,7 @@ class OutboxMachine(RuleBasedStateMachine):
         assert Path(f"{self.path}-wal").exists(), (
             "WAL mode: committed rows live in the log until a checkpoint"
         )
-        old, self.box, self.path = self.box, Outbox.open(crashed), crashed
+        old, self.box, self.path = self.box, Outbox.open(crashed, keep_record_keys=1), crashed
         old.close()
 
     @invariant()
@@ -390,6 +417,35 @@ def test_salvage_restores_unsent_results_cursors_and_dedup_keys(tmp_path: Path) 
         assert box.enqueue("i", 0, [_record(31)], _sign)[0].seq == 61
         again = box.salvage_from(aside, _verify)
         assert again.results_restored == 0  # idempotent
+
+
+def test_salvage_without_cursors_continues_after_the_last_taken_record(tmp_path: Path) -> None:
+    """Keys are pruned behind the cursor, so a corrupt outbox whose cursors cannot be read must not send the
+    instrument back to its first record: the new cursor follows the newest key / the pruning horizon."""
+    path = tmp_path / "o.db"
+    with Outbox.open(path, keep_record_keys=2) as box:
+        box.enqueue("i", 0, [_record(n) for n in range(1, 41)], _sign)
+    for name, tables in (("cursors", ("cursors",)), ("keys-only", ("cursors", "record_horizon"))):
+        aside = tmp_path / f"o.db.corrupt-{name}"
+        shutil.copy(path, aside)
+        conn = sqlite3.connect(aside)
+        for table in tables:
+            conn.execute(f"DROP TABLE {table}")  # unreadable, as far as salvage can tell
+        conn.commit()
+        conn.close()
+    path.unlink()
+    with Outbox.open(path, keep_record_keys=2) as box:
+        report = box.salvage_from(tmp_path / "o.db.corrupt-cursors", _verify)
+        assert report.results_restored == 40
+        assert any(e.startswith("cursors") for e in report.errors), report.errors
+        assert box.cursor("i") == Cursor(0, 40)
+        out = box.enqueue("i", 0, [_record(n) for n in range(1, 42)], _sign)
+        assert [e.seq for e in out] == [41], "the instrument read again from the start: only record 41 is new"
+    path.unlink()
+    with Outbox.open(path, keep_record_keys=2) as box:  # neither cursor nor horizon: from the keys alone
+        report = box.salvage_from(tmp_path / "o.db.corrupt-keys-only", _verify)
+        assert (report.records_restored, report.cursors_restored) == (2, 1)
+        assert box.cursor("i") == Cursor(0, 40), "the worker goes on after record 40, not from record 1"
 
 
 def test_salvage_of_a_damaged_file_keeps_only_verified_rows(tmp_path: Path) -> None:

@@ -1,0 +1,107 @@
+"""The values the outbox takes and gives (frozen dataclasses) and its two policy constants.
+
+Does: describe results to enqueue (`Draft`, `RecordDrafts`), what enqueueing and acks did (`Enqueued`,
+`AckOutcome`), the acquisition bookkeeping (`Cursor`, `MemoryReset`) and the figures for the status
+(`OutboxStats`, `RejectedRow`); `PRIORITY` (send order by verdict) and `KEEP_RECORD_KEYS` (default of
+`storage.keep_record_keys`). `gateway.outbox` re-exports all of them.
+
+Does not: touch the database (`gateway.outbox`).
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from kuaijian_schema.wire import ResultBody
+
+KEEP_RECORD_KEYS = 32
+"""Default number of records per instrument, behind its cursor, whose de-duplication keys are kept."""
+PRIORITY = {"positive": 3, "suspect": 2, "invalid": 1, "negative": 0}
+"""Send priority by verdict: positives first (higher is sooner)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Draft:
+    """One result to enqueue: its line key within the record, send priority, and body.
+
+    `body` holds every `kuaijian_schema.Result` field except `id`, `seq` and `sig`, which the outbox adds.
+    """
+
+    line: str
+    priority: int
+    body: ResultBody
+
+
+@dataclass(frozen=True, slots=True)
+class RecordDrafts:
+    """All results of one instrument record (they are committed together)."""
+
+    record_no: int
+    drafts: tuple[Draft, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Enqueued:
+    seq: int
+    id: str
+    priority: int
+
+
+@dataclass(frozen=True, slots=True)
+class Cursor:
+    """Last record persisted from an instrument; `epoch` grows when its record memory restarts (counter
+    went back, or the record at the cursor is no longer the one read: `identity`, see
+    `drivers.readings.record_identity`; None when unknown, e.g. a skipped record)."""
+
+    epoch: int
+    last_record: int
+    identity: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryReset:
+    """An instrument whose memory was found cleared or replaced: a new cursor epoch was started."""
+
+    instrument: str
+    old_epoch: int
+    new_epoch: int
+    old_last_record: int
+    latest: int
+    reason: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class AckOutcome:
+    acked: tuple[int, ...]  # seqs deleted now
+    rejected: tuple[int, ...]  # seqs moved to the rejected table now
+    unknown: int  # ack entries matching no outbox row (already acked: redelivered ack)
+    ignored: int = 0  # rejections not naming exactly a pending row (id + seq + payload hash): nothing changed
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxStats:
+    depth: int
+    oldest_enqueued_at: float | None
+    last_seq: int
+    enqueued_total: int
+    acked_total: int
+    rejected_total: int
+    skipped_total: int
+    config_version: str | None
+    record_keys: int = 0  # de-duplication keys held in `records`
+    record_keys_pruned: int = 0  # keys deleted behind the cursors, ever (their records stay known)
+
+    def oldest_age_s(self, now: float | None = None) -> float | None:
+        if self.oldest_enqueued_at is None:
+            return None
+        return max(0.0, (time.time() if now is None else now) - self.oldest_enqueued_at)
+
+
+@dataclass(frozen=True, slots=True)
+class RejectedRow:
+    seq: int
+    id: str
+    reason: str
+    rejected_at: float
