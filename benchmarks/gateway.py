@@ -133,6 +133,7 @@ class Row:
     steady_s: float  # first result at the cloud → last ack applied
     messages: int
     peak_rss_mib: float | None
+    stored_s: float | None = None  # process start → every result in the outbox
 
     @property
     def total_rate(self) -> float | None:
@@ -153,19 +154,18 @@ def _rss_peak_mib(pid: int) -> float:
     return float("nan")
 
 
-def _acked(db: Path) -> int:
-    """The gateway outbox's `acked` counter (read-only; 0 before the database exists)."""
+def _counters(db: Path) -> dict[str, int]:
+    """The gateway outbox's counters (read-only; empty before the database exists)."""
     if not db.exists():
-        return 0
+        return {}
     try:
         conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1.0)
         try:
-            row = conn.execute("SELECT value FROM counters WHERE name = 'acked'").fetchone()
+            return {str(k): int(v) for k, v in conn.execute("SELECT name, value FROM counters")}
         finally:
             conn.close()
     except sqlite3.Error:
-        return 0  # not migrated yet
-    return int(row[0]) if row else 0
+        return {}  # not migrated yet
 
 
 def run_gateway(
@@ -195,14 +195,18 @@ def run_gateway(
         stderr=log,
     )
     peak = 0.0
+    stored: float | None = None  # when every result was in the outbox
     try:
 
         def done() -> bool:
-            nonlocal peak
+            nonlocal peak, stored
             peak = max(peak, _rss_peak_mib(proc.pid))
             if proc.poll() is not None:
                 raise RuntimeError(f"gateway exited: {(workdir / 'gateway.log').read_text()[-2000:]}")
-            return _acked(db) >= expected
+            counters = _counters(db)
+            if stored is None and counters.get("enqueued", 0) >= expected:
+                stored = time.monotonic()
+            return counters.get("acked", 0) >= expected
 
         wait_for(
             done, 600, f"{name}: the gateway did not apply acks for all {expected} results", interval=0.01
@@ -216,7 +220,8 @@ def run_gateway(
         cloud.stop()
     items = cloud.check(expected)
     first = cloud.first if cloud.first is not None else t0
-    return Row(name, expected, end - t0, end - first, cloud.messages, peak), items
+    stored_s = None if stored is None else stored - t0
+    return Row(name, expected, end - t0, end - first, cloud.messages, peak, stored_s), items
 
 
 def run_raw(workdir: Path, broker: Mosquitto, items: list[dict[str, Any]], batch: int) -> Row:
@@ -356,22 +361,24 @@ def main(argv: list[str] | None = None) -> int:
             broker.stop()
     print()
     print(
-        f"{'scenario':<26} {'results':>8} {'total s':>8} {'total/s':>8} {'steady s':>9} {'steady/s':>9}"
-        f" {'messages':>9} {'peak RSS MiB':>13}"
+        f"{'scenario':<26} {'results':>8} {'stored s':>8} {'total s':>8} {'total/s':>8} {'steady s':>9}"
+        f" {'steady/s':>9} {'messages':>9} {'peak RSS MiB':>13}"
     )
     for r in rows:
         total = "-" if r.total_s is None else f"{r.total_s:.2f}"
         total_rate = "-" if r.total_rate is None else f"{r.total_rate:.0f}"
         steady = f"{r.steady_rate:.0f}" if r.messages > 1 else "-"  # one message: no steady state to time
         rss = "-" if r.peak_rss_mib is None else f"{r.peak_rss_mib:.1f}"
+        stored = "-" if r.stored_s is None else f"{r.stored_s:.2f}"
         print(
-            f"{r.scenario:<26} {r.results:>8} {total:>8} {total_rate:>8} {r.steady_s:>9.2f} {steady:>9}"
+            f"{r.scenario:<26} {r.results:>8} {stored:>8} {total:>8} {total_rate:>8} {r.steady_s:>9.2f} {steady:>9}"
             f" {r.messages:>9} {rss:>13}"
         )
     print(
         f"\nfast-source / raw paho link (steady results/s, same payloads, same broker, batches of"
         f" {LINK['batch_max']}): {fast.steady_rate / raw.steady_rate:.1%}; gateway peak RSS"
         f" {fast.peak_rss_mib:.1f} MiB"
+        "\nstored: gateway process start -> every result in its outbox (the acquisition side);"
         "\ntotal: gateway process start -> last ack applied (start-up, opening the instrument and reading its"
         "\nbacklog included); steady: first result at the cloud -> last ack applied."
     )

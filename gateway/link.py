@@ -19,7 +19,9 @@ Does:
   connection without a session (broker lost its state) makes everything in flight due at once.
 - ack topic: rows named in `ids`/`seqs` are deleted from the outbox; a `rejected` entry moves a row to the
   outbox's rejected table only when its id, seq and payload hash all match (`Outbox.ack`); other entries are
-  counted in `ignored_rejections` and logged. Nothing is deleted on PUBACK.
+  counted in `ignored_rejections` and logged. Nothing is deleted on PUBACK. Acks are applied by their own
+  thread, never paho's network thread (which would stop reading and writing the socket for the fsync of
+  each ack): every ack that arrived meanwhile is applied in one outbox transaction (group commit).
 - config topic: a retained `StationConfig` is validated and handed to `on_config` (the service applies it
   atomically); invalid pushes are logged and ignored, keeping the current config.
 
@@ -29,6 +31,7 @@ Does not: build or sign results (the outbox stores them signed), touch instrumen
 from __future__ import annotations
 
 import logging
+import queue
 import ssl
 import sys
 import threading
@@ -92,10 +95,18 @@ class Link:
         self._lock = threading.Lock()
         self._inflight: dict[int, float] = {}  # seq → monotonic deadline for the application ack
         self._attempts: dict[int, int] = {}  # seq → sends by this process without an ack
+        # (priority, seq) of the last row handed out, in send order: every row before it is in flight or
+        # gone, so the next look starts after it. None (look from the top) whenever a row before it may
+        # be due again: an ack deadline passed, a session lost, a publish refused, a backed-off re-send
+        # made due, a row enqueued with a higher priority.
+        self._frontier: tuple[int, int] | None = None
+        self._resets = 0  # times the frontier was reset: a look that began before a reset must not set it
         self._connected = threading.Event()
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
+        self._acks: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()  # None: stop
+        self._ack_thread: threading.Thread | None = None
         self._client: mqtt.Client | None = None
         self._bucket = _TokenBucket(config.link.max_messages_per_s, time.monotonic)
         self._last_status = 0.0
@@ -152,6 +163,8 @@ class Link:
             client.connect_async(b.host, b.port, b.keepalive_s, clean_start=False, properties=props)
         else:
             client.connect_async(b.host, b.port, b.keepalive_s)
+        self._ack_thread = threading.Thread(target=self._ack_loop, name="gateway-link-acks", daemon=True)
+        self._ack_thread.start()
         client.loop_start()
         self._thread = threading.Thread(target=self._sender, name="gateway-link-sender", daemon=True)
         self._thread.start()
@@ -175,9 +188,17 @@ class Link:
         client.disconnect()
         client.loop_stop()
         self._connected.clear()
+        self._acks.put(None)
+        if self._ack_thread is not None:
+            self._ack_thread.join(timeout)
 
-    def wake(self) -> None:
-        """New rows were enqueued: send without waiting for the next tick."""
+    def wake(self, priority: int | None = None) -> None:
+        """New rows were enqueued (with at most `priority`; None: unknown): send without waiting for the
+        next tick."""
+        with self._lock:
+            frontier = self._frontier
+            if frontier is None or priority is None or priority > frontier[0]:
+                self._reset_frontier()  # they may come before where sending has got to
         self._wake.set()
 
     def inflight(self) -> int:
@@ -202,6 +223,7 @@ class Link:
             with self._lock:
                 self._inflight.clear()
                 self._attempts.clear()
+                self._reset_frontier()
         self._connected.set()
         self.connection_log.connected(f"session present: {flags.session_present}")
         self.publish_status()
@@ -225,24 +247,52 @@ class Link:
         self.connection_log.failed(f"{type(exc).__name__}: {exc}" if exc is not None else "connect failed")
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if message.topic == self._topics["ack"]:
+            self._acks.put(bytes(message.payload))  # applied by the ack thread
+            return
         try:
-            if message.topic == self._topics["ack"]:
-                self._handle_ack(bytes(message.payload))
-            elif message.topic == self._topics["config"]:
+            if message.topic == self._topics["config"]:
                 self._handle_config(bytes(message.payload))
         except (ValidationError, ValueError, GatewayError) as exc:
-            # Never let bad input kill the network thread; an ack lost here is re-earned by a re-send.
+            # Never let bad input kill the network thread.
             log.warning("ignored message on %s: %s", message.topic, exc)
 
-    def _handle_ack(self, payload: bytes) -> None:
-        ack = Ack.model_validate_json(payload)
+    def _ack_loop(self) -> None:
+        """Apply acks as they come: each time, all that are waiting, in one outbox transaction."""
+        while True:
+            first = self._acks.get()
+            payloads = [first]
+            while len(payloads) < 256:
+                try:
+                    payloads.append(self._acks.get_nowait())
+                except queue.Empty:
+                    break
+            acks: list[Ack] = []
+            for payload in payloads:
+                if payload is None:
+                    continue
+                try:
+                    acks.append(Ack.model_validate_json(payload))
+                except ValidationError as exc:
+                    # An ack lost here is re-earned by a re-send.
+                    log.warning("ignored message on %s: %s", self._topics["ack"], exc)
+            if acks:
+                try:
+                    self._handle_acks(acks)
+                except GatewayError as exc:
+                    log.warning("acks not applied (the results are sent again): %s", exc)
+            if None in payloads:
+                return
+
+    def _handle_acks(self, acks: list[Ack]) -> None:
+        seqs = [s for ack in acks for s in ack.seqs]
         outcome = self.outbox.ack(
-            ids=[str(i) for i in ack.ids],
-            seqs=ack.seqs,
-            rejected=ack.rejected,
+            ids=[str(i) for ack in acks for i in ack.ids],
+            seqs=seqs,
+            rejected=[r for ack in acks for r in ack.rejected],
         )
         with self._lock:
-            for seq in (*outcome.acked, *outcome.rejected, *ack.seqs):
+            for seq in (*outcome.acked, *outcome.rejected, *seqs):
                 self._inflight.pop(seq, None)
                 self._attempts.pop(seq, None)
             # The cloud answers again: results whose re-sends were backing off while it was away are due
@@ -250,6 +300,7 @@ class Link:
             for seq in [s for s, n in self._attempts.items() if n >= 2]:
                 self._inflight.pop(seq, None)
                 self._attempts[seq] = 0
+                self._reset_frontier()
         self.acked_results += len(outcome.acked)
         for seq in outcome.rejected:
             log.error("cloud rejected result seq %d (kept in the rejected table)", seq)
@@ -299,18 +350,35 @@ class Link:
             except OutboxError as exc:
                 log.warning("outbox read failed, will retry: %s", exc)
 
-    def _due(self, now: float) -> list[int]:
+    def _reset_frontier(self) -> None:
+        """Look from the top next time (call with `_lock` held)."""
+        self._frontier = None
+        self._resets += 1
+
+    def _due(self, now: float) -> tuple[list[tuple[int, int]], int]:
+        """(seq, priority) of the rows for the next message, in send order: not in flight, at most
+        `batch_max`, within the `max_unacked` window; and the `_resets` count it looked under."""
         link = self.config.link
         with self._lock:
             # Expired entries are due again (and dropped here, so acked-meanwhile rows cannot linger).
-            for seq in [s for s, deadline in self._inflight.items() if deadline <= now]:
+            expired = [s for s, deadline in self._inflight.items() if deadline <= now]
+            for seq in expired:
                 del self._inflight[seq]
+            if expired:
+                self._reset_frontier()
             active = set(self._inflight)
-        window = link.max_unacked - len(active)
-        if window <= 0:
-            return []
-        order = self.outbox.due_order(len(active) + window)
-        return [seq for seq, _prio in order if seq not in active][:window]
+            frontier, resets = self._frontier, self._resets
+        want = min(link.max_unacked - len(active), link.batch_max)
+        if want <= 0:
+            return [], resets
+        if frontier is None:
+            order = self.outbox.due_order(len(active) + want)
+        else:
+            order = self.outbox.due_order(want, after=frontier)
+            if not order:  # caught up: the next look is from the top (finds rows put back meanwhile)
+                with self._lock:
+                    self._reset_frontier()
+        return [(seq, prio) for seq, prio in order if seq not in active][:want], resets
 
     def _send_some(self) -> bool:
         """Send one message if something is due and the rate allows; True when it sent."""
@@ -318,14 +386,17 @@ class Link:
         if client is None or not self.connected:
             return False
         now = time.monotonic()
-        due = self._due(now)
+        due, resets = self._due(now)
         if not due:
             return False
         if not self._bucket.take():
             return False
-        batch = due[: self.config.link.batch_max]
+        batch = [seq for seq, _prio in due]
         payloads = self.outbox.payloads(batch)
         seqs = [s for s in batch if s in payloads]
+        with self._lock:
+            if self._resets == resets:  # nothing before the batch's last row became due meanwhile
+                self._frontier = (due[-1][1], due[-1][0])
         if not seqs:
             return True  # all acked meanwhile; look again
         if len(seqs) == 1:
@@ -346,6 +417,7 @@ class Link:
             with self._lock:
                 for s in seqs:
                     self._inflight.pop(s, None)
+                self._reset_frontier()
             return False
         self.sent_messages += 1
         self.sent_results += len(seqs)

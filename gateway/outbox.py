@@ -279,9 +279,25 @@ class Outbox:
         return [(str(a), int(b), int(c), str(d)) for a, b, c, d in rows]
 
     # ------------------------------------------------------------------ delivery side
-    def due_order(self, limit: int) -> list[tuple[int, int]]:
-        """(seq, priority) of up to `limit` outbox rows in send order: priority first, then seq."""
-        rows = self._db.read("SELECT seq, priority FROM outbox ORDER BY priority DESC, seq LIMIT ?", (limit,))
+    def due_order(self, limit: int, after: tuple[int, int] | None = None) -> list[tuple[int, int]]:
+        """(seq, priority) of up to `limit` outbox rows in send order: priority first, then seq; with `after`
+        = (priority, seq), only the rows that come after that one (two index range reads, whatever comes
+        before it is not read at all)."""
+        if after is None:
+            rows = self._db.read(
+                "SELECT seq, priority FROM outbox ORDER BY priority DESC, seq LIMIT ?", (limit,)
+            )
+            return [(int(s), int(p)) for s, p in rows]
+        prio, seq = after
+        rows = self._db.read(
+            "SELECT seq, priority FROM outbox WHERE priority = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (prio, seq, limit),
+        )
+        if len(rows) < limit:
+            rows += self._db.read(
+                "SELECT seq, priority FROM outbox WHERE priority < ? ORDER BY priority DESC, seq LIMIT ?",
+                (prio, limit - len(rows)),
+            )
         return [(int(s), int(p)) for s, p in rows]
 
     def payloads(self, seqs: Sequence[int]) -> dict[int, str]:

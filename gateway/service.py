@@ -225,7 +225,7 @@ class GatewayService:
     # ------------------------------------------------------------------ callbacks
     def _on_enqueued(self, rows: list[Enqueued]) -> None:
         if rows and self.link is not None:
-            self.link.wake()
+            self.link.wake(max(r.priority for r in rows))
 
     def _on_worker_state(self, state: WorkerState) -> None:
         if self.link is not None:

@@ -29,6 +29,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from typing import Literal
@@ -186,11 +187,31 @@ class InstrumentWorker:
             log.warning("instrument %s: could not check or set its clock: %s", self.name, exc)
 
     def _pull(self, analyzer: Analyzer, info: DeviceInfo) -> None:
+        # The commit of a batch (serialising, signing, the fsync) runs in a second thread while this one
+        # reads and interprets the next batch: at most one commit in flight, and it is waited for before
+        # anything else touches this instrument's cursor and whenever this loop ends, for whatever reason.
+        with ThreadPoolExecutor(1, thread_name_prefix=f"commit-{self.name}") as committer:
+            pending: list[Future[bool]] = []
+            try:
+                self._pull_records(analyzer, info, committer, pending)
+            finally:
+                if pending:
+                    pending.pop().result()
+
+    def _pull_records(
+        self, analyzer: Analyzer, info: DeviceInfo, committer: ThreadPoolExecutor, pending: list[Future[bool]]
+    ) -> None:
+        def settled() -> bool:
+            """Wait for the commit in flight; False when stop was requested while it waited for space."""
+            return pending.pop().result() if pending else True
+
         key = f"{info.driver}:{info.serial}"
         cursor = self._outbox.cursor(key)
         verified = False  # the record at the cursor is checked once per connection
         while not self._stop.is_set():
             latest = analyzer.latest_record()
+            if (cursor is None or latest <= cursor.last_record or not verified) and not settled():
+                return
             if cursor is None:
                 start = 0 if self._start_from == "first" else latest
                 cursor = Cursor(0, start, self._identity_at(analyzer, start))
@@ -219,17 +240,21 @@ class InstrumentWorker:
                 except DriverError as exc:
                     failure = exc
                     break
-            if failure is not None and not readings and self._unreadable(key, cursor, failure, latest):
-                cursor = Cursor(cursor.epoch, cursor.last_record + 1)
-                continue
+            if failure is not None and not readings:
+                if not settled():
+                    return
+                if self._unreadable(key, cursor, failure, latest):
+                    cursor = Cursor(cursor.epoch, cursor.last_record + 1)
+                    continue
             if readings:
                 identity = record_identity(readings[-1])
-                if not self._commit(key, cursor.epoch, info, readings, identity):
+                drafts = self._interpret(info, readings)
+                if not settled():
                     return  # stop requested while waiting for disk space
-                cursor = Cursor(cursor.epoch, readings[-1].record_no, identity)
-                self._set(
-                    last_record=cursor.last_record, records_read=self.state.records_read + len(readings)
+                pending.append(
+                    committer.submit(self._commit, key, cursor.epoch, drafts, identity, len(readings))
                 )
+                cursor = Cursor(cursor.epoch, readings[-1].record_no, identity)
                 self._failing = None
             if failure is not None:
                 raise failure
@@ -296,9 +321,10 @@ class InstrumentWorker:
         return True
 
     def _commit(
-        self, key: str, epoch: int, info: DeviceInfo, readings: list[Reading], identity: str | None
+        self, key: str, epoch: int, drafts: list[RecordDrafts], identity: str | None, records: int
     ) -> bool:
-        drafts = self._interpret(info, readings)
+        """Enqueue one batch (in the committer thread), waiting while the outbox is full; False when stop
+        was requested meanwhile."""
         while True:
             try:
                 enqueued = self._outbox.enqueue(key, epoch, drafts, self._sign, identity)
@@ -312,5 +338,7 @@ class InstrumentWorker:
                 continue
             if self.state.state != "ok":
                 self._set(state="ok", last_error=None)
+            last = max(r.record_no for r in drafts)
+            self._set(last_record=last, records_read=self.state.records_read + records)
             self._on_enqueued(enqueued)
             return True
