@@ -329,7 +329,9 @@ class Outbox:
         unknown = 0
         ignored = 0
         now = time.time()
-        with self._db.tx("applying an ack", essential=True) as conn:
+        # Not durable (no fsync of its own): an ack undone by a power cut only sends its results again, and
+        # the cloud stores by id (a redelivery is a no-op). Results are only ever added durably.
+        with self._db.tx("applying an ack", essential=True, durable=False) as conn:
             for column, keys in (("id", [str(i) for i in ids]), ("seq", [int(s) for s in seqs])):
                 for i in range(0, len(keys), 500):
                     chunk = keys[i : i + 500]

@@ -245,10 +245,15 @@ class OutboxDb:
             self._conn.close()
 
     @contextlib.contextmanager
-    def tx(self, what: str, *, grows: bool = False, essential: bool = False) -> Iterator[sqlite3.Connection]:
+    def tx(
+        self, what: str, *, grows: bool = False, essential: bool = False, durable: bool = True
+    ) -> Iterator[sqlite3.Connection]:
         """One write transaction. `grows`: it adds results — refused with `OutboxFull` before anything is
         written when there is no room (`SpaceGuard.room`); `essential`: it must succeed on a full disk (an ack
-        deleting rows) — the reserve is given back first if the disk is full (`SpaceGuard.essential`)."""
+        deleting rows) — the reserve is given back first if the disk is full (`SpaceGuard.essential`);
+        `durable=False`: the commit does not wait for the disk (synchronous=NORMAL for this transaction:
+        the next durable commit or checkpoint makes it durable; a power cut before that may undo it whole,
+        never part of it)."""
         with self.lock:
             conn = self._conn
             if grows:
@@ -256,6 +261,8 @@ class OutboxDb:
             if essential:
                 self.space.essential()
             try:
+                if not durable:
+                    conn.execute("PRAGMA synchronous = NORMAL")
                 conn.execute("BEGIN IMMEDIATE")
                 yield conn
                 conn.execute("COMMIT")
@@ -269,6 +276,10 @@ class OutboxDb:
                     with contextlib.suppress(sqlite3.Error):
                         conn.execute("ROLLBACK")
                 raise
+            finally:
+                if not durable:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("PRAGMA synchronous = FULL")
 
     def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
         """Rows of one query (a failure translated like a write's)."""

@@ -16,6 +16,7 @@ Does not: read instruments, store or send anything.
 from __future__ import annotations
 
 import base64
+import functools
 import math
 import threading
 import zlib
@@ -101,6 +102,12 @@ def _clean(values: Mapping[str, float | None]) -> dict[str, float | None]:
     return {k: (None if v is None or not math.isfinite(v) else float(v)) for k, v in values.items()}
 
 
+@functools.lru_cache(maxsize=64)
+def _instrument_ref(serial: str, model: str, driver: str) -> InstrumentRef:
+    """The (frozen) reference of one instrument, validated once rather than once per result."""
+    return InstrumentRef(serial=serial, model=model, driver=driver)
+
+
 def _raw(arr: npt.NDArray[np.float64]) -> RawSignal:
     data = np.ascontiguousarray(arr, dtype="<f4")
     return RawSignal(
@@ -159,7 +166,7 @@ class Interpreter:
         op = operator or self.operator
         return ResultBody(
             station=self.station,
-            instrument=InstrumentRef(serial=info.serial, model=info.model, driver=info.driver),
+            instrument=_instrument_ref(info.serial, info.model, info.driver),
             sample=SampleRef(id=sample_id[:64], product=(product or "unknown")[:64]),
             method=method,
             analyte=analyte[:64] or "unknown",

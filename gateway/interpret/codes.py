@@ -6,6 +6,7 @@ Does not: compute anything.
 
 from __future__ import annotations
 
+import functools
 from enum import IntEnum, IntFlag
 from typing import Final
 
@@ -78,6 +79,8 @@ ENZYME_INVALIDATING: Final = (
 )
 
 
+@functools.lru_cache(maxsize=1024)
 def flag_names(kind: type[GoldFlag] | type[EnzymeFlag], value: int) -> tuple[str, ...]:
-    """Wire names (lower case) of the bits set in `value`, in bit order."""
+    """Wire names (lower case) of the bits set in `value`, in bit order (remembered per value: the gateway
+    asks once per result, and a kit yields a handful of combinations)."""
     return tuple(str(f.name).lower() for f in kind if int(f) & int(value))
