@@ -9,7 +9,7 @@ Does:
   with the reason), the unreachable warning repeated at most every `mqtt.unreachable_log_s`.
 - birth `Status` (retained) on every connect and every `status_interval_s`; last will = offline (retained).
 - sender thread: picks due outbox rows in priority order (positives first, then seq), at most
-  `max_unacked` in flight, one result per message when idle and `{"results": [...]}` batches of up to
+  `max_unacked` in flight (reading on from the last row it handed out, not past every row in flight), one result per message when idle and `{"results": [...]}` batches of up to
   `batch_max` under load, rate-limited to `max_messages_per_s` (so a drain after an outage does not flood
   the broker). A result is due when never sent by this process, or when `ack_timeout_s` passed without an
   application ack — even if the broker sent PUBACK, since a broker can accept and still drop (each further

@@ -4,6 +4,9 @@ Does: open the analyzer, identify it, then loop: `latest_record()`, read the rec
 (at most `read_batch`), interpret them (`gateway.pipeline`) and commit all their results + the cursor +
 the seq in ONE outbox transaction — before anything else happens with them. A record is only ever
 "taken" by that commit, so a crash anywhere re-reads it and the outbox's unique key makes that a no-op.
+The commit runs in a second thread (one per worker) while the worker reads and interprets the next batch:
+at most one commit is in flight, and it is waited for before anything else touches the cursor (a new
+epoch, a skipped record, idling) and whenever the loop ends.
 New memory (cleared, or the analyzer replaced by one with the same serial while the gateway was away) is
 detected two ways: a record counter below the cursor, and — on every (re)connect — the record at the cursor
 re-read and compared with the identity stored with the cursor (`drivers.readings.record_identity`: time,

@@ -1,0 +1,116 @@
+"""The gateway's hot path keeps its stages apart: the commit of one batch (serialise, sign, fsync) does not hold
+up reading the next, and acks are applied off paho's network thread (which would otherwise stop reading and
+writing the socket for every ack's disk write)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from drivers.readings import DeviceInfo, Reading
+from drivers.timeouts import Timeouts
+from gateway.outbox import Enqueued, Outbox, RecordDrafts
+from gateway.pipeline import Interpreter, SpecHolder
+from gateway.worker import InstrumentWorker
+from kuaijian_schema.wire import Signer, hmac_signer
+from tests.gateway.acker import Acker
+from tests.gateway.conftest import STATION, RunningService, drained, fast_instrument, write_station
+from tests.gateway.fast_source import FastGoldSource
+from tests.helpers import Mosquitto, wait_for
+
+
+class _CountingSource(FastGoldSource):
+    def __init__(self, params: dict[str, Any]) -> None:
+        super().__init__(params, Timeouts())
+        self.read: set[int] = set()
+
+    def read_record(self, record_no: int) -> Any:
+        self.read.add(record_no)
+        return super().read_record(record_no)
+
+
+def test_the_next_batch_is_read_and_interpreted_while_the_last_one_commits(tmp_path: Path) -> None:
+    source = _CountingSource({"serial": "OVL-1", "t0": 0.0, "rate": 1e9, "total": 8})
+    box = Outbox.open(tmp_path / "o.db")
+    entered = threading.Event()
+    release = threading.Event()
+    enqueue = box.enqueue
+
+    def slow_first_commit(
+        instrument: str,
+        epoch: int,
+        records: Sequence[RecordDrafts],
+        sign: Signer,
+        identity: str | None = None,
+    ) -> list[Enqueued]:
+        if records[0].record_no == 1:
+            entered.set()
+            assert release.wait(30), "the test never released the first commit"
+        return enqueue(instrument, epoch, records, sign, identity)
+
+    box.enqueue = slow_first_commit  # type: ignore[method-assign]
+    interpret = Interpreter(station=STATION, specs=SpecHolder())
+    interpreted: list[int] = []
+
+    def counting_interpret(info: DeviceInfo, readings: list[Reading]) -> list[RecordDrafts]:
+        interpreted.extend(r.record_no for r in readings)
+        return interpret(info, readings)
+
+    worker = InstrumentWorker(
+        name="ovl",
+        driver="plugin",
+        make_analyzer=lambda: source,
+        interpret=counting_interpret,
+        outbox=box,
+        sign=hmac_signer(b"k" * 16),
+        timeouts=Timeouts(),
+        poll_interval_s=0.01,
+        read_batch=4,
+        start_from="first",
+        full_retry_s=0.05,
+    )
+    worker.start()
+    try:
+        wait_for(entered.is_set, 10, "the first batch was never committed")
+        wait_for(
+            lambda: {5, 6, 7, 8} <= set(interpreted),
+            10,
+            f"records 5-8 not read and interpreted while records 1-4 commit (read {sorted(source.read)})",
+        )
+        assert box.stats().enqueued_total == 0, "the first commit is still held"
+        release.set()
+        wait_for(lambda: box.stats().enqueued_total == 8, 10, "not every record was committed")
+        cursor = box.cursor("plugin:OVL-1")
+        assert cursor is not None
+        assert cursor.last_record == 8
+    finally:
+        release.set()
+        worker.stop()
+        worker.join(10)
+        box.close()
+    assert not worker.alive
+
+
+def test_acks_are_applied_off_the_network_thread(tmp_path: Path, mosquitto: Mosquitto, acker: Acker) -> None:
+    acker.ack_enabled = False
+    cfg = write_station(
+        tmp_path, mosquitto.port, [fast_instrument(total=40, rate=4000.0)], link={"ack_timeout_s": 0.5}
+    )
+    with RunningService(cfg) as svc:
+        box = svc.outbox
+        assert box is not None
+        threads: list[str] = []
+        ack = box.ack
+
+        def recording_ack(*args: Any, **kwargs: Any) -> Any:
+            threads.append(threading.current_thread().name)
+            return ack(*args, **kwargs)
+
+        box.ack = recording_ack  # type: ignore[method-assign]
+        wait_for(lambda: len(acker.seqs()) == 40, 10, "not every result was published")
+        acker.ack_enabled = True  # the re-sends are acked now
+        wait_for(lambda: drained(svc, 40), 15, "the outbox did not drain")
+    assert threads, "no ack was applied"
+    assert set(threads) == {"gateway-link-acks"}, f"acks applied on {sorted(set(threads))}"
