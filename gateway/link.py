@@ -49,7 +49,7 @@ from pydantic import ValidationError
 
 from gateway.config import GatewayConfig
 from gateway.connlog import ConnectionLog
-from gateway.errors import ConfigError, GatewayError, LinkError, OutboxError
+from gateway.errors import ConfigError, GatewayError, LinkError, OutboxError, OutboxFull
 from gateway.outbox import Outbox
 from kuaijian_schema.mqtt_client import TlsFiles, make_client
 from kuaijian_schema.wire import Ack, StationConfig, Status, topic
@@ -276,13 +276,25 @@ class Link:
                 except ValidationError as exc:
                     # An ack lost here is re-earned by a re-send.
                     log.warning("ignored message on %s: %s", self._topics["ack"], exc)
-            if acks:
-                try:
-                    self._handle_acks(acks)
-                except GatewayError as exc:
-                    log.warning("acks not applied (the results are sent again): %s", exc)
+            self._apply(acks)
             if None in payloads:
                 return
+
+    def _apply(self, acks: list[Ack]) -> None:
+        """All of `acks` in one transaction; when that does not fit (a nearly full disk: one big delete
+        needs more room in the WAL than many small ones with a checkpoint between), one ack at a time."""
+        if not acks:
+            return
+        try:
+            self._handle_acks(acks)
+        except OutboxFull as exc:
+            if len(acks) == 1:
+                log.warning("ack not applied (its results are sent again): %s", exc)
+                return
+            for ack in acks:
+                self._apply([ack])
+        except GatewayError as exc:
+            log.warning("acks not applied (the results are sent again): %s", exc)
 
     def _handle_acks(self, acks: list[Ack]) -> None:
         seqs = [s for ack in acks for s in ack.seqs]
