@@ -61,9 +61,10 @@ class Gateway:
             for payload in self.client.received(f"kj/v1/{self.station}/ack"):
                 self.acked.update(str(i) for i in Ack.model_validate_json(payload).ids)
 
-    def send_unacked(self) -> int:
+    def send_unacked(self, limit: int | None = None) -> int:
+        """Publish the results not yet acked (at most `limit` of them); returns how many were published."""
         self._collect()
-        todo = [r for r in self.results if r["id"] not in self.acked]
+        todo = [r for r in self.results if r["id"] not in self.acked][:limit]
         for i in range(0, len(todo), PER_MESSAGE):
             body = json.dumps({"results": todo[i : i + PER_MESSAGE]}).encode()
             self.client.publish(f"kj/v1/{self.station}/result", body)
@@ -171,12 +172,17 @@ def test_sigkilled_ingest_worker_loses_and_duplicates_nothing(
             wait_for(subscribed, 30, "the first ingest worker never stored a status", interval=0.5)
         finally:
             probe.stop()
+        # The first third of the stream goes out, the worker is killed as soon as it has stored some of it (its
+        # batches may be half-committed or unacked), the rest is published while no worker runs: the kill lands
+        # in the middle of the stream by construction, not by winning a race against a fast database.
         for g in gateways:
-            g.send_unacked()
+            g.send_unacked(N_KILL // 3)
         wait_for(lambda: stored() > 0, 20, "the first worker stored nothing")
         procs[0].send_signal(signal.SIGKILL)
         procs[0].wait(10)
-        assert stored() < 2 * N_KILL, "everything was stored before the kill; the test proves nothing"
+        assert stored() <= 2 * (N_KILL // 3)
+        for g in gateways:
+            g.send_unacked()
         procs.append(_ingest_process(cfg, tmp_path / "second.log"))
         _resend_until_acked(gateways, 90)
     finally:
