@@ -1,12 +1,20 @@
-"""Cloud ingest benchmark: sustained results/s through a real Mosquitto into the SQLite database.
+"""Cloud ingest benchmark: sustained results/s through a real Mosquitto into SQLite and PostgreSQL.
 
-Starts Mosquitto on a free loopback port, creates a fresh database with one village and S enrolled
-stations, runs W ingest workers (MQTT 5 shared subscription, in this process), and starts S publisher
-processes (one per station, like gateways). Each publisher pre-signs R results, publishes them as
-batches of B results per message (QoS 1), and waits until every id has come back in an application
-ack. The figure is total results / (first publish → last ack), i.e. durably committed and acknowledged.
+Starts Mosquitto on a free loopback port, creates a fresh database (a SQLite file, or a database on a private
+PostgreSQL server from Debian's package, fsync and synchronous_commit on) with one village and S enrolled
+stations, runs W ingest workers (MQTT 5 shared subscription; in this process, or with --procs as separate
+`kuaijian cloud ingest` processes), and starts S publisher processes (one per station, like gateways). Each
+publisher pre-signs R results, publishes them as batches of B results per message (QoS 1), and waits until
+every id has come back in an application ack. The figure is total results / (first publish → last ack), i.e.
+durably committed and acknowledged.
 
-Usage: .venv/bin/python benchmarks/cloud.py [--stations 4] [--results 5000] [--batch 50] [--workers 1]
+In the same run, for each engine, the raw anchor: the very rows ingest stored, written again into a copy of
+the results table in batches of B rows with one commit per batch (PostgreSQL: COPY; SQLite: executemany) —
+the ceiling of the database alone. With --procs the CPU seconds of the ingest workers, the database server
+and the broker over the run are reported as shares of one core, to say what bounds each point.
+
+Usage: .venv/bin/python benchmarks/cloud.py [--engine sqlite postgresql] [--stations 4] [--results 5000]
+       [--batch 50] [--workers 1 2 4] [--procs]
 
 Issue 16 measurements (docs/scaling.md has the figures):
   --per-message --stations 2000 --results 20000   one result per message from many stations: `process_batch`
@@ -37,18 +45,23 @@ from typing import Any
 # This script is itself named cloud.py: drop its directory from sys.path so `import cloud` finds the package.
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))  # tests.postgres: the private PostgreSQL server the tests use
 
 import paho.mqtt.client as mqtt  # noqa: E402
+import psutil  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
+from cloud import schema  # noqa: E402
 from cloud.clock import SystemClock  # noqa: E402
-from cloud.db import open_db  # noqa: E402
+from cloud.db import dispose_engine, open_db, transaction  # noqa: E402
 from cloud.enrol import enrol_station  # noqa: E402
 from cloud.grid import import_grid_csv  # noqa: E402
 from cloud.ingest_worker import IngestWorker  # noqa: E402
-from cloud.settings import Settings  # noqa: E402
+from cloud.schema import columns_for  # noqa: E402
+from cloud.settings import Settings, db_setting  # noqa: E402
 from kuaijian_schema import new_result_id, sign_payload  # noqa: E402
 from kuaijian_schema.mqtt_client import set_tcp_nodelay  # noqa: E402
+from tests.postgres import start_postgres  # noqa: E402
 
 VILLAGE = "370214101203"
 
@@ -154,15 +167,128 @@ def publisher(port: int, station: str, key_hex: str, n: int, batch: int, go: Any
     out.put((station, n if ok else n - len(pending), first, last_ack if ok else time.monotonic(), ok))
 
 
-def run(stations: int, results: int, batch: int, workers: int) -> dict[str, Any]:
+def _cpu(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        try:
+            t = psutil.Process(pid).cpu_times()
+        except psutil.Error:
+            continue
+        total += t.user + t.system
+    return total
+
+
+def _pg_pids(server: Any) -> list[int]:
+    pids = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmd = " ".join(proc.info["cmdline"] or [])
+        if str(server.data) in cmd:
+            pids.append(proc.pid)
+            pids.extend(c.pid for c in proc.children(recursive=True))
+    return pids
+
+
+def _ingest_procs(settings: Settings, n: int, tmp: Path) -> list[subprocess.Popen[bytes]]:
+    procs = []
+    for i in range(n):
+        log = (tmp / f"ingest-{i}.log").open("wb")
+        procs.append(
+            subprocess.Popen(  # noqa: S603 - our own CLI
+                [
+                    sys.executable,
+                    "-m",
+                    "kuaijian.cli",
+                    "cloud",
+                    "ingest",
+                    "--db",
+                    settings.database,
+                    "--broker",
+                    str(settings.broker_url),
+                    "--client-id",
+                    f"bench-ingest-{i}",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
+        )
+    return procs
+
+
+def _wait_subscribed(port: int, station: str, procs: int, db: Any) -> None:
+    """Every worker process is subscribed once statuses sent N times are all stored (each worker takes some
+    of them; a status is idempotent): send 20 per worker and wait until the station shows the last one."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-probe", protocol=mqtt.MQTTv5)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            stamp = datetime.now(UTC).isoformat()
+            for _ in range(20 * procs):
+                client.publish(
+                    f"kj/v1/{station}/status",
+                    json.dumps({"station": station, "state": "online", "at": stamp}),
+                    qos=1,
+                )
+            time.sleep(1.0)  # benchmark pacing: the statuses travel through the broker to the workers
+            got = db.execute("SELECT status_at FROM stations WHERE id = ?", [station]).fetchone()[0]
+            if got == stamp:
+                return
+        raise RuntimeError("ingest workers did not subscribe")
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def raw_anchor(db: Any, batch: int) -> float:
+    """Rows/s writing the rows ingest stored into a copy of `results`, `batch` rows per commit."""
+    cols = [c for c in columns_for(schema.results, db.dialect) if c != "rowid"]
+    rows = [tuple(r) for r in db.execute(f"SELECT {', '.join(cols)} FROM results ORDER BY id").fetchall()]  # noqa: S608
+    db.execute("DROP TABLE IF EXISTS results_anchor")
+    if db.is_postgres:
+        db.execute("CREATE TABLE results_anchor (LIKE results INCLUDING DEFAULTS INCLUDING INDEXES)")
+    else:
+        ddl = db.scalar("SELECT sql FROM sqlite_master WHERE name = 'results'")
+        db.execute(ddl.replace("CREATE TABLE results", "CREATE TABLE results_anchor", 1))
+        for (idx,) in db.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'results' AND sql IS NOT NULL"
+        ).fetchall():
+            db.execute(
+                idx.replace(" ON results", " ON results_anchor").replace("INDEX idx_", "INDEX anchor_")
+            )
+    start = time.perf_counter()
+    for i in range(0, len(rows), batch):
+        chunk = rows[i : i + batch]
+        with transaction(db, stations=[]):
+            if db.is_postgres:
+                with db.raw.cursor().copy(f"COPY results_anchor ({', '.join(cols)}) FROM STDIN") as copy:
+                    for row in chunk:
+                        copy.write_row(row)
+            else:
+                marks = ", ".join("?" for _ in cols)
+                db.executemany(f"INSERT INTO results_anchor ({', '.join(cols)}) VALUES ({marks})", chunk)  # noqa: S608
+    elapsed = time.perf_counter() - start
+    db.execute("DROP TABLE results_anchor")
+    return len(rows) / elapsed
+
+
+def run(
+    stations: int, results: int, batch: int, workers: int, engine: str = "sqlite", pg: Any = None,
+    procs: bool = False,
+) -> dict[str, Any]:  # fmt: skip
     tmp = Path(tempfile.mkdtemp(prefix="kj-bench-cloud-"))
     port = free_port()
     broker = start_mosquitto(tmp, port)
     try:
-        settings = Settings(
-            db_path=tmp / "cloud.db", broker_url=f"mqtt://127.0.0.1:{port}", scheduler_enabled=False
+        target = (
+            str(tmp / "cloud.db")
+            if engine == "sqlite"
+            else pg.create_database(f"bench_{time.monotonic_ns()}")
         )
-        db = open_db(settings.db_path)
+        settings = Settings(
+            **db_setting(target), broker_url=f"mqtt://127.0.0.1:{port}", scheduler_enabled=False
+        )
+        db = open_db(settings.database)
         import_grid_csv(
             db,
             "level,code,name,parent_code\ncounty,370214,县,\ntown,370214101,镇,370214\n"
@@ -173,15 +299,30 @@ def run(stations: int, results: int, batch: int, workers: int) -> dict[str, Any]
             f"{VILLAGE}-{i:02d}": enrol_station(db, f"{VILLAGE}-{i:02d}", VILLAGE, now).key_hex
             for i in range(1, stations + 1)
         }
-        ingest = [
-            IngestWorker(settings.model_copy(update={"ingest_client_id": f"bench-ingest-{n}"}), SystemClock())
-            for n in range(workers)
-        ]
+        ingest = (
+            []
+            if procs
+            else [
+                IngestWorker(
+                    settings.model_copy(update={"ingest_client_id": f"bench-ingest-{n}"}), SystemClock()
+                )
+                for n in range(workers)
+            ]
+        )
+        workers_p = _ingest_procs(settings, workers, tmp) if procs else []
         for w in ingest:
             w.start()
         for w in ingest:
             if not w.link.connected.wait(10):
                 raise RuntimeError("ingest did not connect")
+        if procs:
+            _wait_subscribed(port, next(iter(keys)), workers, db)
+        cpu_pids = {
+            "ingest": [p.pid for p in workers_p] or [os.getpid()],
+            "database": _pg_pids(pg) if engine == "postgresql" else [],
+            "broker": [broker.pid],
+        }
+        cpu0 = {k: _cpu(v) for k, v in cpu_pids.items()}
         ctx = mp.get_context("fork")
         go = ctx.Event()
         out: Any = ctx.Queue()
@@ -193,17 +334,33 @@ def run(stations: int, results: int, batch: int, workers: int) -> dict[str, Any]
             p.start()
         time.sleep(0.5 + 0.0002 * results * stations / 10)  # let publishers pre-sign and subscribe
         go.set()
+        host0 = psutil.cpu_times()
         rows = [out.get(timeout=600) for _ in procs]
+        host1 = psutil.cpu_times()
         for p in procs:
             p.join(10)
-        for w in ingest:
-            w.stop()
         total = sum(r[1] for r in rows)
         start = min(r[2] for r in rows)
         end = max(r[3] for r in rows)
+        cpu = {k: (_cpu(v) - cpu0[k]) / (end - start) for k, v in cpu_pids.items()}
+        # the whole machine (publishers and anything else running included): busy cores and cores in I/O wait
+        wall = sum(host1) - sum(host0)
+        cores = psutil.cpu_count() or 1
+        cpu["host"] = cores * (wall - (host1.idle - host0.idle) - (host1.iowait - host0.iowait)) / wall
+        cpu["iowait"] = cores * (host1.iowait - host0.iowait) / wall
+        for w in ingest:
+            w.stop()
+        for p in workers_p:
+            p.terminate()
+            p.wait(10)
         stored = db.execute("SELECT COUNT(*) FROM results").fetchone()[0]
+        anchor = raw_anchor(db, batch)
         db.close()
+        dispose_engine(settings.database)
         return {
+            "engine": engine,
+            "anchor": anchor,
+            "cpu": cpu,
             "stations": stations,
             "workers": workers,
             "batch": batch,
@@ -406,6 +563,10 @@ def connections(stations: int, fd_limit_override: int | None) -> dict[str, Any]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--engine", nargs="+", default=["sqlite", "postgresql"], choices=("sqlite", "postgresql"))
+    ap.add_argument(
+        "--procs", action="store_true", help="ingest workers as separate processes (with CPU shares)"
+    )
     ap.add_argument("--stations", type=int, default=4, help="publisher processes (one per station)")
     ap.add_argument("--results", type=int, default=5000, help="results per station")
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 50], help="results per MQTT message")
@@ -435,18 +596,28 @@ def main() -> int:
     if args.connections:
         print(json.dumps(connections(args.connections, args.nofile)))
         return 0
-    print(
-        f"{'stations':>8} {'workers':>7} {'batch':>5} {'results':>8} {'stored':>7} {'seconds':>8} {'results/s':>10}  acked"
-    )
-    for batch in args.batch:
-        for workers in args.workers:
-            n = args.results if batch > 1 else min(args.results, 1000)
-            r = run(args.stations, n, batch, workers)
-            print(
-                f"{r['stations']:>8} {r['workers']:>7} {r['batch']:>5} {r['results']:>8} {r['stored']:>7}"
-                f" {r['seconds']:>8.2f} {r['rate']:>10.0f}  {'all' if r['all_acked'] else 'NO'}",
-                flush=True,
-            )
+    pg = start_postgres() if "postgresql" in args.engine else None
+    try:
+        print(
+            f"{'engine':>10} {'stations':>8} {'workers':>7} {'batch':>5} {'results':>8} {'stored':>7} {'seconds':>8}"
+            f" {'results/s':>10} {'raw rows/s':>10} {'ratio':>6}  cores: ingest/db/broker/machine busy/iowait  acked"
+        )
+        for engine in args.engine:
+            for batch in args.batch:
+                for workers in args.workers:
+                    n = args.results if batch > 1 else min(args.results, 1000)
+                    r = run(args.stations, n, batch, workers, engine, pg, args.procs)
+                    cpu = r["cpu"]
+                    print(
+                        f"{r['engine']:>10} {r['stations']:>8} {r['workers']:>7} {r['batch']:>5} {r['results']:>8}"
+                        f" {r['stored']:>7} {r['seconds']:>8.2f} {r['rate']:>10.0f} {r['anchor']:>10.0f}"
+                        f" {r['rate'] / r['anchor']:>6.0%}  {cpu['ingest']:.2f}/{cpu['database']:.2f}/{cpu['broker']:.2f}/{cpu['host']:.2f}/{cpu['iowait']:.2f}"
+                        f"  {'all' if r['all_acked'] else 'NO'}",
+                        flush=True,
+                    )
+    finally:
+        if pg is not None:
+            pg.cleanup()
     return 0
 
 
