@@ -159,12 +159,16 @@ def publisher(port: int, station: str, key_hex: str, n: int, batch: int, go: Any
     subscribed.wait(10)
     go.wait()
     first = time.monotonic()
+    cpu0 = (
+        time.process_time()
+    )  # this publisher's CPU (all its threads) from the first publish to the last ack
     for p in payloads:
         client.publish(f"kj/v1/{station}/result", p, qos=1)
     ok = done.wait(300)
     client.disconnect()
     client.loop_stop()
-    out.put((station, n if ok else n - len(pending), first, last_ack if ok else time.monotonic(), ok))
+    end = last_ack if ok else time.monotonic()
+    out.put((station, n if ok else n - len(pending), first, end, ok, time.process_time() - cpu0))
 
 
 def _cpu(pids: list[int]) -> float:
@@ -346,6 +350,7 @@ def run(
         # the whole machine (publishers and anything else running included): busy cores and cores in I/O wait
         wall = sum(host1) - sum(host0)
         cores = psutil.cpu_count() or 1
+        cpu["publishers"] = sum(r[5] for r in rows) / (end - start)
         cpu["host"] = cores * (wall - (host1.idle - host0.idle) - (host1.iowait - host0.iowait)) / wall
         cpu["iowait"] = cores * (host1.iowait - host0.iowait) / wall
         for w in ingest:
@@ -600,7 +605,7 @@ def main() -> int:
     try:
         print(
             f"{'engine':>10} {'stations':>8} {'workers':>7} {'batch':>5} {'results':>8} {'stored':>7} {'seconds':>8}"
-            f" {'results/s':>10} {'raw rows/s':>10} {'ratio':>6}  cores: ingest/db/broker/machine busy/iowait  acked"
+            f" {'results/s':>10} {'raw rows/s':>10} {'ratio':>6}  cores: ingest/db/broker/publishers/machine busy/iowait  acked"
         )
         for engine in args.engine:
             for batch in args.batch:
@@ -611,7 +616,7 @@ def main() -> int:
                     print(
                         f"{r['engine']:>10} {r['stations']:>8} {r['workers']:>7} {r['batch']:>5} {r['results']:>8}"
                         f" {r['stored']:>7} {r['seconds']:>8.2f} {r['rate']:>10.0f} {r['anchor']:>10.0f}"
-                        f" {r['rate'] / r['anchor']:>6.0%}  {cpu['ingest']:.2f}/{cpu['database']:.2f}/{cpu['broker']:.2f}/{cpu['host']:.2f}/{cpu['iowait']:.2f}"
+                        f" {r['rate'] / r['anchor']:>6.0%}  {cpu['ingest']:.2f}/{cpu['database']:.2f}/{cpu['broker']:.2f}/{cpu['publishers']:.2f}/{cpu['host']:.2f}/{cpu['iowait']:.2f}"
                         f"  {'all' if r['all_acked'] else 'NO'}",
                         flush=True,
                     )
