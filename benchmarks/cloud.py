@@ -568,7 +568,13 @@ def connections(stations: int, fd_limit_override: int | None) -> dict[str, Any]:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--engine", nargs="+", default=["sqlite", "postgresql"], choices=("sqlite", "postgresql"))
+    ap.add_argument(
+        "--engine",
+        nargs="+",
+        default=["sqlite"],
+        choices=("sqlite", "postgresql"),
+        help="database engines, in turn",
+    )
     ap.add_argument(
         "--procs", action="store_true", help="ingest workers as separate processes (with CPU shares)"
     )
