@@ -283,6 +283,7 @@ def run(
     tmp = Path(tempfile.mkdtemp(prefix="kj-bench-cloud-"))
     port = free_port()
     broker = start_mosquitto(tmp, port)
+    workers_p: list[subprocess.Popen[bytes]] = []
     try:
         target = (
             str(tmp / "cloud.db")
@@ -376,6 +377,10 @@ def run(
             "all_acked": all(r[4] for r in rows),
         }
     finally:
+        for p in workers_p:  # after a failure: no ingest process outlives the run
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
         broker.terminate()
         broker.wait(5)
         shutil.rmtree(tmp, ignore_errors=True)
