@@ -80,7 +80,8 @@
       page_range: "第 {a}–{b} 条，共 {n} 条", results_title: "检测结果", verdict: "结果",
       result_detail: "检测结果详情", measured: "检测时间", received: "上传时间", instrument: "仪器",
       operator: "检测员", method: "方法", m_gold: "胶体金", m_enzyme: "酶抑制法", values: "测定值",
-      last_known: "上次", ranking_report: "排名通报", report_failed: "报表下载失败", producer: "生产者"
+      last_known: "上次", ranking_report: "排名通报", report_failed: "报表下载失败", producer: "生产者",
+      inst_fault: "仪器故障", inst_event: "仪器记录已清空或更换", inst_alerts: "仪器告警"
     },
     en: {
       title: "Kuaijian · live produce rapid-testing dashboard", live_on: "Live: connected",
@@ -160,7 +161,8 @@
       result_detail: "Result detail", measured: "Measured", received: "Received", instrument: "Instrument",
       operator: "Operator", method: "Method", m_gold: "colloidal gold", m_enzyme: "enzyme inhibition",
       values: "Values", last_known: "last", ranking_report: "Ranking bulletin", report_failed: "Report download failed",
-      producer: "Producer"
+      producer: "Producer", inst_fault: "instrument fault", inst_event: "memory cleared or analyzer replaced",
+      inst_alerts: "Instrument alerts"
     }
   };
 
@@ -529,7 +531,7 @@
     var map = $("station-map");
     while (map.firstChild) { map.removeChild(map.firstChild); }
     if (!stations.length) { map.appendChild(el("p", "muted", t("no_data"))); return; }
-    var groups = {}; var order = [];
+    var groups = {}; var order = []; var alerts = [];
     stations.forEach(function (s) {
       var key = s.group_id || "";
       if (!groups[key]) { groups[key] = { name: s.group_name || key, items: [] }; order.push(key); }
@@ -558,11 +560,42 @@
           tile.appendChild(el("span", "backlog", t("unknown")));
           tile.appendChild(el("span", "age", known === null ? "" : t("last_known") + " " + known + " · " + age));
         }
+        instrumentAlerts(s, tile, alerts);
         tiles.appendChild(tile);
       });
       box.appendChild(tiles);
       map.appendChild(box);
     });
+    if (alerts.length) { map.appendChild(alertList(alerts)); }
+  }
+  /* instruments of a station's last status in state error (with the reason) or with an event (memory
+     cleared / analyzer replaced): a mark on the tile, and a line each in the list under the map */
+  function instrumentAlerts(s, tile, alerts) {
+    var faults = 0; var events = 0;
+    (s.instruments || []).forEach(function (i) {
+      if (i.state === "error") { faults += 1; alerts.push({ s: s, i: i, kind: "fault", text: i.last_error }); }
+      if (i.last_event) { events += 1; alerts.push({ s: s, i: i, kind: "event", text: i.last_event }); }
+    });
+    if (!faults && !events) { return; }
+    tile.classList.add(faults ? "fault" : "event");
+    tile.appendChild(el("span", "alert", faults ? t("inst_fault") + (faults > 1 ? " ×" + faults : "") : t("inst_event")));
+    tile.title += " · " + (faults ? t("inst_fault") : t("inst_event"));
+  }
+  function alertList(alerts) {
+    var box = el("div", "inst-alerts");
+    box.appendChild(el("h3", null, t("inst_alerts")));
+    var ul = el("ul");
+    alerts.forEach(function (a) {
+      var li = el("li", a.kind);
+      li.setAttribute("data-station", a.s.id);
+      li.setAttribute("data-instrument", a.i.name);
+      li.appendChild(el("span", "kind", t(a.kind === "fault" ? "inst_fault" : "inst_event")));
+      li.appendChild(el("span", "who", (a.s.name || a.s.id) + " · " + a.i.name + (a.i.serial ? " (" + a.i.serial + ")" : "")));
+      li.appendChild(el("span", "why", a.text || ""));
+      ul.appendChild(li);
+    });
+    box.appendChild(ul);
+    return box;
   }
   function renderCases(cases) {
     var tbody = $("cases-table").querySelector("tbody");

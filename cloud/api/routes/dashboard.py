@@ -37,6 +37,7 @@ from cloud.errors import NotFound, Unauthenticated
 from cloud.live import hub_for
 from cloud.sqlfilter import subtree_sql
 from kuaijian_schema.labels import ANALYTES, QC_FLAGS
+from kuaijian_schema.wire import Status
 
 router = APIRouter(tags=["dashboard"])
 
@@ -131,6 +132,16 @@ class NodeFigures(BaseModel):
     stations_online: int
 
 
+class InstrumentNote(BaseModel):
+    """An instrument of a station's last status that needs a look."""
+
+    name: str
+    serial: str | None
+    state: str  # ok | unavailable | error | starting
+    last_error: str | None  # the reason, when the state is `error`
+    last_event: str | None  # e.g. the analyzer's memory found cleared or replaced (reading goes on)
+
+
 class StationTile(BaseModel):
     id: str
     name: str
@@ -141,6 +152,31 @@ class StationTile(BaseModel):
     outbox_depth: int | None  # as last reported: current only while online
     oldest_unsent_age_s: float | None
     backlog_age_s: float | None  # how old that report is (since the last status heard while online)
+    instruments: list[InstrumentNote] = Field(
+        default_factory=list,
+        description="instruments of the last status in state `error` (with the reason) or with a last_event",
+    )
+
+
+def _instrument_notes(status_json: str | None) -> list[InstrumentNote]:
+    """The instruments of a stored status (`Status` JSON) in state `error` or with an event."""
+    if not status_json:
+        return []
+    try:
+        status = Status.model_validate_json(status_json)
+    except ValueError:  # stored by ingest from a validated Status; an older row may not parse
+        return []
+    return [
+        InstrumentNote(
+            name=i.name,
+            serial=i.serial,
+            state=i.state,
+            last_error=i.last_error if i.state == "error" else None,
+            last_event=i.last_event,
+        )
+        for i in status.instruments
+        if i.state == "error" or i.last_event
+    ]
 
 
 class OpenCase(BaseModel):
@@ -248,7 +284,8 @@ def _stations(db: Database, scope: reports.Scope, now: datetime) -> list[Station
     """Stations under `scope`, grouped by town (by village once the scope is a town or below)."""
     clause, params = subtree_sql("s.node_id", scope.path)
     rows = db.execute(
-        f"""SELECT s.id, g.name, g.path, s.online, s.last_seen, s.backlog, s.oldest_unsent_age_s, s.status_at
+        f"""SELECT s.id, g.name, g.path, s.online, s.last_seen, s.backlog, s.oldest_unsent_age_s, s.status_at,
+                   s.status_json
             FROM stations s JOIN grid_nodes g ON g.id = s.node_id WHERE {clause}
             ORDER BY g.path LIMIT ?""",  # noqa: S608
         [*params, MAX_STATIONS],
@@ -272,7 +309,7 @@ def _stations(db: Database, scope: reports.Scope, now: datetime) -> list[Station
         ).fetchall():
             names[int(gid)] = (str(code), str(name))
     tiles = []
-    for sid, name, _path, online, last_seen, backlog, oldest, status_at, group in parsed:
+    for sid, name, _path, online, last_seen, backlog, oldest, status_at, status_json, group in parsed:
         # online/offline come from the station's retained status (birth / last will); a station that
         # sent results but never a status is "unknown".
         state = "online" if online else ("offline" if status_at else "unknown")
@@ -292,6 +329,7 @@ def _stations(db: Database, scope: reports.Scope, now: datetime) -> list[Station
                 backlog_age_s=None
                 if last_seen is None
                 else max(0.0, (now - datetime.fromisoformat(str(last_seen))).total_seconds()),
+                instruments=_instrument_notes(status_json),
             )
         )
     return tiles
