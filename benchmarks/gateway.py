@@ -135,6 +135,7 @@ class Row:
     messages: int
     peak_rss_mib: float | None
     stored_s: float | None = None  # process start → every result in the outbox
+    cpu_s: float | None = None  # the gateway's user + system CPU, start-up included
 
     @property
     def total_rate(self) -> float | None:
@@ -153,6 +154,15 @@ def _rss_peak_mib(pid: int) -> float:
     except OSError:
         pass
     return float("nan")
+
+
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds the process has used so far (all its threads)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _counters(db: Path) -> dict[str, int]:
@@ -214,6 +224,7 @@ def run_gateway(
         )
         end = time.monotonic()
         peak = max(peak, _rss_peak_mib(proc.pid))
+        cpu = _cpu_s(proc.pid)
     finally:
         proc.terminate()
         proc.wait(30)
@@ -222,7 +233,7 @@ def run_gateway(
     items = cloud.check(expected)
     first = cloud.first if cloud.first is not None else t0
     stored_s = None if stored is None else stored - t0
-    return Row(name, expected, end - t0, end - first, cloud.messages, peak, stored_s), items
+    return Row(name, expected, end - t0, end - first, cloud.messages, peak, stored_s, cpu), items
 
 
 def run_raw(workdir: Path, broker: Mosquitto, items: list[dict[str, Any]], batch: int, rounds: int) -> Row:
@@ -368,7 +379,7 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(
         f"{'scenario':<26} {'results':>8} {'stored s':>8} {'total s':>8} {'total/s':>8} {'steady s':>9}"
-        f" {'steady/s':>9} {'messages':>9} {'peak RSS MiB':>13}"
+        f" {'steady/s':>9} {'messages':>9} {'peak RSS MiB':>13} {'CPU s':>6}"
     )
     for r in rows:
         total = "-" if r.total_s is None else f"{r.total_s:.2f}"
@@ -376,15 +387,17 @@ def main(argv: list[str] | None = None) -> int:
         steady = f"{r.steady_rate:.0f}" if r.messages > 1 else "-"  # one message: no steady state to time
         rss = "-" if r.peak_rss_mib is None else f"{r.peak_rss_mib:.1f}"
         stored = "-" if r.stored_s is None else f"{r.stored_s:.2f}"
+        cpu = "-" if r.cpu_s is None else f"{r.cpu_s:.2f}"
         print(
             f"{r.scenario:<26} {r.results:>8} {stored:>8} {total:>8} {total_rate:>8} {r.steady_s:>9.2f} {steady:>9}"
-            f" {r.messages:>9} {rss:>13}"
+            f" {r.messages:>9} {rss:>13} {cpu:>6}"
         )
     print(
         f"\nfast-source / raw paho link (steady results/s, same payloads, same broker, batches of"
         f" {LINK['batch_max']}): {fast.steady_rate / raw.steady_rate:.1%}; gateway peak RSS"
         f" {fast.peak_rss_mib:.1f} MiB"
-        "\nstored: gateway process start -> every result in its outbox (the acquisition side);"
+        "\nstored: gateway process start -> every result in its outbox (the acquisition side); CPU s: the"
+        "\ngateway's user + system CPU over its whole run (start-up included; above 'total s': several cores);"
         "\ntotal: gateway process start -> last ack applied (start-up, opening the instrument and reading its"
         "\nbacklog included); steady: first result at the cloud -> last ack applied."
     )
