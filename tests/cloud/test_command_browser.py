@@ -5,7 +5,6 @@ assessment ranking — all without horizontal overflow on a phone."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -21,43 +20,12 @@ from cloud.clock import ManualClock
 from cloud.db import open_db
 from cloud.settings import Settings
 from tests.cloud.test_dashboard import running_app
-from tests.cloud.test_dashboard_browser import CHROMEDRIVER, CHROMIUM
+from tests.cloud.test_dashboard_browser import browser, pytestmark  # noqa: F401 - fixture and marks
 from tests.cloud.test_risk import RISE_TOWN, RISE_WEEK, _utc, build_season
-
-pytestmark = [
-    pytest.mark.browser,
-    pytest.mark.skipif(
-        not (CHROMIUM.exists() and CHROMEDRIVER.exists()), reason="needs Debian chromium + chromedriver"
-    ),
-]
-
-
-@pytest.fixture
-def chrome(tmp_path: Path) -> Iterator[webdriver.Chrome]:
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = str(CHROMIUM)
-    for arg in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--no-first-run",
-        "--window-size=1280,1600",
-        f"--user-data-dir={tmp_path / 'profile'}",
-    ):
-        opts.add_argument(arg)
-    driver = webdriver.Chrome(service=Service(executable_path=str(CHROMEDRIVER)), options=opts)
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 @pytest.mark.parametrize("width", [1280, 390])
-def test_command_view_as_county_officer(chrome: webdriver.Chrome, tmp_path: Path, width: int) -> None:
+def test_command_view_as_county_officer(browser: webdriver.Chrome, tmp_path: Path, width: int) -> None:  # noqa: F811
     season = build_season(tmp_path / "cloud.db")
     now = _utc(RISE_WEEK + timedelta(days=6), 4 * 3600)
     db = open_db(season.db_path)
@@ -72,6 +40,7 @@ def test_command_view_as_county_officer(chrome: webdriver.Chrome, tmp_path: Path
     finally:
         db.close()
     settings = Settings(db_path=season.db_path, broker_url=None, scheduler_enabled=False)
+    chrome = browser
     chrome.set_window_size(width, 1600)
     wait = WebDriverWait(chrome, 20, poll_frequency=0.05)
     with running_app(create_app(settings, clock=ManualClock(now))) as base:
