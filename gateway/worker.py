@@ -43,6 +43,7 @@ from drivers.readings import Analyzer, ClockSync, DeviceInfo, Reading, record_id
 from drivers.timeouts import Timeouts
 from gateway.errors import OutboxError, OutboxFull
 from gateway.outbox import Cursor, Enqueued, Outbox, RecordDrafts
+from kuaijian_schema.labels import fault_text
 from kuaijian_schema.wire import Signer
 
 log = logging.getLogger("gateway.worker")
@@ -154,15 +155,15 @@ class InstrumentWorker:
                 delay = backoff.next_delay()
                 self._pull(analyzer, info)
             except DriverError as exc:
-                self._set(state="unavailable", last_error=f"{type(exc).__name__}: {exc}")
+                self._set(state="unavailable", last_error=fault_text(exc))
                 log.warning("instrument %s unavailable (retry in %.1fs): %s", self.name, delay, exc)
             except OutboxError as exc:
-                self._set(state="unavailable", last_error=f"outbox: {exc}")
+                self._set(state="unavailable", last_error=f"本地缓存故障（outbox: {exc}）")
                 log.error("instrument %s stopped: outbox failure: %s", self.name, exc)  # noqa: TRY400
                 self._on_fatal(self.name, exc)
                 return
             except Exception as exc:
-                self._set(state="error", last_error=f"{type(exc).__name__}: {exc}")
+                self._set(state="error", last_error=fault_text(exc))
                 log.exception("instrument %s failed unexpectedly (retry in %.1fs)", self.name, delay)
             finally:
                 if analyzer is not None:
@@ -319,7 +320,7 @@ class InstrumentWorker:
         reason = f"unreadable after {count} attempts: {type(exc).__name__}: {exc}"
         self._outbox.skip_record(key, cursor.epoch, n, reason)
         self._failing = None
-        self._set(last_error=f"record {n} skipped ({reason})")
+        self._set(last_error=f"第 {n} 条记录无法读取，已跳过（record {n} skipped: {reason}）")
         log.error("instrument %s: record %d skipped: %s", self.name, n, reason)
         return True
 
@@ -332,7 +333,7 @@ class InstrumentWorker:
             try:
                 enqueued = self._outbox.enqueue(key, epoch, drafts, self._sign, identity)
             except OutboxFull as exc:
-                reason = f"outbox full, not reading new records: {exc}"
+                reason = f"本地缓存已满，暂停读取新记录（outbox full, not reading new records: {exc}）"
                 if self.state.last_error != reason:  # once per pause, not once per retry
                     log.error("instrument %s paused: %s", self.name, exc)  # noqa: TRY400
                 self._set(state="unavailable", last_error=reason)

@@ -3,7 +3,8 @@ enzyme method, and QC flags. One table for the dashboard (served by the cloud at
 exports.
 
 Does: map a code to (中文, English); `zh(code)` for one name, falling back to the code itself for anything
-not in the table (a kit pushed with a new analyte still shows, by its code).
+not in the table (a kit pushed with a new analyte still shows, by its code); `fault_text(exc)` for the reason an
+instrument is unavailable or in error, Chinese first with the technical detail after it.
 
 Does not: decide verdicts or flags (gateway.interpret) or translate UI wording (cloud/static/app.js).
 """
@@ -61,3 +62,30 @@ def zh(code: str) -> str:
     """The Chinese name of an analyte or QC flag code; the code itself if unknown."""
     names = ANALYTES.get(code) or QC_FLAGS.get(code)
     return names[0] if names else code
+
+
+FAULTS: Final = MappingProxyType(
+    {
+        "DriverTimeout": ("仪器无应答（超时）", "no answer (timeout)"),
+        "TransportError": ("与仪器的连接中断", "link to the analyzer failed"),
+        "ChecksumError": ("数据校验错误", "checksum mismatch"),
+        "FrameError": ("数据帧错误", "malformed frame"),
+        "ModbusExceptionResponse": ("仪器返回异常代码", "analyzer answered an exception"),
+        "UnexpectedReply": ("仪器应答不符", "unexpected reply"),
+        "TornRead": ("读取期间仪器数据变化", "data changed while read"),
+        "ProtocolError": ("通信协议错误", "protocol error"),
+        "DeviceNotFound": ("未找到仪器", "analyzer not found"),
+        "DriverConfigError": ("仪器配置错误", "instrument configuration error"),
+        "DriverError": ("仪器驱动错误", "driver error"),
+    }
+)
+"""Exception class name of the driver layer (drivers.errors) → (中文, English). Anything else (a bug) is
+程序错误 with its class name."""
+
+
+def fault_text(exc: BaseException) -> str:
+    """'中文（Class: detail）' for an instrument fault: the Chinese name of the nearest known exception class in
+    the exception's MRO, then the class and message for the technician who reports it."""
+    name = next((c.__name__ for c in type(exc).__mro__ if c.__name__ in FAULTS), None)
+    label = FAULTS[name][0] if name else "程序错误"
+    return f"{label}（{type(exc).__name__}: {exc}）"

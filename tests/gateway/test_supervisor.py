@@ -83,7 +83,7 @@ def test_any_exception_from_a_driver_marks_it_error_and_is_retried(
     with RunningService(cfg) as svc:
         worker = svc.workers[0]
         wait_for(lambda: worker.state.state == "error", 15, f"instrument not marked error: {worker.state}")
-        assert worker.state.last_error == "RuntimeError: driver bug while reading record 1"
+        assert worker.state.last_error == "程序错误（RuntimeError: driver bug while reading record 1）"
         identifies = gold.stats.by_command.get("IDENTIFY", 0)
         wait_for(
             lambda: gold.stats.by_command.get("IDENTIFY", 0) >= identifies + 2,

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import re
 
+from drivers import errors
 from gateway.interpret.codes import EnzymeFlag, GoldFlag, flag_names
 from gateway.pipeline import ENZYME_ANALYTE
 from kuaijian_schema.kits import DEMO_KITS
-from kuaijian_schema.labels import ANALYTES, QC_FLAGS, zh
+from kuaijian_schema.labels import ANALYTES, FAULTS, QC_FLAGS, fault_text, zh
 
 CJK = re.compile(r"[\u4e00-\u9fff]")
 
@@ -31,3 +32,24 @@ def test_every_qc_flag_has_a_chinese_name() -> None:
     missing = sorted(f for f in flags if f not in QC_FLAGS)
     assert not missing, f"QC flags without a name: {missing}"
     assert all(CJK.search(QC_FLAGS[f][0]) for f in flags)
+
+
+def test_every_driver_error_has_a_chinese_fault_name() -> None:
+    classes = [c for c in vars(errors).values() if isinstance(c, type) and issubclass(c, errors.DriverError)]
+    missing = sorted(c.__name__ for c in classes if c.__name__ not in FAULTS)
+    assert not missing, f"driver errors without a Chinese fault name: {missing}"
+    assert (
+        fault_text(errors.DriverTimeout("no answer in 2.0 s"))
+        == "仪器无应答（超时）（DriverTimeout: no answer in 2.0 s）"
+    )
+    assert fault_text(errors.ModbusExceptionResponse(3, 6)).startswith(
+        "仪器返回异常代码（ModbusExceptionResponse: FC 0x03"
+    )
+
+    class VendorQuirk(
+        errors.ProtocolError
+    ):  # a subclass a driver might add: its nearest known parent names it
+        pass
+
+    assert fault_text(VendorQuirk("odd")) == "通信协议错误（VendorQuirk: odd）"
+    assert fault_text(KeyError("x")).startswith("程序错误（KeyError")
