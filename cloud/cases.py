@@ -342,6 +342,11 @@ def act(
                 " reminded = 'none' WHERE id = ?",
                 [parent.id, parent.level, deadline.isoformat(), case_id],
             )
+        if action == "close":
+            db.execute("UPDATE cases SET status = 'closed' WHERE id = ?", [case_id])
+            decided = _redecide_batches(db, case, now)
+            if decided:
+                payload["batches"] = decided
         _record(db, case_id, now, user.name, action, note, payload or None)
         db.execute(
             "UPDATE cases SET status = ?, updated_at = ? WHERE id = ?", [status, now.isoformat(), case_id]
@@ -350,6 +355,40 @@ def act(
     if updated is None:  # pragma: no cover - we hold the write lock
         raise NotFound(f"case {case_id} vanished")
     return updated
+
+
+def _redecide_batches(db: Database, case: dict[str, Any], now: datetime) -> list[dict[str, Any]]:
+    """Re-decide the sample batches of every result reported on a case that is being closed (a negative
+    confirmation lifts a hold, cloud.samples.decide); [{code, status, certificate}] of those batches."""
+    from cloud import samples  # samples imports producers → auth; imported here to keep this module light
+
+    ids = {str(case["result_id"])}
+    for (data,) in db.execute(
+        "SELECT data_json FROM case_actions WHERE case_id = ? AND action = 'report' AND data_json IS NOT NULL",
+        [case["id"]],
+    ).fetchall():
+        rid = json.loads(data).get("result_id")
+        if rid:
+            ids.add(str(rid))
+    codes = sorted(
+        {
+            str(code)
+            for rid in ids
+            for (code,) in db.execute(
+                "SELECT sample_id FROM results WHERE id = ? AND sample_id IS NOT NULL", [rid]
+            ).fetchall()
+        }
+    )
+    out: dict[str, dict[str, Any]] = {}
+    for code in codes:
+        decision = samples.decide(db, str(case["station"]), code, now)
+        if decision is not None:
+            out[decision.root_code] = {
+                "code": decision.root_code,
+                "status": decision.status,
+                "certificate": decision.certificate,
+            }
+    return list(out.values())
 
 
 def assignable(db: Database, case: dict[str, Any]) -> list[str]:

@@ -8,12 +8,20 @@ Does:
 - `decide`: the batch's fate from every result whose sample id is a code of the batch (the original and its
   retests), in order:
     any positive on any sample of the batch            → ``held``     暂停上市 (confirmation: retest or lab)
+      unless every case those positives were reported on is closed (办结, by the level above) with a
+      negative confirmation as its last confirming feedback and none recorded the product destroyed
+      (`confirmation`); then the hold is lifted:
+        closed with ``lab_negative`` (送检阴性) on every case  → ``released``
+        else the last two tested samples after the last positive are negative on every analyte
+             (复检两次均为阴性)                               → ``released``
+        else                                                → ``retest``  (the retests still to do)
     else the latest tested sample has suspect/invalid  → ``retest``   需复检
     else the latest tested sample is negative on every
          required analyte (all analytes it was tested for,
          at least one)                                  → ``released`` 可上市, a certificate is issued
     else                                                → ``pending``  待检测
-  A batch held after its certificate was issued gets the certificate revoked.
+  A batch held after its certificate was issued gets the certificate revoked; released again after a
+  negative confirmation, the same certificate is valid again with the confirmation in its summary.
 - queries: samples in scope, a producer's history and held batches, results without a registration
   (未登记), and the public view of a certificate (only what a buyer may see).
 
@@ -168,19 +176,32 @@ def decide(db: Database, station: str, code: str, now: datetime) -> Decision | N
     status = "pending"
     latest_id: str | None = None
     summary: list[dict[str, Any]] = []
-    if any(line["verdict"] == "positive" for _, _, lines in tested for line in lines):
+    positive = [
+        i for i, (_, _, lines) in enumerate(tested) if any(li["verdict"] == "positive" for li in lines)
+    ]
+    if positive:
         status = "held"
+        confirmation = _confirmation(
+            db,
+            station,
+            [li["result_id"] for i in positive for li in tested[i][2] if li["verdict"] == "positive"],
+        )
+        after = tested[positive[-1] + 1 :]
+        if confirmation is not None:
+            status = "retest"
+            if len(after) >= 2 and all(_all_negative(lines) for _, _, lines in after[-2:]):
+                latest_id, _, lines = after[-1]
+                summary = _summary(lines, confirmation="retest")
+                status = "released"
+            elif confirmation == "lab" and all(_all_negative(lines) for _, _, lines in after):
+                latest_id, _, lines = (after or [tested[positive[-1]]])[-1]
+                summary = _summary(lines, confirmation="lab")
+                status = "released"
     elif tested:
         latest_id, _, lines = tested[-1]
-        by_analyte: dict[str, set[str]] = {}
-        for line in lines:
-            by_analyte.setdefault(f"{line['analyte']}#{line['channel']}", set()).add(line["verdict"])
-        if all(v == {"negative"} for v in by_analyte.values()):
+        if _all_negative(lines):
             status = "released"
-            summary = [
-                {"analyte": line["analyte"], "method": line["method"], "verdict": "negative"}
-                for line in lines
-            ]
+            summary = _summary(lines)
         else:
             status = "retest"
     db.execute(
@@ -199,9 +220,80 @@ def decide(db: Database, station: str, code: str, now: datetime) -> Decision | N
             " VALUES (?, ?, ?, ?, ?, ?)",
             [number, station, root, latest_id, now.isoformat(), json.dumps(summary, ensure_ascii=False)],
         )
+    elif status == "released" and cert is not None and cert[1] is not None and latest_id is not None:
+        db.execute(  # the hold was lifted by a negative confirmation: the same certificate is valid again
+            "UPDATE certificates SET revoked_at = NULL, sample_id = ?, issued_at = ?, summary_json = ?"
+            " WHERE number = ?",
+            [latest_id, now.isoformat(), json.dumps(summary, ensure_ascii=False), cert[0]],
+        )
     elif status == "held" and cert is not None and cert[1] is None:
         db.execute("UPDATE certificates SET revoked_at = ? WHERE number = ?", [now.isoformat(), cert[0]])
     return Decision(station, root, status, number)
+
+
+def _all_negative(lines: list[dict[str, Any]]) -> bool:
+    """Every analyte (line / channel) the sample was tested for has only negative results."""
+    by_analyte: dict[str, set[str]] = {}
+    for line in lines:
+        by_analyte.setdefault(f"{line['analyte']}#{line['channel']}", set()).add(line["verdict"])
+    return bool(by_analyte) and all(v == {"negative"} for v in by_analyte.values())
+
+
+def _summary(lines: list[dict[str, Any]], *, confirmation: str | None = None) -> list[dict[str, Any]]:
+    """The certificate's lines: every analyte negative (confirmed by two retests or a laboratory when the
+    batch had been held)."""
+    seen: dict[tuple[str, str], dict[str, Any]] = {}
+    for line in lines:
+        item = {"analyte": line["analyte"], "method": line["method"], "verdict": "negative"}
+        if confirmation is not None:
+            item["confirmation"] = confirmation
+        seen[(line["analyte"], str(line["channel"]))] = item
+    return list(seen.values())
+
+
+CONFIRMING = ("retest_negative", "retest_positive", "lab_confirmed", "lab_negative")
+"""Feedback kinds (cloud.cases) that say what confirmation found; the last one on a case counts."""
+
+
+def _confirmation(db: Database, station: str, result_ids: list[str]) -> str | None:
+    """How the positives `result_ids` of one batch were confirmed negative: ``lab`` when every case they
+    were reported on is closed with ``lab_negative`` as its last confirming feedback, ``retest`` when every
+    such case is closed with a negative one (some by ``retest_negative``); None while any case is open, has
+    no negative confirmation, recorded the product destroyed, or a positive is on no case at all."""
+    ids = set(result_ids)
+    cases: dict[str, int] = {}
+    for case_id, result_id in db.execute(
+        "SELECT id, result_id FROM cases WHERE station = ?", [station]
+    ).fetchall():
+        cases[str(result_id)] = int(case_id)
+    for case_id, data in db.execute(
+        "SELECT a.case_id, a.data_json FROM case_actions a JOIN cases c ON c.id = a.case_id"
+        " WHERE c.station = ? AND a.action = 'report' AND a.data_json IS NOT NULL",
+        [station],
+    ).fetchall():
+        rid = json.loads(data).get("result_id")
+        if rid in ids:
+            cases.setdefault(str(rid), int(case_id))
+    if not ids <= cases.keys():
+        return None
+    kinds: list[str] = []
+    for case_id in sorted({cases[rid] for rid in ids}):
+        row = db.execute("SELECT status FROM cases WHERE id = ?", [case_id]).fetchone()
+        feedback = [
+            json.loads(d).get("kind")
+            for (d,) in db.execute(
+                "SELECT data_json FROM case_actions WHERE case_id = ? AND action = 'feedback'"
+                " AND data_json IS NOT NULL ORDER BY id",
+                [case_id],
+            ).fetchall()
+        ]
+        confirming = [k for k in feedback if k in CONFIRMING]
+        if row is None or row[0] != "closed" or "product_destroyed" in feedback or not confirming:
+            return None
+        if confirming[-1] not in ("lab_negative", "retest_negative"):
+            return None
+        kinds.append(confirming[-1])
+    return "lab" if all(k == "lab_negative" for k in kinds) else "retest"
 
 
 _SAMPLE_SELECT = (

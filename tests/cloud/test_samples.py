@@ -103,6 +103,7 @@ def test_negative_batch_gets_certificate_public_page_verifies(
     assert "核验通过" in page.text
     assert "青岛南万蔬菜专业合作社" in page.text
     assert "韭菜" in page.text
+    assert "吡虫啉 (imidacloprid)：阴性" in page.text  # the analyte by its Chinese name first
     assert "13800000011" not in page.text  # the phone number is not for buyers
     assert "default-src 'none'" in page.headers["content-security-policy"]
     qr = api.get(f"/verify/{number}/qr.svg")
@@ -177,3 +178,97 @@ def test_unregistered_measurement_is_kept_and_listed(
     assert [i["sample_id"] for i in listed["items"]] == ["KEYPAD-7"]
     assert listed["items"][0]["registration"].startswith("未登记")
     assert db.execute("SELECT COUNT(*) FROM cases").fetchone()[0] == 1  # still a case, as before
+
+
+def _hold(api: Any, db: Database, grid: Grid, settings: Settings, code: str) -> tuple[str, Any]:
+    """Register batch `code`, test it negative (a certificate), then positive: held, certificate revoked,
+    one case. Returns (producer ref, act(token name, **body) on that case)."""
+    ref = _producers(db)["青岛南万蔬菜专业合作社"]
+    _send(db, settings, A1, _reg(grid, A1, code, ref))
+    _send(db, settings, A1, grid.result(A1, sample={"id": code, "product": "韭菜"}, verdict="negative"))
+    assert _status(db, A1, code) == "released"
+    _send(
+        db,
+        settings,
+        A1,
+        grid.result(A1, sample={"id": code, "product": "韭菜"}, verdict="positive"),
+        minute=1,
+    )
+    assert _status(db, A1, code) == "held"
+    assert db.execute("SELECT revoked_at FROM certificates").fetchone()[0] is not None
+    case_id = int(db.execute("SELECT id FROM cases").fetchone()[0])
+
+    def act(who: str, **body: Any) -> Any:
+        r = api.post(f"/api/cases/{case_id}/actions", json=body, headers=bearer(grid.tokens[who]))
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    return ref, act
+
+
+def _retest(grid: Grid, db: Database, settings: Settings, ref: str, code: str, of: str, verdict: str) -> None:
+    _send(db, settings, A1, _reg(grid, A1, code, ref, retest_of=of), minute=2)
+    _send(
+        db, settings, A1, grid.result(A1, sample={"id": code, "product": "韭菜"}, verdict=verdict), minute=3
+    )
+
+
+def test_held_batch_released_by_a_closed_case_with_a_negative_lab_result(
+    api: Any, db: Database, grid: Grid, settings: Settings
+) -> None:
+    _, act = _hold(api, db, grid, settings, "26110240")
+    act("station_a", action="feedback", feedback="lab_negative", note="送检结果阴性")
+    assert (
+        _status(db, A1, "26110240") == "held"
+    )  # feedback alone does not lift the hold: the level above closes
+    closed = act("village_a", action="close")
+    assert closed["status"] == "closed"
+    assert _status(db, A1, "26110240") == "released"
+    number, revoked, summary = db.execute(
+        "SELECT number, revoked_at, summary_json FROM certificates"
+    ).fetchone()
+    assert revoked is None
+    assert {line["confirmation"] for line in json.loads(summary)} == {"lab"}
+    page = api.get(f"/verify/{number}").text
+    assert "核验通过" in page
+    assert "经送检确认" in page
+    audit = db.execute("SELECT data_json FROM case_actions WHERE action = 'close'").fetchone()[0]
+    assert json.loads(audit)["batches"] == [{"code": "26110240", "status": "released", "certificate": number}]
+
+
+def test_held_batch_needs_two_negative_retests_after_a_retest_negative_close(
+    api: Any, db: Database, grid: Grid, settings: Settings
+) -> None:
+    ref, act = _hold(api, db, grid, settings, "26110250")
+    _retest(grid, db, settings, ref, "26110251", "26110250", "negative")
+    assert _status(db, A1, "26110250") == "held"  # negative retests while the case is open change nothing
+    act("station_a", action="feedback", feedback="retest_negative")
+    act("town_a", action="close")
+    assert _status(db, A1, "26110250") == "retest"  # one negative retest of the two
+    _retest(grid, db, settings, ref, "26110252", "26110250", "negative")
+    assert _status(db, A1, "26110250") == "released"
+    assert db.execute("SELECT revoked_at FROM certificates").fetchone()[0] is None
+
+
+def test_a_positive_retest_or_a_destroyed_product_keeps_the_batch_held(
+    api: Any, db: Database, grid: Grid, settings: Settings
+) -> None:
+    _, act = _hold(api, db, grid, settings, "26110260")
+    act("station_a", action="feedback", feedback="product_destroyed")
+    act("station_a", action="feedback", feedback="lab_negative")
+    act("village_a", action="close")
+    assert _status(db, A1, "26110260") == "held"  # destroyed produce is never released
+    assert db.execute("SELECT revoked_at FROM certificates").fetchone()[0] is not None
+
+
+def test_a_positive_after_the_close_holds_the_batch_again(
+    api: Any, db: Database, grid: Grid, settings: Settings
+) -> None:
+    ref, act = _hold(api, db, grid, settings, "26110270")
+    act("station_a", action="feedback", feedback="lab_negative")
+    act("village_a", action="close")
+    assert _status(db, A1, "26110270") == "released"
+    _retest(grid, db, settings, ref, "26110271", "26110270", "positive")
+    assert _status(db, A1, "26110270") == "held"
+    assert db.execute("SELECT COUNT(*) FROM cases WHERE status != 'closed'").fetchone()[0] == 1
+    assert db.execute("SELECT revoked_at FROM certificates").fetchone()[0] is not None

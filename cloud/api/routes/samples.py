@@ -17,6 +17,7 @@ from cloud import samples
 from cloud.api.deps import CurrentUserDep, DbDep
 from cloud.api.pagination import PageDep
 from kuaijian.qr import qr_svg
+from kuaijian_schema.labels import zh
 
 router = APIRouter(tags=["samples"])
 
@@ -84,13 +85,22 @@ def verify_qr(db: DbDep, request: Request, number: str) -> Response:
     return Response(qr_svg(url), media_type="image/svg+xml", headers={"Content-Security-Policy": CSP})
 
 
+CONFIRMED = {
+    "lab": "，经送检确认 (confirmed by a laboratory)",
+    "retest": "，经两次复检确认 (confirmed by two retests)",
+}
+"""How a batch that had been held was confirmed negative (cloud.samples._summary)."""
+
+
 @router.get("/verify/{number}", response_class=HTMLResponse, name="verify_page")
 def verify_page(db: DbDep, number: str) -> HTMLResponse:
     """Public (no login): the certificate verification page a buyer's phone opens from the QR code."""
     c = samples.public_certificate(db, number)
     e = html.escape
     tests = "".join(
-        f"<li>{e(t['analyte'])}：{e(samples.VERDICT_LABEL.get(t['verdict'], t['verdict']))} ({e(t['verdict'])})</li>"
+        f"<li>{e(zh(t['analyte']))} ({e(t['analyte'])})："
+        f"{e(samples.VERDICT_LABEL.get(t['verdict'], t['verdict']))} ({e(t['verdict'])})"
+        f"{e(CONFIRMED.get(t.get('confirmation') or '', ''))}</li>"
         for t in c["tests"]
     )
     state = (
