@@ -3,8 +3,8 @@
 Does:
 - `store_registration`: store a station's `SampleRegistration` (called by ingest inside its batch
   transaction): the producer must exist and belong to the station's village, the code must be new at the
-  station (a redelivery of the same registration id is a no-op); otherwise `Invalid` with the reason and
-  nothing stored. A retest (`retest_of`) joins the batch of its original sample (`root_code`).
+  station (a redelivery of the same registration id is a no-op; the same id with other signed content is a
+  conflicting duplicate); otherwise `Invalid` with the reason and nothing stored. A retest (`retest_of`) joins the batch of its original sample (`root_code`).
 - `decide`: the batch's fate from every result whose sample id is a code of the batch (the original and its
   retests), in order:
     any positive on any sample of the batch            → ``held``     暂停上市 (confirmation: retest or lab)
@@ -67,7 +67,14 @@ class Decision:
 def store_registration(db: Database, reg: SampleRegistration, node_id: int, received_at: datetime) -> bool:
     """Store `reg` from the station at grid node `node_id`; False if this registration id is already stored."""
     rid = str(reg.id)
-    if db.execute("SELECT 1 FROM samples WHERE id = ?", [rid]).fetchone():
+    stored = db.execute("SELECT sig FROM samples WHERE id = ?", [rid]).fetchone()
+    if stored is not None:
+        if (
+            stored[0] != reg.sig
+        ):  # validly signed, other content under a stored id: never taken as a redelivery
+            raise Invalid(
+                f"登记编号冲突 (conflicting duplicate): registration id {rid} is stored with other content"
+            )
         return False
     pid = id_of_ref(reg.producer)
     row = db.execute(

@@ -272,3 +272,22 @@ def test_a_positive_after_the_close_holds_the_batch_again(
     assert _status(db, A1, "26110270") == "held"
     assert db.execute("SELECT COUNT(*) FROM cases WHERE status != 'closed'").fetchone()[0] == 1
     assert db.execute("SELECT revoked_at FROM certificates").fetchone()[0] is not None
+
+
+def test_a_conflicting_duplicate_registration_is_rejected_not_taken_as_a_redelivery(
+    db: Database, grid: Grid, settings: Settings
+) -> None:
+    ref = _producers(db)["青岛南万蔬菜专业合作社"]
+    reg = _reg(grid, A1, "26110280", ref)
+    assert _send(db, settings, A1, reg).stored == 1
+    again = _send(db, settings, A1, reg)  # a redelivery: acked again, nothing new
+    assert (again.stored, again.duplicates, again.rejected) == (0, 1, 0)
+    forged = {k: v for k, v in reg.items() if k != "sig"} | {"batch": "B-2", "quantity_kg": 5000.0}
+    forged["sig"] = sign_payload(forged, grid.key(A1))
+    out = _send(db, settings, A1, forged)
+    assert (out.stored, out.duplicates, out.rejected) == (0, 0, 1)
+    assert out.acks[A1].rejected[0].id == reg["id"]
+    reason = db.execute("SELECT reason FROM dead_letters").fetchone()[0]
+    assert "conflicting duplicate" in reason
+    row = db.execute("SELECT batch, quantity_kg FROM samples WHERE code = '26110280'").fetchone()
+    assert tuple(row) == ("B-1", 500.0)
