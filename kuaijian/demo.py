@@ -1,6 +1,7 @@
 """`kuaijian demo`: the whole system on one machine, from a clean checkout.
 
-Starts, in order: an MQTT broker (embedded amqtt, or the one given with ``--broker``); a cloud database with a
+Starts, in order: an MQTT broker (embedded amqtt, or the one given with ``--broker``); a cloud database (an
+embedded SQLite file in the data directory, or the empty PostgreSQL database given with ``--db``) with a
 generated demo grid (one county, several towns, one village per station), enrolled stations and an admin
 user; the cloud service (``kuaijian cloud serve``: ingest, case scheduler, REST API, dashboard); per station
 a simulated colloidal-gold reader on a real pseudo-terminal and a simulated enzyme-inhibition analyzer on
@@ -107,6 +108,7 @@ class Demo:
     admin_token: str = ""
     logins: list[DemoLogin] = field(default_factory=list)
     producers_per_village: int = 5
+    db_url: str | None = None
     _broker: Any = None
     _cloud: subprocess.Popen[bytes] | None = None
     _workload: threading.Thread | None = None
@@ -130,9 +132,9 @@ class Demo:
             raise DemoError("--positive-rate must be between 0 and 1")
         if not 0 < self.case_minutes <= 7 * 24 * 60:
             raise DemoError("--case-minutes must be positive (at most a week)")
-        if self.cloud_db.exists():
+        if self.db_url is None and self.cloud_db_file.exists():
             raise DemoError(
-                f"{self.data_dir} already holds a demo ({self.cloud_db.name}); choose an empty --data-dir"
+                f"{self.data_dir} already holds a demo ({self.cloud_db_file.name}); choose an empty --data-dir"
             )
         if not _port_free(self.http_port):
             raise DemoError(f"port {self.http_port} on 127.0.0.1 is in use; choose another with --port")
@@ -167,8 +169,14 @@ class Demo:
         self._say(f"demo: embedded MQTT broker (amqtt) on {self.broker_url}")
 
     @property
-    def cloud_db(self) -> Path:
+    def cloud_db_file(self) -> Path:
+        """The embedded SQLite file (the default when no ``--db`` URL is given)."""
         return self.data_dir / "cloud.db"
+
+    @property
+    def cloud_db(self) -> str:
+        """Where the demo cloud keeps its data: the ``--db`` URL (a PostgreSQL server), else the SQLite file."""
+        return self.db_url if self.db_url is not None else str(self.cloud_db_file)
 
     def one_click(self, login: DemoLogin) -> str:
         """The dashboard link that logs `login` in at once (its refresh token; usable once: it rotates)."""
@@ -188,11 +196,11 @@ class Demo:
         from cloud.accounts import Policy, add_user, login
         from cloud.auth import User, create_user
         from cloud.configs import push_producers
-        from cloud.db import open_db
+        from cloud.db import open_db, redacted
         from cloud.enrol import enrol_station
         from cloud.grid import import_grid_csv
         from cloud.producers import ref_of, upsert
-        from cloud.settings import Settings
+        from cloud.settings import Settings, db_setting
         from kuaijian.demo_people import DemoProducer, village_producers
 
         rng = random.Random(self.seed)
@@ -213,6 +221,10 @@ class Demo:
         admin = User(id=0, name="demo", role="admin", node_id=None, node_code=None, node_path="/")
         db = open_db(self.cloud_db)
         try:
+            if db.scalar("SELECT COUNT(*) FROM grid_nodes"):
+                raise DemoError(
+                    f"{redacted(self.cloud_db)} already holds a grid; give the demo an empty database"
+                )
             import_grid_csv(db, "\n".join(rows) + "\n")
             village_ids: list[int] = []
             for station, village, village_name in plan:
@@ -225,7 +237,7 @@ class Demo:
                 self.stations.append(st)
             push_producers(db, village_ids, "demo", now)  # published by the cloud's scheduler once it runs
             self.admin_token = create_user(db, "demo-admin", "admin", None, now)
-            policy = Policy.from_settings(Settings(db_path=self.cloud_db))
+            policy = Policy.from_settings(Settings(**db_setting(self.cloud_db)))
             first_town, (first_station, first_village, village_name) = f"{county_code}001", plan[0]
             for level, node, node_name in (
                 ("county", county_code, county_name),
@@ -241,14 +253,14 @@ class Demo:
             db.close()
         self._say(
             f"demo: grid of 1 county, {self.towns} towns, {len(plan)} stations,"
-            f" {len(plan) * self.producers_per_village} producers in {self.cloud_db}"
+            f" {len(plan) * self.producers_per_village} producers in {redacted(self.cloud_db)}"
         )
 
     def _start_cloud(self) -> None:
         log = (self.data_dir / "cloud.log").open("ab")
         cmd = [
             sys.executable, "-m", "kuaijian.cli", "cloud", "serve",
-            "--db", str(self.cloud_db), "--broker", str(self.broker_url),
+            "--db", self.cloud_db, "--broker", str(self.broker_url),
             "--mqtt-protocol", "3.1.1", "--shared-group", "",
             "--host", "127.0.0.1", "--port", str(self.http_port),
         ]  # fmt: skip

@@ -37,6 +37,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
         positive_rate=args.positive_rate,
         seed=args.seed,
         case_minutes=args.case_minutes,
+        db_url=args.db,
     )
     stop = threading.Event()
     previous = signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -111,6 +112,13 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     p.add_argument(
         "--broker", default=None, help="existing broker URL (default: start an embedded amqtt broker)"
+    )
+    p.add_argument(
+        "--db",
+        default=None,
+        metavar="URL",
+        help="cloud database on a server, postgresql://user@host:port/db (must be empty; default: an embedded"
+        " SQLite file in the data dir)",
     )
     p.add_argument("--port", type=int, default=8800, help="HTTP port of the cloud/dashboard (default 8800)")
     p.add_argument("--towns", type=int, default=3, help="towns in the demo county (default 3)")

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from tests.helpers import free_port, wait_for
+from tests.postgres import PostgresServer
 
 
 def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
@@ -165,3 +166,61 @@ def test_busy_port_is_a_clear_error(tmp_path: Path) -> None:
         )  # fmt: skip
     assert proc.returncode == 2
     assert f"port {port} on 127.0.0.1 is in use" in proc.stderr
+
+
+def test_demo_on_postgresql_stores_in_the_server(tmp_path: Path, postgres: PostgresServer) -> None:
+    """``--db postgresql://…``: the cloud's results land in that server (no SQLite file), and a second demo
+    into the same database is refused."""
+    import psycopg
+
+    url = postgres.create_database("kj_demo").replace("postgresql+psycopg://", "postgresql://")
+    port = free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "kuaijian.cli", "demo", "--port", str(port), "--data-dir", str(tmp_path / "run"),
+         "--db", url, "--towns", "1", "--stations-per-town", "1", "--rate", "120", "--duration", "120"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
+        text=True, encoding="utf-8", errors="replace",
+    )  # fmt: skip
+    out: list[str] = []
+    reader = threading.Thread(
+        target=lambda: [out.append(line) for line in iter(proc.stdout.readline, "")]  # type: ignore[union-attr]
+    )
+    reader.start()
+
+    def stored() -> int:
+        with psycopg.connect(url) as conn:
+            row = conn.execute("SELECT COUNT(*) FROM results").fetchone()
+        return int(row[0]) if row else 0
+
+    try:
+        token_line = wait_for(
+            lambda: next((line for line in out if "login token:" in line), None) or proc.poll() is not None,
+            60,
+            "demo --db did not print its token",
+        )
+        assert isinstance(token_line, str), f"demo exited early with {proc.returncode}: {''.join(out)}"
+        token = token_line.split("login token:")[1].strip()
+        wait_for(lambda: stored() >= 3, 60, "no results reached the PostgreSQL database within 60 s")
+        _, body = _get(f"http://127.0.0.1:{port}/api/health", token)
+        assert int(json.loads(body)["results"]) >= 3
+    finally:
+        proc.send_signal(signal.SIGINT)
+        try:
+            rc = proc.wait(60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+            reader.join(10)
+            if proc.stdout is not None:
+                proc.stdout.close()
+    assert rc == 0, "".join(out)
+    assert not (tmp_path / "run" / "cloud.db").exists()
+    again = subprocess.run(
+        [sys.executable, "-m", "kuaijian.cli", "demo", "--port", str(free_port()), "--db", url,
+         "--data-dir", str(tmp_path / "again")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert again.returncode == 2, again.stdout + again.stderr
+    assert "already holds a grid" in again.stderr
+    postgres.drop_database("kj_demo")
