@@ -361,6 +361,8 @@ def cmd_tick(args: argparse.Namespace) -> int:
         f"reminded {report.reminded}, escalated {report.escalated}; notifications sent {sent.sent}, "
         f"waiting {sent.failed}, expired {sent.expired}"
     )
+    if services.partitions_created:
+        print(f"results partitions created: {', '.join(services.partitions_created)}")
     return 0
 
 
@@ -464,7 +466,9 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.set_defaults(func=cmd_push_config)
 
     p = subparsers.add_parser(
-        "tick", help="run one scheduler pass now (reminders, escalation, risk scan, notifications, configs)"
+        "tick",
+        help="run one scheduler pass now (reminders, escalation, results partitions ahead, risk scan, notifications,"
+        " configs)",
     )
     _add_db(p)
     _add_broker(p)

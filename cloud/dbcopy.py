@@ -2,7 +2,8 @@
 
 Does: bring both databases to the newest schema revision (the source too: a database made by an older release
 is upgraded first), refuse a target that already holds data, copy every table in foreign-key order inside ONE
-target transaction (all or nothing; PostgreSQL gets COPY, SQLite multi-row inserts), reset the target's id
+target transaction (all or nothing; PostgreSQL gets COPY, SQLite multi-row inserts; on PostgreSQL the monthly
+results partitions of the source's months are made first, cloud.partitions), reset the target's id
 sequences, then verify that every table holds as many rows on both sides and that the results' ids match
 (count, smallest, largest). `results` are copied in the source's insert order, so the PostgreSQL ``rowid``
 (what the live feed tails) keeps that order.
@@ -16,8 +17,10 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
+from cloud import partitions
 from cloud.db import Database, open_db, redacted, transaction
 from cloud.errors import Conflict
 from cloud.schema import TABLES, columns_for
@@ -92,6 +95,19 @@ def _reset_sequences(db: Database) -> None:
             )
 
 
+def _partitions_for(src: Database, dst: Database) -> None:
+    """On a PostgreSQL target, the monthly results partitions of every month the source has results of,
+    made before the copy (else those rows would be copied into the DEFAULT partition and moved again)."""
+    if not dst.is_postgres:
+        return
+    run = partitions.db_runner(dst)
+    have = partitions.existing(run)
+    last = max(have, default=datetime.now(UTC).date())
+    for month in partitions.months_with_rows(partitions.db_runner(src), "results", last):
+        if month not in have:
+            partitions.create(run, month)
+
+
 def _id_summary(db: Database) -> tuple[Any, ...]:
     return tuple(db.execute("SELECT COUNT(*), MIN(id), MAX(id) FROM results").fetchone())
 
@@ -110,6 +126,7 @@ def copy_database(source: str, target: str, progress: Callable[[str, int], None]
                 )
             report = CopyReport(source=redacted(source), target=redacted(target))
             with transaction(dst):
+                _partitions_for(src, dst)
                 for table in TABLES:
                     columns = [
                         c for c in columns_for(table, src.dialect) if c in columns_for(table, dst.dialect)

@@ -23,7 +23,8 @@ text and compare with the same bound parameters everywhere. Tables:
                   sig, received_at, sha256 (of the item as received), ingest_flags (JSON list:
                   implausible_time, seq_jump), measured_at_sent (the station's time when implausible); on
                   PostgreSQL also ``rowid`` (a sequence number in insert order, what
-                  SQLite's implicit rowid gives: the live feed tails it)
+                  SQLite's implicit rowid gives: the live feed tails it). On PostgreSQL the table is
+                  partitioned by month on the UUIDv7 id (cloud.partitions): results_p202611 …, results_default
     seq_gaps      id, station, first_seq, last_seq (missing range, inclusive), detected_at, closed_at
     dead_letters  id, received_at, topic, payload (text or hex for non-UTF-8), reason, station, result_id, sha256
                   (of the rejected item), stored_sha256 (conflicting duplicate: of the result stored under that id)
@@ -86,7 +87,8 @@ from sqlalchemy import (
 metadata = MetaData()
 
 POSTGRES_ONLY = "postgresql_only"
-"""Column.info key: the column exists on PostgreSQL only (SQLite provides the same thing implicitly)."""
+"""Column.info / Index.info key: the column or index exists on PostgreSQL only (SQLite provides the same
+thing implicitly: its rowid)."""
 
 RESULTS_ROWID_SEQ = Sequence("results_rowid_seq", metadata=metadata)
 
@@ -175,6 +177,8 @@ results = Table(
     Index("idx_results_product", "product", "measured_at"),
     Index("idx_results_verdict", "verdict", "measured_at"),
     Index("idx_results_station_sample", "station", "sample_id"),
+    Index("idx_results_rowid", "rowid", info={POSTGRES_ONLY: True}),
+    postgresql_partition_by="RANGE (id)",  # monthly partitions on the UUIDv7 id: cloud.partitions
 )
 
 seq_gaps = Table(

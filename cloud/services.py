@@ -3,7 +3,7 @@ the notifier.
 
 Does: start/stop the ingest worker when a broker is configured (or a publish-only link when ingest is
 disabled), and run the scheduler loop: every `scheduler_interval_s`, `cloud.cases.tick(now)` with the
-injected clock, a risk scan when `risk_scan_interval_s` has passed since the last one, then publish pending
+injected clock, the monthly results partitions ahead (PostgreSQL, cloud.partitions), a risk scan when `risk_scan_interval_s` has passed since the last one, then publish pending
 configs; and the notifier loop: every `notify_interval_s`, fan new case actions and risk alerts out to the
 channels and deliver what is due (cloud.notify).
 Does not: HTTP, or the logic of ingest/cases themselves.
@@ -16,7 +16,7 @@ import logging
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
-from cloud import cases, configs, risk
+from cloud import cases, configs, partitions, risk
 from cloud.clock import Clock
 from cloud.db import connect
 from cloud.errors import DatabaseError
@@ -43,6 +43,8 @@ class Services:
         self.ingest: IngestWorker | None = None
         self.link: MqttLink | None = None
         self._last_risk_scan: datetime | None = None
+        self.partitions_created: list[str] = []
+        """The results partitions the last scheduler pass created (PostgreSQL)."""
 
     @property
     def publisher(self) -> configs.Publisher | None:
@@ -71,6 +73,9 @@ class Services:
         try:
             now = self.clock.now()
             report = cases.tick(db, now, self.settings)
+            self.partitions_created = partitions.maintain_db(db, now)
+            if self.partitions_created:
+                log.info("results partitions created: %s", ", ".join(self.partitions_created))
             interval = timedelta(seconds=self.settings.risk_scan_interval_s)
             if self._last_risk_scan is None or now - self._last_risk_scan >= interval:
                 risk.scan(db, now, risk.params_from(self.settings))

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cloud import queries, reports
+from cloud import partitions, queries, reports
 from cloud.auth import User
 from cloud.db import open_db
 from cloud.dbcopy import copy_database
@@ -46,6 +46,13 @@ def test_sqlite_county_moves_to_postgres_with_the_same_answers(tmp_path: Path, p
             assert by_table["cases"].source > 0
             assert seen["results"] == stored
             assert dst.scalar("SELECT COUNT(*) FROM results") == stored
+            have = partitions.existing(partitions.db_runner(dst))
+            for rid, table in dst.execute("SELECT id, tableoid::regclass::text FROM results").fetchall():
+                month = partitions.month_of_id(rid)  # the dataset's ids are UUIDv4: few carry a real month
+                assert table == (partitions.partition_name(month) if month in have else "results_default")
+            months = partitions.months_with_rows(partitions.db_runner(src), "results", max(have))
+            assert months, "the dataset should hold a result id of a month from 2000 on"
+            assert set(months) <= have  # made before the copy
             assert queries.list_results(src, ADMIN, limit=1000) == queries.list_results(
                 dst, ADMIN, limit=1000
             )
