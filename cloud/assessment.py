@@ -26,6 +26,7 @@ from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from cloud import rollup
 from cloud.db import Database
 from cloud.sqlfilter import like_prefix, minutes_between_sql
 
@@ -107,23 +108,27 @@ def unit_parts(
     tz: ZoneInfo,
     timely_minutes: float,
 ) -> tuple[Parts, dict[str, Any]]:
-    """The parts of the unit at materialized `path` over results measured in [lo, hi) (UTC text bounds),
-    plus the raw counts behind them."""
+    """The parts of the unit at materialized `path` over results measured in [lo, hi) (UTC text bounds of
+    the local days first_day..last_day in `tz`), plus the raw counts behind them. The result counts come
+    from the daily aggregates (cloud.rollup) when they cover `tz` and `timely_minutes`."""
     from cloud import tasks  # tasks → risk → reports would cycle at import time
 
     prefix = like_prefix(path)
     sub = "SELECT id FROM grid_nodes WHERE path LIKE ? ESCAPE '\\'"
-    row = db.execute(
-        f"""SELECT COUNT(*),
+    if rollup.covers(tz) and timely_minutes == rollup.TIMELY_MINUTES:
+        tests, flawed, timely, registered, active = rollup.unit(db, path, first_day, last_day)
+    else:
+        row = db.execute(
+            f"""SELECT COUNT(*),
                    COALESCE(SUM(CASE WHEN r.verdict = 'invalid' OR r.qc_json != '[]' THEN 1 ELSE 0 END), 0),
                    COALESCE(SUM(CASE WHEN {minutes_between_sql(db.dialect, "r.measured_at", "r.received_at")} <= ? THEN 1 ELSE 0 END), 0),
                    COALESCE(SUM(CASE WHEN EXISTS (SELECT 1 FROM samples s WHERE s.station = r.station
                                                   AND s.code = r.sample_id) THEN 1 ELSE 0 END), 0),
                    COUNT(DISTINCT CASE WHEN r.verdict != 'invalid' THEN r.node_id END)
             FROM results r WHERE r.measured_at >= ? AND r.measured_at < ? AND r.node_id IN ({sub})""",  # noqa: S608
-        [timely_minutes, lo, hi, prefix],
-    ).fetchone()
-    tests, flawed, timely, registered, active = (int(v or 0) for v in row)
+            [timely_minutes, lo, hi, prefix],
+        ).fetchone()
+        tests, flawed, timely, registered, active = (int(v or 0) for v in row)
     stations = int(
         db.execute(
             f"SELECT COUNT(*) FROM grid_nodes WHERE level = 'station' AND id IN ({sub})",  # noqa: S608

@@ -3,7 +3,8 @@
 Does: bring both databases to the newest schema revision (the source too: a database made by an older release
 is upgraded first), refuse a target that already holds data, copy every table in foreign-key order inside ONE
 target transaction (all or nothing; PostgreSQL gets COPY, SQLite multi-row inserts; on PostgreSQL the monthly
-results partitions of the source's months are made first, cloud.partitions), reset the target's id
+results partitions of the source's months are made first, cloud.partitions; the daily aggregates of
+cloud.rollup are not copied: the target's triggers rebuild them as the results arrive), reset the target's id
 sequences, then verify that every table holds as many rows on both sides and that the results' ids match
 (count, smallest, largest). `results` are copied in the source's insert order, so the PostgreSQL ``rowid``
 (what the live feed tails) keeps that order.
@@ -23,7 +24,7 @@ from typing import Any
 from cloud import partitions
 from cloud.db import Database, open_db, redacted, transaction
 from cloud.errors import Conflict
-from cloud.schema import TABLES, columns_for
+from cloud.schema import DERIVED, TABLES, columns_for
 
 CHUNK = 5000
 
@@ -128,6 +129,8 @@ def copy_database(source: str, target: str, progress: Callable[[str, int], None]
             with transaction(dst):
                 _partitions_for(src, dst)
                 for table in TABLES:
+                    if table.info.get(DERIVED):
+                        continue  # rebuilt by the target's triggers as the rows arrive
                     columns = [
                         c for c in columns_for(table, src.dialect) if c in columns_for(table, dst.dialect)
                     ]

@@ -18,6 +18,7 @@ from cloud.clock import utc_iso
 from cloud.db import Database
 from cloud.errors import NotFound
 from cloud.grid import Node, node_by_code, subtree
+from cloud.rollup import range_counts
 from cloud.sqlfilter import like_contains, subtree_sql
 from kuaijian_schema.labels import ANALYTES
 
@@ -62,8 +63,19 @@ class _Where:
         return " AND ".join(f"({p})" for p in self.parts)
 
 
-def _page(db: Database, select: str, frm: str, where: _Where, order: str, limit: int, offset: int) -> Page:
-    total = int(db.execute(f"SELECT COUNT(*) FROM {frm} WHERE {where.sql}", where.params).fetchone()[0])
+def _page(
+    db: Database,
+    select: str,
+    frm: str,
+    where: _Where,
+    order: str,
+    limit: int,
+    offset: int,
+    total: int | None = None,
+) -> Page:
+    """One page of rows and the total they are part of (counted here unless the caller knows it)."""
+    if total is None:
+        total = int(db.execute(f"SELECT COUNT(*) FROM {frm} WHERE {where.sql}", where.params).fetchone()[0])
     cur = db.execute(
         f"SELECT {select} FROM {frm} WHERE {where.sql} ORDER BY {order} LIMIT ? OFFSET ?",
         [*where.params, limit, offset],
@@ -154,8 +166,11 @@ def list_results(
     if station is not None:
         scoped_node(db, user, station)
         where.add("r.station = ?", station)
+    node_path = None
     if node is not None:
-        where.subtree("r.node_id", scoped_node(db, user, node))
+        found = scoped_node(db, user, node)
+        node_path = found.path
+        where.subtree("r.node_id", found)
     if analyte is not None:
         where.add("r.analyte = ?", analyte)
     if product is not None:
@@ -166,6 +181,9 @@ def list_results(
         where.add("r.measured_at >= ?", utc_iso(since))
     if until is not None:
         where.add("r.measured_at < ?", utc_iso(until))
+    total = (
+        None if q else _results_total(db, user, station, node_path, analyte, product, verdict, since, until)
+    )
     page = _page(
         db,
         RESULT_COLUMNS + ", sn.name AS station_name",
@@ -174,8 +192,47 @@ def list_results(
         "r.measured_at DESC, r.id DESC",
         limit,
         offset,
+        total,
     )
     return Page(page.total, [{**result_item(r), "station_name": r["station_name"]} for r in page.items])
+
+
+def _results_total(
+    db: Database,
+    user: User,
+    station: str | None,
+    node_path: str | None,
+    analyte: str | None,
+    product: str | None,
+    verdict: str | None,
+    since: datetime | None,
+    until: datetime | None,
+) -> int:
+    """How many results `list_results` matches (no text search): whole days from the daily aggregates
+    (cloud.rollup), the partial days at either end from the results."""
+
+    def cond(alias: str) -> tuple[str, list[Any]]:
+        sql, params = user.scope_sql(f"{alias}.node_id")
+        parts, args = [sql], list(params)
+        if station is not None:
+            parts.append(
+                "r.station = ?"
+                if alias == "r"
+                else "d.node_id IN (SELECT node_id FROM stations WHERE id = ?)"
+            )
+            args.append(station)
+        if node_path is not None:
+            sub, sub_params = subtree_sql(f"{alias}.node_id", node_path)
+            parts.append(sub)
+            args += sub_params
+        for column, value in (("analyte", analyte), ("product", product), ("verdict", verdict)):
+            if value is not None:
+                parts.append(f"{alias}.{column} = ?")
+                args.append(value)
+        return " AND ".join(f"({p})" for p in parts), args
+
+    items = analyte is not None or product is not None
+    return range_counts(db, cond, since, until, items=items)[0]
 
 
 def get_result(db: Database, user: User, result_id: str) -> dict[str, Any]:
@@ -298,20 +355,11 @@ def rollup(
         kids = [n for n in subtree(db, node.path) if n.parent_id == node.id]
 
     def stats(path: str) -> dict[str, Any]:
-        sql, params = subtree_sql("node_id", path)
-        cond = [sql]
-        args: list[object] = list(params)
-        if since is not None:
-            cond.append("measured_at >= ?")
-            args.append(utc_iso(since))
-        if until is not None:
-            cond.append("measured_at < ?")
-            args.append(utc_iso(until))
-        query = (
-            "SELECT COUNT(*), COALESCE(SUM(CASE WHEN verdict = 'positive' THEN 1 ELSE 0 END), 0), COALESCE(SUM(CASE WHEN verdict = 'suspect' THEN 1 ELSE 0 END), 0)"
-            " FROM results WHERE " + " AND ".join(cond)
-        )
-        tests, positives, suspects = db.execute(query, args).fetchone()
+        def under(alias: str) -> tuple[str, list[Any]]:
+            sql, params = subtree_sql(f"{alias}.node_id", path)
+            return sql, list(params)
+
+        tests, _, positives, suspects, _ = range_counts(db, under, since, until)
         csql, cparams = subtree_sql("origin_node_id", path)
         open_cases = db.execute(
             f"SELECT COUNT(*) FROM cases WHERE status != 'closed' AND {csql}", cparams

@@ -6,6 +6,9 @@ day, ISO week or month by a documented score; the weekly report (JSON, CSV, HTML
 UTF-8 with a BOM so Excel shows Chinese. Periods are local calendar days in `REPORT_TZ`
 (Asia/Shanghai by default: a day starts at 00:00 China time, i.e. 16:00 UTC the day before).
 
+Whole-day counts come from the daily aggregates (cloud.rollup) when the grid's time zone is the rollup's;
+a grid in another time zone is counted from the results themselves, with the same definitions.
+
 Does not: authorise (callers pass a `Scope` they resolved with `resolve_scope`, which enforces the
 user's subtree), write anything, or know about HTTP.
 
@@ -36,11 +39,11 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from cloud import assessment
+from cloud import assessment, rollup
 from cloud.auth import User
 from cloud.db import Database
 from cloud.errors import Invalid, NotFound
-from cloud.sqlfilter import LocalUnit, like_prefix, local_time_sql, subtree_sql
+from cloud.sqlfilter import LocalUnit, local_time_sql, subtree_sql
 from kuaijian_schema import labels
 
 REPORT_TZ = ZoneInfo("Asia/Shanghai")
@@ -213,11 +216,7 @@ class Counts(_Frozen):
     positive_rate: float | None
 
 
-_COUNT_COLUMNS = """COUNT(*),
-    COALESCE(SUM(CASE WHEN r.verdict != 'invalid' THEN 1 ELSE 0 END), 0),
-    COALESCE(SUM(CASE WHEN r.verdict = 'positive' THEN 1 ELSE 0 END), 0),
-    COALESCE(SUM(CASE WHEN r.verdict = 'suspect' THEN 1 ELSE 0 END), 0),
-    COALESCE(SUM(CASE WHEN r.verdict = 'invalid' THEN 1 ELSE 0 END), 0)"""
+_COUNT_COLUMNS = rollup.RAW_COUNTS
 
 
 def _counts(row: Sequence[Any], offset: int = 0) -> Counts:
@@ -240,6 +239,8 @@ def _results_where(scope: Scope, period: Period, tz: ZoneInfo) -> tuple[str, lis
 
 def counts(db: Database, scope: Scope, period: Period, tz: ZoneInfo = REPORT_TZ) -> Counts:
     """Tests, valid tests, positives, suspects, invalid and positive rate under `scope` in `period`."""
+    if rollup.covers(tz):
+        return _counts(rollup.counts(db, scope.path, period.start, period.end))
     where, params = _results_where(scope, period, tz)
     row = db.execute(f"SELECT {_COUNT_COLUMNS} FROM results r WHERE {where}", params).fetchone()  # noqa: S608
     return _counts(row)
@@ -253,6 +254,11 @@ class PositivityRow(Counts):
 
 def positivity(db: Database, scope: Scope, period: Period, tz: ZoneInfo = REPORT_TZ) -> list[PositivityRow]:
     """Counts by local month × analyte × product, sorted by month, analyte, product."""
+    if rollup.covers(tz):
+        return [
+            PositivityRow(month=m, analyte=a, product=p, **_counts(c).model_dump())
+            for m, a, p, c in rollup.positivity(db, scope.path, period.start, period.end)
+        ]
     where, params = _results_where(scope, period, tz)
     month = _local(db, "r.measured_at", "month")
     sql = f"""SELECT {month} AS month, r.analyte, r.product, {_COUNT_COLUMNS}
@@ -268,6 +274,11 @@ class AnalyteRow(Counts):
 
 def by_analyte(db: Database, scope: Scope, period: Period, tz: ZoneInfo = REPORT_TZ) -> list[AnalyteRow]:
     """Counts per analyte, most tested first."""
+    if rollup.covers(tz):
+        return [
+            AnalyteRow(analyte=a, **_counts(c).model_dump())
+            for a, c in rollup.by_analyte(db, scope.path, period.start, period.end)
+        ]
     where, params = _results_where(scope, period, tz)
     sql = f"""SELECT r.analyte, {_COUNT_COLUMNS} FROM results r WHERE {where}
               GROUP BY r.analyte ORDER BY COUNT(*) DESC, r.analyte"""  # noqa: S608
@@ -282,10 +293,14 @@ class DayRow(Counts):
 
 def per_day(db: Database, scope: Scope, period: Period, tz: ZoneInfo = REPORT_TZ) -> list[DayRow]:
     """Counts per local day of `period`, every day present (zeros included)."""
-    where, params = _results_where(scope, period, tz)
-    day = _local(db, "r.measured_at", "day")
-    sql = f"SELECT {day} AS day, {_COUNT_COLUMNS} FROM results r WHERE {where} GROUP BY day"  # noqa: S608
-    found = {r[0]: _counts(r, 1) for r in db.execute(sql, [_offset_modifier(period, tz), *params]).fetchall()}
+    if rollup.covers(tz):
+        found = {d: _counts(c) for d, c in rollup.per_day(db, scope.path, period.start, period.end).items()}
+    else:
+        where, params = _results_where(scope, period, tz)
+        day = _local(db, "r.measured_at", "day")
+        sql = f"SELECT {day} AS day, {_COUNT_COLUMNS} FROM results r WHERE {where} GROUP BY day"  # noqa: S608
+        rows = db.execute(sql, [_offset_modifier(period, tz), *params]).fetchall()
+        found = {r[0]: _counts(r, 1) for r in rows}
     empty = Counts(tests=0, valid=0, positives=0, suspects=0, invalid=0, positive_rate=None)
     out: list[DayRow] = []
     d = period.start
@@ -401,16 +416,9 @@ def ranking(
         [level, *scope_params],
     ).fetchall()
     rows: list[RankingRow] = []
-    for _node_id, code, name, node_level, path in nodes:
-        prefix = like_prefix(str(path))
-        sub = "SELECT id FROM grid_nodes WHERE path LIKE ? ESCAPE '\\'"
-        c = _counts(
-            db.execute(
-                f"""SELECT {_COUNT_COLUMNS} FROM results r
-                    WHERE r.measured_at >= ? AND r.measured_at < ? AND r.node_id IN ({sub})""",  # noqa: S608
-                [lo, hi, prefix],
-            ).fetchone()
-        )
+    for node_id, code, name, node_level, path in nodes:
+        unit = Scope(id=int(node_id), code=str(code), name=str(name), level=str(node_level), path=str(path))
+        c = counts(db, unit, period, tz)
         parts, raw = assessment.unit_parts(
             db, str(path), lo, hi, _now_text(now), period.start, period.end, now, tz, assess.timely_minutes
         )

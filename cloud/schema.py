@@ -65,6 +65,9 @@ text and compare with the same bound parameters everywhere. Tables:
                   (pending|sent|expired), attempts, next_attempt_at, lease_until, last_attempt_at,
                   last_status, last_error, created_at, sent_at — the durable queue and the audit of what was sent
     notify_cursor name (case_actions|risk_alerts), last_id — how far events were fanned out
+    result_days   day (local date, Asia/Shanghai), node_id (the station's node), verdict → tests, flawed, timely,
+                  registered; kept by triggers on results and samples (cloud.rollup)
+    result_day_items  day, node_id, analyte, product, verdict → tests; kept by the same triggers
 """
 
 from __future__ import annotations
@@ -472,6 +475,37 @@ notify_cursor = Table(
     metadata,
     Column("name", Text, primary_key=True),
     Column("last_id", BigInteger, nullable=False),
+)
+
+DERIVED = "derived"
+"""Table.info key: the table is kept by triggers from other tables (cloud.rollup), never written directly:
+`kuaijian cloud migrate-db` does not copy it, the target's triggers rebuild it (and the counts are compared)."""
+
+result_days = Table(
+    "result_days",
+    metadata,
+    Column("day", Text, primary_key=True),
+    Column("node_id", Integer, primary_key=True),
+    Column("verdict", Text, primary_key=True),
+    Column("tests", BigInteger, nullable=False),
+    Column("flawed", BigInteger, nullable=False),
+    Column("timely", BigInteger, nullable=False),
+    Column("registered", BigInteger, nullable=False),
+    Index("idx_result_days_node", "node_id", "day"),
+    info={DERIVED: True},
+)
+
+result_day_items = Table(
+    "result_day_items",
+    metadata,
+    Column("day", Text, primary_key=True),
+    Column("node_id", Integer, primary_key=True),
+    Column("analyte", Text, primary_key=True),
+    Column("product", Text, primary_key=True),
+    Column("verdict", Text, primary_key=True),
+    Column("tests", BigInteger, nullable=False),
+    Index("idx_result_day_items_node", "node_id", "day"),
+    info={DERIVED: True},
 )
 
 ingest_sessions = Table(
