@@ -2,7 +2,8 @@
 
 Does: keep the station's current specs (`SpecBook`: built-in defaults, replaced by name by the cloud's
 pushed `StationConfig`, swapped atomically), group a batch of readings by kit/profile, call the numpy
-core (`interpret_strips` / `interpret_kinetics`) once per group, and turn every strip test line /
+core (`interpret_strips` / `interpret_kinetics`) once per group (a strip group's verdicts, values and
+flags taken from its arrays at once, `StripResults.wire_rows`), and turn every strip test line /
 enzyme sample channel into a `Draft` whose body is a typed `kuaijian_schema.ResultBody` — every `Result`
 field except id/seq/sig (the outbox adds those in its transaction). Every result records the algorithm and config version it used.
 
@@ -17,7 +18,6 @@ from __future__ import annotations
 
 import base64
 import functools
-import math
 import threading
 import zlib
 from collections import defaultdict
@@ -98,10 +98,6 @@ class SpecHolder:
             self.book = book
 
 
-def _clean(values: Mapping[str, float | None]) -> dict[str, float | None]:
-    return {k: (None if v is None or not math.isfinite(v) else float(v)) for k, v in values.items()}
-
-
 @functools.lru_cache(maxsize=64)
 def _instrument_ref(serial: str, model: str, driver: str) -> InstrumentRef:
     """The (frozen) reference of one instrument, validated once rather than once per result."""
@@ -173,7 +169,7 @@ class Interpreter:
             channel=channel,
             measured_at=measured_at,
             verdict=verdict,
-            values=_clean(values),
+            values=dict(values),  # finite or None already: `values_for` / `wire_rows` make them so
             qc=tuple(qc),
             algorithm=algorithm,
             config_version=config_version,
@@ -207,20 +203,9 @@ class Interpreter:
                 for rd in fits:
                     self._gold_one(info, rd, spec, book, out)
                 continue
-            for i, rd in enumerate(fits):
-                for k, analyte in enumerate(res.analytes):
-                    self._gold_draft(
-                        info,
-                        rd,
-                        book,
-                        out,
-                        analyte,
-                        res.verdict_for(i, k),
-                        res.values_for(i, k),
-                        res.flags_for(i, k),
-                        res.algorithm,
-                        k,
-                    )
+            for rd, lines in zip(fits, res.wire_rows(), strict=True):
+                for k, (analyte, (verdict, values, qc)) in enumerate(zip(res.analytes, lines, strict=True)):
+                    self._gold_draft(info, rd, book, out, analyte, verdict, values, qc, res.algorithm, k)
 
     def _gold_one(
         self, info: DeviceInfo, rd: GoldReading, spec: StripSpec, book: SpecBook, out: dict[int, list[Draft]]

@@ -156,6 +156,19 @@ def _spelled_apart(out: bytes) -> bool:
     return False
 
 
+def _non_finite(obj: Any) -> bool:
+    """Whether a dict, list or tuple holds a NaN or an infinity (orjson writes null for them, `json` refuses
+    them). Exact types only: anything else orjson refused already."""
+    for v in obj.values() if type(obj) is dict else obj if type(obj) in (list, tuple) else (obj,):
+        t = type(v)
+        if t is float:
+            if v - v != 0.0:  # NaN for NaN and ±inf, 0.0 for every finite float
+                return True
+        elif (t is dict or t is list or t is tuple) and _non_finite(v):
+            return True
+    return False
+
+
 def canonical_json(obj: Any) -> bytes:
     """Sorted keys, no whitespace, UTF-8, no NaN: byte for byte `json.dumps(obj, sort_keys=True,
     separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode()` (the form every signature is made
@@ -176,8 +189,7 @@ def _encode(obj: Any) -> tuple[bytes, bool]:
         out = orjson.dumps(obj, option=_FAST_OPTIONS)
     except orjson.JSONEncodeError:
         return _CANONICAL.encode(obj).encode(), False
-    # a null may be a NaN or an infinity (orjson writes null, `json` refuses): read back, it would differ
-    if _spelled_apart(out) or (b"null" in out and orjson.loads(out) != obj):
+    if _spelled_apart(out) or (b"null" in out and _non_finite(obj)):
         return _CANONICAL.encode(obj).encode(), False
     return out, True
 
@@ -194,7 +206,7 @@ def hmac_signer(key: bytes) -> Signer:
     """The `Signer` of station key `key`."""
 
     def sign(data: bytes) -> str:
-        return hmac.new(key, data, hashlib.sha256).hexdigest()
+        return hmac.digest(key, data, "sha256").hex()  # one-shot in C: no HMAC object per result
 
     return sign
 

@@ -111,21 +111,49 @@ class StripResults:
     def values_for(self, i: int, k: int = 0) -> dict[str, float | None]:
         """Wire `values` of strip i, test line k (NaN → None)."""
         return {
-            "ratio": _num(self.ratio[i, k]),
-            "control_signal": _num(self.control_signal[i]),
-            "test_signal": _num(self.test_signal[i, k]),
-            "concentration_mg_kg": _num(self.concentration[i, k]),
-            "control_offset_px": _num(self.control_offset[i]),
-            "test_offset_px": _num(self.test_offset[i, k]),
-            "control_snr": _num(self.control_snr[i]),
-            "test_snr": _num(self.test_snr[i, k]),
-            "ratio_sd": _num(self.ratio_sd[i, k]),
-            "margin_sd": _num(self.margin[i, k]),
+            name: _num(column[i] if column.ndim == 1 else column[i, k])
+            for name, column in ((name, getattr(self, attr)) for name, attr in WIRE_VALUES)
         }
 
     def flags_for(self, i: int, k: int = 0) -> tuple[str, ...]:
         """QC flag names of strip i, test line k."""
         return flag_names(GoldFlag, int(self.flags[i, k]))
+
+    def wire_rows(self) -> list[list[tuple[VerdictName, dict[str, float | None], tuple[str, ...]]]]:
+        """(verdict, values, QC flags) of every strip i and test line k ([i][k]) — what `verdict_for`,
+        `values_for` and `flags_for` give one by one — made from whole arrays at once (the gateway's
+        pipeline turns every result into wire form: one call per batch, not ~15 numpy scalar reads per
+        result)."""
+        n, k = self.verdict.shape
+        table = np.empty((n, k, len(WIRE_VALUES)), dtype=np.float64)
+        for j, (_name, attr) in enumerate(WIRE_VALUES):
+            column = getattr(self, attr)
+            table[:, :, j] = column[:, None] if column.ndim == 1 else column
+        values = np.where(np.isfinite(table), table, None).tolist()  # NaN / inf → None
+        names = [name for name, _attr in WIRE_VALUES]
+        return [
+            [
+                (_VERDICT_NAMES[v], dict(zip(names, vals, strict=True)), flag_names(GoldFlag, f))
+                for v, vals, f in zip(vrow, valrow, frow, strict=True)
+            ]
+            for vrow, valrow, frow in zip(self.verdict.tolist(), values, self.flags.tolist(), strict=True)
+        ]
+
+
+WIRE_VALUES: Final = (
+    ("ratio", "ratio"),
+    ("control_signal", "control_signal"),
+    ("test_signal", "test_signal"),
+    ("concentration_mg_kg", "concentration"),
+    ("control_offset_px", "control_offset"),
+    ("test_offset_px", "test_offset"),
+    ("control_snr", "control_snr"),
+    ("test_snr", "test_snr"),
+    ("ratio_sd", "ratio_sd"),
+    ("margin_sd", "margin"),
+)
+"""(wire name in a result's `values`, `StripResults` array: (N,) per strip or (N, K) per test line)."""
+_VERDICT_NAMES: Final = tuple(Verdict(c).wire for c in range(len(Verdict)))
 
 
 def _num(v: np.floating[Any] | float) -> float | None:

@@ -333,3 +333,23 @@ def test_spec_with_a_line_off_the_profile() -> None:
     spec = SPEC.model_copy(update={"control_position": 1100.0})  # model_copy skips validation
     with pytest.raises(SpecMismatchError, match="outside the 1024 px profile"):
         interpret_strips(GOOD, spec)
+
+
+@pytest.mark.parametrize("kit", KITS)
+def test_wire_rows_are_the_one_by_one_wire_values(kit: str) -> None:
+    """The whole-array wire form (what the gateway's pipeline uses) is exactly `verdict_for` /
+    `values_for` / `flags_for` of every strip and test line — faulty strips (NaN → None) included."""
+    spec = DEMO_KITS[kit]
+    batch = generate_strips(spec, 96, np.random.default_rng(15), conditions=FAULTY)
+    res = interpret_strips(batch.profiles, spec)
+    rows = res.wire_rows()
+    assert len(rows) == 96
+    assert {v for row in rows for v, _values, _qc in row} >= {"negative", "invalid"}
+    assert any(value is None for row in rows for _v, values, _qc in row for value in values.values())
+    for i, row in enumerate(rows):
+        assert len(row) == len(spec.analytes)
+        for k, (verdict, values, qc) in enumerate(row):
+            assert verdict == res.verdict_for(i, k)
+            assert values == res.values_for(i, k)
+            assert qc == res.flags_for(i, k)
+            assert all(type(v) is float for v in values.values() if v is not None)
