@@ -129,7 +129,9 @@ class StripResults:
         for j, (_name, attr) in enumerate(WIRE_VALUES):
             column = getattr(self, attr)
             table[:, :, j] = column[:, None] if column.ndim == 1 else column
-        values = np.where(np.isfinite(table), table, None).tolist()  # NaN / inf → None
+        cells = table.astype(object)
+        cells[~np.isfinite(table)] = None  # NaN / inf → None
+        values = cells.tolist()
         names = [name for name, _attr in WIRE_VALUES]
         return [
             [
