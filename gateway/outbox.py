@@ -190,7 +190,7 @@ class Outbox:
         lo = min(r.record_no for r in records)
         hi = max(r.record_no for r in records)
         docs = [
-            (rec.record_no, draft.line, draft.priority, draft.body.wire())
+            (rec.record_no, draft.line, draft.priority, dict(draft.wire))
             for rec in records
             for draft in rec.drafts
         ]

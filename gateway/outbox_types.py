@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Any
 
 from kuaijian_schema.wire import ResultBody
 
@@ -23,14 +24,26 @@ PRIORITY = {"positive": 3, "suspect": 2, "invalid": 1, "negative": 0}
 
 @dataclass(frozen=True, slots=True)
 class Draft:
-    """One result to enqueue: its line key within the record, send priority, and body.
+    """One result to enqueue: its line key within the record, send priority, and body in wire form.
 
-    `body` holds every `kuaijian_schema.Result` field except `id`, `seq` and `sig`, which the outbox adds.
+    `wire` is the JSON object of a `kuaijian_schema.ResultBody` — every `Result` field except `id`, `seq`
+    and `sig`, which the outbox adds — exactly as `ResultBody.wire()` gives it (`ResultBody.wire_of`
+    makes it without validating a model per result; `body` is the typed, validated view).
     """
 
     line: str
     priority: int
-    body: ResultBody
+    wire: dict[str, Any]
+
+    @classmethod
+    def of(cls, line: str, priority: int, body: ResultBody) -> Draft:
+        """The draft of a typed body."""
+        return cls(line, priority, body.wire())
+
+    @property
+    def body(self) -> ResultBody:
+        """`wire` as a validated `ResultBody` (made on each call: for inspection, not the hot path)."""
+        return ResultBody.model_validate(self.wire)
 
 
 @dataclass(frozen=True, slots=True)

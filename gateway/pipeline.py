@@ -4,8 +4,11 @@ Does: keep the station's current specs (`SpecBook`: built-in defaults, replaced 
 pushed `StationConfig`, swapped atomically), group a batch of readings by kit/profile, call the numpy
 core (`interpret_strips` / `interpret_kinetics`) once per group (a strip group's verdicts, values and
 flags taken from its arrays at once, `StripResults.wire_rows`), and turn every strip test line /
-enzyme sample channel into a `Draft` whose body is a typed `kuaijian_schema.ResultBody` — every `Result`
-field except id/seq/sig (the outbox adds those in its transaction). Every result records the algorithm and config version it used.
+enzyme sample channel into a `Draft` whose body is the wire object of a `kuaijian_schema.ResultBody` —
+every `Result` field except id/seq/sig (the outbox adds those in its transaction) — made by
+`ResultBody.wire_of` without validating a model per result: what the model checks is made so here (lengths
+cut, sample id and product always set, values finite or None, the station id checked once), and the tests
+validate every kind of draft back to the same object. Every result records the algorithm and config version it used.
 
 Nothing is silently dropped: a reading that cannot be interpreted (unknown kit or profile, profile
 length ≠ spec, interpretation error) still becomes a result with verdict `invalid` and a QC flag saying
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import base64
 import functools
+import re
 import threading
 import zlib
 from collections import defaultdict
@@ -25,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
+from typing import Any
 
 import numpy as np
 import numpy.typing as npt
@@ -36,10 +41,10 @@ from gateway.outbox import PRIORITY, Draft, RecordDrafts
 from kuaijian_schema.kits import DEMO_KITS
 from kuaijian_schema.specs import GB_T_5009_199, NY_T_448, EnzymeSpec, StripSpec
 from kuaijian_schema.wire import (
+    STATION_PATTERN,
     InstrumentRef,
     RawSignal,
     ResultBody,
-    SampleRef,
     StationConfig,
     VerdictName,
 )
@@ -124,6 +129,11 @@ class Interpreter:
     default_kit: str | None = None
     default_profile: str | None = None
 
+    def __post_init__(self) -> None:
+        # checked once here, not per result (`ResultBody.wire_of` does not validate)
+        if not re.fullmatch(STATION_PATTERN, self.station):
+            raise ValueError(f"station id {self.station!r} does not match {STATION_PATTERN}")
+
     def __call__(self, info: DeviceInfo, readings: Sequence[Reading]) -> list[RecordDrafts]:
         book = self.specs.get()
         drafts: dict[int, list[Draft]] = {r.record_no: [] for r in readings}
@@ -154,23 +164,25 @@ class Interpreter:
         config_version: str,
         operator: str,
         raw: RawSignal | None,
-    ) -> ResultBody:
+    ) -> dict[str, Any]:
+        """The result's wire object (`ResultBody.wire_of`: what the model would validate is made so here
+        — lengths cut to the limits, a sample id and product always there, values finite or None)."""
         qc = list(qc)
         if not sample_id:
             sample_id = f"{info.serial}-{record_no}"
             qc.append("no-sample-id")
         op = operator or self.operator
-        return ResultBody(
+        return ResultBody.wire_of(
             station=self.station,
             instrument=_instrument_ref(info.serial, info.model, info.driver),
-            sample=SampleRef(id=sample_id[:64], product=(product or "unknown")[:64]),
+            sample={"id": sample_id[:64], "product": (product or "unknown")[:64]},
             method=method,
             analyte=analyte[:64] or "unknown",
             channel=channel,
             measured_at=measured_at,
             verdict=verdict,
             values=dict(values),  # finite or None already: `values_for` / `wire_rows` make them so
-            qc=tuple(qc),
+            qc=qc,
             algorithm=algorithm,
             config_version=config_version,
             raw=raw,

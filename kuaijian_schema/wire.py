@@ -28,12 +28,12 @@ import threading
 import time
 import zlib
 from collections.abc import Callable, Mapping
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID
 
 import orjson
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, TypeAdapter
 
 from kuaijian_schema.specs import EnzymeSpec, StripSpec
 
@@ -366,6 +366,72 @@ class ResultBody(_Model):
     def wire(self) -> dict[str, Any]:
         """The JSON object of this body as it is signed and sent (unset optional fields left out)."""
         return self.model_dump(mode="json", exclude_none=True)
+
+    @staticmethod
+    def wire_of(
+        *,
+        station: str,
+        instrument: InstrumentRef,
+        sample: dict[str, Any],
+        method: Literal["gold", "enzyme"],
+        analyte: str,
+        channel: int,
+        measured_at: datetime,
+        verdict: VerdictName,
+        values: dict[str, float | None],
+        qc: list[str],
+        algorithm: str,
+        config_version: str,
+        raw: RawSignal | None = None,
+        operator: str | None = None,
+    ) -> dict[str, Any]:
+        """`ResultBody(**fields).wire()` without building and validating the model: for a body the
+        gateway's own pipeline makes once per result (validating it cost as much as the rest of making
+        it). The caller vouches for what the model would check (lengths, the station pattern, finite or
+        None values); tests check that the model validates every such object back to the same wire form.
+        Still refused here, as the model would: `channel` outside 0–255, a naive `measured_at`."""
+        if not 0 <= channel <= 255:
+            raise ValueError(f"channel {channel} is outside 0–255")
+        doc: dict[str, Any] = {
+            "station": station,
+            "instrument": {
+                "serial": instrument.serial,
+                "model": instrument.model,
+                "driver": instrument.driver,
+            },
+            "sample": sample,
+            "method": method,
+            "analyte": analyte,
+            "channel": channel,
+            "measured_at": json_datetime(measured_at),
+            "verdict": verdict,
+            "values": values,
+            "qc": qc,
+            "algorithm": algorithm,
+            "config_version": config_version,
+        }
+        if raw is not None:
+            doc["raw"] = raw.model_dump(mode="json")
+        if operator is not None:
+            doc["operator"] = operator
+        return doc
+
+
+_AWARE_DATETIME: TypeAdapter[datetime] = TypeAdapter(AwareDatetime)
+_ZERO = timedelta(0)
+
+
+def json_datetime(dt: datetime) -> str:
+    """The JSON text of an aware datetime exactly as the models write it (`Z` for UTC, else the offset);
+    ValueError for a naive one."""
+    offset = dt.utcoffset()
+    if offset is None:
+        raise ValueError(f"{dt!r} has no time zone")
+    if offset == _ZERO:
+        return dt.replace(tzinfo=None).isoformat() + "Z"
+    if offset % timedelta(minutes=1) == _ZERO:
+        return dt.isoformat()
+    return str(_AWARE_DATETIME.dump_python(dt, mode="json"))  # an offset in seconds: rare, the model's way
 
 
 class Result(ResultBody):

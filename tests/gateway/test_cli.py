@@ -39,7 +39,7 @@ def test_check_config_and_status(tmp_path: Path, capsys: pytest.CaptureFixture[s
         out = box.enqueue(
             "plugin:X",
             0,
-            [RecordDrafts(1, (Draft("a", 0, result_body(1)), Draft("b", 0, result_body(2))))],
+            [RecordDrafts(1, (Draft.of("a", 0, result_body(1)), Draft.of("b", 0, result_body(2))))],
             lambda _data: "s",
         )
         box.ack(rejected=[rejection(box, out[0].id, out[0].seq, "unknown station")])

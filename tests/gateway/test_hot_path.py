@@ -4,6 +4,7 @@ writing the socket for every ack's disk write)."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,10 +12,11 @@ from typing import Any
 
 from drivers.readings import DeviceInfo, Reading
 from drivers.timeouts import Timeouts
+from gateway.link import _id_texts
 from gateway.outbox import Enqueued, Outbox, RecordDrafts
 from gateway.pipeline import Interpreter, SpecHolder
 from gateway.worker import InstrumentWorker
-from kuaijian_schema.wire import Signer, hmac_signer
+from kuaijian_schema.wire import Ack, Signer, hmac_signer, new_result_id
 from tests.gateway.acker import Acker
 from tests.gateway.conftest import STATION, RunningService, drained, fast_instrument, write_station
 from tests.gateway.fast_source import FastGoldSource
@@ -114,3 +116,13 @@ def test_acks_are_applied_off_the_network_thread(tmp_path: Path, mosquitto: Mosq
         wait_for(lambda: drained(svc, 40), 15, "the outbox did not drain")
     assert threads, "no ack was applied"
     assert set(threads) == {"gateway-link-acks"}, f"acks applied on {sorted(set(threads))}"
+
+
+def test_acked_ids_are_taken_as_the_outbox_keys_them() -> None:
+    """The ack thread uses an ack's own id strings when they are the canonical text (no UUID formatting per
+    id), and the canonical text of any other spelling the schema accepts — the same keys as `str(UUID)`."""
+    ids = [str(new_result_id()) for _ in range(3)]
+    spelled = [ids[0], ids[1].upper(), ids[2].replace("-", "")]
+    payload = json.dumps({"ids": spelled, "seqs": [4]}).encode()
+    ack = Ack.model_validate_json(payload)
+    assert _id_texts(payload, ack) == ids == [str(u) for u in ack.ids]

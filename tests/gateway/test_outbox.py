@@ -30,8 +30,7 @@ def _record(n: int, lines: int = 1, verdict: str = "negative") -> RecordDrafts:
     return RecordDrafts(
         n,
         tuple(
-            Draft(line=f"ch0/{k}", priority=2 if verdict == "positive" else 0, body=result_body(n, k))
-            for k in range(lines)
+            Draft.of(f"ch0/{k}", 2 if verdict == "positive" else 0, result_body(n, k)) for k in range(lines)
         ),
     )
 
@@ -210,7 +209,7 @@ def test_disk_full_rolls_back_and_keeps_cursor(tmp_path: Path) -> None:
         full: OutboxFull | None = None
         for n in range(1, 1000):  # until the cap is hit
             try:
-                box.enqueue("i", 0, [RecordDrafts(n, (Draft("l", 0, big),))], _sign)
+                box.enqueue("i", 0, [RecordDrafts(n, (Draft.of("l", 0, big),))], _sign)
             except OutboxFull as exc:
                 full = exc
                 break
@@ -221,7 +220,7 @@ def test_disk_full_rolls_back_and_keeps_cursor(tmp_path: Path) -> None:
         assert before.last_seq == n - 1 == before.depth
         # space returns (acks delete rows) → the same record goes in
         box.ack(seqs=range(1, n))
-        out = box.enqueue("i", 0, [RecordDrafts(n, (Draft("l", 0, big),))], _sign)
+        out = box.enqueue("i", 0, [RecordDrafts(n, (Draft.of("l", 0, big),))], _sign)
         assert out[0].seq == n
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import numpy as np
@@ -23,12 +23,24 @@ NOW = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
 
 
 def _validate(recs: list[RecordDrafts]) -> list[Result]:
+    """Every draft's wire object validates as a `ResultBody` whose own wire form is that object, value for
+    value and type for type (the pipeline makes it without a model); then as a `Result`."""
     out = []
     for rec in recs:
         for d in rec.drafts:
-            doc: dict[str, Any] = dict(d.body.wire(), id=str(new_result_id()), seq=1, sig="0" * 64)
+            assert _typed(d.body.wire()) == _typed(d.wire)
+            doc: dict[str, Any] = dict(d.wire, id=str(new_result_id()), seq=1, sig="0" * 64)
             out.append(Result.model_validate(doc))
     return out
+
+
+def _typed(obj: Any) -> Any:
+    """`obj` with every leaf paired with its type (1 == 1.0 == True, but not on the wire)."""
+    if isinstance(obj, dict):
+        return {k: _typed(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return (type(obj), [_typed(v) for v in obj])
+    return (type(obj), obj)
 
 
 def _gold(n: int, kit: str, profile: np.ndarray[Any, Any], sample: str = "S") -> GoldReading:
@@ -117,3 +129,31 @@ def test_drafts_are_typed_result_bodies_and_sign_as_sent() -> None:
     assert ResultBody.model_validate(wire) == body
     with pytest.raises(ValueError, match="station"):
         Interpreter(station="not-a-station", specs=SpecHolder())(GOLD, [_gold(2, imi.name, np.ones(1024))])
+
+
+def test_wire_objects_are_what_the_model_would_make_at_the_limits() -> None:
+    """Over-long names cut to the model's limits, a zone other than UTC, microseconds: each draft validates
+    back to itself; what the model would refuse is refused without it (a naive time, a channel > 255)."""
+    rng = np.random.default_rng(3)
+    imi = DEMO_KITS["imidacloprid-v1"]
+    profile = one_gold_profile(imi, rng, concentration=0.0).profile
+    east8 = datetime(2026, 11, 25, 16, 0, 0, 123456, tzinfo=timezone(timedelta(hours=8)))
+    readings = [
+        GoldReading(1, 7, imi.name, "样" * 80, "韭菜" * 40, east8, profile, operator="李" * 70),
+        GoldReading(2, 0, imi.name, "S2", "", NOW.replace(microsecond=5), profile),
+    ]
+    info = DeviceInfo("G" * 64, "M" * 64, "1", "gold-serial", "gold", 8)
+    recs = Interpreter(station=STATION, specs=SpecHolder(), include_raw=True)(info, readings)
+    first, second = _validate(recs)
+    assert first.sample.id == "样" * 64
+    assert first.sample.product == ("韭菜" * 40)[:64]
+    assert first.operator == "李" * 64
+    assert first.measured_at == east8
+    assert recs[0].drafts[0].wire["measured_at"] == "2026-11-25T16:00:00.123456+08:00"
+    assert second.sample.product == "unknown"
+    assert recs[1].drafts[0].wire["measured_at"] == "2026-11-25T08:00:00.000005Z"
+    interp = Interpreter(station=STATION, specs=SpecHolder())
+    with pytest.raises(ValueError, match="time zone"):
+        interp(GOLD, [GoldReading(3, 1, imi.name, "S", "菠菜", datetime(2026, 1, 1), profile)])  # noqa: DTZ001
+    with pytest.raises(ValueError, match="channel"):
+        interp(GOLD, [GoldReading(4, 300, imi.name, "S", "菠菜", NOW, profile)])

@@ -1,4 +1,5 @@
-"""`canonical_json` (orjson with the reference as fallback) is byte for byte the reference encoding.
+"""`canonical_json` (orjson with the reference as fallback) is byte for byte the reference encoding;
+`json_datetime` writes a time as the models do.
 
 The reference is `json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
 allow_nan=False).encode()`: every signature is made (gateway) and checked (cloud) over it, so one byte of
@@ -11,14 +12,16 @@ import json
 import math
 import random
 import struct
+from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import AwareDatetime, TypeAdapter
 
 from kuaijian_schema import wire
-from kuaijian_schema.wire import canonical_json, hmac_signer, seal
+from kuaijian_schema.wire import canonical_json, hmac_signer, json_datetime, seal
 
 
 def reference(obj: Any) -> bytes:
@@ -136,3 +139,21 @@ def test_a_result_takes_the_fast_path(monkeypatch: pytest.MonkeyPatch) -> None:
     assert canonical_json(_result_doc()) == expected
     payload, sig = seal(_result_doc(), hmac_signer(b"k" * 32))
     assert payload == reference({**_result_doc(), "sig": sig})
+
+
+_offsets = st.timedeltas(
+    min_value=timedelta(hours=-23, minutes=-59), max_value=timedelta(hours=23, minutes=59)
+)
+
+
+@given(
+    st.datetimes(timezones=st.timezones() | st.builds(timezone, _offsets) | st.just(UTC)),
+)
+def test_json_datetime_is_the_models_text(dt: datetime) -> None:
+    """`json_datetime` (the pipeline's, without a model per result) writes what the models write."""
+    assert json_datetime(dt) == TypeAdapter(AwareDatetime).dump_python(dt, mode="json")
+
+
+def test_json_datetime_refuses_a_naive_time() -> None:
+    with pytest.raises(ValueError, match="time zone"):
+        json_datetime(datetime(2026, 1, 1))  # noqa: DTZ001
