@@ -43,16 +43,18 @@ floats = st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from(
 )
 ints = st.integers() | st.integers(min_value=-(2**70), max_value=2**70)
 scalars = st.none() | st.booleans() | ints | floats | st.text()
-json_values = st.recursive(
-    scalars,
-    lambda inner: (
+
+
+def _containers(inner: st.SearchStrategy[Any]) -> st.SearchStrategy[Any]:
+    return (
         st.lists(inner, max_size=5)
         | st.lists(inner, max_size=5).map(tuple)
         | st.dictionaries(st.text(max_size=8), inner, max_size=6)
         | st.dictionaries(st.integers() | st.booleans() | st.none() | st.floats(), inner, max_size=3)
-    ),
-    max_leaves=30,
-)
+    )
+
+
+json_values = st.recursive(scalars, _containers, max_leaves=30)
 
 
 @settings(max_examples=800)
