@@ -4,9 +4,10 @@ Does: open the analyzer, identify it, then loop: `latest_record()`, read the rec
 (at most `read_batch`), interpret them (`gateway.pipeline`) and commit all their results + the cursor +
 the seq in ONE outbox transaction — before anything else happens with them. A record is only ever
 "taken" by that commit, so a crash anywhere re-reads it and the outbox's unique key makes that a no-op.
-The commit runs in a second thread (one per worker) while the worker reads and interprets the next batch:
-at most one commit is in flight, and it is waited for before anything else touches the cursor (a new
-epoch, a skipped record, idling) and whenever the loop ends.
+The commit runs in a second thread (one per worker) while the worker reads and interprets the next batches:
+batches that wait for it meanwhile (at most `QUEUED_BATCHES`) are committed together, in one transaction
+(group commit: one fsync for all of them under a backlog); the commits are waited for before anything else
+touches the cursor (a new epoch, a skipped record, idling) and whenever the loop ends.
 New memory (cleared, or the analyzer replaced by one with the same serial while the gateway was away) is
 detected two ways: a record counter below the cursor, and — on every (re)connect — the record at the cursor
 re-read and compared with the identity stored with the cursor (`drivers.readings.record_identity`: time,
@@ -65,6 +66,21 @@ class WorkerState:
 
 
 Interpret = Callable[[DeviceInfo, list[Reading]], list[RecordDrafts]]
+
+QUEUED_BATCHES = 4
+"""Read batches of one instrument that may be waiting for their commit: while one commits, the worker reads
+and interprets on, and the next commit takes every batch that waits, in one transaction (one fsync for all
+of them under a backlog; alone when the instrument is idle). Bounds the readings held in memory."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Batch:
+    """Read and interpreted records of one instrument, waiting for their commit."""
+
+    epoch: int
+    drafts: list[RecordDrafts]
+    identity: str | None  # of the last record
+    records: int
 
 
 class InstrumentWorker:
@@ -192,22 +208,30 @@ class InstrumentWorker:
 
     def _pull(self, analyzer: Analyzer, info: DeviceInfo) -> None:
         # The commit of a batch (serialising, signing, the fsync) runs in a second thread while this one
-        # reads and interprets the next batch: at most one commit in flight, and it is waited for before
+        # reads and interprets the next batches; batches that wait meanwhile (at most QUEUED_BATCHES) are
+        # committed together, in one transaction (`_commit_queued`). The commits are waited for before
         # anything else touches this instrument's cursor and whenever this loop ends, for whatever reason.
         with ThreadPoolExecutor(1, thread_name_prefix=f"commit-{self.name}") as committer:
             pending: list[Future[bool]] = []
             try:
                 self._pull_records(analyzer, info, committer, pending)
             finally:
-                if pending:
-                    pending.pop().result()
+                while pending:
+                    pending.pop(0).result()
 
     def _pull_records(
         self, analyzer: Analyzer, info: DeviceInfo, committer: ThreadPoolExecutor, pending: list[Future[bool]]
     ) -> None:
-        def settled() -> bool:
-            """Wait for the commit in flight; False when stop was requested while it waited for space."""
-            return pending.pop().result() if pending else True
+        queue: list[_Batch] = []  # read and interpreted, not yet taken by a commit (the committer's lock)
+        lock = threading.Lock()
+
+        def settled(keep: int = 0) -> bool:
+            """Wait until at most `keep` commits are pending; False when stop was requested while one
+            waited for space."""
+            ok = True
+            while len(pending) > keep:
+                ok = pending.pop(0).result() and ok
+            return ok
 
         key = f"{info.driver}:{info.serial}"
         cursor = self._outbox.cursor(key)
@@ -253,11 +277,11 @@ class InstrumentWorker:
             if readings:
                 identity = record_identity(readings[-1])
                 drafts = self._interpret(info, readings)
-                if not settled():
+                if not settled(keep=QUEUED_BATCHES - 1):
                     return  # stop requested while waiting for disk space
-                pending.append(
-                    committer.submit(self._commit, key, cursor.epoch, drafts, identity, len(readings))
-                )
+                with lock:
+                    queue.append(_Batch(cursor.epoch, drafts, identity, len(readings)))
+                pending.append(committer.submit(self._commit_queued, key, queue, lock))
                 cursor = Cursor(cursor.epoch, readings[-1].record_no, identity)
                 self._failing = None
             if failure is not None:
@@ -324,10 +348,24 @@ class InstrumentWorker:
         log.error("instrument %s: record %d skipped: %s", self.name, n, reason)
         return True
 
+    def _commit_queued(self, key: str, queue: list[_Batch], lock: threading.Lock) -> bool:
+        """Commit every batch waiting in `queue` in one transaction (group commit: one fsync for all of
+        them); nothing when an earlier call took them already. They share an epoch: the worker waits for
+        every commit before it changes the epoch."""
+        with lock:
+            batches = queue[:]
+            queue.clear()
+        if not batches:
+            return True
+        drafts = [d for b in batches for d in b.drafts]
+        return self._commit(
+            key, batches[0].epoch, drafts, batches[-1].identity, sum(b.records for b in batches)
+        )
+
     def _commit(
         self, key: str, epoch: int, drafts: list[RecordDrafts], identity: str | None, records: int
     ) -> bool:
-        """Enqueue one batch (in the committer thread), waiting while the outbox is full; False when stop
+        """Enqueue records (in the committer thread), waiting while the outbox is full; False when stop
         was requested meanwhile."""
         while True:
             try:

@@ -15,7 +15,7 @@ from drivers.timeouts import Timeouts
 from gateway.link import _id_texts
 from gateway.outbox import Enqueued, Outbox, RecordDrafts
 from gateway.pipeline import Interpreter, SpecHolder
-from gateway.worker import InstrumentWorker
+from gateway.worker import QUEUED_BATCHES, InstrumentWorker
 from kuaijian_schema.wire import Ack, Signer, hmac_signer, new_result_id
 from tests.gateway.acker import Acker
 from tests.gateway.conftest import STATION, RunningService, drained, fast_instrument, write_station
@@ -126,3 +126,71 @@ def test_acked_ids_are_taken_as_the_outbox_keys_them() -> None:
     payload = json.dumps({"ids": spelled, "seqs": [4]}).encode()
     ack = Ack.model_validate_json(payload)
     assert _id_texts(payload, ack) == ids == [str(u) for u in ack.ids]
+
+
+def test_batches_waiting_for_a_commit_are_committed_together(tmp_path: Path) -> None:
+    """Group commit: while one batch commits, the worker reads and interprets on; every batch that waited
+    meanwhile goes into the next transaction (one fsync for them all), in order, the cursor at the last."""
+    source = _CountingSource({"serial": "GRP-1", "t0": 0.0, "rate": 1e9, "total": 2 * QUEUED_BATCHES})
+    box = Outbox.open(tmp_path / "o.db")
+    entered = threading.Event()
+    release = threading.Event()
+    enqueue = box.enqueue
+    transactions: list[list[int]] = []
+
+    def recording_enqueue(
+        instrument: str,
+        epoch: int,
+        records: Sequence[RecordDrafts],
+        sign: Signer,
+        identity: str | None = None,
+    ) -> list[Enqueued]:
+        transactions.append([r.record_no for r in records])
+        if records[0].record_no == 1:
+            entered.set()
+            assert release.wait(30), "the test never released the first commit"
+        return enqueue(instrument, epoch, records, sign, identity)
+
+    box.enqueue = recording_enqueue  # type: ignore[method-assign]
+    interpret = Interpreter(station=STATION, specs=SpecHolder())
+    interpreted: list[int] = []
+
+    def counting_interpret(info: DeviceInfo, readings: list[Reading]) -> list[RecordDrafts]:
+        interpreted.extend(r.record_no for r in readings)
+        return interpret(info, readings)
+
+    worker = InstrumentWorker(
+        name="grp",
+        driver="plugin",
+        make_analyzer=lambda: source,
+        interpret=counting_interpret,
+        outbox=box,
+        sign=hmac_signer(b"k" * 16),
+        timeouts=Timeouts(),
+        poll_interval_s=0.01,
+        read_batch=2,
+        start_from="first",
+        full_retry_s=0.05,
+    )
+    worker.start()
+    try:
+        wait_for(entered.is_set, 10, "the first batch was never committed")
+        wait_for(
+            lambda: len(interpreted) == 2 * QUEUED_BATCHES,
+            10,
+            f"the batches after the first were not read while it committed (interpreted {interpreted})",
+        )
+        release.set()
+        wait_for(
+            lambda: box.stats().enqueued_total == 2 * QUEUED_BATCHES, 10, "not every record was committed"
+        )
+        assert transactions == [[1, 2], list(range(3, 2 * QUEUED_BATCHES + 1))]
+        cursor = box.cursor("plugin:GRP-1")
+        assert cursor is not None
+        assert cursor.last_record == 2 * QUEUED_BATCHES
+    finally:
+        release.set()
+        worker.stop()
+        worker.join(10)
+        box.close()
+    assert not worker.alive
