@@ -31,6 +31,7 @@ Does not: build or sign results (the outbox stores them signed), touch instrumen
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import re
 import ssl
@@ -108,6 +109,8 @@ class Link:
         self._lock = threading.Lock()
         self._inflight: dict[int, float] = {}  # seq → monotonic deadline for the application ack
         self._attempts: dict[int, int] = {}  # seq → sends by this process without an ack
+        self._backed_off: set[int] = set()  # seqs sent twice or more without an ack (re-sends backing off)
+        self._earliest = math.inf  # no deadline in `_inflight` is before this (looked through only then)
         # (priority, seq) of the last row handed out, in send order: every row before it is in flight or
         # gone, so the next look starts after it. None (look from the top) whenever a row before it may
         # be due again: an ack deadline passed, a session lost, a publish refused, a backed-off re-send
@@ -236,6 +239,7 @@ class Link:
             with self._lock:
                 self._inflight.clear()
                 self._attempts.clear()
+                self._backed_off.clear()
                 self._reset_frontier()
         self._connected.set()
         self.connection_log.connected(f"session present: {flags.session_present}")
@@ -321,11 +325,14 @@ class Link:
             for seq in (*outcome.acked, *outcome.rejected, *seqs):
                 self._inflight.pop(seq, None)
                 self._attempts.pop(seq, None)
+                self._backed_off.discard(seq)
             # The cloud answers again: results whose re-sends were backing off while it was away are due
             # now, instead of after their (up to ack_timeout_max_s) back-off runs out.
-            for seq in [s for s, n in self._attempts.items() if n >= 2]:
+            for seq in self._backed_off:
                 self._inflight.pop(seq, None)
                 self._attempts[seq] = 0
+            if self._backed_off:
+                self._backed_off.clear()
                 self._reset_frontier()
         self.acked_results += len(outcome.acked)
         for seq in outcome.rejected:
@@ -386,25 +393,29 @@ class Link:
         `batch_max`, within the `max_unacked` window; and the `_resets` count it looked under."""
         link = self.config.link
         with self._lock:
-            # Expired entries are due again (and dropped here, so acked-meanwhile rows cannot linger).
-            expired = [s for s, deadline in self._inflight.items() if deadline <= now]
-            for seq in expired:
-                del self._inflight[seq]
-            if expired:
-                self._reset_frontier()
-            active = set(self._inflight)
+            # Expired entries are due again (and dropped here, so acked-meanwhile rows cannot linger). The
+            # in-flight rows are looked through only once the earliest deadline has come, not per message.
+            if now >= self._earliest:
+                expired = [s for s, deadline in self._inflight.items() if deadline <= now]
+                for seq in expired:
+                    del self._inflight[seq]
+                if expired:
+                    self._reset_frontier()
+                self._earliest = min(self._inflight.values(), default=math.inf)
+            active = len(self._inflight)
             frontier, resets = self._frontier, self._resets
-        want = min(link.max_unacked - len(active), link.batch_max)
+        want = min(link.max_unacked - active, link.batch_max)
         if want <= 0:
             return [], resets
         if frontier is None:
-            order = self.outbox.due_order(len(active) + want)
+            order = self.outbox.due_order(active + want)
         else:
             order = self.outbox.due_order(want, after=frontier)
             if not order:  # caught up: the next look is from the top (finds rows put back meanwhile)
                 with self._lock:
                     self._reset_frontier()
-        return [(seq, prio) for seq, prio in order if seq not in active][:want], resets
+        with self._lock:  # only this thread adds to `_inflight`: nothing read above was sent meanwhile
+            return [(seq, prio) for seq, prio in order if seq not in self._inflight][:want], resets
 
     def _send_some(self) -> bool:
         """Send one message if something is due and the rate allows; True when it sent."""
@@ -434,10 +445,12 @@ class Link:
             for s in seqs:
                 n = self._attempts.get(s, 0) + 1
                 self._attempts[s] = n
+                if n >= 2:
+                    self._backed_off.add(s)
                 # Re-sends back off (×2 per attempt up to ack_timeout_max_s) while the cloud does not ack.
-                self._inflight[s] = now + min(
-                    link.ack_timeout_s * 2 ** min(n - 1, 16), link.ack_timeout_max_s
-                )
+                deadline = now + min(link.ack_timeout_s * 2 ** min(n - 1, 16), link.ack_timeout_max_s)
+                self._inflight[s] = deadline
+                self._earliest = min(self._earliest, deadline)
         info = client.publish(self._topics["result"], body, qos=1)
         if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
             with self._lock:
