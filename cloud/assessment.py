@@ -107,15 +107,19 @@ def unit_parts(
     now: datetime,
     tz: ZoneInfo,
     timely_minutes: float,
+    result_counts: rollup.UnitCounts | None = None,
 ) -> tuple[Parts, dict[str, Any]]:
     """The parts of the unit at materialized `path` over results measured in [lo, hi) (UTC text bounds of
-    the local days first_day..last_day in `tz`), plus the raw counts behind them. The result counts come
-    from the daily aggregates (cloud.rollup) when they cover `tz` and `timely_minutes`."""
+    the local days first_day..last_day in `tz`), plus the raw counts behind them. The result counts are
+    `result_counts` when the caller has them (a ranking reads every unit's at once), else they come from the
+    daily aggregates (cloud.rollup) when those cover `tz` and `timely_minutes`, else from the results."""
     from cloud import tasks  # tasks → risk → reports would cycle at import time
 
     prefix = like_prefix(path)
     sub = "SELECT id FROM grid_nodes WHERE path LIKE ? ESCAPE '\\'"
-    if rollup.covers(tz) and timely_minutes == rollup.TIMELY_MINUTES:
+    if result_counts is not None:
+        tests, flawed, timely, registered, active = result_counts
+    elif rollup.covers(tz) and timely_minutes == rollup.TIMELY_MINUTES:
         tests, flawed, timely, registered, active = rollup.unit(db, path, first_day, last_day)
     else:
         row = db.execute(

@@ -18,7 +18,7 @@ from cloud.clock import utc_iso
 from cloud.db import Database
 from cloud.errors import NotFound
 from cloud.grid import Node, node_by_code, subtree
-from cloud.rollup import range_counts
+from cloud.rollup import range_counts, range_counts_by_node
 from cloud.sqlfilter import like_contains, subtree_sql
 from kuaijian_schema.labels import ANALYTES
 
@@ -354,29 +354,45 @@ def rollup(
         parent_path = node.path
         kids = [n for n in subtree(db, node.path) if n.parent_id == node.id]
 
-    def stats(path: str) -> dict[str, Any]:
-        def under(alias: str) -> tuple[str, list[Any]]:
-            sql, params = subtree_sql(f"{alias}.node_id", path)
-            return sql, list(params)
+    def under(alias: str) -> tuple[str, list[Any]]:
+        sql, params = subtree_sql(f"{alias}.node_id", parent_path)
+        return sql, list(params)
 
-        tests, _, positives, suspects, _ = range_counts(db, under, since, until)
-        csql, cparams = subtree_sql("origin_node_id", path)
-        open_cases = db.execute(
-            f"SELECT COUNT(*) FROM cases WHERE status != 'closed' AND {csql}", cparams
-        ).fetchone()[0]
-        ssql, sparams = subtree_sql("node_id", path)
-        stations, online = db.execute(
-            f"SELECT COUNT(*), COALESCE(SUM(online), 0) FROM stations WHERE {ssql}",
+    # one grouped query per source for the node and all its children, summed here by subtree
+    paths = {n.id: n.path for n in subtree(db, parent_path)}
+    by_node = range_counts_by_node(db, under, since, until)
+    csql, cparams = subtree_sql("origin_node_id", parent_path)
+    open_by_node = dict(
+        db.execute(
+            f"SELECT origin_node_id, COUNT(*) FROM cases WHERE status != 'closed' AND {csql} GROUP BY origin_node_id",
+            cparams,
+        ).fetchall()
+    )
+    ssql, sparams = subtree_sql("node_id", parent_path)
+    stations_by_node = {
+        r[0]: (r[1], r[2])
+        for r in db.execute(
+            f"SELECT node_id, COUNT(*), COALESCE(SUM(online), 0) FROM stations WHERE {ssql} GROUP BY node_id",
             sparams,
-        ).fetchone()
+        ).fetchall()
+    }
+
+    def stats(path: str) -> dict[str, Any]:
+        inside = [nid for nid, p in paths.items() if p.startswith(path)]
+        tests = sum(by_node[n][0] for n in inside if n in by_node)
+        positives = sum(by_node[n][2] for n in inside if n in by_node)
+        suspects = sum(by_node[n][3] for n in inside if n in by_node)
+        open_cases = sum(int(open_by_node.get(n, 0)) for n in inside)
+        stations = sum(int(stations_by_node[n][0]) for n in inside if n in stations_by_node)
+        online = sum(int(stations_by_node[n][1]) for n in inside if n in stations_by_node)
         return {
-            "tests": int(tests),
-            "positives": int(positives),
-            "suspects": int(suspects),
+            "tests": tests,
+            "positives": positives,
+            "suspects": suspects,
             "positive_rate": (positives / tests) if tests else 0.0,
-            "open_cases": int(open_cases),
-            "stations": int(stations),
-            "stations_online": int(online),
+            "open_cases": open_cases,
+            "stations": stations,
+            "stations_online": online,
         }
 
     return {

@@ -416,11 +416,24 @@ def ranking(
         [level, *scope_params],
     ).fetchall()
     rows: list[RankingRow] = []
+    units = None  # every unit's result counts in one read, when the daily aggregates answer them
+    if rollup.covers(tz) and assess.timely_minutes == rollup.TIMELY_MINUTES:
+        units = rollup.Units(db, scope.path, period.start, period.end)
     for node_id, code, name, node_level, path in nodes:
         unit = Scope(id=int(node_id), code=str(code), name=str(name), level=str(node_level), path=str(path))
-        c = counts(db, unit, period, tz)
+        c = _counts(units.counts(unit.path)) if units is not None else counts(db, unit, period, tz)
         parts, raw = assessment.unit_parts(
-            db, str(path), lo, hi, _now_text(now), period.start, period.end, now, tz, assess.timely_minutes
+            db,
+            str(path),
+            lo,
+            hi,
+            _now_text(now),
+            period.start,
+            period.end,
+            now,
+            tz,
+            assess.timely_minutes,
+            None if units is None else units.unit(unit.path),
         )
         rows.append(
             RankingRow(

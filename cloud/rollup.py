@@ -217,7 +217,11 @@ def positivity(db: Database, path: str, first: date, last: date) -> list[tuple[s
     return [(str(r[0]), str(r[1]), str(r[2]), _as_counts(r, 3)) for r in rows]
 
 
-def unit(db: Database, path: str, first: date, last: date) -> tuple[int, int, int, int, int]:
+UnitCounts = tuple[int, int, int, int, int]
+"""tests, flawed, timely, registered, stations with a valid test (cloud.assessment's counts)."""
+
+
+def unit(db: Database, path: str, first: date, last: date) -> UnitCounts:
     """The assessment's counts under `path` over first..last: tests, flawed, timely, registered, and the
     stations with a valid test."""
     where, params = _days(path, first, last)
@@ -229,6 +233,44 @@ def unit(db: Database, path: str, first: date, last: date) -> tuple[int, int, in
     ).fetchone()
     tests, flawed, timely, registered, active = (int(v or 0) for v in row)
     return tests, flawed, timely, registered, active
+
+
+class Units:
+    """Every unit's counts under one scope over first..last, read in two queries (a ranking's units):
+    `counts(path)` and `unit(path)` for any node at or below the scope."""
+
+    def __init__(self, db: Database, scope_path: str, first: date, last: date) -> None:
+        where, params = _days(scope_path, first, last)
+        rows = db.execute(
+            f"""SELECT d.node_id, {_VERDICT_SUMS}, COALESCE(SUM(d.flawed), 0), COALESCE(SUM(d.timely), 0),
+                       COALESCE(SUM(d.registered), 0)
+                FROM result_days d WHERE {where} GROUP BY d.node_id""",
+            params,
+        ).fetchall()
+        self._by_node = {int(r[0]): tuple(int(v or 0) for v in r[1:]) for r in rows}
+        clause, sub = subtree_sql("id", scope_path)
+        self._paths = {
+            int(r[0]): str(r[1]) for r in db.execute(f"SELECT id, path FROM grid_nodes WHERE {clause}", sub)
+        }
+
+    def _sums(self, path: str) -> tuple[list[int], int]:
+        total = [0] * 8
+        active = 0
+        for node, node_path in self._paths.items():
+            row = self._by_node.get(node)
+            if row is None or not node_path.startswith(path):
+                continue
+            total = [a + b for a, b in zip(total, row, strict=True)]
+            active += row[1] > 0  # a valid test
+        return total, active
+
+    def counts(self, path: str) -> Counts:
+        t, _ = self._sums(path)
+        return t[0], t[1], t[2], t[3], t[4]
+
+    def unit(self, path: str) -> UnitCounts:
+        t, active = self._sums(path)
+        return t[0], t[5], t[6], t[7], active
 
 
 def day_start(day: date) -> datetime:
@@ -275,9 +317,36 @@ def range_counts(
 ) -> Counts:
     """Counts of the results matching `cond` measured in [since, until): whole days from the rollup
     (``result_day_items`` when `items`, for analyte/product conditions), the partial days from results."""
-    days, edges = split(since, until)
     total = [0, 0, 0, 0, 0]
-    parts: list[tuple[str, list[Any]]] = []
+    for row in _range_rows(db, cond, since, until, items=items, by_node=False):
+        total = [a + b for a, b in zip(total, _as_counts(row), strict=True)]
+    t, v, p, s, i = total
+    return t, v, p, s, i
+
+
+def range_counts_by_node(
+    db: Database, cond: Condition, since: datetime | None, until: datetime | None
+) -> dict[int, Counts]:
+    """`range_counts` per station node (the node_id results carry), in as many queries as for one total."""
+    found: dict[int, list[int]] = {}
+    for row in _range_rows(db, cond, since, until, items=False, by_node=True):
+        acc = found.setdefault(int(row[0]), [0, 0, 0, 0, 0])
+        for k, v in enumerate(_as_counts(row, 1)):
+            acc[k] += v
+    return {n: (c[0], c[1], c[2], c[3], c[4]) for n, c in found.items()}
+
+
+def _range_rows(
+    db: Database,
+    cond: Condition,
+    since: datetime | None,
+    until: datetime | None,
+    *,
+    items: bool,
+    by_node: bool,
+) -> list[Sequence[Any]]:
+    days, edges = split(since, until)
+    queries: list[tuple[str, list[Any]]] = []
     if days is not None:
         sql, params = cond("d")
         first, last = days
@@ -288,7 +357,8 @@ def range_counts(
             sql += " AND d.day <= ?"
             params = [*params, last.isoformat()]
         table = "result_day_items" if items else "result_days"
-        parts.append((f"SELECT {_VERDICT_SUMS} FROM {table} d WHERE {sql}", params))
+        select, group = ("d.node_id, ", " GROUP BY d.node_id") if by_node else ("", "")
+        queries.append((f"SELECT {select}{_VERDICT_SUMS} FROM {table} d WHERE {sql}{group}", params))
     for lo, hi in edges:
         sql, params = cond("r")
         if lo is not None:
@@ -297,9 +367,9 @@ def range_counts(
         if hi is not None:
             sql += " AND r.measured_at < ?"
             params = [*params, hi]
-        parts.append((f"SELECT {RAW_COUNTS} FROM results r WHERE {sql}", params))
-    for sql, params in parts:
-        row = _as_counts(db.execute(sql, params).fetchone())
-        total = [a + b for a, b in zip(total, row, strict=True)]
-    t, v, p, s, i = total
-    return t, v, p, s, i
+        select, group = ("r.node_id, ", " GROUP BY r.node_id") if by_node else ("", "")
+        queries.append((f"SELECT {select}{RAW_COUNTS} FROM results r WHERE {sql}{group}", params))
+    rows: list[Sequence[Any]] = []
+    for sql, params in queries:
+        rows += db.execute(sql, params).fetchall()
+    return rows
