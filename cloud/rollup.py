@@ -1,11 +1,12 @@
 """Daily aggregates of the results, kept exact by the database itself, and the queries that read them.
 
-Two tables (revision 0010), both keyed by the local calendar day of ``measured_at`` in the rollup's time
-zone (`ROLLUP_TZ`, Asia/Shanghai: UTC+8 all year since 1991) and the station's grid node:
+Three tables (revision 0010), keyed by the station's grid node and — the first two — the local calendar day
+of ``measured_at`` in the rollup's time zone (`ROLLUP_TZ`, Asia/Shanghai: UTC+8 all year since 1991):
 
     result_days       day, node_id, verdict → tests, flawed (invalid or with QC flags), timely (uploaded
                       within `TIMELY_MINUTES` of the measurement), registered (its sample is registered)
     result_day_items  day, node_id, analyte, product, verdict → tests
+    result_totals     node_id, analyte, product, verdict → tests (all time: list totals without a time range)
 
 Triggers maintain them in the transaction of every insert into ``results`` (on PostgreSQL one statement-level
 trigger over the inserted rows, so a multi-row INSERT or COPY pays one grouped upsert per table; on SQLite a
@@ -79,11 +80,12 @@ _ITEMS_UPSERT = (
     " ON CONFLICT (day, node_id, analyte, product, verdict)"
     " DO UPDATE SET tests = result_day_items.tests + excluded.tests"
 )
+_TOTALS_UPSERT = " ON CONFLICT (node_id, analyte, product, verdict) DO UPDATE SET tests = result_totals.tests + excluded.tests"
 
 
 def fill_sql(dialect: str, source: str) -> list[str]:
     """INSERTs adding the aggregates of the rows of `source` (``results``, or PostgreSQL's transition table)
-    to both tables."""
+    to the three tables."""
     day = day_sql(dialect, "n.measured_at")
     where = " WHERE true" if dialect == "sqlite" else ""  # SQLite: INSERT … SELECT before ON CONFLICT
     return [
@@ -92,6 +94,9 @@ def fill_sql(dialect: str, source: str) -> list[str]:
         "INSERT INTO result_day_items (day, node_id, analyte, product, verdict, tests)"
         f" SELECT {day}, n.node_id, n.analyte, n.product, n.verdict, COUNT(*) FROM {source} n{where}"
         " GROUP BY 1, 2, 3, 4, 5" + _ITEMS_UPSERT,
+        "INSERT INTO result_totals (node_id, analyte, product, verdict, tests)"
+        f" SELECT n.node_id, n.analyte, n.product, n.verdict, COUNT(*) FROM {source} n{where}"
+        " GROUP BY 1, 2, 3, 4" + _TOTALS_UPSERT,
     ]
 
 
@@ -130,6 +135,8 @@ def trigger_sql(dialect: str) -> list[str]:
         " THEN 1 ELSE 0 END)" + _DAYS_UPSERT + ";\n"
         "  INSERT INTO result_day_items (day, node_id, analyte, product, verdict, tests)"
         f" VALUES ({day}, NEW.node_id, NEW.analyte, NEW.product, NEW.verdict, 1)" + _ITEMS_UPSERT + ";\n"
+        "  INSERT INTO result_totals (node_id, analyte, product, verdict, tests)"
+        " VALUES (NEW.node_id, NEW.analyte, NEW.product, NEW.verdict, 1)" + _TOTALS_UPSERT + ";\n"
         "END",
         "CREATE TRIGGER trg_samples_rollup AFTER INSERT ON samples BEGIN\n"
         "  UPDATE result_days SET registered = registered + (SELECT COUNT(*) FROM results r"
@@ -347,6 +354,11 @@ def _range_rows(
 ) -> list[Sequence[Any]]:
     days, edges = split(since, until)
     queries: list[tuple[str, list[Any]]] = []
+    if since is None and until is None:  # all time: the per-node totals, a few rows per station
+        sql, params = cond("d")
+        select, group = ("d.node_id, ", " GROUP BY d.node_id") if by_node else ("", "")
+        queries.append((f"SELECT {select}{_VERDICT_SUMS} FROM result_totals d WHERE {sql}{group}", params))
+        days, edges = None, []
     if days is not None:
         sql, params = cond("d")
         first, last = days

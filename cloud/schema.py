@@ -68,6 +68,7 @@ text and compare with the same bound parameters everywhere. Tables:
     result_days   day (local date, Asia/Shanghai), node_id (the station's node), verdict → tests, flawed, timely,
                   registered; kept by triggers on results and samples (cloud.rollup)
     result_day_items  day, node_id, analyte, product, verdict → tests; kept by the same triggers
+    result_totals node_id, analyte, product, verdict → tests, all time; kept by the same triggers
 """
 
 from __future__ import annotations
@@ -505,6 +506,17 @@ result_day_items = Table(
     Column("verdict", Text, primary_key=True),
     Column("tests", BigInteger, nullable=False),
     Index("idx_result_day_items_node", "node_id", "day"),
+    info={DERIVED: True},
+)
+
+result_totals = Table(
+    "result_totals",
+    metadata,
+    Column("node_id", Integer, primary_key=True),
+    Column("analyte", Text, primary_key=True),
+    Column("product", Text, primary_key=True),
+    Column("verdict", Text, primary_key=True),
+    Column("tests", BigInteger, nullable=False),
     info={DERIVED: True},
 )
 

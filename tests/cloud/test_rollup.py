@@ -131,6 +131,19 @@ def expected_tables(db: Database) -> tuple[dict[tuple[Any, ...], tuple[int, ...]
     return {k: tuple(v) for k, v in days.items()}, items
 
 
+def totals_of(items: Counter[tuple[Any, ...]]) -> Counter[tuple[Any, ...]]:
+    """result_totals: the day dropped."""
+    out: Counter[tuple[Any, ...]] = Counter()
+    for key, n in items.items():
+        out[key[1:]] += n
+    return out
+
+
+def stored_totals(db: Database) -> Counter[tuple[Any, ...]]:
+    rows = db.execute("SELECT node_id, analyte, product, verdict, tests FROM result_totals").fetchall()
+    return Counter({(r[0], r[1], r[2], r[3]): r[4] for r in rows})
+
+
 def stored_tables(db: Database) -> tuple[dict[tuple[Any, ...], tuple[int, ...]], Counter[tuple[Any, ...]]]:
     days = {
         (r[0], r[1], r[2]): (r[3], r[4], r[5], r[6])
@@ -168,6 +181,7 @@ def test_aggregates_equal_the_results_they_summarise(data: tuple[Database, Datas
     assert sum(v[3] for v in expected_days.values()) > 0, "the dataset should register some samples"
     assert days == expected_days
     assert items == expected_items
+    assert stored_totals(db) == totals_of(expected_items)
 
 
 def test_first_fill_equals_the_results(new_db: Databases) -> None:
@@ -179,11 +193,13 @@ def test_first_fill_equals_the_results(new_db: Databases) -> None:
         with transaction(db):
             db.execute("DELETE FROM result_days")
             db.execute("DELETE FROM result_day_items")
+            db.execute("DELETE FROM result_totals")
             for sql in rollup.fill_sql(db.dialect, "results"):
                 db.execute(sql)
         days, items = stored_tables(db)
         assert sum(v[0] for v in days.values()) == 200 + 12
         assert (days, items) == expected_tables(db)
+        assert stored_totals(db) == totals_of(items)
     finally:
         db.close()
 

@@ -34,7 +34,7 @@ def health(db: DbDep, clock: ClockDep, user: OptionalUserDep) -> Health:
         return Health(status="ok", now=clock.now().isoformat())
     clause, params = user.scope_sql("node_id")
     row = db.execute(  # every result is in the daily aggregates (cloud.rollup): no pass over results
-        f"SELECT COALESCE(SUM(tests), 0) FROM result_days WHERE {clause}",  # noqa: S608
+        f"SELECT COALESCE(SUM(tests), 0) FROM result_totals WHERE {clause}",  # noqa: S608
         params,
     ).fetchone()
     return Health(status="ok", now=clock.now().isoformat(), results=int(row[0]))

@@ -1,4 +1,4 @@
-"""Daily aggregates of the results (cloud.rollup): ``result_days`` and ``result_day_items``, the triggers that
+"""Aggregates of the results (cloud.rollup): ``result_days``, ``result_day_items`` and ``result_totals``, the triggers that
 keep them in the transaction of every insert into results or samples, and their first fill from the results
 already stored.
 
@@ -44,6 +44,15 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("day", "node_id", "analyte", "product", "verdict"),
     )
     op.create_index("idx_result_day_items_node", "result_day_items", ["node_id", "day"])
+    op.create_table(
+        "result_totals",
+        sa.Column("node_id", sa.Integer, nullable=False),
+        sa.Column("analyte", sa.Text, nullable=False),
+        sa.Column("product", sa.Text, nullable=False),
+        sa.Column("verdict", sa.Text, nullable=False),
+        sa.Column("tests", sa.BigInteger, nullable=False),
+        sa.PrimaryKeyConstraint("node_id", "analyte", "product", "verdict"),
+    )
     for sql in rollup.fill_sql(dialect, "results"):
         op.execute(sql)
     for sql in rollup.trigger_sql(dialect):
