@@ -24,6 +24,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import re
 import shutil
 import signal
 import statistics
@@ -38,6 +39,7 @@ from urllib.parse import quote
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.postgres, the package
 
+import psycopg
 from fastapi.testclient import TestClient
 
 from cloud import partitions
@@ -255,19 +257,61 @@ def endpoints(grid: Grid, now: datetime) -> list[tuple[str, str, str]]:
     ]  # fmt: skip
 
 
+def _server(args: argparse.Namespace) -> PostgresServer:
+    """A private server: a fresh temporary one, or the cluster kept in --pgdata (made there on first use)."""
+    if args.pgdata is None:
+        return start_postgres(extra_conf=PG_CONF)
+    root = args.pgdata.resolve()
+    conf = root / "data" / "postgresql.conf"
+    if conf.exists():
+        port = int(re.findall(r"^port = (\d+)", conf.read_text(), re.M)[-1])
+        server = PostgresServer(port=port, root=root, extra_conf=PG_CONF)
+    else:
+        root.mkdir(parents=True, exist_ok=True)
+        server = PostgresServer(root=root, extra_conf=PG_CONF)
+        server.init()
+    server.start()
+    return server
+
+
+def _load_grid(db: Database) -> Grid:
+    counties = [r[0] for r in db.execute("SELECT code FROM grid_nodes WHERE level = 'county' ORDER BY code")]
+    towns = [r[0] for r in db.execute("SELECT code FROM grid_nodes WHERE level = 'town' ORDER BY code")]
+    stations = [
+        (str(r[0]), int(r[1]), list(r[2]))
+        for r in db.execute("SELECT station, node_id, products FROM bench_stations ORDER BY idx").fetchall()
+    ]
+    return Grid(counties, towns, stations)
+
+
 def run_engine(engine: str, args: argparse.Namespace, out: list[dict[str, Any]]) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="kj-bench-endpoints-"))
     server: PostgresServer | None = None
     try:
         if engine == "postgresql":
-            server = start_postgres(extra_conf=PG_CONF)
-            target = server.create_database("kj_endpoints")
+            server = _server(args)
+            target = server.url("kj_endpoints")
+            with psycopg.connect(host="127.0.0.1", port=server.port, user="kj", dbname="postgres") as conn:
+                found = conn.execute("SELECT 1 FROM pg_database WHERE datname = 'kj_endpoints'").fetchone()
+            if found is None:  # else kept from an earlier run (--pgdata): grown further, re-timed
+                server.create_database("kj_endpoints")
         else:
             target = str(tmp / "cloud.db")
         db = open_db(target)
-        grid = build_grid(db, args.counties, args.towns, args.villages, args.per_village, args.seed)
-        now = datetime.now(UTC)
-        start = now - timedelta(days=30.44 * args.months)
+        reused = bool(db.scalar("SELECT COUNT(*) FROM grid_nodes"))
+        if reused:
+            grid = _load_grid(db)
+            start_text, now_text = db.execute("SELECT start, now FROM bench_meta").fetchone()
+            start, now = datetime.fromisoformat(start_text), datetime.fromisoformat(now_text)
+            kept = int(db.scalar("SELECT COUNT(*) FROM results"))
+            print(f"{engine}: reusing {args.pgdata} ({kept:,} results)")
+        else:
+            grid = build_grid(db, args.counties, args.towns, args.villages, args.per_village, args.seed)
+            now = datetime.now(UTC)
+            start = now - timedelta(days=30.44 * args.months)
+            with transaction(db):
+                db.execute("CREATE TABLE bench_meta (start text, now text)")
+                db.execute("INSERT INTO bench_meta VALUES (?, ?)", [start.isoformat(), now.isoformat()])
         span_s = (now - start).total_seconds()
         if engine == "postgresql":
             run = partitions.db_runner(db)
@@ -276,13 +320,16 @@ def run_engine(engine: str, args: argparse.Namespace, out: list[dict[str, Any]])
                 for month in _months(start.date(), now.date()):
                     if month not in have:
                         partitions.create(run, month)
-        admin = create_user(db, "bench-admin", "admin", None, now)
-        county = create_user(db, "bench-county", "county", grid.counties[0], now)
+        stamp = int(time.time())
+        admin = create_user(db, f"bench-admin-{stamp}", "admin", None, datetime.now(UTC))
+        county = create_user(db, f"bench-county-{stamp}", "county", grid.counties[0], datetime.now(UTC))
         tokens = {"admin": admin, "county": county}
         settings = Settings(**db_setting(target), broker_url=None, scheduler_enabled=False)
-        filled = 0
+        filled = int(db.scalar("SELECT COUNT(*) FROM results"))
         sizes = [s for s in args.sizes if engine == "postgresql" or s <= args.sqlite_max]
         for size in sizes:
+            if size < filled:
+                continue
             t0 = time.perf_counter()
             if engine == "postgresql":
                 _pg_fill(db, grid, filled, size, start, span_s)
@@ -316,7 +363,9 @@ def run_engine(engine: str, args: argparse.Namespace, out: list[dict[str, Any]])
         db.close()
     finally:
         dispose_engines()
-        if server is not None:
+        if server is not None and args.pgdata is not None:
+            server.stop()  # kept for the next run
+        elif server is not None:
             server.cleanup()
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -333,6 +382,13 @@ def main() -> int:
     p.add_argument("--villages", type=int, default=10, help="villages per town")
     p.add_argument("--per-village", type=int, default=2, help="stations per village")
     p.add_argument("--seed", type=int, default=7)
+    p.add_argument(
+        "--pgdata",
+        type=Path,
+        default=None,
+        help="keep the PostgreSQL cluster in this directory and reuse it next time (grow it further, re-time"
+        " the endpoints without filling again); delete it when done",
+    )
     p.add_argument("--json", type=Path, default=None, help="also write the figures to this file")
     args = p.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a kill still stops the server (finally)
