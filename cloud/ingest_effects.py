@@ -67,8 +67,8 @@ def apply(
             [e.result.seq for e in entries if not e.seq_jump] + [r.seq for r, _ in regs if r.seq <= bound]
         )
         latest_at = max([e.received_at for e in entries] + [t for _, t in regs])
-        high = _track_seqs(db, station, seqs, latest_at, high_start[station])
         latest = latest_at.isoformat()
+        high = _track_seqs(db, station, seqs, latest, high_start[station])
         station_rows.append((high, latest, latest, station))
         for entry in entries:
             result, node_id, received_at = entry.result, entry.node_id, entry.received_at
@@ -128,10 +128,9 @@ def _stations_with_samples(db: Database, stations: list[str]) -> set[str]:
     return {str(r[0]) for r in rows.fetchall()}
 
 
-def _track_seqs(db: Database, station: str, seqs: list[int], now: datetime, high: int) -> int:
-    """Advance the high-water mark `high` over sorted new `seqs`; record and fill gaps. Returns the new mark
-    (the caller stores it)."""
-    stamp = now.isoformat()
+def _track_seqs(db: Database, station: str, seqs: list[int], stamp: str, high: int) -> int:
+    """Advance the high-water mark `high` over sorted new `seqs`; record and fill gaps (`stamp`: now, ISO
+    8601). Returns the new mark (the caller stores it)."""
     for seq in seqs:
         if seq > high:
             if seq > high + 1:

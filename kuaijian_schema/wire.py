@@ -11,6 +11,7 @@ Signing: `sig` = hex HMAC-SHA256(station key, canonical_json(result without "sig
 JSON is sorted keys, no whitespace, UTF-8. Verification works on the received dict, never on a
 re-serialised model, so no normalisation can break a valid signature. `seal` signs and serialises a
 document with each value encoded once: the bytes signed are the stored (and sent) payload but for its "sig".
+`loads` decodes a received message with orjson where that gives exactly what ``json.loads`` gives.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from typing import Any, Literal
 from uuid import UUID
 
 import orjson
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictInt, TypeAdapter
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, FiniteFloat, StrictInt, TypeAdapter
 
 from kuaijian_schema.specs import EnzymeSpec, StripSpec
 
@@ -264,10 +265,29 @@ def check_payload(payload: dict[str, Any], keys: tuple[bytes, ...]) -> tuple[boo
     except (TypeError, ValueError, RecursionError):
         return False, None
     sig = payload.get("sig")
-    if not isinstance(sig, str):
+    if not isinstance(sig, str) or not sig.isascii():  # (compare_digest raises on non-ASCII text)
         return False, digest
     ok = any(hmac.compare_digest(sig, hmac.new(k, body, hashlib.sha256).hexdigest()) for k in keys)
     return ok, digest
+
+
+_DIGITS_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_NUMBER = b"0" * 19
+"""orjson decodes an integer of more than 64 bits as a float (json: an int), and every such integer has at
+least 19 digits: a text with 19 digits in a row is decoded by json."""
+
+
+def loads(data: bytes) -> Any:
+    """``json.loads(data.decode("utf-8"))``: the same value, or the same exception (UnicodeDecodeError,
+    json.JSONDecodeError, RecursionError). orjson decodes what it accepts to exactly that value, about four
+    times faster; what it refuses (NaN, Infinity, lone surrogates, numbers out of range, text that is not
+    UTF-8) and any text with 19 digits in a row go to ``json`` (hypothesis property in the tests)."""
+    if _LONG_NUMBER not in data.translate(_DIGITS_TO_ZERO):
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(data.decode("utf-8"))
 
 
 def split_result_payload(data: bytes) -> list[dict[str, Any]]:
@@ -276,7 +296,7 @@ def split_result_payload(data: bytes) -> list[dict[str, Any]]:
     Raises ValueError with a readable reason for anything that is not such a message.
     """
     try:
-        doc = json.loads(data.decode("utf-8"))
+        doc = loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise ValueError(f"payload is not UTF-8 JSON: {exc}") from exc
     if isinstance(doc, dict) and "results" in doc:
@@ -356,7 +376,8 @@ class ResultBody(_Model):
     channel: int = Field(ge=0, le=255)
     measured_at: AwareDatetime
     verdict: VerdictName
-    values: dict[str, float | None]
+    values: dict[str, FiniteFloat | None]
+    """finite numbers: a gateway sends a NaN or an infinity as null; "NaN" is refused, not coerced"""
     qc: tuple[str, ...] = ()
     algorithm: str = Field(min_length=1)
     config_version: str = Field(min_length=1)

@@ -418,3 +418,19 @@ def test_text_with_nul_is_dead_lettered_and_the_rest_of_the_batch_stored(
     assert db.execute("SELECT id FROM results").fetchall() == [(good["id"],)]
     reasons = [r[0] for r in db.execute("SELECT reason FROM dead_letters").fetchall()]
     assert reasons == ["text contains U+0000"]
+
+
+@pytest.mark.parametrize("text", ["NaN", "Infinity", "-inf", "1e400"])
+def test_a_signed_non_finite_value_is_rejected_to_the_station(
+    db: Database, grid: Grid, settings: Settings, text: str
+) -> None:
+    # a value the station signed as the text "NaN" (no gateway sends one: it sends null) was coerced to a float
+    # NaN that no JSON column can hold: the whole message became an internal error, never acked, re-sent forever
+    bad = grid.result(A1, values={"ratio": text})
+    good = grid.result(A1)
+    out = process_batch(db, [_msg(A1, batch_payload([bad, good]))], settings)
+    assert out.acks[A1].ids == [good["id"]]
+    [rejection] = out.acks[A1].rejected
+    assert (rejection.id, rejection.seq, rejection.sha256) == (bad["id"], bad["seq"], payload_sha256(bad))
+    assert rejection.reason.startswith("schema: values.ratio"), rejection.reason
+    assert _count(db, "SELECT COUNT(*) FROM results") == 1

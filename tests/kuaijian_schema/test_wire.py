@@ -1,18 +1,28 @@
 from __future__ import annotations
 
 import json
+import math
 import time
 from datetime import UTC, datetime
 from uuid import RFC_4122, UUID
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from kuaijian_schema import Result, sign_payload, split_result_payload, topic, verify_payload
+from kuaijian_schema import (
+    Result,
+    check_payload,
+    payload_sha256,
+    sign_payload,
+    split_result_payload,
+    topic,
+    verify_payload,
+)
 from kuaijian_schema.wire import (
     canonical_json,
     hmac_signer,
+    loads,
     new_result_id,
     new_result_ids,
     parse_topic,
@@ -142,3 +152,65 @@ def test_result_ids_are_uuid7_increasing_and_now() -> None:
     assert [u.int for u in uuids] == sorted({u.int for u in uuids}), "strictly increasing, none repeated"
     stamps = [(u.int >> 80) / 1000 for u in uuids]
     assert before - 0.002 <= min(stamps) <= max(stamps) <= after + 0.002, "the id's time is its creation time"
+
+
+# ---- the orjson fast paths give exactly what json gives
+
+
+def _same(a: object, b: object) -> bool:
+    """Equal values of equal types all the way down (1 == 1.0 == True for ==; NaN equals NaN here)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, float) and isinstance(b, float):
+        return a == b or (math.isnan(a) and math.isnan(b)) or repr(a) == repr(b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return list(a) == list(b) and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
+
+
+_ANY_FLOAT = st.one_of(
+    st.floats(),  # NaN and ±Infinity included: json writes and reads them, orjson refuses them
+    st.floats(min_value=-1e-3, max_value=1e-3),  # negative exponents: 1e-07 (json) vs 1e-7 (orjson)
+    st.builds(lambda m, e: float(f"{m}e{e}"), st.integers(-(10**17), 10**17), st.integers(-330, 310)),
+)
+_WIDE_JSON = st.recursive(
+    st.one_of(
+        st.none(),
+        st.booleans(),
+        st.integers(),
+        st.integers(min_value=-(2**70), max_value=2**70),  # beyond 64 bits: orjson would make a float
+        _ANY_FLOAT,
+        st.text(),  # lone surrogates included
+    ),
+    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(), inner, max_size=4)),
+    max_leaves=16,
+)
+
+
+def _json_texts() -> st.SearchStrategy[bytes]:
+    as_json = _WIDE_JSON.map(lambda v: json.dumps(v, ensure_ascii=False).encode("utf-8", "surrogatepass"))
+    escaped = _WIDE_JSON.map(lambda v: json.dumps(v).encode())  # \ud800 escapes, NaN, Infinity
+    numbers = st.from_regex(rb"\A-?(0|[1-9][0-9]{0,24})(\.[0-9]{1,25})?([eE][+-]?[0-9]{1,3})?\Z")
+    return st.one_of(as_json, escaped, numbers, st.binary(max_size=40))
+
+
+@settings(max_examples=600)
+@given(_json_texts())
+def test_loads_is_json_loads(data: bytes) -> None:
+    try:
+        want: object = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        with pytest.raises(type(exc)):
+            loads(data)
+        return
+    got = loads(data)
+    assert _same(got, want), (data, got, want)
+
+
+def test_a_non_ascii_sig_is_not_verified() -> None:
+    # it used to raise TypeError (hmac.compare_digest refuses non-ASCII text) instead of answering
+    doc = _result()
+    doc["sig"] = "签" * 64
+    assert check_payload(doc, (KEY,)) == (False, payload_sha256(doc))
