@@ -3,7 +3,8 @@ PostgreSQL (psycopg 3) — through SQLAlchemy, with one Alembic migration histor
 
 Does: turn a file path or URL into an engine (`database_url`, one pooled engine per URL per process), open a
 `Database` (`connect`; `open_db` also migrates), run SQL written once for both engines (``?`` placeholders,
-translated for psycopg), give write transactions (`transaction`) and savepoints (`Database.atomic`), and bring
+translated for psycopg; hot ingest statements bound on the server: `rows_in`, `executemany(bound=True)`;
+bulk appends by COPY: `insert_rows`), give write transactions (`transaction`) and savepoints (`Database.atomic`), and bring
 the schema up to date (`migrate`: Alembic ``upgrade head``; a database made by the old hand-rolled runner,
 recognised by its ``schema_migrations`` table, is stamped at the matching revision first).
 
@@ -252,12 +253,53 @@ class Database:
                 cur.execute(sql)
         return cur  # type: ignore[no-any-return]
 
-    def executemany(self, sql: str, rows: Sequence[Params]) -> None:
-        """Run one statement for each parameter row (psycopg pipelines them: one round trip per batch)."""
+    def executemany(self, sql: str, rows: Sequence[Params], *, bound: bool = False) -> None:
+        """Run one statement for each parameter row (psycopg pipelines them: one round trip per batch).
+
+        `bound` (PostgreSQL): the values travel apart from the statement, which the server prepares once,
+        instead of being quoted into its text row by row — for hot statements whose parameters are plain
+        integers and text (an untyped NULL in a multi-row VALUES, say, would not resolve)."""
         if not rows:
             return
         with _translated("query failed"):
-            self.raw.cursor().executemany(self._sql(sql), rows)
+            cursor = psycopg.Cursor(self.raw) if bound and self.dialect == "postgresql" else self.raw.cursor()
+            cursor.executemany(self._sql(sql), rows)
+
+    def rows_in(self, sql: str, column: str, values: Sequence[str]) -> list[Any]:
+        """All rows of `sql` (a SELECT ending in its FROM clause) ``WHERE column IN values`` for text `values`:
+        on PostgreSQL one ``= ANY(…)`` with the array bound on the server (no per-value quoting in Python,
+        no long IN list for the server to parse; prepared after a few runs), on SQLite ``IN (?, …)`` in
+        chunks of 500. A value holding U+0000 matches nothing (no text column holds one) and is left out."""
+        values = [v for v in values if "\x00" not in v]
+        if not values:
+            return []
+        with _translated("query failed"):
+            if self.dialect == "postgresql":
+                cur = psycopg.Cursor(self.raw)
+                return cur.execute(f"{sql} WHERE {column} = ANY(%s)", [list(values)]).fetchall()
+            out: list[Any] = []
+            for i in range(0, len(values), 500):
+                chunk = values[i : i + 500]
+                marks = ",".join("?" * len(chunk))
+                out += self.raw.execute(f"{sql} WHERE {column} IN ({marks})", chunk).fetchall()
+            return out
+
+    def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Append new `rows` to `table`: on PostgreSQL with one ``COPY … FROM STDIN`` (one statement, no
+        per-row parsing or planning on the server), on SQLite with one ``executemany`` INSERT. There is no
+        ON CONFLICT: a row whose key exists raises IntegrityViolation (and the transaction must roll back
+        to a savepoint). `table` and `columns` are trusted identifiers, never input."""
+        if not rows:
+            return
+        names = ", ".join(columns)
+        with _translated(f"insert into {table} failed"):
+            if self.dialect == "postgresql":
+                with self.raw.cursor().copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+                    for row in rows:
+                        copy.write_row(row)
+            else:
+                marks = ", ".join("?" * len(columns))
+                self.raw.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)  # noqa: S608
 
     def scalar(self, sql: str, params: Params = ()) -> Any:
         """The first column of the first row, or None."""

@@ -4,9 +4,9 @@
 for each result-topic message it splits the payload (`kuaijian_schema.split_result_payload`), and per
 result looks up the station key (station from the topic), verifies the HMAC on the received dict,
 validates it as `kuaijian_schema.Result`, checks that the payload's station is the topic's station, and
-stores it with INSERT … ON CONFLICT (id) DO NOTHING (a redelivery is a no-op but is acknowledged again; the same id with
-other validly signed content is a conflicting duplicate: dead-lettered with both hashes, never acked as
-stored). Rejected results go to ``dead_letters`` with the reason and are listed in the ack's `rejected` with
+stores it once by id (a redelivery is a no-op but is acknowledged again; the same id with other validly signed
+content — in any spelling of the UUID — is a conflicting duplicate: dead-lettered with both hashes, never acked
+as stored). Rejected results go to ``dead_letters`` with the reason and are listed in the ack's `rejected` with
 the SHA-256 of the item as received (when it carries an id and an integer seq): the gateway applies such a
 rejection only to a stored result with exactly that content, so nothing unverified changes a result's fate.
 Times are stored in UTC; an implausible measured_at is flagged and replaced by the receive time (the sent
@@ -19,9 +19,12 @@ duplicate code). After the batch, `cloud.samples.decide` re-decides every batch 
 touches (可上市 + certificate / 暂停上市 / 需复检). Status messages update the station row (online, backlog,
 oldest unsent age, …) in arrival order.
 
-Per-message cost does not grow with the batch: stations and already-stored ids are looked up once per batch,
-new rows go in with one ``executemany``, and there is no savepoint or snapshot per message — a message that
-raises rolls the batch back to one savepoint and the batch runs again with it dead-lettered.
+Per-message cost does not grow with the batch: stations and already-stored ids are looked up once per batch
+(under the batch's station locks, so the lookup is the truth for those stations), the new rows go in with one
+statement (PostgreSQL: COPY; SQLite: one executemany), and there is no savepoint or snapshot per message — a
+message that raises rolls the batch back to one savepoint and the batch runs again with it dead-lettered. An
+id that another worker stored meanwhile under another station's topic makes the insert fail in the unique
+index; the batch then runs again and finds it (`RACE_RERUNS`).
 
 The MQTT side (receiving, batching, PUBACK and publishing the acks) is `cloud.ingest_worker`.
 
@@ -45,7 +48,7 @@ from pydantic import ValidationError
 from cloud import ingest_effects, samples
 from cloud.clock import utc_iso
 from cloud.db import Database, transaction
-from cloud.errors import DatabaseError, Invalid
+from cloud.errors import DatabaseError, IntegrityViolation, Invalid
 from cloud.ingest_effects import Stored
 from cloud.settings import Settings
 from kuaijian_schema import (
@@ -63,14 +66,14 @@ from kuaijian_schema.wire import loads, parse_topic
 log = logging.getLogger(__name__)
 
 MAX_DEAD_LETTER_CHARS = 256 * 1024
-_INSERT_RESULT = (
-    "INSERT INTO results (id, seq, station, node_id, instrument_serial, instrument_model,"
-    " instrument_driver, sample_id, product, producer, sampled_at, method, analyte, channel,"
-    " measured_at, verdict, values_json, qc_json, algorithm, config_version, raw_json, operator,"
-    " sig, received_at, sha256, ingest_flags, measured_at_sent)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    " ON CONFLICT (id) DO NOTHING"
-)
+_RESULT_COLUMNS = (
+    "id", "seq", "station", "node_id", "instrument_serial", "instrument_model", "instrument_driver",
+    "sample_id", "product", "producer", "sampled_at", "method", "analyte", "channel", "measured_at", "verdict",
+    "values_json", "qc_json", "algorithm", "config_version", "raw_json", "operator", "sig", "received_at",
+    "sha256", "ingest_flags", "measured_at_sent",
+)  # fmt: skip
+RACE_RERUNS = 3
+"""Times a batch runs again, within its transaction, after another worker stored one of its new ids first."""
 _TEXT_JSON = json.JSONEncoder(ensure_ascii=False)
 """Made once: json.dumps with options builds a new encoder on every call. A result's values, QC flags and
 ingest flags (all verified and validated: finite floats, strings) are written by orjson, four times faster."""
@@ -234,27 +237,21 @@ class _Batch:
                 if isinstance(i.get("id"), str)
             }
         )
-        for i in range(0, len(ids), 500):
-            chunk = ids[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            sql = f"SELECT id, sha256, sig FROM results WHERE id IN ({marks})"  # noqa: S608
-            for rid, sha, sig in self.db.execute(sql, chunk).fetchall():
-                self._existing[str(rid)] = (sha, str(sig))
-        names = sorted({t[0] for t in topics if not isinstance(t, str)})
+        for rid, sha, sig in self.db.rows_in("SELECT id, sha256, sig FROM results", "id", ids):
+            self._existing[str(rid)] = (sha, str(sig))
         if not messages:
             return parsed
         now = messages[0].received_at.isoformat()
-        for i in range(0, len(names), 500):
-            chunk = names[i : i + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self.db.execute(
-                "SELECT id, key, node_id, previous_key, previous_key_until, high_seq FROM stations"  # noqa: S608
-                f" WHERE id IN ({marks})",
-                chunk,
-            ).fetchall()
-            for row in rows:
-                self._remember(str(row[0]), row[1:], now)
+        names = sorted({t[0] for t in topics if not isinstance(t, str)})
+        sql = "SELECT id, key, node_id, previous_key, previous_key_until, high_seq FROM stations"
+        for row in self.db.rows_in(sql, "id", names):
+            self._remember(str(row[0]), row[1:], now)
         return parsed
+
+    def _look_up(self, rid: str) -> None:
+        row = self.db.execute("SELECT sha256, sig FROM results WHERE id = ?", [rid]).fetchone()
+        if row is not None:
+            self._existing[rid] = (row[0], str(row[1]))
 
     def _remember(self, station: str, row: Sequence[Any], now: str) -> None:
         keys = [bytes.fromhex(row[0])]
@@ -317,9 +314,11 @@ class _Batch:
         return True
 
     def _flush(self) -> None:
-        """Insert the batch's new results in one statement (`executemany`)."""
+        """Insert the batch's new results in one statement (PostgreSQL: COPY). They are new: every id was
+        looked up under the batch's station locks (SQLite: the file lock); only a result stored meanwhile
+        under another station's topic raises IntegrityViolation (`process_batch` runs the batch again)."""
         if self._rows:
-            self.db.executemany(_INSERT_RESULT, self._rows)
+            self.db.insert_rows("results", _RESULT_COLUMNS, self._rows)
             self._rows.clear()
 
     def ack(self, station: str) -> StationAck:
@@ -350,11 +349,13 @@ class _Batch:
             self.out.dead_letters += 1
             return
         received = msg.received_at.isoformat()
+        nul = _NUL_ESCAPE in msg.payload  # once per message: a search through all of it
         for item in items:
-            self.result_item(msg, received, station, item)
+            self.result_item(msg, received, nul, station, item)
 
-    def result_item(self, msg: Inbound, received: str, station: str, item: dict[str, Any]) -> None:
-        """`received`: the message's receive time as stored (ISO 8601)."""
+    def result_item(self, msg: Inbound, received: str, nul: bool, station: str, item: dict[str, Any]) -> None:
+        """`received`: the message's receive time as stored (ISO 8601); `nul`: the message holds the escape of
+        U+0000, so its items need the walk through their strings."""
         known = self.station(station, msg.received_at)
         if known is None:
             self.reject(msg, station, item, f"unknown station {station}")
@@ -367,7 +368,7 @@ class _Batch:
         if not verified:
             self.reject(msg, station, item, "bad signature", digest)
             return
-        if _NUL_ESCAPE in msg.payload and _has_nul(item):
+        if nul and _has_nul(item):
             self.reject(msg, station, item, "text contains U+0000")
             return
         if item.get("kind") == "sample":
@@ -394,6 +395,8 @@ class _Batch:
             measured_at = msg.received_at  # reported by receive time; the station's time is kept as sent
         if result.seq > self.high_seq(station) + self.settings.max_seq_jump:
             flags.append("seq_jump")
+        if rid != item["id"] and rid not in self._existing:  # sent in another spelling than the stored one
+            self._look_up(rid)
         prior = self._queued.get(rid) or self._existing.get(rid)
         if prior is None:
             self._rows.append(
@@ -575,6 +578,7 @@ def process_batch(db: Database, messages: Sequence[Inbound], settings: Settings)
     Raises only DatabaseError (the database itself failed: nothing was committed, retry the batch).
     """
     poison: dict[int, str] = {}
+    races = 0
     topics = _topics(messages)
     # on PostgreSQL the transaction locks the rows of the stations the batch writes for, so two workers holding
     # results of one station apply them one after the other (seq tracking stays right) while workers holding
@@ -584,7 +588,16 @@ def process_batch(db: Database, messages: Sequence[Inbound], settings: Settings)
         while True:
             db.execute("SAVEPOINT kj_batch")
             batch = _Batch(db, settings)
-            if batch.run(messages, topics, poison):
+            try:
+                done = batch.run(messages, topics, poison)
+            except IntegrityViolation:
+                # another worker committed one of our new ids first (under another station's topic, so not
+                # behind our station locks): run again, and the lookup sees it
+                if races == RACE_RERUNS:
+                    raise
+                races += 1
+                done = False
+            if done:
                 batch.finish()
                 db.execute("RELEASE kj_batch")
                 return batch.out

@@ -115,6 +115,7 @@ def apply(
         "UPDATE stations SET high_seq = ?, last_seen = CASE WHEN last_seen IS NULL OR last_seen < ?"
         " THEN ? ELSE last_seen END WHERE id = ?",
         station_rows,
+        bound=True,
     )
     return cases_touched
 
@@ -123,9 +124,7 @@ def _stations_with_samples(db: Database, stations: list[str]) -> set[str]:
     """Which of `stations` have registered samples (one query for the whole batch)."""
     if not stations:
         return set()
-    marks = ",".join("?" * len(stations))
-    rows = db.execute(f"SELECT DISTINCT station FROM samples WHERE station IN ({marks})", stations)  # noqa: S608
-    return {str(r[0]) for r in rows.fetchall()}
+    return {str(r[0]) for r in db.rows_in("SELECT DISTINCT station FROM samples", "station", stations)}
 
 
 def _track_seqs(db: Database, station: str, seqs: list[int], stamp: str, high: int) -> int:

@@ -6,9 +6,10 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from typing import Any
 
-from cloud.db import Database, connect
+from cloud.db import Database, connect, transaction
 from cloud.errors import CloudError
 from cloud.ingest import Inbound, process_batch
 from cloud.settings import Settings
@@ -69,3 +70,47 @@ def test_two_workers_same_station_keep_seq_tracking_right(
             "SELECT first_seq, last_seq FROM seq_gaps WHERE station = ? AND closed_at IS NULL", [station]
         )
         assert open_gaps == [], f"{station}: gaps that do not exist: {open_gaps}"
+
+
+def _lock_waiters(db: Database) -> int:
+    return int(db.scalar("SELECT COUNT(*) FROM pg_locks WHERE NOT granted"))
+
+
+def test_an_id_stored_meanwhile_by_another_worker_is_not_acked_as_stored(
+    db: Database, grid: Grid, settings: Settings
+) -> None:
+    # worker A stores id X for station A1 and has not committed; worker B receives a result of ANOTHER station
+    # (A2, validly signed by A2) under the same id X: B's station locks do not order it behind A, so B's insert
+    # meets A's row only in the unique index. B must then see X stored with other content (a conflicting
+    # duplicate, rejected) — not ack X as stored (ON CONFLICT DO NOTHING did: acked, never stored).
+    a2 = "370214101203-02"
+    mine = grid.result(A1)
+    theirs = grid.result(a2, id=mine["id"])
+    outcome: list[Any] = []
+    conn_a, conn_b = connect(settings.database), connect(settings.database)
+    try:
+        with transaction(conn_a, stations=[A1]):
+            stored = process_batch(conn_a, [_msg(A1, mine)], settings)  # joins A's open transaction
+            assert stored.stored == 1
+            worker_b = threading.Thread(
+                target=lambda: outcome.append(process_batch(conn_b, [_msg(a2, theirs)], settings))
+            )
+            worker_b.start()
+            if db.is_postgres:  # B's insert waits for A's transaction (SQLite: B waits for the file lock)
+                deadline = time.monotonic() + 20
+                while _lock_waiters(db) == 0 and worker_b.is_alive():
+                    assert time.monotonic() < deadline, "worker B never reached A's row"
+                    time.sleep(0.01)  # polling a condition, bounded
+        worker_b.join(30)
+        assert not worker_b.is_alive(), "worker B hung"
+    finally:
+        conn_a.close()
+        conn_b.close()
+    [out] = outcome
+    assert out.stored == 0
+    ack = out.acks[a2]
+    assert ack.ids == []
+    [rejection] = ack.rejected
+    assert rejection.id == mine["id"]
+    assert "conflicting duplicate" in rejection.reason
+    assert db.dicts("SELECT id, station FROM results") == [{"id": mine["id"], "station": A1}]

@@ -434,3 +434,17 @@ def test_a_signed_non_finite_value_is_rejected_to_the_station(
     assert (rejection.id, rejection.seq, rejection.sha256) == (bad["id"], bad["seq"], payload_sha256(bad))
     assert rejection.reason.startswith("schema: values.ratio"), rejection.reason
     assert _count(db, "SELECT COUNT(*) FROM results") == 1
+
+
+def test_an_id_in_another_spelling_is_the_stored_id(db: Database, grid: Grid, settings: Settings) -> None:
+    # the id is stored canonical (lower-case, hyphens); a station that signs it upper-case under other content
+    # names the same result: a conflicting duplicate — it was looked up as sent, missed, and acked as stored
+    first = grid.result(A1)
+    process_batch(db, [_msg(A1, json.dumps(first).encode())], settings)
+    other = grid.result(A1, id=first["id"].upper(), verdict="positive")
+    out = process_batch(db, [_msg(A1, json.dumps(other).encode())], settings)
+    assert (out.stored, out.acks[A1].ids) == (0, [])
+    [rejection] = out.acks[A1].rejected
+    assert rejection.id == first["id"]
+    assert "conflicting duplicate" in rejection.reason
+    assert db.dicts("SELECT id, verdict FROM results") == [{"id": first["id"], "verdict": "negative"}]

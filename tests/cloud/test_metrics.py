@@ -122,8 +122,13 @@ def test_metrics_move_with_ingest_cases_and_station_status(
         "oldest_unsent_age_s": 95.0,
     }
     station.publish(f"kj/v1/{A1}/status", json.dumps(status).encode(), retain=True)
-    m = wait_for(
-        lambda: (s := scrape(live_api)) and value(s, "kj_cloud_stations", state="online") == 1 and s,
+    m = wait_for(  # the counters move after the commit that the gauges read: wait for both
+        lambda: (
+            (s := scrape(live_api))
+            and value(s, "kj_cloud_stations", state="online") == 1
+            and value(s, "kj_cloud_status_messages_total") == 1
+            and s
+        ),
         10,
         "station not counted online",
     )
