@@ -45,6 +45,7 @@ Params = Sequence[Any] | Mapping[str, Any]
 WRITE_LOCK_KEY = (
     0x6B6A636C6F7564  # "kjcloud": the advisory lock that serialises non-ingest writes on PostgreSQL
 )
+ROWID_ORDER_LOCK_KEY = 0x6B6A726F776964  # "kjrowid": held from giving results rows their rowid to the commit
 
 
 class Cursor(Protocol):
@@ -300,6 +301,16 @@ class Database:
             else:
                 marks = ", ".join("?" * len(columns))
                 self.raw.executemany(f"INSERT INTO {table} ({names}) VALUES ({marks})", rows)  # noqa: S608
+
+    def lock_rowid_order(self) -> None:
+        """PostgreSQL: take, until this transaction ends, the lock under which new `results` rows get their
+        ``rowid`` (a sequence), so rowids become visible in the order they were given: the live feed tails
+        ``rowid > cursor`` and would skip a row whose lower rowid committed after a higher one. Workers queue
+        here only from their insert to their commit; their decoding, verifying and lookups run in parallel.
+        SQLite: nothing to do (one writer at a time, rowid in commit order)."""
+        if self.dialect == "postgresql":
+            with _translated("locking failed"):
+                self.raw.execute("SELECT pg_advisory_xact_lock(%s)", (ROWID_ORDER_LOCK_KEY,))
 
     def scalar(self, sql: str, params: Params = ()) -> Any:
         """The first column of the first row, or None."""

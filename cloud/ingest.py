@@ -318,6 +318,7 @@ class _Batch:
         looked up under the batch's station locks (SQLite: the file lock); only a result stored meanwhile
         under another station's topic raises IntegrityViolation (`process_batch` runs the batch again)."""
         if self._rows:
+            self.db.lock_rowid_order()  # rowids visible in the order given: the live feed skips none
             self.db.insert_rows("results", _RESULT_COLUMNS, self._rows)
             self._rows.clear()
 

@@ -23,8 +23,10 @@ text and compare with the same bound parameters everywhere. Tables:
                   sig, received_at, sha256 (of the item as received), ingest_flags (JSON list:
                   implausible_time, seq_jump), measured_at_sent (the station's time when implausible); on
                   PostgreSQL also ``rowid`` (a sequence number in insert order, what
-                  SQLite's implicit rowid gives: the live feed tails it). On PostgreSQL the table is
-                  partitioned by month on the UUIDv7 id (cloud.partitions): results_p202611 …, results_default
+                  SQLite's implicit rowid gives: the live feed tails it; ingest gives it under a lock
+                  held to its commit, `Database.lock_rowid_order`, so rowids become visible in order). On
+                  PostgreSQL the table is partitioned by month on the UUIDv7 id (cloud.partitions):
+                  results_p202611 …, results_default
     seq_gaps      id, station, first_seq, last_seq (missing range, inclusive), detected_at, closed_at
     dead_letters  id, received_at, topic, payload (text or hex for non-UTF-8), reason, station, result_id, sha256
                   (of the rejected item), stored_sha256 (conflicting duplicate: of the result stored under that id)

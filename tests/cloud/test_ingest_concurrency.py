@@ -114,3 +114,31 @@ def test_an_id_stored_meanwhile_by_another_worker_is_not_acked_as_stored(
     assert rejection.id == mine["id"]
     assert "conflicting duplicate" in rejection.reason
     assert db.dicts("SELECT id, station FROM results") == [{"id": mine["id"], "station": A1}]
+
+
+def test_rows_become_visible_in_rowid_order(db: Database, grid: Grid, settings: Settings) -> None:
+    # the live feed tails `rowid > cursor`. Worker A has stored a result (its rowid given) and not committed;
+    # worker B stores a result of another station and commits first: B's higher rowid was visible before A's
+    # lower one, and a feed that read in between moved its cursor past A's row for good
+    mine, theirs = grid.result(A1), grid.result(B1)
+    conn_a, conn_b = connect(settings.database), connect(settings.database)
+    try:
+        with transaction(conn_a, stations=[A1]):
+            process_batch(conn_a, [_msg(A1, mine)], settings)  # joins A's open transaction
+            worker_b = threading.Thread(target=process_batch, args=(conn_b, [_msg(B1, theirs)], settings))
+            worker_b.start()
+            if (
+                db.is_postgres
+            ):  # wait until B has committed or waits for A (SQLite: B waits for the file lock)
+                deadline = time.monotonic() + 20
+                while _lock_waiters(db) == 0 and worker_b.is_alive():
+                    assert time.monotonic() < deadline, "worker B neither finished nor waited"
+                    time.sleep(0.01)  # polling a condition, bounded
+            cursor = db.scalar("SELECT COALESCE(MAX(rowid), 0) FROM results")  # the feed reads meanwhile
+        worker_b.join(30)
+        assert not worker_b.is_alive(), "worker B hung"
+    finally:
+        conn_a.close()
+        conn_b.close()
+    after = [r["id"] for r in db.dicts("SELECT id FROM results WHERE rowid > ? ORDER BY rowid", [cursor])]
+    assert sorted(after) == sorted([mine["id"], theirs["id"]]), "the feed skipped a result"
