@@ -1,9 +1,10 @@
 """MQTT ingest: validate, verify, store idempotently, then acknowledge.
 
-`process_batch(db, messages, settings)` is the pure-ish core (one transaction over the database):
-for each result-topic message it splits the payload (`kuaijian_schema.split_result_payload`), and per
-result looks up the station key (station from the topic), verifies the HMAC on the received dict,
-validates it as `kuaijian_schema.Result`, checks that the payload's station is the topic's station, and
+`process_batch(db, messages, settings)` is the pure-ish core. Before its transaction (so several workers do
+this in parallel, whatever stations they hold) it splits each result-topic message's payload
+(`kuaijian_schema.split_result_payload`) and per result looks up the station key (station from the topic),
+verifies the HMAC on the received dict, validates it as `kuaijian_schema.Result` and checks that the
+payload's station is the topic's station; then, in ONE transaction holding its stations' locks, it
 stores it once by id (a redelivery is a no-op but is acknowledged again; the same id with other validly signed
 content — in any spelling of the UUID — is a conflicting duplicate: dead-lettered with both hashes, never acked
 as stored). Rejected results go to ``dead_letters`` with the reason and are listed in the ack's `rejected` with
@@ -195,12 +196,99 @@ def _schema_reason(exc: ValidationError) -> str:
     return "schema: " + "; ".join(parts)
 
 
-class _Batch:
-    """State of one `process_batch` call (station lookups cached for the batch)."""
+@dataclass(frozen=True, slots=True)
+class _Check:
+    """What the checks that need no lock found about one received item: why it is rejected (with the hash of
+    it as received once known), or the valid `Result` — neither for a verified sample registration."""
 
-    def __init__(self, db: Database, settings: Settings) -> None:
+    reason: str | None = None
+    result: Result | None = None
+    digest: str | None = None
+
+
+def _check_item(item: dict[str, Any], station: str, keys: tuple[bytes, ...] | None, nul: bool) -> _Check:
+    if keys is None:
+        return _Check(f"unknown station {station}")
+    if "sig" not in item:
+        return _Check("unsigned")
+    verified, digest = check_payload(item, keys)
+    if not verified:
+        return _Check("bad signature", digest=digest)
+    if nul and _has_nul(item):
+        return _Check("text contains U+0000", digest=digest)
+    if item.get("kind") == "sample":
+        return _Check(digest=digest)  # validated and stored under the lock (rare, and it reads the database)
+    try:
+        result = Result.model_validate(item)
+    except ValidationError as exc:
+        return _Check(_schema_reason(exc), digest=digest)
+    if result.station != station:
+        return _Check(f"station mismatch: payload says {result.station}, topic {station}", digest=digest)
+    if result.seq > SQLITE_MAX_INT:
+        return _Check("seq out of range", digest=digest)
+    return _Check(result=result, digest=digest)
+
+
+@dataclass
+class _Checked:
+    """A batch decoded and checked before its transaction: `parsed` (by message index: the items, or why the
+    payload cannot be decoded) and `checks` (by message index, one per item)."""
+
+    parsed: dict[int, list[dict[str, Any]] | str] = field(default_factory=dict)
+    checks: dict[int, list[_Check]] = field(default_factory=dict)
+
+
+def _check_batch(
+    db: Database, messages: Sequence[Inbound], topics: Sequence[tuple[str, str] | str], poison: dict[int, str]
+) -> _Checked:
+    """Decode every result message and check every item as far as it can be checked without the batch's
+    locks — station key, signature, U+0000, schema, station, seq range: most of a result's CPU cost, spent
+    while other workers hold their locks. A message whose checking raises (a bug) goes to `poison`."""
+    out = _Checked()
+    wanted = [n for n, t in enumerate(topics) if not isinstance(t, str) and t[1] == "result"]
+    for n in wanted:
+        try:
+            out.parsed[n] = split_result_payload(messages[n].payload)
+        except ValueError as exc:
+            out.parsed[n] = str(exc)
+        except RecursionError:
+            out.parsed[n] = "payload nested too deeply"
+    names = sorted({topics[n][0] for n in wanted if isinstance(out.parsed[n], list)})
+    keys: dict[str, tuple[bytes, ...]] = {}
+    if names:
+        now = messages[0].received_at.isoformat()
+        sql = "SELECT id, key, previous_key, previous_key_until FROM stations"
+        for row in db.rows_in(sql, "id", names):
+            keys[str(row[0])] = _keys_now(row[1], row[2], row[3], now)
+    for n in wanted:
+        items = out.parsed[n]
+        if isinstance(items, str):
+            continue
+        station = topics[n][0]
+        nul = _NUL_ESCAPE in messages[n].payload  # once per message: a search through all of it
+        try:
+            out.checks[n] = [_check_item(item, station, keys.get(station), nul) for item in items]
+        except Exception as exc:
+            log.exception("ingest failed on a message on %s", messages[n].topic)
+            poison[n] = f"internal error: {type(exc).__name__}: {exc}"
+    return out
+
+
+def _keys_now(key: str, previous: str | None, until: str | None, now: str) -> tuple[bytes, ...]:
+    """The keys that verify now: the station's key, plus the key replaced by the last rotation while its grace
+    period lasts."""
+    if previous and until and now < until:
+        return bytes.fromhex(key), bytes.fromhex(previous)
+    return (bytes.fromhex(key),)
+
+
+class _Batch:
+    """State of one `process_batch` run inside its transaction (station lookups cached for the batch)."""
+
+    def __init__(self, db: Database, settings: Settings, checked: _Checked) -> None:
         self.db = db
         self.settings = settings
+        self.checked = checked
         self.out = BatchOutcome()
         self._stations: dict[str, tuple[tuple[bytes, ...], int] | None] = {}
         self.new: list[Stored] = []
@@ -213,21 +301,10 @@ class _Batch:
         self._past = timedelta(days=settings.plausible_past_days)
         self._future = timedelta(seconds=settings.plausible_future_s)
 
-    def _prefetch(
-        self, messages: Sequence[Inbound], topics: Sequence[tuple[str, str] | str]
-    ) -> dict[int, list[dict[str, Any]] | str]:
-        """Decode the batch's result payloads, and look up every station it names and every result id it
-        carries in one query per 500 (instead of one per station and one per result). Returns the decoded
-        items (or the reason they cannot be decoded) by message index."""
-        parsed: dict[int, list[dict[str, Any]] | str] = {}
-        for n, msg in enumerate(messages):
-            if not isinstance(topics[n], str) and topics[n][1] == "result":
-                try:
-                    parsed[n] = split_result_payload(msg.payload)
-                except ValueError as exc:
-                    parsed[n] = str(exc)
-                except RecursionError:
-                    parsed[n] = "payload nested too deeply"
+    def _prefetch(self, messages: Sequence[Inbound], topics: Sequence[tuple[str, str] | str]) -> None:
+        """Look up every station the batch names and every result id it carries in one query each (instead
+        of one per station and one per result), under the batch's locks."""
+        parsed = self.checked.parsed
         ids = sorted(
             {
                 i["id"]
@@ -240,13 +317,12 @@ class _Batch:
         for rid, sha, sig in self.db.rows_in("SELECT id, sha256, sig FROM results", "id", ids):
             self._existing[str(rid)] = (sha, str(sig))
         if not messages:
-            return parsed
+            return
         now = messages[0].received_at.isoformat()
         names = sorted({t[0] for t in topics if not isinstance(t, str)})
         sql = "SELECT id, key, node_id, previous_key, previous_key_until, high_seq FROM stations"
         for row in self.db.rows_in(sql, "id", names):
             self._remember(str(row[0]), row[1:], now)
-        return parsed
 
     def _look_up(self, rid: str) -> None:
         row = self.db.execute("SELECT sha256, sig FROM results WHERE id = ?", [rid]).fetchone()
@@ -254,10 +330,7 @@ class _Batch:
             self._existing[rid] = (row[0], str(row[1]))
 
     def _remember(self, station: str, row: Sequence[Any], now: str) -> None:
-        keys = [bytes.fromhex(row[0])]
-        if row[2] and row[3] and now < row[3]:
-            keys.append(bytes.fromhex(row[2]))
-        self._stations[station] = (tuple(keys), int(row[1]))
+        self._stations[station] = (_keys_now(row[0], row[2], row[3], now), int(row[1]))
         self._high_start[station] = self._high[station] = int(row[4])
 
     def station(self, station: str, now: datetime) -> tuple[tuple[bytes, ...], int] | None:
@@ -280,7 +353,8 @@ class _Batch:
         """Process `messages` (`topics`: each one's (station, kind) or why its topic is not one; those in
         `poison` are dead-lettered with their recorded error instead). False when one raised: its error is
         added to `poison` and the caller rolls this run back."""
-        parsed = self._prefetch(messages, topics)
+        self._prefetch(messages, topics)
+        parsed = self.checked.parsed
         for n, msg in enumerate(messages):
             topic = topics[n]
             if isinstance(topic, str):
@@ -300,7 +374,7 @@ class _Batch:
                 continue
             try:
                 if kind == "result":
-                    self.result_message(msg, station, parsed[n])
+                    self.result_message(msg, station, parsed[n], self.checked.checks.get(n, []))
                 else:
                     self.status_message(msg, station)
             except DatabaseError:
@@ -344,50 +418,35 @@ class _Batch:
         if rid_s is not None and seq_i is not None and digest is not None:
             self.ack(station).rejected.append(Rejection(id=rid_s, seq=seq_i, reason=reason, sha256=digest))
 
-    def result_message(self, msg: Inbound, station: str, items: list[dict[str, Any]] | str) -> None:
+    def result_message(
+        self, msg: Inbound, station: str, items: list[dict[str, Any]] | str, checks: list[_Check]
+    ) -> None:
         if isinstance(items, str):  # could not be decoded: the reason
             _dead_letter(self.db, msg, _payload_text(msg.payload), items, station)
             self.out.dead_letters += 1
             return
         received = msg.received_at.isoformat()
-        nul = _NUL_ESCAPE in msg.payload  # once per message: a search through all of it
-        for item in items:
-            self.result_item(msg, received, nul, station, item)
+        for item, check in zip(items, checks, strict=True):
+            self.result_item(msg, received, station, item, check)
 
-    def result_item(self, msg: Inbound, received: str, nul: bool, station: str, item: dict[str, Any]) -> None:
-        """`received`: the message's receive time as stored (ISO 8601); `nul`: the message holds the escape of
-        U+0000, so its items need the walk through their strings."""
+    def result_item(
+        self, msg: Inbound, received: str, station: str, item: dict[str, Any], check: _Check
+    ) -> None:
+        """`received`: the message's receive time as stored (ISO 8601); `check`: what `_check_item` found
+        before the transaction."""
         known = self.station(station, msg.received_at)
         if known is None:
             self.reject(msg, station, item, f"unknown station {station}")
             return
-        keys, node_id = known
-        if "sig" not in item:
-            self.reject(msg, station, item, "unsigned")
+        node_id = known[1]
+        digest = check.digest
+        if check.reason is not None:
+            self.reject(msg, station, item, check.reason, digest)
             return
-        verified, digest = check_payload(item, keys)
-        if not verified:
-            self.reject(msg, station, item, "bad signature", digest)
-            return
-        if nul and _has_nul(item):
-            self.reject(msg, station, item, "text contains U+0000")
-            return
-        if item.get("kind") == "sample":
+        if check.result is None:  # a verified sample registration
             self.sample_item(msg, station, item, node_id)
             return
-        try:
-            result = Result.model_validate(item)
-        except ValidationError as exc:
-            self.reject(msg, station, item, _schema_reason(exc))
-            return
-        if result.station != station:
-            self.reject(
-                msg, station, item, f"station mismatch: payload says {result.station}, topic {station}"
-            )
-            return
-        if result.seq > SQLITE_MAX_INT:
-            self.reject(msg, station, item, "seq out of range")
-            return
+        result = check.result
         rid = str(result.id)
         flags: list[str] = []
         measured_at = result.measured_at
@@ -585,10 +644,11 @@ def process_batch(db: Database, messages: Sequence[Inbound], settings: Settings)
     # results of one station apply them one after the other (seq tracking stays right) while workers holding
     # different stations commit in parallel
     stations = sorted({t[0] for t in topics if not isinstance(t, str)})
+    checked = _check_batch(db, messages, topics, poison)  # before the locks: in parallel with other workers
     with transaction(db, stations=stations):
         while True:
             db.execute("SAVEPOINT kj_batch")
-            batch = _Batch(db, settings)
+            batch = _Batch(db, settings, checked)
             try:
                 done = batch.run(messages, topics, poison)
             except IntegrityViolation:
