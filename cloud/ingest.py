@@ -50,21 +50,33 @@ from cloud import ingest_effects, samples
 from cloud.clock import utc_iso
 from cloud.db import Database, transaction
 from cloud.errors import DatabaseError, IntegrityViolation, Invalid
+from cloud.ingest_checks import (
+    NUL_ESCAPE,
+    SQLITE_MAX_INT,
+    Check,
+    Checked,
+    Inbound,
+    check_batch,
+    has_nul,
+    keys_now,
+    parse_topics,
+    schema_reason,
+)
 from cloud.ingest_effects import Stored
 from cloud.settings import Settings
 from kuaijian_schema import (
     Ack,
     Rejection,
-    Result,
     SampleRegistration,
     Status,
-    check_payload,
     payload_sha256,
-    split_result_payload,
 )
-from kuaijian_schema.wire import loads, parse_topic
+from kuaijian_schema.wire import loads
 
 log = logging.getLogger(__name__)
+
+__all__ = ["RACE_RERUNS", "BatchOutcome", "Inbound", "StationAck", "process_batch"]
+"""`Inbound` (cloud.ingest_checks) is part of this module's surface: what `process_batch` takes."""
 
 MAX_DEAD_LETTER_CHARS = 256 * 1024
 _RESULT_COLUMNS = (
@@ -78,20 +90,6 @@ RACE_RERUNS = 3
 _TEXT_JSON = json.JSONEncoder(ensure_ascii=False)
 """Made once: json.dumps with options builds a new encoder on every call. A result's values, QC flags and
 ingest flags (all verified and validated: finite floats, strings) are written by orjson, four times faster."""
-SQLITE_MAX_INT = 2**63 - 1
-
-
-@dataclass(frozen=True)
-class Inbound:
-    """One received MQTT message. `mid`/`qos` are used for the manual PUBACK after the commit."""
-
-    topic: str
-    payload: bytes
-    received_at: datetime
-    mid: int = 0
-    qos: int = 0
-    session: int = 0
-    """`MqttLink.session` when received: a PUBACK after a reconnect would hit another message's mid."""
 
 
 @dataclass
@@ -163,23 +161,6 @@ def _dead_letter(
     )
 
 
-_NUL_ESCAPE = b"\\u0000"
-"""The only way U+0000 gets into a decoded document: strict JSON refuses a raw NUL, so a payload without this
-escape needs no walk through its strings (the walk cost a fifth of one-result-per-message ingest)."""
-
-
-def _has_nul(value: Any) -> bool:
-    """True if any string in a decoded JSON document holds U+0000 (no text column of PostgreSQL can store it;
-    no field of a result has a use for it)."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, dict):
-        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
-    if isinstance(value, list):
-        return any(_has_nul(v) for v in value)
-    return False
-
-
 def _item_sha256(item: dict[str, Any]) -> str | None:
     """`payload_sha256` of a received item; None when canonical JSON cannot encode it (NaN, …)."""
     try:
@@ -188,104 +169,10 @@ def _item_sha256(item: dict[str, Any]) -> str | None:
         return None
 
 
-def _schema_reason(exc: ValidationError) -> str:
-    parts = []
-    for err in exc.errors()[:5]:
-        loc = ".".join(str(p) for p in err.get("loc", ()))
-        parts.append(f"{loc or '<root>'}: {err.get('msg', 'invalid')}")
-    return "schema: " + "; ".join(parts)
-
-
-@dataclass(frozen=True, slots=True)
-class _Check:
-    """What the checks that need no lock found about one received item: why it is rejected (with the hash of
-    it as received once known), or the valid `Result` — neither for a verified sample registration."""
-
-    reason: str | None = None
-    result: Result | None = None
-    digest: str | None = None
-
-
-def _check_item(item: dict[str, Any], station: str, keys: tuple[bytes, ...] | None, nul: bool) -> _Check:
-    if keys is None:
-        return _Check(f"unknown station {station}")
-    if "sig" not in item:
-        return _Check("unsigned")
-    verified, digest = check_payload(item, keys)
-    if not verified:
-        return _Check("bad signature", digest=digest)
-    if nul and _has_nul(item):
-        return _Check("text contains U+0000", digest=digest)
-    if item.get("kind") == "sample":
-        return _Check(digest=digest)  # validated and stored under the lock (rare, and it reads the database)
-    try:
-        result = Result.model_validate(item)
-    except ValidationError as exc:
-        return _Check(_schema_reason(exc), digest=digest)
-    if result.station != station:
-        return _Check(f"station mismatch: payload says {result.station}, topic {station}", digest=digest)
-    if result.seq > SQLITE_MAX_INT:
-        return _Check("seq out of range", digest=digest)
-    return _Check(result=result, digest=digest)
-
-
-@dataclass
-class _Checked:
-    """A batch decoded and checked before its transaction: `parsed` (by message index: the items, or why the
-    payload cannot be decoded) and `checks` (by message index, one per item)."""
-
-    parsed: dict[int, list[dict[str, Any]] | str] = field(default_factory=dict)
-    checks: dict[int, list[_Check]] = field(default_factory=dict)
-
-
-def _check_batch(
-    db: Database, messages: Sequence[Inbound], topics: Sequence[tuple[str, str] | str], poison: dict[int, str]
-) -> _Checked:
-    """Decode every result message and check every item as far as it can be checked without the batch's
-    locks — station key, signature, U+0000, schema, station, seq range: most of a result's CPU cost, spent
-    while other workers hold their locks. A message whose checking raises (a bug) goes to `poison`."""
-    out = _Checked()
-    wanted = [n for n, t in enumerate(topics) if not isinstance(t, str) and t[1] == "result"]
-    for n in wanted:
-        try:
-            out.parsed[n] = split_result_payload(messages[n].payload)
-        except ValueError as exc:
-            out.parsed[n] = str(exc)
-        except RecursionError:
-            out.parsed[n] = "payload nested too deeply"
-    names = sorted({topics[n][0] for n in wanted if isinstance(out.parsed[n], list)})
-    keys: dict[str, tuple[bytes, ...]] = {}
-    if names:
-        now = messages[0].received_at.isoformat()
-        sql = "SELECT id, key, previous_key, previous_key_until FROM stations"
-        for row in db.rows_in(sql, "id", names):
-            keys[str(row[0])] = _keys_now(row[1], row[2], row[3], now)
-    for n in wanted:
-        items = out.parsed[n]
-        if isinstance(items, str):
-            continue
-        station = topics[n][0]
-        nul = _NUL_ESCAPE in messages[n].payload  # once per message: a search through all of it
-        try:
-            out.checks[n] = [_check_item(item, station, keys.get(station), nul) for item in items]
-        except Exception as exc:
-            log.exception("ingest failed on a message on %s", messages[n].topic)
-            poison[n] = f"internal error: {type(exc).__name__}: {exc}"
-    return out
-
-
-def _keys_now(key: str, previous: str | None, until: str | None, now: str) -> tuple[bytes, ...]:
-    """The keys that verify now: the station's key, plus the key replaced by the last rotation while its grace
-    period lasts."""
-    if previous and until and now < until:
-        return bytes.fromhex(key), bytes.fromhex(previous)
-    return (bytes.fromhex(key),)
-
-
 class _Batch:
     """State of one `process_batch` run inside its transaction (station lookups cached for the batch)."""
 
-    def __init__(self, db: Database, settings: Settings, checked: _Checked) -> None:
+    def __init__(self, db: Database, settings: Settings, checked: Checked) -> None:
         self.db = db
         self.settings = settings
         self.checked = checked
@@ -330,7 +217,7 @@ class _Batch:
             self._existing[rid] = (row[0], str(row[1]))
 
     def _remember(self, station: str, row: Sequence[Any], now: str) -> None:
-        self._stations[station] = (_keys_now(row[0], row[2], row[3], now), int(row[1]))
+        self._stations[station] = (keys_now(row[0], row[2], row[3], now), int(row[1]))
         self._high_start[station] = self._high[station] = int(row[4])
 
     def station(self, station: str, now: datetime) -> tuple[tuple[bytes, ...], int] | None:
@@ -419,7 +306,7 @@ class _Batch:
             self.ack(station).rejected.append(Rejection(id=rid_s, seq=seq_i, reason=reason, sha256=digest))
 
     def result_message(
-        self, msg: Inbound, station: str, items: list[dict[str, Any]] | str, checks: list[_Check]
+        self, msg: Inbound, station: str, items: list[dict[str, Any]] | str, checks: list[Check]
     ) -> None:
         if isinstance(items, str):  # could not be decoded: the reason
             _dead_letter(self.db, msg, _payload_text(msg.payload), items, station)
@@ -430,9 +317,9 @@ class _Batch:
             self.result_item(msg, received, station, item, check)
 
     def result_item(
-        self, msg: Inbound, received: str, station: str, item: dict[str, Any], check: _Check
+        self, msg: Inbound, received: str, station: str, item: dict[str, Any], check: Check
     ) -> None:
-        """`received`: the message's receive time as stored (ISO 8601); `check`: what `_check_item` found
+        """`received`: the message's receive time as stored (ISO 8601); `check`: what `check_item` found
         before the transaction."""
         known = self.station(station, msg.received_at)
         if known is None:
@@ -532,7 +419,7 @@ class _Batch:
         try:
             reg = SampleRegistration.model_validate(item)
         except ValidationError as exc:
-            self.reject(msg, station, item, _schema_reason(exc))
+            self.reject(msg, station, item, schema_reason(exc))
             return
         if reg.station != station:
             self.reject(msg, station, item, f"station mismatch: payload says {reg.station}, topic {station}")
@@ -563,12 +450,12 @@ class _Batch:
             self._status_dead(msg, station, f"status is not UTF-8 JSON: {exc}")
             return
         except ValidationError as exc:
-            self._status_dead(msg, station, "status " + _schema_reason(exc))
+            self._status_dead(msg, station, "status " + schema_reason(exc))
             return
         except RecursionError:
             self._status_dead(msg, station, "status nested too deeply")
             return
-        if _NUL_ESCAPE in msg.payload and _has_nul(doc):
+        if NUL_ESCAPE in msg.payload and has_nul(doc):
             self._status_dead(msg, station, "status text contains U+0000")
             return
         if status.station != station:
@@ -616,17 +503,6 @@ class _Batch:
         )
 
 
-def _topics(messages: Sequence[Inbound]) -> list[tuple[str, str] | str]:
-    """Each message's (station, kind), or the reason its topic is not a station topic."""
-    out: list[tuple[str, str] | str] = []
-    for msg in messages:
-        try:
-            out.append(parse_topic(msg.topic))
-        except ValueError as exc:
-            out.append(str(exc))
-    return out
-
-
 def process_batch(db: Database, messages: Sequence[Inbound], settings: Settings) -> BatchOutcome:
     """Store a batch of received messages in ONE transaction; returns what to acknowledge.
 
@@ -639,12 +515,12 @@ def process_batch(db: Database, messages: Sequence[Inbound], settings: Settings)
     """
     poison: dict[int, str] = {}
     races = 0
-    topics = _topics(messages)
+    topics = parse_topics(messages)
     # on PostgreSQL the transaction locks the rows of the stations the batch writes for, so two workers holding
     # results of one station apply them one after the other (seq tracking stays right) while workers holding
     # different stations commit in parallel
     stations = sorted({t[0] for t in topics if not isinstance(t, str)})
-    checked = _check_batch(db, messages, topics, poison)  # before the locks: in parallel with other workers
+    checked = check_batch(db, messages, topics, poison)  # before the locks: in parallel with other workers
     with transaction(db, stations=stations):
         while True:
             db.execute("SAVEPOINT kj_batch")

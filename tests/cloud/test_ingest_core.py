@@ -231,7 +231,7 @@ def test_internal_error_rolls_back_only_that_message(
     db: Database, grid: Grid, settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """A bug hit halfway through a message undoes that message (rows and ack entries), not the batch."""
-    import cloud.ingest
+    import cloud.ingest_checks
     from kuaijian_schema import Result as real
 
     class Exploding:
@@ -241,7 +241,7 @@ def test_internal_error_rolls_back_only_that_message(
                 raise RuntimeError("boom")
             return real.model_validate(doc)
 
-    monkeypatch.setattr(cloud.ingest, "Result", Exploding)
+    monkeypatch.setattr(cloud.ingest_checks, "Result", Exploding)
     first = [grid.result(A1) for _ in range(2)]  # seq 1, 2
     second = [grid.result(A1) for _ in range(2)]  # seq 3 stored, then seq 4 explodes
     out = process_batch(db, [_msg(A1, batch_payload(first)), _msg(A1, batch_payload(second))], settings)
