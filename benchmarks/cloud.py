@@ -1,20 +1,24 @@
 """Cloud ingest benchmark: sustained results/s through a real Mosquitto into SQLite and PostgreSQL.
 
 Starts Mosquitto on a free loopback port, creates a fresh database (a SQLite file, or a database on a private
-PostgreSQL server from Debian's package, fsync and synchronous_commit on) with one village and S enrolled
-stations, runs W ingest workers (MQTT 5 shared subscription; in this process, or with --procs as separate
-`kuaijian cloud ingest` processes), and starts S publisher processes (one per station, like gateways). Each
-publisher pre-signs R results, publishes them as batches of B results per message (QoS 1), and waits until
-every id has come back in an application ack. The figure is total results / (first publish → last ack), i.e.
-durably committed and acknowledged.
+PostgreSQL server from Debian's package, fsync and synchronous_commit on) with S enrolled stations (up to 100 per
+village), runs W ingest workers (MQTT 5 shared subscription; in this process, or with --procs as separate
+`kuaijian cloud ingest` processes), and starts P publisher processes that share the stations out (one MQTT
+connection each, publishing on every one of its stations' topics, like gateways behind one NAT). Each
+publisher pre-signs R results per station, publishes them as messages of B results (QoS 1), round-robin over
+its stations, and waits until every id has come back in an application ack. The figure is total results /
+(first publish → last ack), i.e. durably committed and acknowledged.
 
-In the same run, for each engine, the raw anchor: the very rows ingest stored, written again into a copy of
-the results table in batches of B rows with one commit per batch (PostgreSQL: COPY; SQLite: executemany) —
-the ceiling of the database alone. With --procs the CPU seconds of the ingest workers, the database server
-and the broker over the run are reported as shares of one core, to say what bounds each point.
+In the same run, for each engine, the raw anchors: the very rows ingest stored, written again into a copy of
+the results table (same indexes) in batches of B rows with one commit per batch — PostgreSQL: COPY, and a
+batched INSERT (psycopg's pipelined executemany, bound on the server); SQLite: executemany — the ceiling of
+the database alone. With --procs the CPU seconds of each ingest worker, the database server and the broker
+over the run are reported as shares of one core, and on PostgreSQL what the server's backends inside a
+transaction were doing (pg_stat_activity sampled every 20 ms: running, waiting for the client, for a lock,
+for the WAL), to say what bounds each point.
 
-Usage: .venv/bin/python benchmarks/cloud.py [--engine sqlite postgresql] [--stations 4] [--results 5000]
-       [--batch 50] [--workers 1 2 4] [--procs]
+Usage: .venv/bin/python benchmarks/cloud.py [--engine sqlite postgresql] [--stations 4] [--publishers 4]
+       [--results 5000] [--batch 50] [--workers 1 2 4] [--procs]
 
 Issue 16 measurements (docs/scaling.md has the figures):
   --per-message --stations 2000 --results 20000   one result per message from many stations: `process_batch`
@@ -50,6 +54,7 @@ sys.path.insert(0, str(_HERE.parent))  # tests.postgres: the private PostgreSQL 
 
 import paho.mqtt.client as mqtt  # noqa: E402
 import psutil  # noqa: E402
+import psycopg  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from cloud import schema  # noqa: E402
@@ -130,25 +135,38 @@ def make_results(station: str, key: bytes, n: int) -> list[dict[str, Any]]:
     return out
 
 
-def publisher(port: int, station: str, key_hex: str, n: int, batch: int, go: Any, out: Any) -> None:
-    results = make_results(station, bytes.fromhex(key_hex), n)
-    payloads = [json.dumps({"results": results[i : i + batch]}).encode() for i in range(0, n, batch)]
-    pending = {r["id"] for r in results}
+def publisher(
+    port: int, stations: dict[str, str], n: int, batch: int, ready: Any, go: Any, out: Any, name: str
+) -> None:
+    """One process publishing for `stations` (id → key hex) over one MQTT connection, like many gateways
+    behind one NAT: pre-signs `n` results per station, publishes them as messages of `batch` results,
+    round-robin over its stations, and waits for every id's application ack."""
+    payloads = []
+    per_station = {}
+    for station, key_hex in stations.items():
+        results = make_results(station, bytes.fromhex(key_hex), n)
+        per_station[station] = [
+            json.dumps({"results": results[i : i + batch]}).encode() for i in range(0, n, batch)
+        ]
+        del results
+    for k in range(-(-n // batch)):
+        payloads += [(f"kj/v1/{s}/result", per_station[s][k]) for s in stations if k < len(per_station[s])]
+    pending = n * len(stations)
     done = threading.Event()
     lock = threading.Lock()
     last_ack = 0.0
 
     def on_message(_c: Any, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        nonlocal last_ack
+        nonlocal last_ack, pending
         ids = json.loads(msg.payload)["ids"]
         with lock:
-            pending.difference_update(ids)
-            if not pending:
+            pending -= len(ids)
+            if pending <= 0:
                 last_ack = time.monotonic()
                 done.set()
 
     subscribed = threading.Event()
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-{station}", protocol=mqtt.MQTTv5)
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-{name}", protocol=mqtt.MQTTv5)
     set_tcp_nodelay(client)
     client.on_message = on_message
     client.on_subscribe = lambda *_a: subscribed.set()
@@ -156,20 +174,21 @@ def publisher(port: int, station: str, key_hex: str, n: int, batch: int, go: Any
     client.max_inflight_messages_set(100)
     client.connect("127.0.0.1", port)
     client.loop_start()
-    client.subscribe(f"kj/v1/{station}/ack", qos=1)
+    client.subscribe([(f"kj/v1/{s}/ack", 1) for s in stations])
     subscribed.wait(10)
+    ready.put(name)
     go.wait()
     first = time.monotonic()
     cpu0 = (
         time.process_time()
     )  # this publisher's CPU (all its threads) from the first publish to the last ack
-    for p in payloads:
-        client.publish(f"kj/v1/{station}/result", p, qos=1)
-    ok = done.wait(300)
+    for topic_name, p in payloads:
+        client.publish(topic_name, p, qos=1)
+    ok = done.wait(600)
     client.disconnect()
     client.loop_stop()
     end = last_ack if ok else time.monotonic()
-    out.put((station, n if ok else n - len(pending), first, end, ok, time.process_time() - cpu0))
+    out.put((name, n * len(stations) - max(pending, 0), first, end, ok, time.process_time() - cpu0))
 
 
 def _cpu(pids: list[int]) -> float:
@@ -245,41 +264,105 @@ def _wait_subscribed(port: int, station: str, procs: int, db: Any) -> None:
         client.loop_stop()
 
 
-def raw_anchor(db: Any, batch: int) -> float:
-    """Rows/s writing the rows ingest stored into a copy of `results`, `batch` rows per commit."""
-    cols = [c for c in columns_for(schema.results, db.dialect) if c != "rowid"]
-    rows = [tuple(r) for r in db.execute(f"SELECT {', '.join(cols)} FROM results ORDER BY id").fetchall()]  # noqa: S608
+def _anchor_table(db: Any) -> None:
+    """An empty copy of `results` with the same indexes: results_anchor."""
     db.execute("DROP TABLE IF EXISTS results_anchor")
     if db.is_postgres:
         db.execute("CREATE TABLE results_anchor (LIKE results INCLUDING DEFAULTS INCLUDING INDEXES)")
-    else:
-        ddl = db.scalar("SELECT sql FROM sqlite_master WHERE name = 'results'")
-        db.execute(ddl.replace("CREATE TABLE results", "CREATE TABLE results_anchor", 1))
-        for (idx,) in db.execute(
-            "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'results' AND sql IS NOT NULL"
-        ).fetchall():
-            db.execute(
-                idx.replace(" ON results", " ON results_anchor").replace("INDEX idx_", "INDEX anchor_")
-            )
-    start = time.perf_counter()
-    for i in range(0, len(rows), batch):
-        chunk = rows[i : i + batch]
-        with transaction(db, stations=[]):
-            if db.is_postgres:
-                with db.raw.cursor().copy(f"COPY results_anchor ({', '.join(cols)}) FROM STDIN") as copy:
-                    for row in chunk:
-                        copy.write_row(row)
-            else:
-                marks = ", ".join("?" for _ in cols)
-                db.executemany(f"INSERT INTO results_anchor ({', '.join(cols)}) VALUES ({marks})", chunk)  # noqa: S608
-    elapsed = time.perf_counter() - start
-    db.execute("DROP TABLE results_anchor")
-    return len(rows) / elapsed
+        return
+    ddl = db.scalar("SELECT sql FROM sqlite_master WHERE name = 'results'")
+    db.execute(ddl.replace("CREATE TABLE results", "CREATE TABLE results_anchor", 1))
+    for (idx,) in db.execute(
+        "SELECT sql FROM sqlite_master WHERE type = 'index' AND tbl_name = 'results' AND sql IS NOT NULL"
+    ).fetchall():
+        db.execute(idx.replace(" ON results", " ON results_anchor").replace("INDEX idx_", "INDEX anchor_"))
+
+
+def raw_anchor(db: Any, batch: int) -> dict[str, float]:
+    """Rows/s writing the rows ingest stored into a copy of `results` (same indexes), `batch` rows per commit:
+    "copy" (PostgreSQL: COPY) and "insert" (a batched INSERT: psycopg's pipelined executemany bound on the
+    server; SQLite: executemany)."""
+    cols = [c for c in columns_for(schema.results, db.dialect) if c != "rowid"]
+    rows = [tuple(r) for r in db.execute(f"SELECT {', '.join(cols)} FROM results ORDER BY id").fetchall()]  # noqa: S608
+    names = ", ".join(cols)
+    marks = ", ".join("%s" if db.is_postgres else "?" for _ in cols)
+    insert = f"INSERT INTO results_anchor ({names}) VALUES ({marks})"  # noqa: S608 - our own columns
+    out: dict[str, float] = {}
+    for how in ("copy", "insert") if db.is_postgres else ("insert",):
+        _anchor_table(db)
+        start = time.perf_counter()
+        for i in range(0, len(rows), batch):
+            chunk = rows[i : i + batch]
+            with transaction(db, stations=[]):
+                if how == "copy":
+                    with db.raw.cursor().copy(f"COPY results_anchor ({names}) FROM STDIN") as copy:
+                        for row in chunk:
+                            copy.write_row(row)
+                elif db.is_postgres:
+                    psycopg.Cursor(db.raw).executemany(insert, chunk)
+                else:
+                    db.executemany(insert, chunk)
+        out[how] = len(rows) / (time.perf_counter() - start)
+        db.execute("DROP TABLE results_anchor")
+    return out
+
+
+class WaitSampler:
+    """Samples pg_stat_activity of the benchmark's database every 20 ms from its own connection: what the
+    backends inside a transaction were doing — running (``active:cpu``), waiting for the client in the middle
+    of a transaction (``idle in transaction:Client:ClientRead``), for a lock (``…:Lock:advisory``, ``…:Lock:
+    tuple``), for the WAL (``…:IO:WALSync``). Backends outside any transaction (pooled, idle) are left out."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.counts: dict[str, int] = {}
+        self.samples = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> WaitSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self._stop.set()
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        conninfo = self.url.replace("postgresql+psycopg://", "postgresql://")
+        with psycopg.connect(conninfo, autocommit=True) as conn:
+            while not self._stop.wait(0.02):
+                rows = conn.execute(
+                    "SELECT state, wait_event_type, wait_event FROM pg_stat_activity"
+                    " WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    " AND backend_type = 'client backend' AND state <> 'idle'"
+                ).fetchall()
+                self.samples += 1
+                for state, kind, event in rows:
+                    key = f"{state}:{kind}:{event}" if kind else f"{state}:cpu"
+                    self.counts[key] = self.counts.get(key, 0) + 1
+
+    def top(self, n: int = 4) -> str:
+        """The commonest backend states, as backends-in-that-state per sample."""
+        best = sorted(self.counts.items(), key=lambda kv: -kv[1])[:n]
+        return " ".join(f"{k}={v / max(self.samples, 1):.2f}" for k, v in best)
+
+
+def _station_ids(n: int) -> list[str]:
+    """`n` station ids, up to 100 per village."""
+    return [f"{VILLAGE[:9]}{i // 100:03d}-{i % 100:02d}" for i in range(n)]
+
+
+def _grid_csv(ids: list[str]) -> str:
+    villages = sorted({s[:12] for s in ids})
+    return "level,code,name,parent_code\ncounty,370214,县,\ntown,370214101,镇,370214\n" + "".join(
+        f"village,{v},村{v[-3:]},370214101\n" for v in villages
+    )
 
 
 def run(
     stations: int, results: int, batch: int, workers: int, engine: str = "sqlite", pg: Any = None,
-    procs: bool = False,
+    procs: bool = False, publishers: int = 4,
 ) -> dict[str, Any]:  # fmt: skip
     tmp = Path(tempfile.mkdtemp(prefix="kj-bench-cloud-"))
     port = free_port()
@@ -295,16 +378,10 @@ def run(
             **db_setting(target), broker_url=f"mqtt://127.0.0.1:{port}", scheduler_enabled=False
         )
         db = open_db(settings.database)
-        import_grid_csv(
-            db,
-            "level,code,name,parent_code\ncounty,370214,县,\ntown,370214101,镇,370214\n"
-            f"village,{VILLAGE},村,370214101\n",
-        )
+        ids = _station_ids(stations)
+        import_grid_csv(db, _grid_csv(ids))
         now = SystemClock().now()
-        keys = {
-            f"{VILLAGE}-{i:02d}": enrol_station(db, f"{VILLAGE}-{i:02d}", VILLAGE, now).key_hex
-            for i in range(1, stations + 1)
-        }
+        keys = {s: enrol_station(db, s, s[:12], now).key_hex for s in ids}
         ingest = (
             []
             if procs
@@ -328,27 +405,43 @@ def run(
             "database": _pg_pids(pg) if engine == "postgresql" else [],
             "broker": [broker.pid],
         }
-        cpu0 = {k: _cpu(v) for k, v in cpu_pids.items()}
         ctx = mp.get_context("fork")
         go = ctx.Event()
         out: Any = ctx.Queue()
-        procs = [
-            ctx.Process(target=publisher, args=(port, s, k, results, batch, go, out), daemon=True)
-            for s, k in keys.items()
+        ready: Any = ctx.Queue()
+        n_pub = max(1, min(publishers, stations))
+        shares = [dict(list(keys.items())[k::n_pub]) for k in range(n_pub)]
+        pubs = [
+            ctx.Process(
+                target=publisher, args=(port, share, results, batch, ready, go, out, f"pub{k}"), daemon=True
+            )
+            for k, share in enumerate(shares)
         ]
-        for p in procs:
+        for p in pubs:
             p.start()
-        time.sleep(0.5 + 0.0002 * results * stations / 10)  # let publishers pre-sign and subscribe
+        for _ in pubs:  # every publisher has signed its results and subscribed to its acks
+            ready.get(timeout=600)
+        per_worker0 = [_cpu([pid]) for pid in cpu_pids["ingest"]]
+        cpu0 = {k: _cpu(v) for k, v in cpu_pids.items()}
+        sampler = WaitSampler(target) if engine == "postgresql" else None
+        if sampler is not None:
+            sampler.__enter__()
         go.set()
         host0 = psutil.cpu_times()
-        rows = [out.get(timeout=600) for _ in procs]
+        try:
+            rows = [out.get(timeout=900) for _ in pubs]
+        finally:
+            if sampler is not None:
+                sampler.__exit__()
         host1 = psutil.cpu_times()
-        for p in procs:
+        per_worker = [_cpu([pid]) - c for pid, c in zip(cpu_pids["ingest"], per_worker0, strict=True)]
+        for p in pubs:
             p.join(10)
         total = sum(r[1] for r in rows)
         start = min(r[2] for r in rows)
         end = max(r[3] for r in rows)
         cpu = {k: (_cpu(v) - cpu0[k]) / (end - start) for k, v in cpu_pids.items()}
+        cpu_workers = [c / (end - start) for c in per_worker]
         # the whole machine (publishers and anything else running included): busy cores and cores in I/O wait
         wall = sum(host1) - sum(host0)
         cores = psutil.cpu_count() or 1
@@ -368,6 +461,8 @@ def run(
             "engine": engine,
             "anchor": anchor,
             "cpu": cpu,
+            "cpu_workers": cpu_workers,
+            "waits": sampler.top() if sampler is not None else "",
             "stations": stations,
             "workers": workers,
             "batch": batch,
@@ -605,7 +700,10 @@ def main() -> int:
     ap.add_argument(
         "--procs", action="store_true", help="ingest workers as separate processes (with CPU shares)"
     )
-    ap.add_argument("--stations", type=int, default=4, help="publisher processes (one per station)")
+    ap.add_argument("--stations", type=int, default=4, help="stations (enrolled, each its own topic and key)")
+    ap.add_argument(
+        "--publishers", type=int, default=4, help="publisher processes (the stations shared out among them)"
+    )
     ap.add_argument("--results", type=int, default=5000, help="results per station")
     ap.add_argument("--batch", type=int, nargs="+", default=[1, 50], help="results per MQTT message")
     ap.add_argument(
@@ -640,19 +738,25 @@ def main() -> int:
     try:
         print(
             f"{'engine':>10} {'stations':>8} {'workers':>7} {'batch':>5} {'results':>8} {'stored':>7} {'seconds':>8}"
-            f" {'results/s':>10} {'raw rows/s':>10} {'ratio':>6}  cores: ingest/db/broker/publishers/machine busy/iowait  acked"
+            f" {'results/s':>10} {'raw COPY':>9} {'raw INSERT':>10} {'%COPY':>6} {'%INSERT':>7}"
+            "  cores: ingest (each worker)/db/broker/publishers/machine busy/iowait  acked  server backends"
         )
         for engine in args.engine:
             for batch in args.batch:
                 for workers in args.workers:
                     n = args.results if batch > 1 else min(args.results, 1000)
-                    r = run(args.stations, n, batch, workers, engine, pg, args.procs)
-                    cpu = r["cpu"]
+                    r = run(args.stations, n, batch, workers, engine, pg, args.procs, args.publishers)
+                    cpu, raw = r["cpu"], r["anchor"]
+                    copy = raw.get("copy")
+                    each = "+".join(f"{c:.2f}" for c in r["cpu_workers"]) if args.procs else "in-process"
                     print(
                         f"{r['engine']:>10} {r['stations']:>8} {r['workers']:>7} {r['batch']:>5} {r['results']:>8}"
-                        f" {r['stored']:>7} {r['seconds']:>8.2f} {r['rate']:>10.0f} {r['anchor']:>10.0f}"
-                        f" {r['rate'] / r['anchor']:>6.0%}  {cpu['ingest']:.2f}/{cpu['database']:.2f}/{cpu['broker']:.2f}/{cpu['publishers']:.2f}/{cpu['host']:.2f}/{cpu['iowait']:.2f}"
-                        f"  {'all' if r['all_acked'] else 'NO'}",
+                        f" {r['stored']:>7} {r['seconds']:>8.2f} {r['rate']:>10.0f}"
+                        f" {copy or 0:>9.0f} {raw['insert']:>10.0f}"
+                        f" {(r['rate'] / copy if copy else 0):>6.0%} {r['rate'] / raw['insert']:>7.0%}"
+                        f"  {cpu['ingest']:.2f} ({each})/{cpu['database']:.2f}/{cpu['broker']:.2f}"
+                        f"/{cpu['publishers']:.2f}/{cpu['host']:.2f}/{cpu['iowait']:.2f}"
+                        f"  {'all' if r['all_acked'] else 'NO'}  {r['waits']}",
                         flush=True,
                     )
     finally:
