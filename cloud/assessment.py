@@ -28,7 +28,7 @@ from zoneinfo import ZoneInfo
 
 from cloud import rollup
 from cloud.db import Database
-from cloud.sqlfilter import like_prefix, minutes_between_sql
+from cloud.sqlfilter import minutes_between_sql, subtree_sql
 
 PARTS = ("coverage", "tasks", "timeliness", "cases", "quality", "registration")
 DEFAULT_WEIGHTS: dict[str, float] = {
@@ -115,8 +115,10 @@ def unit_parts(
     daily aggregates (cloud.rollup) when those cover `tz` and `timely_minutes`, else from the results."""
     from cloud import tasks  # tasks → risk → reports would cycle at import time
 
-    prefix = like_prefix(path)
-    sub = "SELECT id FROM grid_nodes WHERE path LIKE ? ESCAPE '\\'"
+    under_r, params_r = subtree_sql("r.node_id", path)
+    under_g, params_g = subtree_sql("id", path)
+    under_c, params_c = subtree_sql("c.origin_node_id", path)
+    under_t, params_t = subtree_sql("t.node_id", path)
     if result_counts is not None:
         tests, flawed, timely, registered, active = result_counts
     elif rollup.covers(tz) and timely_minutes == rollup.TIMELY_MINUTES:
@@ -129,14 +131,14 @@ def unit_parts(
                    COALESCE(SUM(CASE WHEN EXISTS (SELECT 1 FROM samples s WHERE s.station = r.station
                                                   AND s.code = r.sample_id) THEN 1 ELSE 0 END), 0),
                    COUNT(DISTINCT CASE WHEN r.verdict != 'invalid' THEN r.node_id END)
-            FROM results r WHERE r.measured_at >= ? AND r.measured_at < ? AND r.node_id IN ({sub})""",  # noqa: S608
-            [timely_minutes, lo, hi, prefix],
+            FROM results r WHERE r.measured_at >= ? AND r.measured_at < ? AND {under_r}""",  # noqa: S608
+            [timely_minutes, lo, hi, *params_r],
         ).fetchone()
         tests, flawed, timely, registered, active = (int(v or 0) for v in row)
     stations = int(
         db.execute(
-            f"SELECT COUNT(*) FROM grid_nodes WHERE level = 'station' AND id IN ({sub})",  # noqa: S608
-            [prefix],
+            f"SELECT COUNT(*) FROM grid_nodes WHERE level = 'station' AND {under_g}",  # noqa: S608
+            params_g,
         ).fetchone()[0]
     )
     cases = db.execute(
@@ -144,15 +146,15 @@ def unit_parts(
                                 THEN 1 ELSE 0 END), 0),
                    COALESCE(SUM(CASE WHEN c.status = 'closed' OR c.escalations > 0 OR c.deadline < ?
                                 THEN 1 ELSE 0 END), 0)
-            FROM cases c WHERE c.opened_at >= ? AND c.opened_at < ? AND c.origin_node_id IN ({sub})""",  # noqa: S608
-        [now_text, lo, hi, prefix],
+            FROM cases c WHERE c.opened_at >= ? AND c.opened_at < ? AND {under_c}""",  # noqa: S608
+        [now_text, lo, hi, *params_c],
     ).fetchone()
     on_time, due = int(cases[0] or 0), int(cases[1] or 0)
     done = target = 0
     task_rows = db.execute(
         f"""SELECT t.id FROM tasks t WHERE t.cancelled_at IS NULL AND t.start_date <= ? AND t.due_date >= ?
-            AND t.node_id IN ({sub})""",  # noqa: S608
-        [last_day.isoformat(), first_day.isoformat(), prefix],
+            AND {under_t}""",  # noqa: S608
+        [last_day.isoformat(), first_day.isoformat(), *params_t],
     ).fetchall()
     for (task_id,) in task_rows:
         item = tasks.task_by_id(db, int(task_id), now, tz)

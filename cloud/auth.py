@@ -3,8 +3,9 @@
 Does: resolve a bearer token (a login session's access token or a machine token; only its SHA-256 is
 stored) to a `User` — raising `Unauthenticated` with a code saying why not (`auth.invalid_token`,
 `auth.expired`, `auth.revoked`) the moment a token expires or is revoked; create machine users with an
-expiring token (`create_user`); express a user's scope as Python checks and SQL fragments. Admins have
-no node and see everything.
+expiring token (`create_user`); express a user's scope as Python checks (`User.sees`) and resolve the grid
+node a request names inside it (`scoped_node`, `resolve_scope`); the SQL condition of a scope is
+`cloud.sqlfilter.subtree_sql(column, user.node_path)`. Admins have no node and see everything.
 
 Does not: passwords, logins, sessions or user administration (cloud.accounts); HTTP (cloud.api.deps maps
 `Unauthenticated` to 401); decide what each role may do beyond "inside my subtree" (routes add role checks).
@@ -21,7 +22,7 @@ from typing import Literal, get_args
 from cloud import audit
 from cloud.db import Database, transaction
 from cloud.errors import Conflict, Invalid, NotFound, Unauthenticated
-from cloud.sqlfilter import subtree_sql
+from cloud.grid import WHOLE_GRID, Node, node_by_code
 
 Role = Literal["admin", "county", "town", "village", "station"]
 ROLES: tuple[Role, ...] = get_args(Role)
@@ -53,12 +54,6 @@ class User:
         """True if this user administers accounts on node `path`: strictly below their own node (the level
         above resets a password, never a peer); admins manage everyone."""
         return self.is_admin or (path.startswith(self.node_path) and path != self.node_path)
-
-    def scope_sql(self, node_column: str = "node_id") -> tuple[str, list[object]]:
-        """SQL condition restricting `node_column` (a grid_nodes.id column) to this user's subtree."""
-        if self.is_admin:
-            return "1=1", []
-        return subtree_sql(node_column, self.node_path)
 
 
 def hash_token(token: str) -> str:
@@ -188,7 +183,22 @@ def user_for_token(db: Database, token: str, now: datetime) -> User:
     )
 
 
-def require_in_scope(user: User, path: str | None, what: str) -> None:
-    """Raise NotFound (not 'forbidden', so existence is not leaked) if `path` is outside the scope."""
-    if path is None or not user.sees(path):
-        raise NotFound(f"{what} not found in your scope")
+def scoped_node(db: Database, user: User, code: str) -> Node:
+    """The grid node `code` if it lies in the user's subtree. Raises NotFound otherwise, for unknown codes too
+    (existence is not leaked)."""
+    node = node_by_code(db, code)
+    if node is None or not user.sees(node.path):
+        raise NotFound(f"节点 {code} 不在您的辖区 (grid node {code!r} not found in your scope)")
+    return node
+
+
+def resolve_scope(db: Database, user: User, code: str | None) -> Node:
+    """The node a request is about: `code` inside the user's subtree (`scoped_node`) or, when no code is given
+    (None or an empty query parameter), the user's own node — the whole grid for an admin."""
+    if code:
+        return scoped_node(db, user, code)
+    if user.is_admin:
+        return WHOLE_GRID
+    if user.node_code is None:
+        raise NotFound("您的网格节点已不存在 (your grid node no longer exists)")
+    return scoped_node(db, user, user.node_code)

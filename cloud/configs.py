@@ -21,11 +21,10 @@ from datetime import datetime
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from cloud.auth import User
+from cloud.auth import User, scoped_node
 from cloud.db import Database, transaction
 from cloud.errors import Forbidden, Invalid
 from cloud.producers import station_producers, stations_of_villages
-from cloud.queries import scoped_node
 from cloud.tasks import station_tasks, stations_under
 from kuaijian_schema import EnzymeSpec, StationConfig, StripSpec, topic
 
@@ -61,18 +60,11 @@ def push_config(
         raise Forbidden("only admin, county and town users push configuration")
     node = scoped_node(db, user, target)
     with transaction(db):
-        stations = [
-            r[0]
-            for r in db.execute(
-                "SELECT s.id FROM stations s JOIN grid_nodes g ON g.id = s.node_id"
-                " WHERE substr(g.path, 1, ?) = ? ORDER BY s.id",
-                [len(node.path), node.path],
-            ).fetchall()
-        ]
+        stations = stations_under(db, node.path)
         if not stations:
             raise Invalid(f"no enrolled station under {target}")
         version, config = _issue(
-            db, stations, user.name, node.id, now, tuple(gold_kits), tuple(enzyme_profiles)
+            db, stations, user.name, node.row_id, now, tuple(gold_kits), tuple(enzyme_profiles)
         )
     return Push(version=version, issued_at=now, target=target, stations=tuple(stations), config=config)
 

@@ -1,7 +1,10 @@
 """The grid: county/district → town → village → station nodes with their responsible people.
 
-Does: look nodes up, import/update them from CSV (`import_grid_csv`), create station nodes, and
-maintain each node's materialized `path` ("/1/4/9/") used for subtree (scope) queries.
+Does: the one grid-node type (`Node`; `WHOLE_GRID` stands for everything, the scope of an admin or an
+operator), look nodes up (by code or id, children, subtree, ancestors), import/update them from CSV
+(`import_grid_csv`), create station nodes, and maintain each node's materialized `path` ("/1/4/9/"). A node
+scopes a query to itself and everything under it through `cloud.sqlfilter.subtree_sql(column, node.path)`,
+the one function that writes that condition.
 
 CSV columns (header row required, UTF-8, optional BOM; extra columns are ignored):
     level                county | town | village | station
@@ -16,7 +19,8 @@ CSV columns (header row required, UTF-8, optional BOM; extra columns are ignored
                          station without them is drawn at its village's or town's point)
 Rows may come in any order; re-importing updates names, people and parents (moving a subtree).
 
-Does not: enrol stations' credentials (cloud.enrol) or authorise anything (cloud.auth).
+Does not: enrol stations' credentials (cloud.enrol) or authorise anything (cloud.auth resolves the node a
+user may see).
 """
 
 from __future__ import annotations
@@ -26,6 +30,8 @@ import io
 import re
 from dataclasses import dataclass
 from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from cloud.db import Database, transaction
 from cloud.errors import GridImportError, Invalid, NotFound
@@ -50,21 +56,54 @@ STATION_RE = re.compile(r"^\d{12}-\d{2}$")
 _SELECT = "SELECT id, level, code, name, parent_id, path, grid_head, information_officer, co_manager"
 
 
-@dataclass(frozen=True)
-class Node:
-    id: int
-    level: str
-    code: str
+class Node(BaseModel):
+    """A grid node, or the whole grid (`WHOLE_GRID`: no id or code, level "all", path "/"): what a query,
+    a report or the dashboard covers — the node and everything under it.
+
+    Serialized (report JSON, API models) it names the node only (id, code, name, level, path): its parent
+    and its people are left out."""
+
+    model_config = ConfigDict(frozen=True)
+
+    id: int | None
+    code: str | None
     name: str
-    parent_id: int | None
+    level: str
     path: str
-    grid_head: str | None
-    information_officer: str | None
-    co_manager: str | None
+    parent_id: int | None = Field(default=None, exclude=True)
+    grid_head: str | None = Field(default=None, exclude=True)
+    information_officer: str | None = Field(default=None, exclude=True)
+    co_manager: str | None = Field(default=None, exclude=True)
 
     @classmethod
     def from_row(cls, row: tuple[Any, ...]) -> Node:
-        return cls(*row)
+        """A node from a `_SELECT` row."""
+        return cls(
+            id=row[0],
+            level=row[1],
+            code=row[2],
+            name=row[3],
+            parent_id=row[4],
+            path=row[5],
+            grid_head=row[6],
+            information_officer=row[7],
+            co_manager=row[8],
+        )
+
+    @property
+    def is_whole_grid(self) -> bool:
+        return self.id is None
+
+    @property
+    def row_id(self) -> int:
+        """The grid_nodes.id of a stored node. Raises NotFound for the whole grid, which is no row."""
+        if self.id is None:
+            raise NotFound("the whole grid is not a grid node")
+        return self.id
+
+
+WHOLE_GRID = Node(id=None, code=None, name="全部", level="all", path="/")
+"""Everything: the scope of an admin, of an operator at the CLI, and of tables no grid node owns."""
 
 
 @dataclass(frozen=True)
@@ -84,6 +123,7 @@ def node_by_id(db: Database, node_id: int) -> Node | None:
 
 
 def children(db: Database, node_id: int | None) -> list[Node]:
+    """The nodes just below `node_id`, by code; None (the whole grid): the counties."""
     if node_id is None:
         rows = db.execute(_SELECT + " FROM grid_nodes WHERE parent_id IS NULL ORDER BY code")
     else:
@@ -98,6 +138,28 @@ def subtree(db: Database, path: str) -> list[Node]:
         _SELECT + f" FROM grid_nodes WHERE {clause} ORDER BY length(path), code", params
     ).fetchall()
     return [Node.from_row(r) for r in rows]
+
+
+def ancestors(db: Database, node: Node) -> list[Node]:
+    """The nodes from the root down to `node` (inclusive); [WHOLE_GRID] for the whole grid."""
+    if node.is_whole_grid:
+        return [WHOLE_GRID]
+    ids = [int(p) for p in node.path.strip("/").split("/") if p]
+    marks = ",".join("?" for _ in ids)
+    rows = db.execute(_SELECT + f" FROM grid_nodes WHERE id IN ({marks})", ids).fetchall()
+    by_id = {int(r[0]): Node.from_row(r) for r in rows}
+    return [by_id[i] for i in ids if i in by_id]
+
+
+def node_or_whole_grid(db: Database, code: str | None) -> Node:
+    """Unscoped lookup for operators (CLI): the node with `code`, or the whole grid when there is none.
+    Raises NotFound for an unknown code."""
+    if not code:
+        return WHOLE_GRID
+    node = node_by_code(db, code)
+    if node is None:
+        raise NotFound(f"grid node {code!r} not found")
+    return node
 
 
 def upsert_node(
@@ -128,7 +190,7 @@ def upsert_node(
             raise NotFound(f"parent {parent_code!r} not found")
         if parent.level != want_parent:
             raise Invalid(f"parent of a {level} must be a {want_parent}, {parent_code} is a {parent.level}")
-    if level == "station" and parent is not None and not code.startswith(parent.code + "-"):
+    if level == "station" and parent is not None and not code.startswith(f"{parent.code}-"):
         raise Invalid(f"station {code} does not belong to village {parent.code}")
     ppl = {k: (people or {}).get(k) or None for k in PEOPLE}
     with transaction(db):
@@ -146,7 +208,7 @@ def upsert_node(
         else:
             if existing.level != level:
                 raise Invalid(f"{code} is a {existing.level}; cannot change it to a {level}")
-            node_id = existing.id
+            node_id = existing.row_id
             path = (parent.path if parent else "/") + f"{node_id}/"
             if parent is not None and parent.path.startswith(existing.path):
                 raise Invalid(f"moving {code} under {parent.code} would make a cycle")

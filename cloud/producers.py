@@ -183,7 +183,7 @@ def upsert(db: Database, user: User, item: ProducerIn, now: datetime) -> tuple[i
                 " updated_at, code, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
                 [*values, code, now.isoformat()],
             )
-            return int(cur.fetchone()[0]), village.id, True
+            return int(cur.fetchone()[0]), village.row_id, True
         old_village = db.execute("SELECT path FROM grid_nodes WHERE id = ?", [row[1]]).fetchone()
         if old_village is None or not user.sees(str(old_village[0])):
             raise NotFound(
@@ -194,7 +194,7 @@ def upsert(db: Database, user: User, item: ProducerIn, now: datetime) -> tuple[i
             " products_json = ?, plots_json = ?, updated_at = ? WHERE id = ?",
             [*values, row[0]],
         )
-        return int(row[0]), village.id, False
+        return int(row[0]), village.row_id, False
 
 
 def parse_table(data: bytes, filename: str) -> list[tuple[int, dict[str, str]]]:

@@ -1,8 +1,11 @@
 """Read-side queries for the API, every one restricted to the caller's scope.
 
 Does: list results / stations / cases / seq gaps / dead letters / configs with filters and
-limit+offset pagination (returning the total), build the grid tree and per-node roll-ups.
-Does not: write anything, or HTTP.
+limit+offset pagination (returning the total), count results, build the grid tree and per-node roll-ups.
+Every query's WHERE starts with its scope (`_Where.scoped`: the caller's subtree); the one unscoped query,
+dead letters (most name no station), says so (`_Where.unscoped`) and is for admins only.
+Does not: write anything, or HTTP; the dashboard's overview and live feed are in cloud.dashboard, reports in
+cloud.reports.
 """
 
 # ruff: noqa: S608 - SQL text here is assembled only from this module's constants; values are bound.
@@ -13,11 +16,11 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from cloud.auth import User, require_in_scope
+from cloud.auth import User, resolve_scope, scoped_node
 from cloud.clock import utc_iso
 from cloud.db import Database
 from cloud.errors import NotFound
-from cloud.grid import Node, node_by_code, subtree
+from cloud.grid import Node, subtree
 from cloud.rollup import range_counts, range_counts_by_node
 from cloud.sqlfilter import like_contains, subtree_sql
 from kuaijian_schema.labels import ANALYTES
@@ -36,19 +39,23 @@ def _dicts(cur: Any) -> Rows:
     return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
 
-def scoped_node(db: Database, user: User, code: str) -> Node:
-    """The node `code` if it is inside the user's subtree; NotFound otherwise (also for unknown codes)."""
-    node = node_by_code(db, code)
-    require_in_scope(user, None if node is None else node.path, f"grid node {code}")
-    assert node is not None  # noqa: S101 - require_in_scope raised otherwise
-    return node
-
-
 class _Where:
-    def __init__(self, user: User, node_column: str) -> None:
-        sql, params = user.scope_sql(node_column)
-        self.parts = [sql]
-        self.params: list[object] = list(params)
+    """The WHERE of one query: its scope condition, then filters (`add`), all ANDed."""
+
+    def __init__(self, parts: list[str], params: list[object]) -> None:
+        self.parts = parts
+        self.params = params
+
+    @classmethod
+    def scoped(cls, user: User, node_column: str) -> _Where:
+        """Rows whose grid node (`node_column`, a grid_nodes.id column) lies in the user's subtree."""
+        sql, params = subtree_sql(node_column, user.node_path)
+        return cls([sql], list(params))
+
+    @classmethod
+    def unscoped(cls) -> _Where:
+        """Every row: for tables no grid node owns (dead letters). The caller has checked the user is an admin."""
+        return cls(["1=1"], [])
 
     def add(self, sql: str, *params: object) -> None:
         self.parts.append(sql)
@@ -160,7 +167,7 @@ def list_results(
 ) -> Page:
     """Results, newest measurement first. `since` inclusive, `until` exclusive (measured_at). `q` searches
     the sample id, product, producer, station id and name, and analyte names."""
-    where = _Where(user, "r.node_id")
+    where = _Where.scoped(user, "r.node_id")
     if q:
         _search(where, q, ("r.sample_id", "r.product", "r.producer", "r.station", "sn.name"), "r.analyte")
     if station is not None:
@@ -212,7 +219,7 @@ def _results_total(
     (cloud.rollup), the partial days at either end from the results."""
 
     def cond(alias: str) -> tuple[str, list[Any]]:
-        sql, params = user.scope_sql(f"{alias}.node_id")
+        sql, params = subtree_sql(f"{alias}.node_id", user.node_path)
         parts, args = [sql], list(params)
         if station is not None:
             parts.append(
@@ -235,8 +242,19 @@ def _results_total(
     return range_counts(db, cond, since, until, items=items)[0]
 
 
+def count_results(db: Database, user: User) -> int:
+    """How many results the user's scope holds: every result is in the all-time totals (cloud.rollup), so no
+    pass over the results."""
+    where = _Where.scoped(user, "node_id")
+    return int(
+        db.execute(
+            f"SELECT COALESCE(SUM(tests), 0) FROM result_totals WHERE {where.sql}", where.params
+        ).fetchone()[0]
+    )
+
+
 def get_result(db: Database, user: User, result_id: str) -> dict[str, Any]:
-    where = _Where(user, "r.node_id")
+    where = _Where.scoped(user, "r.node_id")
     where.add("r.id = ?", result_id)
     cur = db.execute(f"SELECT {RESULT_COLUMNS}, r.raw_json FROM results r WHERE {where.sql}", where.params)
     rows = _dicts(cur)
@@ -272,7 +290,7 @@ def list_stations(
     limit: int = 100,
     offset: int = 0,
 ) -> Page:
-    where = _Where(user, "s.node_id")
+    where = _Where.scoped(user, "s.node_id")
     if node is not None:
         where.subtree("s.node_id", scoped_node(db, user, node))
     if online is not None:
@@ -282,7 +300,7 @@ def list_stations(
 
 
 def get_station(db: Database, user: User, station: str) -> dict[str, Any]:
-    where = _Where(user, "s.node_id")
+    where = _Where.scoped(user, "s.node_id")
     where.add("s.id = ?", station)
     rows = _dicts(
         db.execute(
@@ -313,9 +331,10 @@ def node_item(node: Node) -> dict[str, Any]:
 def _roots(db: Database, user: User, code: str | None) -> list[Node]:
     if code is not None:
         return [scoped_node(db, user, code)]
-    if user.is_admin:
+    scope = resolve_scope(db, user, None)
+    if scope.is_whole_grid:
         return [n for n in subtree(db, "/") if n.parent_id is None]
-    return [scoped_node(db, user, user.node_code or "")]
+    return [scope]
 
 
 def grid_tree(db: Database, user: User, code: str | None = None) -> list[dict[str, Any]]:
@@ -325,7 +344,7 @@ def grid_tree(db: Database, user: User, code: str | None = None) -> list[dict[st
         items: dict[int, dict[str, Any]] = {}
         for node in subtree(db, root.path):
             item = {**node_item(node), "children": []}
-            items[node.id] = item
+            items[node.row_id] = item
             if node.id == root.id:
                 out.append(item)
             elif node.parent_id in items:
@@ -425,7 +444,7 @@ def list_cases(
     """Cases whose station is in scope; `overdue_at`: only unclosed cases whose deadline is before it;
     `assignee`: only cases assigned to that user ('my cases'); `unclosed`: every status but closed; `q`
     searches the case number, station id and name, product, assignee and analyte names."""
-    where = _Where(user, "c.origin_node_id")
+    where = _Where.scoped(user, "c.origin_node_id")
     if unclosed:
         where.add("c.status != 'closed'")
     if q:
@@ -461,7 +480,7 @@ def list_cases(
 def list_gaps(
     db: Database, user: User, *, station: str | None, open_only: bool, limit: int, offset: int
 ) -> Page:
-    where = _Where(user, "s.node_id")
+    where = _Where.scoped(user, "s.node_id")
     if station is not None:
         where.add("q.station = ?", station)
     if open_only:
@@ -481,7 +500,7 @@ def list_dead_letters(
     db: Database, *, station: str | None, reason: str | None, limit: int, offset: int
 ) -> Page:
     """Admin only (the caller checks): dead letters are not scoped because many have no known station."""
-    where = _Where(User(0, "admin", "admin", None, None, "/"), "NULL")
+    where = _Where.unscoped()
     if station is not None:
         where.add("station = ?", station)
     if reason is not None:
@@ -498,7 +517,7 @@ def list_dead_letters(
 
 
 def list_configs(db: Database, user: User, *, station: str | None, limit: int, offset: int) -> Page:
-    where = _Where(user, "s.node_id")
+    where = _Where.scoped(user, "s.node_id")
     if station is not None:
         where.add("c.station = ?", station)
     page = _page(

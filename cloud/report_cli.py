@@ -26,12 +26,13 @@ def cmd_report(args: argparse.Namespace) -> int:
     from cloud.clock import SystemClock
     from cloud.db import open_db
     from cloud.errors import CloudError
+    from cloud.grid import node_or_whole_grid
     from cloud.settings import Settings, db_setting
 
     settings = Settings() if args.db is None else Settings(**db_setting(args.db))
     db = open_db(settings.database)
     try:
-        scope = reports.scope_for_code(db, args.node)
+        scope = node_or_whole_grid(db, args.node)
         body = reports.render_report(
             db,
             args.kind,

@@ -9,8 +9,8 @@ UTF-8 with a BOM so Excel shows Chinese. Periods are local calendar days in `REP
 Whole-day counts come from the daily aggregates (cloud.rollup) when the grid's time zone is the rollup's;
 a grid in another time zone is counted from the results themselves, with the same definitions.
 
-Does not: authorise (callers pass a `Scope` they resolved with `resolve_scope`, which enforces the
-user's subtree), write anything, or know about HTTP.
+Does not: authorise (callers pass a `cloud.grid.Node` they resolved with `cloud.auth.resolve_scope`, which
+enforces the user's subtree), write anything, or know about HTTP.
 
 Definitions (docs/reports.md has the long form):
 - tests = every stored result; valid = tests whose verdict is not ``invalid``;
@@ -40,9 +40,9 @@ from zoneinfo import ZoneInfo
 from pydantic import BaseModel, ConfigDict, Field
 
 from cloud import assessment, rollup
-from cloud.auth import User
 from cloud.db import Database
-from cloud.errors import Invalid, NotFound
+from cloud.errors import Invalid
+from cloud.grid import Node
 from cloud.sqlfilter import LocalUnit, local_time_sql, subtree_sql
 from kuaijian_schema import labels
 
@@ -56,53 +56,7 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True)
 
 
-# ---------------------------------------------------------------- scope and periods
-
-
-class Scope(_Frozen):
-    """A grid node (or, for admins, the whole grid: level "all", path "/") that a report covers."""
-
-    id: int | None
-    code: str | None
-    name: str
-    level: str
-    path: str
-
-
-ALL_SCOPE = Scope(id=None, code=None, name="全部", level="all", path="/")
-
-
-def resolve_scope(db: Database, user: User, code: str | None) -> Scope:
-    """The node with `code` (default: the user's own node; the whole grid for an admin).
-
-    Raises NotFound if the node does not exist or is outside the user's subtree (existence not leaked).
-    """
-    if not code:  # None or "" (an empty query parameter): the caller's own node
-        if user.is_admin:
-            return ALL_SCOPE
-        code = user.node_code
-        if code is None:
-            raise NotFound("your grid node no longer exists")
-    row = db.execute("SELECT id, code, name, level, path FROM grid_nodes WHERE code = ?", [code]).fetchone()
-    if row is None or not user.sees(str(row[4])):
-        raise NotFound(f"grid node {code!r} not found in your scope")
-    return Scope(id=int(row[0]), code=str(row[1]), name=str(row[2]), level=str(row[3]), path=str(row[4]))
-
-
-def scope_path(db: Database, scope: Scope) -> list[Scope]:
-    """Ancestors of `scope` from the root down to it (inclusive); [ALL_SCOPE] for the whole grid."""
-    if scope.id is None:
-        return [ALL_SCOPE]
-    ids = [int(p) for p in scope.path.strip("/").split("/") if p]
-    if not ids:
-        return [scope]
-    marks = ",".join("?" for _ in ids)
-    rows = db.execute(
-        f"SELECT id, code, name, level, path FROM grid_nodes WHERE id IN ({marks})",  # noqa: S608 - placeholders only
-        ids,
-    ).fetchall()
-    by_id = {int(r[0]): Scope(id=int(r[0]), code=r[1], name=r[2], level=r[3], path=r[4]) for r in rows}
-    return [by_id[i] for i in ids if i in by_id]
+# ---------------------------------------------------------------- periods
 
 
 class Period(_Frozen):
@@ -231,13 +185,13 @@ def _counts(row: Sequence[Any], offset: int = 0) -> Counts:
     )
 
 
-def _results_where(scope: Scope, period: Period, tz: ZoneInfo) -> tuple[str, list[Any]]:
+def _results_where(scope: Node, period: Period, tz: ZoneInfo) -> tuple[str, list[Any]]:
     lo, hi = period.utc_bounds(tz)
     clause, params = subtree_sql("r.node_id", scope.path)
     return f"r.measured_at >= ? AND r.measured_at < ? AND {clause}", [lo, hi, *params]
 
 
-def counts(db: Database, scope: Scope, period: Period, tz: ZoneInfo = REPORT_TZ) -> Counts:
+def counts(db: Database, scope: Node, period: Period, tz: ZoneInfo = REPORT_TZ) -> Counts:
     """Tests, valid tests, positives, suspects, invalid and positive rate under `scope` in `period`."""
     if rollup.covers(tz):
         return _counts(rollup.counts(db, scope.path, period.start, period.end))
@@ -252,7 +206,7 @@ class PositivityRow(Counts):
     product: str
 
 
-def positivity(db: Database, scope: Scope, period: Period, tz: ZoneInfo = REPORT_TZ) -> list[PositivityRow]:
+def positivity(db: Database, scope: Node, period: Period, tz: ZoneInfo = REPORT_TZ) -> list[PositivityRow]:
     """Counts by local month × analyte × product, sorted by month, analyte, product."""
     if rollup.covers(tz):
         return [
@@ -272,7 +226,7 @@ class AnalyteRow(Counts):
     analyte: str
 
 
-def by_analyte(db: Database, scope: Scope, period: Period, tz: ZoneInfo = REPORT_TZ) -> list[AnalyteRow]:
+def by_analyte(db: Database, scope: Node, period: Period, tz: ZoneInfo = REPORT_TZ) -> list[AnalyteRow]:
     """Counts per analyte, most tested first."""
     if rollup.covers(tz):
         return [
@@ -291,7 +245,7 @@ class DayRow(Counts):
     day: str
 
 
-def per_day(db: Database, scope: Scope, period: Period, tz: ZoneInfo = REPORT_TZ) -> list[DayRow]:
+def per_day(db: Database, scope: Node, period: Period, tz: ZoneInfo = REPORT_TZ) -> list[DayRow]:
     """Counts per local day of `period`, every day present (zeros included)."""
     if rollup.covers(tz):
         found = {d: _counts(c) for d, c in rollup.per_day(db, scope.path, period.start, period.end).items()}
@@ -351,7 +305,7 @@ def _now_text(now: datetime) -> str:
 
 
 def closure(
-    db: Database, scope: Scope, period: Period, now: datetime, tz: ZoneInfo = REPORT_TZ
+    db: Database, scope: Node, period: Period, now: datetime, tz: ZoneInfo = REPORT_TZ
 ) -> ClosureStats:
     """On-time closure of the cases opened under `scope` in `period`, judged at `now`."""
     lo, hi = period.utc_bounds(tz)
@@ -391,14 +345,14 @@ class RankingRow(_Frozen):
 class Ranking(_Frozen):
     level: str
     period: Period
-    within: Scope
+    within: Node
     score_formula: str
     rows: list[RankingRow]
 
 
 def ranking(
     db: Database,
-    scope: Scope,
+    scope: Node,
     level: RankLevel,
     period: Period,
     now: datetime,
@@ -420,7 +374,7 @@ def ranking(
     if rollup.covers(tz) and assess.timely_minutes == rollup.TIMELY_MINUTES:
         units = rollup.Units(db, scope.path, period.start, period.end)
     for node_id, code, name, node_level, path in nodes:
-        unit = Scope(id=int(node_id), code=str(code), name=str(name), level=str(node_level), path=str(path))
+        unit = Node(id=int(node_id), code=str(code), name=str(name), level=str(node_level), path=str(path))
         c = _counts(units.counts(unit.path)) if units is not None else counts(db, unit, period, tz)
         parts, raw = assessment.unit_parts(
             db,
@@ -479,7 +433,7 @@ class PositiveResult(_Frozen):
 
 
 class WeeklyReport(_Frozen):
-    node: Scope
+    node: Node
     week: str
     start: date
     end: date
@@ -501,14 +455,14 @@ class WeeklyReport(_Frozen):
 _CHILD_RANK_LEVEL: dict[str, RankLevel] = {"all": "county", "county": "town", "town": "village"}
 
 
-def child_level(scope: Scope) -> RankLevel | None:
+def child_level(scope: Node) -> RankLevel | None:
     """The rankable level just below `scope` (county for the whole grid; None for villages/stations)."""
     return _CHILD_RANK_LEVEL.get(scope.level)
 
 
 def weekly_report(
     db: Database,
-    scope: Scope,
+    scope: Node,
     week: Period,
     now: datetime,
     tz: ZoneInfo = REPORT_TZ,
@@ -796,20 +750,10 @@ ReportKind = Literal["weekly", "positivity", "closure", "rankings", "summary"]
 REPORT_KINDS: tuple[str, ...] = ("weekly", "positivity", "closure", "rankings", "summary")
 
 
-def scope_for_code(db: Database, code: str | None) -> Scope:
-    """Unscoped lookup for operators (CLI): the node with `code`, or the whole grid for None."""
-    if not code:
-        return ALL_SCOPE
-    row = db.execute("SELECT id, code, name, level, path FROM grid_nodes WHERE code = ?", [code]).fetchone()
-    if row is None:
-        raise NotFound(f"grid node {code!r} not found")
-    return Scope(id=int(row[0]), code=str(row[1]), name=str(row[2]), level=str(row[3]), path=str(row[4]))
-
-
 def render_report(
     db: Database,
     kind: ReportKind,
-    scope: Scope,
+    scope: Node,
     now: datetime,
     *,
     fmt: Literal["json", "csv", "html"] = "json",

@@ -32,6 +32,7 @@ from cloud.db import Database, transaction
 from cloud.errors import Invalid, NotFound
 from cloud.riskstats import RiseParams, RiseTest, priority, rise_test
 from cloud.settings import Settings
+from cloud.sqlfilter import subtree_sql
 
 KINDS = ("positivity_rise", "producer_repeat", "station_invalid")
 SEVERITIES = ("high", "medium")
@@ -369,7 +370,7 @@ def list_alerts(
     offset: int = 0,
 ) -> tuple[int, list[dict[str, Any]]]:
     """Alerts on nodes in the user's subtree, newest first: (total, page)."""
-    where, params = user.scope_sql("a.node_id")
+    where, params = subtree_sql("a.node_id", user.node_path)
     clauses = [where]
     if kind is not None:
         if kind not in KINDS:
@@ -451,7 +452,7 @@ def priorities(
     if days <= 0 or days > 3660:
         raise Invalid("days must be between 1 and 3660")
     since = (now - timedelta(days=days)).astimezone(UTC).isoformat()
-    where, params = user.scope_sql("node_id")
+    where, params = subtree_sql("node_id", user.node_path)
     rows = db.execute(
         f"""SELECT analyte, product, node_id, SUM(CASE WHEN verdict = 'positive' THEN 1 ELSE 0 END), COUNT(*) FROM results
             WHERE verdict != 'invalid' AND measured_at >= ? AND {where}
@@ -530,7 +531,7 @@ def map_points(db: Database, user: User, now: datetime, days: int = 30) -> dict[
         int(r[0]): (float(r[1]), float(r[2]))
         for r in db.execute("SELECT id, lat, lon FROM grid_nodes WHERE lat IS NOT NULL AND lon IS NOT NULL")
     }
-    where, params = user.scope_sql("s.node_id")
+    where, params = subtree_sql("s.node_id", user.node_path)
     stations = db.execute(
         f"""SELECT s.id, s.node_id, s.online, s.backlog, s.status_at, s.last_seen FROM stations s
             WHERE {where} ORDER BY s.id""",  # noqa: S608 - scope SQL is ours

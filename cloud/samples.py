@@ -37,11 +37,10 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from cloud.auth import User
+from cloud.auth import User, scoped_node
 from cloud.clock import utc_iso
 from cloud.db import Database
 from cloud.errors import Invalid, NotFound
-from cloud.grid import node_by_code
 from cloud.producers import id_of_ref, ref_of, scope_path
 from cloud.sqlfilter import subtree_sql
 from kuaijian_schema.wire import RawSignal, SampleRegistration
@@ -323,10 +322,7 @@ def _sample_item(db: Database, row: dict[str, Any], *, lines: bool) -> dict[str,
 
 def _under(db: Database, user: User, node: str, column: str) -> tuple[str, list[object]]:
     """The subtree condition of grid node `node` (a code) on `column`; NotFound outside the user's scope."""
-    found = node_by_code(db, node)
-    if found is None or not user.sees(found.path):
-        raise NotFound(f"节点 {node} 不在您的辖区 (grid node not found in your scope)")
-    return subtree_sql(column, found.path)
+    return subtree_sql(column, scoped_node(db, user, node).path)
 
 
 def list_samples(
@@ -342,7 +338,7 @@ def list_samples(
 ) -> tuple[int, list[dict[str, Any]]]:
     """(total, page) of registered samples in the caller's scope (under grid node `node` when given),
     newest first."""
-    clause, params = user.scope_sql("s.node_id")
+    clause, params = subtree_sql("s.node_id", user.node_path)
     where, args = [clause], list(params)
     if node:
         sub, sub_params = _under(db, user, node, "s.node_id")

@@ -23,7 +23,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from cloud import risk
-from cloud.auth import User
+from cloud.auth import User, scoped_node
 from cloud.db import Database, transaction
 from cloud.errors import Forbidden, Invalid, NotFound
 from cloud.sqlfilter import subtree_sql
@@ -72,18 +72,16 @@ def create_task(
         raise Invalid("the due date is before the start date")
     if not 1 <= target <= MAX_TARGET:
         raise Invalid(f"target must be between 1 and {MAX_TARGET}")
-    row = db.execute("SELECT id, level, path FROM grid_nodes WHERE code = ?", [node]).fetchone()
-    if row is None or not user.sees(str(row[2])):
-        raise NotFound(f"grid node {node!r} not found in your scope")
-    if row[1] not in TASK_LEVELS:
-        raise Invalid(f"tasks are set on a town, village or station, not a {row[1]}")
+    target_node = scoped_node(db, user, node)
+    if target_node.level not in TASK_LEVELS:
+        raise Invalid(f"tasks are set on a town, village or station, not a {target_node.level}")
     with transaction(db):
         cur = db.execute(
             """INSERT INTO tasks (node_id, title, start_date, due_date, target, products_json, analytes_json,
                    note, source, created_by, created_at)
                VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id""",
             [
-                int(row[0]),
+                target_node.id,
                 title.strip()[:200],
                 start.isoformat(),
                 due.isoformat(),

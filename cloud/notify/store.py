@@ -16,11 +16,12 @@ import re
 from datetime import datetime
 from typing import Any
 
-from cloud.auth import User
+from cloud.auth import User, scoped_node
 from cloud.db import Database, transaction
 from cloud.errors import Invalid, NotFound
 from cloud.notify import queue
 from cloud.notify.channels import KINDS, check_url
+from cloud.sqlfilter import subtree_sql
 
 PHONE_RE = re.compile(r"^\+?\d{5,15}$")
 _COLUMNS = (
@@ -39,7 +40,7 @@ def _item(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def _scope(user: User) -> tuple[str, list[Any]]:
-    where, params = user.scope_sql("c.node_id")
+    where, params = subtree_sql("c.node_id", user.node_path)
     return f"((({where}) AND c.node_id IS NOT NULL) OR c.user_id = ?)", [*params, user.id]
 
 
@@ -107,10 +108,7 @@ def add_channel(
         code = node or user.node_code
         if code is None:
             raise Invalid("an admin's unit channel needs a node (or make it personal)")
-        row = db.execute("SELECT id, path FROM grid_nodes WHERE code = ?", [code]).fetchone()
-        if row is None or not user.sees(str(row[1])):
-            raise NotFound(f"grid node {code!r} not found in your scope")
-        node_id = int(row[0])
+        node_id = scoped_node(db, user, code).id
     with transaction(db):
         cur = db.execute(
             """INSERT INTO notify_channels (name, kind, url, secret, phones_json, events_json, min_severity,

@@ -15,7 +15,7 @@ from cloud.auth import User
 from cloud.db import open_db
 from cloud.dbcopy import copy_database
 from cloud.errors import Conflict
-from cloud.grid import upsert_node
+from cloud.grid import WHOLE_GRID, upsert_node
 from kuaijian.cli import main
 from tests.cloud.engines import Databases
 from tests.cloud.test_reports import NOW, build_dataset
@@ -58,8 +58,8 @@ def test_sqlite_county_moves_to_postgres_with_the_same_answers(tmp_path: Path, p
             )
             assert queries.list_cases(src, ADMIN, limit=1000) == queries.list_cases(dst, ADMIN, limit=1000)
             week = reports.week_period(reports.local_today(NOW) - timedelta(days=7))
-            assert reports.weekly_report(src, reports.ALL_SCOPE, week, NOW) == reports.weekly_report(
-                dst, reports.ALL_SCOPE, week, NOW
+            assert reports.weekly_report(src, WHOLE_GRID, week, NOW) == reports.weekly_report(
+                dst, WHOLE_GRID, week, NOW
             )
             # the id sequences continue above the copied ids: new rows can be written
             node, created = upsert_node(dst, "county", "999999", "新区", None)

@@ -385,12 +385,12 @@ def test_implausible_measured_at_is_kept_flagged_and_reported_by_receive_time(
     case = db.dicts("SELECT opened_at FROM cases")[0]
     assert case["opened_at"] == (T0 + timedelta(minutes=3)).isoformat()
     # the dashboard's feed and the results API carry the flag
-    from cloud.api.routes.dashboard import results_after
     from cloud.auth import User
+    from cloud.dashboard import results_after
+    from cloud.grid import WHOLE_GRID
     from cloud.queries import list_results
-    from cloud.reports import ALL_SCOPE
 
-    assert [r.flags for r in results_after(db, ALL_SCOPE, 0, 10)] == [["implausible_time"]]
+    assert [r.flags for r in results_after(db, WHOLE_GRID, 0, 10)] == [["implausible_time"]]
     (item,) = list_results(
         db, User(id=0, name="t", role="admin", node_id=None, node_code=None, node_path="/")
     ).items

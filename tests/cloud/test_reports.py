@@ -27,7 +27,7 @@ from cloud.clock import ManualClock
 from cloud.db import open_db, transaction
 from cloud.enrol import enrol_station
 from cloud.errors import Invalid
-from cloud.grid import upsert_node
+from cloud.grid import WHOLE_GRID, Node, node_or_whole_grid, upsert_node
 from cloud.settings import Settings, db_setting
 from tests.cloud.engines import Databases
 
@@ -347,11 +347,8 @@ def db(dataset: Dataset) -> Iterator[Any]:
         conn.close()
 
 
-def scope_of(db: Any, code: str | None) -> reports.Scope:
-    if code is None:
-        return reports.ALL_SCOPE
-    row = db.execute("SELECT id, code, name, level, path FROM grid_nodes WHERE code = ?", [code]).fetchone()
-    return reports.Scope(id=row[0], code=row[1], name=row[2], level=row[3], path=row[4])
+def scope_of(db: Any, code: str | None) -> Node:
+    return node_or_whole_grid(db, code)
 
 
 SCOPES = (None, "370214", "370215101", "370214101201", "370214101201-02")
@@ -387,8 +384,8 @@ def test_positivity_by_month_analyte_product(db: Any, dataset: Dataset, code: st
 
 def test_month_boundary_is_china_midnight(db: Any, dataset: Dataset) -> None:
     """A result at 2026-10-31T16:00:00Z is 1 November in China; one microsecond earlier is October."""
-    oct_ = reports.counts(db, reports.ALL_SCOPE, reports.month_period(date(2026, 10, 1)))
-    nov = reports.counts(db, reports.ALL_SCOPE, reports.month_period(date(2026, 11, 1)))
+    oct_ = reports.counts(db, WHOLE_GRID, reports.month_period(date(2026, 10, 1)))
+    nov = reports.counts(db, WHOLE_GRID, reports.month_period(date(2026, 11, 1)))
     assert oct_.model_dump() == expect_counts(
         results_in(dataset, None, date(2026, 10, 1), date(2026, 10, 31))
     )

@@ -17,8 +17,9 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from cloud import assessment, queries, reports, rollup
-from cloud.auth import User
+from cloud.auth import User, resolve_scope
 from cloud.db import Database, connect, open_db, transaction
+from cloud.grid import WHOLE_GRID, Node
 from cloud.sqlfilter import like_prefix
 from tests.cloud.engines import Databases
 from tests.cloud.test_reports import NOW, Dataset, build_dataset
@@ -213,9 +214,9 @@ PERIODS = [
 ]
 
 
-def _scopes(db: Database) -> list[reports.Scope]:
+def _scopes(db: Database) -> list[Node]:
     codes = [r[0] for r in db.execute("SELECT code FROM grid_nodes WHERE level != 'station' ORDER BY id")]
-    return [reports.ALL_SCOPE, *(reports.resolve_scope(db, ADMIN, c) for c in codes)]
+    return [WHOLE_GRID, *(resolve_scope(db, ADMIN, c) for c in codes)]
 
 
 def test_reports_and_rankings_from_the_aggregates_match_the_results(data: tuple[Database, Dataset]) -> None:

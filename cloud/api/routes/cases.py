@@ -11,6 +11,7 @@ from cloud import cases, queries
 from cloud.api.deps import ClockDep, CurrentUserDep, DbDep, SettingsDep
 from cloud.api.models import CaseActionIn, CaseDetail, CaseOut, Page
 from cloud.api.pagination import PageDep
+from cloud.grid import node_by_id
 
 router = APIRouter(prefix="/api/cases", tags=["cases"])
 
@@ -18,7 +19,8 @@ CaseId = Annotated[int, Path(ge=1, le=2**63 - 1, description="case id")]
 
 
 def _detail(db: DbDep, case: dict[str, Any], actions: list[dict[str, Any]]) -> CaseDetail:
-    node_code = db.execute("SELECT code FROM grid_nodes WHERE id = ?", [case["node_id"]]).fetchone()[0]
+    node = node_by_id(db, int(case["node_id"]))
+    node_code = None if node is None else node.code
     sample, lines = cases.case_sample(db, case)
     return CaseDetail.model_validate(
         {

@@ -10,6 +10,7 @@ from pydantic import AwareDatetime
 from cloud import queries
 from cloud.api.deps import CurrentUserDep, DbDep
 from cloud.api.models import NodeOut, Rollup, TreeNode
+from cloud.auth import scoped_node
 
 router = APIRouter(prefix="/api/grid", tags=["grid"])
 
@@ -26,7 +27,7 @@ def tree(db: DbDep, user: CurrentUserDep, node: NodeCode = None) -> list[TreeNod
 
 @router.get("/nodes/{code}")
 def get_node(db: DbDep, user: CurrentUserDep, code: str) -> NodeOut:
-    return NodeOut.model_validate(queries.node_item(queries.scoped_node(db, user, code)))
+    return NodeOut.model_validate(queries.node_item(scoped_node(db, user, code)))
 
 
 @router.get("/rollup")

@@ -17,6 +17,8 @@ from pydantic import BaseModel
 
 from cloud import ranking_pages, reports
 from cloud.api.deps import ClockDep, CurrentUserDep, DbDep, SettingsDep
+from cloud.auth import resolve_scope
+from cloud.grid import Node
 
 router = APIRouter(prefix="/api/reports", tags=["reports"])
 
@@ -62,7 +64,7 @@ def _range(start: date | None, end: date | None, today: date) -> reports.Period:
 
 
 class NodeSummary(BaseModel):
-    node: reports.Scope
+    node: Node
     period: reports.Period
     totals: reports.Counts
     closure: reports.ClosureStats
@@ -70,13 +72,13 @@ class NodeSummary(BaseModel):
 
 
 class PositivityReport(BaseModel):
-    node: reports.Scope
+    node: Node
     period: reports.Period
     rows: list[reports.PositivityRow]
 
 
 class ClosureReport(BaseModel):
-    node: reports.Scope
+    node: Node
     period: reports.Period
     closure: reports.ClosureStats
 
@@ -94,7 +96,7 @@ def summary(
     """Totals (tests, valid, positives, suspects, invalid, positive rate), case closure and per-analyte
     counts of one node over a period of local days."""
     now = clock.now()
-    scope = reports.resolve_scope(db, user, node)
+    scope = resolve_scope(db, user, node)
     period = _range(start, end, reports.local_today(now, settings.tz))
     return NodeSummary(
         node=scope,
@@ -117,7 +119,7 @@ def positivity(
     format: TableFormat = "json",
 ) -> PositivityReport | Response:
     """Tests done, positives and positive rate by analyte × product × month (local months)."""
-    scope = reports.resolve_scope(db, user, node)
+    scope = resolve_scope(db, user, node)
     period = _range(start, end, reports.local_today(clock.now(), settings.tz))
     rows = reports.positivity(db, scope, period, settings.tz)
     if format == "csv":
@@ -141,7 +143,7 @@ def case_closure(
 ) -> ClosureReport | Response:
     """On-time case closure of the cases opened in the period (judged now)."""
     now = clock.now()
-    scope = reports.resolve_scope(db, user, node)
+    scope = resolve_scope(db, user, node)
     period = _range(start, end, reports.local_today(now, settings.tz))
     stats = reports.closure(db, scope, period, now, settings.tz)
     if format == "csv":
@@ -185,7 +187,7 @@ def rankings(
     score (考核). Towns are usually ranked daily or weekly, counties weekly or monthly; any combination is
     allowed. ?format=html is the printable 排名通报, ?format=xlsx the same as an Excel workbook."""
     now = clock.now()
-    scope = reports.resolve_scope(db, user, node)
+    scope = resolve_scope(db, user, node)
     span = reports.period_containing(period, on if on is not None else reports.local_today(now, settings.tz))
     result = reports.ranking(db, scope, level, span, now, settings.tz, assess=settings.assessment)
     name = f"ranking_{level}_{span.label}_{_safe(scope.code)}"
@@ -237,7 +239,7 @@ def weekly(
     """The weekly report of a node: totals vs the previous week, case closure, per analyte, per day,
     ranking of the child nodes and the list of positive results."""
     now = clock.now()
-    scope = reports.resolve_scope(db, user, node)
+    scope = resolve_scope(db, user, node)
     if week is None:
         span = reports.week_period(reports.local_today(now, settings.tz) - timedelta(days=7))
     else:
