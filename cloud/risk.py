@@ -22,18 +22,21 @@ from __future__ import annotations
 
 import json
 from collections import defaultdict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any
+from typing import Any, Generic, TypeVar
 from zoneinfo import ZoneInfo
 
 from cloud.auth import User
 from cloud.db import Database, transaction
 from cloud.errors import Invalid, NotFound
+from cloud.grid import Node, subtree
 from cloud.riskstats import RiseParams, RiseTest, priority, rise_test
 from cloud.settings import Settings
 from cloud.sqlfilter import subtree_sql
 
+K = TypeVar("K", bound=Hashable)
 KINDS = ("positivity_rise", "producer_repeat", "station_invalid")
 SEVERITIES = ("high", "medium")
 
@@ -58,15 +61,6 @@ def params_from(settings: Settings) -> RiskParams:
     )
 
 
-@dataclass(frozen=True)
-class _Node:
-    id: int
-    level: str
-    code: str
-    name: str
-    path: str
-
-
 @dataclass
 class ScanReport:
     created: list[str] = field(default_factory=list)
@@ -74,12 +68,11 @@ class ScanReport:
     cells: int = 0
 
 
-def _nodes(db: Database) -> dict[int, _Node]:
-    rows = db.execute("SELECT id, level, code, name, path FROM grid_nodes").fetchall()
-    return {int(r[0]): _Node(int(r[0]), str(r[1]), str(r[2]), str(r[3]), str(r[4])) for r in rows}
+def _nodes(db: Database) -> dict[int, Node]:
+    return {n.row_id: n for n in subtree(db, "/")}
 
 
-def _ancestor(nodes: dict[int, _Node], node_id: int, level: str) -> _Node | None:
+def _ancestor(nodes: dict[int, Node], node_id: int, level: str) -> Node | None:
     node = nodes.get(node_id)
     if node is None:
         return None
@@ -103,9 +96,11 @@ def _utc_text(d: date, tz: ZoneInfo) -> str:
     return datetime(d.year, d.month, d.day, tzinfo=tz).astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S")
 
 
-def _hour_counts(
-    db: Database, lo: date, hi: date, tz: ZoneInfo
-) -> list[tuple[date, str, str, int, str, int]]:
+_Count = tuple[date, str, str, int, str, int]
+"""(local date, analyte, product, station node id, verdict, count): one row of `_hour_counts`."""
+
+
+def _hour_counts(db: Database, lo: date, hi: date, tz: ZoneInfo) -> list[_Count]:
     """(local date, analyte, product, station node id, verdict, count) for results measured in [lo, hi)."""
     rows = db.execute(
         """SELECT substr(measured_at, 1, 13), analyte, product, node_id, verdict, COUNT(*)
@@ -185,41 +180,69 @@ def scan(db: Database, now: datetime, params: RiskParams | None = None) -> ScanR
     return report
 
 
+@dataclass
+class _Buckets(Generic[K]):
+    """Events and tests per key in the scanned week (`current`) and the trailing baseline weeks before it
+    (`baseline`), and the baseline summed per reference key (`reference`): [events, tests] each."""
+
+    current: dict[K, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
+    baseline: dict[K, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
+    reference: dict[Hashable, list[int]] = field(default_factory=lambda: defaultdict(lambda: [0, 0]))
+
+
+def _bucket(
+    counts: list[_Count],
+    week: date,
+    baseline_weeks: int,
+    key: Callable[[_Count], K | None],
+    reference: Callable[[_Count], Hashable],
+    event: str,
+) -> _Buckets[K]:
+    """Count the tests of `counts` (and those among them with verdict `event`) per `key` — rows whose key is
+    None are skipped — into the week starting `week` and the `baseline_weeks` before it; the baseline also
+    per `reference` key, the rate a cell's baseline is shrunk towards."""
+    base_lo = week - timedelta(days=7 * baseline_weeks)
+    week_end = week + timedelta(days=7)
+    out: _Buckets[K] = _Buckets()
+    for row in counts:
+        day, verdict, n = row[0], row[4], row[5]
+        k = key(row)
+        if k is None:
+            continue
+        hits = n if verdict == event else 0
+        if week <= day < week_end:
+            cell = out.current[k]
+        elif base_lo <= day < week:
+            cell = out.baseline[k]
+            ref = out.reference[reference(row)]
+            ref[0] += hits
+            ref[1] += n
+        else:
+            continue
+        cell[0] += hits
+        cell[1] += n
+    return out
+
+
 def _scan_positivity(
     db: Database,
     report: ScanReport,
-    nodes: dict[int, _Node],
-    counts: list[tuple[date, str, str, int, str, int]],
+    nodes: dict[int, Node],
+    counts: list[_Count],
     week: date,
     params: RiskParams,
     now: datetime,
 ) -> None:
-    base_lo = week - timedelta(days=7 * params.baseline_weeks)
-    week_end = week + timedelta(days=7)
-    cur: dict[tuple[str, str, int], list[int]] = defaultdict(lambda: [0, 0])
-    base: dict[tuple[str, str, int], list[int]] = defaultdict(lambda: [0, 0])
-    ref: dict[str, list[int]] = defaultdict(lambda: [0, 0])
-    for day, analyte, product, node_id, verdict, n in counts:
-        if verdict == "invalid":
-            continue
-        place = _ancestor(nodes, node_id, params.place_level)
-        if place is None:
-            continue
-        key = (analyte, product, place.id)
-        pos = n if verdict == "positive" else 0
-        if week <= day < week_end:
-            cur[key][0] += pos
-            cur[key][1] += n
-        elif base_lo <= day < week:
-            base[key][0] += pos
-            base[key][1] += n
-            ref[analyte][0] += pos
-            ref[analyte][1] += n
+    def cell(row: _Count) -> tuple[str, str, int] | None:
+        place = None if row[4] == "invalid" else _ancestor(nodes, row[3], params.place_level)
+        return None if place is None else (row[1], row[2], place.row_id)
+
+    buckets = _bucket(counts, week, params.baseline_weeks, cell, lambda row: row[1], "positive")
     label = week_label(week)
-    for (analyte, product, place_id), (x, n) in cur.items():
+    for (analyte, product, place_id), (x, n) in buckets.current.items():
         report.cells += 1
-        bx, bn = base.get((analyte, product, place_id), (0, 0))
-        rx, rn = ref.get(analyte, (0, 0))
+        bx, bn = buckets.baseline.get((analyte, product, place_id), (0, 0))
+        rx, rn = buckets.reference.get(analyte, (0, 0))
         test = rise_test(x, n, bx, bn, rx / rn if rn else 0.0, params.rise)
         if not test.alert:
             continue
@@ -248,31 +271,18 @@ def _scan_positivity(
 def _scan_invalid(
     db: Database,
     report: ScanReport,
-    nodes: dict[int, _Node],
-    counts: list[tuple[date, str, str, int, str, int]],
+    nodes: dict[int, Node],
+    counts: list[_Count],
     week: date,
     params: RiskParams,
     now: datetime,
 ) -> None:
-    base_lo = week - timedelta(days=7 * params.baseline_weeks)
-    week_end = week + timedelta(days=7)
-    cur: dict[int, list[int]] = defaultdict(lambda: [0, 0])
-    base: dict[int, list[int]] = defaultdict(lambda: [0, 0])
-    ref = [0, 0]
-    for day, _analyte, _product, node_id, verdict, n in counts:
-        bad = n if verdict == "invalid" else 0
-        if week <= day < week_end:
-            cur[node_id][0] += bad
-            cur[node_id][1] += n
-        elif base_lo <= day < week:
-            base[node_id][0] += bad
-            base[node_id][1] += n
-            ref[0] += bad
-            ref[1] += n
+    buckets = _bucket(counts, week, params.baseline_weeks, lambda row: row[3], lambda _row: "all", "invalid")
+    rx, rn = buckets.reference.get("all", (0, 0))
     label = week_label(week)
-    for node_id, (x, n) in cur.items():
-        bx, bn = base.get(node_id, (0, 0))
-        test = rise_test(x, n, bx, bn, ref[0] / ref[1] if ref[1] else 0.0, params.invalid)
+    for node_id, (x, n) in buckets.current.items():
+        bx, bn = buckets.baseline.get(node_id, (0, 0))
+        test = rise_test(x, n, bx, bn, rx / rn if rn else 0.0, params.invalid)
         if not test.alert or node_id not in nodes:
             continue
         station = nodes[node_id]
@@ -294,7 +304,7 @@ def _scan_invalid(
 
 
 def _scan_producers(
-    db: Database, report: ScanReport, nodes: dict[int, _Node], now: datetime, params: RiskParams
+    db: Database, report: ScanReport, nodes: dict[int, Node], now: datetime, params: RiskParams
 ) -> None:
     since = (now - timedelta(days=params.producer_window_days)).astimezone(UTC).isoformat()
     rows = db.execute(
@@ -466,7 +476,7 @@ def priorities(
         place = _ancestor(nodes, int(node_id), place_level) or nodes.get(int(node_id))
         if place is None:
             continue
-        cell = cells[(str(analyte), str(product), place.id)]
+        cell = cells[(str(analyte), str(product), place.row_id)]
         cell[0] += int(pos)
         cell[1] += int(n)
         ref[str(analyte)][0] += int(pos)
@@ -485,7 +495,7 @@ def priorities(
             Priority(
                 analyte=analyte,
                 product=product,
-                place_code=place.code,
+                place_code=str(place.code),
                 place_name=place.name,
                 tests=n,
                 positives=pos,
