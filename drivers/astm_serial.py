@@ -6,12 +6,15 @@ Does:
   receives the analyzer's answer (its ENQ is ACKed, each frame checked — checksum, frame number — and
   ACKed or NAKed, until EOT). A failed exchange is repeated whole under the shared policy of
   `drivers.backoff` (a busy analyzer — NAK to our ENQ — or a lost link is waited for with the lock
-  released). The only place with retries, timeouts and the lock.
+  released). The only place with retries, timeouts and the lock; the port's lifecycle is
+  `drivers.port_session.PortSession`'s, shared with the gold-serial session.
 - `AstmGoldAnalyzer` — the `drivers.readings.Analyzer`: it asks with E1394 query records
   (``Q|1|^LAST||^^^ALL||||||||O`` for the newest record number, ``Q|1|^<n>||^^^ALL||||||||F`` for
   record n) and maps the answer (H, P, O, R reflectance, R CRC-32, L) to a `GoldReading`. Every
   answer's header names the analyzer's serial number; an answer from another device is refused.
 - `FAMILY` — the `driver = "astm-gold"` instrument table and its serial probe (`drivers.registry`).
+Lifecycle, the same-device guard, the record-number check and the probe are the record-memory analyzer's
+(`drivers.record_memory`), shared with `drivers.gold_serial`.
 Protocol, record fields and byte vectors: docs/protocols/astm.md.
 
 Does not: frame or parse records (`drivers.astm_framing`, `drivers.astm_records`), accept results the
@@ -21,7 +24,6 @@ again later), or interpret profiles (`gateway.interpret.gold`).
 
 from __future__ import annotations
 
-import threading
 import time
 import zlib
 from collections.abc import Callable
@@ -58,17 +60,17 @@ from drivers.astm_records import (
     decode_record,
     encode_record,
 )
-from drivers.backoff import Again, RetryStats, retrying
+from drivers.backoff import Again
 from drivers.errors import (
-    DeviceNotFound,
-    DriverError,
     DriverTimeout,
     FrameError,
     ProtocolError,
     TransportError,
 )
+from drivers.port_session import PortSession
 from drivers.readings import Analyzer, DeviceInfo, GoldReading
-from drivers.registry import DriverFamily, InstrumentSettings, Probed, ProbeOptions
+from drivers.record_memory import RecordMemoryAnalyzer, SerialGoldInstrument, check_record_no, probe
+from drivers.registry import DriverFamily, Probed, ProbeOptions
 from drivers.timeouts import Timeouts
 from drivers.transport import Transport, transport_for
 
@@ -99,48 +101,20 @@ class AstmStats:
     reconnects: int = 0
 
 
-class AstmSession:
+class AstmSession(PortSession):
     """ASTM E1381 host over a `Transport`: `exchange(message) -> answer`, one at a time."""
 
     def __init__(self, transport: Transport, timeouts: Timeouts = DEFAULT_TIMEOUTS) -> None:
-        self.transport = transport
-        self.timeouts = timeouts
-        self.lock = threading.RLock()
+        super().__init__(transport, timeouts)
         self.stats = AstmStats()
-        self.retry = RetryStats()
-        self._closed = threading.Event()
-        self._buf = bytearray()
-
-    def open(self) -> None:
-        self._closed.clear()
-        with self.lock:
-            if not self.transport.is_open:
-                self._buf.clear()
-                self.transport.open()
-
-    def close(self) -> None:
-        """Close the port; an exchange waiting to retry gives up with `TransportError` at once."""
-        self._closed.set()
-        with self.lock:
-            self.transport.close()
-            self._buf.clear()
 
     def exchange(self, message: list[Record]) -> list[Record]:
         """Send `message` (H … L) and return the analyzer's answer (H … L), checked."""
         texts = [encode_record(r) for r in message]
-        return retrying(
-            self.lock, lambda: self._attempt(texts), self.timeouts, cancel=self._closed, stats=self.retry
-        )
+        return self._retrying(lambda: self._attempt(texts))
 
     def _attempt(self, texts: list[bytes]) -> list[Record]:
-        if not self.transport.is_open:
-            if self._closed.is_set():
-                raise TransportError(f"{self.transport.name} is not open")
-            try:
-                self._buf.clear()
-                self.transport.open()
-            except TransportError as exc:
-                raise Again(exc, wait=True) from exc
+        if self._reopen():
             self.stats.reconnects += 1
         self.stats.exchanges += 1
         try:
@@ -290,11 +264,13 @@ def host_message(query: Query) -> list[Record]:
     return [Header(sender=(HOST_ID,), receiver=""), query, Terminator()]
 
 
-class AstmGoldAnalyzer:
+class AstmGoldAnalyzer(RecordMemoryAnalyzer):
     """A colloidal-gold strip reader with ASTM E1381/E1394 LIS output on a serial port (or
-    ``tcp://host:port`` serial server). Records are pulled by number with query records."""
+    ``tcp://host:port`` serial server). Records are pulled by number with query records; `open()`
+    identifies the device and is idempotent (`drivers.record_memory`)."""
 
     driver = DRIVER_NAME
+    session: AstmSession
 
     def __init__(self, port: str, *, baudrate: int = 9600, timeouts: Timeouts = DEFAULT_TIMEOUTS) -> None:
         self.port = port
@@ -302,36 +278,11 @@ class AstmGoldAnalyzer:
         self.session = AstmSession(transport_for(port, baudrate=baudrate), timeouts)
         self._info: DeviceInfo | None = None
 
-    def open(self) -> None:
-        self.session.open()
-        try:
-            self.identify()
-        except DriverError:
-            self.session.close()
-            raise
-
-    def close(self) -> None:
-        self.session.close()
-
-    def __enter__(self) -> AstmGoldAnalyzer:
-        self.open()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @property
-    def info(self) -> DeviceInfo | None:
-        return self._info
-
     def _ask(self, record: str, status: Literal["O", "F"]) -> list[Record]:
         answer = self.session.exchange(host_message(Query(1, record, status)))
         header = answer[0]
         assert isinstance(header, Header)  # noqa: S101 — check_message guarantees it
-        info = self._device_info(header)
-        if self._info is not None and info.serial != self._info.serial:
-            raise ProtocolError(f"{self.port}: expected device {self._info.serial}, found {info.serial}")
-        self._info = info
+        self._same_device(self._device_info(header))
         return answer
 
     def _device_info(self, header: Header) -> DeviceInfo:
@@ -362,8 +313,7 @@ class AstmGoldAnalyzer:
         return max(o.record_no for o in orders)
 
     def read_record(self, record_no: int) -> GoldReading:
-        if not 1 <= record_no <= 0xFFFFFFFF:
-            raise ValueError(f"record numbers are 1..2^32-1, got {record_no}")
+        check_record_no(record_no)
         answer = self._ask(str(record_no), "F")
         end = answer[-1]
         assert isinstance(end, Terminator)  # noqa: S101 — check_message guarantees it
@@ -409,27 +359,15 @@ def _full_scale(units: str) -> int:
 
 def probe_serial(path: str, timeouts: Timeouts = PROBE_TIMEOUTS, baudrate: int = 9600) -> DeviceInfo:
     """Identify an ASTM gold reader at `path`; DeviceNotFound if none answers."""
-    analyzer = AstmGoldAnalyzer(path, baudrate=baudrate, timeouts=timeouts)
-    try:
-        analyzer.session.open()
-        return analyzer.identify()
-    except DriverError as exc:
-        raise DeviceNotFound(f"no ASTM analyzer at {path}: {exc}") from exc
-    finally:
-        analyzer.close()
+    return probe(AstmGoldAnalyzer(path, baudrate=baudrate, timeouts=timeouts), "ASTM analyzer")
 
 
 # ---------------------------------------------------------------- registration (drivers.registry)
-class AstmGoldInstrument(InstrumentSettings):
+class AstmGoldInstrument(SerialGoldInstrument):
     """`driver = "astm-gold"`: a colloidal-gold reader with ASTM E1381/E1394 LIS output."""
 
     driver: Literal["astm-gold"]
-    port: str = Field(min_length=1, description="serial device, e.g. /dev/serial/by-id/…")
     baudrate: int = Field(default=9600, gt=0)
-    default_kit: str | None = Field(default=None, description="kit used when the reader reports none")
-
-    def default_kit_name(self) -> str | None:
-        return self.default_kit
 
 
 def _make(settings: AstmGoldInstrument, timeouts: Timeouts) -> Callable[[], Analyzer]:

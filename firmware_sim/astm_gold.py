@@ -5,9 +5,9 @@ host's query message (ACK/NAK per frame, checksum and frame number checked), ans
 R (reflectance counts, repeat-delimited), R (CRC-32 of the profile), L — or H, L with code I when the
 record is not in memory — and sends it frame by frame, waiting for each ACK and re-sending NAKed
 frames (six sends at most). Fault injection (`AstmFaults`): corrupt checksums, a busy analyzer (NAK
-to ENQ), silence, line noise, slow replies. Record memory and profiles come from
-`firmware_sim.gold_serial.GoldFirmware` (the same signal model and ground truth as the gold-serial
-reader). `AstmGoldSimulator` serves it on a pty (`firmware_sim.ptylink`).
+to ENQ), silence, line noise, slow replies. Record memory, identity, clock and profiles are the
+`firmware_sim.record_store.RecordStore` the gold-serial reader has too (the same signal model and ground
+truth). `AstmGoldSimulator` serves it on a pty (`firmware_sim.record_store.RecordSimulator`).
 
 Does not: push results on its own (the host asks), or use the driver's session (it shares only the
 pure framing and record codecs, whose bytes are pinned by the vectors in docs/protocols/astm.md).
@@ -20,7 +20,7 @@ import threading
 import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal, Self
+from typing import Literal
 from zoneinfo import ZoneInfo
 
 import numpy as np
@@ -51,8 +51,7 @@ from drivers.astm_records import (
     encode_record,
 )
 from drivers.errors import DriverError
-from firmware_sim.gold_serial import FULL_SCALE, NO_FAULTS, GoldFirmware, SimRecord
-from firmware_sim.ptylink import PtyLink
+from firmware_sim.record_store import FULL_SCALE, RecordSimulator, RecordStore, SimRecord
 from firmware_sim.signal_model import DEMO_KITS
 from kuaijian_schema.specs import StripSpec
 
@@ -93,30 +92,11 @@ class AstmSimStats:
 class AstmFirmware:
     """The analyzer's E1381/E1394 logic; thread-safe (`measure` runs beside the serving thread)."""
 
-    def __init__(
-        self,
-        *,
-        serial: str,
-        model: str,
-        firmware: str,
-        channels: int,
-        kits: Mapping[str, StripSpec],
-        seed: int,
-        memory: int,
-    ) -> None:
-        self.memory = GoldFirmware(
-            serial=serial,
-            model=model,
-            channels=channels,
-            firmware=firmware,
-            kits=kits,
-            seed=seed,
-            faults=NO_FAULTS,
-            capacity=memory,
-        )
+    def __init__(self, store: RecordStore) -> None:
+        self.store = store
         self.faults = AstmFaults()
         self.stats = AstmSimStats()
-        self._rng = random.Random(seed ^ 0xA57)
+        self._rng = random.Random(store.seed ^ 0xA57)
         self._lock = threading.RLock()
         self._buf = bytearray()
         self._state: Literal["idle", "receiving", "sending"] = "idle"
@@ -124,10 +104,6 @@ class AstmFirmware:
         self._out: list[Frame] = []  # frames of the answer being sent; [0] awaits its ACK
         self._sends = 0
         self._enq_pending = False
-
-    @property
-    def serial(self) -> str:
-        return self.memory.serial
 
     def reply_delay_s(self) -> float:
         return self.faults.delay_s
@@ -246,9 +222,9 @@ class AstmFirmware:
             return [self._header(), Terminator(1, "Q")]
         q = queries[0]
         if q.record == "LAST":
-            rec = self.memory.stored()
+            rec = self.store.stored()
         elif q.record.isdigit():
-            rec = self.memory.stored(int(q.record))
+            rec = self.store.stored(int(q.record))
         else:
             return [self._header(), Terminator(1, "Q")]
         if rec is None:
@@ -259,7 +235,7 @@ class AstmFirmware:
         return [*out, Terminator(1, "N")]
 
     def _header(self) -> Header:
-        m = self.memory
+        m = self.store
         now = m.device_now().astimezone(LOCAL_TZ).strftime("%Y%m%d%H%M%S")
         return Header(
             sender=(VENDOR, m.model, m.firmware, m.serial, str(m.channels)), receiver="", timestamp=now
@@ -288,7 +264,7 @@ class AstmFirmware:
         ]
 
 
-class AstmGoldSimulator:
+class AstmGoldSimulator(RecordSimulator):
     """An ASTM gold reader on a real pty; configure the gateway with `link_path`."""
 
     def __init__(
@@ -303,20 +279,17 @@ class AstmGoldSimulator:
         link_path: str | None = None,
         memory: int = 1000,
     ) -> None:
-        self.firmware = AstmFirmware(
+        store = RecordStore(
             serial=serial,
             model=model,
-            firmware=firmware,
             channels=channels,
+            firmware=firmware,
             kits=DEMO_KITS if kits is None else kits,
             seed=seed,
-            memory=memory,
+            capacity=memory,
         )
-        self._link = PtyLink(self.firmware, name=f"usb-Kuaijian_{model}_{serial}", link_path=link_path)
-
-    @property
-    def serial(self) -> str:
-        return self.firmware.serial
+        self.firmware = AstmFirmware(store)
+        super().__init__(self.firmware, store, link_path=link_path)
 
     @property
     def faults(self) -> AstmFaults:
@@ -329,53 +302,3 @@ class AstmGoldSimulator:
     @property
     def stats(self) -> AstmSimStats:
         return self.firmware.stats
-
-    @property
-    def truth(self) -> Mapping[int, SimRecord]:
-        return self.firmware.memory.records
-
-    @property
-    def errors(self) -> list[BaseException]:
-        return self._link.errors
-
-    @property
-    def path(self) -> str:
-        return self._link.path
-
-    @property
-    def link_path(self) -> str:
-        return self._link.link_path
-
-    def start(self) -> str:
-        return self._link.start()
-
-    def stop(self) -> None:
-        self._link.stop()
-
-    def unplug(self) -> None:
-        self._link.unplug()
-
-    def replug(self) -> str:
-        return self._link.replug()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def measure(
-        self,
-        kit: str,
-        channel: int,
-        sample_id: str,
-        product: str,
-        concentration: float | tuple[float, ...] | None = None,
-        *,
-        operator: str = "",
-    ) -> int:
-        """Complete one measurement (signal model profile) and return its record number."""
-        return self.firmware.memory.measure(
-            kit, channel, sample_id, product, concentration, operator=operator
-        )

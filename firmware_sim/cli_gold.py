@@ -54,7 +54,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from firmware_sim.gold_serial import DEMO_PRODUCTS, FaultConfig, GoldSimulator
+    from firmware_sim.gold_serial import FaultConfig, GoldSimulator
+    from firmware_sim.record_store import DEMO_PRODUCTS
 
     if not 1 <= args.channels <= 255 or args.memory < 1:
         print("--channels must be 1..255 and --memory >= 1", flush=True)
@@ -80,7 +81,7 @@ def _run(args: argparse.Namespace) -> int:
     )
     with stop_on_signals() as done:
         try:
-            kits = sorted(sim.firmware.kits)
+            kits = sorted(sim.store.kits)
             for i in range(args.preload):
                 sim.measure(
                     kits[i % len(kits)],

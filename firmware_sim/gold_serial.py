@@ -1,11 +1,13 @@
 """Simulated colloidal-gold strip reader speaking the gold-serial protocol on a real pseudo-terminal.
 
-Does: `GoldFirmware` — the instrument's protocol state machine (bytes in → frames out) with record
-memory, device clock, the one-deep reply cache that makes retransmissions idempotent, and fault
-injection (`FaultConfig`: garbled bytes, bad CRCs, truncated frames, line noise, silence, slow replies,
-NAK storms), changeable at runtime. `GoldSimulator` — the firmware on a real pty
-(`firmware_sim.ptylink`: a stable symlink like /dev/serial/by-id, unplug/replug). Profiles come from `firmware_sim.signal_model`; the
-exact profile the device sends and the model's truth are kept in `GoldSimulator.truth[record_no]`.
+Does: `GoldFirmware` — the instrument's protocol state machine (bytes in → frames out) over its
+`firmware_sim.record_store.RecordStore` (record memory, device clock, identity — shared with the ASTM
+reader), with the one-deep reply cache that makes retransmissions idempotent, and fault injection
+(`FaultConfig`: garbled bytes, bad CRCs, truncated frames, line noise, silence, slow replies, NAK storms),
+changeable at runtime. `GoldSimulator` — the firmware on a real pty (`firmware_sim.record_store.
+RecordSimulator` over `firmware_sim.ptylink`: a stable symlink like /dev/serial/by-id, unplug/replug).
+Profiles come from `firmware_sim.signal_model`; the exact profile the device sends and the model's truth
+are kept in `GoldSimulator.truth[record_no]`.
 
 Does not: interpret profiles, import `gateway`/`cloud`, or use the driver's session layer (it shares
 only the pure codec and framing, whose byte layouts are pinned by test vectors).
@@ -15,13 +17,9 @@ from __future__ import annotations
 
 import random
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
-from typing import Self
-
-import numpy as np
-import numpy.typing as npt
+from datetime import UTC, datetime
 
 from drivers.errors import ProtocolError
 from drivers.framing import (
@@ -34,7 +32,7 @@ from drivers.framing import (
     frame_body,
     stuff,
 )
-from drivers.gold_serial import (
+from drivers.gold_codec import (
     BROADCAST,
     CHUNK_POINTS,
     PROTOCOL_VERSION,
@@ -62,12 +60,9 @@ from drivers.gold_serial import (
     profile_crc32,
     split_profile,
 )
-from firmware_sim.ptylink import PtyLink
-from firmware_sim.signal_model import DEMO_KITS, GoldSample, one_gold_profile
+from firmware_sim.record_store import FULL_SCALE, RecordSimulator, RecordStore
+from firmware_sim.signal_model import DEMO_KITS
 from kuaijian_schema.specs import StripSpec
-
-FULL_SCALE = 65535
-DEMO_PRODUCTS = ("菠菜", "青菜", "韭菜", "芹菜", "豇豆", "黄瓜", "番茄", "苹果")
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,30 +101,6 @@ class FaultConfig:
 NO_FAULTS = FaultConfig()
 
 
-@dataclass(frozen=True, slots=True)
-class SimRecord:
-    """One measurement in the reader's memory, with its ground truth.
-
-    `raw` is what the device transmits (uint16, full scale 65535); `profile` = raw / 65535 is exactly
-    what a correct driver must return; `sample` is the signal model's truth (concentration, ratio, verdict).
-    """
-
-    record_no: int
-    channel: int
-    kit: str
-    sample_id: str
-    product: str
-    operator: str
-    measured_at: datetime
-    raw: npt.NDArray[np.uint16]
-    sample: GoldSample
-
-    @property
-    def profile(self) -> npt.NDArray[np.float64]:
-        """raw / 65535 as float64: bit for bit what a correct driver returns."""
-        return self.raw.astype(np.float64) / float(FULL_SCALE)
-
-
 @dataclass
 class FirmwareStats:
     """What the simulated reader did (tests use it to prove a fault was really injected)."""
@@ -158,93 +129,29 @@ class _Cached:
 
 
 class GoldFirmware:
-    """The reader's protocol logic; thread-safe (`measure` runs beside the serving thread)."""
+    """The reader's protocol logic over its `RecordStore`; thread-safe (the store is measured into beside
+    the serving thread)."""
 
     def __init__(
         self,
+        store: RecordStore,
         *,
-        serial: str,
-        model: str,
-        channels: int,
-        firmware: str,
-        kits: Mapping[str, StripSpec],
-        seed: int,
         faults: FaultConfig,
         address: int = 0x01,
-        capacity: int = 1000,
-        clock_offset_s: float = 0.0,
         chunk_points: int = CHUNK_POINTS,
     ) -> None:
-        if not 1 <= channels <= 255:
-            raise ValueError("channels must be 1..255")
         if not 1 <= chunk_points <= 0xFFFF:
             raise ValueError("chunk_points must be 1..65535")
-        self.serial = serial
-        self.model = model
-        self.channels = channels
-        self.firmware = firmware
-        self.kits = dict(kits)
+        self.store = store
         self.address = address
-        self.capacity = capacity
         self.faults = faults
         self.chunk_points = chunk_points  # points per GET_PROFILE reply; changeable at runtime
         self.stats = FirmwareStats()
-        self.records: dict[int, SimRecord] = {}
-        self._latest = 0
-        self._clock_offset = timedelta(seconds=clock_offset_s)
-        self._clock_set = False
         self.busy = False  # a strip is incubating / being scanned (STATUS flag bit 0); set by the owner
-        self._rng = np.random.default_rng(seed)
-        self._fault_rng = random.Random(seed ^ 0x5EED)
+        self._fault_rng = random.Random(store.seed ^ 0x5EED)
         self._lock = threading.RLock()
         self._inbuf = bytearray()
         self._cache: _Cached | None = None
-
-    # ------------------------------------------------------------ instrument side
-    def device_now(self) -> datetime:
-        return datetime.now(UTC) + self._clock_offset
-
-    def measure(
-        self,
-        kit: str,
-        channel: int,
-        sample_id: str,
-        product: str,
-        concentration: float | Sequence[float] | None = None,
-        *,
-        operator: str = "",
-    ) -> int:
-        if kit not in self.kits:
-            raise KeyError(f"unknown kit {kit!r}; this reader knows {sorted(self.kits)}")
-        if not 1 <= channel <= self.channels:
-            raise ValueError(f"channel {channel} not in 1..{self.channels}")
-        with self._lock:
-            sample = one_gold_profile(self.kits[kit], self._rng, concentration=concentration)
-            raw = np.clip(np.rint(sample.profile * FULL_SCALE), 0, FULL_SCALE).astype(np.uint16)
-            raw.setflags(write=False)
-            self._latest += 1
-            record = SimRecord(
-                record_no=self._latest,
-                channel=channel,
-                kit=kit,
-                sample_id=sample_id,
-                product=product,
-                operator=operator,
-                measured_at=self.device_now().replace(microsecond=0),
-                raw=raw,
-                sample=sample,
-            )
-            self.records[record.record_no] = record
-            while len(self.records) > self.capacity:
-                del self.records[min(self.records)]
-            return record.record_no
-
-    def stored(self, record_no: int | None = None) -> SimRecord | None:
-        """Record `record_no` (None: the newest) if it is still in memory."""
-        with self._lock:
-            if record_no is None:
-                record_no = max(self.records, default=0)
-            return self.records.get(record_no)
 
     def reply_delay_s(self) -> float:
         return self.faults.delay_s
@@ -334,18 +241,20 @@ class GoldFirmware:
         match request:
             case Identify():
                 self._cache = None
+                st = self.store
                 reply = IdentifyReply(
-                    PROTOCOL_VERSION, self.channels, MAX_PAYLOAD, self.serial, self.model, self.firmware
+                    PROTOCOL_VERSION, st.channels, MAX_PAYLOAD, st.serial, st.model, st.firmware
                 )
             case GetClock():
-                reply = ClockReply(int(self.device_now().timestamp()))
+                reply = ClockReply(int(self.store.device_now().timestamp()))
             case SetClock(unix_s=t):
-                self._clock_offset = datetime.fromtimestamp(t, tz=UTC) - datetime.now(UTC)
-                self._clock_set = True
+                self.store.set_clock(datetime.fromtimestamp(t, tz=UTC))
                 reply = Ack()
             case GetStatus():
-                flags = (STATUS_BUSY if self.busy else 0) | (0 if self._clock_set else STATUS_CLOCK_UNSET)
-                reply = StatusReply(self._latest, min(self.records, default=0), flags)
+                flags = (STATUS_BUSY if self.busy else 0) | (
+                    0 if self.store.clock_set else STATUS_CLOCK_UNSET
+                )
+                reply = StatusReply(self.store.latest, self.store.oldest, flags)
             case GetRecord(record_no=n):
                 reply = self._header(n)
             case GetProfile(record_no=n, chunk=k):
@@ -353,7 +262,7 @@ class GoldFirmware:
         return encode_reply(reply, cmd)
 
     def _header(self, n: int) -> RecordHeader | Refused:
-        rec = self.records.get(n)
+        rec = self.store.stored(n)
         if rec is None:
             return Refused(ErrorCode.NO_SUCH_RECORD)
         return RecordHeader(
@@ -371,7 +280,7 @@ class GoldFirmware:
         )
 
     def _chunk(self, n: int, k: int) -> ProfileChunk | Refused:
-        rec = self.records.get(n)
+        rec = self.store.stored(n)
         if rec is None:
             return Refused(ErrorCode.NO_SUCH_RECORD)
         chunks = split_profile(n, tuple(int(v) for v in rec.raw), self.chunk_points)
@@ -404,7 +313,7 @@ class GoldFirmware:
         return [bytes(wire)]
 
 
-class GoldSimulator:
+class GoldSimulator(RecordSimulator):
     """A simulated gold reader on a real pty. `start()` returns the slave path to open with pyserial.
 
     `link_path` is a symlink to the current slave (a stable name like /dev/serial/by-id/…): it is
@@ -426,26 +335,18 @@ class GoldSimulator:
         memory: int = 1000,
         chunk_points: int = CHUNK_POINTS,
     ) -> None:
-        self.firmware = GoldFirmware(
+        store = RecordStore(
             serial=serial,
             model=model,
             channels=channels,
             firmware=firmware,
             kits=DEMO_KITS if kits is None else kits,
             seed=seed,
-            faults=faults or NO_FAULTS,
             capacity=memory,
             clock_offset_s=clock_offset_s,
-            chunk_points=chunk_points,
         )
-        self._link = PtyLink(self.firmware, name=f"usb-Kuaijian_{model}_{serial}", link_path=link_path)
-        self._auto: threading.Thread | None = None
-        self._auto_stop = threading.Event()
-
-    # ------------------------------------------------------------ public surface
-    @property
-    def serial(self) -> str:
-        return self.firmware.serial
+        self.firmware = GoldFirmware(store, faults=faults or NO_FAULTS, chunk_points=chunk_points)
+        super().__init__(self.firmware, store, link_path=link_path)
 
     @property
     def faults(self) -> FaultConfig:
@@ -456,108 +357,5 @@ class GoldSimulator:
         self.firmware.faults = value or NO_FAULTS
 
     @property
-    def truth(self) -> Mapping[int, SimRecord]:
-        return self.firmware.records
-
-    @property
     def stats(self) -> FirmwareStats:
         return self.firmware.stats
-
-    @property
-    def errors(self) -> list[BaseException]:
-        """Exceptions of the serving thread (a test asserts there are none)."""
-        return self._link.errors
-
-    @property
-    def path(self) -> str:
-        """The current pty slave (e.g. /dev/pts/7); changes on every replug."""
-        return self._link.path
-
-    @property
-    def link_path(self) -> str:
-        """Stable symlink to the current slave; configure the gateway with this."""
-        return self._link.link_path
-
-    @property
-    def plugged(self) -> bool:
-        return self._link.plugged
-
-    def start(self) -> str:
-        return self._link.start()
-
-    def stop(self) -> None:
-        self._auto_stop.set()
-        if self._auto is not None:
-            self._auto.join(5)
-            self._auto = None
-        self._link.stop()
-
-    def __enter__(self) -> Self:
-        self.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
-
-    def unplug(self) -> None:
-        """Pull the cable: the pty disappears (open slaves get EIO) and the stable link is removed."""
-        self._link.unplug()
-
-    def replug(self) -> str:
-        """Plug back in on a new pty; returns the new slave path (`link_path` follows)."""
-        return self._link.replug()
-
-    def measure(
-        self,
-        kit: str,
-        channel: int,
-        sample_id: str,
-        product: str,
-        concentration: float | tuple[float, ...] | None = None,
-        *,
-        operator: str = "",
-    ) -> int:
-        """Complete one measurement (signal model profile) and return its record number."""
-        return self.firmware.measure(kit, channel, sample_id, product, concentration, operator=operator)
-
-    def auto_measure(
-        self,
-        interval_s: float,
-        *,
-        kits: Sequence[str] | None = None,
-        products: Sequence[str] = DEMO_PRODUCTS,
-        positive_rate: float = 0.1,
-        on_record: Callable[[int], None] | None = None,
-    ) -> None:
-        """Measure a random strip every `interval_s` seconds in a background thread until `stop()`.
-
-        About `positive_rate` of the strips carry a concentration well above the kit's cutoff (via its
-        calibration's inflection point); the others are blank.
-        """
-        if self._auto is not None:
-            raise RuntimeError("auto_measure is already running")
-        names = list(kits or self.firmware.kits)
-        rng = random.Random(f"{self.serial}-auto")
-
-        def run() -> None:
-            n = 0
-            while not self._auto_stop.wait(interval_s):
-                n += 1
-                kit = rng.choice(names)
-                spec = self.firmware.kits[kit]
-                cal = spec.lines[0].calibration
-                conc = (cal.c * 4.0 if cal else 5.0) if rng.random() < positive_rate else 0.0
-                record = self.measure(
-                    kit,
-                    rng.randrange(1, self.firmware.channels + 1),
-                    f"{self.serial}-S{n:05d}",
-                    rng.choice(list(products)),
-                    conc,
-                    operator="auto",
-                )
-                if on_record is not None:
-                    on_record(record)
-
-        self._auto_stop.clear()
-        self._auto = threading.Thread(target=run, name=f"gold-sim-auto-{self.serial}", daemon=True)
-        self._auto.start()

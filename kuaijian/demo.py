@@ -380,8 +380,8 @@ port = {st.web_port}
             positive = rng.random() < self.positive_rate
             try:
                 if rng.random() < 0.7:
-                    kit_name = rng.choice(sorted(st.gold.firmware.kits))
-                    spec = st.gold.firmware.kits[kit_name]
+                    kit_name = rng.choice(sorted(st.gold.store.kits))
+                    spec = st.gold.store.kits[kit_name]
                     cal = spec.lines[0].calibration
                     conc = (cal.c * 4.0 if cal is not None else 5.0) if positive else 0.0
                     code, product = self._sample(st, rng, f"{st.station[-9:-3]}-{n:05d}")

@@ -17,7 +17,7 @@ from drivers.errors import DeviceNotFound, DriverError, DriverTimeout, ProtocolE
 from drivers.readings import Analyzer, GoldReading
 from drivers.timeouts import Timeouts
 from firmware_sim.astm_gold import AstmFaults, AstmGoldSimulator
-from firmware_sim.gold_serial import SimRecord
+from firmware_sim.record_store import SimRecord
 
 FAST = Timeouts(response_s=0.5, retries=6, inter_byte_s=0.2, reconnect_initial_s=0.01, reconnect_max_s=0.05)
 FEW = Timeouts(response_s=0.3, retries=1, inter_byte_s=0.1, reconnect_initial_s=0.01, reconnect_max_s=0.05)
@@ -159,7 +159,7 @@ def test_unplug_then_replug(sim: AstmGoldSimulator, reader: AstmGoldAnalyzer) ->
     with pytest.raises(TransportError) as err:
         reader.latest_record()
     assert not isinstance(err.value, DriverTimeout)
-    n = sim.firmware.memory.measure("carbofuran-v1", 5, "S-0009", "豇豆", 1.0)  # measured while unplugged
+    n = sim.store.measure("carbofuran-v1", 5, "S-0009", "豇豆", 1.0)  # measured while unplugged
     sim.replug()
     assert reader.latest_record() == n  # the call reopened the stable path
     assert reader.session.stats.reconnects == 1

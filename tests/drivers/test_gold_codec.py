@@ -23,7 +23,7 @@ from drivers.framing import (
     stuff,
     unstuff,
 )
-from drivers.gold_serial import (
+from drivers.gold_codec import (
     Ack,
     ClockReply,
     Cmd,

@@ -25,20 +25,14 @@ from drivers.errors import (
     TransportError,
 )
 from drivers.framing import Frame, encode_frame
-from drivers.gold_serial import (
-    Cmd,
-    GetRecord,
-    GoldSerialAnalyzer,
-    GoldSession,
-    NakReason,
-    RecordHeader,
-    probe_serial,
-    profile_crc32,
-)
+from drivers.gold_codec import Cmd, GetRecord, NakReason, RecordHeader, profile_crc32
+from drivers.gold_serial import GoldSerialAnalyzer, probe_serial
+from drivers.gold_session import GoldSession
 from drivers.readings import Analyzer, GoldReading
 from drivers.timeouts import Timeouts
 from drivers.transport import LoopbackTransport
-from firmware_sim.gold_serial import FaultConfig, GoldFirmware, GoldSimulator, SimRecord
+from firmware_sim.gold_serial import FaultConfig, GoldFirmware, GoldSimulator
+from firmware_sim.record_store import SimRecord
 from tests.helpers import free_port, wait_for
 
 FAST = Timeouts(response_s=0.2, retries=10, inter_byte_s=0.05, reconnect_initial_s=0.01, reconnect_max_s=0.05)

@@ -15,7 +15,7 @@ import pytest
 import serial
 
 from drivers.framing import CrcMismatch, Frame, MalformedFrame, decode_frame, encode_frame
-from drivers.gold_serial import (
+from drivers.gold_codec import (
     Cmd,
     ErrorCode,
     GetProfile,
@@ -24,9 +24,10 @@ from drivers.gold_serial import (
     Refused,
     decode_reply,
     encode_request,
-    probe_serial,
 )
+from drivers.gold_serial import probe_serial
 from firmware_sim.gold_serial import FaultConfig, GoldFirmware, GoldSimulator
+from firmware_sim.record_store import RecordStore
 from firmware_sim.signal_model import DEMO_KITS
 from tests.helpers import wait_for
 
@@ -37,18 +38,17 @@ IDENTIFY_REP = bytes.fromhex(
 )
 
 
-def firmware(**kw: object) -> GoldFirmware:
-    args: dict[str, object] = {
-        "serial": "GR-0001",
-        "model": "KJ-G8",
-        "channels": 8,
-        "firmware": "2.3.1",
-        "kits": DEMO_KITS,
-        "seed": 1,
-        "faults": FaultConfig(),
-    }
-    args.update(kw)
-    return GoldFirmware(**args)  # type: ignore[arg-type]
+def firmware(*, faults: FaultConfig | None = None, seed: int = 1, capacity: int = 1000) -> GoldFirmware:
+    store = RecordStore(
+        serial="GR-0001",
+        model="KJ-G8",
+        channels=8,
+        firmware="2.3.1",
+        kits=DEMO_KITS,
+        seed=seed,
+        capacity=capacity,
+    )
+    return GoldFirmware(store, faults=faults or FaultConfig())
 
 
 def request(seq: int, msg: GetRecord | GetProfile, addr: int = 0xFF) -> bytes:
@@ -85,7 +85,7 @@ def test_identify_reply_is_the_documented_vector() -> None:
 
 def test_repeated_seq_is_answered_from_cache_and_not_executed_twice() -> None:
     fw = firmware()
-    n = fw.measure("imidacloprid-v1", 2, "S-1", "菠菜", 0.0)
+    n = fw.store.measure("imidacloprid-v1", 2, "S-1", "菠菜", 0.0)
     first = fw.receive(request(9, GetRecord(n)))
     again = fw.receive(request(9, GetRecord(n)))
     assert first == again
@@ -114,7 +114,7 @@ def test_corrupt_requests_are_naked_and_other_addresses_ignored() -> None:
 
 def test_refusals() -> None:
     fw = firmware()
-    n = fw.measure("imidacloprid-v1", 1, "S-1", "青菜")
+    n = fw.store.measure("imidacloprid-v1", 1, "S-1", "青菜")
     cases = [
         (request(1, GetRecord(n + 1)), ErrorCode.NO_SUCH_RECORD),
         (request(2, GetProfile(n, 4)), ErrorCode.BAD_ARGUMENT),  # 1024 points = chunks 0..3
@@ -129,33 +129,34 @@ def test_refusals() -> None:
 def test_measurements_keep_truth_and_memory_is_bounded() -> None:
     fw = firmware(capacity=3)
     numbers = [
-        fw.measure("nitrofurans-card-v1", 1 + i % 8, f"S-{i}", "鸡蛋", (0.0, 1.0, 9.0)) for i in range(5)
+        fw.store.measure("nitrofurans-card-v1", 1 + i % 8, f"S-{i}", "鸡蛋", (0.0, 1.0, 9.0))
+        for i in range(5)
     ]
     assert numbers == [1, 2, 3, 4, 5]
-    assert sorted(fw.records) == [3, 4, 5]
-    rec = fw.records[5]
+    assert sorted(fw.store.records) == [3, 4, 5]
+    rec = fw.store.records[5]
     assert rec.raw.dtype == np.uint16
     assert np.array_equal(rec.profile, rec.raw / 65535.0)
     assert rec.sample.concentration == (0.0, 1.0, 9.0)
     assert len(rec.sample.verdict) == 3
     assert rec.measured_at.tzinfo is not None
     with pytest.raises(KeyError, match="unknown kit"):
-        fw.measure("no-such-kit", 1, "S", "P")
+        fw.store.measure("no-such-kit", 1, "S", "P")
     with pytest.raises(ValueError, match="channel 9"):
-        fw.measure("imidacloprid-v1", 9, "S", "P")
+        fw.store.measure("imidacloprid-v1", 9, "S", "P")
 
 
 def test_same_seed_same_profiles() -> None:
     a, b = firmware(seed=11), firmware(seed=11)
     for fw in (a, b):
-        fw.measure("carbendazim-v1", 1, "S", "P", 0.3)
-    assert np.array_equal(a.records[1].raw, b.records[1].raw)
+        fw.store.measure("carbendazim-v1", 1, "S", "P", 0.3)
+    assert np.array_equal(a.store.records[1].raw, b.store.records[1].raw)
 
 
 # ------------------------------------------------------------------ fault injection
 def _replies(faults: FaultConfig, count: int = 60) -> tuple[GoldFirmware, list[bytes]]:
     fw = firmware(faults=faults)
-    fw.measure("imidacloprid-v1", 1, "S", "P")
+    fw.store.measure("imidacloprid-v1", 1, "S", "P")
     out: list[bytes] = []
     for i in range(count):
         out += fw.receive(request(i % 256, GetProfile(1, i % 4)))

@@ -120,7 +120,7 @@ def test_reader_clock_is_set_when_it_drifts(
             offset = (measured - datetime.now(UTC)).total_seconds()
             if max_drift:
                 assert abs(offset) < 10, f"result time still off by {offset:.0f} s after the clock sync"
-                assert abs((sim.firmware.device_now() - datetime.now(UTC)).total_seconds()) < 5
+                assert abs((sim.store.device_now() - datetime.now(UTC)).total_seconds()) < 5
             else:
                 assert offset > 3000, "with max_clock_drift_s = 0 the reader's clock is left alone"
     finally:
