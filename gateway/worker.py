@@ -351,16 +351,24 @@ class InstrumentWorker:
     def _commit_queued(self, key: str, queue: list[_Batch], lock: threading.Lock) -> bool:
         """Commit every batch waiting in `queue` in one transaction (group commit: one fsync for all of
         them); nothing when an earlier call took them already. They share an epoch: the worker waits for
-        every commit before it changes the epoch."""
+        every commit before it changes the epoch. When they do not fit in one transaction (a nearly full
+        disk, a small `max_db_mb`: one big transaction needs more room in the WAL than several small ones
+        with a checkpoint between), they are committed one batch at a time, each waiting for space."""
         with lock:
             batches = queue[:]
             queue.clear()
-        if not batches:
-            return True
-        drafts = [d for b in batches for d in b.drafts]
-        return self._commit(
-            key, batches[0].epoch, drafts, batches[-1].identity, sum(b.records for b in batches)
-        )
+        if len(batches) > 1:
+            drafts = [d for b in batches for d in b.drafts]
+            try:
+                enqueued = self._outbox.enqueue(
+                    key, batches[0].epoch, drafts, self._sign, batches[-1].identity
+                )
+            except OutboxFull:
+                pass  # one batch at a time, below
+            else:
+                self._committed(enqueued, drafts, sum(b.records for b in batches))
+                return True
+        return all(self._commit(key, b.epoch, b.drafts, b.identity, b.records) for b in batches)
 
     def _commit(
         self, key: str, epoch: int, drafts: list[RecordDrafts], identity: str | None, records: int
@@ -378,9 +386,12 @@ class InstrumentWorker:
                 if self._stop.wait(self._full_retry):
                     return False
                 continue
-            if self.state.state != "ok":
-                self._set(state="ok", last_error=None)
-            last = max(r.record_no for r in drafts)
-            self._set(last_record=last, records_read=self.state.records_read + records)
-            self._on_enqueued(enqueued)
+            self._committed(enqueued, drafts, records)
             return True
+
+    def _committed(self, enqueued: list[Enqueued], drafts: list[RecordDrafts], records: int) -> None:
+        if self.state.state != "ok":
+            self._set(state="ok", last_error=None)
+        last = max(r.record_no for r in drafts)
+        self._set(last_record=last, records_read=self.state.records_read + records)
+        self._on_enqueued(enqueued)
