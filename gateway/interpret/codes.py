@@ -12,7 +12,7 @@ from typing import Final
 
 from kuaijian_schema.wire import VerdictName
 
-GOLD_ALGORITHM: Final = "gold/2.1"
+GOLD_ALGORITHM: Final = "gold/2.2"
 ENZYME_ALGORITHM: Final = "enzyme/1.1"
 
 

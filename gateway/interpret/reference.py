@@ -16,6 +16,7 @@ import math
 import numpy as np
 import numpy.typing as npt
 
+from gateway.interpret.areas import MAX_SHIFT, MAX_SHIFT_STEP, MAX_WIDTH_STEP, SHAPE_STEPS
 from gateway.interpret.codes import Verdict
 from gateway.interpret.gold import (
     FWHM_RANGE,
@@ -32,6 +33,7 @@ from gateway.interpret.lines import (
     FLOOR,
     MIN3_BIAS,
     MIN3_VAR,
+    SHAPE_CHI2,
     SPECK_SPREAD,
     SUBFLANKS,
     WINDOW_SIGMAS,
@@ -44,7 +46,7 @@ F64 = npt.NDArray[np.float64]
 
 def naive_interpret_strips(profiles: F64, spec: StripSpec) -> tuple[F64, F64, npt.NDArray[np.int8]]:
     """Per-strip reference (a Python loop per strip, line and window width) used by tests and the
-    benchmark: the rules of `interpret_strips` (gold/2.1) written the obvious way, without the matrix
+    benchmark: the rules of `interpret_strips` (gold/2.2) written the obvious way, without the matrix
     products — locate each line by the narrow-window OD minus its flanks (parabolic refinement), then,
     centred there, per candidate width: sub-flank baselines, window and Gaussian-weighted sums, the
     3-px peak; the window from the control's measured width; shape and SNR tests; the ratio's line
@@ -178,14 +180,24 @@ def naive_interpret_strips(profiles: F64, spec: StripSpec) -> tuple[F64, F64, np
             chi2 = float((wts * (y - design @ coef) ** 2).sum()) / (xw.size - design.shape[1])
             return coef, chi2
 
-        # the control's width refined by a fit with a width term, then every line with that width
-        coef_c, _ = lsq(lines[0][0], lines[0][4], stats[0][0], s_line, True)
+        # the control's width refined by a fit with a width term; where that Gaussian leaves χ²/dof above
+        # SHAPE_CHI2 noise variances, the control's band shape by Gauss–Newton; every line with it
+        coef_c, chi2_c = lsq(lines[0][0], lines[0][4], stats[0][0], s_line, True)
         with np.errstate(divide="ignore", invalid="ignore"):
             s_new = np.float64(s_line) * (1.0 + np.float64(coef_c[2]) / np.float64(coef_c[3]))
         s_fit = float(np.clip(np.nan_to_num(s_new, nan=lo_w, posinf=hi_w, neginf=lo_w), lo_w, hi_w))
+        shape = (lines[0][4], s_fit, s_fit, 0.0)
+        if chi2_c > SHAPE_CHI2 * noise * noise:
+            shape = _naive_shape(od, lines[0][0], lay.win, lay.length, shape, stats[0][0], lo_w, hi_w)
+        moved = shape[0] - lines[0][4]  # the control's centre correction, applied to every line
         areas, fits = [], True
         for (p, _, _, _, delta), st in zip(lines, stats, strict=True):
-            coef, chi2 = lsq(p, delta, st[0], s_fit, False)
+            y = od[np.clip(np.arange(p - lay.win, p + lay.win + 1), 0, lay.length - 1)]
+            tmpl = _naive_band(xw - (delta + moved), shape[1], shape[2], shape[3])
+            design = np.stack([np.ones_like(xw), xw / lay.win, tmpl], axis=1)
+            wts = 10.0 ** (-2.0 * max(st[0], 0.0) * tmpl)
+            coef = np.linalg.lstsq(design * np.sqrt(wts)[:, None], y * np.sqrt(wts), rcond=None)[0]
+            chi2 = float((wts * (y - design @ coef) ** 2).sum()) / (xw.size - 3)
             fits = fits and chi2 <= FIT_CHI2 * noise * noise
             areas.append(float(coef[-1]))
         c_sig = stats[0][0]
@@ -213,6 +225,63 @@ def naive_interpret_strips(profiles: F64, spec: StripSpec) -> tuple[F64, F64, np
                 v = Verdict.POSITIVE if r >= cut else Verdict.SUSPECT if r >= cut - band else Verdict.NEGATIVE
             verdict[i, kk] = v
     return ctrl, ratio, verdict
+
+
+def _naive_band(u: F64, left: float, right: float, eta: float) -> F64:
+    """(1 − η)·split Gaussian (sd `left` for u < 0, `right` for u ≥ 0) + η·Lorentzian with the FWHM of the
+    narrower side; unit area."""
+    sd = np.where(u < 0, left, right)
+    gauss = np.exp(-0.5 * (u / sd) ** 2) * 2.0 / (math.sqrt(2.0 * math.pi) * (left + right))
+    hwhm = math.sqrt(2.0 * math.log(2.0)) * min(left, right)
+    lorentz = hwhm / (math.pi * (u * u + hwhm * hwhm))
+    out: F64 = (1.0 - eta) * gauss + eta * lorentz
+    return out
+
+
+def _naive_shape(
+    od: F64,
+    p: int,
+    win: int,
+    length: int,
+    start: tuple[float, float, float, float],
+    signal: float,
+    lo: float,
+    hi: float,
+) -> tuple[float, float, float, float]:
+    """Gauss–Newton steps of OD = a + b·x + A·band(x − d; left, right, η) around pixel p, each a weighted
+    np.linalg.lstsq with the band's derivatives taken term by term (the core's `areas.band` is not used)."""
+    xw = np.arange(-win, win + 1, dtype=np.float64)
+    y = od[np.clip(np.arange(p - win, p + win + 1), 0, length - 1)]
+    d, left, right, eta = start
+    k = math.sqrt(2.0 * math.log(2.0))
+    for _ in range(SHAPE_STEPS):
+        u = xw - d
+        tmpl = _naive_band(u, left, right, eta)
+        sd = np.where(u < 0, left, right)
+        gauss = _naive_band(u, left, right, 0.0)
+        hwhm = k * min(left, right)
+        lorentz = _naive_band(u, left, right, 1.0)
+        # ∂/∂d, ∂/∂left, ∂/∂right, ∂/∂η of (1 − η)·gauss + η·lorentz
+        by_d = (1.0 - eta) * gauss * u / sd**2 + eta * lorentz * 2.0 * u / (u * u + hwhm * hwhm)
+        by_hwhm = eta * lorentz * (1.0 / hwhm - 2.0 * hwhm / (u * u + hwhm * hwhm)) * k
+        by_left = (1.0 - eta) * gauss * (-1.0 / (left + right) + np.where(u < 0, u * u / left**3, 0.0))
+        by_right = (1.0 - eta) * gauss * (-1.0 / (left + right) + np.where(u < 0, 0.0, u * u / right**3))
+        if left <= right:
+            by_left = by_left + by_hwhm
+        else:
+            by_right = by_right + by_hwhm
+        design = np.stack(
+            [np.ones_like(xw), xw / win, tmpl, by_d, by_left, by_right, lorentz - gauss], axis=1
+        )
+        wts = np.sqrt(10.0 ** (-2.0 * max(signal, 0.0) * tmpl))
+        coef = np.linalg.lstsq(design * wts[:, None], y * wts, rcond=None)[0]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            steps = [float(np.nan_to_num(c / coef[2], nan=0.0, posinf=0.0, neginf=0.0)) for c in coef[3:]]
+        d = min(max(d + min(max(steps[0], -MAX_SHIFT_STEP), MAX_SHIFT_STEP), -MAX_SHIFT), MAX_SHIFT)
+        left = min(max(left + min(max(steps[1], -MAX_WIDTH_STEP * left), MAX_WIDTH_STEP * left), lo), hi)
+        right = min(max(right + min(max(steps[2], -MAX_WIDTH_STEP * right), MAX_WIDTH_STEP * right), lo), hi)
+        eta = min(max(eta + steps[3], 0.0), 1.0)
+    return d, left, right, eta
 
 
 def naive_interpret_kinetics(

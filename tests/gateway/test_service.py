@@ -40,7 +40,7 @@ def test_delivers_everything_signed_and_acked(tmp_path: Path, mosquitto: Mosquit
         _check_complete(acker, 150)
         r = acker.received[10]
         assert r["verdict"] == "positive"
-        assert r["algorithm"] == "gold/2.1"
+        assert r["algorithm"] == "gold/2.2"
         assert r["config_version"] == "builtin"
         assert acker.received[11]["verdict"] == "negative"
         wait_for(lambda: any(s.get("state") == "online" for s in acker.statuses), 5, "no birth status")

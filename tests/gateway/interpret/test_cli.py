@@ -65,7 +65,7 @@ def test_gold_npy_csv_json_give_the_truth(
         argv = [str(tmp_path / name)] + ([] if name == "p.json" else ["--kit", KIT])
         doc = _json(capsys, "gold", *argv)
         assert doc["kit"] == KIT
-        assert doc["algorithm"] == "gold/2.1"
+        assert doc["algorithm"] == "gold/2.2"
         results = doc["results"]
         assert isinstance(results, list)
         assert len(results) == 12 * 3
@@ -82,7 +82,7 @@ def test_gold_table(tmp_path: Path, capsys: pytest.CaptureFixture[str], strips: 
     code, out, _ = _run(capsys, "gold", str(tmp_path / "p.npy"), "--kit", KIT)
     assert code == 0
     lines = out.splitlines()
-    assert lines[0].startswith(f"kit {KIT} v1 · gold/2.1 · 2 strip(s)")
+    assert lines[0].startswith(f"kit {KIT} v1 · gold/2.2 · 2 strip(s)")
     assert lines[1].split()[:4] == ["strip", "analyte", "verdict", "T/C"]
     assert len(lines) == 2 + 2 * 3
     assert lines[2].split()[1] == "AOZ"

@@ -237,7 +237,7 @@ def test_wire_helpers() -> None:
     ok = one_gold_profile(spec, rng, concentration=[0.0, 0.0009, 1.0])
     bad = one_gold_profile(spec, rng, fault="control_missing")
     res = interpret_strips(np.stack([ok.profile, bad.profile]), spec)
-    assert res.algorithm == GOLD_ALGORITHM == "gold/2.1"
+    assert res.algorithm == GOLD_ALGORITHM == "gold/2.2"
     assert res.analytes == ("AOZ", "AMOZ", "SEM")
     v = res.values_for(0, 1)
     assert set(v) == {
