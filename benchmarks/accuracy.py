@@ -7,9 +7,10 @@ and all of these at once — it generates intact strips with `firmware_sim.signa
 
 - invalid %: intact strips read `invalid` (false invalid); shape %: test lines turned `suspect` by
   the shape check;
-- median and p95 |ratio error| against the truth, and the same on a subset for a per-strip
-  least-squares reference fit (Gaussian band + linear baseline on OD, position/width/area free,
-  scipy.optimize.least_squares) — the p95s are compared on the same strips;
+- median and p95 |ratio error| against the truth, and the p95 of a per-strip least-squares reference
+  fit (Gaussian band + linear baseline on OD, position/width/area free, scipy.optimize.least_squares)
+  on the same strips (all of them by default): "vs fit" is p95(core)/p95(fit) − 1, with the 5–95 %
+  range of that figure over paired bootstrap resamples of the strips (how much of it is sampling);
 - agreement: verdicts equal to the truth where the true ratio is > 0.08 from every decision boundary
   (a shape-check `suspect` counts as a disagreement); wrong: of those, the share read the other way
   (positive ↔ negative) — the safety figure;
@@ -17,8 +18,11 @@ and all of these at once — it generates intact strips with `firmware_sim.signa
   tilts) that are not `invalid`, without and with a dust speck of integrated OD 0.3–3 (σ 0.6–1.3 px)
   anywhere within ±tolerance of the control position. Must be 0.
 
-    .venv/bin/python benchmarks/accuracy.py                      # 3,000 strips per kit × condition
-    .venv/bin/python benchmarks/accuracy.py --strips 500 --ref-strips 60 --kit imidacloprid-v1
+The last line is the summary: cells above the fit's p95 (of 42), missing-control strips not invalid
+and the worst false-invalid rate on clean strips.
+
+    .venv/bin/python benchmarks/accuracy.py                      # 2,000 strips per kit × condition
+    .venv/bin/python benchmarks/accuracy.py --strips 500 --kit imidacloprid-v1
     .venv/bin/python benchmarks/accuracy.py --median 5           # with the running-median pre-filter
 """
 
@@ -64,7 +68,9 @@ CONDITIONS: dict[str, GoldConditions] = {
 
 def reference_fit(profiles: F64, spec: StripSpec) -> F64:
     """Ratio (n, K) by a per-strip, per-line least-squares fit of a + b·x + A·N(x; c, s) to the OD
-    over ±(tolerance + line_width) of each nominal line; A is the integrated OD."""
+    over ±(tolerance + line_width) of each nominal line (unweighted, scipy.optimize.least_squares with
+    the model's analytic Jacobian; centre within ±tolerance, sd 0.3 … line_width); A is the integrated
+    OD. The same fit as the numerically differentiated one to < 2e-6 in the ratio, 1.6–1.8× faster."""
     from scipy.optimize import least_squares
 
     w = spec.line_width
@@ -72,7 +78,7 @@ def reference_fit(profiles: F64, spec: StripSpec) -> F64:
     nominal = [spec.control_position, *(ln.position for ln in spec.lines)]
     reach = round(tol + w)
     out = np.empty((profiles.shape[0], len(spec.lines)))
-    sqrt_2pi = math.sqrt(2 * math.pi)
+    inv_sqrt_2pi = 1.0 / math.sqrt(2 * math.pi)
     for i in range(profiles.shape[0]):
         areas = []
         for c0 in nominal:
@@ -82,20 +88,50 @@ def reference_fit(profiles: F64, spec: StripSpec) -> F64:
 
             def resid(p: F64, x: F64 = x, y: F64 = y) -> F64:
                 a, b, area, c, s = p
-                model: F64 = a + b * x + area / (s * sqrt_2pi) * np.exp(-0.5 * ((x - c) / s) ** 2)
-                return model - y
+                g = np.exp(-0.5 * ((x - c) / s) ** 2) * (inv_sqrt_2pi / s)
+                out: F64 = a + b * x + area * g - y
+                return out
+
+            def jac(p: F64, x: F64 = x) -> F64:
+                _, _, area, c, s = p
+                z = (x - c) / s
+                g = np.exp(-0.5 * z * z) * (inv_sqrt_2pi / s)
+                out: F64 = np.stack(
+                    [np.ones_like(x), x, g, area * g * z / s, area * g * (z * z - 1) / s], axis=1
+                )
+                return out
 
             edge = np.concatenate([y[:5], y[-5:]])
             p0 = np.array([float(edge.mean()), 0.0, max(0.01, float((y - edge.mean()).sum())), 0.0, 0.15 * w])
             fit = least_squares(
                 resid,
                 p0,
+                jac=jac,
                 bounds=([-np.inf, -np.inf, -np.inf, -tol, 0.3], [np.inf, np.inf, np.inf, tol, w]),
             )
             areas.append(float(fit.x[2]))
         ctrl = areas[0]
         out[i] = [max(t, 0.0) / ctrl if ctrl > 0 else np.nan for t in areas[1:]]
     return out
+
+
+def _reference(profiles: F64, spec: StripSpec, jobs: int) -> F64:
+    """`reference_fit` over `jobs` worker processes (contiguous slices, results in order)."""
+    if jobs <= 1 or profiles.shape[0] < 2 * jobs:
+        return reference_fit(profiles, spec)
+    from concurrent.futures import ProcessPoolExecutor
+
+    parts = np.array_split(profiles, jobs)
+    with ProcessPoolExecutor(jobs) as pool:
+        return np.concatenate(list(pool.map(reference_fit, parts, [spec] * jobs)))
+
+
+def _p95_gap(err: F64, err_ref: F64, rng: np.random.Generator, n_boot: int = 400) -> tuple[float, float]:
+    """5th and 95th percentile of p95(core)/p95(fit) − 1 over paired bootstrap resamples of the strips."""
+    idx = rng.integers(0, err.size, (n_boot, err.size))
+    gap = np.nanpercentile(err[idx], 95, axis=1) / np.nanpercentile(err_ref[idx], 95, axis=1) - 1.0
+    lo, hi = np.percentile(gap, [5, 95])
+    return float(lo), float(hi)
 
 
 def far_from_boundaries(spec: StripSpec, ratio: F64) -> npt.NDArray[np.bool_]:
@@ -131,10 +167,12 @@ def missing_control(spec: StripSpec, n: int, rng: np.random.Generator, median: i
 
 def run(args: argparse.Namespace) -> dict[str, float]:
     kits = [args.kit] if args.kit else sorted(DEMO_KITS)
-    worst: dict[str, float] = {"missing_valid": 0, "false_invalid": 0.0, "p95_excess": -1.0}
+    worst: dict[str, float] = {"missing_valid": 0, "false_invalid": 0.0, "above": 0, "cells": 0}
+    gaps: list[str] = []
     print(
         f"{'kit':<20} {'condition':<8} {'invalid%':>8} {'shape%':>7} {'median':>7} {'p95':>7} "
-        f"{'p95 sub':>7} {'p95 ref':>7} {'agree':>7} {'ref agr':>7} {'wrong%':>7} {'ref wr%':>7}"
+        f"{'p95 fit':>7} {'vs fit':>7} {'90% interval':>15} {'agree':>7} {'fit agr':>7} {'wrong%':>7} "
+        f"{'fit wr%':>7}"
     )
     for kit in kits:
         spec = DEMO_KITS[kit]
@@ -152,8 +190,9 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             far = far_from_boundaries(spec, truth.ratio)
             agree = float((res.verdict == truth.verdict)[far].mean())
             wrong = float(_flipped(res.verdict, truth.verdict)[far].mean())
-            m = min(args.ref_strips, args.strips)
-            ref = reference_fit(batch.profiles[:m], spec)
+            # the reference fit on the first m strips; both p95s over the same (valid) strips of those
+            m = min(args.ref_strips, args.strips) if args.ref_strips > 0 else args.strips
+            ref = _reference(batch.profiles[:m], spec, args.jobs)
             sub = ok[:m]
             err_sub = np.abs(res.ratio[:m] - truth.ratio[:m])[sub]
             err_ref = np.abs(ref - truth.ratio[:m])[sub]
@@ -161,18 +200,26 @@ def run(args: argparse.Namespace) -> dict[str, float]:
             ref_agree = float((ref_v == truth.verdict[:m])[far[:m]].mean())
             ref_wrong = float(_flipped(ref_v, truth.verdict[:m])[far[:m]].mean())
             p95_sub, p95_ref = float(np.nanpercentile(err_sub, 95)), float(np.nanpercentile(err_ref, 95))
+            gap = p95_sub / p95_ref - 1.0
+            lo, hi = _p95_gap(err_sub.ravel(), err_ref.ravel(), np.random.default_rng([args.seed, 7]))
             print(
                 f"{kit:<20} {name:<8} {100 * invalid.mean():8.2f} {100 * shape.mean():7.2f} "
-                f"{np.median(err):7.4f} {np.percentile(err, 95):7.4f} {p95_sub:7.4f} {p95_ref:7.4f} "
+                f"{np.median(err):7.4f} {p95_sub:7.4f} {p95_ref:7.4f} {100 * gap:+6.1f}% "
+                f"{f'{100 * lo:+.1f}…{100 * hi:+.1f}%':>15} "
                 f"{agree:7.4f} {ref_agree:7.4f} {100 * wrong:7.2f} {100 * ref_wrong:7.2f}",
                 flush=True,
             )
             if name == "clean":
                 worst["false_invalid"] = max(worst["false_invalid"], float(invalid.mean()))
-            worst["p95_excess"] = max(worst["p95_excess"], p95_sub / p95_ref - 1.0)
+            worst["cells"] += 1
+            if p95_sub > p95_ref:
+                worst["above"] += 1
+                gaps.append(f"{kit} {name} {100 * gap:+.1f}%")
         a, b = missing_control(spec, args.missing, np.random.default_rng([args.seed, 99]), args.median)
         print(f"{kit:<20} missing control: {a}/{args.missing} not invalid, {b}/{args.missing} with a speck")
         worst["missing_valid"] += a + b
+    if gaps:
+        print("above the fit's p95: " + "; ".join(gaps))
     return worst
 
 
@@ -200,18 +247,24 @@ def _verdicts(spec: StripSpec, ratio: F64) -> npt.NDArray[np.int8]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--kit", choices=sorted(DEMO_KITS), help="one kit (default: all)")
-    p.add_argument("--strips", type=int, default=3000, help="intact strips per kit × condition")
-    p.add_argument("--ref-strips", type=int, default=200, help="strips per kit × condition for the fit")
-    p.add_argument("--missing", type=int, default=2000, help="missing-control strips per kit and case")
+    p.add_argument("--strips", type=int, default=2000, help="intact strips per kit × condition")
+    p.add_argument(
+        "--ref-strips",
+        type=int,
+        default=0,
+        help="strips per kit × condition for the reference fit (default 0: all of them)",
+    )
+    p.add_argument("--jobs", type=int, default=2, help="processes for the reference fit")
+    p.add_argument("--missing", type=int, default=1000, help="missing-control strips per kit and case")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--median", type=int, default=0, choices=(0, 3, 5), help="running-median pre-filter")
     args = p.parse_args(argv)
     t0 = time.perf_counter()
     worst = run(args)
     print(
-        f"\nsummary: missing-control strips not invalid: {int(worst['missing_valid'])}; worst false invalid "
-        f"on clean strips {100 * worst['false_invalid']:.2f} %; worst p95 vs reference fit "
-        f"{100 * worst['p95_excess']:+.0f} %  ({time.perf_counter() - t0:.0f} s)"
+        f"\nsummary: cells above the fit's p95: {int(worst['above'])} of {int(worst['cells'])}; "
+        f"missing-control strips not invalid: {int(worst['missing_valid'])}; worst false invalid on "
+        f"clean strips {100 * worst['false_invalid']:.2f} %  ({time.perf_counter() - t0:.0f} s)"
     )
     return 0
 

@@ -60,9 +60,10 @@ class Shape:
 def band(u: F32, left: F32, right: F32, eta: F32, *, deriv: bool) -> tuple[F32, list[F32]]:
     """Unit-area band at displacements u (rows, P) from its centre; left/right/eta (rows, 1).
     Returns the band and, with `deriv`, its derivatives by the centre, left sd, right sd and η."""
-    on_left = u < 0
     inv_l, inv_r = np.float32(1.0) / left, np.float32(1.0) / right
-    inv_sd = np.where(on_left, inv_l, inv_r)
+    symmetric = not deriv and bool((left == right).all())
+    on_left = np.zeros((1, 1), dtype=bool) if symmetric else u < 0
+    inv_sd = inv_l if symmetric else np.where(on_left, inv_l, inv_r)
     z2 = u * inv_sd
     z2 *= z2
     np.minimum(z2, np.float32(50.0), out=z2)  # ≥ e^−25: no float32 subnormals (slow) downstream
