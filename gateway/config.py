@@ -143,6 +143,10 @@ class AcquisitionConfig(_Strict):
     )
     full_retry_s: float = Field(default=5.0, gt=0, description="wait after disk full before retrying")
     include_raw: bool = Field(default=False, description="attach the compressed raw signal to results")
+    gold_median: Literal[0, 3, 5] = Field(
+        default=0,
+        description="running median of 3 or 5 px over colloidal-gold line regions before interpretation (0 = off)",
+    )
     max_clock_drift_s: float = Field(
         default=5.0, ge=0, description="set an analyzer's clock on connect when it is off by more; 0 = never"
     )

@@ -126,6 +126,7 @@ class Interpreter:
     specs: SpecHolder
     operator: str | None = None
     include_raw: bool = False
+    gold_median: int = 0  # running-median pre-filter of `interpret_strips` (0, 3 or 5)
     default_kit: str | None = None
     default_profile: str | None = None
 
@@ -209,7 +210,7 @@ class Interpreter:
             if not fits:
                 continue
             try:
-                res = interpret_strips(np.stack([rd.profile for rd in fits]), spec)
+                res = interpret_strips(np.stack([rd.profile for rd in fits]), spec, median=self.gold_median)
             except InterpretError:
                 # One bad strip must not take the batch down: interpret them one by one.
                 for rd in fits:
@@ -223,7 +224,7 @@ class Interpreter:
         self, info: DeviceInfo, rd: GoldReading, spec: StripSpec, book: SpecBook, out: dict[int, list[Draft]]
     ) -> None:
         try:
-            res = interpret_strips(rd.profile[np.newaxis, :], spec)
+            res = interpret_strips(rd.profile[np.newaxis, :], spec, median=self.gold_median)
         except InterpretError as exc:
             self._gold_invalid(info, rd, book, out, f"interpretation-error:{type(exc).__name__}", spec)
             return

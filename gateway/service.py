@@ -133,6 +133,7 @@ class GatewayService:
                 specs=self.specs,
                 operator=cfg.station.operator,
                 include_raw=cfg.acquisition.include_raw,
+                gold_median=cfg.acquisition.gold_median,
                 default_kit=inst.default_kit_name(),
                 default_profile=inst.default_profile_name(),
             )

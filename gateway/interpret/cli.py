@@ -51,6 +51,13 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     gold.add_argument("--kit", help="kit name (built-in demo kits, or one of the kits in --spec)")
     gold.add_argument("--spec", type=Path, help="StripSpec JSON, or a StationConfig JSON with gold_kits")
     gold.add_argument("--images", action="store_true", help="FILE holds images even if 3-D (N, H, L)")
+    gold.add_argument(
+        "--median",
+        type=int,
+        choices=(0, 3, 5),
+        default=0,
+        help="running median of 3 or 5 px over the line regions first (default 0 = off)",
+    )
     gold.add_argument("--format", choices=("table", "json"), default="table")
     gold.set_defaults(func=_gold)
 
@@ -254,9 +261,9 @@ def _gold_run(args: argparse.Namespace) -> int:
         raise CliInputError(f"{path}: profiles must be float reflectance, got dtype {data.dtype}")
     try:
         if args.images or data.ndim >= 3:
-            res = interpret_strip_images(data, spec)
+            res = interpret_strip_images(data, spec, median=args.median)
         else:
-            res = interpret_strips(data, spec)
+            res = interpret_strips(data, spec, median=args.median)
     except InterpretError as exc:
         raise CliInputError(f"{path}: {exc}") from exc
 

@@ -8,8 +8,9 @@ Algorithm (per line j — control first, then each test line — identical for e
    (line_width … 2·line_width), and measures its shape (equivalent FWHM, asymmetry), SNR and the
    strip's noise — see that module.
 3. ratio = max(M_T, 0) / M_C of the lines' areas M from `lines`: a per-line weighted least-squares fit
-   (Gaussian of the control's width + its width derivative + linear baseline, inverse-variance weights
-   for additive reflectance noise), or, on a strip where a fit fails its χ² test (a speck, a misshapen
+   (the control line's band shape — a Gaussian of its width, or where that does not fit it, a fitted
+   split Gaussian + Lorentzian — + linear baseline, inverse-variance weights for additive reflectance
+   noise), or, on a strip where a fit fails its χ² test (a speck, a misshapen
    band), the Gaussian-weighted sums above the robust baseline, the same weights on every line of the
    strip (NaN when the control is missing). Validity (→ INVALID for every test
    line): control missing (< 30 % of min_control_signal), weak (< min_control_signal), out of place

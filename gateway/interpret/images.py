@@ -65,6 +65,9 @@ def profiles_from_images(
     return out
 
 
-def interpret_strip_images(images: npt.NDArray[np.generic], spec: StripSpec) -> StripResults:
-    """`interpret_strips` on the profiles of `images` (W must equal spec.length)."""
-    return interpret_strips(profiles_from_images(images), spec)
+def interpret_strip_images(
+    images: npt.NDArray[np.generic], spec: StripSpec, *, median: int = 0
+) -> StripResults:
+    """`interpret_strips` on the profiles of `images` (W must equal spec.length), with its optional
+    running-median pre-filter `median` (0, 3 or 5)."""
+    return interpret_strips(profiles_from_images(images), spec, median=median)

@@ -18,13 +18,16 @@ Does, for a chunk of strips whose line regions are already gathered (`Layout.ind
    on the control line (h0 when the control is not 4 noise sds above the baseline); every line of the strip is integrated with that h (same window for C and T, so a
    broadened strip keeps its ratio).
 6. Ratio amounts: per line a weighted linear least-squares fit over the whole centred window (±(h_max + f)
-   px) of OD = a + b·x + A·g(x), g a unit-area Gaussian at the located (sub-pixel) centre; A is the
-   line's area. g's sd: the control's equivalent width (S/peak/√(2π)), refined by a first fit of the
-   control alone with a width term B·s·∂g/∂s (s·(1 + B/A)); C and T share it. Each pixel is weighted by
-   its inverse noise variance: the simulator's and a camera's noise is additive in reflectance, so
-   var(OD) ∝ 1/R², and the weight is (R/R_baseline)² = 10^(−2·S·g(x)) from the window signal S.
-   All strips at once: the normal equations are built from a few element-wise products and small
-   matrix products and solved by a Cholesky factorisation written out over the rows.
+   px) of OD = a + b·x + A·band(x), band a unit-area template of the control line's shape at the
+   line's located (sub-pixel) centre moved by the control's centre correction; A is the line's area.
+   The template: a Gaussian of the control's equivalent width (S/peak/√(2π)), refined by a first fit of
+   the control alone with a width term B·s·∂g/∂s (s·(1 + B/A)); where that Gaussian leaves χ²/dof >
+   SHAPE_CHI2 on the control, the control's band fitted by `areas.fit_shape` (split Gaussian +
+   Lorentzian, two Gauss–Newton steps). Each pixel is weighted by its inverse noise variance: the
+   simulator's and a camera's noise is additive in reflectance, so var(OD) ∝ 1/R², and the weight is
+   (R/R_baseline)² = 10^(−2·S·band(x)) from the window signal S. All strips at once: the normal
+   equations are built from a few element-wise products and small matrix products and solved by a
+   Cholesky factorisation written out over the rows.
    A strip where any line's fit leaves χ²/dof > FIT_CHI2 (a speck, a neighbour's tail, a badly
    shaped band) falls back for all its lines to the Gaussian-weighted OD sum (sd h/2.5) above the
    robust baseline, the same weights on C and T (so that quotient too is an area ratio).

@@ -62,6 +62,9 @@ def test_good_config(tmp_path: Path) -> None:
     assert isinstance(enzyme, EnzymeModbusInstrument)
     assert enzyme.port == 502
     assert enzyme.timeouts.to_timeouts().response_s == 2.0
+    assert cfg.acquisition.gold_median == 0
+    path.write_text(GOOD.replace("[link]", "[acquisition]\ngold_median = 5\n[link]"))
+    assert load_config(path).acquisition.gold_median == 5
 
 
 @pytest.mark.parametrize(
@@ -81,6 +84,7 @@ def test_good_config(tmp_path: Path) -> None:
         (('key_file = "secrets/station.key"', 'key = "not hex"'), "station.key:"),
         (('name = "enzyme-1"', 'name = "gold-1"'), "duplicate instrument names: gold-1"),
         (('driver = "enzyme-modbus"', 'driver = "enzyme-rs485"'), "instruments[1]"),
+        (("[link]", "[acquisition]\ngold_median = 4\n[link]"), "acquisition.gold_median"),
     ],
 )
 def test_errors_name_the_key(tmp_path: Path, change: tuple[str, str], message: str) -> None:

@@ -9,7 +9,8 @@ import numpy as np
 import pytest
 
 from drivers.readings import DeviceInfo, EnzymeReading, GoldReading
-from firmware_sim.signal_model import one_enzyme_run, one_gold_profile
+from firmware_sim.signal_model import GoldConditions, generate_strips, one_enzyme_run, one_gold_profile
+from gateway.interpret import interpret_strips
 from gateway.outbox import RecordDrafts
 from gateway.pipeline import Interpreter, SpecBook, SpecHolder
 from kuaijian_schema.kits import DEMO_KITS
@@ -76,6 +77,20 @@ def test_gold_verdicts_lines_and_fallbacks() -> None:
     assert results[0].raw is not None
     assert results[0].config_version == "builtin"
     assert recs[1].drafts[0].priority > recs[0].drafts[0].priority, "positives go first"
+
+
+def test_gold_median_prefilter_reaches_the_core() -> None:
+    """`acquisition.gold_median` → Interpreter(gold_median=…) → interpret_strips(median=…)."""
+    spec = DEMO_KITS["imidacloprid-v1"]
+    batch = generate_strips(spec, 6, np.random.default_rng(4), conditions=GoldConditions(p_speck=1.0))
+    readings = [_gold(i + 1, spec.name, batch.profiles[i]) for i in range(6)]
+    for median in (0, 5):
+        recs = Interpreter(station=STATION, specs=SpecHolder(), gold_median=median)(GOLD, readings)
+        got = [rec.drafts[0].body.values["ratio"] for rec in recs]
+        want = interpret_strips(batch.profiles, spec, median=median).ratio[:, 0]
+        np.testing.assert_allclose(np.array(got, dtype=float), want, rtol=1e-12)
+    plain = interpret_strips(batch.profiles, spec).ratio[:, 0]
+    assert not np.allclose(want, plain), "the pre-filter changes the ratio of specked strips"
 
 
 def test_enzyme_verdicts_profile_aliases_and_unknown_profile() -> None:

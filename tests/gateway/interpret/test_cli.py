@@ -11,11 +11,13 @@ import pytest
 
 from firmware_sim.signal_model import (
     GoldBatch,
+    GoldConditions,
     generate_kinetics,
     generate_strip_images,
     generate_strips,
     one_enzyme_run,
 )
+from gateway.interpret import interpret_strips
 from kuaijian.cli import main
 from kuaijian_schema.kits import DEMO_KITS
 from kuaijian_schema.specs import GB_T_5009_199, NY_T_448
@@ -87,6 +89,24 @@ def test_gold_table(tmp_path: Path, capsys: pytest.CaptureFixture[str], strips: 
     assert len(lines) == 2 + 2 * 3
     assert lines[2].split()[1] == "AOZ"
     assert lines[2].split()[2] in VERDICTS
+
+
+def test_gold_median_option(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`--median 5` runs the running-median pre-filter (the gateway's `acquisition.gold_median`)."""
+    spec = DEMO_KITS[KIT]
+    batch = generate_strips(spec, 8, np.random.default_rng(5), conditions=GoldConditions(p_speck=1.0))
+    np.save(tmp_path / "p.npy", batch.profiles)
+    ratios = {}
+    for median in ("0", "5"):
+        doc = _json(capsys, "gold", str(tmp_path / "p.npy"), "--kit", KIT, "--median", median)
+        ratios[median] = np.array([r["values"]["ratio"] for r in doc["results"]], dtype=float)
+        want = interpret_strips(batch.profiles, spec, median=int(median)).ratio.ravel()
+        np.testing.assert_allclose(ratios[median], want, rtol=1e-9)
+    assert not np.allclose(ratios["0"], ratios["5"])
+    with pytest.raises(SystemExit) as info:
+        main(["interpret", "gold", str(tmp_path / "p.npy"), "--kit", KIT, "--median", "4"])
+    assert info.value.code == 2
+    assert "--median" in capsys.readouterr().err
 
 
 def test_gold_images_and_spec_files(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,4 +1,4 @@
-"""The ratio's line areas (gold/2.1 step 6): weighted least squares against the robust Gaussian sums.
+"""The ratio's line areas (step 6, since gold/2.1): weighted least squares against the robust Gaussian sums.
 
 The signal model's noise is additive in reflectance, so larger in OD at a band's dark centre. The
 least-squares areas weight each pixel by its inverse OD variance; a strip whose fit fails the χ² bound
