@@ -90,8 +90,8 @@ error with specks by 40 %), not a Lorentzian or tailing band (which a lower boun
 SHAPE_CHI2: Final = 2.5
 """A control line whose Gaussian fit (with its width term) leaves χ²/dof above this many noise variances
 gets its band shape fitted (split Gaussian + Lorentzian, `areas.fit_shape`), and every line of the strip
-is measured with that shape. Measured: 2–5 % of the signal model's Gaussian strips, 80–90 % of its
-Lorentzian-mix and tailing ones. `inf` gives gold/2.1's Gaussian template on every strip."""
+is measured with that shape. Measured: 0.9–1.8 % of the signal model's Gaussian strips, 71–75 % of its
+Lorentzian-mix and 85–86 % of its tailing ones. `inf` gives gold/2.1's Gaussian template on every strip."""
 FIT_WIDTH: Final = (0.1, 0.4)
 """Template sd bounds, × line_width (the demo kits' bands have sd 0.13–0.34 × line_width)."""
 ADAPT_SNR: Final = 4.0
