@@ -117,9 +117,15 @@ def reference_fit(profiles: F64, spec: StripSpec) -> F64:
 
 def _reference(profiles: F64, spec: StripSpec, jobs: int) -> F64:
     """`reference_fit` over `jobs` worker processes (contiguous slices, results in order)."""
+    import pickle
+    from concurrent.futures import ProcessPoolExecutor
+
+    try:
+        pickle.dumps(reference_fit)  # loaded under a name a worker cannot import (a test): run here
+    except pickle.PicklingError:
+        jobs = 1
     if jobs <= 1 or profiles.shape[0] < 2 * jobs:
         return reference_fit(profiles, spec)
-    from concurrent.futures import ProcessPoolExecutor
 
     parts = np.array_split(profiles, jobs)
     with ProcessPoolExecutor(jobs) as pool:

@@ -46,4 +46,6 @@ def test_accuracy_script_runs_on_tiny_sizes(
     assert module.main(argv) == 0
     out = capsys.readouterr().out
     assert "missing control: 0/40 not invalid, 0/40 with a speck" in out
-    assert "summary: missing-control strips not invalid: 0" in out
+    assert "summary: cells above the fit's p95: " in out
+    assert "of 7; missing-control strips not invalid: 0;" in out
+    assert "90% interval" in out
