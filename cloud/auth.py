@@ -5,7 +5,8 @@ stored) to a `User` — raising `Unauthenticated` with a code saying why not (`a
 `auth.expired`, `auth.revoked`) the moment a token expires or is revoked; create machine users with an
 expiring token (`create_user`); express a user's scope as Python checks (`User.sees`) and resolve the grid
 node a request names inside it (`scoped_node`, `resolve_scope`); the SQL condition of a scope is
-`cloud.sqlfilter.subtree_sql(column, user.node_path)`. Admins have no node and see everything.
+`cloud.sqlfilter.subtree_sql(column, user.node_path)`. Admins have no node and see everything; so does the
+console operator of a CLI command (`operator`).
 
 Does not: passwords, logins, sessions or user administration (cloud.accounts); HTTP (cloud.api.deps maps
 `Unauthenticated` to 401); decide what each role may do beyond "inside my subtree" (routes add role checks).
@@ -54,6 +55,12 @@ class User:
         """True if this user administers accounts on node `path`: strictly below their own node (the level
         above resets a password, never a peer); admins manage everyone."""
         return self.is_admin or (path.startswith(self.node_path) and path != self.node_path)
+
+
+def operator(name: str) -> User:
+    """The caller of an operator command at the console (`kuaijian cloud …`): the whole grid in scope, like an
+    admin, with no token; what it does is audited under ``cli:<name>``."""
+    return User(id=0, name=f"cli:{name}", role="admin", node_id=None, node_code=None, node_path="/")
 
 
 def hash_token(token: str) -> str:

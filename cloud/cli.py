@@ -285,7 +285,7 @@ def cmd_push_config(args: argparse.Namespace) -> int:
     from pydantic import BaseModel, ConfigDict, ValidationError
 
     from cloud import configs
-    from cloud.auth import User
+    from cloud.auth import operator
     from cloud.clock import SystemClock
     from cloud.db import open_db
     from cloud.errors import CloudError
@@ -304,12 +304,10 @@ def cmd_push_config(args: argparse.Namespace) -> int:
     if not doc.gold_kits and not doc.enzyme_profiles:
         return _fail(ValueError(f"{args.file}: neither gold_kits nor enzyme_profiles given"))
     settings = _settings(args, ingest_enabled=False)
-    operator = User(
-        id=0, name=f"cli:{args.issued_by}", role="admin", node_id=None, node_code=None, node_path="/"
-    )
+    by = operator(args.issued_by)
     db = open_db(settings.database)
     try:
-        push = configs.push_config(db, operator, args.target, doc.gold_kits, doc.enzyme_profiles, _now())
+        push = configs.push_config(db, by, args.target, doc.gold_kits, doc.enzyme_profiles, _now())
     except CloudError as exc:
         return _fail(exc)
     finally:

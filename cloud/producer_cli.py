@@ -17,14 +17,9 @@ from pathlib import Path
 from typing import Any
 
 
-def _operator(name: str) -> Any:
-    from cloud.auth import User
-
-    return User(id=0, name=f"cli:{name}", role="admin", node_id=None, node_code=None, node_path="/")
-
-
 def cmd_import(args: argparse.Namespace) -> int:
     from cloud import configs, producers
+    from cloud.auth import operator
     from cloud.clock import SystemClock
     from cloud.db import open_db
     from cloud.errors import CloudError
@@ -35,7 +30,7 @@ def cmd_import(args: argparse.Namespace) -> int:
     now = SystemClock().now()
     try:
         rows = producers.parse_table(Path(args.file).read_bytes(), str(args.file))
-        report = producers.import_rows(db, _operator(args.issued_by), rows, now)
+        report = producers.import_rows(db, operator(args.issued_by), rows, now)
         stations = configs.push_producers(db, report.villages, f"cli:{args.issued_by}", now)
     except (CloudError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -52,6 +47,7 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from cloud import producers
+    from cloud.auth import operator
     from cloud.db import open_db
     from cloud.errors import CloudError
     from cloud.settings import Settings, db_setting
@@ -60,7 +56,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     db = open_db(settings.database)
     try:
         total, items = producers.list_producers(
-            db, _operator("list"), village=args.village, q=args.q, limit=args.limit
+            db, operator("list"), village=args.village, q=args.q, limit=args.limit
         )
     except CloudError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -6,18 +6,16 @@ from __future__ import annotations
 import os
 import tty
 from collections.abc import Iterator
-from datetime import UTC
 
-import numpy as np
 import pytest
 
 from drivers import registry
 from drivers.astm_serial import AnalyzerBusy, AstmGoldAnalyzer, AstmGoldInstrument, probe_serial
 from drivers.errors import DeviceNotFound, DriverError, DriverTimeout, ProtocolError, TransportError
-from drivers.readings import Analyzer, GoldReading
+from drivers.readings import Analyzer
 from drivers.timeouts import Timeouts
 from firmware_sim.astm_gold import AstmFaults, AstmGoldSimulator
-from firmware_sim.record_store import SimRecord
+from tests.drivers.truth import assert_matches
 
 FAST = Timeouts(response_s=0.5, retries=6, inter_byte_s=0.2, reconnect_initial_s=0.01, reconnect_max_s=0.05)
 FEW = Timeouts(response_s=0.3, retries=1, inter_byte_s=0.1, reconnect_initial_s=0.01, reconnect_max_s=0.05)
@@ -49,19 +47,6 @@ def reader(sim: AstmGoldSimulator) -> Iterator[AstmGoldAnalyzer]:
         yield a
     finally:
         a.close()
-
-
-def assert_matches(reading: GoldReading, truth: SimRecord) -> None:
-    assert reading.record_no == truth.record_no
-    assert (reading.kit, reading.channel, reading.sample_id, reading.product, reading.operator) == (
-        truth.kit,
-        truth.channel,
-        truth.sample_id,
-        truth.product,
-        truth.operator,
-    )
-    assert reading.measured_at == truth.measured_at.astimezone(UTC)
-    assert np.array_equal(reading.profile, truth.profile)  # bit for bit
 
 
 def test_reads_every_record_exactly(sim: AstmGoldSimulator, reader: AstmGoldAnalyzer) -> None:

@@ -32,7 +32,7 @@ from drivers.readings import Analyzer, GoldReading
 from drivers.timeouts import Timeouts
 from drivers.transport import LoopbackTransport
 from firmware_sim.gold_serial import FaultConfig, GoldFirmware, GoldSimulator
-from firmware_sim.record_store import SimRecord
+from tests.drivers.truth import assert_matches
 from tests.helpers import free_port, wait_for
 
 FAST = Timeouts(response_s=0.2, retries=10, inter_byte_s=0.05, reconnect_initial_s=0.01, reconnect_max_s=0.05)
@@ -68,23 +68,6 @@ def reader(sim: GoldSimulator) -> Iterator[GoldSerialAnalyzer]:
         yield a
     finally:
         a.close()
-
-
-def assert_matches(reading: GoldReading, truth: SimRecord) -> None:
-    assert reading.record_no == truth.record_no
-    assert (reading.channel, reading.kit, reading.sample_id, reading.product, reading.operator) == (
-        truth.channel,
-        truth.kit,
-        truth.sample_id,
-        truth.product,
-        truth.operator,
-    )
-    assert reading.measured_at == truth.measured_at
-    assert reading.measured_at.tzinfo is not None
-    assert reading.profile.dtype == np.float64
-    assert reading.profile.shape == truth.profile.shape == (1024,)
-    assert np.array_equal(reading.profile, truth.profile), "profile differs from the simulator's truth"
-    assert 0.0 <= reading.profile.min() <= reading.profile.max() <= 1.0
 
 
 def read_all_and_check(reader: GoldSerialAnalyzer, sim: GoldSimulator) -> None:
