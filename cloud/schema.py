@@ -182,6 +182,7 @@ results = Table(
     Index("idx_results_analyte", "analyte", "measured_at"),
     Index("idx_results_product", "product", "measured_at"),
     Index("idx_results_verdict", "verdict", "measured_at"),
+    Index("idx_results_node_verdict", "node_id", "verdict", "measured_at"),
     Index("idx_results_station_sample", "station", "sample_id"),
     Index("idx_results_rowid", "rowid", info={POSTGRES_ONLY: True}),
     postgresql_partition_by="RANGE (id)",  # monthly partitions on the UUIDv7 id: cloud.partitions
