@@ -241,6 +241,17 @@ def by_analyte(db: Database, scope: Node, period: Period, tz: ZoneInfo = REPORT_
     ]
 
 
+def analytes_of(cells: Sequence[PositivityRow]) -> list[AnalyteRow]:
+    """`by_analyte` of the same scope and period, summed from its `positivity` cells (one read for both)."""
+    sums: dict[str, list[int]] = {}
+    for c in cells:
+        acc = sums.setdefault(c.analyte, [0, 0, 0, 0, 0])
+        for k, v in enumerate((c.tests, c.valid, c.positives, c.suspects, c.invalid)):
+            acc[k] += v
+    rows = [AnalyteRow(analyte=a, **_counts(v).model_dump()) for a, v in sums.items()]
+    return sorted(rows, key=lambda r: (-r.tests, r.analyte))
+
+
 class DayRow(Counts):
     day: str
 
@@ -475,6 +486,7 @@ def weekly_report(
     assess = assess or assessment.AssessmentConfig()
     lower = child_level(scope)
     children = ranking(db, scope, lower, week, now, tz, assess).rows if lower is not None else []
+    cells = positivity(db, scope, week, tz)
     where, params = _results_where(scope, week, tz)
     pos_rows = db.execute(
         f"""SELECT r.id, r.station, r.measured_at, r.product, r.analyte, r.sample_id, r.producer
@@ -491,8 +503,8 @@ def weekly_report(
         totals=counts(db, scope, week, tz),
         previous_week=counts(db, scope, week.previous(), tz),
         closure=closure(db, scope, week, now, tz),
-        by_analyte=by_analyte(db, scope, week, tz),
-        positivity=positivity(db, scope, week, tz),
+        by_analyte=analytes_of(cells),
+        positivity=cells,
         per_day=per_day(db, scope, week, tz),
         children=children,
         score_formula=assess.formula,
