@@ -5,7 +5,8 @@ For each engine: a fresh database (PostgreSQL: a private server from Debian's bi
 fsync on), a generated grid (default 5 counties × 10 towns × 10 villages × 2 stations = 1,000 stations, each
 village growing 4 of 20 products), then for each size in turn the database is grown to that many results and
 every endpoint is timed through the real FastAPI app (`TestClient`: routing, auth, the query layer,
-serialization) — as the admin and as a county user. Results are spread uniformly over the last `--months`
+serialization) — as the admin and as a county user — beside an anchor (`/api/me`: the token lookup every request
+makes) that shows the machine's load in the same run. Results are spread uniformly over the last `--months`
 months, over the stations, 8 analytes and the village's products; verdicts 88 % negative, 3 % positive, 4 %
 suspect, 5 % invalid; 5 % carry a QC flag; 90 % are uploaded within 30 min, the rest within 10 h; ids are
 UUIDv7 of the measurement time (so they fall into their month's partition).
@@ -239,6 +240,7 @@ def endpoints(grid: Grid, now: datetime) -> list[tuple[str, str, str]]:
     wk = week.label
     station = grid.stations[7][0]  # in the first county, like the town
     return [
+        ("anchor: /api/me", "county", "/api/me"),  # auth + one lookup: the machine's load in this run
         ("results list, first page", "admin", "/api/results?limit=50"),
         ("results list, first page", "county", "/api/results?limit=50"),
         ("results, town positives", "county", f"/api/results?node={town}&verdict=positive&limit=50"),
