@@ -73,7 +73,7 @@ class Settings(BaseSettings):
     ingest_session_expiry_s: int = Field(
         default=7 * 24 * 3600, ge=0, description="MQTT 5 session expiry of a persistent ingest session"
     )
-    ingest_batch_size: int = Field(default=500, gt=0, description="max results per commit")
+    ingest_batch_size: int = Field(default=500, gt=0, description="max MQTT messages per commit")
     ingest_batch_wait_s: float = Field(default=0.05, ge=0, description="max wait to fill a batch")
     max_seq_jump: int = Field(
         default=1_000_000,
