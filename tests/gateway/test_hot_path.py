@@ -33,66 +33,78 @@ class _CountingSource(FastGoldSource):
         return super().read_record(record_no)
 
 
+class _GatedWorker:
+    """A worker over `source` whose first commit (the batch holding record 1) waits for `release`, recording the
+    records of every enqueue transaction and every record interpreted."""
+
+    def __init__(self, tmp_path: Path, source: _CountingSource, name: str, read_batch: int) -> None:
+        self.box = Outbox.open(tmp_path / "o.db")
+        self.entered = threading.Event()
+        self.release = threading.Event()
+        self.transactions: list[list[int]] = []
+        self.interpreted: list[int] = []
+        enqueue = self.box.enqueue
+        interpret = Interpreter(station=STATION, specs=SpecHolder())
+
+        def gated_enqueue(
+            instrument: str,
+            epoch: int,
+            records: Sequence[RecordDrafts],
+            sign: Signer,
+            identity: str | None = None,
+        ) -> list[Enqueued]:
+            self.transactions.append([r.record_no for r in records])
+            if records[0].record_no == 1:
+                self.entered.set()
+                assert self.release.wait(30), "the test never released the first commit"
+            return enqueue(instrument, epoch, records, sign, identity)
+
+        def counting_interpret(info: DeviceInfo, readings: list[Reading]) -> list[RecordDrafts]:
+            self.interpreted.extend(r.record_no for r in readings)
+            return interpret(info, readings)
+
+        self.box.enqueue = gated_enqueue  # type: ignore[method-assign]
+        self.worker = InstrumentWorker(
+            name=name,
+            driver="plugin",
+            make_analyzer=lambda: source,
+            interpret=counting_interpret,
+            outbox=self.box,
+            sign=hmac_signer(b"k" * 16),
+            timeouts=Timeouts(),
+            poll_interval_s=0.01,
+            read_batch=read_batch,
+            start_from="first",
+            full_retry_s=0.05,
+        )
+
+    def __enter__(self) -> _GatedWorker:
+        self.worker.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release.set()
+        self.worker.stop()
+        self.worker.join(10)
+        self.box.close()
+        assert not self.worker.alive
+
+
 def test_the_next_batch_is_read_and_interpreted_while_the_last_one_commits(tmp_path: Path) -> None:
     source = _CountingSource({"serial": "OVL-1", "t0": 0.0, "rate": 1e9, "total": 8})
-    box = Outbox.open(tmp_path / "o.db")
-    entered = threading.Event()
-    release = threading.Event()
-    enqueue = box.enqueue
-
-    def slow_first_commit(
-        instrument: str,
-        epoch: int,
-        records: Sequence[RecordDrafts],
-        sign: Signer,
-        identity: str | None = None,
-    ) -> list[Enqueued]:
-        if records[0].record_no == 1:
-            entered.set()
-            assert release.wait(30), "the test never released the first commit"
-        return enqueue(instrument, epoch, records, sign, identity)
-
-    box.enqueue = slow_first_commit  # type: ignore[method-assign]
-    interpret = Interpreter(station=STATION, specs=SpecHolder())
-    interpreted: list[int] = []
-
-    def counting_interpret(info: DeviceInfo, readings: list[Reading]) -> list[RecordDrafts]:
-        interpreted.extend(r.record_no for r in readings)
-        return interpret(info, readings)
-
-    worker = InstrumentWorker(
-        name="ovl",
-        driver="plugin",
-        make_analyzer=lambda: source,
-        interpret=counting_interpret,
-        outbox=box,
-        sign=hmac_signer(b"k" * 16),
-        timeouts=Timeouts(),
-        poll_interval_s=0.01,
-        read_batch=4,
-        start_from="first",
-        full_retry_s=0.05,
-    )
-    worker.start()
-    try:
-        wait_for(entered.is_set, 10, "the first batch was never committed")
+    with _GatedWorker(tmp_path, source, "ovl", read_batch=4) as g:
+        wait_for(g.entered.is_set, 10, "the first batch was never committed")
         wait_for(
-            lambda: {5, 6, 7, 8} <= set(interpreted),
+            lambda: {5, 6, 7, 8} <= set(g.interpreted),
             10,
             f"records 5-8 not read and interpreted while records 1-4 commit (read {sorted(source.read)})",
         )
-        assert box.stats().enqueued_total == 0, "the first commit is still held"
-        release.set()
-        wait_for(lambda: box.stats().enqueued_total == 8, 10, "not every record was committed")
-        cursor = box.cursor("plugin:OVL-1")
+        assert g.box.stats().enqueued_total == 0, "the first commit is still held"
+        g.release.set()
+        wait_for(lambda: g.box.stats().enqueued_total == 8, 10, "not every record was committed")
+        cursor = g.box.cursor("plugin:OVL-1")
         assert cursor is not None
         assert cursor.last_record == 8
-    finally:
-        release.set()
-        worker.stop()
-        worker.join(10)
-        box.close()
-    assert not worker.alive
 
 
 def test_acks_are_applied_off_the_network_thread(tmp_path: Path, mosquitto: Mosquitto, acker: Acker) -> None:
@@ -132,65 +144,18 @@ def test_batches_waiting_for_a_commit_are_committed_together(tmp_path: Path) -> 
     """Group commit: while one batch commits, the worker reads and interprets on; every batch that waited
     meanwhile goes into the next transaction (one fsync for them all), in order, the cursor at the last."""
     source = _CountingSource({"serial": "GRP-1", "t0": 0.0, "rate": 1e9, "total": 2 * QUEUED_BATCHES})
-    box = Outbox.open(tmp_path / "o.db")
-    entered = threading.Event()
-    release = threading.Event()
-    enqueue = box.enqueue
-    transactions: list[list[int]] = []
-
-    def recording_enqueue(
-        instrument: str,
-        epoch: int,
-        records: Sequence[RecordDrafts],
-        sign: Signer,
-        identity: str | None = None,
-    ) -> list[Enqueued]:
-        transactions.append([r.record_no for r in records])
-        if records[0].record_no == 1:
-            entered.set()
-            assert release.wait(30), "the test never released the first commit"
-        return enqueue(instrument, epoch, records, sign, identity)
-
-    box.enqueue = recording_enqueue  # type: ignore[method-assign]
-    interpret = Interpreter(station=STATION, specs=SpecHolder())
-    interpreted: list[int] = []
-
-    def counting_interpret(info: DeviceInfo, readings: list[Reading]) -> list[RecordDrafts]:
-        interpreted.extend(r.record_no for r in readings)
-        return interpret(info, readings)
-
-    worker = InstrumentWorker(
-        name="grp",
-        driver="plugin",
-        make_analyzer=lambda: source,
-        interpret=counting_interpret,
-        outbox=box,
-        sign=hmac_signer(b"k" * 16),
-        timeouts=Timeouts(),
-        poll_interval_s=0.01,
-        read_batch=2,
-        start_from="first",
-        full_retry_s=0.05,
-    )
-    worker.start()
-    try:
-        wait_for(entered.is_set, 10, "the first batch was never committed")
+    with _GatedWorker(tmp_path, source, "grp", read_batch=2) as g:
+        wait_for(g.entered.is_set, 10, "the first batch was never committed")
         wait_for(
-            lambda: len(interpreted) == 2 * QUEUED_BATCHES,
+            lambda: len(g.interpreted) == 2 * QUEUED_BATCHES,
             10,
-            f"the batches after the first were not read while it committed (interpreted {interpreted})",
+            f"the batches after the first were not read while it committed (interpreted {g.interpreted})",
         )
-        release.set()
+        g.release.set()
         wait_for(
-            lambda: box.stats().enqueued_total == 2 * QUEUED_BATCHES, 10, "not every record was committed"
+            lambda: g.box.stats().enqueued_total == 2 * QUEUED_BATCHES, 10, "not every record was committed"
         )
-        assert transactions == [[1, 2], list(range(3, 2 * QUEUED_BATCHES + 1))]
-        cursor = box.cursor("plugin:GRP-1")
+        assert g.transactions == [[1, 2], list(range(3, 2 * QUEUED_BATCHES + 1))]
+        cursor = g.box.cursor("plugin:GRP-1")
         assert cursor is not None
         assert cursor.last_record == 2 * QUEUED_BATCHES
-    finally:
-        release.set()
-        worker.stop()
-        worker.join(10)
-        box.close()
-    assert not worker.alive
