@@ -23,20 +23,46 @@ def _get(url: str, token: str | None = None) -> tuple[int, bytes]:
         return int(resp.status), resp.read()
 
 
-def test_demo_delivers_results_and_stops_cleanly(tmp_path: Path) -> None:
-    port = free_port()
+def _start_demo(*args: str) -> tuple[subprocess.Popen[str], list[str], threading.Thread]:
+    """`kuaijian demo *args` as a child process; its output lines are collected into the returned list by the
+    returned (started) reader thread."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "kuaijian.cli", "demo", "--port", str(port), "--data-dir", str(tmp_path),
-         "--towns", "1", "--stations-per-town", "2", "--rate", "120", "--positive-rate", "0.3",
-         "--duration", "150", "--case-minutes", "0.5"],
+        [sys.executable, "-m", "kuaijian.cli", "demo", *args],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
         text=True, encoding="utf-8", errors="replace",  # universal newlines: the "\r" status line is a line too
     )  # fmt: skip
     out: list[str] = []
-    reader = threading.Thread(
-        target=lambda: [out.append(line) for line in iter(proc.stdout.readline, "")]  # type: ignore[union-attr]
-    )
+
+    def read() -> None:
+        assert proc.stdout is not None
+        for line in iter(proc.stdout.readline, ""):  # each line visible to the test as it comes
+            out.append(line)
+
+    reader = threading.Thread(target=read)
     reader.start()
+    return proc, out, reader
+
+
+def _stop_demo(proc: subprocess.Popen[str], reader: threading.Thread) -> int:
+    """Ctrl-C the demo and return its exit code; killed if it has not stopped within 60 s."""
+    proc.send_signal(signal.SIGINT)
+    try:
+        return proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        reader.join(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def test_demo_delivers_results_and_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    proc, out, reader = _start_demo(
+        "--port", str(port), "--data-dir", str(tmp_path), "--towns", "1", "--stations-per-town", "2",
+        "--rate", "120", "--positive-rate", "0.3", "--duration", "150", "--case-minutes", "0.5",
+    )  # fmt: skip
     try:
         token_line = wait_for(
             lambda: next((line for line in out if "login token:" in line), None) or proc.poll() is not None,
@@ -128,16 +154,7 @@ def test_demo_delivers_results_and_stops_cleanly(tmp_path: Path) -> None:
             lambda: {"remind", "escalate"} <= system_actions(), 90, "no automatic reminder and escalation"
         )
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            rc = proc.wait(60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-            reader.join(10)
-            if proc.stdout is not None:
-                proc.stdout.close()
+        rc = _stop_demo(proc, reader)
     text = "".join(out)
     assert rc == 0, text
     assert "demo: stopped" in text
@@ -175,17 +192,10 @@ def test_demo_on_postgresql_stores_in_the_server(tmp_path: Path, postgres: Postg
 
     url = postgres.create_database("kj_demo").replace("postgresql+psycopg://", "postgresql://")
     port = free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "kuaijian.cli", "demo", "--port", str(port), "--data-dir", str(tmp_path / "run"),
-         "--db", url, "--towns", "1", "--stations-per-town", "1", "--rate", "120", "--duration", "120"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-        text=True, encoding="utf-8", errors="replace",
+    proc, out, reader = _start_demo(
+        "--port", str(port), "--data-dir", str(tmp_path / "run"), "--db", url, "--towns", "1",
+        "--stations-per-town", "1", "--rate", "120", "--duration", "120",
     )  # fmt: skip
-    out: list[str] = []
-    reader = threading.Thread(
-        target=lambda: [out.append(line) for line in iter(proc.stdout.readline, "")]  # type: ignore[union-attr]
-    )
-    reader.start()
 
     def stored() -> int:
         with psycopg.connect(url) as conn:
@@ -204,16 +214,7 @@ def test_demo_on_postgresql_stores_in_the_server(tmp_path: Path, postgres: Postg
         _, body = _get(f"http://127.0.0.1:{port}/api/health", token)
         assert int(json.loads(body)["results"]) >= 3
     finally:
-        proc.send_signal(signal.SIGINT)
-        try:
-            rc = proc.wait(60)
-        finally:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait(10)
-            reader.join(10)
-            if proc.stdout is not None:
-                proc.stdout.close()
+        rc = _stop_demo(proc, reader)
     assert rc == 0, "".join(out)
     assert not (tmp_path / "run" / "cloud.db").exists()
     again = subprocess.run(
