@@ -357,19 +357,30 @@ def act(
     return updated
 
 
+def results_on_cases(db: Database, station: str) -> dict[str, int]:
+    """Every result reported on a case of `station` → that case's id: the result that opened it, and each
+    further result the opening rules reported on it (its ``report`` actions)."""
+    out = {
+        str(rid): int(cid)
+        for cid, rid in db.execute("SELECT id, result_id FROM cases WHERE station = ?", [station])
+    }
+    for case_id, data in db.execute(
+        "SELECT a.case_id, a.data_json FROM case_actions a JOIN cases c ON c.id = a.case_id"
+        " WHERE c.station = ? AND a.action = 'report' AND a.data_json IS NOT NULL",
+        [station],
+    ).fetchall():
+        rid = json.loads(data).get("result_id")
+        if rid:
+            out.setdefault(str(rid), int(case_id))
+    return out
+
+
 def _redecide_batches(db: Database, case: dict[str, Any], now: datetime) -> list[dict[str, Any]]:
     """Re-decide the sample batches of every result reported on a case that is being closed (a negative
     confirmation lifts a hold, cloud.samples.decide); [{code, status, certificate}] of those batches."""
     from cloud import samples  # samples imports producers → auth; imported here to keep this module light
 
-    ids = {str(case["result_id"])}
-    for (data,) in db.execute(
-        "SELECT data_json FROM case_actions WHERE case_id = ? AND action = 'report' AND data_json IS NOT NULL",
-        [case["id"]],
-    ).fetchall():
-        rid = json.loads(data).get("result_id")
-        if rid:
-            ids.add(str(rid))
+    ids = {rid for rid, cid in results_on_cases(db, str(case["station"])).items() if cid == case["id"]}
     codes = sorted(
         {
             str(code)

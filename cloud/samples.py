@@ -266,20 +266,10 @@ def _confirmation(db: Database, station: str, result_ids: list[str]) -> str | No
     were reported on is closed with ``lab_negative`` as its last confirming feedback, ``retest`` when every
     such case is closed with a negative one (some by ``retest_negative``); None while any case is open, has
     no negative confirmation, recorded the product destroyed, or a positive is on no case at all."""
+    from cloud.cases import results_on_cases  # cases imports this module (re-deciding on close)
+
     ids = set(result_ids)
-    cases: dict[str, int] = {}
-    for case_id, result_id in db.execute(
-        "SELECT id, result_id FROM cases WHERE station = ?", [station]
-    ).fetchall():
-        cases[str(result_id)] = int(case_id)
-    for case_id, data in db.execute(
-        "SELECT a.case_id, a.data_json FROM case_actions a JOIN cases c ON c.id = a.case_id"
-        " WHERE c.station = ? AND a.action = 'report' AND a.data_json IS NOT NULL",
-        [station],
-    ).fetchall():
-        rid = json.loads(data).get("result_id")
-        if rid in ids:
-            cases.setdefault(str(rid), int(case_id))
+    cases = results_on_cases(db, station)
     if not ids <= cases.keys():
         return None
     kinds: list[str] = []
