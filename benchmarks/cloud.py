@@ -43,6 +43,7 @@ import sys
 import tempfile
 import threading
 import time
+import types
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -510,6 +511,9 @@ def _anchor_module() -> Any:
     called (decode, verify, the models) from `kuaijian_schema/wire.py` of the same commit, loaded from git
     (runs on today's database layer and case rules)."""
     wire = _module_at(ANCHOR_COMMIT, "kuaijian_schema/wire.py", "wire_anchor")
+    # that tree imported sqlite_utils for its annotations only (never evaluated: `from __future__ import
+    # annotations`); the project no longer depends on it
+    sys.modules.setdefault("sqlite_utils", types.ModuleType("sqlite_utils"))
     module = _module_at(ANCHOR_COMMIT, "cloud/ingest.py", "ingest_anchor")
     names = ("Ack", "Rejection", "Result", "Status", "split_result_payload", "verify_payload", "parse_topic")
     for name in names:
