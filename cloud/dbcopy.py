@@ -2,12 +2,12 @@
 
 Does: bring both databases to the newest schema revision (the source too: a database made by an older release
 is upgraded first), refuse a target that already holds data, copy every table in foreign-key order inside ONE
-target transaction (all or nothing; PostgreSQL gets COPY, SQLite multi-row inserts; on PostgreSQL the monthly
-results partitions of the source's months are made first, cloud.partitions; the daily aggregates of
-cloud.rollup are not copied: the target's triggers rebuild them as the results arrive), reset the target's id
-sequences, then verify that every table holds as many rows on both sides and that the results' ids match
-(count, smallest, largest). `results` are copied in the source's insert order, so the PostgreSQL ``rowid``
-(what the live feed tails) keeps that order.
+target transaction (all or nothing; `Database.insert_rows`: COPY on PostgreSQL, multi-row INSERTs on SQLite;
+on PostgreSQL the monthly results partitions of the source's months are made first, cloud.partitions; the
+daily aggregates of cloud.rollup are not copied: the target's triggers rebuild them as the results arrive),
+reset the target's id sequences, then verify that every table holds as many rows on both sides and that the
+results' ids match (count, smallest, largest). `results` are copied in the source's insert order, so the
+PostgreSQL ``rowid`` (what the live feed tails) keeps that order.
 
 Does not: change the source's data, copy between two databases while ingest writes to the source (stop
 `kuaijian cloud serve`/`ingest` first), or move the broker's files (`kuaijian cloud mosquitto-auth` rewrites
@@ -73,16 +73,6 @@ def _rows(db: Database, table: Any, columns: list[str]) -> Iterator[list[tuple[A
         yield [tuple(r) for r in chunk]
 
 
-def _write(db: Database, table: str, columns: list[str], rows: list[tuple[Any, ...]]) -> None:
-    if db.is_postgres:
-        with db.raw.cursor().copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(row)
-        return
-    marks = "(" + ", ".join("?" for _ in columns) + ")"
-    db.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES {marks}", rows)  # noqa: S608
-
-
 def _reset_sequences(db: Database) -> None:
     """After explicit ids were copied, make PostgreSQL's serial sequences continue above them."""
     if not db.is_postgres:
@@ -136,7 +126,7 @@ def copy_database(source: str, target: str, progress: Callable[[str, int], None]
                     ]
                     copied = 0
                     for rows in _rows(src, table, columns):
-                        _write(dst, table.name, columns, rows)
+                        dst.insert_rows(table.name, columns, rows)
                         copied += len(rows)
                         if progress is not None:
                             progress(table.name, copied)

@@ -22,10 +22,10 @@ oldest unsent age, …) in arrival order.
 
 Per-message cost does not grow with the batch: stations and already-stored ids are looked up once per batch
 (under the batch's station locks, so the lookup is the truth for those stations), the new rows go in with one
-statement (PostgreSQL: COPY; SQLite: one executemany), and there is no savepoint or snapshot per message — a
-message that raises rolls the batch back to one savepoint and the batch runs again with it dead-lettered. An
-id that another worker stored meanwhile under another station's topic makes the insert fail in the unique
-index; the batch then runs again and finds it (`RACE_RERUNS`).
+COPY (PostgreSQL; SQLite: a few multi-row INSERTs, `Database.insert_rows`), and there is no savepoint or
+snapshot per message — a message that raises rolls the batch back to one savepoint and the batch runs again
+with it dead-lettered. An id that another worker stored meanwhile under another station's topic makes the
+insert fail in the unique index; the batch then runs again and finds it (`RACE_RERUNS`).
 
 The MQTT side (receiving, batching, PUBACK and publishing the acks) is `cloud.ingest_worker`.
 
@@ -275,9 +275,10 @@ class _Batch:
         return True
 
     def _flush(self) -> None:
-        """Insert the batch's new results in one statement (PostgreSQL: COPY). They are new: every id was
-        looked up under the batch's station locks (SQLite: the file lock); only a result stored meanwhile
-        under another station's topic raises IntegrityViolation (`process_batch` runs the batch again)."""
+        """Insert the batch's new results in one COPY (PostgreSQL; SQLite: a few multi-row INSERTs). They are
+        new: every id was looked up under the batch's station locks (SQLite: the file lock); only a result
+        stored meanwhile under another station's topic raises IntegrityViolation (`process_batch` runs the
+        batch again)."""
         if self._rows:
             self.db.lock_rowid_order()  # rowids visible in the order given: the live feed skips none
             self.db.insert_rows("results", _RESULT_COLUMNS, self._rows)
