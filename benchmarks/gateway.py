@@ -2,7 +2,8 @@
 
 Runs `kuaijian gateway run` as a subprocess (so its RSS is its own) against a real Mosquitto broker on a
 random loopback port, with a lean "cloud" in this process (`Cloud`: splits each message, acks every result
-by id at once; every signature and every `Result` is checked after the clock stops). Scenarios, each starting
+at once by id and seq, as cloud/ingest.py does; every signature and every `Result` is checked after the clock
+stops). Scenarios, each starting
 from a backlog already in the instrument's memory:
 
 - fast-source: the deterministic in-process plugin analyzer (tests/gateway/fast_source.py) — measures the
@@ -63,7 +64,7 @@ INFLIGHT = max(20, min(1000, int(LINK["max_unacked"])))  # as gateway/link.py se
 
 
 class Cloud:
-    """Stands in for the cloud ingest: acks every result of a message by id, right away (no storage).
+    """Stands in for the cloud ingest: acks every result of a message by id and seq, right away (no storage).
 
     Keeps each message's bytes; `check()` verifies every signature and validates every `Result` afterwards,
     so the checking costs nothing while the clock runs.
@@ -98,7 +99,7 @@ class Cloud:
     def _on_message(self, client: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
         data = bytes(msg.payload)
         items = split_result_payload(data)
-        ack = {"ids": [item["id"] for item in items], "seqs": [], "rejected": []}
+        ack = {"ids": [item["id"] for item in items], "seqs": [item["seq"] for item in items], "rejected": []}
         client.publish(topic(STATION, "ack"), json.dumps(ack, separators=(",", ":")), qos=1)
         with self.lock:
             if self.first is None:

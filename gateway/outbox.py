@@ -174,9 +174,11 @@ class Outbox:
         """Persist every result of `records` and advance the cursor, all in one transaction.
 
         Results whose key (instrument, epoch, record_no, line) is already known are skipped (a re-read
-        after a crash). Each result is serialised once (`kuaijian_schema.wire.seal`): the bytes `sign`
-        signs are the stored (and later sent) payload but for its "sig". `identity` is that of the last of
-        `records` (stored with the cursor when it moves there). Returns the newly enqueued rows.
+        after a crash). Each result is serialised once (`kuaijian_schema.wire.seal`, finite values vouched
+        for by `Draft`): the bytes `sign` signs are the stored (and later sent) payload but for its "sig".
+        `identity` is that of the last of `records` (stored with the cursor when it moves there). Returns
+        the newly enqueued rows. A negative priority is refused (ValueError): send order keeps an index of
+        the rows above 0 only (`due_order`).
 
         The keys do not pile up: in the same transaction, the keys of every record more than
         `keep_record_keys` records behind the instrument's cursor (and of its earlier epochs) are deleted and
@@ -195,7 +197,7 @@ class Outbox:
             for draft in rec.drafts
         ]
         ids = new_result_ids(len(docs))
-        rows: list[tuple[int, str, str, int, float, str]] = []
+        rows: list[tuple[int, str, str, int, float, bytes]] = []
         keys: list[tuple[str, int, int, str, int, str]] = []
         out: list[Enqueued] = []
         with self._db.tx("enqueueing results", grows=True) as conn:
@@ -215,12 +217,14 @@ class Outbox:
             for (record_no, line, priority, doc), rid in zip(docs, ids, strict=True):
                 if (record_no, line) in known or (horizon is not None and (epoch, record_no) <= horizon):
                     continue  # a re-read: its key is here, or it was taken long ago and its key pruned
+                if priority < 0:
+                    raise ValueError(f"priority {priority} of {instrument} record {record_no} is below 0")
                 known.add((record_no, line))
                 seq += 1
                 doc["id"] = rid
                 doc["seq"] = seq
-                payload, _sig = seal(doc, sign)
-                rows.append((seq, rid, instrument, priority, now, payload.decode()))
+                payload, _sig = seal(doc, sign, finite=True)
+                rows.append((seq, rid, instrument, priority, now, payload))
                 keys.append((instrument, epoch, record_no, line, seq, rid))
                 out.append(Enqueued(seq, rid, priority))
             conn.executemany(
@@ -281,34 +285,50 @@ class Outbox:
     # ------------------------------------------------------------------ delivery side
     def due_order(self, limit: int, after: tuple[int, int] | None = None) -> list[tuple[int, int]]:
         """(seq, priority) of up to `limit` outbox rows in send order: priority first, then seq; with `after`
-        = (priority, seq), only the rows that come after that one (two index range reads, whatever comes
-        before it is not read at all)."""
+        = (priority, seq), only the rows that come after that one (whatever comes before it is not read).
+
+        The rows above priority 0 come from their own index (`outbox_urgent`), those at 0 (most results)
+        from the primary key in seq order, skipping any urgent row among them — no more than are still
+        queued behind `after` (the link's rows in flight) or, from the top, fewer than `limit`."""
+        rows: list[tuple[Any, ...]] = []
+        start = 0  # the priority-0 rows are read after this seq
         if after is None:
             rows = self._db.read(
-                "SELECT seq, priority FROM outbox ORDER BY priority DESC, seq LIMIT ?", (limit,)
+                "SELECT seq, priority FROM outbox WHERE priority > 0 ORDER BY priority DESC, seq LIMIT ?",
+                (limit,),
             )
-            return [(int(s), int(p)) for s, p in rows]
-        prio, seq = after
-        rows = self._db.read(
-            "SELECT seq, priority FROM outbox WHERE priority = ? AND seq > ? ORDER BY seq LIMIT ?",
-            (prio, seq, limit),
-        )
+        elif after[0] > 0:
+            prio, seq = after
+            rows = self._db.read(
+                "SELECT seq, priority FROM outbox WHERE priority > 0 AND priority = ? AND seq > ?"
+                " ORDER BY seq LIMIT ?",
+                (prio, seq, limit),
+            )
+            if len(rows) < limit:
+                rows += self._db.read(
+                    "SELECT seq, priority FROM outbox WHERE priority > 0 AND priority < ?"
+                    " ORDER BY priority DESC, seq LIMIT ?",
+                    (prio, limit - len(rows)),
+                )
+        else:
+            start = after[1]
         if len(rows) < limit:
             rows += self._db.read(
-                "SELECT seq, priority FROM outbox WHERE priority < ? ORDER BY priority DESC, seq LIMIT ?",
-                (prio, limit - len(rows)),
+                "SELECT seq, priority FROM outbox WHERE seq > ? AND priority = 0 ORDER BY seq LIMIT ?",
+                (start, limit - len(rows)),
             )
         return [(int(s), int(p)) for s, p in rows]
 
-    def payloads(self, seqs: Sequence[int]) -> dict[int, str]:
-        """Stored signed JSON of the given seqs (missing ones were acked meanwhile)."""
-        out: dict[int, str] = {}
+    def payloads(self, seqs: Sequence[int]) -> dict[int, bytes]:
+        """Stored signed JSON (UTF-8) of the given seqs (missing ones were acked meanwhile)."""
+        out: dict[int, bytes] = {}
         for i in range(0, len(seqs), 500):
             chunk = list(seqs[i : i + 500])
             marks = ",".join("?" * len(chunk))
-            sql = f"SELECT seq, payload FROM outbox WHERE seq IN ({marks})"  # noqa: S608 - only ? marks
+            # stored as a blob since 0006 (no decoding on the way in or out), as text before
+            sql = f"SELECT seq, CAST(payload AS BLOB) FROM outbox WHERE seq IN ({marks})"  # noqa: S608 - ? marks
             for seq, payload in self._db.read(sql, chunk):
-                out[int(seq)] = str(payload)
+                out[seq] = payload
         return out
 
     def ack(
@@ -332,16 +352,30 @@ class Outbox:
         # Not durable (no fsync of its own): an ack undone by a power cut only sends its results again, and
         # the cloud stores by id (a redelivery is a no-op). Results are only ever added durably.
         with self._db.tx("applying an ack", essential=True, durable=False) as conn:
-            for column, keys in (("id", [str(i) for i in ids]), ("seq", [int(s) for s in seqs])):
-                for i in range(0, len(keys), 500):
-                    chunk = keys[i : i + 500]
-                    gone = conn.execute(
-                        f"DELETE FROM outbox WHERE {column} IN ({','.join('?' * len(chunk))})"  # noqa: S608
-                        " RETURNING seq",
-                        chunk,
-                    ).fetchall()
-                    acked.extend(int(r[0]) for r in gone)
-                    unknown += len(chunk) - len(gone)
+            # By seq first (the primary key: the cloud names each result by both), then the ids not named
+            # by a row deleted here (an ack with ids alone, from an older cloud: the id index).
+            by_seq: set[str] = set()
+            seq_keys = [int(s) for s in seqs]
+            for i in range(0, len(seq_keys), 500):
+                chunk = seq_keys[i : i + 500]
+                gone = conn.execute(
+                    f"DELETE FROM outbox WHERE seq IN ({','.join('?' * len(chunk))})"  # noqa: S608
+                    " RETURNING seq, id",
+                    chunk,
+                ).fetchall()
+                acked.extend(r[0] for r in gone)
+                by_seq.update(r[1] for r in gone)
+                unknown += len(chunk) - len(gone)
+            rest = [i for i in map(str, ids) if i not in by_seq]
+            for i in range(0, len(rest), 500):
+                id_chunk = rest[i : i + 500]
+                gone = conn.execute(
+                    f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(id_chunk))})"  # noqa: S608
+                    " RETURNING seq",
+                    id_chunk,
+                ).fetchall()
+                acked.extend(r[0] for r in gone)
+                unknown += len(id_chunk) - len(gone)
             for rej in rejected:
                 if rej.seq is None or rej.sha256 is None:
                     ignored += 1
@@ -349,14 +383,14 @@ class Outbox:
                 row = conn.execute(
                     "SELECT seq, id, payload FROM outbox WHERE id = ? AND seq = ?", (rej.id, int(rej.seq))
                 ).fetchone()
-                if row is None or stored_sha256(str(row[2])) != rej.sha256:
+                if row is None or stored_sha256(row[2]) != rej.sha256:
                     ignored += 1
                     continue
                 conn.execute("DELETE FROM outbox WHERE seq = ?", (int(row[0]),))
                 conn.execute(
                     "INSERT OR REPLACE INTO rejected (seq, id, reason, rejected_at, payload) "
                     "VALUES (?, ?, ?, ?, ?)",
-                    (int(row[0]), str(row[1]), rej.reason, now, str(row[2])),
+                    (int(row[0]), str(row[1]), rej.reason, now, row[2]),
                 )
                 moved.append(int(row[0]))
             conn.execute("UPDATE counters SET value = value + ? WHERE name = 'acked'", (len(acked),))
@@ -456,6 +490,8 @@ class Outbox:
         the seq counter (same id/seq/sig/ack rules as a result). Raises DuplicateCode if `code` is taken."""
         now = time.time()
         with self._db.tx("enqueueing a registration", grows=True) as conn:
+            if priority < 0:
+                raise ValueError(f"priority {priority} is below 0")
             if conn.execute("SELECT 1 FROM registrations WHERE code = ?", (code,)).fetchone():
                 raise DuplicateCode(f"样品编号 {code} 已被登记 (sample code {code} is already registered)")
             seq = int(conn.execute("SELECT value FROM counters WHERE name = 'seq'").fetchone()[0]) + 1
@@ -463,14 +499,13 @@ class Outbox:
             doc["id"] = new_result_ids(1)[0]
             doc["seq"] = seq
             sealed, doc["sig"] = seal(doc, sign)
-            payload = sealed.decode()
             conn.execute(
                 "INSERT INTO outbox (seq, id, instrument, priority, enqueued_at, payload) VALUES (?, ?, ?, ?, ?, ?)",
-                (seq, doc["id"], "@registrations", priority, now, payload),
+                (seq, doc["id"], "@registrations", priority, now, sealed),
             )
             conn.execute(
                 "INSERT INTO registrations (code, seq, id, created_at, doc) VALUES (?, ?, ?, ?, ?)",
-                (code, seq, doc["id"], now, payload),
+                (code, seq, doc["id"], now, sealed.decode()),
             )
             conn.execute("UPDATE counters SET value = ? WHERE name = 'seq'", (seq,))
             conn.execute("UPDATE counters SET value = value + 1 WHERE name = 'enqueued'")
@@ -515,9 +550,9 @@ class Outbox:
         return str(rows[0][0]), doc
 
 
-def stored_sha256(payload: str) -> str:
+def stored_sha256(payload: str | bytes) -> str:
     """`payload_sha256` of a stored payload (its canonical JSON; the raw text if it does not parse)."""
     try:
         return payload_sha256(json.loads(payload))
     except (ValueError, TypeError, RecursionError):
-        return hashlib.sha256(payload.encode()).hexdigest()
+        return hashlib.sha256(payload.encode() if isinstance(payload, str) else payload).hexdigest()

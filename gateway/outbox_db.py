@@ -106,6 +106,16 @@ MIGRATIONS: tuple[Migration, ...] = (
             " record_no INTEGER NOT NULL, pruned INTEGER NOT NULL)",
         ),
     ),
+    Migration(
+        "0006_urgent_index",
+        (
+            # Send order (priority first, then seq) needs an index only for the rows that jump the queue:
+            # priority 0 (negative results, most of them) is sent in seq order, the primary key's. A
+            # negative result is then stored and deleted without touching a send-order index.
+            "DROP INDEX outbox_by_priority",
+            "CREATE INDEX outbox_urgent ON outbox (priority DESC, seq) WHERE priority > 0",
+        ),
+    ),
 )
 
 

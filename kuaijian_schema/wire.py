@@ -129,6 +129,7 @@ _NUMBER_CHARS = frozenset(b"0123456789.-")
 _VALUE_START = frozenset(b":,[")
 _DIGITS = frozenset(b"0123456789")
 _EXPONENT = re.compile(rb"e-[0-9](?![0-9])")
+_E_MINUS = re.compile(rb"e-")
 
 
 def _spelled_apart(out: bytes) -> bool:
@@ -145,7 +146,7 @@ def _spelled_apart(out: bytes) -> bool:
         if j == 0 or out[j - 1] in _VALUE_START:
             return True
         i = out.find(b"0.0000", i + 1)
-    if b"e-" in out:
+    if _E_MINUS.search(out) is not None:  # (a regex finds these two bytes faster than `in`)
         for m in _EXPONENT.finditer(out):
             j = m.start()
             if j == 0 or out[j - 1] not in _DIGITS:
@@ -181,18 +182,19 @@ def canonical_json(obj: Any) -> bytes:
     is always the reference's. For JSON values (dict, list, tuple, str, int, float, bool, None — everything
     `json.loads` gives and `model_dump(mode="json")` makes) the identity is a tested property; a UUID or an
     Enum member, which `json` refuses, orjson encodes."""
-    return _encode(obj)[0]
+    return _canonical(obj, finite=False)
 
 
-def _encode(obj: Any) -> tuple[bytes, bool]:
-    """(`canonical_json(obj)`, whether orjson's output was it)."""
+def _canonical(obj: Any, *, finite: bool) -> bytes:
+    """`canonical_json(obj)`; `finite`: the caller vouches that `obj` holds no NaN or infinity, so a null in
+    orjson's output is a None and the walk looking for them (`_non_finite`) is left out."""
     try:
         out = orjson.dumps(obj, option=_FAST_OPTIONS)
     except orjson.JSONEncodeError:
-        return _CANONICAL.encode(obj).encode(), False
-    if _spelled_apart(out) or (b"null" in out and _non_finite(obj)):
-        return _CANONICAL.encode(obj).encode(), False
-    return out, True
+        return _CANONICAL.encode(obj).encode()
+    if _spelled_apart(out) or (not finite and b"null" in out and _non_finite(obj)):
+        return _CANONICAL.encode(obj).encode()
+    return out
 
 
 def _body_json(payload: dict[str, Any]) -> bytes:
@@ -217,25 +219,58 @@ def sign_payload(payload: dict[str, Any], key: bytes) -> str:
     return hmac.new(key, _body_json(payload), hashlib.sha256).hexdigest()
 
 
-def seal(doc: Mapping[str, Any], sign: Signer) -> tuple[bytes, str]:
+_SLOT = "~" * 64
+"""Stands in for the signature while a document is encoded once for both signing and sending: no digit, no
+dot and no "e-", so it can neither make nor hide a float spelling `_spelled_apart` looks for."""
+_SLOT_MEMBER = b'"sig":"' + _SLOT.encode() + b'"'
+
+
+def seal(doc: Mapping[str, Any], sign: Signer, *, finite: bool = False) -> tuple[bytes, str]:
     """(canonical JSON of `doc` with "sig" added, the sig), the sig made by `sign` over the canonical JSON of
     `doc` (which must not hold "sig"): equal to `canonical_json({**doc, "sig": sign_payload(doc, key)})`,
-    with `doc` encoded once. Canonical JSON is the sorted members joined, so the signed text ends with the
-    members after "sig" (their own canonical JSON, braces aside) and the sealed text is the signed one with
-    "sig" put in before them."""
+    with `doc` encoded once.
+
+    `finite=True`: the caller vouches that `doc` holds no NaN and no infinity — true of a `ResultBody`'s wire
+    object, whose values are finite or None — and the walk that looks for them is left out (it is most of
+    the cost of a result with a null value). Were one there after all, it would be sealed as null (the
+    value the cloud then receives, and verifies the signature over) where `canonical_json` refuses it.
+
+    Canonical JSON is the sorted members joined by commas, so `doc` is encoded once with a stand-in "sig"
+    member (`_SLOT`): without that member (and one comma) it is the signed text, with the signature in the
+    stand-in's place the sealed one. The member is found as the only occurrence of its bytes (a raw quote
+    only ever appears structurally in JSON, so the one occurrence is the top-level member put there); a
+    document whose text holds it twice (a nested "sig" with the stand-in's value) is sealed the long way."""
     if "sig" in doc:
         raise ValueError('seal: the document already holds "sig"')
-    body, fast = _encode(doc)
+    full = dict(doc)
+    full["sig"] = _SLOT
+    out = _canonical(full, finite=finite)
+    i = out.find(_SLOT_MEMBER)
+    if i < 1 or out.find(_SLOT_MEMBER, i + 1) >= 0:
+        return _seal_apart(doc, sign)
+    j = i + len(_SLOT_MEMBER)  # the member is out[i:j]; out[i - 1] is "," or "{"
+    if out[i - 1] == 0x2C:  # ",": drop the comma before it
+        body = out[: i - 1] + out[j:]
+    elif out[j] == 0x2C:  # the first member, others follow: drop the comma after it
+        body = out[:i] + out[j + 1 :]
+    else:  # the only member
+        body = out[:i] + out[j:]
     sig = sign(body)
-    member = b'"sig":"' + sig.encode() + b'"'
-    after = {k: v for k, v in doc.items() if k > "sig"}
-    if not after:
-        return body[:-1] + (b"," if len(body) > 2 else b"") + member + b"}", sig
-    # the members after "sig" end `body`, encoded as they are there (only their length is wanted): by
-    # orjson when orjson's output of the whole was canonical, else by the reference
-    tail = (orjson.dumps(after, option=_FAST_OPTIONS) if fast else _CANONICAL.encode(after).encode())[1:-1]
-    head = body[1 : len(body) - 1 - len(tail)]  # with its trailing comma, when there is a head
-    return b"{" + head + member + b"," + tail + b"}", sig
+    return out[: i + 7] + _sig_text(sig) + out[j - 1 :], sig
+
+
+def _sig_text(sig: str) -> bytes:
+    """The JSON string body of `sig` (between its quotes): a hex digest as it is, anything else escaped as
+    canonical JSON escapes it."""
+    if sig.isascii() and sig.isalnum():
+        return sig.encode()
+    return _CANONICAL.encode(sig).encode()[1:-1]
+
+
+def _seal_apart(doc: Mapping[str, Any], sign: Signer) -> tuple[bytes, str]:
+    """`seal` by two encodings (for the rare document whose text holds the stand-in member twice)."""
+    sig = sign(canonical_json(dict(doc)))
+    return canonical_json({**doc, "sig": sig}), sig
 
 
 def verify_payload(payload: dict[str, Any], key: bytes) -> bool:

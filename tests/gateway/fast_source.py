@@ -65,6 +65,8 @@ class FastGoldSource:
         _FAILS_LEFT.setdefault(self._fail_key, int(params.get("fail_opens", 0)))
         self.timeouts = timeouts
         self.opened = False
+        self._latest_seen = 0  # records up to here have completed already (the clock only moves on)
+        self._id_prefix = f"{self.serial}-S"
 
     def open(self) -> None:
         if time.time() < self.fail_open_until:
@@ -90,20 +92,25 @@ class FastGoldSource:
         )
 
     def latest_record(self) -> int:
-        return max(0, min(self.total, int((time.time() - self.t0) * self.rate)))
+        latest = max(0, min(self.total, int((time.time() - self.t0) * self.rate)))
+        self._latest_seen = max(self._latest_seen, latest)
+        return latest
 
     def read_record(self, record_no: int) -> GoldReading:
-        if not 1 <= record_no <= self.latest_record() or record_no in self.unreadable:
+        # the clock is read only for a record past the latest seen complete (not once per record)
+        if not 1 <= record_no <= self._latest_seen and not 1 <= record_no <= self.latest_record():
+            raise ProtocolError(f"record {record_no} is not in memory")
+        if record_no in self.unreadable:
             raise ProtocolError(f"record {record_no} is not in memory")
         blank, positive = _profiles(self.kit)
         return GoldReading(
-            record_no=record_no,
-            channel=1 + record_no % self.channels,
-            kit=self.kit,
-            sample_id=f"{self.serial}-S{record_no:06d}",
-            product="菠菜",
-            measured_at=datetime.fromtimestamp(self.t0 + record_no / self.rate, UTC),
-            profile=positive if is_positive(record_no) else blank,
+            record_no,
+            1 + record_no % self.channels,
+            self.kit,
+            f"{self._id_prefix}{record_no:06d}",
+            "菠菜",
+            datetime.fromtimestamp(self.t0 + record_no / self.rate, UTC),
+            positive if record_no % 10 == 0 else blank,  # is_positive
         )
 
 

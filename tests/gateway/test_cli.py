@@ -83,7 +83,7 @@ def test_run_offline_then_corrupt_outbox_exits_3(tmp_path: Path) -> None:
 
 
 def test_corrupt_outbox_is_salvaged_on_the_next_start(tmp_path: Path) -> None:
-    """Damage that fails the integrity check but leaves the rows readable (here: the priority index's page):
+    """Damage that fails the integrity check but leaves the rows readable (here: the urgent-rows index's page):
     exit 3 once, then the next start restores every un-sent result and the instrument cursor, so nothing
     is lost and the instrument is not read again into duplicates."""
     import sqlite3
@@ -96,9 +96,7 @@ def test_corrupt_outbox_is_salvaged_on_the_next_start(tmp_path: Path) -> None:
         assert len(before) == 50
     conn = sqlite3.connect(db)
     page_size = conn.execute("PRAGMA page_size").fetchone()[0]
-    rootpage = conn.execute(
-        "SELECT rootpage FROM sqlite_master WHERE name = 'outbox_by_priority'"
-    ).fetchone()[0]
+    rootpage = conn.execute("SELECT rootpage FROM sqlite_master WHERE name = 'outbox_urgent'").fetchone()[0]
     conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     conn.close()
     data = bytearray(db.read_bytes())

@@ -10,13 +10,18 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
 from drivers.readings import DeviceInfo, Reading
 from drivers.timeouts import Timeouts
-from gateway.link import _id_texts
+from gateway.link import parse_ack
 from gateway.outbox import Enqueued, Outbox, RecordDrafts
 from gateway.pipeline import Interpreter, SpecHolder
 from gateway.worker import QUEUED_BATCHES, InstrumentWorker
-from kuaijian_schema.wire import Ack, Signer, hmac_signer, new_result_id
+from kuaijian_schema.wire import Ack, Rejection, Signer, hmac_signer, new_result_id
 from tests.gateway.acker import Acker
 from tests.gateway.conftest import STATION, RunningService, drained, fast_instrument, write_station
 from tests.gateway.fast_source import FastGoldSource
@@ -130,14 +135,68 @@ def test_acks_are_applied_off_the_network_thread(tmp_path: Path, mosquitto: Mosq
     assert set(threads) == {"gateway-link-acks"}, f"acks applied on {sorted(set(threads))}"
 
 
-def test_acked_ids_are_taken_as_the_outbox_keys_them() -> None:
-    """The ack thread uses an ack's own id strings when they are the canonical text (no UUID formatting per
-    id), and the canonical text of any other spelling the schema accepts — the same keys as `str(UUID)`."""
-    ids = [str(new_result_id()) for _ in range(3)]
-    spelled = [ids[0], ids[1].upper(), ids[2].replace("-", "")]
-    payload = json.dumps({"ids": spelled, "seqs": [4]}).encode()
-    ack = Ack.model_validate_json(payload)
-    assert _id_texts(payload, ack) == ids == [str(u) for u in ack.ids]
+def _model_keys(payload: bytes) -> tuple[list[str], list[int], tuple[Rejection, ...]] | str:
+    """What the ack model makes of `payload`, as the outbox keys it ("invalid" where it refuses)."""
+    try:
+        ack = Ack.model_validate_json(payload)
+    except ValidationError:
+        return "invalid"
+    return [str(u) for u in ack.ids], list(ack.seqs), ack.rejected
+
+
+def _parsed(payload: bytes) -> tuple[list[str], list[int], tuple[Rejection, ...]] | str:
+    try:
+        return parse_ack(payload)
+    except ValidationError:
+        return "invalid"
+
+
+_uuid_texts = st.uuids().flatmap(
+    lambda u: st.sampled_from([str(u), str(u).upper(), u.hex, f"{{{u}}}", f"urn:uuid:{u}", str(u)[:-1]])
+)
+_ack_values = st.fixed_dictionaries(
+    {},
+    optional={
+        "ids": st.lists(_uuid_texts | st.integers() | st.text(max_size=40), max_size=4)
+        | st.sampled_from([None, "x", {}]),
+        "seqs": st.lists(st.integers() | st.booleans() | st.floats() | st.text(max_size=3), max_size=4)
+        | st.sampled_from([None, 5, "5"]),
+        "rejected": st.sampled_from(
+            [[], None, [{"id": "x", "seq": 3, "reason": "r"}], [{"id": "x"}], [{"id": "x", "reason": 1}]]
+        ),
+        "extra": st.integers(),
+    },
+)
+
+
+@settings(max_examples=400)
+@given(_ack_values | st.lists(st.integers(), max_size=2) | st.none())
+def test_an_ack_parses_to_what_the_model_makes_of_it(doc: Any) -> None:
+    """`parse_ack` (orjson and an exact shape check for the common ack, the model for anything else) gives
+    the ids as the outbox keys them (`str(UUID)`), the seqs and the rejections — or refuses — exactly as the
+    model does: any spelling of an id the schema accepts, non-integer seqs, extra members, rejections."""
+    payload = json.dumps(doc).encode()
+    assert _parsed(payload) == _model_keys(payload)
+
+
+@pytest.mark.parametrize("payload", [b"", b"{", b"\xff", b'{"ids": ["\\ud800"]}', b"[]", b'{"ids": [1e400]}'])
+def test_a_broken_ack_is_refused_as_the_model_refuses_it(payload: bytes) -> None:
+    assert _parsed(payload) == _model_keys(payload) == "invalid"
+
+
+def test_a_common_ack_is_parsed_without_the_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The ack the cloud sends (canonical ids, seqs, no rejections) is taken without validating the model
+    (a tenth of the cost); the ids are the ack's own strings."""
+    ids = [str(new_result_id()) for _ in range(50)]
+    payload = json.dumps({"ids": ids, "seqs": list(range(1, 51)), "rejected": []}).encode()
+    expected = _model_keys(payload)
+
+    def refuse(*_a: object, **_k: object) -> Ack:
+        raise AssertionError("the model validated a common ack")
+
+    monkeypatch.setattr(Ack, "model_validate_json", refuse)
+    assert parse_ack(payload) == expected
+    assert parse_ack(b'{"ids":[],"seqs":[]}') == ([], [], ())
 
 
 def test_batches_waiting_for_a_commit_are_committed_together(tmp_path: Path) -> None:

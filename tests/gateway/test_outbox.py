@@ -68,7 +68,7 @@ def test_each_result_is_serialised_once_signed_stored_and_hashed_as_the_same_byt
         for e, data in zip(out, seen, strict=True):
             doc = json.loads(payloads[e.seq])
             assert (doc["id"], doc["seq"]) == (e.id, e.seq)
-            assert payloads[e.seq].encode() == canonical_json(doc)
+            assert payloads[e.seq] == canonical_json(doc)
             assert data == canonical_json({k: v for k, v in doc.items() if k != "sig"})
             assert stored_sha256(payloads[e.seq]) == payload_sha256(doc)
 
@@ -155,6 +155,107 @@ def test_priority_order_positives_first(tmp_path: Path) -> None:
     with Outbox.open(tmp_path / "o.db") as box:
         box.enqueue("i", 0, [_record(1), _record(2, verdict="positive"), _record(3)], _sign)
         assert [s for s, _ in box.due_order(10)] == [2, 1, 3]
+
+
+def _index_entries(path: Path, index: str) -> int | None:
+    """Entries in `index` of the database at `path` (every cell of an index b-tree is one; None when there
+    is no such index)."""
+    conn = sqlite3.connect(path)
+    try:
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (index,)).fetchone():
+            return None
+        return int(conn.execute("SELECT SUM(ncell) FROM dbstat WHERE name = ?", (index,)).fetchone()[0])
+    finally:
+        conn.close()
+
+
+def _send_order(box: Outbox, limit: int) -> list[tuple[int, int]]:
+    """Every row, paging through `due_order` `limit` rows at a time from the row last handed out."""
+    order = box.due_order(limit)
+    while True:
+        more = box.due_order(limit, after=(order[-1][1], order[-1][0])) if order else []
+        if not more:
+            return order
+        order += more
+
+
+def test_send_order_pages_through_every_priority_and_indexes_only_urgent_rows(tmp_path: Path) -> None:
+    """Priority first, then seq, however the rows are paged; only rows above priority 0 (positives,
+    suspects, invalids, registrations) are in a send-order index — a negative result, most of them, is
+    stored and deleted without one. A priority below 0 is refused."""
+    path = tmp_path / "o.db"
+    prios = [0, 3, 0, 0, 1, 2, 0, 3, 0, 0, 0, 1, 0, 2, 0, 0, 3, 0]
+    with Outbox.open(path) as box:
+        records = [RecordDrafts(n, (Draft.of("l", p, result_body(n)),)) for n, p in enumerate(prios, 1)]
+        out = box.enqueue("i", 0, records[:9], _sign) + box.enqueue("i", 0, records[9:], _sign)
+        reg, _ = box.enqueue_registration("AB12", {"kind": "sample"}, 4, _sign)
+        expected = sorted([(e.seq, e.priority) for e in out] + [(reg.seq, 4)], key=lambda r: (-r[1], r[0]))
+        for limit in (1, 2, 3, 5, 100):
+            assert _send_order(box, limit) == expected, f"pages of {limit}"
+        assert _index_entries(path, "outbox_urgent") == sum(p > 0 for p in prios) + 1
+        box.ack(seqs=[s for s, p in expected[::2]])
+        left = expected[1::2]
+        for limit in (1, 4, 100):
+            assert _send_order(box, limit) == left
+        assert _index_entries(path, "outbox_urgent") == sum(p > 0 for _, p in left)
+        with pytest.raises(ValueError, match="below 0"):
+            box.enqueue("i", 0, [RecordDrafts(99, (Draft.of("l", -1, result_body(99)),))], _sign)
+        assert box.stats().depth == len(left)
+
+
+def test_an_ack_naming_ids_and_seqs_deletes_by_seq(tmp_path: Path) -> None:
+    """The cloud names each result by id and seq: the rows go by seq (the primary key), the ids of the rows
+    deleted that way are not looked up again, and nothing is counted unknown. An ack by ids alone (an older
+    cloud) still applies, by the id index."""
+    with Outbox.open(tmp_path / "o.db") as box:
+        out = box.enqueue("i", 0, [_record(n) for n in range(1, 7)], _sign)
+        statements: list[str] = []
+        box._db._conn.set_trace_callback(statements.append)
+        res = box.ack(ids=[e.id for e in out[:3]], seqs=[e.seq for e in out[:3]])
+        box._db._conn.set_trace_callback(None)
+        assert (sorted(res.acked), res.unknown) == ([1, 2, 3], 0)
+        assert not [q for q in statements if "WHERE id IN" in q], (
+            "ids looked up although their seqs named them"
+        )
+        res = box.ack(ids=[out[3].id, out[0].id])  # ids alone; one of them acked already
+        assert (res.acked, res.unknown) == ((4,), 1)
+        res = box.ack(ids=[out[4].id], seqs=[out[5].seq])  # a row by id, another by seq
+        assert (sorted(res.acked), res.unknown) == ([5, 6], 0)
+        assert box.stats().depth == 0
+
+
+def test_an_outbox_from_before_0006_migrates_with_its_rows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An outbox made by 0001–0005 (send order by a full priority index, payloads stored as text) opens
+    migrated: the index holds the urgent rows only, the rows are sent in the same order with the same bytes,
+    and acks and exact rejections apply to them."""
+    path = tmp_path / "o.db"
+    monkeypatch.setattr("gateway.outbox_db.MIGRATIONS", MIGRATIONS[:5])
+    with Outbox.open(path) as box:
+        out = box.enqueue(
+            "i",
+            0,
+            [_record(n, verdict="positive" if n % 3 == 0 else "negative") for n in range(1, 10)],
+            _sign,
+        )
+        sent = box.payloads([e.seq for e in out])
+    conn = sqlite3.connect(path)
+    conn.execute("UPDATE outbox SET payload = CAST(payload AS TEXT)")  # as the old code stored them
+    conn.commit()
+    assert conn.execute("SELECT COUNT(*) FROM outbox WHERE typeof(payload) = 'text'").fetchone()[0] == 9
+    conn.close()
+    assert _index_entries(path, "outbox_urgent") is None
+    monkeypatch.undo()
+    with Outbox.open(path) as box:
+        assert box.applied_migrations() == [m.name for m in MIGRATIONS]
+        assert _index_entries(path, "outbox_by_priority") is None
+        assert _index_entries(path, "outbox_urgent") == 3
+        assert [s for s, _ in box.due_order(100)] == [3, 6, 9, 1, 2, 4, 5, 7, 8]
+        assert box.payloads([e.seq for e in out]) == sent
+        res = box.ack(rejected=[rejection(box, out[2].id, 3, "bad")], ids=[out[0].id], seqs=[out[1].seq])
+        assert (sorted(res.acked), res.rejected) == ([1, 2], (3,))
+        assert [s for s, _ in box.due_order(100)] == [6, 9, 4, 5, 7, 8]
 
 
 def test_config_is_stored_with_version(tmp_path: Path) -> None:

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from uuid import RFC_4122, UUID
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from kuaijian_schema import (
@@ -18,6 +18,7 @@ from kuaijian_schema import (
     split_result_payload,
     topic,
     verify_payload,
+    wire,
 )
 from kuaijian_schema.wire import (
     canonical_json,
@@ -114,28 +115,61 @@ _JSON = st.recursive(
         st.booleans(),
         st.integers(),
         st.text(),
-        st.floats(allow_nan=False, allow_infinity=False),
+        st.floats(),
+        st.sampled_from([1e-5, 1.5e-7, -2.5e-9, 1e16, "~" * 64]),
     ),
     lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(), inner, max_size=4)),
     max_leaves=12,
 )
 
 
+@example({"a": {"sig": "~" * 64}, "z": 1})  # the stand-in "sig" member seal encodes with, nested: found twice
+@example({"sig\u0000": 1, "si": 2})
 @given(st.dictionaries(st.text().filter(lambda k: k != "sig"), _JSON, max_size=8))
 def test_seal_is_the_canonical_json_of_the_signed_document(doc: dict[str, object]) -> None:
     # one serialisation, and yet byte for byte what signing and then canonicalising the dict gives
-    # (keys sorting before and after "sig", one side or both sides empty, non-ASCII keys and values)
+    # (keys sorting before and after "sig", one side or both sides empty, non-ASCII keys and values,
+    # floats spelled apart by orjson, NaN and infinities refused as canonical JSON refuses them)
     signed: list[bytes] = []
 
     def sign(data: bytes) -> str:
         signed.append(data)
         return hmac_signer(KEY)(data)
 
+    try:
+        expected = canonical_json(doc)
+    except ValueError:
+        with pytest.raises(ValueError, match="not JSON compliant"):
+            seal(doc, sign)
+        return
     payload, sig = seal(doc, sign)
-    assert signed == [canonical_json(doc)], "the signer sees the canonical JSON of the unsigned document"
+    assert signed == [expected], "the signer sees the canonical JSON of the unsigned document"
     assert sig == sign_payload(doc, KEY)
     assert payload == canonical_json({**doc, "sig": sig})
     assert verify_payload(json.loads(payload), KEY)
+
+
+def test_a_result_vouched_finite_is_encoded_once_and_not_walked(monkeypatch: pytest.MonkeyPatch) -> None:
+    """`seal(..., finite=True)` (the outbox's results: `ResultBody` objects, finite values or null): one
+    orjson encoding, no walk looking for NaN — and the same bytes and signature as the exact path."""
+    doc = _result()
+    del doc["sig"]
+    doc["values"] = {"ratio": 1.2, "concentration_mg_kg": None}  # a null: the walk would run for it
+    exact = seal(doc, hmac_signer(KEY))
+    calls: list[object] = []
+    dumps = wire.orjson.dumps
+
+    def counting(obj: object, *args: object, **kwargs: object) -> bytes:
+        calls.append(obj)
+        return dumps(obj, *args, **kwargs)  # type: ignore[arg-type]
+
+    def refuse(obj: object) -> bool:
+        raise AssertionError("walked a document vouched finite")
+
+    monkeypatch.setattr(wire.orjson, "dumps", counting)
+    monkeypatch.setattr(wire, "_non_finite", refuse)
+    assert seal(doc, hmac_signer(KEY), finite=True) == exact
+    assert len(calls) == 1
 
 
 def test_seal_refuses_a_signed_document() -> None:
