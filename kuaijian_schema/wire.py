@@ -61,12 +61,14 @@ def parse_topic(name: str) -> tuple[str, str]:
 
 
 _LOW62 = (1 << 62) - 1
+_LOW48 = (1 << 48) - 1
 
 
 class _Uuid7Source:
     """UUIDv7 (RFC 9562): 48-bit Unix ms, version 7, then 74 bits that start random within each ms and grow
     by a random step per id (the RFC's monotonic random method), so ids made by one process are strictly
-    increasing even within one millisecond. One `os.urandom` call per batch."""
+    increasing even within one millisecond. One `os.urandom` call per batch; the text formatted in one step
+    per id (the ms part once per batch)."""
 
     _RAND_BITS = 74
     _STEP_BITS = 32
@@ -77,7 +79,8 @@ class _Uuid7Source:
         self._rand = 0
 
     def take(self, n: int) -> list[str]:
-        entropy = os.urandom(8 * n + 10)
+        entropy = os.urandom(4 * n + 10)
+        steps = struct.unpack(f">{n}I", entropy[: 4 * n])
         out: list[str] = []
         with self._lock:
             ms = time.time_ns() // 1_000_000
@@ -88,16 +91,23 @@ class _Uuid7Source:
             ms = self._ms
             rand = self._rand
             top = 1 << self._RAND_BITS
-            for i in range(n):
-                rand += 1 + (int.from_bytes(entropy[8 * i : 8 * i + 8]) >> (64 - self._STEP_BITS))
+            head = _uuid7_head(ms)
+            for step in steps:
+                rand += 1 + step
                 if rand >= top:  # 2**41 ids in one ms (never in practice): go on in the next ms
                     ms += 1
-                    rand = int.from_bytes(entropy[8 * i : 8 * i + 8])  # < 2**64: room to grow again
-                value = (ms << 80) | (0x7 << 76) | (rand >> 62 << 64) | (0b10 << 62) | (rand & _LOW62)
-                h = f"{value:032x}"
-                out.append(f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}")
+                    head = _uuid7_head(ms)
+                    rand = step  # < 2**32: room to grow again
+                # version 7 over the top 12 random bits, variant 0b10 over the low 62
+                low = rand & _LOW62
+                out.append(f"{head}{0x7000 | rand >> 62:04x}-{0x8000 | low >> 48:04x}-{low & _LOW48:012x}")
             self._ms, self._rand = ms, rand
         return out
+
+
+def _uuid7_head(ms: int) -> str:
+    """The first two groups of a UUIDv7 text: its 48-bit Unix ms."""
+    return f"{ms >> 16:08x}-{ms & 0xFFFF:04x}-"
 
 
 _UUID7 = _Uuid7Source()
