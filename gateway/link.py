@@ -354,10 +354,12 @@ class Link:
             rejected=[r for _ids, _seqs, rejected in acks for r in rejected],
         )
         with self._lock:
-            for seq in (*outcome.acked, *outcome.rejected, *seqs):
-                self._inflight.pop(seq, None)
-                self._attempts.pop(seq, None)
-                self._backed_off.discard(seq)
+            inflight, attempts, backed_off = self._inflight, self._attempts, self._backed_off
+            for seq in {*outcome.acked, *outcome.rejected, *seqs}:  # (the cloud names most rows by seq)
+                inflight.pop(seq, None)
+                attempts.pop(seq, None)
+            if backed_off:
+                backed_off.difference_update(outcome.acked, outcome.rejected, seqs)
             # The cloud answers again: results whose re-sends were backing off while it was away are due
             # now, instead of after their (up to ack_timeout_max_s) back-off runs out.
             for seq in self._backed_off:
@@ -473,16 +475,22 @@ class Link:
         else:
             body = b'{"results":[' + b",".join([payloads[s] for s in seqs]) + b"]}"
         link = self.config.link
+        first = now + min(link.ack_timeout_s, link.ack_timeout_max_s)  # the deadline of a first send
         with self._lock:  # before publishing: the ack may arrive before publish() returns
+            attempts, inflight, earliest = self._attempts, self._inflight, self._earliest
             for s in seqs:
-                n = self._attempts.get(s, 0) + 1
-                self._attempts[s] = n
-                if n >= 2:
+                n = attempts.get(s, 0) + 1
+                attempts[s] = n
+                if n == 1:
+                    deadline = first
+                else:
                     self._backed_off.add(s)
-                # Re-sends back off (×2 per attempt up to ack_timeout_max_s) while the cloud does not ack.
-                deadline = now + min(link.ack_timeout_s * 2 ** min(n - 1, 16), link.ack_timeout_max_s)
-                self._inflight[s] = deadline
-                self._earliest = min(self._earliest, deadline)
+                    # Re-sends back off (×2 per attempt up to ack_timeout_max_s) while the cloud does not ack.
+                    deadline = now + min(link.ack_timeout_s * 2 ** min(n - 1, 16), link.ack_timeout_max_s)
+                inflight[s] = deadline
+                if deadline < earliest:
+                    earliest = deadline
+            self._earliest = earliest
         info = client.publish(self._topics["result"], body, qos=1)
         if info.rc == MQTTErrorCode.MQTT_ERR_QUEUE_SIZE:
             with self._lock:

@@ -32,9 +32,11 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from gateway import salvage
 from gateway.errors import DuplicateCode, OutboxCorrupt
-from gateway.outbox_db import MIGRATIONS, Migration, OutboxDb
+from gateway.outbox_db import MIGRATIONS, Migration, OutboxDb, insert_rows
 from gateway.outbox_types import (
     KEEP_RECORD_KEYS,
     PRIORITY,
@@ -227,14 +229,8 @@ class Outbox:
                 rows.append((seq, rid, instrument, priority, now, payload))
                 keys.append((instrument, epoch, record_no, line, seq, rid))
                 out.append(Enqueued(seq, rid, priority))
-            conn.executemany(
-                "INSERT INTO outbox (seq, id, instrument, priority, enqueued_at, payload) VALUES (?, ?, ?, ?, ?, ?)",
-                rows,
-            )
-            conn.executemany(
-                "INSERT INTO records (instrument, epoch, record_no, line, seq, id) VALUES (?, ?, ?, ?, ?, ?)",
-                keys,
-            )
+            insert_rows(conn, "outbox (seq, id, instrument, priority, enqueued_at, payload)", rows)
+            insert_rows(conn, "records (instrument, epoch, record_no, line, seq, id)", keys)
             conn.execute("UPDATE counters SET value = ? WHERE name = 'seq'", (seq,))
             conn.execute("UPDATE counters SET value = value + ? WHERE name = 'enqueued'", (len(out),))
             conn.execute(_ADVANCE_CURSOR, (instrument, epoch, hi, now, identity))
@@ -289,46 +285,60 @@ class Outbox:
 
         The rows above priority 0 come from their own index (`outbox_urgent`), those at 0 (most results)
         from the primary key in seq order, skipping any urgent row among them — no more than are still
-        queued behind `after` (the link's rows in flight) or, from the top, fewer than `limit`."""
-        rows: list[tuple[Any, ...]] = []
+        queued behind `after` (the link's rows in flight) or, from the top, fewer than `limit`. Each read
+        returns its rows as JSON arrays in one row (`payloads` says why)."""
+        rows: list[tuple[int, int]] = []
         start = 0  # the priority-0 rows are read after this seq
         if after is None:
-            rows = self._db.read(
-                "SELECT seq, priority FROM outbox WHERE priority > 0 ORDER BY priority DESC, seq LIMIT ?",
-                (limit,),
-            )
+            rows = self._urgent("", (), limit)
         elif after[0] > 0:
             prio, seq = after
-            rows = self._db.read(
-                "SELECT seq, priority FROM outbox WHERE priority > 0 AND priority = ? AND seq > ?"
-                " ORDER BY seq LIMIT ?",
-                (prio, seq, limit),
-            )
+            rows = self._urgent("AND priority = ? AND seq > ?", (prio, seq), limit)
             if len(rows) < limit:
-                rows += self._db.read(
-                    "SELECT seq, priority FROM outbox WHERE priority > 0 AND priority < ?"
-                    " ORDER BY priority DESC, seq LIMIT ?",
-                    (prio, limit - len(rows)),
-                )
+                rows += self._urgent("AND priority < ?", (prio,), limit - len(rows))
         else:
             start = after[1]
         if len(rows) < limit:
-            rows += self._db.read(
-                "SELECT seq, priority FROM outbox WHERE seq > ? AND priority = 0 ORDER BY seq LIMIT ?",
+            found = self._db.read(
+                "SELECT json_group_array(seq) FROM"
+                " (SELECT seq FROM outbox WHERE seq > ? AND priority = 0 ORDER BY seq LIMIT ?)",
                 (start, limit - len(rows)),
-            )
-        return [(int(s), int(p)) for s, p in rows]
+            )[0][0]
+            seqs: list[int] = orjson.loads(found)
+            seqs.sort()  # (the order an aggregate takes its rows in is not promised: the set is)
+            rows += [(s, 0) for s in seqs]
+        return rows
+
+    def _urgent(self, where: str, params: tuple[int, ...], limit: int) -> list[tuple[int, int]]:
+        """(seq, priority) of the first `limit` rows above priority 0 (and `where`) in send order."""
+        seqs, prios = self._db.read(
+            "SELECT json_group_array(seq), json_group_array(priority) FROM (SELECT seq, priority FROM outbox"  # noqa: S608
+            f" WHERE priority > 0 {where} ORDER BY priority DESC, seq LIMIT ?)",  # (`where` is ours)
+            (*params, limit),
+        )[0]
+        rows = list(zip(orjson.loads(seqs), orjson.loads(prios), strict=True))
+        rows.sort(key=_send_key)
+        return rows
 
     def payloads(self, seqs: Sequence[int]) -> dict[int, bytes]:
-        """Stored signed JSON (UTF-8) of the given seqs (missing ones were acked meanwhile)."""
+        """Stored signed JSON (UTF-8) of the given seqs (missing ones were acked meanwhile).
+
+        Read as one row per 500 seqs — their seqs and lengths as JSON arrays and the payloads end to end —
+        not a row per payload (`insert_rows` says why)."""
         out: dict[int, bytes] = {}
         for i in range(0, len(seqs), 500):
             chunk = list(seqs[i : i + 500])
-            marks = ",".join("?" * len(chunk))
             # stored as a blob since 0006 (no decoding on the way in or out), as text before
-            sql = f"SELECT seq, CAST(payload AS BLOB) FROM outbox WHERE seq IN ({marks})"  # noqa: S608 - ? marks
-            for seq, payload in self._db.read(sql, chunk):
-                out[seq] = payload
+            marks = ",".join("?" * len(chunk))
+            sql = (
+                "SELECT json_group_array(seq), json_group_array(length(CAST(payload AS BLOB))),"  # noqa: S608
+                f" CAST(group_concat(payload, '') AS BLOB) FROM outbox WHERE seq IN ({marks})"  # (only ? marks)
+            )
+            found, lengths, joined = self._db.read(sql, chunk)[0]
+            at = 0
+            for seq, n in zip(orjson.loads(found), orjson.loads(lengths), strict=True):
+                out[seq] = joined[at : at + n]
+                at += n
         return out
 
     def ack(
@@ -358,23 +368,15 @@ class Outbox:
             seq_keys = [int(s) for s in seqs]
             for i in range(0, len(seq_keys), 500):
                 chunk = seq_keys[i : i + 500]
-                gone = conn.execute(
-                    f"DELETE FROM outbox WHERE seq IN ({','.join('?' * len(chunk))})"  # noqa: S608
-                    " RETURNING seq, id",
-                    chunk,
-                ).fetchall()
-                acked.extend(r[0] for r in gone)
-                by_seq.update(r[1] for r in gone)
+                gone, gone_ids = self._delete(conn, "seq", chunk)
+                acked += gone
+                by_seq.update(gone_ids)
                 unknown += len(chunk) - len(gone)
             rest = [i for i in map(str, ids) if i not in by_seq]
             for i in range(0, len(rest), 500):
                 id_chunk = rest[i : i + 500]
-                gone = conn.execute(
-                    f"DELETE FROM outbox WHERE id IN ({','.join('?' * len(id_chunk))})"  # noqa: S608
-                    " RETURNING seq",
-                    id_chunk,
-                ).fetchall()
-                acked.extend(r[0] for r in gone)
+                gone, _ = self._delete(conn, "id", id_chunk)
+                acked += gone
                 unknown += len(id_chunk) - len(gone)
             for rej in rejected:
                 if rej.seq is None or rej.sha256 is None:
@@ -396,6 +398,21 @@ class Outbox:
             conn.execute("UPDATE counters SET value = value + ? WHERE name = 'acked'", (len(acked),))
             conn.execute("UPDATE counters SET value = value + ? WHERE name = 'rejected'", (len(moved),))
         return AckOutcome(tuple(acked), tuple(moved), unknown, ignored)
+
+    @staticmethod
+    def _delete(conn: sqlite3.Connection, column: str, keys: Sequence[object]) -> tuple[list[int], list[str]]:
+        """Delete the outbox rows whose `column` ("seq" or "id") is one of `keys`; (their seqs, their ids).
+        Two statement steps, whatever the number of rows: their seqs and ids are read as JSON arrays in
+        one row (a `DELETE … RETURNING` steps once per row, `insert_rows` says why that costs)."""
+        where = f"WHERE {column} IN ({','.join('?' * len(keys))})"
+        found = conn.execute(
+            f"SELECT json_group_array(seq), json_group_array(id) FROM outbox {where}",  # noqa: S608 - ours
+            keys,
+        ).fetchone()
+        seqs: list[int] = orjson.loads(found[0])
+        if seqs:
+            conn.execute(f"DELETE FROM outbox {where}", keys)  # noqa: S608 - column ours, values bound
+        return seqs, orjson.loads(found[1])
 
     def requeue_rejected(self, seqs: Sequence[int] | None = None) -> list[int]:
         """Move rejected results (all, or those with `seqs`) back into the outbox, unchanged (same id, seq and
@@ -548,6 +565,11 @@ class Outbox:
         if not isinstance(doc, dict):
             raise OutboxCorrupt(f"stored config {rows[0][0]} is not an object")
         return str(rows[0][0]), doc
+
+
+def _send_key(row: tuple[int, int]) -> tuple[int, int]:
+    """Sort key of a (seq, priority) row in send order."""
+    return -row[1], row[0]
 
 
 def stored_sha256(payload: str | bytes) -> str:
