@@ -38,6 +38,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.pool import NullPool
 
 from cloud.errors import DatabaseError, IntegrityViolation, Invalid, MigrationError
+from kuaijian_schema.sqlite_append import append_rows
 
 Dialect = Literal["sqlite", "postgresql"]
 Params = Sequence[Any] | Mapping[str, Any]
@@ -198,24 +199,6 @@ def _translated(what: str) -> Iterator[None]:
         raise DatabaseError(f"{what}: {exc}") from exc
 
 
-def _sqlite_chunks(rows: int, limit: int) -> Iterator[tuple[int, int]]:
-    """(start, size) of the multi-row INSERTs that append `rows` rows on SQLite, each of at most `limit` rows
-    (the bound-parameter limit over the row's columns): sizes are powers of two, largest first, so a
-    table's appends use at most a dozen statement texts and SQLite's statement cache keeps them prepared.
-
-    Why not one ``executemany``: a table with a trigger (``results``: cloud.rollup) makes SQLite open a
-    statement journal for every statement in a transaction and copy into it every page the statement
-    writes; one row per statement copied the same B-tree pages once per row. Measured on the
-    one-result-per-message benchmark (benchmarks/cloud.py --per-message): about 40 → 25 µs per row."""
-    size = 1 << max(limit, 1).bit_length() - 1
-    start = 0
-    while start < rows:
-        while size > rows - start:
-            size //= 2
-        yield start, size
-        start += size
-
-
 class Database:
     """One connection to the cloud database. SQL is written once, with ``?`` placeholders; use
     `transaction` for writes and `close` when done (returns the connection to the pool).
@@ -306,7 +289,7 @@ class Database:
     def insert_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
         """Append new `rows` to `table`, in their order: on PostgreSQL with one ``COPY … FROM STDIN`` (one
         statement, no per-row parsing or planning on the server), on SQLite with multi-row INSERTs
-        (`_sqlite_chunks`). There is no ON CONFLICT: a row whose key exists raises IntegrityViolation (and
+        (`kuaijian_schema.sqlite_append`). There is no ON CONFLICT: a row whose key exists raises IntegrityViolation (and
         the transaction must roll back to a savepoint). `table` and `columns` are trusted identifiers, never
         input."""
         if not rows:
@@ -318,12 +301,7 @@ class Database:
                     for row in rows:
                         copy.write_row(row)
                 return
-            row_marks = "(" + ", ".join("?" * len(columns)) + ")"
-            limit = self.raw.getlimit(sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER) // len(columns)
-            for start, size in _sqlite_chunks(len(rows), limit):
-                values = ", ".join([row_marks] * size)
-                params = [v for row in rows[start : start + size] for v in row]
-                self.raw.execute(f"INSERT INTO {table} ({names}) VALUES {values}", params)  # noqa: S608
+            append_rows(self.raw, table, columns, rows)
 
     def lock_rowid_order(self) -> None:
         """PostgreSQL: take, until this transaction ends, the lock under which new `results` rows get their

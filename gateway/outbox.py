@@ -36,7 +36,7 @@ import orjson
 
 from gateway import salvage
 from gateway.errors import DuplicateCode, OutboxCorrupt
-from gateway.outbox_db import MIGRATIONS, Migration, OutboxDb, insert_rows
+from gateway.outbox_db import MIGRATIONS, Migration, OutboxDb
 from gateway.outbox_types import (
     KEEP_RECORD_KEYS,
     PRIORITY,
@@ -50,6 +50,7 @@ from gateway.outbox_types import (
     RejectedRow,
 )
 from gateway.salvage import SalvageReport
+from kuaijian_schema.sqlite_append import append_rows
 from kuaijian_schema.wire import Rejection, Signer, new_result_ids, payload_sha256, seal
 
 __all__ = [
@@ -77,6 +78,10 @@ _ADVANCE_CURSOR = (
     " identity = CASE WHEN excluded.last_record >= last_record THEN excluded.identity ELSE identity END,"
     " updated_at = excluded.updated_at WHERE epoch = excluded.epoch"
 )
+
+
+_OUTBOX_COLUMNS = ("seq", "id", "instrument", "priority", "enqueued_at", "payload")
+_RECORD_COLUMNS = ("instrument", "epoch", "record_no", "line", "seq", "id")
 
 
 class Outbox:
@@ -229,8 +234,8 @@ class Outbox:
                 rows.append((seq, rid, instrument, priority, now, payload))
                 keys.append((instrument, epoch, record_no, line, seq, rid))
                 out.append(Enqueued(seq, rid, priority))
-            insert_rows(conn, "outbox (seq, id, instrument, priority, enqueued_at, payload)", rows)
-            insert_rows(conn, "records (instrument, epoch, record_no, line, seq, id)", keys)
+            append_rows(conn, "outbox", _OUTBOX_COLUMNS, rows)
+            append_rows(conn, "records", _RECORD_COLUMNS, keys)
             conn.execute("UPDATE counters SET value = ? WHERE name = 'seq'", (seq,))
             conn.execute("UPDATE counters SET value = value + ? WHERE name = 'enqueued'", (len(out),))
             conn.execute(_ADVANCE_CURSOR, (instrument, epoch, hi, now, identity))
@@ -324,7 +329,7 @@ class Outbox:
         """Stored signed JSON (UTF-8) of the given seqs (missing ones were acked meanwhile).
 
         Read as one row per 500 seqs — their seqs and lengths as JSON arrays and the payloads end to end —
-        not a row per payload (`insert_rows` says why)."""
+        not a row per payload (each statement step lets go of the GIL, `kuaijian_schema.sqlite_append`)."""
         out: dict[int, bytes] = {}
         for i in range(0, len(seqs), 500):
             chunk = list(seqs[i : i + 500])
@@ -403,7 +408,7 @@ class Outbox:
     def _delete(conn: sqlite3.Connection, column: str, keys: Sequence[object]) -> tuple[list[int], list[str]]:
         """Delete the outbox rows whose `column` ("seq" or "id") is one of `keys`; (their seqs, their ids).
         Two statement steps, whatever the number of rows: their seqs and ids are read as JSON arrays in
-        one row (a `DELETE … RETURNING` steps once per row, `insert_rows` says why that costs)."""
+        one row (a `DELETE … RETURNING` steps once per row: see `payloads`)."""
         where = f"WHERE {column} IN ({','.join('?' * len(keys))})"
         found = conn.execute(
             f"SELECT json_group_array(seq), json_group_array(id) FROM outbox {where}",  # noqa: S608 - ours

@@ -193,29 +193,6 @@ def translate(exc: sqlite3.Error, what: str) -> OutboxError:
     return OutboxError(f"outbox failure while {what}: {exc}")
 
 
-_ROWS_PER_INSERT = 64
-_INSERTS: dict[tuple[str, int, int], str] = {}
-
-
-def insert_rows(conn: sqlite3.Connection, into: str, rows: Sequence[tuple[Any, ...]]) -> None:
-    """INSERT `rows` (tuples of one width) `into` "table (columns)" with a few multi-row statements — 64
-    rows each, the rest by powers of two, so a handful of statement texts are ever prepared — instead of
-    one statement step per row: the sqlite3 module lets go of the GIL around every step, and with the
-    gateway's other threads waiting for it each hand-over costs more than the row itself."""
-    i, n = 0, len(rows)
-    while i < n:
-        k = _ROWS_PER_INSERT if n - i >= _ROWS_PER_INSERT else 1 << ((n - i).bit_length() - 1)
-        chunk = rows[i : i + k]
-        width = len(chunk[0])
-        sql = _INSERTS.get((into, width, k))
-        if sql is None:
-            one = "(" + ",".join("?" * width) + ")"
-            text = f"INSERT INTO {into} VALUES " + ",".join([one] * k)  # noqa: S608 - ours, values bound
-            sql = _INSERTS.setdefault((into, width, k), text)
-        conn.execute(sql, [v for row in chunk for v in row])
-        i += k
-
-
 class OutboxDb:
     """One connection to the outbox database, used under one lock. Create with `OutboxDb.open(path)`."""
 

@@ -2,10 +2,12 @@
 and the pushed configuration: strip specs and enzyme profiles).
 
 Does: pydantic models of every MQTT payload, topic helpers, canonical JSON + HMAC-SHA256 signing,
-UUIDv7 result ids; `mqtt_client`: the socket settings (TCP_NODELAY) every MQTT client of the project gets.
-It is the only module both `gateway` and `cloud` import, so no schema is duplicated.
+UUIDv7 result ids; `mqtt_client`: the socket settings (TCP_NODELAY) every MQTT client of the project gets;
+`sqlite_append`: the one way both sides append a batch of rows to an SQLite table. It is the only module both
+`gateway` and `cloud` import, so no schema (and none of these two setups) is duplicated.
 
-Does not: any I/O, any interpretation, any storage.
+Does not: any interpretation, or storage of its own (no schema, no connection: `sqlite_append` writes only
+through a connection and transaction its caller holds).
 """
 
 from kuaijian_schema.specs import (

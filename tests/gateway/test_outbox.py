@@ -73,6 +73,27 @@ def test_each_result_is_serialised_once_signed_stored_and_hashed_as_the_same_byt
             assert stored_sha256(payloads[e.seq]) == payload_sha256(doc)
 
 
+def test_a_batch_costs_a_few_statements_not_one_per_result(tmp_path: Path) -> None:
+    """Enqueueing, reading for sending and acking 200 results each take a handful of statements, not one
+    per result (`kuaijian_schema.sqlite_append`: each statement step lets go of the GIL; reads and deletes
+    fetch their rows as JSON arrays in one row, which the statement count here does not show)."""
+    with Outbox.open(tmp_path / "o.db") as box:
+        statements: list[str] = []
+        box._db._conn.set_trace_callback(statements.append)
+        out = box.enqueue("i", 0, [_record(n, lines=2) for n in range(1, 101)], _sign)
+        enqueued = len(statements)
+        order = box.due_order(500)
+        assert len(box.payloads([s for s, _ in order])) == 200
+        read = len(statements) - enqueued
+        box.ack(ids=[e.id for e in out], seqs=[e.seq for e in out])
+        acked = len(statements) - enqueued - read
+        box._db._conn.set_trace_callback(None)
+        assert box.stats().depth == 0
+        assert enqueued <= 20, f"{enqueued} statements to enqueue 200 results"
+        assert read <= 3, f"{read} statements to read 200 results for sending"
+        assert acked <= 10, f"{acked} statements to ack 200 results"
+
+
 def test_reread_after_crash_is_a_noop(tmp_path: Path) -> None:
     path = tmp_path / "o.db"
     with Outbox.open(path) as box:
