@@ -137,6 +137,9 @@ class Row:
     peak_rss_mib: float | None
     stored_s: float | None = None  # process start → every result in the outbox
     cpu_s: float | None = None  # the gateway's user + system CPU, start-up included
+    child_cpu_s: float | None = None  # its interpretation process's (None: it had none)
+    child_rss_mib: float | None = None  # peak RSS of the interpretation process
+    pss_mib: float | None = None  # peak PSS of the gateway and its interpretation process together
 
     @property
     def total_rate(self) -> float | None:
@@ -155,6 +158,29 @@ def _rss_peak_mib(pid: int) -> float:
     except OSError:
         pass
     return float("nan")
+
+
+def _children(pid: int) -> list[int]:
+    """The process ids of `pid`'s children (the gateway's interpretation process)."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _memory_mib(pid: int) -> tuple[float, float]:
+    """(RSS, PSS) of `pid` now, MiB: PSS counts the pages a forked child still shares with its parent once,
+    split between them (NaN when unreadable)."""
+    rss = pss = float("nan")
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Rss:"):
+                rss = int(line.split()[1]) / 1024
+            elif line.startswith("Pss:"):
+                pss = int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return rss, pss
 
 
 def _cpu_s(pid: int) -> float:
@@ -208,11 +234,25 @@ def run_gateway(
     )
     peak = 0.0
     stored: float | None = None  # when every result was in the outbox
+    child_rss: float | None = None
+    pss = 0.0
+    child_cpu: float | None = None
     try:
+
+        def sample_children() -> None:
+            nonlocal child_rss, pss, child_cpu
+            total = _memory_mib(proc.pid)[1]
+            for child in _children(proc.pid):
+                rss, child_pss = _memory_mib(child)
+                child_rss = max(child_rss or 0.0, rss)
+                total += child_pss
+                child_cpu = _cpu_s(child)
+            pss = max(pss, total)
 
         def done() -> bool:
             nonlocal peak, stored
             peak = max(peak, _rss_peak_mib(proc.pid))
+            sample_children()
             if proc.poll() is not None:
                 raise RuntimeError(f"gateway exited: {(workdir / 'gateway.log').read_text()[-2000:]}")
             counters = _counters(db)
@@ -225,6 +265,7 @@ def run_gateway(
         )
         end = time.monotonic()
         peak = max(peak, _rss_peak_mib(proc.pid))
+        sample_children()
         cpu = _cpu_s(proc.pid)
     finally:
         proc.terminate()
@@ -234,7 +275,22 @@ def run_gateway(
     items = cloud.check(expected)
     first = cloud.first if cloud.first is not None else t0
     stored_s = None if stored is None else stored - t0
-    return Row(name, expected, end - t0, end - first, cloud.messages, peak, stored_s, cpu), items
+    return (
+        Row(
+            name,
+            expected,
+            end - t0,
+            end - first,
+            cloud.messages,
+            peak,
+            stored_s,
+            cpu,
+            child_cpu,
+            child_rss,
+            pss,
+        ),
+        items,
+    )
 
 
 def run_raw(workdir: Path, broker: Mosquitto, items: list[dict[str, Any]], batch: int, rounds: int) -> Row:
@@ -380,27 +436,32 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(
         f"{'scenario':<26} {'results':>8} {'stored s':>8} {'total s':>8} {'total/s':>8} {'steady s':>9}"
-        f" {'steady/s':>9} {'messages':>9} {'peak RSS MiB':>13} {'CPU s':>6}"
+        f" {'steady/s':>9} {'messages':>9} {'RSS MiB':>8} {'CPU s':>6} {'child RSS':>9} {'child CPU':>9}"
+        f" {'PSS both':>8}"
     )
+
+    def num(v: float | None, fmt: str = ".1f") -> str:
+        return "-" if v is None else format(v, fmt)
+
     for r in rows:
-        total = "-" if r.total_s is None else f"{r.total_s:.2f}"
-        total_rate = "-" if r.total_rate is None else f"{r.total_rate:.0f}"
         steady = f"{r.steady_rate:.0f}" if r.messages > 1 else "-"  # one message: no steady state to time
-        rss = "-" if r.peak_rss_mib is None else f"{r.peak_rss_mib:.1f}"
-        stored = "-" if r.stored_s is None else f"{r.stored_s:.2f}"
-        cpu = "-" if r.cpu_s is None else f"{r.cpu_s:.2f}"
         print(
-            f"{r.scenario:<26} {r.results:>8} {stored:>8} {total:>8} {total_rate:>8} {r.steady_s:>9.2f} {steady:>9}"
-            f" {r.messages:>9} {rss:>13} {cpu:>6}"
+            f"{r.scenario:<26} {r.results:>8} {num(r.stored_s, '.2f'):>8} {num(r.total_s, '.2f'):>8}"
+            f" {num(r.total_rate, '.0f'):>8} {r.steady_s:>9.2f} {steady:>9} {r.messages:>9}"
+            f" {num(r.peak_rss_mib):>8} {num(r.cpu_s, '.2f'):>6} {num(r.child_rss_mib):>9}"
+            f" {num(r.child_cpu_s, '.2f'):>9} {num(r.pss_mib):>8}"
         )
     print(
         f"\nfast-source / raw paho link (steady results/s, same payloads, same broker, batches of"
         f" {LINK['batch_max']}): {fast.steady_rate / raw.steady_rate:.1%}; gateway peak RSS"
-        f" {fast.peak_rss_mib:.1f} MiB"
+        f" {fast.peak_rss_mib:.1f} MiB, its interpretation process {num(fast.child_rss_mib)} MiB, PSS of both"
+        f" {num(fast.pss_mib)} MiB"
         "\nstored: gateway process start -> every result in its outbox (the acquisition side); CPU s: the"
         "\ngateway's user + system CPU over its whole run (start-up included; above 'total s': several cores);"
-        "\ntotal: gateway process start -> last ack applied (start-up, opening the instrument and reading its"
-        "\nbacklog included); steady: first result at the cloud -> last ack applied."
+        "\nchild: the gateway's interpretation process (acquisition.interpret_process), its RSS counting the"
+        "\npages it shares with the gateway; PSS both: the peak proportional set size of the two together"
+        "\n(shared pages counted once); total: gateway process start -> last ack applied (start-up, opening"
+        "\nthe instrument and reading its backlog included); steady: first result at the cloud -> last ack."
     )
     return 0
 

@@ -147,6 +147,11 @@ class AcquisitionConfig(_Strict):
         default=0,
         description="running median of 3 or 5 px over colloidal-gold line regions before interpretation (0 = off)",
     )
+    interpret_process: Literal["auto", "on", "off"] = Field(
+        default="auto",
+        description="interpret colloidal-gold batches in a child process, on another core than the outbox and"
+        " the link (auto: when this process may use more than one CPU)",
+    )
     max_clock_drift_s: float = Field(
         default=5.0, ge=0, description="set an analyzer's clock on connect when it is off by more; 0 = never"
     )

@@ -458,7 +458,7 @@ class Outbox:
         return [RejectedRow(int(a), str(b), str(c), float(d)) for a, b, c, d in rows]
 
     def stats(self) -> OutboxStats:
-        with self._db.lock:
+        with self._db.snapshot():
             counters = dict(self._db.read("SELECT name, value FROM counters"))
             depth, oldest = self._db.read("SELECT COUNT(*), MIN(enqueued_at) FROM outbox")[0]
             version = self._db.read("SELECT value FROM settings WHERE name = 'config_version'")

@@ -201,6 +201,8 @@ class OutboxDb:
         self.lock = threading.RLock()
         self.path = path
         self.space = space
+        self._reader: sqlite3.Connection | None = None  # opened on the first read
+        self._read_lock = threading.RLock()
 
     @classmethod
     def open(cls, path: Path, *, max_db_bytes: int | None, check: bool, reserve_bytes: int) -> OutboxDb:
@@ -251,6 +253,10 @@ class OutboxDb:
         return db
 
     def close(self) -> None:
+        with self._read_lock:
+            if self._reader is not None:
+                self._reader.close()
+                self._reader = None
         with self.lock:
             self._conn.close()
 
@@ -292,9 +298,38 @@ class OutboxDb:
                         conn.execute("PRAGMA synchronous = FULL")
 
     def read(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
-        """Rows of one query (a failure translated like a write's)."""
-        with self.lock:
+        """Rows of one query (a failure translated like a write's), on a connection of their own: WAL
+        readers see every committed transaction and never wait for a write (the link's reads do not wait
+        for an enqueue's fsync); nothing reads inside a write transaction."""
+        with self._read_lock:
             try:
-                return self._conn.execute(sql, params).fetchall()
+                return self._reading().execute(sql, params).fetchall()
             except sqlite3.Error as exc:
                 raise translate(exc, "reading") from exc
+
+    @contextlib.contextmanager
+    def snapshot(self) -> Iterator[None]:
+        """`read`s inside see one committed state (one read transaction)."""
+        with self._read_lock:
+            conn = self._reading()
+            try:
+                conn.execute("BEGIN")
+                yield
+            except sqlite3.Error as exc:
+                raise translate(exc, "reading") from exc
+            finally:
+                if conn.in_transaction:
+                    with contextlib.suppress(sqlite3.Error):
+                        conn.execute("ROLLBACK")
+
+    def _reading(self) -> sqlite3.Connection:
+        """The read connection (called with `_read_lock` held)."""
+        if self._reader is None:
+            try:
+                conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False, timeout=10.0)
+                conn.execute("PRAGMA busy_timeout = 10000")
+                conn.execute("PRAGMA query_only = 1")
+            except sqlite3.Error as exc:
+                raise translate(exc, "opening the read connection") from exc
+            self._reader = conn
+        return self._reader

@@ -21,11 +21,12 @@ from __future__ import annotations
 
 import base64
 import functools
+import logging
 import re
 import threading
 import zlib
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from types import MappingProxyType
@@ -37,6 +38,7 @@ import numpy.typing as npt
 from drivers.readings import DeviceInfo, EnzymeReading, GoldReading, Method, Reading
 from gateway.interpret import ENZYME_ALGORITHM, GOLD_ALGORITHM, interpret_kinetics, interpret_strips
 from gateway.interpret.errors import InterpretError
+from gateway.offload import GoldOffload, OffloadError
 from gateway.outbox import PRIORITY, Draft, RecordDrafts
 from kuaijian_schema.kits import DEMO_KITS
 from kuaijian_schema.specs import GB_T_5009_199, NY_T_448, EnzymeSpec, StripSpec
@@ -50,6 +52,8 @@ from kuaijian_schema.wire import (
 )
 
 BUILTIN_VERSION = "builtin"
+log = logging.getLogger(__name__)
+
 ENZYME_ANALYTE = "cholinesterase-inhibitors"  # organophosphates + carbamates, as a class
 
 
@@ -79,12 +83,20 @@ class SpecBook:
         profiles.update({p.name: p for p in cfg.enzyme_profiles})
         return SpecBook(cfg.version, MappingProxyType(kits), MappingProxyType(profiles))
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # for the interpretation process (gateway.offload): a mappingproxy does not pickle
+        return _spec_book, (self.version, dict(self.kits), dict(self.profiles))
+
     def profile(self, name: str) -> EnzymeSpec | None:
         """Exact name, else a unique prefix match either way ("GB/T 5009.199" ↔ "GB/T 5009.199-2003")."""
         if name in self.profiles:
             return self.profiles[name]
         hits = [p for n, p in self.profiles.items() if name and (n.startswith(name) or name.startswith(n))]
         return hits[0] if len(hits) == 1 else None
+
+
+def _spec_book(version: str, kits: dict[str, StripSpec], profiles: dict[str, EnzymeSpec]) -> SpecBook:
+    return SpecBook(version, MappingProxyType(kits), MappingProxyType(profiles))
 
 
 @dataclass
@@ -129,22 +141,70 @@ class Interpreter:
     gold_median: int = 0  # running-median pre-filter of `interpret_strips` (0, 3 or 5)
     default_kit: str | None = None
     default_profile: str | None = None
+    offload: GoldOffload | None = None
+    """The gateway's interpretation process (gateway.offload): gold batches are interpreted there, by this
+    same code; in this thread when there is none or it fails."""
 
     def __post_init__(self) -> None:
         # checked once here, not per result (`ResultBody.wire_of` does not validate)
         if not re.fullmatch(STATION_PATTERN, self.station):
             raise ValueError(f"station id {self.station!r} does not match {STATION_PATTERN}")
 
+    def settings(self) -> tuple[Any, ...]:
+        """What makes this interpreter besides its specs and offload (`from_settings` makes it again)."""
+        return (
+            self.station,
+            self.operator,
+            self.include_raw,
+            self.gold_median,
+            self.default_kit,
+            self.default_profile,
+        )
+
+    @classmethod
+    def from_settings(cls, settings: tuple[Any, ...], specs: SpecHolder) -> Interpreter:
+        station, operator, include_raw, gold_median, default_kit, default_profile = settings
+        return cls(station, specs, operator, include_raw, gold_median, default_kit, default_profile)
+
     def __call__(self, info: DeviceInfo, readings: Sequence[Reading]) -> list[RecordDrafts]:
+        """One `RecordDrafts` per reading, in their order."""
+        return self.submit(info, readings)()
+
+    def submit(self, info: DeviceInfo, readings: Sequence[Reading]) -> Callable[[], list[RecordDrafts]]:
+        """Start interpreting `readings` and return what gives their drafts (`__call__`'s) when called —
+        exactly once. With an interpretation process the gold strips are sent there now and this thread is
+        free until then (the worker reads the next batch meanwhile); without one, or when it fails, they are
+        interpreted here when called."""
         book = self.specs.get()
-        drafts: dict[int, list[Draft]] = {r.record_no: [] for r in readings}
         golds = [r for r in readings if isinstance(r, GoldReading)]
         enzymes = [r for r in readings if isinstance(r, EnzymeReading)]
-        if golds:
-            self._gold(info, golds, book, drafts)
-        for rd in enzymes:
-            self._enzyme(info, rd, book, drafts)
-        return [RecordDrafts(r.record_no, tuple(drafts[r.record_no])) for r in readings]
+        offload = self.offload
+        sent: Callable[[], list[RecordDrafts]] | None = None
+        if golds and offload is not None and offload.takes(golds):
+            try:
+                sent = offload.submit(self, book, info, golds)
+            except OffloadError as exc:
+                log.warning("interpreting %d strip(s) in the worker's thread: %s", len(golds), exc)
+
+        def drafts() -> list[RecordDrafts]:
+            out: dict[int, list[Draft]] = {r.record_no: [] for r in readings}
+            interpreted = False
+            if sent is not None:
+                try:
+                    made = sent()
+                except OffloadError as exc:
+                    log.warning("interpreting %d strip(s) in the worker's thread: %s", len(golds), exc)
+                else:
+                    for rec in made:
+                        out[rec.record_no].extend(rec.drafts)
+                    interpreted = True
+            if golds and not interpreted:
+                self._gold(info, golds, book, out)
+            for rd in enzymes:
+                self._enzyme(info, rd, book, out)
+            return [RecordDrafts(r.record_no, tuple(out[r.record_no])) for r in readings]
+
+        return drafts
 
     # ------------------------------------------------------------------ common
     def _body(

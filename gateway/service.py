@@ -16,6 +16,7 @@ Does not: parse CLI arguments or install signal handlers (that is `gateway.cli`)
 from __future__ import annotations
 
 import logging
+import os
 import shutil
 import threading
 from collections.abc import Callable
@@ -33,6 +34,7 @@ from gateway.errors import ConfigError, GatewayError
 from gateway.interpret import ENZYME_ALGORITHM, GOLD_ALGORITHM
 from gateway.link import Link
 from gateway.lock import DataDirLock
+from gateway.offload import GoldOffload, OffloadError
 from gateway.outbox import Enqueued, Outbox
 from gateway.pipeline import Interpreter, SpecBook, SpecHolder
 from gateway.samples import SampleDesk
@@ -63,6 +65,16 @@ def analyzer_factory(inst: InstrumentConfig) -> AnalyzerFactory:
         raise ConfigError(f"instruments.{inst.name}: {exc}") from exc
 
 
+def _wants_offload(setting: str) -> bool:
+    """`acquisition.interpret_process`: on, off, or auto — on when this process may run on two CPUs."""
+    if setting != "auto":
+        return setting == "on"
+    try:
+        return len(os.sched_getaffinity(0)) > 1
+    except (AttributeError, OSError):
+        return (os.cpu_count() or 1) > 1
+
+
 class GatewayService:
     """Start with `start()`, stop with `stop()`; `fatal` is set when the outbox fails irrecoverably."""
 
@@ -78,6 +90,7 @@ class GatewayService:
         self.web: WebServer | None = None
         self._config_lock = threading.Lock()
         self._dir_lock: DataDirLock | None = None
+        self.offload: GoldOffload | None = None
 
     def start(self) -> None:
         """Start everything; raises `DataDirLocked` when another gateway runs on the same data dir."""
@@ -88,6 +101,9 @@ class GatewayService:
         try:
             self._start(key)
         except BaseException:
+            if self.offload is not None and self.outbox is None:
+                self.offload.close()
+                self.offload = None
             if self.outbox is None:  # nothing else started: give the data dir back at once
                 self._dir_lock.release()
                 self._dir_lock = None
@@ -101,6 +117,14 @@ class GatewayService:
         threadpool_limits(limits=1, user_api="blas")
         max_bytes = None if cfg.storage.max_db_mb is None else int(cfg.storage.max_db_mb * 1024 * 1024)
         factories = [(inst, analyzer_factory(inst)) for inst in cfg.instruments]
+        if _wants_offload(cfg.acquisition.interpret_process):
+            # forked before this process opens the outbox or starts a thread of its own
+            self.offload = GoldOffload()
+            try:
+                self.offload.start()
+            except OffloadError as exc:
+                log.warning("interpreting in the workers' threads: %s", exc)
+                self.offload = None
         outbox = Outbox.open(
             cfg.db_path,
             max_db_bytes=max_bytes,
@@ -136,6 +160,7 @@ class GatewayService:
                 gold_median=cfg.acquisition.gold_median,
                 default_kit=inst.default_kit_name(),
                 default_profile=inst.default_profile_name(),
+                offload=self.offload,
             )
             self.workers.append(
                 InstrumentWorker(
@@ -186,6 +211,9 @@ class GatewayService:
             w.join(timeout)
         if self.link is not None:
             self.link.stop(timeout)
+        if self.offload is not None:
+            self.offload.close()
+            self.offload = None
         if self.outbox is not None:
             self.outbox.close()
             self.outbox = None

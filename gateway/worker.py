@@ -30,8 +30,10 @@ Does not: talk MQTT or decide verdicts (the interpretation core does).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -66,6 +68,20 @@ class WorkerState:
 
 
 Interpret = Callable[[DeviceInfo, list[Reading]], list[RecordDrafts]]
+"""Readings → one `RecordDrafts` each. One with a `submit` method of the `Submit` shape (gateway.pipeline's
+`Interpreter`) is started before the worker reads the next batch and finished after it."""
+Submit = Callable[[DeviceInfo, list[Reading]], Callable[[], list[RecordDrafts]]]
+
+
+def _at_once(interpret: Interpret) -> Submit:
+    """`interpret` as a `Submit` that interprets when called and hands the drafts over when asked."""
+
+    def submit(info: DeviceInfo, readings: list[Reading]) -> Callable[[], list[RecordDrafts]]:
+        drafts = interpret(info, readings)
+        return lambda: drafts
+
+    return submit
+
 
 QUEUED_BATCHES = 4
 """Read batches of one instrument that may be waiting for their commit: while one commits, the worker reads
@@ -108,7 +124,8 @@ class InstrumentWorker:
     ) -> None:
         self.name = name
         self._make = make_analyzer
-        self._interpret = interpret
+        submit = getattr(interpret, "submit", None)
+        self._submit: Submit = submit if callable(submit) else _at_once(interpret)
         self._outbox = outbox
         self._sign = sign
         self._timeouts = timeouts
@@ -224,10 +241,24 @@ class InstrumentWorker:
     ) -> None:
         queue: list[_Batch] = []  # read and interpreted, not yet taken by a commit (the committer's lock)
         lock = threading.Lock()
+        # read and handed to the interpretation, drafts not taken yet: (what gives them, the batch without them)
+        started: deque[tuple[Callable[[], list[RecordDrafts]], _Batch]] = deque()
+
+        def queued(keep: int, leave: int = 0) -> bool:
+            """Take the drafts of the started batches but the last `leave` into the commit queue, in order,
+            then wait until at most `keep` commits are pending; False when stop was requested while one
+            waited for space."""
+            while len(started) > leave:
+                take, batch = started.popleft()
+                batch = replace(batch, drafts=take())
+                if not settled(keep=QUEUED_BATCHES - 1):
+                    return False
+                with lock:
+                    queue.append(batch)
+                pending.append(committer.submit(self._commit_queued, key, queue, lock))
+            return settled(keep)
 
         def settled(keep: int = 0) -> bool:
-            """Wait until at most `keep` commits are pending; False when stop was requested while one
-            waited for space."""
             ok = True
             while len(pending) > keep:
                 ok = pending.pop(0).result() and ok
@@ -236,56 +267,64 @@ class InstrumentWorker:
         key = f"{info.driver}:{info.serial}"
         cursor = self._outbox.cursor(key)
         verified = False  # the record at the cursor is checked once per connection
-        while not self._stop.is_set():
-            latest = analyzer.latest_record()
-            if (cursor is None or latest <= cursor.last_record or not verified) and not settled():
-                return
-            if cursor is None:
-                start = 0 if self._start_from == "first" else latest
-                cursor = Cursor(0, start, self._identity_at(analyzer, start))
-                self._outbox.set_cursor(key, cursor)
-                verified = True
-            elif latest < cursor.last_record:
-                reason = f"record counter went back from {cursor.last_record} to {latest}"
-                cursor = self._new_memory(key, cursor, latest, reason)
-                verified = True
-            elif not verified:
-                verified = True
-                reason_or_cursor = self._verify_cursor(analyzer, key, cursor)
-                if isinstance(reason_or_cursor, str):
-                    cursor = self._new_memory(key, cursor, latest, reason_or_cursor)
-                else:
-                    cursor = reason_or_cursor
-            if latest <= cursor.last_record:
-                self._stop.wait(self._poll)
-                continue
-            upto = min(latest, cursor.last_record + self._batch)
-            readings: list[Reading] = []
-            failure: DriverError | None = None
-            for n in range(cursor.last_record + 1, upto + 1):
-                try:
-                    readings.append(analyzer.read_record(n))
-                except DriverError as exc:
-                    failure = exc
-                    break
-            if failure is not None and not readings:
-                if not settled():
+        try:
+            while not self._stop.is_set():
+                latest = analyzer.latest_record()
+                if (cursor is None or latest <= cursor.last_record or not verified) and not queued(0):
                     return
-                if self._unreadable(key, cursor, failure, latest):
-                    cursor = Cursor(cursor.epoch, cursor.last_record + 1)
+                if cursor is None:
+                    start = 0 if self._start_from == "first" else latest
+                    cursor = Cursor(0, start, self._identity_at(analyzer, start))
+                    self._outbox.set_cursor(key, cursor)
+                    verified = True
+                elif latest < cursor.last_record:
+                    reason = f"record counter went back from {cursor.last_record} to {latest}"
+                    cursor = self._new_memory(key, cursor, latest, reason)
+                    verified = True
+                elif not verified:
+                    verified = True
+                    reason_or_cursor = self._verify_cursor(analyzer, key, cursor)
+                    if isinstance(reason_or_cursor, str):
+                        cursor = self._new_memory(key, cursor, latest, reason_or_cursor)
+                    else:
+                        cursor = reason_or_cursor
+                if latest <= cursor.last_record:
+                    self._stop.wait(self._poll)
                     continue
-            if readings:
-                identity = record_identity(readings[-1])
-                drafts = self._interpret(info, readings)
-                if not settled(keep=QUEUED_BATCHES - 1):
-                    return  # stop requested while waiting for disk space
-                with lock:
-                    queue.append(_Batch(cursor.epoch, drafts, identity, len(readings)))
-                pending.append(committer.submit(self._commit_queued, key, queue, lock))
-                cursor = Cursor(cursor.epoch, readings[-1].record_no, identity)
-                self._failing = None
-            if failure is not None:
-                raise failure
+                upto = min(latest, cursor.last_record + self._batch)
+                readings: list[Reading] = []
+                failure: DriverError | None = None
+                for n in range(cursor.last_record + 1, upto + 1):
+                    try:
+                        readings.append(analyzer.read_record(n))
+                    except DriverError as exc:
+                        failure = exc
+                        break
+                if failure is not None and not readings:
+                    if not queued(0):
+                        return
+                    if self._unreadable(key, cursor, failure, latest):
+                        cursor = Cursor(cursor.epoch, cursor.last_record + 1)
+                        continue
+                if readings:
+                    identity = record_identity(readings[-1])
+                    # handed over before the batch read earlier is taken to its commit: an interpretation
+                    # process always holds the next batch
+                    started.append(
+                        (self._submit(info, readings), _Batch(cursor.epoch, [], identity, len(readings)))
+                    )
+                    cursor = Cursor(cursor.epoch, readings[-1].record_no, identity)
+                    self._failing = None
+                    if not queued(QUEUED_BATCHES, leave=1):
+                        return  # stop requested while waiting for disk space
+                if failure is not None:
+                    queued(0)  # what was read before the failure is committed first
+                    raise failure
+            queued(0)  # stop requested: what was read is committed
+        finally:
+            while started:  # leaving on an error: these records are read again next time
+                with contextlib.suppress(Exception):
+                    started.popleft()[0]()
 
     def _identity_at(self, analyzer: Analyzer, record_no: int) -> str | None:
         """Identity of record `record_no` (None for 0, or when the analyzer will not give that record)."""

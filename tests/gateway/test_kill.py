@@ -62,6 +62,21 @@ def _db_counts(db: Path) -> tuple[int, int, int]:
         conn.close()
 
 
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def _alive(pid: int) -> bool:
+    """Running (a zombie waiting for whoever adopted it counts as gone)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
 def test_sigkill_at_random_moments(tmp_path: Path, mosquitto: Mosquitto, acker: Acker) -> None:
     seed = int(os.environ.get("KJ_KILL_SEED", time.time_ns() % 1_000_000))
     rng = random.Random(seed)
@@ -75,6 +90,7 @@ def test_sigkill_at_random_moments(tmp_path: Path, mosquitto: Mosquitto, acker: 
     )
     db = tmp_path / "data" / "outbox.db"
     log = tmp_path / "gateway.log"
+    forked = 0
     for i in range(KILLS):
         started_before = log.read_text().count("started:") if log.exists() else 0
         proc = _spawn(config, log)
@@ -88,9 +104,17 @@ def test_sigkill_at_random_moments(tmp_path: Path, mosquitto: Mosquitto, acker: 
                 f"gateway exited early (seed {seed}, run {i}): {log.read_text()[-2000:]}"
             )
         finally:
+            children = _children(proc.pid)  # the interpretation process, once forked
+            forked += len(children)
             proc.send_signal(signal.SIGKILL)
             proc.wait(10)
+            wait_for(
+                lambda: not any(_alive(c) for c in children),  # noqa: B023 - waited for here
+                10,
+                f"run {i}: the gateway's child outlived it (seed {seed})",
+            )
     assert db.exists(), "the gateway never created its outbox"
+    assert forked, "no run had forked its interpretation process when it was killed"
     killed_at = _db_counts(db)
     # Final run: let it finish the instrument's memory and drain.
     started_before = log.read_text().count("started:")

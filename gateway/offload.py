@@ -1,0 +1,318 @@
+"""The colloidal-gold interpretation of a gateway in a child process: the numpy core and the building of the
+result bodies run on another core than the outbox, the signing and the MQTT link (one GIL each).
+
+Does:
+- `GoldOffload.start`: fork one child (before the service starts its own threads); the child closes every
+  descriptor it inherited except its socket, ignores SIGINT (a Ctrl-C reaches the whole process group: the
+  gateway stops it) and ends when the gateway closes the socket or dies (end of file);
+- `GoldOffload.interpret`: send a batch of gold readings — their profiles as one contiguous float64 buffer, the
+  rest pickled — with the interpreter's settings and its spec book (each sent again only when it changed),
+  run the very same `gateway.pipeline.Interpreter` code there, and return its drafts (sent back as JSON: the
+  bodies hold only JSON values, finite floats or None — `ResultBody.wire_of` makes them so — so they come
+  back equal); calls from several workers take turns;
+- failures: an exception in the child comes back as `OffloadError` with its text (the child goes on); a child
+  that is gone (killed, crashed) is reaped and `OffloadError` raised — the caller interprets in its own thread
+  then — and the next call forks a new one, at most `MAX_RESTARTS` times (after that the offload stays off).
+
+Does not: decide anything about results (gateway.pipeline does, in either process), touch the outbox, the
+MQTT link, a file or a log from the child, or interpret enzyme runs (a few per hour; they stay in the worker).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+import os
+import pickle
+import signal
+import socket
+import threading
+import traceback
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import orjson
+
+from drivers.readings import DeviceInfo, GoldReading
+from gateway.errors import GatewayError
+from gateway.outbox_types import Draft, RecordDrafts
+
+if TYPE_CHECKING:
+    from gateway.pipeline import Interpreter, SpecBook
+
+MAX_RESTARTS = 3
+"""Children forked again after one was lost; then the workers interpret in their own threads."""
+_STOP_WAIT_S = 5.0
+
+
+class OffloadError(GatewayError):
+    """The child could not interpret a batch (it failed, or is gone): interpret it in the worker's thread."""
+
+
+class _Child:
+    """One forked child: its socket, and a thread reading its answers as they come (so a big answer never
+    waits for the next request to be sent: no deadlock), kept by ticket until taken."""
+
+    def __init__(self, pid: int, sock: socket.socket) -> None:
+        self.pid = pid
+        self.sock = sock
+        self.conn = Connection(os.dup(sock.fileno()))
+        self.cond = threading.Condition()
+        self.answers: dict[int, bytes] = {}
+        self.sent = 0  # tickets given: requests are answered in the order they were sent
+        self.lost: str | None = None
+        self.settings: tuple[Any, ...] | None = None  # the last sent (the child keeps them)
+        self.book: SpecBook | None = None
+        self._reader = threading.Thread(target=self._read, name=f"offload-{pid}", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        n = 0
+        while True:
+            try:
+                answer = self.conn.recv_bytes()
+            except (EOFError, OSError) as exc:
+                with self.cond:
+                    self.lost = f"{type(exc).__name__}: {exc}" if str(exc) else "it ended"
+                    self.cond.notify_all()
+                return
+            with self.cond:
+                self.answers[n] = answer
+                n += 1
+                self.cond.notify_all()
+
+    def answer(self, ticket: int) -> bytes:
+        with self.cond:
+            while ticket not in self.answers:
+                if self.lost is not None:
+                    raise OffloadError(f"the interpretation process is gone ({self.lost})")
+                self.cond.wait()
+            return self.answers.pop(ticket)
+
+    def end(self, timeout: float) -> None:
+        """Shut the socket (the child sees end of file and exits; so does the reader) and reap the child."""
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)
+        _reap(self.pid, timeout)
+        self._reader.join(timeout)
+        self.conn.close()
+        self.sock.close()
+
+
+class GoldOffload:
+    """One child process interpreting gold batches for every worker of a gateway (see the module docstring)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()  # sending, forking
+        self._child: _Child | None = None
+        self.restarts = 0
+        self.closed = False
+        self.answered = 0  # batches whose drafts the child made
+
+    @property
+    def pid(self) -> int | None:
+        """The child's process id (None when none runs)."""
+        child = self._child
+        return None if child is None or child.lost is not None else child.pid
+
+    def start(self) -> None:
+        """Fork the child (once; `submit` forks again after a loss)."""
+        with self._lock:
+            if self._child is None and not self.closed:
+                self._child = _fork()
+
+    def takes(self, readings: Sequence[GoldReading]) -> bool:
+        """Whether to send `readings` here: a child runs or may be forked again, and it interprets them
+        exactly as the worker's thread would — float64 profiles (what every driver makes; a profile of
+        another type is interpreted where it is)."""
+        if self.closed or (self.pid is None and self.restarts >= MAX_RESTARTS):
+            return False
+        return all(rd.profile.dtype == np.float64 for rd in readings)
+
+    def interpret(
+        self, interpreter: Interpreter, book: SpecBook, info: DeviceInfo, readings: Sequence[GoldReading]
+    ) -> list[RecordDrafts]:
+        """`interpreter`'s drafts of `readings` (gold, `takes(readings)`), made in the child with `book`;
+        `OffloadError` when the child failed or is gone."""
+        return self.submit(interpreter, book, info, readings)()
+
+    def submit(
+        self, interpreter: Interpreter, book: SpecBook, info: DeviceInfo, readings: Sequence[GoldReading]
+    ) -> Callable[[], list[RecordDrafts]]:
+        """Send `readings` to the child and return what waits for their drafts (`interpret`'s) when called.
+        Requests queue in the child in the order sent: a worker sends its next batch before it takes the
+        drafts of the last one, so the child never waits for it."""
+        settings = interpreter.settings()
+        metas = [
+            (
+                rd.record_no,
+                rd.channel,
+                rd.kit,
+                rd.sample_id,
+                rd.product,
+                rd.measured_at,
+                rd.operator,
+                rd.profile.shape,
+            )
+            for rd in readings
+        ]
+        profiles = np.concatenate([rd.profile.ravel() for rd in readings])
+        with self._lock:
+            child = self._running()
+            head = pickle.dumps(
+                (
+                    None if settings == child.settings else settings,
+                    None if book is child.book else book,
+                    info,
+                    metas,
+                ),
+                pickle.HIGHEST_PROTOCOL,
+            )
+            try:
+                child.conn.send_bytes(head)
+                child.conn.send_bytes(profiles.data)
+            except OSError as exc:
+                raise OffloadError(f"the interpretation process is gone: {exc}") from exc
+            child.settings, child.book = settings, book
+            ticket = child.sent
+            child.sent += 1
+
+        def drafts() -> list[RecordDrafts]:
+            answer = child.answer(ticket)
+            if answer[:1] == b"E":
+                raise OffloadError(f"interpretation process: {answer[1:].decode(errors='replace')}")
+            self.answered += 1
+            return [
+                RecordDrafts(int(no), tuple(Draft(line, int(prio), wire) for line, prio, wire in made))
+                for no, made in orjson.loads(answer[1:])
+            ]
+
+        return drafts
+
+    def _running(self) -> _Child:
+        """The child, forked again when it was lost (called with the lock held)."""
+        child = self._child
+        if child is not None and child.lost is None:
+            return child
+        if child is not None:
+            child.end(_STOP_WAIT_S)
+            self._child = None
+        if self.closed or self.restarts >= MAX_RESTARTS:
+            raise OffloadError("no interpretation process")
+        self.restarts += 1
+        self._child = _fork()
+        return self._child
+
+    def close(self) -> None:
+        """End the child: it finishes what it holds, sees end of file and exits (killed after
+        `_STOP_WAIT_S`); drafts not taken yet are lost (`OffloadError`: the caller interprets them)."""
+        with self._lock:
+            self.closed = True
+            child, self._child = self._child, None
+        if child is not None:
+            child.end(_STOP_WAIT_S)
+
+
+def _fork() -> _Child:
+    """Fork a child serving `_serve` on one end of a new socket pair."""
+    ours, theirs = socket.socketpair()
+    gc.freeze()  # the child's collections then leave the objects it shares with us untouched (no copies)
+    try:
+        pid = os.fork()
+    except OSError as exc:
+        gc.unfreeze()
+        ours.close()
+        theirs.close()
+        raise OffloadError(f"cannot start the interpretation process: {exc}") from exc
+    if pid == 0:  # the child: nothing here may return into the gateway's code
+        code = 0
+        try:
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            keep = theirs.fileno()
+            os.closerange(3, keep)
+            os.closerange(keep + 1, _max_fd())
+            _serve(Connection(theirs.detach()))
+        except BaseException:  # noqa: BLE001 - the child only ever exits
+            code = 1
+        finally:
+            os._exit(code)
+    gc.unfreeze()
+    theirs.close()
+    return _Child(pid, ours)
+
+
+def _reap(pid: int, timeout: float) -> None:
+    done = threading.Event()
+
+    def wait() -> None:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+        done.set()
+
+    threading.Thread(target=wait, name=f"reap-{pid}", daemon=True).start()
+    if not done.wait(timeout):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        done.wait(timeout)
+
+
+def _max_fd() -> int:
+    try:
+        return int(os.sysconf("SC_OPEN_MAX"))
+    except (ValueError, OSError):
+        return 65536
+
+
+def _serve(conn: Connection) -> None:
+    """The child's loop: one batch in, its drafts (b"D" + JSON) or an error (b"E" + text) out, until end of
+    file."""
+    from gateway.pipeline import SpecHolder
+
+    state: dict[str, Any] = {"holder": SpecHolder(), "interpreter": None}
+    while True:
+        try:
+            head = conn.recv_bytes()
+            buffer = conn.recv_bytes()
+        except EOFError:
+            return
+        try:
+            answer = b"D" + _batch(state, head, buffer)
+        except Exception as exc:  # noqa: BLE001 - reported to the parent, which interprets itself
+            answer = b"E" + f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}".encode()
+        conn.send_bytes(answer)
+
+
+def _batch(state: dict[str, Any], head: bytes, buffer: bytes) -> bytes:
+    """One batch in the child: the drafts of its readings as JSON."""
+    from gateway.pipeline import Interpreter
+
+    settings, book, info, metas = pickle.loads(head)  # noqa: S301 - from our own parent process
+    if settings is not None:
+        state["interpreter"] = Interpreter.from_settings(settings, state["holder"])
+    if book is not None:
+        state["holder"].set(book)
+    interpreter = state["interpreter"]
+    if interpreter is None:
+        raise OffloadError("no interpreter settings received")
+    profiles = np.frombuffer(buffer, dtype=np.float64)
+    readings: list[GoldReading] = []
+    at = 0
+    for no, channel, kit, sample_id, product, measured_at, operator, shape in metas:
+        n = int(np.prod(shape))
+        readings.append(
+            GoldReading(
+                no,
+                channel,
+                kit,
+                sample_id,
+                product,
+                measured_at,
+                profiles[at : at + n].reshape(shape),
+                operator,
+            )
+        )
+        at += n
+    out = interpreter(info, readings)
+    return orjson.dumps([(r.record_no, [(d.line, d.priority, d.wire) for d in r.drafts]) for r in out])

@@ -1,0 +1,213 @@
+"""The gold interpretation in a child process (gateway.offload): the same drafts as in the worker's thread, a
+child that fails or is killed never costs a result, and the child holds nothing of the gateway's."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from drivers.readings import DeviceInfo, EnzymeReading, GoldReading, Reading
+from firmware_sim.signal_model import one_enzyme_run, one_gold_profile
+from gateway.config import load_config
+from gateway.interpret import interpret_strips
+from gateway.offload import GoldOffload
+from gateway.outbox import RecordDrafts
+from gateway.pipeline import Interpreter, SpecBook, SpecHolder
+from gateway.service import GatewayService
+from kuaijian_schema.kits import DEMO_KITS
+from kuaijian_schema.specs import GB_T_5009_199
+from tests.gateway.conftest import fast_instrument, write_station
+from tests.helpers import Mosquitto, wait_for
+
+STATION = "370214101203-01"
+GOLD = DeviceInfo("GR-1", "KJ-G8", "2.3", "gold-serial", "gold", 8)
+NOW = datetime(2026, 11, 25, 8, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def offload() -> Iterator[GoldOffload]:
+    off = GoldOffload()
+    off.start()
+    try:
+        yield off
+    finally:
+        off.close()
+
+
+def _readings() -> list[Reading]:
+    """Every kind of gold reading the pipeline knows (blank, positive, a two-line card, no sample id, an
+    unknown kit, a wrong length, another time zone, an operator) and an enzyme run between them."""
+    rng = np.random.default_rng(11)
+    imi, card = DEMO_KITS["imidacloprid-v1"], DEMO_KITS["nitrofurans-card-v1"]
+    cal = imi.lines[0].calibration
+    assert cal is not None
+    run = one_enzyme_run(GB_T_5009_199, 4, rng, inhibition=[0.0, 90.0, 2.0, 2.0], control_channel=0)
+    out: list[Reading] = []
+    for n in range(1, 41):
+        kit = card if n % 5 == 0 else imi
+        conc = cal.c * 6 if n % 7 == 0 else 0.0
+        profile = one_gold_profile(kit, rng, concentration=conc).profile
+        out.append(
+            GoldReading(
+                n, n % 8, kit.name, "" if n == 3 else f"S{n}", "菠菜", NOW, profile, "王" if n % 2 else ""
+            )
+        )
+    out += [
+        GoldReading(41, 1, "no-such-kit", "S41", "菠菜", NOW, np.ones(1024)),
+        GoldReading(42, 1, imi.name, "S42", "菠菜", NOW, np.ones(300)),
+        EnzymeReading(
+            43,
+            GB_T_5009_199.name,
+            0,
+            run.times_s,
+            run.absorbance,
+            ("", "a", "b", "c"),
+            ("", "白菜", "", "韭菜"),
+            NOW,
+        ),
+    ]
+    return out
+
+
+def _same(a: list[RecordDrafts], b: list[RecordDrafts]) -> None:
+    assert [r.record_no for r in a] == [r.record_no for r in b]
+    for ra, rb in zip(a, b, strict=True):
+        assert [(d.line, d.priority, d.wire) for d in ra.drafts] == [
+            (d.line, d.priority, d.wire) for d in rb.drafts
+        ]
+
+
+@pytest.mark.parametrize("include_raw", [False, True])
+def test_child_makes_the_drafts_the_thread_makes(offload: GoldOffload, include_raw: bool) -> None:
+    readings = _readings()
+    here = Interpreter(
+        station=STATION, specs=SpecHolder(), operator="李", include_raw=include_raw, gold_median=3
+    )
+    there = Interpreter(
+        station=STATION,
+        specs=SpecHolder(),
+        operator="李",
+        include_raw=include_raw,
+        gold_median=3,
+        offload=offload,
+    )
+    expected = here(GOLD, readings)
+    assert sum(len(r.drafts) for r in expected) > len(readings)  # the card has two lines
+    _same(there(GOLD, readings), expected)
+    assert offload.answered == 1
+    # a new spec book (a config push) reaches the child: a kit renamed there is known by its new name
+    renamed = DEMO_KITS["imidacloprid-v1"].model_copy(update={"name": "imi-renamed"})
+    book = SpecBook("cfg-2", {**SpecBook.builtin().kits, "imi-renamed": renamed}, SpecBook.builtin().profiles)
+    here.specs.set(book)
+    there.specs.set(book)
+    moved = [GoldReading(r.record_no, r.channel, "imi-renamed", r.sample_id, r.product, r.measured_at, r.profile)
+             for r in readings[:4] if isinstance(r, GoldReading)]  # fmt: skip
+    got = there(GOLD, moved)
+    _same(got, here(GOLD, moved))
+    assert {d.wire["config_version"] for r in got for d in r.drafts} == {"cfg-2"}
+    assert offload.answered == 2
+
+
+def test_a_batch_sent_before_the_last_one_is_taken(offload: GoldOffload) -> None:
+    """The worker hands its next batch over before it takes the drafts of the last (the child is never
+    idle): answers come back to the batch that asked, whatever the order they are taken in."""
+    readings = [r for r in _readings() if isinstance(r, GoldReading)]
+    interp = Interpreter(station=STATION, specs=SpecHolder(), offload=offload)
+    first = interp.submit(GOLD, readings[:20])
+    second = interp.submit(GOLD, readings[20:])
+    here = Interpreter(station=STATION, specs=SpecHolder())
+    _same(second(), here(GOLD, readings[20:]))
+    _same(first(), here(GOLD, readings[:20]))
+    assert offload.answered == 2
+
+
+def test_a_killed_child_costs_no_result(offload: GoldOffload, caplog: pytest.LogCaptureFixture) -> None:
+    readings = _readings()
+    here = Interpreter(station=STATION, specs=SpecHolder())
+    there = Interpreter(station=STATION, specs=SpecHolder(), offload=offload)
+    expected = here(GOLD, readings)
+    first = offload.pid
+    assert first is not None
+    sent = there.submit(GOLD, readings)
+    os.kill(first, signal.SIGKILL)
+    with caplog.at_level(logging.WARNING, logger="gateway.pipeline"):
+        _same(sent(), expected)  # interpreted in this thread
+    assert "worker's thread" in caplog.text
+    assert offload.answered == 0
+    # the next batch forks a new child, which answers it
+    _same(there(GOLD, readings), expected)
+    assert offload.pid not in (None, first)
+    assert offload.answered == 1
+    assert offload.restarts == 1
+
+
+def test_an_error_in_the_child_is_interpreted_here(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    parent = os.getpid()
+    real = interpret_strips
+
+    def fails_in_the_child(*args: Any, **kwargs: Any) -> Any:
+        if os.getpid() != parent:
+            raise RuntimeError("a bug only the child has")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr("gateway.pipeline.interpret_strips", fails_in_the_child)
+    off = GoldOffload()
+    off.start()  # forked with the patch: the child fails, this process does not
+    try:
+        readings = _readings()
+        there = Interpreter(station=STATION, specs=SpecHolder(), offload=off)
+        with caplog.at_level(logging.WARNING, logger="gateway.pipeline"):
+            got = there(GOLD, readings)
+        _same(got, Interpreter(station=STATION, specs=SpecHolder())(GOLD, readings))
+        assert "a bug only the child has" in caplog.text
+        assert off.pid is not None  # the child goes on
+        assert off.restarts == 0
+    finally:
+        off.close()
+
+
+def test_a_service_forks_one_child_holding_only_its_socket(tmp_path: Path, mosquitto: Mosquitto) -> None:
+    """The child keeps no descriptor of the gateway (not the data dir's lock, the outbox or the broker's
+    socket): only its own socket and the standard streams; `stop` ends it. With
+    `acquisition.interpret_process = "off"` there is none."""
+    config = write_station(
+        tmp_path,
+        mosquitto.port,
+        [fast_instrument(total=50, rate=1e9)],
+        acquisition={"interpret_process": "on"},
+    )
+    service = GatewayService(load_config(config))
+    service.start()
+    try:
+        assert service.offload is not None
+        pid = service.offload.pid
+        assert pid is not None
+        fds = sorted(int(fd) for fd in os.listdir(f"/proc/{pid}/fd"))
+        assert len([fd for fd in fds if fd > 2]) == 1, [os.readlink(f"/proc/{pid}/fd/{fd}") for fd in fds]
+        assert os.readlink(f"/proc/{pid}/fd/{fds[-1]}").startswith("socket:")
+        wait_for(
+            lambda: service.offload is not None and service.offload.answered > 0, 30, "no batch interpreted"
+        )
+    finally:
+        service.stop()
+    assert not Path(f"/proc/{pid}").exists(), "the interpretation process outlived the gateway"
+    (tmp_path / "off").mkdir()
+    off = write_station(
+        tmp_path / "off", mosquitto.port, [fast_instrument(total=5)], acquisition={"interpret_process": "off"}
+    )
+    service = GatewayService(load_config(off))
+    service.start()
+    try:
+        assert service.offload is None
+    finally:
+        service.stop()
