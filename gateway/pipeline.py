@@ -14,6 +14,10 @@ Nothing is silently dropped: a reading that cannot be interpreted (unknown kit o
 length ≠ spec, interpretation error) still becomes a result with verdict `invalid` and a QC flag saying
 why, so it reaches the cloud and the station's record stays complete.
 
+With an interpretation process (`gateway.offload`, `acquisition.interpret_process`) the gold strips of a
+batch are interpreted there, by this same code, while the worker reads on (`Interpreter.submit`); when there
+is none, or it fails, they are interpreted in the worker's thread — never lost.
+
 Does not: read instruments, store or send anything.
 """
 

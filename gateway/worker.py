@@ -4,6 +4,8 @@ Does: open the analyzer, identify it, then loop: `latest_record()`, read the rec
 (at most `read_batch`), interpret them (`gateway.pipeline`) and commit all their results + the cursor +
 the seq in ONE outbox transaction — before anything else happens with them. A record is only ever
 "taken" by that commit, so a crash anywhere re-reads it and the outbox's unique key makes that a no-op.
+A batch is handed to the interpretation before the drafts of the batch read earlier are taken (with an
+interpretation process, `gateway.offload`, it is interpreted there while the worker reads the next one).
 The commit runs in a second thread (one per worker) while the worker reads and interprets the next batches:
 batches that wait for it meanwhile (at most `QUEUED_BATCHES`) are committed together, in one transaction
 (group commit: one fsync for all of them under a backlog); the commits are waited for before anything else
