@@ -53,6 +53,7 @@ from kuaijian_schema.wire import (
     ResultBody,
     StationConfig,
     VerdictName,
+    json_datetime,
 )
 
 BUILTIN_VERSION = "builtin"
@@ -280,9 +281,60 @@ class Interpreter:
                 for rd in fits:
                     self._gold_one(info, rd, spec, book, out)
                 continue
-            for rd, lines in zip(fits, res.wire_rows(), strict=True):
-                for k, (analyte, (verdict, values, qc)) in enumerate(zip(res.analytes, lines, strict=True)):
-                    self._gold_draft(info, rd, book, out, analyte, verdict, values, qc, res.algorithm, k)
+            self._gold_drafts(info, fits, res.analytes, res.wire_rows(), res.algorithm, book, out)
+
+    def _gold_drafts(
+        self,
+        info: DeviceInfo,
+        readings: list[GoldReading],
+        analytes: Sequence[str],
+        rows: list[list[tuple[VerdictName, dict[str, float | None], tuple[str, ...]]]],
+        algorithm: str,
+        book: SpecBook,
+        out: dict[int, list[Draft]],
+    ) -> None:
+        """The drafts of a strip batch: what `_gold_draft` makes for each line of each strip (a test holds
+        the two equal), with what every result of the batch or of one strip shares made once."""
+        ref = _instrument_ref(info.serial, info.model, info.driver)
+        instrument = {"serial": ref.serial, "model": ref.model, "driver": ref.driver}
+        station, version = self.station, book.version
+        names = [analyte[:64] or "unknown" for analyte in analytes]
+        for rd, lines in zip(readings, rows, strict=True):
+            if rd.sample_id:
+                sample = {"id": rd.sample_id[:64], "product": (rd.product or "unknown")[:64]}
+                missing: tuple[str, ...] = ()
+            else:
+                sample = {
+                    "id": f"{info.serial}-{rd.record_no}"[:64],
+                    "product": (rd.product or "unknown")[:64],
+                }
+                missing = ("no-sample-id",)
+            if not 0 <= rd.channel <= 255:
+                raise ValueError(f"channel {rd.channel} is outside 0–255")
+            when = json_datetime(rd.measured_at)
+            op = rd.operator or self.operator
+            raw = _raw(rd.profile).model_dump(mode="json") if self.include_raw else None
+            drafts = out[rd.record_no]
+            for k, (verdict, values, qc) in enumerate(lines):
+                doc: dict[str, Any] = {
+                    "station": station,
+                    "instrument": instrument,
+                    "sample": sample,
+                    "method": "gold",
+                    "analyte": names[k],
+                    "channel": rd.channel,
+                    "measured_at": when,
+                    "verdict": verdict,
+                    "values": values,
+                    "qc": [*qc, *missing],
+                    "algorithm": algorithm,
+                    "config_version": version,
+                }
+                if raw is not None:
+                    doc["raw"] = raw
+                if op:
+                    doc["operator"] = op[:64]
+                drafts.append(Draft(f"ch{rd.channel}/t{k}", PRIORITY[verdict], doc))
 
     def _gold_one(
         self, info: DeviceInfo, rd: GoldReading, spec: StripSpec, book: SpecBook, out: dict[int, list[Draft]]

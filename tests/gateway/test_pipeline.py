@@ -172,3 +172,41 @@ def test_wire_objects_are_what_the_model_would_make_at_the_limits() -> None:
         interp(GOLD, [GoldReading(3, 1, imi.name, "S", "菠菜", datetime(2026, 1, 1), profile)])  # noqa: DTZ001
     with pytest.raises(ValueError, match="channel"):
         interp(GOLD, [GoldReading(4, 300, imi.name, "S", "菠菜", NOW, profile)])
+
+
+@pytest.mark.parametrize(("include_raw", "operator"), [(False, None), (True, "李")])
+def test_batch_drafts_equal_the_one_by_one_drafts(include_raw: bool, operator: str | None) -> None:
+    """`_gold_drafts` (a strip batch, shared parts made once) makes exactly what `_gold_draft` makes line by
+    line: blank and positive strips, a two-line card, no sample id, over-long names, another zone."""
+    rng = np.random.default_rng(5)
+    imi, card = DEMO_KITS["imidacloprid-v1"], DEMO_KITS["nitrofurans-card-v1"]
+    east8 = datetime(2026, 11, 25, 16, 0, 0, 123456, tzinfo=timezone(timedelta(hours=8)))
+    interp = Interpreter(station=STATION, specs=SpecHolder(), operator=operator, include_raw=include_raw)
+    book = SpecBook.builtin()
+    for spec in (imi, card):
+        cal = spec.lines[0].calibration
+        assert cal is not None
+        readings = [
+            GoldReading(
+                n,
+                n % 8,
+                spec.name,
+                "" if n == 2 else ("样" * 70 if n == 3 else f"S{n}"),
+                "" if n == 4 else "菠菜",
+                east8 if n % 2 else NOW,
+                one_gold_profile(spec, rng, concentration=cal.c * 6 if n % 3 == 0 else 0.0).profile,
+                "王" * 70 if n == 5 else "",
+            )
+            for n in range(1, 9)
+        ]
+        res = interpret_strips(np.stack([r.profile for r in readings]), spec)
+        batch: dict[int, list[Any]] = {r.record_no: [] for r in readings}
+        interp._gold_drafts(GOLD, readings, res.analytes, res.wire_rows(), res.algorithm, book, batch)
+        one: dict[int, list[Any]] = {r.record_no: [] for r in readings}
+        for rd, lines in zip(readings, res.wire_rows(), strict=True):
+            for k, (analyte, (verdict, values, qc)) in enumerate(zip(res.analytes, lines, strict=True)):
+                interp._gold_draft(GOLD, rd, book, one, analyte, verdict, values, qc, res.algorithm, k)
+        assert {n: [(d.line, d.priority, _typed(d.wire)) for d in ds] for n, ds in batch.items()} == {
+            n: [(d.line, d.priority, _typed(d.wire)) for d in ds] for n, ds in one.items()
+        }
+        _validate([RecordDrafts(n, tuple(ds)) for n, ds in batch.items()])
