@@ -2,8 +2,9 @@
 
 Does:
 - `SpaceGuard.configure()` — the cap `storage.max_db_mb` covers database AND WAL: the WAL is checkpointed
-  at half its limit and truncated to it (a quarter of the cap, at most `WAL_LIMIT`), the database is capped
-  by SQLite (`max_page_count`) at the rest; reaching it is SQLITE_FULL → `OutboxFull`.
+  at half its limit and truncated to it (a quarter of the cap, at most `WAL_LIMIT`; without a cap a
+  sixteenth of the free disk, at most `WAL_LIMIT`, followed by `room()` as the disk fills), the database is
+  capped by SQLite (`max_page_count`) at the rest; reaching it is SQLITE_FULL → `OutboxFull`.
 - `SpaceGuard.room()` — before results are added: keep the WAL within its limit, re-create the reserve when
   space came back, and raise `OutboxFull` when adding would eat into the free disk the reserve stands for —
   unless pages freed by acks inside the database (or an empty outbox) can take the batch. So the outbox
@@ -33,7 +34,12 @@ from gateway.errors import OutboxFull
 
 log = logging.getLogger("gateway.outbox")
 
-WAL_LIMIT = 512 * 1024  # bytes the WAL may hold (a quarter of storage.max_db_mb when that is smaller)
+WAL_LIMIT = 4 * 1024 * 1024
+"""Bytes the WAL may hold: at most a quarter of `storage.max_db_mb`, and without a cap at most a sixteenth of
+the free disk (`MIN_WAL` at least), followed as the disk fills. SQLite checkpoints at half of it, and each
+checkpoint is two fsyncs inside a transaction that holds the outbox's write lock: a WAL of a few MB takes
+them ~10× less often than one of 512 KB under a backlog."""
+MIN_WAL = 64 * 1024
 ROOM = 64 * 1024  # room wanted for one more batch of results (an eighth of storage.max_db_mb if smaller)
 RESERVE_SUFFIX = ".reserve"
 
@@ -65,6 +71,7 @@ class SpaceGuard:
         self.max_bytes = max_bytes
         self.reserve_bytes = reserve_bytes
         self.wal_limit = WAL_LIMIT if max_bytes is None else max(16 * 1024, min(WAL_LIMIT, max_bytes // 4))
+        self._page = 4096
         self.room_bytes = ROOM if max_bytes is None else max(4096, min(ROOM, max_bytes // 8))
         self._disk_free = disk_free or (lambda p: shutil.disk_usage(p).free)
 
@@ -73,10 +80,20 @@ class SpaceGuard:
         cap the database at `max_bytes` less what the WAL may hold."""
         conn = self._conn
         page = int(conn.execute("PRAGMA page_size").fetchone()[0])
-        conn.execute(f"PRAGMA wal_autocheckpoint = {max(4, self.wal_limit // page // 2)}")
-        conn.execute(f"PRAGMA journal_size_limit = {self.wal_limit}")
+        self._page = page
+        if self.max_bytes is None:
+            self.wal_limit = self._uncapped_wal(self._free())
+        self._bound_wal()
         if self.max_bytes is not None:
             conn.execute(f"PRAGMA max_page_count = {max(16, (self.max_bytes - self.wal_limit) // page)}")
+
+    def _bound_wal(self) -> None:
+        self._conn.execute(f"PRAGMA wal_autocheckpoint = {max(4, self.wal_limit // self._page // 2)}")
+        self._conn.execute(f"PRAGMA journal_size_limit = {self.wal_limit}")
+
+    @staticmethod
+    def _uncapped_wal(disk_free: int) -> int:
+        return max(MIN_WAL, min(WAL_LIMIT, disk_free // 16))
 
     # ------------------------------------------------------------------ measurements
     def sizes(self) -> Sizes:
@@ -93,6 +110,11 @@ class SpaceGuard:
     # ------------------------------------------------------------------ before adding results
     def room(self) -> None:
         """Raise `OutboxFull` unless one more batch fits without touching the reserve or the cap."""
+        if self.max_bytes is None:  # the WAL's bound follows the free disk
+            limit = self._uncapped_wal(self._free())
+            if limit != self.wal_limit:
+                self.wal_limit = limit
+                self._bound_wal()
         if _size(self.wal) > self.wal_limit:
             self.checkpoint()
         sizes = self.sizes()
