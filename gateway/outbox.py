@@ -80,6 +80,8 @@ _ADVANCE_CURSOR = (
 )
 
 
+# The seq counter set to the last seq given out, the enqueued total raised by the rows added (one statement).
+_COUNT_ENQUEUED = "UPDATE counters SET value = CASE name WHEN 'seq' THEN ? ELSE value + ? END WHERE name IN ('seq', 'enqueued')"
 _OUTBOX_COLUMNS = ("seq", "id", "instrument", "priority", "enqueued_at", "payload")
 _RECORD_COLUMNS = ("instrument", "epoch", "record_no", "line", "seq", "id")
 
@@ -236,8 +238,7 @@ class Outbox:
                 out.append(Enqueued(seq, rid, priority))
             append_rows(conn, "outbox", _OUTBOX_COLUMNS, rows)
             append_rows(conn, "records", _RECORD_COLUMNS, keys)
-            conn.execute("UPDATE counters SET value = ? WHERE name = 'seq'", (seq,))
-            conn.execute("UPDATE counters SET value = value + ? WHERE name = 'enqueued'", (len(out),))
+            conn.execute(_COUNT_ENQUEUED, (seq, len(out)))
             conn.execute(_ADVANCE_CURSOR, (instrument, epoch, hi, now, identity))
             self._prune_keys(conn, instrument, horizon)
         return out
@@ -400,8 +401,12 @@ class Outbox:
                     (int(row[0]), str(row[1]), rej.reason, now, row[2]),
                 )
                 moved.append(int(row[0]))
-            conn.execute("UPDATE counters SET value = value + ? WHERE name = 'acked'", (len(acked),))
-            conn.execute("UPDATE counters SET value = value + ? WHERE name = 'rejected'", (len(moved),))
+            if acked or moved:
+                conn.execute(
+                    "UPDATE counters SET value = value + CASE name WHEN 'acked' THEN ? ELSE ? END"
+                    " WHERE name IN ('acked', 'rejected')",
+                    (len(acked), len(moved)),
+                )
         return AckOutcome(tuple(acked), tuple(moved), unknown, ignored)
 
     @staticmethod
@@ -529,8 +534,7 @@ class Outbox:
                 "INSERT INTO registrations (code, seq, id, created_at, doc) VALUES (?, ?, ?, ?, ?)",
                 (code, seq, doc["id"], now, sealed.decode()),
             )
-            conn.execute("UPDATE counters SET value = ? WHERE name = 'seq'", (seq,))
-            conn.execute("UPDATE counters SET value = value + 1 WHERE name = 'enqueued'")
+            conn.execute(_COUNT_ENQUEUED, (seq, 1))
         return Enqueued(seq, doc["id"], priority), doc
 
     def registrations(self, limit: int = 100, prefix: str = "") -> list[dict[str, Any]]:
