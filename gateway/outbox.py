@@ -237,25 +237,34 @@ class Outbox:
                 keys.append((instrument, epoch, record_no, line, seq, rid))
                 out.append(Enqueued(seq, rid, priority))
             append_rows(conn, "outbox", _OUTBOX_COLUMNS, rows)
-            append_rows(conn, "records", _RECORD_COLUMNS, keys)
             conn.execute(_COUNT_ENQUEUED, (seq, len(out)))
             conn.execute(_ADVANCE_CURSOR, (instrument, epoch, hi, now, identity))
-            self._prune_keys(conn, instrument, horizon)
+            self._store_keys(conn, instrument, horizon, keys)
         return out
 
-    def _prune_keys(self, conn: sqlite3.Connection, instrument: str, horizon: tuple[int, int] | None) -> None:
-        """Delete the keys more than `keep_record_keys` records behind the cursor (and of earlier epochs)
-        and raise the horizon to them; inside the caller's transaction. The horizon never passes the
-        cursor and never moves down."""
+    def _store_keys(
+        self,
+        conn: sqlite3.Connection,
+        instrument: str,
+        horizon: tuple[int, int] | None,
+        keys: list[tuple[str, int, int, str, int, str]],
+    ) -> None:
+        """Store the `keys` of the results just enqueued, delete the keys more than `keep_record_keys`
+        records behind the cursor (and of earlier epochs) and raise the horizon to them; inside the caller's
+        transaction. A key this would delete at once is not written at all (and counted as pruned all the
+        same): most of a batch longer than `keep_record_keys` records. The horizon never passes the cursor
+        and never moves down."""
         row = conn.execute(
             "SELECT epoch, last_record FROM cursors WHERE instrument = ?", (instrument,)
         ).fetchone()
-        if row is None:
+        new = None if row is None else (int(row[0]), int(row[1]) - self._keep)
+        if new is None or (horizon is not None and new <= horizon):
+            append_rows(conn, "records", _RECORD_COLUMNS, keys)
             return
-        new = (int(row[0]), int(row[1]) - self._keep)
-        if horizon is not None and new <= horizon:
-            return
-        pruned = conn.execute(
+        kept = [k for k in keys if (k[1], k[2]) > new]  # (epoch, record_no) past the new horizon
+        append_rows(conn, "records", _RECORD_COLUMNS, kept)
+        pruned = len(keys) - len(kept)
+        pruned += conn.execute(
             "DELETE FROM records WHERE instrument = ? AND epoch < ?", (instrument, new[0])
         ).rowcount
         pruned += conn.execute(

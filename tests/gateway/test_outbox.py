@@ -131,6 +131,27 @@ def test_record_keys_are_pruned_behind_the_cursor_and_stay_known(tmp_path: Path)
         assert (st_.enqueued_total, st_.record_keys, st_.last_seq) == (206, 4, 206)
 
 
+def test_keys_a_batch_would_prune_at_once_are_never_written(tmp_path: Path) -> None:
+    """A batch longer than `keep_record_keys` records: the keys its own transaction would delete again are
+    not written at all — the outcome (keys kept, horizon, pruned count, re-reads refused) is the same."""
+    path = tmp_path / "o.db"
+    Outbox.open(path, keep_record_keys=3).close()
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE key_writes (n INTEGER NOT NULL); INSERT INTO key_writes VALUES (0);"
+        "CREATE TRIGGER count_key_writes AFTER INSERT ON records BEGIN UPDATE key_writes SET n = n + 1; END;"
+    )
+    conn.close()
+    with Outbox.open(path, keep_record_keys=3) as box:
+        box.enqueue("i", 0, [_record(n, lines=2) for n in range(1, 51)], _sign)
+        box.enqueue("i", 0, [_record(n, lines=2) for n in range(51, 53)], _sign)  # within keep: all written
+        st_ = box.stats()
+        assert (st_.enqueued_total, st_.record_keys, st_.record_keys_pruned) == (104, 6, 98)
+        assert box.enqueue("i", 0, [_record(n, lines=2) for n in range(1, 53)], _sign) == []
+        writes = box._db.read("SELECT n FROM key_writes")[0][0]
+    assert writes == 6 + 4, f"{writes} keys written for 10 kept"
+
+
 def test_ack_by_id_and_seq_and_rejection(tmp_path: Path) -> None:
     with Outbox.open(tmp_path / "o.db") as box:
         out = box.enqueue("i", 0, [_record(n) for n in range(1, 6)], _sign)
