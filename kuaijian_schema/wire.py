@@ -272,8 +272,9 @@ def seal(doc: Mapping[str, Any], sign: Signer, *, finite: bool = False) -> tuple
 def _sig_text(sig: str) -> bytes:
     """The JSON string body of `sig` (between its quotes): a hex digest as it is, anything else escaped as
     canonical JSON escapes it."""
-    if sig.isascii() and sig.isalnum():
-        return sig.encode()
+    text = sig.encode()
+    if text.isalnum():  # (bytes: ASCII letters and digits only)
+        return text
     return _CANONICAL.encode(sig).encode()[1:-1]
 
 
