@@ -74,7 +74,6 @@ class SpaceGuard:
         self._page = 4096
         self.room_bytes = ROOM if max_bytes is None else max(4096, min(ROOM, max_bytes // 8))
         self._disk_free = disk_free or (lambda p: shutil.disk_usage(p).free)
-        self._page = 0  # page size, read at the first `sizes`
 
     def configure(self) -> None:
         """Bound the WAL (SQLite checkpoints it at half `wal_limit` and truncates it to `wal_limit`) and
@@ -98,8 +97,7 @@ class SpaceGuard:
 
     # ------------------------------------------------------------------ measurements
     def sizes(self) -> Sizes:
-        if self._page == 0:  # fixed once the database exists (WAL mode cannot change it)
-            self._page = int(self._conn.execute("PRAGMA page_size").fetchone()[0])
+        # (the page size read by `configure`: fixed once the database exists, WAL mode cannot change it)
         free_pages = int(self._conn.execute("PRAGMA freelist_count").fetchone()[0])
         return Sizes(_size(self.path), _size(self.wal), free_pages * self._page, self._free())
 
