@@ -5,11 +5,12 @@ Does:
 - `GoldOffload.start`: fork one child (before the service starts its own threads); the child closes every
   descriptor it inherited except its socket, ignores SIGINT (a Ctrl-C reaches the whole process group: the
   gateway stops it) and ends when the gateway closes the socket or dies (end of file);
-- `GoldOffload.interpret`: send a batch of gold readings — their profiles as one contiguous float64 buffer, the
-  rest pickled — with the interpreter's settings and its spec book (each sent again only when it changed),
-  run the very same `gateway.pipeline.Interpreter` code there, and return its drafts (sent back as JSON: the
-  bodies hold only JSON values, finite floats or None — `ResultBody.wire_of` makes them so — so they come
-  back equal); calls from several workers take turns;
+- `GoldOffload.submit` / `interpret`: send a batch of gold readings — their profiles as one contiguous
+  float64 buffer, the rest pickled — with the interpreter's settings and its spec book (each sent again only
+  when it changed), run the very same `gateway.pipeline.Interpreter` code there, and return its drafts
+  already encoded (`kuaijian_schema.wire.body_parts`: the outbox seals them without encoding them again, and
+  this process never decodes them; the bodies hold only finite floats or None — `ResultBody.wire_of` makes
+  them so); batches are answered in the order sent, several may wait in the child;
 - failures: an exception in the child comes back as `OffloadError` with its text (the child goes on); a child
   that is gone (killed, crashed) is reaped and `OffloadError` raised — the caller interprets in its own thread
   then — and the next call forks a new one, at most `MAX_RESTARTS` times (after that the offload stays off).
@@ -33,11 +34,11 @@ from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import orjson
 
 from drivers.readings import DeviceInfo, GoldReading
 from gateway.errors import GatewayError
 from gateway.outbox_types import Draft, RecordDrafts
+from kuaijian_schema.wire import BodyParts, body_parts
 
 if TYPE_CHECKING:
     from gateway.pipeline import Interpreter, SpecBook
@@ -184,9 +185,10 @@ class GoldOffload:
             if answer[:1] == b"E":
                 raise OffloadError(f"interpretation process: {answer[1:].decode(errors='replace')}")
             self.answered += 1
+            made: list[tuple[int, list[tuple[str, int, BodyParts]]]] = pickle.loads(answer[1:])  # noqa: S301
             return [
-                RecordDrafts(int(no), tuple(Draft(line, int(prio), wire) for line, prio, wire in made))
-                for no, made in orjson.loads(answer[1:])
+                RecordDrafts(no, tuple(Draft(line, prio, None, parts) for line, prio, parts in drafts))
+                for no, drafts in made
             ]
 
         return drafts
@@ -315,4 +317,5 @@ def _batch(state: dict[str, Any], head: bytes, buffer: bytes) -> bytes:
         )
         at += n
     out = interpreter(info, readings)
-    return orjson.dumps([(r.record_no, [(d.line, d.priority, d.wire) for d in r.drafts]) for r in out])
+    made = [(r.record_no, [(d.line, d.priority, body_parts(d.wire)) for d in r.drafts]) for r in out]
+    return pickle.dumps(made, pickle.HIGHEST_PROTOCOL)

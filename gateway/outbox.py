@@ -51,7 +51,7 @@ from gateway.outbox_types import (
 )
 from gateway.salvage import SalvageReport
 from kuaijian_schema.sqlite_append import append_rows
-from kuaijian_schema.wire import Rejection, Signer, new_result_ids, payload_sha256, seal
+from kuaijian_schema.wire import Rejection, Signer, new_result_ids, payload_sha256, seal, seal_parts
 
 __all__ = [
     "KEEP_RECORD_KEYS",
@@ -200,11 +200,7 @@ class Outbox:
         now = time.time()
         lo = min(r.record_no for r in records)
         hi = max(r.record_no for r in records)
-        docs = [
-            (rec.record_no, draft.line, draft.priority, dict(draft.wire))
-            for rec in records
-            for draft in rec.drafts
-        ]
+        docs = [(rec.record_no, draft.line, draft.priority, draft) for rec in records for draft in rec.drafts]
         ids = new_result_ids(len(docs))
         rows: list[tuple[int, str, str, int, float, bytes]] = []
         keys: list[tuple[str, int, int, str, int, str]] = []
@@ -223,16 +219,20 @@ class Outbox:
                     (instrument, epoch, lo, hi),
                 )
             }
-            for (record_no, line, priority, doc), rid in zip(docs, ids, strict=True):
+            for (record_no, line, priority, draft), rid in zip(docs, ids, strict=True):
                 if (record_no, line) in known or (horizon is not None and (epoch, record_no) <= horizon):
                     continue  # a re-read: its key is here, or it was taken long ago and its key pruned
                 if priority < 0:
                     raise ValueError(f"priority {priority} of {instrument} record {record_no} is below 0")
                 known.add((record_no, line))
                 seq += 1
-                doc["id"] = rid
-                doc["seq"] = seq
-                payload, _sig = seal(doc, sign, finite=True)
+                if draft.parts is not None:  # encoded already (the interpretation process)
+                    payload, _sig = seal_parts(draft.parts, rid, seq, sign)
+                else:
+                    doc = dict(draft.wire)
+                    doc["id"] = rid
+                    doc["seq"] = seq
+                    payload, _sig = seal(doc, sign, finite=True)
                 rows.append((seq, rid, instrument, priority, now, payload))
                 keys.append((instrument, epoch, record_no, line, seq, rid))
                 out.append(Enqueued(seq, rid, priority))

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from kuaijian_schema.wire import ResultBody
+from kuaijian_schema.wire import BodyParts, ResultBody, parts_wire
 
 KEEP_RECORD_KEYS = 32
 """Default number of records per instrument, behind its cursor, whose de-duplication keys are kept."""
@@ -22,18 +22,39 @@ PRIORITY = {"positive": 3, "suspect": 2, "invalid": 1, "negative": 0}
 """Send priority by verdict: positives first (higher is sooner)."""
 
 
-@dataclass(frozen=True, slots=True)
 class Draft:
     """One result to enqueue: its line key within the record, send priority, and body in wire form.
 
     `wire` is the JSON object of a `kuaijian_schema.ResultBody` — every `Result` field except `id`, `seq`
     and `sig`, which the outbox adds — exactly as `ResultBody.wire()` gives it (`ResultBody.wire_of`
     makes it without validating a model per result; `body` is the typed, validated view).
+
+    A draft may come already encoded instead (`parts`: the body's canonical JSON cut where the id, the seq
+    and the signature go, `kuaijian_schema.wire.body_parts` — the interpretation process makes them): the
+    outbox then seals it without encoding it again (`seal_parts`), and `wire` is decoded from them only if
+    asked for.
     """
 
-    line: str
-    priority: int
-    wire: dict[str, Any]
+    __slots__ = ("_wire", "line", "parts", "priority")
+
+    def __init__(
+        self, line: str, priority: int, wire: dict[str, Any] | None = None, parts: BodyParts | None = None
+    ) -> None:
+        if wire is None and parts is None:
+            raise ValueError("a draft needs its wire object or its encoded parts")
+        self.line = line
+        self.priority = priority
+        self._wire = wire
+        self.parts = parts
+
+    @property
+    def wire(self) -> dict[str, Any]:
+        wire = self._wire
+        if wire is None:
+            if self.parts is None:  # __init__ keeps one or the other
+                raise ValueError("a draft without its wire object or its parts")
+            wire = self._wire = parts_wire(self.parts)
+        return wire
 
     @classmethod
     def of(cls, line: str, priority: int, body: ResultBody) -> Draft:
@@ -44,6 +65,16 @@ class Draft:
     def body(self) -> ResultBody:
         """`wire` as a validated `ResultBody` (made on each call: for inspection, not the hot path)."""
         return ResultBody.model_validate(self.wire)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, Draft):
+            return NotImplemented
+        return (self.line, self.priority, self.wire) == (other.line, other.priority, other.wire)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable contents, like the dataclass it was
+
+    def __repr__(self) -> str:
+        return f"Draft(line={self.line!r}, priority={self.priority!r}, wire={self.wire!r})"
 
 
 @dataclass(frozen=True, slots=True)

@@ -278,6 +278,49 @@ def _sig_text(sig: str) -> bytes:
     return _CANONICAL.encode(sig).encode()[1:-1]
 
 
+BodyParts = tuple[bytes, bytes, bytes, bytes]
+"""A result body's canonical JSON members (no braces, b"" for none) sorting before "id", between "id" and
+"seq", between "seq" and "sig", and after "sig" (`body_parts`): where a result's id, seq and signature go."""
+
+
+def body_parts(body: Mapping[str, Any]) -> BodyParts:
+    """The canonical JSON of `body` — a result without "id", "seq" and "sig", holding no NaN or infinity
+    (as `seal(finite=True)`) — cut where those three members go. Canonical JSON is the sorted members
+    joined by commas, so each run of members is the canonical JSON of that part of `body` without its
+    braces. ValueError when `body` holds one of the three."""
+    runs: tuple[dict[str, Any], dict[str, Any], dict[str, Any], dict[str, Any]] = ({}, {}, {}, {})
+    for key, value in body.items():
+        if key in ("id", "seq", "sig"):
+            raise ValueError(f"body_parts: the body already holds {key!r}")
+        runs[(key > "id") + (key > "seq") + (key > "sig")][key] = value
+    p0, p1, p2, p3 = (_canonical(run, finite=True)[1:-1] if run else b"" for run in runs)
+    return p0, p1, p2, p3
+
+
+def _string(text: str) -> bytes:
+    """The canonical JSON of the string `text` (an id or a hex digest as it is: nothing to escape)."""
+    if text.isascii() and text.replace("-", "").isalnum():
+        return b'"' + text.encode() + b'"'
+    return _CANONICAL.encode(text).encode()
+
+
+def seal_parts(parts: BodyParts, rid: str, seq: int, sign: Signer) -> tuple[bytes, str]:
+    """`seal` of the body `parts` came from (`body_parts`) with "id" `rid` and "seq" `seq` added — the same
+    bytes and signature — without encoding anything but the id, the seq and the signature."""
+    if type(seq) is not int:
+        raise TypeError(f"seq must be an int, not {type(seq).__name__}")
+    p0, p1, p2, p3 = parts
+    head = b",".join(m for m in (p0, b'"id":' + _string(rid), p1, b'"seq":' + str(seq).encode(), p2) if m)
+    sig = sign(b"{" + head + (b"," + p3 if p3 else b"") + b"}")
+    return b"{" + head + b',"sig":' + _string(sig) + (b"," + p3 if p3 else b"") + b"}", sig
+
+
+def parts_wire(parts: BodyParts) -> dict[str, Any]:
+    """The body `parts` came from (`body_parts`), decoded."""
+    decoded: dict[str, Any] = orjson.loads(b"{" + b",".join(p for p in parts if p) + b"}")
+    return decoded
+
+
 def _seal_apart(doc: Mapping[str, Any], sign: Signer) -> tuple[bytes, str]:
     """`seal` by two encodings (for the rare document whose text holds the stand-in member twice)."""
     sig = sign(canonical_json(dict(doc)))
