@@ -27,10 +27,10 @@ import os
 import pickle
 import signal
 import socket
+import struct
 import threading
 import traceback
 from collections.abc import Callable, Sequence
-from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -59,9 +59,8 @@ class _Child:
     def __init__(self, pid: int, sock: socket.socket) -> None:
         self.pid = pid
         self.sock = sock
-        self.conn = Connection(os.dup(sock.fileno()))
         self.cond = threading.Condition()
-        self.answers: dict[int, bytes] = {}
+        self.answers: dict[int, bytearray] = {}
         self.sent = 0  # tickets given: requests are answered in the order they were sent
         self.lost: str | None = None
         self.settings: tuple[Any, ...] | None = None  # the last sent (the child keeps them)
@@ -73,7 +72,7 @@ class _Child:
         n = 0
         while True:
             try:
-                answer = self.conn.recv_bytes()
+                answer = _receive(self.sock)
             except (EOFError, OSError) as exc:
                 with self.cond:
                     self.lost = f"{type(exc).__name__}: {exc}" if str(exc) else "it ended"
@@ -84,7 +83,7 @@ class _Child:
                 n += 1
                 self.cond.notify_all()
 
-    def answer(self, ticket: int) -> bytes:
+    def answer(self, ticket: int) -> bytearray:
         with self.cond:
             while ticket not in self.answers:
                 if self.lost is not None:
@@ -98,7 +97,6 @@ class _Child:
             self.sock.shutdown(socket.SHUT_RDWR)
         _reap(self.pid, timeout)
         self._reader.join(timeout)
-        self.conn.close()
         self.sock.close()
 
 
@@ -172,8 +170,8 @@ class GoldOffload:
                 pickle.HIGHEST_PROTOCOL,
             )
             try:
-                child.conn.send_bytes(head)
-                child.conn.send_bytes(profiles.data)
+                _send(child.sock, head)
+                _send(child.sock, profiles.data)
             except OSError as exc:
                 raise OffloadError(f"the interpretation process is gone: {exc}") from exc
             child.settings, child.book = settings, book
@@ -185,7 +183,7 @@ class GoldOffload:
             if answer[:1] == b"E":
                 raise OffloadError(f"interpretation process: {answer[1:].decode(errors='replace')}")
             self.answered += 1
-            made: list[tuple[int, list[tuple[str, int, BodyParts]]]] = pickle.loads(answer[1:])  # noqa: S301
+            made: list[tuple[int, list[tuple[str, int, BodyParts]]]] = pickle.loads(memoryview(answer)[1:])  # noqa: S301
             return [
                 RecordDrafts(no, tuple(Draft(line, prio, None, parts) for line, prio, parts in drafts))
                 for no, drafts in made
@@ -235,7 +233,7 @@ def _fork() -> _Child:
             keep = theirs.fileno()
             os.closerange(3, keep)
             os.closerange(keep + 1, _max_fd())
-            _serve(Connection(theirs.detach()))
+            _serve(theirs)
         except BaseException:  # noqa: BLE001 - the child only ever exits
             code = 1
         finally:
@@ -267,26 +265,53 @@ def _max_fd() -> int:
         return 65536
 
 
-def _serve(conn: Connection) -> None:
-    """The child's loop: one batch in, its drafts (b"D" + JSON) or an error (b"E" + text) out, until end of
-    file."""
+_LENGTH = struct.Struct("<Q")
+
+
+def _send(sock: socket.socket, data: bytes | memoryview) -> None:
+    """One message: its length, then its bytes."""
+    sock.sendall(_LENGTH.pack(len(memoryview(data).cast("B"))))
+    sock.sendall(data)
+
+
+def _receive(sock: socket.socket) -> bytearray:
+    """One message (`_send`), read straight into its buffer; EOFError when the other end is gone."""
+    (size,) = _LENGTH.unpack(_exactly(sock, _LENGTH.size))
+    return _exactly(sock, size)
+
+
+def _exactly(sock: socket.socket, size: int) -> bytearray:
+    buf = bytearray(size)
+    view = memoryview(buf)
+    got = 0
+    while got < size:
+        n = sock.recv_into(view[got:])
+        if n == 0:
+            raise EOFError("end of file")
+        got += n
+    return buf
+
+
+def _serve(sock: socket.socket) -> None:
+    """The child's loop: one batch in, its drafts (b"D" + pickle) or an error (b"E" + text) out, until end
+    of file."""
     from gateway.pipeline import SpecHolder
 
     state: dict[str, Any] = {"holder": SpecHolder(), "interpreter": None}
     while True:
         try:
-            head = conn.recv_bytes()
-            buffer = conn.recv_bytes()
-        except EOFError:
+            head = _receive(sock)
+            buffer = _receive(sock)
+        except (EOFError, OSError):
             return
         try:
             answer = b"D" + _batch(state, head, buffer)
         except Exception as exc:  # noqa: BLE001 - reported to the parent, which interprets itself
             answer = b"E" + f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}".encode()
-        conn.send_bytes(answer)
+        _send(sock, answer)
 
 
-def _batch(state: dict[str, Any], head: bytes, buffer: bytes) -> bytes:
+def _batch(state: dict[str, Any], head: bytearray, buffer: bytearray) -> bytes:
     """One batch in the child: the drafts of its readings as JSON."""
     from gateway.pipeline import Interpreter
 

@@ -192,17 +192,19 @@ class Interpreter:
                 log.warning("interpreting %d strip(s) in the worker's thread: %s", len(golds), exc)
 
         def drafts() -> list[RecordDrafts]:
-            out: dict[int, list[Draft]] = {r.record_no: [] for r in readings}
-            interpreted = False
+            made: list[RecordDrafts] | None = None
             if sent is not None:
                 try:
                     made = sent()
                 except OffloadError as exc:
                     log.warning("interpreting %d strip(s) in the worker's thread: %s", len(golds), exc)
                 else:
-                    for rec in made:
-                        out[rec.record_no].extend(rec.drafts)
-                    interpreted = True
+                    if len(golds) == len(readings):  # all gold: the child's, one per reading in their order
+                        return made
+            out: dict[int, list[Draft]] = {r.record_no: [] for r in readings}
+            interpreted = made is not None
+            for rec in made or ():
+                out[rec.record_no].extend(rec.drafts)
             if golds and not interpreted:
                 self._gold(info, golds, book, out)
             for rd in enzymes:
