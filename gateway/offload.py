@@ -317,7 +317,7 @@ def _batch(state: dict[str, Any], head: bytearray, buffer: bytearray) -> bytes:
 
     settings, book, info, metas = pickle.loads(head)  # noqa: S301 - from our own parent process
     if settings is not None:
-        state["interpreter"] = Interpreter.from_settings(settings, state["holder"])
+        state["interpreter"] = Interpreter.from_settings(settings, state["holder"], encoded=True)
     if book is not None:
         state["holder"].set(book)
     interpreter = state["interpreter"]
@@ -342,5 +342,11 @@ def _batch(state: dict[str, Any], head: bytearray, buffer: bytearray) -> bytes:
         )
         at += n
     out = interpreter(info, readings)
-    made = [(r.record_no, [(d.line, d.priority, body_parts(d.wire)) for d in r.drafts]) for r in out]
+    made = [
+        (
+            r.record_no,
+            [(d.line, d.priority, d.parts if d.parts is not None else body_parts(d.wire)) for d in r.drafts],
+        )
+        for r in out
+    ]
     return pickle.dumps(made, pickle.HIGHEST_PROTOCOL)

@@ -53,6 +53,7 @@ from kuaijian_schema.wire import (
     ResultBody,
     StationConfig,
     VerdictName,
+    canonical_finite,
     json_datetime,
 )
 
@@ -149,6 +150,8 @@ class Interpreter:
     offload: GoldOffload | None = None
     """The gateway's interpretation process (gateway.offload): gold batches are interpreted there, by this
     same code; in this thread when there is none or it fails."""
+    encoded: bool = False
+    """Make the drafts of strip batches already encoded (`Draft.parts`; the interpretation process does)."""
 
     def __post_init__(self) -> None:
         # checked once here, not per result (`ResultBody.wire_of` does not validate)
@@ -167,9 +170,13 @@ class Interpreter:
         )
 
     @classmethod
-    def from_settings(cls, settings: tuple[Any, ...], specs: SpecHolder) -> Interpreter:
+    def from_settings(
+        cls, settings: tuple[Any, ...], specs: SpecHolder, *, encoded: bool = False
+    ) -> Interpreter:
         station, operator, include_raw, gold_median, default_kit, default_profile = settings
-        return cls(station, specs, operator, include_raw, gold_median, default_kit, default_profile)
+        return cls(
+            station, specs, operator, include_raw, gold_median, default_kit, default_profile, encoded=encoded
+        )
 
     def __call__(self, info: DeviceInfo, readings: Sequence[Reading]) -> list[RecordDrafts]:
         """One `RecordDrafts` per reading, in their order."""
@@ -317,6 +324,11 @@ class Interpreter:
             op = rd.operator or self.operator
             raw = _raw(rd.profile).model_dump(mode="json") if self.include_raw else None
             drafts = out[rd.record_no]
+            if self.encoded:
+                self._encoded_drafts(
+                    drafts, rd, lines, names, algorithm, version, instrument, sample, missing, when, op, raw
+                )
+                continue
             for k, (verdict, values, qc) in enumerate(lines):
                 doc: dict[str, Any] = {
                     "station": station,
@@ -337,6 +349,43 @@ class Interpreter:
                 if op:
                     doc["operator"] = op[:64]
                 drafts.append(Draft(f"ch{rd.channel}/t{k}", PRIORITY[verdict], doc))
+
+    def _encoded_drafts(
+        self,
+        drafts: list[Draft],
+        rd: GoldReading,
+        lines: list[tuple[VerdictName, dict[str, float | None], tuple[str, ...]]],
+        names: list[str],
+        algorithm: str,
+        version: str,
+        instrument: dict[str, str],
+        sample: dict[str, str],
+        missing: tuple[str, ...],
+        when: str,
+        op: str | None,
+        raw: dict[str, Any] | None,
+    ) -> None:
+        """`_gold_drafts`' drafts of one strip as `Draft.parts`: the body's canonical JSON members written
+        in their sorted order, each value by `canonical_finite` (a test holds them equal to `body_parts` of
+        the wire object). Sorted: algorithm analyte channel config_version | instrument measured_at method
+        operator qc raw sample | station values verdict."""
+        enc = canonical_finite
+        head = b',"channel":' + str(rd.channel).encode() + b',"config_version":' + enc(version)
+        middle_start = (
+            b'"instrument":' + enc(instrument) + b',"measured_at":' + enc(when) + b',"method":"gold"'
+        )
+        if op:
+            middle_start += b',"operator":' + enc(op[:64])
+        middle_end = (b',"raw":' + enc(raw) if raw is not None else b"") + b',"sample":' + enc(sample)
+        station = b'"station":' + enc(self.station) + b',"values":'
+        for k, (verdict, values, qc) in enumerate(lines):
+            parts = (
+                b'"algorithm":' + enc(algorithm) + b',"analyte":' + enc(names[k]) + head,
+                middle_start + b',"qc":' + enc([*qc, *missing]) + middle_end,
+                b"",
+                station + enc(values) + b',"verdict":' + enc(verdict),
+            )
+            drafts.append(Draft(f"ch{rd.channel}/t{k}", PRIORITY[verdict], None, parts))
 
     def _gold_one(
         self, info: DeviceInfo, rd: GoldReading, spec: StripSpec, book: SpecBook, out: dict[int, list[Draft]]

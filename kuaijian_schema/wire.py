@@ -195,6 +195,12 @@ def canonical_json(obj: Any) -> bytes:
     return _canonical(obj, finite=False)
 
 
+def canonical_finite(obj: Any) -> bytes:
+    """`canonical_json(obj)` of a value the caller vouches holds no NaN or infinity (as `seal(finite=True)`):
+    for encoding the members of a result body piece by piece."""
+    return _canonical(obj, finite=True)
+
+
 def _canonical(obj: Any, *, finite: bool) -> bytes:
     """`canonical_json(obj)`; `finite`: the caller vouches that `obj` holds no NaN or infinity, so a null in
     orjson's output is a None and the walk looking for them (`_non_finite`) is left out."""

@@ -15,7 +15,7 @@ from gateway.outbox import RecordDrafts
 from gateway.pipeline import Interpreter, SpecBook, SpecHolder
 from kuaijian_schema.kits import DEMO_KITS
 from kuaijian_schema.specs import GB_T_5009_199
-from kuaijian_schema.wire import Result, ResultBody, new_result_id
+from kuaijian_schema.wire import Result, ResultBody, body_parts, new_result_id
 
 STATION = "370214101203-01"
 GOLD = DeviceInfo("GR-1", "KJ-G8", "2.3", "gold-serial", "gold", 8)
@@ -191,7 +191,7 @@ def test_batch_drafts_equal_the_one_by_one_drafts(include_raw: bool, operator: s
                 n,
                 n % 8,
                 spec.name,
-                "" if n == 2 else ("样" * 70 if n == 3 else f"S{n}"),
+                "" if n == 2 else ('样"\\\x01~' * 20 if n == 3 else f"S{n}"),
                 "" if n == 4 else "菠菜",
                 east8 if n % 2 else NOW,
                 one_gold_profile(spec, rng, concentration=cal.c * 6 if n % 3 == 0 else 0.0).profile,
@@ -210,3 +210,14 @@ def test_batch_drafts_equal_the_one_by_one_drafts(include_raw: bool, operator: s
             n: [(d.line, d.priority, _typed(d.wire)) for d in ds] for n, ds in one.items()
         }
         _validate([RecordDrafts(n, tuple(ds)) for n, ds in batch.items()])
+        # encoded as the interpretation process makes them: the very parts body_parts cuts the wire object in
+        encoding = Interpreter(
+            station=STATION, specs=SpecHolder(), operator=operator, include_raw=include_raw, encoded=True
+        )
+        encoded: dict[int, list[Any]] = {r.record_no: [] for r in readings}
+        encoding._gold_drafts(GOLD, readings, res.analytes, res.wire_rows(), res.algorithm, book, encoded)
+        for n, ds in one.items():
+            assert [(d.line, d.priority, body_parts(d.wire)) for d in ds] == [
+                (d.line, d.priority, d.parts) for d in encoded[n]
+            ]
+            assert [d.wire for d in ds] == [d.wire for d in encoded[n]]
