@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import math
 import os
 import pickle
 import signal
@@ -295,8 +296,12 @@ def _exactly(sock: socket.socket, size: int) -> bytearray:
 def _serve(sock: socket.socket) -> None:
     """The child's loop: one batch in, its drafts (b"D" + pickle) or an error (b"E" + text) out, until end
     of file."""
+    from threadpoolctl import threadpool_limits
+
     from gateway.pipeline import SpecHolder
 
+    # one BLAS thread, as in the gateway (gateway.service): set again here, whatever a fork leaves of it
+    threadpool_limits(limits=1, user_api="blas")
     state: dict[str, Any] = {"holder": SpecHolder(), "interpreter": None}
     while True:
         try:
@@ -327,7 +332,7 @@ def _batch(state: dict[str, Any], head: bytearray, buffer: bytearray) -> bytes:
     readings: list[GoldReading] = []
     at = 0
     for no, channel, kit, sample_id, product, measured_at, operator, shape in metas:
-        n = int(np.prod(shape))
+        n = math.prod(shape)
         readings.append(
             GoldReading(
                 no,
