@@ -184,7 +184,8 @@ class Outbox:
 
         Results whose key (instrument, epoch, record_no, line) is already known are skipped (a re-read
         after a crash). Each result is serialised once (`kuaijian_schema.wire.seal`, finite values vouched
-        for by `Draft`): the bytes `sign` signs are the stored (and later sent) payload but for its "sig".
+        for by `Draft`; a draft the interpretation process encoded already is sealed from its parts,
+        `seal_parts`): the bytes `sign` signs are the stored (and later sent) payload but for its "sig".
         `identity` is that of the last of `records` (stored with the cursor when it moves there). Returns
         the newly enqueued rows. A negative priority is refused (ValueError): send order keeps an index of
         the rows above 0 only (`due_order`).
