@@ -23,9 +23,10 @@ oldest unsent age, …) in arrival order.
 Per-message cost does not grow with the batch: stations and already-stored ids are looked up once per batch
 (under the batch's station locks, so the lookup is the truth for those stations), the new rows go in with one
 COPY (PostgreSQL; SQLite: a few multi-row INSERTs, `Database.insert_rows`), and there is no savepoint or
-snapshot per message — a message that raises rolls the batch back to one savepoint and the batch runs again
-with it dead-lettered. An id that another worker stored meanwhile under another station's topic makes the
-insert fail in the unique index; the batch then runs again and finds it (`RACE_RERUNS`).
+snapshot per message, nor a pass of the cyclic garbage collector over the batch's objects (`cloud.gcpause`)
+— a message that raises rolls the batch back to one savepoint and the batch runs again with it dead-lettered.
+An id that another worker stored meanwhile under another station's topic makes the insert fail in the unique
+index; the batch then runs again and finds it (`RACE_RERUNS`).
 
 The MQTT side (receiving, batching, PUBACK and publishing the acks) is `cloud.ingest_worker`.
 
@@ -46,7 +47,7 @@ from typing import Any
 import orjson
 from pydantic import ValidationError
 
-from cloud import ingest_effects, samples
+from cloud import gcpause, ingest_effects, samples
 from cloud.clock import utc_iso
 from cloud.db import Database, transaction
 from cloud.errors import DatabaseError, IntegrityViolation, Invalid
@@ -512,8 +513,15 @@ def process_batch(db: Database, messages: Sequence[Inbound], settings: Settings)
     message dead-lettered with the error instead of processed — one bad message undoes only itself, at the cost
     of one more run, and the common case pays no per-message snapshot or savepoint.
 
+    The cyclic garbage collector is paused meanwhile (`cloud.gcpause`): the batch's objects die with it.
+
     Raises only DatabaseError (the database itself failed: nothing was committed, retry the batch).
     """
+    with gcpause.paused():
+        return _process(db, messages, settings)
+
+
+def _process(db: Database, messages: Sequence[Inbound], settings: Settings) -> BatchOutcome:
     poison: dict[int, str] = {}
     races = 0
     topics = parse_topics(messages)
