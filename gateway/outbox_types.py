@@ -27,7 +27,9 @@ class Draft:
 
     `wire` is the JSON object of a `kuaijian_schema.ResultBody` — every `Result` field except `id`, `seq`
     and `sig`, which the outbox adds — exactly as `ResultBody.wire()` gives it (`ResultBody.wire_of`
-    makes it without validating a model per result; `body` is the typed, validated view).
+    makes it without validating a model per result; `body` is the typed, validated view). Its values are
+    finite or None, as the model's are: the outbox seals it without looking for a NaN
+    (`kuaijian_schema.wire.seal(..., finite=True)`).
 
     A draft may come already encoded instead (`parts`: the body's canonical JSON cut where the id, the seq
     and the signature go, `kuaijian_schema.wire.body_parts` — the interpretation process makes them): the
