@@ -40,7 +40,6 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -64,22 +63,17 @@ from cloud.ingest_checks import (
     schema_reason,
 )
 from cloud.ingest_effects import Stored
+from cloud.ingest_outcome import BatchOutcome, StationAck, dead_letter, item_sha256, item_text, payload_text
 from cloud.settings import Settings
-from kuaijian_schema import (
-    Ack,
-    Rejection,
-    SampleRegistration,
-    Status,
-    payload_sha256,
-)
+from kuaijian_schema import Rejection, SampleRegistration, Status
 from kuaijian_schema.wire import loads
 
 log = logging.getLogger(__name__)
 
 __all__ = ["RACE_RERUNS", "BatchOutcome", "Inbound", "StationAck", "process_batch"]
-"""`Inbound` (cloud.ingest_checks) is part of this module's surface: what `process_batch` takes."""
+"""`Inbound` (cloud.ingest_checks), `BatchOutcome` and `StationAck` (cloud.ingest_outcome) are part of this
+module's surface: what `process_batch` takes and returns."""
 
-MAX_DEAD_LETTER_CHARS = 256 * 1024
 _RESULT_COLUMNS = (
     "id", "seq", "station", "node_id", "instrument_serial", "instrument_model", "instrument_driver",
     "sample_id", "product", "producer", "sampled_at", "method", "analyte", "channel", "measured_at", "verdict",
@@ -88,86 +82,6 @@ _RESULT_COLUMNS = (
 )  # fmt: skip
 RACE_RERUNS = 3
 """Times a batch runs again, within its transaction, after another worker stored one of its new ids first."""
-_TEXT_JSON = json.JSONEncoder(ensure_ascii=False)
-"""Made once: json.dumps with options builds a new encoder on every call. A result's values, QC flags and
-ingest flags (all verified and validated: finite floats, strings) are written by orjson, four times faster."""
-
-
-@dataclass
-class StationAck:
-    ids: list[str] = field(default_factory=list)
-    seqs: list[int] = field(default_factory=list)
-    rejected: list[Rejection] = field(default_factory=list)
-
-    def to_ack(self) -> Ack:
-        return Ack.model_validate({"ids": self.ids, "seqs": self.seqs, "rejected": self.rejected})
-
-    def to_json(self) -> str:
-        """The `Ack` as JSON, built directly (ids are already canonical UUID strings): no per-id parsing."""
-        return _TEXT_JSON.encode(
-            {"ids": self.ids, "seqs": self.seqs, "rejected": [r.model_dump() for r in self.rejected]}
-        )
-
-
-@dataclass
-class BatchOutcome:
-    acks: dict[str, StationAck] = field(default_factory=dict)
-    stored: int = 0
-    duplicates: int = 0
-    rejected: int = 0
-    statuses: int = 0
-    dead_letters: int = 0
-    cases_touched: set[int] = field(default_factory=set)
-
-
-def _payload_text(payload: bytes) -> str:
-    try:
-        text = payload.decode("utf-8")
-    except UnicodeDecodeError:
-        text = "hex:" + payload.hex()
-    if len(text) > MAX_DEAD_LETTER_CHARS:
-        text = text[:MAX_DEAD_LETTER_CHARS] + "…[truncated]"
-    return text
-
-
-def _item_text(item: dict[str, Any]) -> str:
-    try:
-        text = json.dumps(item, ensure_ascii=True, sort_keys=True, default=str)
-    except (TypeError, ValueError):  # pragma: no cover - json.loads output always re-serialises
-        text = repr(item)
-    return text[:MAX_DEAD_LETTER_CHARS]
-
-
-def _dead_letter(
-    db: Database,
-    msg: Inbound,
-    payload: str,
-    reason: str,
-    station: str | None = None,
-    result_id: str | None = None,
-    sha256: str | None = None,
-    stored_sha256: str | None = None,
-) -> None:
-    # U+0000 cannot be stored as PostgreSQL text (and the data layer refuses it): escaped, as JSON would
-    texts = [msg.topic[:1024], payload, reason[:2000], station, result_id]
-    db.execute(
-        "INSERT INTO dead_letters (received_at, topic, payload, reason, station, result_id, sha256,"
-        " stored_sha256) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        [
-            msg.received_at.isoformat(),
-            *(None if t is None else t.replace("\x00", "\\u0000") for t in texts),
-            sha256,
-            stored_sha256,
-        ],
-    )
-
-
-def _item_sha256(item: dict[str, Any]) -> str | None:
-    """`payload_sha256` of a received item; None when canonical JSON cannot encode it (NaN, …)."""
-    try:
-        return payload_sha256(item)
-    except (TypeError, ValueError, RecursionError):
-        return None
 
 
 class _Batch:
@@ -246,18 +160,18 @@ class _Batch:
         for n, msg in enumerate(messages):
             topic = topics[n]
             if isinstance(topic, str):
-                _dead_letter(self.db, msg, _payload_text(msg.payload), topic)
+                dead_letter(self.db, msg, payload_text(msg.payload), topic)
                 self.out.dead_letters += 1
                 continue
             station, kind = topic
             if kind not in ("result", "status"):
-                _dead_letter(
-                    self.db, msg, _payload_text(msg.payload), f"unexpected topic kind {kind!r}", station
+                dead_letter(
+                    self.db, msg, payload_text(msg.payload), f"unexpected topic kind {kind!r}", station
                 )
                 self.out.dead_letters += 1
                 continue
             if n in poison:
-                _dead_letter(self.db, msg, _payload_text(msg.payload), poison[n], station)
+                dead_letter(self.db, msg, payload_text(msg.payload), poison[n], station)
                 self.out.dead_letters += 1
                 continue
             try:
@@ -300,8 +214,8 @@ class _Batch:
         seq_i = (
             seq if isinstance(seq, int) and not isinstance(seq, bool) and 0 <= seq <= SQLITE_MAX_INT else None
         )
-        digest = digest or _item_sha256(item)
-        _dead_letter(self.db, msg, _item_text(item), reason, station, rid_s, digest)
+        digest = digest or item_sha256(item)
+        dead_letter(self.db, msg, item_text(item), reason, station, rid_s, digest)
         self.out.rejected += 1
         self.out.dead_letters += 1
         if rid_s is not None and seq_i is not None and digest is not None:
@@ -311,7 +225,7 @@ class _Batch:
         self, msg: Inbound, station: str, items: list[dict[str, Any]] | str, checks: list[Check]
     ) -> None:
         if isinstance(items, str):  # could not be decoded: the reason
-            _dead_letter(self.db, msg, _payload_text(msg.payload), items, station)
+            dead_letter(self.db, msg, payload_text(msg.payload), items, station)
             self.out.dead_letters += 1
             return
         received = msg.received_at.isoformat()
@@ -366,7 +280,7 @@ class _Batch:
                     result.channel,
                     utc_iso(measured_at),
                     result.verdict,
-                    orjson.dumps(result.values).decode(),
+                    orjson.dumps(result.values).decode(),  # verified, validated: finite floats, strings
                     orjson.dumps(result.qc).decode() if result.qc else "[]",
                     result.algorithm,
                     result.config_version,
@@ -402,7 +316,7 @@ class _Batch:
         Dead-lettered with both hashes (admin: GET /api/dead-letters) and rejected to the station, which moves
         its row aside only if it holds exactly this content."""
         reason = f"conflicting duplicate: id {rid} is stored with other content (stored sha256 {stored})"
-        _dead_letter(self.db, msg, _item_text(item), reason, station, rid, digest, stored)
+        dead_letter(self.db, msg, item_text(item), reason, station, rid, digest, stored)
         self.out.rejected += 1
         self.out.dead_letters += 1
         seq = item.get("seq")
@@ -495,7 +409,7 @@ class _Batch:
         self.out.statuses += 1
 
     def _status_dead(self, msg: Inbound, station: str, reason: str) -> None:
-        _dead_letter(self.db, msg, _payload_text(msg.payload), reason, station)
+        dead_letter(self.db, msg, payload_text(msg.payload), reason, station)
         self.out.dead_letters += 1
 
     def finish(self) -> None:
