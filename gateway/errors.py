@@ -8,7 +8,8 @@
     ├── DataDirLocked        another `gateway run` holds the data dir's lock (its PID in the message)
     ├── RegistrationError    a sample registration is refused (unknown producer, bad field); nothing stored
     │   └── DuplicateCode    the sample code is already registered at this station
-    └── LinkError            the MQTT link cannot be set up (bad broker URL, unreadable TLS/credential files)
+    ├── LinkError            the MQTT link cannot be set up (bad broker URL, unreadable TLS/credential files)
+    └── OffloadError         the interpretation process failed on a batch or is gone (the worker interprets it)
 
 Driver failures stay `drivers.errors.DriverError` and are handled by the worker supervisor (instrument
 marked unavailable, reconnect with backoff); they never escape a worker thread.
@@ -61,3 +62,8 @@ class DuplicateCode(RegistrationError):
 
 class LinkError(GatewayError):
     """The MQTT link cannot be configured."""
+
+
+class OffloadError(GatewayError):
+    """The interpretation process could not interpret a batch (it failed, or is gone): the worker's thread
+    interprets it."""

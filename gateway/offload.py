@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from drivers.readings import DeviceInfo, GoldReading
-from gateway.errors import GatewayError
+from gateway.errors import OffloadError
 from gateway.outbox_types import Draft, RecordDrafts
 from kuaijian_schema.wire import BodyParts, body_parts
 
@@ -47,10 +47,6 @@ if TYPE_CHECKING:
 MAX_RESTARTS = 3
 """Children forked again after one was lost; then the workers interpret in their own threads."""
 _STOP_WAIT_S = 5.0
-
-
-class OffloadError(GatewayError):
-    """The child could not interpret a batch (it failed, or is gone): interpret it in the worker's thread."""
 
 
 class _Child:

@@ -40,9 +40,10 @@ import numpy as np
 import numpy.typing as npt
 
 from drivers.readings import DeviceInfo, EnzymeReading, GoldReading, Method, Reading
+from gateway.errors import OffloadError
 from gateway.interpret import ENZYME_ALGORITHM, GOLD_ALGORITHM, interpret_kinetics, interpret_strips
 from gateway.interpret.errors import InterpretError
-from gateway.offload import GoldOffload, OffloadError
+from gateway.offload import GoldOffload
 from gateway.outbox import PRIORITY, Draft, RecordDrafts
 from kuaijian_schema.kits import DEMO_KITS
 from kuaijian_schema.specs import GB_T_5009_199, NY_T_448, EnzymeSpec, StripSpec

@@ -30,11 +30,11 @@ from drivers import registry
 from drivers.errors import DriverConfigError
 from drivers.readings import Analyzer
 from gateway.config import GatewayConfig, InstrumentConfig
-from gateway.errors import ConfigError, GatewayError
+from gateway.errors import ConfigError, GatewayError, OffloadError
 from gateway.interpret import ENZYME_ALGORITHM, GOLD_ALGORITHM
 from gateway.link import Link
 from gateway.lock import DataDirLock
-from gateway.offload import GoldOffload, OffloadError
+from gateway.offload import GoldOffload
 from gateway.outbox import Enqueued, Outbox
 from gateway.pipeline import Interpreter, SpecBook, SpecHolder
 from gateway.samples import SampleDesk
