@@ -261,6 +261,8 @@ class InstrumentWorker:
             return settled(keep)
 
         def settled(keep: int = 0) -> bool:
+            """Wait until at most `keep` commits are pending; False when stop was requested while one
+            waited for space."""
             ok = True
             while len(pending) > keep:
                 ok = pending.pop(0).result() and ok
