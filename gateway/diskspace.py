@@ -96,10 +96,12 @@ class SpaceGuard:
         return max(MIN_WAL, min(WAL_LIMIT, disk_free // 16))
 
     # ------------------------------------------------------------------ measurements
-    def sizes(self) -> Sizes:
+    def sizes(self, disk_free: int | None = None) -> Sizes:
+        """`disk_free`: the free disk just measured by the caller (measured here when None)."""
         # (the page size read by `configure`: fixed once the database exists, WAL mode cannot change it)
         free_pages = int(self._conn.execute("PRAGMA freelist_count").fetchone()[0])
-        return Sizes(_size(self.path), _size(self.wal), free_pages * self._page, self._free())
+        free = self._free() if disk_free is None else disk_free
+        return Sizes(_size(self.path), _size(self.wal), free_pages * self._page, free)
 
     def _free(self) -> int:
         try:
@@ -110,14 +112,16 @@ class SpaceGuard:
     # ------------------------------------------------------------------ before adding results
     def room(self) -> None:
         """Raise `OutboxFull` unless one more batch fits without touching the reserve or the cap."""
+        free = self._free()
         if self.max_bytes is None:  # the WAL's bound follows the free disk
-            limit = self._uncapped_wal(self._free())
+            limit = self._uncapped_wal(free)
             if limit != self.wal_limit:
                 self.wal_limit = limit
                 self._bound_wal()
         if _size(self.wal) > self.wal_limit:
             self.checkpoint()
-        sizes = self.sizes()
+            free = self._free()  # the truncated WAL gave some back
+        sizes = self.sizes(free)
         self.ensure_reserve(sizes.disk_free)
         room = self.room_bytes
         held = self.reserve_bytes if not self.reserve.exists() else 0
