@@ -318,7 +318,7 @@ def _batch(state: dict[str, Any], head: bytearray, buffer: bytearray) -> bytes:
 
     settings, book, info, metas = pickle.loads(head)  # noqa: S301 - from our own parent process
     if settings is not None:
-        state["interpreter"] = Interpreter.from_settings(settings, state["holder"], encoded=True)
+        state["interpreter"] = Interpreter.from_settings(settings, state["holder"])
     if book is not None:
         state["holder"].set(book)
     interpreter = state["interpreter"]

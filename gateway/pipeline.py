@@ -151,8 +151,6 @@ class Interpreter:
     offload: GoldOffload | None = None
     """The gateway's interpretation process (gateway.offload): gold batches are interpreted there, by this
     same code; in this thread when there is none or it fails."""
-    encoded: bool = False
-    """Make the drafts of strip batches already encoded (`Draft.parts`; the interpretation process does)."""
 
     def __post_init__(self) -> None:
         # checked once here, not per result (`ResultBody.wire_of` does not validate)
@@ -171,13 +169,9 @@ class Interpreter:
         )
 
     @classmethod
-    def from_settings(
-        cls, settings: tuple[Any, ...], specs: SpecHolder, *, encoded: bool = False
-    ) -> Interpreter:
+    def from_settings(cls, settings: tuple[Any, ...], specs: SpecHolder) -> Interpreter:
         station, operator, include_raw, gold_median, default_kit, default_profile = settings
-        return cls(
-            station, specs, operator, include_raw, gold_median, default_kit, default_profile, encoded=encoded
-        )
+        return cls(station, specs, operator, include_raw, gold_median, default_kit, default_profile)
 
     def __call__(self, info: DeviceInfo, readings: Sequence[Reading]) -> list[RecordDrafts]:
         """One `RecordDrafts` per reading, in their order."""
@@ -303,90 +297,48 @@ class Interpreter:
         book: SpecBook,
         out: dict[int, list[Draft]],
     ) -> None:
-        """The drafts of a strip batch: what `_gold_draft` makes for each line of each strip (a test holds
-        the two equal), with what every result of the batch or of one strip shares made once."""
+        """The drafts of a strip batch, already encoded (`Draft.parts`; the outbox seals them from their
+        parts, `seal_parts`): what `_gold_draft` makes for each line of each strip (a test holds the parts
+        equal to `body_parts` of its wire objects), with what the batch or one strip shares made once. The
+        body's canonical JSON members are written in their sorted order, each value by `canonical_finite`:
+        algorithm analyte channel config_version | instrument measured_at method operator qc raw sample |
+        station values verdict."""
+        enc = canonical_finite
         ref = _instrument_ref(info.serial, info.model, info.driver)
-        instrument = {"serial": ref.serial, "model": ref.model, "driver": ref.driver}
-        station, version = self.station, book.version
-        names = [analyte[:64] or "unknown" for analyte in analytes]
+        instrument = b'"instrument":' + enc({"serial": ref.serial, "model": ref.model, "driver": ref.driver})
+        version = b',"config_version":' + enc(book.version)
+        heads = [
+            b'"algorithm":' + enc(algorithm) + b',"analyte":' + enc(a[:64] or "unknown") for a in analytes
+        ]
+        station = b'"station":' + enc(self.station) + b',"values":'
         for rd, lines in zip(readings, rows, strict=True):
+            product = (rd.product or "unknown")[:64]
             if rd.sample_id:
-                sample = {"id": rd.sample_id[:64], "product": (rd.product or "unknown")[:64]}
+                sample = {"id": rd.sample_id[:64], "product": product}
                 missing: tuple[str, ...] = ()
             else:
-                sample = {
-                    "id": f"{info.serial}-{rd.record_no}"[:64],
-                    "product": (rd.product or "unknown")[:64],
-                }
+                sample = {"id": f"{info.serial}-{rd.record_no}"[:64], "product": product}
                 missing = ("no-sample-id",)
             if not 0 <= rd.channel <= 255:
                 raise ValueError(f"channel {rd.channel} is outside 0–255")
-            when = json_datetime(rd.measured_at)
-            op = rd.operator or self.operator
-            raw = _raw(rd.profile).model_dump(mode="json") if self.include_raw else None
-            drafts = out[rd.record_no]
-            if self.encoded:
-                self._encoded_drafts(
-                    drafts, rd, lines, names, algorithm, version, instrument, sample, missing, when, op, raw
-                )
-                continue
-            for k, (verdict, values, qc) in enumerate(lines):
-                doc: dict[str, Any] = {
-                    "station": station,
-                    "instrument": instrument,
-                    "sample": sample,
-                    "method": "gold",
-                    "analyte": names[k],
-                    "channel": rd.channel,
-                    "measured_at": when,
-                    "verdict": verdict,
-                    "values": values,
-                    "qc": [*qc, *missing],
-                    "algorithm": algorithm,
-                    "config_version": version,
-                }
-                if raw is not None:
-                    doc["raw"] = raw
-                if op:
-                    doc["operator"] = op[:64]
-                drafts.append(Draft(f"ch{rd.channel}/t{k}", PRIORITY[verdict], doc))
-
-    def _encoded_drafts(
-        self,
-        drafts: list[Draft],
-        rd: GoldReading,
-        lines: list[tuple[VerdictName, dict[str, float | None], tuple[str, ...]]],
-        names: list[str],
-        algorithm: str,
-        version: str,
-        instrument: dict[str, str],
-        sample: dict[str, str],
-        missing: tuple[str, ...],
-        when: str,
-        op: str | None,
-        raw: dict[str, Any] | None,
-    ) -> None:
-        """`_gold_drafts`' drafts of one strip as `Draft.parts`: the body's canonical JSON members written
-        in their sorted order, each value by `canonical_finite` (a test holds them equal to `body_parts` of
-        the wire object). Sorted: algorithm analyte channel config_version | instrument measured_at method
-        operator qc raw sample | station values verdict."""
-        enc = canonical_finite
-        head = b',"channel":' + str(rd.channel).encode() + b',"config_version":' + enc(version)
-        middle_start = (
-            b'"instrument":' + enc(instrument) + b',"measured_at":' + enc(when) + b',"method":"gold"'
-        )
-        if op:
-            middle_start += b',"operator":' + enc(op[:64])
-        middle_end = (b',"raw":' + enc(raw) if raw is not None else b"") + b',"sample":' + enc(sample)
-        station = b'"station":' + enc(self.station) + b',"values":'
-        for k, (verdict, values, qc) in enumerate(lines):
-            parts = (
-                b'"algorithm":' + enc(algorithm) + b',"analyte":' + enc(names[k]) + head,
-                middle_start + b',"qc":' + enc([*qc, *missing]) + middle_end,
-                b"",
-                station + enc(values) + b',"verdict":' + enc(verdict),
+            channel = b',"channel":' + str(rd.channel).encode() + version
+            middle = (
+                instrument + b',"measured_at":' + enc(json_datetime(rd.measured_at)) + b',"method":"gold"'
             )
-            drafts.append(Draft(f"ch{rd.channel}/t{k}", PRIORITY[verdict], None, parts))
+            op = rd.operator or self.operator
+            if op:
+                middle += b',"operator":' + enc(op[:64])
+            raw = b',"raw":' + enc(_raw(rd.profile).model_dump(mode="json")) if self.include_raw else b""
+            end = raw + b',"sample":' + enc(sample)
+            drafts = out[rd.record_no]
+            for k, (verdict, values, qc) in enumerate(lines):
+                parts = (
+                    heads[k] + channel,
+                    middle + b',"qc":' + enc([*qc, *missing]) + end,
+                    b"",
+                    station + enc(values) + b',"verdict":' + enc(verdict),
+                )
+                drafts.append(Draft(f"ch{rd.channel}/t{k}", PRIORITY[verdict], None, parts))
 
     def _gold_one(
         self, info: DeviceInfo, rd: GoldReading, spec: StripSpec, book: SpecBook, out: dict[int, list[Draft]]
