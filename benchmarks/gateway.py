@@ -192,18 +192,30 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _counters(db: Path) -> dict[str, int]:
-    """The gateway outbox's counters (read-only; empty before the database exists)."""
-    if not db.exists():
-        return {}
-    try:
-        conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=1.0)
+class _Counters:
+    """The gateway outbox's counters, read on one read-only connection (opened once the file exists)."""
+
+    def __init__(self, db: Path) -> None:
+        self.db = db
+        self.conn: sqlite3.Connection | None = None
+
+    def counters(self) -> dict[str, int]:
+        """Empty before the database exists and is migrated."""
         try:
-            return {str(k): int(v) for k, v in conn.execute("SELECT name, value FROM counters")}
-        finally:
-            conn.close()
-    except sqlite3.Error:
-        return {}  # not migrated yet
+            if self.conn is None:
+                if not self.db.exists():
+                    return {}
+                self.conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True, timeout=1.0)
+            return {str(k): int(v) for k, v in self.conn.execute("SELECT name, value FROM counters")}
+        except sqlite3.Error:
+            return {}  # not migrated yet
+
+    def __enter__(self) -> _Counters:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.conn is not None:
+            self.conn.close()
 
 
 def run_gateway(
@@ -232,7 +244,6 @@ def run_gateway(
         stdout=log,
         stderr=log,
     )
-    peak = 0.0
     stored: float | None = None  # when every result was in the outbox
     child_rss: float | None = None
     pss = 0.0
@@ -243,28 +254,32 @@ def run_gateway(
             nonlocal child_rss, pss, child_cpu
             total = _memory_mib(proc.pid)[1]
             for child in _children(proc.pid):
-                rss, child_pss = _memory_mib(child)
-                child_rss = max(child_rss or 0.0, rss)
+                child_pss = _memory_mib(child)[1]
+                child_rss = max(child_rss or 0.0, _rss_peak_mib(child))  # (the kernel's high-water mark)
                 total += child_pss
                 child_cpu = _cpu_s(child)
             pss = max(pss, total)
 
+        polls = 0
+
         def done() -> bool:
-            nonlocal peak, stored
-            peak = max(peak, _rss_peak_mib(proc.pid))
-            sample_children()
+            nonlocal stored, polls
+            polls += 1
+            if polls % 10 == 0:  # PSS every 0.1 s (reading smaps walks the page tables of both processes)
+                sample_children()
             if proc.poll() is not None:
                 raise RuntimeError(f"gateway exited: {(workdir / 'gateway.log').read_text()[-2000:]}")
-            counters = _counters(db)
+            counters = outbox.counters()
             if stored is None and counters.get("enqueued", 0) >= expected:
                 stored = time.monotonic()
             return counters.get("acked", 0) >= expected
 
-        wait_for(
-            done, 600, f"{name}: the gateway did not apply acks for all {expected} results", interval=0.01
-        )
+        with _Counters(db) as outbox:
+            wait_for(
+                done, 600, f"{name}: the gateway did not apply acks for all {expected} results", interval=0.01
+            )
         end = time.monotonic()
-        peak = max(peak, _rss_peak_mib(proc.pid))
+        peak = _rss_peak_mib(proc.pid)  # (the kernel's high-water mark)
         sample_children()
         cpu = _cpu_s(proc.pid)
     finally:

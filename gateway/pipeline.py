@@ -122,6 +122,20 @@ class SpecHolder:
             self.book = book
 
 
+@functools.lru_cache(maxsize=256)
+def _enc_names(names: str | tuple[str, ...]) -> bytes:
+    """`canonical_finite` of a verdict name or a list of QC flag names (a few distinct values, encoded once)."""
+    return canonical_finite(names if isinstance(names, str) else list(names))
+
+
+_ISO_TIME = re.compile(r"[0-9T:.+Z-]+")
+
+
+def _enc_time(text: str) -> bytes:
+    """`canonical_finite` of a `json_datetime` text (nothing in it to escape: quoted as it is)."""
+    return b'"' + text.encode() + b'"' if _ISO_TIME.fullmatch(text) else canonical_finite(text)
+
+
 @functools.lru_cache(maxsize=64)
 def _instrument_ref(serial: str, model: str, driver: str) -> InstrumentRef:
     """The (frozen) reference of one instrument, validated once rather than once per result."""
@@ -323,7 +337,10 @@ class Interpreter:
                 raise ValueError(f"channel {rd.channel} is outside 0–255")
             channel = b',"channel":' + str(rd.channel).encode() + version
             middle = (
-                instrument + b',"measured_at":' + enc(json_datetime(rd.measured_at)) + b',"method":"gold"'
+                instrument
+                + b',"measured_at":'
+                + _enc_time(json_datetime(rd.measured_at))
+                + b',"method":"gold"'
             )
             op = rd.operator or self.operator
             if op:
@@ -334,9 +351,9 @@ class Interpreter:
             for k, (verdict, values, qc) in enumerate(lines):
                 parts = (
                     heads[k] + channel,
-                    middle + b',"qc":' + enc([*qc, *missing]) + end,
+                    middle + b',"qc":' + _enc_names((*qc, *missing)) + end,
                     b"",
-                    station + enc(values) + b',"verdict":' + enc(verdict),
+                    station + enc(values) + b',"verdict":' + _enc_names(verdict),
                 )
                 drafts.append(Draft(f"ch{rd.channel}/t{k}", PRIORITY[verdict], None, parts))
 

@@ -7,8 +7,9 @@ the seq in ONE outbox transaction — before anything else happens with them. A 
 A batch is handed to the interpretation before the drafts of the batch read earlier are taken (with an
 interpretation process, `gateway.offload`, it is interpreted there while the worker reads the next one).
 The commit runs in a second thread (one per worker) while the worker reads and interprets the next batches:
-batches that wait for it meanwhile (at most `QUEUED_BATCHES`) are committed together, in one transaction
-(group commit: one fsync for all of them under a backlog); the commits are waited for before anything else
+under a backlog the batches are committed `QUEUED_BATCHES` at a time, in one transaction (group commit: one
+fsync, one write lock hand-over for all of them; the next group gathers while one commits), and whatever
+waits is committed as soon as the worker has caught up; the commits are waited for before anything else
 touches the cursor (a new epoch, a skipped record, idling) and whenever the loop ends.
 New memory (cleared, or the analyzer replaced by one with the same serial while the gateway was away) is
 detected two ways: a record counter below the cursor, and — on every (re)connect — the record at the cursor
@@ -86,9 +87,10 @@ def _at_once(interpret: Interpret) -> Submit:
 
 
 QUEUED_BATCHES = 4
-"""Read batches of one instrument that may be waiting for their commit: while one commits, the worker reads
-and interprets on, and the next commit takes every batch that waits, in one transaction (one fsync for all
-of them under a backlog; alone when the instrument is idle). Bounds the readings held in memory."""
+"""Read batches of one instrument committed together under a backlog: a commit is handed the waiting
+batches when they are this many, or when the worker has caught up with the instrument (then however few).
+While one group commits the next gathers; a full group waits for the commit before it (at most one commit
+running and one waiting: bounds the drafts held in memory)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,9 +228,8 @@ class InstrumentWorker:
             log.warning("instrument %s: could not check or set its clock: %s", self.name, exc)
 
     def _pull(self, analyzer: Analyzer, info: DeviceInfo) -> None:
-        # The commit of a batch (serialising, signing, the fsync) runs in a second thread while this one
-        # reads and interprets the next batches; batches that wait meanwhile (at most QUEUED_BATCHES) are
-        # committed together, in one transaction (`_commit_queued`). The commits are waited for before
+        # The commit of a group of batches (serialising, signing, the fsync) runs in a second thread while
+        # this one reads and interprets the next batches (`queued`, `_commit_queued`). The commits are waited for before
         # anything else touches this instrument's cursor and whenever this loop ends, for whatever reason.
         with ThreadPoolExecutor(1, thread_name_prefix=f"commit-{self.name}") as committer:
             pending: list[Future[bool]] = []
@@ -247,18 +248,31 @@ class InstrumentWorker:
         started: deque[tuple[Callable[[], list[RecordDrafts]], _Batch]] = deque()
 
         def queued(keep: int, leave: int = 0) -> bool:
-            """Take the drafts of the started batches but the last `leave` into the commit queue, in order,
-            then wait until at most `keep` commits are pending; False when stop was requested while one
-            waited for space."""
+            """Take the drafts of the started batches but the last `leave` into the commit queue, in order —
+            handed to a commit whenever `QUEUED_BATCHES` wait, and with `keep` 0 whatever waits — then wait
+            until at most `keep` commits are pending; False when stop was requested while one waited for
+            space."""
             while len(started) > leave:
                 take, batch = started.popleft()
                 batch = replace(batch, drafts=take())
-                if not settled(keep=QUEUED_BATCHES - 1):
-                    return False
                 with lock:
                     queue.append(batch)
-                pending.append(committer.submit(self._commit_queued, key, queue, lock))
+                    full = len(queue) >= QUEUED_BATCHES
+                if full and not commit(keep=1):
+                    return False
+            with lock:
+                waiting = bool(queue)
+            if keep == 0 and waiting and not commit(keep=1):
+                return False
             return settled(keep)
+
+        def commit(keep: int) -> bool:
+            """Hand what waits in the queue to a commit once at most `keep` are pending (the commit takes
+            every batch that waits when it starts); False when stop was requested while one waited."""
+            if not settled(keep):
+                return False
+            pending.append(committer.submit(self._commit_queued, key, queue, lock))
+            return True
 
         def settled(keep: int = 0) -> bool:
             """Wait until at most `keep` commits are pending; False when stop was requested while one

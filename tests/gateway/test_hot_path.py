@@ -199,22 +199,38 @@ def test_a_common_ack_is_parsed_without_the_model(monkeypatch: pytest.MonkeyPatc
     assert parse_ack(b'{"ids":[],"seqs":[]}') == ([], [], ())
 
 
-def test_batches_waiting_for_a_commit_are_committed_together(tmp_path: Path) -> None:
-    """Group commit: while one batch commits, the worker reads and interprets on; every batch that waited
-    meanwhile goes into the next transaction (one fsync for them all), in order, the cursor at the last."""
-    source = _CountingSource({"serial": "GRP-1", "t0": 0.0, "rate": 1e9, "total": 2 * QUEUED_BATCHES})
+def test_batches_are_committed_in_groups_and_the_next_group_gathers_meanwhile(tmp_path: Path) -> None:
+    """Group commit: under a backlog, `QUEUED_BATCHES` read batches go into one transaction (one fsync for
+    them all), in order, the cursor at the last; while that commits the worker reads and interprets on, and
+    everything that gathered meanwhile goes into the next transaction once the worker has caught up."""
+    per_group = 2 * QUEUED_BATCHES  # records: batches of 2
+    total = 3 * per_group
+    source = _CountingSource({"serial": "GRP-1", "t0": 0.0, "rate": 1e9, "total": total})
     with _GatedWorker(tmp_path, source, "grp", read_batch=2) as g:
-        wait_for(g.entered.is_set, 10, "the first batch was never committed")
+        wait_for(g.entered.is_set, 10, "the first group was never committed")
+        # read on while the first group commits: a second full group and more (then it waits for the commit)
         wait_for(
-            lambda: len(g.interpreted) == 2 * QUEUED_BATCHES,
+            lambda: len(g.interpreted) > 2 * per_group,
             10,
-            f"the batches after the first were not read while it committed (interpreted {g.interpreted})",
+            f"the batches after the first group were not read while it committed (interpreted {g.interpreted})",
         )
+        assert g.transactions == [list(range(1, per_group + 1))]  # the rest waits for the first commit
         g.release.set()
-        wait_for(
-            lambda: g.box.stats().enqueued_total == 2 * QUEUED_BATCHES, 10, "not every record was committed"
-        )
-        assert g.transactions == [[1, 2], list(range(3, 2 * QUEUED_BATCHES + 1))]
+        wait_for(lambda: g.box.stats().enqueued_total == total, 10, "not every record was committed")
+        first, second, *rest = g.transactions
+        assert first == list(range(1, per_group + 1))
+        assert len(second) > per_group  # everything that gathered meanwhile, in one transaction
+        assert [n for t in g.transactions for n in t] == list(range(1, total + 1))
+        assert len(rest) <= 1
         cursor = g.box.cursor("plugin:GRP-1")
         assert cursor is not None
-        assert cursor.last_record == 2 * QUEUED_BATCHES
+        assert cursor.last_record == total
+
+
+def test_a_worker_that_caught_up_commits_what_waits_however_few(tmp_path: Path) -> None:
+    """A batch alone (fewer than `QUEUED_BATCHES`) is committed as soon as the worker has read everything."""
+    source = _CountingSource({"serial": "ONE-1", "t0": 0.0, "rate": 1e9, "total": 3})
+    with _GatedWorker(tmp_path, source, "one", read_batch=2) as g:
+        g.release.set()
+        wait_for(lambda: g.box.stats().enqueued_total == 3, 10, "the records read were not committed")
+        assert g.transactions == [[1, 2, 3]]
