@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import hashlib
+import hmac
 import json
 import math
 import time
@@ -293,3 +295,15 @@ def test_body_parts_refuses_a_body_with_an_id_seq_or_sig() -> None:
             body_parts({"a": 1, key: 2})
     with pytest.raises(TypeError, match="seq"):
         seal_parts(body_parts({"a": 1}), "x", True, hmac_signer(KEY))  # a bool is no seq
+
+
+@settings(max_examples=300)
+@given(key=st.binary(max_size=200), data=st.binary(max_size=5000))
+def test_the_signer_is_hmac_sha256(key: bytes, data: bytes) -> None:
+    """`hmac_signer` (SHA-256 states of the padded key, copied per message) signs as RFC 2104 HMAC-SHA256:
+    keys shorter and longer than the 64-byte block, messages below and above the size at which hashlib lets
+    go of the GIL; each signature independent of the ones before it."""
+    sign = hmac_signer(key)
+    assert sign(data) == hmac.new(key, data, hashlib.sha256).hexdigest()
+    assert sign(b"") == hmac.new(key, b"", hashlib.sha256).hexdigest()
+    assert sign(data) == hmac.new(key, data, hashlib.sha256).hexdigest()
