@@ -559,7 +559,7 @@ def json_datetime(dt: datetime) -> str:
     if offset is None:
         raise ValueError(f"{dt!r} has no time zone")
     if offset == _ZERO:
-        return dt.replace(tzinfo=None).isoformat() + "Z"
+        return dt.isoformat()[:-6] + "Z"  # (in place of its "+00:00")
     if offset % timedelta(minutes=1) == _ZERO:
         return dt.isoformat()
     return str(_AWARE_DATETIME.dump_python(dt, mode="json"))  # an offset in seconds: rare, the model's way
