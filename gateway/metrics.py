@@ -5,7 +5,7 @@ twice or on the hot path:
     kj_gateway_results_enqueued_total        results (and registrations) put in the outbox, ever (persistent)
     kj_gateway_results_acked_total           results the cloud acknowledged: "results out" (persistent)
     kj_gateway_results_rejected_total        results the cloud rejected (kept in the rejected table)
-    kj_gateway_records_skipped_total         analyzer records skipped as unreadable
+    kj_gateway_records_skipped_total         analyzer records skipped as unreadable, ever (persistent)
     kj_gateway_outbox_depth                  results waiting for the cloud's ack
     kj_gateway_outbox_oldest_age_seconds     age of the oldest waiting result (0 when none waits)
     kj_gateway_mqtt_connected                1 while the link to the broker is up

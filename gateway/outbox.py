@@ -12,13 +12,22 @@ table with the reason. Also stores the cloud-pushed station config with its vers
 and memory resets, and skipped records. `salvage_from` restores what `gateway.salvage` reads from a corrupt
 outbox moved aside.
 
+Bounded history (a station runs for years on a small SD card): storing a config keeps the one in force and the
+`KEEP_CONFIGS` stored before it, recording a memory reset keeps the newest `KEEP_MEMORY_RESETS` and skipping a
+record the newest `KEEP_SKIPPED` rows of their tables — older rows are deleted in the same transaction
+("newest" = added last, by rowid, not by their time: a station clock may be set back). The total of skipped
+records stays exact (`skipped_total` is the `skipped` counter, not a count of the rows kept).
+
 Failure handling: every write is one transaction (`gateway.outbox_db.OutboxDb.tx`): SQLITE_FULL (disk full
 or `max_db_bytes` reached) → `OutboxFull` after a rollback, nothing half-written, the caller retries later;
 new results are refused *before* the disk or the cap is reached, and an ack always applies on a full disk
 (`gateway.diskspace`). A corrupt file found at open is moved aside and `OutboxCorrupt` raised.
 
-Does not: open, migrate or lock the SQLite file itself (`gateway.outbox_db`: schema `MIGRATIONS`, file mode
-0600, WAL, synchronous=FULL), read a corrupt file (`gateway.salvage`), talk MQTT, read instruments or
+Does not: bound `rejected` — rejected results wait there until the technician requeues them
+(`requeue_rejected`) after fixing the cause, so none is deleted; how many wait is reported instead
+(`rejected_total`, the `rejected` counter: `kuaijian gateway status` and the `kj_gateway_results_rejected_total`
+metric). Does not open, migrate or lock the SQLite file itself (`gateway.outbox_db`: schema `MIGRATIONS`, file
+mode 0600, WAL, synchronous=FULL), read a corrupt file (`gateway.salvage`), talk MQTT, read instruments or
 interpret signals. Thread-safe (one connection, one lock).
 """
 
@@ -38,7 +47,10 @@ from gateway import salvage
 from gateway.errors import DuplicateCode, OutboxCorrupt
 from gateway.outbox_db import MIGRATIONS, Migration, OutboxDb
 from gateway.outbox_types import (
+    KEEP_CONFIGS,
+    KEEP_MEMORY_RESETS,
     KEEP_RECORD_KEYS,
+    KEEP_SKIPPED,
     PRIORITY,
     AckOutcome,
     Cursor,
@@ -54,7 +66,10 @@ from kuaijian_schema.sqlite_append import append_rows
 from kuaijian_schema.wire import Rejection, Signer, new_result_ids, payload_sha256, seal, seal_parts
 
 __all__ = [
+    "KEEP_CONFIGS",
+    "KEEP_MEMORY_RESETS",
     "KEEP_RECORD_KEYS",
+    "KEEP_SKIPPED",
     "MIGRATIONS",
     "PRIORITY",
     "AckOutcome",
@@ -147,7 +162,8 @@ class Outbox:
 
     def new_epoch(self, instrument: str, old: Cursor, latest: int, reason: str) -> Cursor:
         """The instrument's memory was cleared or replaced: record the event and start epoch + 1 at record 0,
-        in one transaction (its records are then read again from the first, under new keys)."""
+        in one transaction (its records are then read again from the first, under new keys). Only the newest
+        `KEEP_MEMORY_RESETS` events are kept (older ones are deleted in the same transaction)."""
         new = Cursor(old.epoch + 1, 0)
         now = time.time()
         with self._db.tx("starting a new cursor epoch") as conn:
@@ -156,6 +172,7 @@ class Outbox:
                 " reason, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (instrument, old.epoch, new.epoch, old.last_record, latest, reason, now),
             )
+            _keep_newest(conn, "memory_resets", KEEP_MEMORY_RESETS)
             conn.execute(
                 "UPDATE cursors SET epoch = ?, last_record = 0, identity = NULL, updated_at = ? WHERE instrument = ?",
                 (new.epoch, now, instrument),
@@ -279,18 +296,26 @@ class Outbox:
         )
 
     def skip_record(self, instrument: str, epoch: int, record_no: int, reason: str) -> None:
-        """Record that `record_no` could not be read and move the cursor past it (one transaction)."""
+        """Record that `record_no` could not be read and move the cursor past it (one transaction). The
+        `skipped` counter counts it (once, however often the same record is skipped while its row is kept);
+        only the newest `KEEP_SKIPPED` rows are kept (older ones are deleted in the same transaction)."""
         now = time.time()
         with self._db.tx("skipping a record") as conn:
+            conn.execute(
+                "UPDATE counters SET value = value + 1 WHERE name = 'skipped' AND NOT EXISTS"
+                " (SELECT 1 FROM skipped WHERE instrument = ? AND epoch = ? AND record_no = ?)",
+                (instrument, epoch, record_no),
+            )
             conn.execute(
                 "INSERT OR REPLACE INTO skipped (instrument, epoch, record_no, reason, skipped_at) "
                 "VALUES (?, ?, ?, ?, ?)",
                 (instrument, epoch, record_no, reason, now),
             )
             conn.execute(_ADVANCE_CURSOR, (instrument, epoch, record_no, now, None))
+            _keep_newest(conn, "skipped", KEEP_SKIPPED)
 
     def skipped_records(self) -> list[tuple[str, int, int, str]]:
-        """(instrument, epoch, record_no, reason) of every skipped record."""
+        """(instrument, epoch, record_no, reason) of the skipped records kept (the newest `KEEP_SKIPPED`)."""
         rows = self._db.read("SELECT instrument, epoch, record_no, reason FROM skipped ORDER BY skipped_at")
         return [(str(a), int(b), int(c), str(d)) for a, b, c, d in rows]
 
@@ -477,7 +502,6 @@ class Outbox:
             counters = dict(self._db.read("SELECT name, value FROM counters"))
             depth, oldest = self._db.read("SELECT COUNT(*), MIN(enqueued_at) FROM outbox")[0]
             version = self._db.read("SELECT value FROM settings WHERE name = 'config_version'")
-            skipped = self._db.read("SELECT COUNT(*) FROM skipped")[0][0]
             keys = self._db.read("SELECT COUNT(*) FROM records")[0][0]
             pruned = self._db.read("SELECT COALESCE(SUM(pruned), 0) FROM record_horizon")[0][0]
         return OutboxStats(
@@ -487,7 +511,7 @@ class Outbox:
             enqueued_total=int(counters["enqueued"]),
             acked_total=int(counters["acked"]),
             rejected_total=int(counters["rejected"]),
-            skipped_total=int(skipped),
+            skipped_total=int(counters["skipped"]),
             config_version=str(version[0][0]) if version else None,
             record_keys=int(keys),
             record_keys_pruned=int(pruned),
@@ -559,7 +583,9 @@ class Outbox:
 
     # ------------------------------------------------------------------ pushed config
     def store_config(self, version: str, doc: dict[str, Any]) -> bool:
-        """Record `doc` as the current config `version` atomically; False when already current."""
+        """Record `doc` as the current config `version` atomically; False when already current. In the same
+        transaction, the stored configs other than the one in force and the `KEEP_CONFIGS` stored last before
+        it are deleted."""
         with self._db.tx("storing the station config") as conn:
             row = conn.execute("SELECT value FROM settings WHERE name = 'config_version'").fetchone()
             if row and row[0] == version:
@@ -570,6 +596,14 @@ class Outbox:
             )
             conn.execute(
                 "INSERT OR REPLACE INTO settings (name, value) VALUES ('config_version', ?)", (version,)
+            )
+            # The one in force is never deleted, wherever it stands (it is the newest while `store_config`
+            # is the only writer of both tables).
+            conn.execute(
+                "DELETE FROM configs WHERE version IS NOT (SELECT value FROM settings WHERE name = 'config_version')"
+                " AND rowid <= (SELECT rowid FROM configs WHERE version IS NOT"
+                " (SELECT value FROM settings WHERE name = 'config_version') ORDER BY rowid DESC LIMIT 1 OFFSET ?)",
+                (KEEP_CONFIGS,),
             )
         return True
 
@@ -584,6 +618,17 @@ class Outbox:
         if not isinstance(doc, dict):
             raise OutboxCorrupt(f"stored config {rows[0][0]} is not an object")
         return str(rows[0][0]), doc
+
+
+def _keep_newest(conn: sqlite3.Connection, table: str, keep: int) -> None:
+    """Delete all but the `keep` rows of `table` added last (highest rowid: a new row, or one replaced, gets
+    one above every row there; time is not used, a station clock may be set back). Inside the caller's
+    transaction; one statement, finding the cut by stepping over the `keep` + 1 highest rowids."""
+    conn.execute(
+        f"DELETE FROM {table} WHERE rowid <="  # noqa: S608 - the table is ours, the value bound
+        f" (SELECT rowid FROM {table} ORDER BY rowid DESC LIMIT 1 OFFSET ?)",
+        (keep,),
+    )
 
 
 def _send_key(row: tuple[int, int]) -> tuple[int, int]:

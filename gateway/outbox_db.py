@@ -116,6 +116,14 @@ MIGRATIONS: tuple[Migration, ...] = (
             "CREATE INDEX outbox_urgent ON outbox (priority DESC, seq) WHERE priority > 0",
         ),
     ),
+    Migration(
+        "0007_skipped_counter",
+        (
+            # `skipped` keeps only its newest rows (`gateway.outbox_types.KEEP_SKIPPED`): the total of records
+            # ever skipped is a counter from now on, starting from the rows there are.
+            "INSERT INTO counters (name, value) SELECT 'skipped', COUNT(*) FROM skipped",
+        ),
+    ),
 )
 
 

@@ -1,9 +1,10 @@
-"""The values the outbox takes and gives (frozen dataclasses) and its two policy constants.
+"""The values the outbox takes and gives (frozen dataclasses) and its policy constants.
 
 Does: describe results to enqueue (`Draft`, `RecordDrafts`), what enqueueing and acks did (`Enqueued`,
 `AckOutcome`), the acquisition bookkeeping (`Cursor`, `MemoryReset`) and the figures for the status
-(`OutboxStats`, `RejectedRow`); `PRIORITY` (send order by verdict) and `KEEP_RECORD_KEYS` (default of
-`storage.keep_record_keys`). `gateway.outbox` re-exports all of them.
+(`OutboxStats`, `RejectedRow`); `PRIORITY` (send order by verdict), `KEEP_RECORD_KEYS` (default of
+`storage.keep_record_keys`) and the bounds of the outbox's history tables (`KEEP_CONFIGS`,
+`KEEP_MEMORY_RESETS`, `KEEP_SKIPPED`). `gateway.outbox` re-exports all of them.
 
 Does not: touch the database (`gateway.outbox`).
 """
@@ -18,6 +19,15 @@ from kuaijian_schema.wire import BodyParts, ResultBody, parts_wire
 
 KEEP_RECORD_KEYS = 32
 """Default number of records per instrument, behind its cursor, whose de-duplication keys are kept."""
+KEEP_CONFIGS = 20
+"""Pushed station configs kept in `configs` besides the one in force (the newest stored): storing a config
+deletes the older ones in the same transaction."""
+KEEP_MEMORY_RESETS = 1000
+"""Rows kept in `memory_resets` (the newest added): recording a memory reset deletes the older ones in the same
+transaction."""
+KEEP_SKIPPED = 1000
+"""Rows kept in `skipped` (the newest added): skipping a record deletes the older ones in the same transaction;
+`OutboxStats.skipped_total` counts every record ever skipped all the same (the `skipped` counter)."""
 PRIORITY = {"positive": 3, "suspect": 2, "invalid": 1, "negative": 0}
 """Send priority by verdict: positives first (higher is sooner)."""
 
@@ -134,7 +144,7 @@ class OutboxStats:
     enqueued_total: int
     acked_total: int
     rejected_total: int
-    skipped_total: int
+    skipped_total: int  # records skipped as unreadable, ever (the `skipped` table keeps the newest only)
     config_version: str | None
     record_keys: int = 0  # de-duplication keys held in `records`
     record_keys_pruned: int = 0  # keys deleted behind the cursors, ever (their records stay known)
