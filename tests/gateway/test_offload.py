@@ -18,7 +18,7 @@ from drivers.readings import DeviceInfo, EnzymeReading, GoldReading, Reading
 from firmware_sim.signal_model import one_enzyme_run, one_gold_profile
 from gateway.config import load_config
 from gateway.interpret import interpret_strips
-from gateway.offload import GoldOffload
+from gateway.offload import GoldOffload, _profiles
 from gateway.outbox import RecordDrafts
 from gateway.pipeline import Interpreter, SpecBook, SpecHolder
 from gateway.service import GatewayService
@@ -114,6 +114,34 @@ def test_child_makes_the_drafts_the_thread_makes(offload: GoldOffload, include_r
     _same(got, here(GOLD, moved))
     assert {d.wire["config_version"] for r in got for d in r.drafts} == {"cfg-2"}
     assert offload.answered == 2
+
+
+@pytest.mark.parametrize("include_raw", [False, True])
+def test_profiles_sent_as_float32_give_the_drafts_float64_gives(
+    offload: GoldOffload, include_raw: bool
+) -> None:
+    """A batch of one profile length goes to the child as float32 (`_profiles`: the core reads float32 line
+    regions) and comes back as the thread makes it from float64, to the last bit — unless a value is not
+    finite or beyond ±1e30 (the core's float64 finiteness sum could then tell the two apart): then the batch
+    goes as float64, and an unusable strip is refused with the same reason in both places."""
+    readings = [r for r in _readings() if isinstance(r, GoldReading) and r.profile.shape == (1024,)]
+    assert _profiles(readings).dtype == np.float32
+    odd = [
+        GoldReading(90, 1, "imidacloprid-v1", "S90", "菠菜", NOW, np.full(1024, np.nan)),
+        GoldReading(91, 1, "imidacloprid-v1", "S91", "菠菜", NOW, np.full(1024, 3e38)),
+        GoldReading(92, 1, "imidacloprid-v1", "S92", "菠菜", NOW, np.full(1024, 1e35)),
+    ]
+    for bad in odd:
+        assert _profiles([*readings[:3], bad]).dtype == np.float64
+    here = Interpreter(station=STATION, specs=SpecHolder(), include_raw=include_raw)
+    there = Interpreter(station=STATION, specs=SpecHolder(), include_raw=include_raw, offload=offload)
+    _same(there(GOLD, readings), here(GOLD, readings))
+    for bad in odd:
+        batch = [*readings[:3], bad]
+        got = there(GOLD, batch)
+        _same(got, here(GOLD, batch))
+        assert got[-1].drafts[0].wire["verdict"] == "invalid"
+    assert offload.answered == 1 + len(odd)
 
 
 def test_a_batch_sent_before_the_last_one_is_taken(offload: GoldOffload) -> None:
