@@ -49,7 +49,7 @@ from cloud.auth import create_user
 from cloud.clock import SystemClock
 from cloud.db import Database, dispose_engines, open_db, transaction
 from cloud.grid import import_grid_csv
-from cloud.reports import week_period
+from cloud.periods import week_period
 from cloud.settings import Settings, db_setting
 from tests.postgres import PostgresServer, start_postgres
 

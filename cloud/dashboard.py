@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo
 
 from pydantic import BaseModel, Field
 
-from cloud import reports
+from cloud import periods, reports
 from cloud.auth import User, resolve_scope
 from cloud.db import Database
 from cloud.grid import WHOLE_GRID, Node, ancestors, children
@@ -161,7 +161,7 @@ def _station_counts(db: Database, scope: Node) -> tuple[int, int]:
     return int(row[0]), int(row[1])
 
 
-def _figures(db: Database, scope: Node, period: reports.Period, tz: ZoneInfo) -> NodeFigures:
+def _figures(db: Database, scope: Node, period: periods.Period, tz: ZoneInfo) -> NodeFigures:
     c = reports.counts(db, scope, period, tz)
     total, online = _station_counts(db, scope)
     return NodeFigures(
@@ -329,14 +329,14 @@ def overview(
     code: str | None,
     now: datetime,
     days: int,
-    tz: ZoneInfo = reports.REPORT_TZ,
+    tz: ZoneInfo = periods.REPORT_TZ,
 ) -> Overview:
     """Everything the dashboard shows for node `code` (default: the user's node) over the last `days` local
     days of the grid's time zone `tz`."""
     last = cursor(db)  # before reading anything else: the live feed resumes after it, nothing is lost
     scope = resolve_scope(db, user, code)
-    today = reports.local_today(now, tz)
-    period = reports.range_period(today - timedelta(days=days - 1), today)
+    today = periods.local_today(now, tz)
+    period = periods.range_period(today - timedelta(days=days - 1), today)
     node = _figures(db, scope, period, tz)
     above = [s for s in ancestors(db, scope) if user.sees(s.path)]
     if user.is_admin and scope.id is not None:

@@ -18,7 +18,8 @@ from zoneinfo import ZoneInfo
 
 from openpyxl import Workbook
 
-from cloud.reports import _REPORT_CSS, Ranking, _pct, _table
+from cloud.report_render import _REPORT_CSS, _pct, _table
+from cloud.reports import Ranking
 
 LEVEL_NAMES = {"county": "区县", "town": "乡镇（街道）", "village": "村（社区）"}
 PERIOD_NAMES = {"day": "日", "week": "周", "month": "月", "range": "期"}

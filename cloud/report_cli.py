@@ -1,11 +1,11 @@
 """`kuaijian cloud report …`: print or write a report (weekly, positivity, closure, rankings, summary).
 
 Wiring (cloud/cli.py is owned by the cloud core engineer): inside `cloud.cli.register(subparsers)` call
-``cloud.report_cli.register(subparsers)``. Only argparse is imported here; cloud.reports is imported
+``cloud.report_cli.register(subparsers)``. Only argparse is imported here; cloud.report_render is imported
 inside the verb so `kuaijian --help` stays fast.
 
-Does: parse the options, open the database (migrating it), call `cloud.reports.render_report`, write the
-bytes to --output or stdout. Runs with operator rights (no user scope: the whole grid is visible).
+Does: parse the options, open the database (migrating it), call `cloud.report_render.render_report`, write
+the bytes to --output or stdout. Runs with operator rights (no user scope: the whole grid is visible).
 Exit codes: 0 ok, 2 invalid input / unknown node (message on stderr).
 Does not: compute anything itself.
 """
@@ -22,7 +22,7 @@ KINDS = ("weekly", "positivity", "closure", "rankings", "summary")
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    from cloud import reports
+    from cloud import report_render
     from cloud.clock import SystemClock
     from cloud.db import open_db
     from cloud.errors import CloudError
@@ -33,7 +33,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     db = open_db(settings.database)
     try:
         scope = node_or_whole_grid(db, args.node)
-        body = reports.render_report(
+        body = report_render.render_report(
             db,
             args.kind,
             scope,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cloud import partitions, queries, reports
+from cloud import partitions, periods, queries, reports
 from cloud.auth import User
 from cloud.db import open_db
 from cloud.dbcopy import copy_database
@@ -57,7 +57,7 @@ def test_sqlite_county_moves_to_postgres_with_the_same_answers(tmp_path: Path, p
                 dst, ADMIN, limit=1000
             )
             assert queries.list_cases(src, ADMIN, limit=1000) == queries.list_cases(dst, ADMIN, limit=1000)
-            week = reports.week_period(reports.local_today(NOW) - timedelta(days=7))
+            week = periods.week_period(periods.local_today(NOW) - timedelta(days=7))
             assert reports.weekly_report(src, WHOLE_GRID, week, NOW) == reports.weekly_report(
                 dst, WHOLE_GRID, week, NOW
             )

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from cloud import reports
+from cloud import report_render
 from cloud.db import Database
 from cloud.ingest import Inbound, process_batch
 from cloud.settings import Settings
@@ -32,7 +32,7 @@ NASTY = ['=HYPERLINK("http://x","y")', "+1+2", "-2+3", "@SUM(A1)", "\tx", "\rx"]
 
 def test_to_csv_neutralises_formula_cells() -> None:
     rows = [{"name": text, "tests": -3, "score": -0.5} for text in NASTY] + [{"name": "菠菜", "tests": 1}]
-    out = reports.to_csv(rows, (("name", "name"), ("tests", "tests"), ("score", "score")))
+    out = report_render.to_csv(rows, (("name", "name"), ("tests", "tests"), ("score", "score")))
     parsed = list(csv.DictReader(io.StringIO(out.decode("utf-8-sig"), newline="")))
     assert [p["name"] for p in parsed] == ["'" + t for t in NASTY] + ["菠菜"]
     assert [p["tests"] for p in parsed[:-1]] == ["-3"] * len(NASTY)  # numbers stay numbers

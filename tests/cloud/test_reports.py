@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from cloud import reports
+from cloud import periods, report_render, reports
 from cloud.app import create_app
 from cloud.assessment import DEFAULT_WEIGHTS
 from cloud.auth import create_user
@@ -370,7 +370,7 @@ def test_dataset_has_the_cases_the_checks_need(dataset: Dataset) -> None:
 @pytest.mark.parametrize("code", SCOPES)
 def test_positivity_by_month_analyte_product(db: Any, dataset: Dataset, code: str | None) -> None:
     first, last = date(2026, 10, 1), date(2026, 11, 30)
-    got = reports.positivity(db, scope_of(db, code), reports.range_period(first, last))
+    got = reports.positivity(db, scope_of(db, code), periods.range_period(first, last))
     groups: dict[tuple[str, str, str], list[dict[str, Any]]] = defaultdict(list)
     for r in results_in(dataset, code, first, last):
         groups[(local_day(r["at"]).strftime("%Y-%m"), r["analyte"], r["product"])].append(r)
@@ -384,8 +384,8 @@ def test_positivity_by_month_analyte_product(db: Any, dataset: Dataset, code: st
 
 def test_month_boundary_is_china_midnight(db: Any, dataset: Dataset) -> None:
     """A result at 2026-10-31T16:00:00Z is 1 November in China; one microsecond earlier is October."""
-    oct_ = reports.counts(db, WHOLE_GRID, reports.month_period(date(2026, 10, 1)))
-    nov = reports.counts(db, WHOLE_GRID, reports.month_period(date(2026, 11, 1)))
+    oct_ = reports.counts(db, WHOLE_GRID, periods.month_period(date(2026, 10, 1)))
+    nov = reports.counts(db, WHOLE_GRID, periods.month_period(date(2026, 11, 1)))
     assert oct_.model_dump() == expect_counts(
         results_in(dataset, None, date(2026, 10, 1), date(2026, 10, 31))
     )
@@ -398,7 +398,7 @@ def test_month_boundary_is_china_midnight(db: Any, dataset: Dataset) -> None:
 @pytest.mark.parametrize("code", SCOPES)
 def test_counts_per_day_and_per_analyte(db: Any, dataset: Dataset, code: str | None) -> None:
     first, last = date(2026, 11, 10), date(2026, 11, 24)
-    scope, period = scope_of(db, code), reports.range_period(first, last)
+    scope, period = scope_of(db, code), periods.range_period(first, last)
     rows = results_in(dataset, code, first, last)
     assert reports.counts(db, scope, period).model_dump() == expect_counts(rows)
     days = reports.per_day(db, scope, period)
@@ -416,7 +416,7 @@ def test_counts_per_day_and_per_analyte(db: Any, dataset: Dataset, code: str | N
 @pytest.mark.parametrize("code", SCOPES)
 def test_on_time_closure(db: Any, dataset: Dataset, code: str | None) -> None:
     first, last = date(2026, 9, 1), date(2026, 11, 30)
-    got = reports.closure(db, scope_of(db, code), reports.range_period(first, last), NOW)
+    got = reports.closure(db, scope_of(db, code), periods.range_period(first, last), NOW)
     assert got.model_dump() == expect_closure(dataset, code, first, last)
 
 
@@ -432,7 +432,7 @@ def test_on_time_closure(db: Any, dataset: Dataset, code: str | None) -> None:
     ],
 )
 def test_rankings(db: Any, dataset: Dataset, level: str, kind: str, on: date, within: str | None) -> None:
-    period = reports.period_containing(kind, on)  # type: ignore[arg-type]
+    period = periods.period_containing(kind, on)  # type: ignore[arg-type]
     got = reports.ranking(db, scope_of(db, within), level, period, NOW)  # type: ignore[arg-type]
     expected = expect_ranking(dataset, level, within, period.start, period.end)
     assert [r.code for r in got.rows] == [e["code"] for e in expected]
@@ -443,7 +443,7 @@ def test_rankings(db: Any, dataset: Dataset, level: str, kind: str, on: date, wi
 
 
 def test_weekly_report(db: Any, dataset: Dataset) -> None:
-    week = reports.parse_iso_week("2026-W47")
+    week = periods.parse_iso_week("2026-W47")
     assert (week.start, week.end) == (date(2026, 11, 16), date(2026, 11, 22))
     rep = reports.weekly_report(db, scope_of(db, "370214"), week, NOW)
     rows = results_in(dataset, "370214", week.start, week.end)
@@ -457,23 +457,23 @@ def test_weekly_report(db: Any, dataset: Dataset) -> None:
     ]
     assert sorted(p.id for p in rep.positives) == sorted(r["id"] for r in rows if r["verdict"] == "positive")
     assert sum(d.tests for d in rep.per_day) == len(rows)
-    page = reports.weekly_html(rep)
+    page = report_render.weekly_html(rep)
     assert "城阳区 快检周报 2026-W47" in page
     assert "<script" not in page
-    parsed = list(csv.DictReader(io.StringIO(reports.weekly_csv(rep).decode("utf-8-sig"))))
+    parsed = list(csv.DictReader(io.StringIO(report_render.weekly_csv(rep).decode("utf-8-sig"))))
     assert [r["编码 code"] for r in parsed] == [*(c.code for c in rep.children), "370214"]
     assert int(parsed[-1]["检测数 tests"]) == len(rows)
 
 
 def test_period_validation() -> None:
     with pytest.raises(Invalid):
-        reports.parse_iso_week("2026-47")
+        periods.parse_iso_week("2026-47")
     with pytest.raises(Invalid):
-        reports.range_period(date(2026, 2, 1), date(2026, 1, 1))
+        periods.range_period(date(2026, 2, 1), date(2026, 1, 1))
     with pytest.raises(Invalid):
-        reports.day_period(date(1, 1, 1))
-    assert reports.week_period(date(2026, 1, 1)).label == "2026-W01"
-    assert reports.month_period(date(2026, 12, 31)).end == date(2026, 12, 31)
+        periods.day_period(date(1, 1, 1))
+    assert periods.week_period(date(2026, 1, 1)).label == "2026-W01"
+    assert periods.month_period(date(2026, 12, 31)).end == date(2026, 12, 31)
 
 
 # ------------------------------------------------------------------ HTTP: CSV and scoping

@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from cloud import assessment, queries, reports, rollup
+from cloud import assessment, periods, queries, reports, rollup
 from cloud.auth import User, resolve_scope
 from cloud.db import Database, connect, open_db, transaction
 from cloud.grid import WHOLE_GRID, Node
@@ -206,11 +206,11 @@ def test_first_fill_equals_the_results(new_db: Databases) -> None:
 
 
 PERIODS = [
-    reports.week_period(date(2026, 11, 18)),
-    reports.week_period(date(2026, 10, 1)),
-    reports.month_period(date(2026, 10, 31)),
-    reports.day_period(date(2026, 11, 15)),
-    reports.range_period(date(2026, 9, 1), date(2026, 12, 31)),
+    periods.week_period(date(2026, 11, 18)),
+    periods.week_period(date(2026, 10, 1)),
+    periods.month_period(date(2026, 10, 31)),
+    periods.day_period(date(2026, 11, 15)),
+    periods.range_period(date(2026, 9, 1), date(2026, 12, 31)),
 ]
 
 

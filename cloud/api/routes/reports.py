@@ -15,7 +15,7 @@ from fastapi import APIRouter, Query, Response
 from fastapi.responses import HTMLResponse
 from pydantic import BaseModel
 
-from cloud import ranking_pages, reports
+from cloud import periods, ranking_pages, report_render, reports
 from cloud.api.deps import ClockDep, CurrentUserDep, DbDep, SettingsDep
 from cloud.auth import resolve_scope
 from cloud.grid import Node
@@ -56,16 +56,16 @@ def _safe(text: str | None) -> str:
     return "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in (text or "all"))
 
 
-def _range(start: date | None, end: date | None, today: date) -> reports.Period:
+def _range(start: date | None, end: date | None, today: date) -> periods.Period:
     last = end if end is not None else today
-    reports.check_dates(last)  # before the arithmetic below, which overflows near date.min
+    periods.check_dates(last)  # before the arithmetic below, which overflows near date.min
     first = start if start is not None else last - timedelta(days=29)
-    return reports.range_period(first, last)
+    return periods.range_period(first, last)
 
 
 class NodeSummary(BaseModel):
     node: Node
-    period: reports.Period
+    period: periods.Period
     totals: reports.Counts
     closure: reports.ClosureStats
     by_analyte: list[reports.AnalyteRow]
@@ -73,13 +73,13 @@ class NodeSummary(BaseModel):
 
 class PositivityReport(BaseModel):
     node: Node
-    period: reports.Period
+    period: periods.Period
     rows: list[reports.PositivityRow]
 
 
 class ClosureReport(BaseModel):
     node: Node
-    period: reports.Period
+    period: periods.Period
     closure: reports.ClosureStats
 
 
@@ -97,7 +97,7 @@ def summary(
     counts of one node over a period of local days."""
     now = clock.now()
     scope = resolve_scope(db, user, node)
-    period = _range(start, end, reports.local_today(now, settings.tz))
+    period = _range(start, end, periods.local_today(now, settings.tz))
     return NodeSummary(
         node=scope,
         period=period,
@@ -120,11 +120,11 @@ def positivity(
 ) -> PositivityReport | Response:
     """Tests done, positives and positive rate by analyte × product × month (local months)."""
     scope = resolve_scope(db, user, node)
-    period = _range(start, end, reports.local_today(clock.now(), settings.tz))
+    period = _range(start, end, periods.local_today(clock.now(), settings.tz))
     rows = reports.positivity(db, scope, period, settings.tz)
     if format == "csv":
         return _csv(
-            reports.to_csv(rows, reports.POSITIVITY_COLUMNS),
+            report_render.to_csv(rows, report_render.POSITIVITY_COLUMNS),
             f"positivity_{_safe(scope.code)}_{period.start}_{period.end}.csv",
         )
     return PositivityReport(node=scope, period=period, rows=rows)
@@ -144,11 +144,11 @@ def case_closure(
     """On-time case closure of the cases opened in the period (judged now)."""
     now = clock.now()
     scope = resolve_scope(db, user, node)
-    period = _range(start, end, reports.local_today(now, settings.tz))
+    period = _range(start, end, periods.local_today(now, settings.tz))
     stats = reports.closure(db, scope, period, now, settings.tz)
     if format == "csv":
         return _csv(
-            reports.to_csv([stats], reports.CLOSURE_COLUMNS),
+            report_render.to_csv([stats], report_render.CLOSURE_COLUMNS),
             f"closure_{_safe(scope.code)}_{period.start}_{period.end}.csv",
         )
     return ClosureReport(node=scope, period=period, closure=stats)
@@ -178,7 +178,7 @@ def rankings(
     clock: ClockDep,
     settings: SettingsDep,
     level: Annotated[reports.RankLevel, Query(description="rank towns, counties or villages")] = "town",
-    period: Annotated[reports.PeriodKind, Query(description="day, ISO week or month")] = "week",
+    period: Annotated[periods.PeriodKind, Query(description="day, ISO week or month")] = "week",
     on: Annotated[date | None, Query(description="a local day inside the period (default: today)")] = None,
     node: NodeQuery = None,
     format: Annotated[Literal["json", "csv", "html", "xlsx"], Query()] = "json",
@@ -188,15 +188,15 @@ def rankings(
     allowed. ?format=html is the printable 排名通报, ?format=xlsx the same as an Excel workbook."""
     now = clock.now()
     scope = resolve_scope(db, user, node)
-    span = reports.period_containing(period, on if on is not None else reports.local_today(now, settings.tz))
+    span = periods.period_containing(period, on if on is not None else periods.local_today(now, settings.tz))
     result = reports.ranking(db, scope, level, span, now, settings.tz, assess=settings.assessment)
     name = f"ranking_{level}_{span.label}_{_safe(scope.code)}"
     if format == "csv":
-        return _csv(reports.to_csv(result.rows, reports.RANKING_COLUMNS), f"{name}.csv")
+        return _csv(report_render.to_csv(result.rows, report_render.RANKING_COLUMNS), f"{name}.csv")
     if format == "html":
         return HTMLResponse(
             ranking_pages.ranking_html(result, now, settings.tz),
-            headers={"Content-Security-Policy": reports.WEEKLY_HTML_CSP},
+            headers={"Content-Security-Policy": report_render.WEEKLY_HTML_CSP},
         )
     if format == "xlsx":
         return Response(
@@ -241,14 +241,15 @@ def weekly(
     now = clock.now()
     scope = resolve_scope(db, user, node)
     if week is None:
-        span = reports.week_period(reports.local_today(now, settings.tz) - timedelta(days=7))
+        span = periods.week_period(periods.local_today(now, settings.tz) - timedelta(days=7))
     else:
-        span = reports.parse_iso_week(week)
+        span = periods.parse_iso_week(week)
     report = reports.weekly_report(db, scope, span, now, settings.tz, assess=settings.assessment)
     if format == "csv":
-        return _csv(reports.weekly_csv(report), f"weekly_{_safe(scope.code)}_{span.label}.csv")
+        return _csv(report_render.weekly_csv(report), f"weekly_{_safe(scope.code)}_{span.label}.csv")
     if format == "html":
         return HTMLResponse(
-            reports.weekly_html(report), headers={"Content-Security-Policy": reports.WEEKLY_HTML_CSP}
+            report_render.weekly_html(report),
+            headers={"Content-Security-Policy": report_render.WEEKLY_HTML_CSP},
         )
     return report
