@@ -17,10 +17,7 @@ import select
 import threading
 import time
 from collections.abc import Callable, Sequence
-from typing import Final, TypeVar
-
-from pymodbus.client import ModbusSerialClient, ModbusTcpClient
-from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+from typing import TYPE_CHECKING, Final, TypeVar
 
 from drivers.backoff import Again, RetryStats, retrying
 from drivers.enzyme_codec import MAX_WRITE_REGISTERS, plan_reads
@@ -39,7 +36,10 @@ from drivers.timeouts import Timeouts
 RETRYABLE_EXCEPTIONS: Final = frozenset({0x05, 0x06})
 
 T = TypeVar("T")
-_Client = ModbusTcpClient | ModbusSerialClient
+if TYPE_CHECKING:  # pymodbus (and the asyncio it brings, ~3 MiB) is imported when a session connects
+    from pymodbus.client import ModbusSerialClient, ModbusTcpClient
+
+    _Client = ModbusTcpClient | ModbusSerialClient
 
 
 def _close_client(client: _Client) -> None:
@@ -150,6 +150,8 @@ class ModbusSession:
         return f"rtu://{self.serial_port}"
 
     def _make_client(self) -> _Client:
+        from pymodbus.client import ModbusSerialClient, ModbusTcpClient
+
         if self.host is not None:
             return ModbusTcpClient(
                 self.host, port=self.port, timeout=self.timeouts.response_s, retries=0, reconnect_delay=0
@@ -205,6 +207,8 @@ class ModbusSession:
         )
 
     def _attempt(self, what: str, op: Callable[[Registers], T]) -> T:
+        from pymodbus.exceptions import ConnectionException, ModbusException, ModbusIOException
+
         self.requests += 1
         try:
             client = self._connect()

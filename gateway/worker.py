@@ -229,8 +229,9 @@ class InstrumentWorker:
 
     def _pull(self, analyzer: Analyzer, info: DeviceInfo) -> None:
         # The commit of a group of batches (serialising, signing, the fsync) runs in a second thread while
-        # this one reads and interprets the next batches (`queued`, `_commit_queued`). The commits are waited for before
-        # anything else touches this instrument's cursor and whenever this loop ends, for whatever reason.
+        # this one reads and interprets the next batches (`queued`, `_commit_queued`). The commits are
+        # waited for before anything else touches this instrument's cursor and whenever this loop ends, for
+        # whatever reason.
         with ThreadPoolExecutor(1, thread_name_prefix=f"commit-{self.name}") as committer:
             pending: list[Future[bool]] = []
             try:
