@@ -22,7 +22,7 @@ from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from cloud import risk
+from cloud import risk_feed
 from cloud.auth import User, scoped_node
 from cloud.db import Database, transaction
 from cloud.errors import Forbidden, Invalid, NotFound
@@ -276,8 +276,8 @@ def generate_from_risk(
 ) -> list[dict[str, Any]]:
     """One task per place among the `places` highest-risk places of the risk view: its top cells' products
     and analytes, `per_place` samples, titled after them. Returns the created tasks."""
-    ranked = risk.priorities(db, user, now, days=days, limit=10_000)
-    chosen: dict[str, list[risk.Priority]] = {}
+    ranked = risk_feed.priorities(db, user, now, days=days, limit=10_000)
+    chosen: dict[str, list[risk_feed.Priority]] = {}
     for cell in ranked:
         group = (
             chosen.setdefault(cell.place_code, [])

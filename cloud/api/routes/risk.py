@@ -2,7 +2,7 @@
 GET /api/risk/priorities (analyte × product × place ranked for next period's tasks), POST /api/risk/scan
 (admin/county: scan now instead of waiting for the scheduler).
 
-Does not: compute anything itself (cloud.risk does).
+Does not: compute anything itself (cloud.risk and cloud.risk_feed do).
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, HTTPException, Path, Query, status
 
-from cloud import risk
+from cloud import risk, risk_feed
 from cloud.api.deps import ClockDep, CurrentUserDep, DbDep, SettingsDep
 from cloud.api.pagination import PageDep
 
@@ -33,7 +33,7 @@ def alerts(
     unacknowledged: bool = False,
 ) -> dict[str, Any]:
     """Risk alerts on units in your scope, newest first."""
-    total, items = risk.list_alerts(
+    total, items = risk_feed.list_alerts(
         db,
         user,
         kind=kind,
@@ -51,7 +51,7 @@ def acknowledge(
     db: DbDep, user: CurrentUserDep, clock: ClockDep, alert_id: Annotated[int, Path(ge=1, le=2**63 - 1)]
 ) -> dict[str, Any]:
     """Mark an alert as seen (签收) by you; the first acknowledgement is kept."""
-    return risk.acknowledge(db, user, alert_id, clock.now())
+    return risk_feed.acknowledge(db, user, alert_id, clock.now())
 
 
 @router.get("/priorities")
@@ -64,7 +64,7 @@ def priorities(
     limit: Annotated[int, Query(ge=1, le=500)] = 20,
 ) -> dict[str, Any]:
     """Where to test next: cells ranked by their shrunk positive-rate estimate over the window."""
-    items = risk.priorities(
+    items = risk_feed.priorities(
         db, user, clock.now(), days=days, place_level=settings.risk_place_level, limit=limit
     )
     return {"days": days, "items": [asdict(p) for p in items]}
@@ -88,4 +88,4 @@ def risk_map(
 ) -> dict[str, Any]:
     """Stations in your scope with their point (from the grid import), online state, backlog and open
     alerts, and the outline of their points — what the offline map draws (no tile server)."""
-    return risk.map_points(db, user, clock.now(), days)
+    return risk_feed.map_points(db, user, clock.now(), days)
