@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from cloud import assessment, periods, queries, reports, rollup
+from cloud import assessment, grid_queries, periods, queries, reports, rollup
 from cloud.auth import User, resolve_scope
 from cloud.db import Database, connect, open_db, transaction
 from cloud.grid import WHOLE_GRID, Node
@@ -306,7 +306,7 @@ def test_list_totals_and_grid_rollup_over_any_instants(data: tuple[Database, Dat
         assert got == _python_count(rows, since, until, station=station)
         got = queries.list_results(db, ADMIN, node=town, since=since, until=until, limit=1).total
         assert got == sum(1 for r in rows if r["node_id"] in under and _python_count([r], since, until))
-        grid = queries.rollup(db, ADMIN, town, since=since, until=until)
+        grid = grid_queries.rollup(db, ADMIN, town, since=since, until=until)
         assert grid["node"]["tests"] == sum(
             1 for r in rows if r["node_id"] in under and _python_count([r], since, until)
         )
