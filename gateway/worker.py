@@ -4,8 +4,8 @@ Does: open the analyzer, identify it, then loop: `latest_record()`, read the rec
 (at most `read_batch`), interpret them (`gateway.pipeline`) and commit all their results + the cursor +
 the seq in ONE outbox transaction — before anything else happens with them. A record is only ever
 "taken" by that commit, so a crash anywhere re-reads it and the outbox's unique key makes that a no-op.
-A batch is handed to the interpretation before the drafts of the batch read earlier are taken (with an
-interpretation process, `gateway.offload`, it is interpreted there while the worker reads the next one).
+A batch is handed to the interpretation before the drafts of the batches read earlier are taken (`AHEAD`:
+with an interpretation process, `gateway.offload`, they are interpreted there while the worker reads on).
 The commit runs in a second thread (one per worker) while the worker reads and interprets the next batches:
 under a backlog the batches are committed `QUEUED_BATCHES` at a time, in one transaction (group commit: one
 fsync, one write lock hand-over for all of them; the next group gathers while one commits), and whatever
@@ -91,6 +91,12 @@ QUEUED_BATCHES = 4
 batches when they are this many, or when the worker has caught up with the instrument (then however few).
 While one group commits the next gathers; a full group waits for the commit before it (at most one commit
 running and one waiting: bounds the drafts held in memory)."""
+
+
+AHEAD = 2
+"""Read batches handed to the interpretation whose drafts are not taken yet: an interpretation process
+works on them while the worker reads the next, and takes two that wait in one call (`gateway.offload.
+COALESCE`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -327,14 +333,14 @@ class InstrumentWorker:
                         continue
                 if readings:
                     identity = record_identity(readings[-1])
-                    # handed over before the batch read earlier is taken to its commit: an interpretation
-                    # process always holds the next batch
+                    # handed over before the batches read earlier are taken to their commit: an
+                    # interpretation process always holds the next ones (`AHEAD`)
                     started.append(
                         (self._submit(info, readings), _Batch(cursor.epoch, [], identity, len(readings)))
                     )
                     cursor = Cursor(cursor.epoch, readings[-1].record_no, identity)
                     self._failing = None
-                    if not queued(QUEUED_BATCHES, leave=1):
+                    if not queued(QUEUED_BATCHES, leave=AHEAD):
                         return  # stop requested while waiting for disk space
                 if failure is not None:
                     queued(0)  # what was read before the failure is committed first

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import signal
 from collections.abc import Iterator
 from datetime import UTC, datetime
@@ -18,7 +19,7 @@ from drivers.readings import DeviceInfo, EnzymeReading, GoldReading, Reading
 from firmware_sim.signal_model import one_enzyme_run, one_gold_profile
 from gateway.config import load_config
 from gateway.interpret import interpret_strips
-from gateway.offload import GoldOffload, _profiles
+from gateway.offload import GoldOffload, _answers, _head, _metas, _profiles
 from gateway.outbox import RecordDrafts
 from gateway.pipeline import Interpreter, SpecBook, SpecHolder
 from gateway.service import GatewayService
@@ -75,6 +76,10 @@ def _readings() -> list[Reading]:
         ),
     ]
     return out
+
+
+def _drafts_of(made: list[RecordDrafts]) -> list[tuple[int, list[tuple[str, int, Any]]]]:
+    return [(r.record_no, [(d.line, d.priority, d.wire) for d in r.drafts]) for r in made]
 
 
 def _same(a: list[RecordDrafts], b: list[RecordDrafts]) -> None:
@@ -144,16 +149,61 @@ def test_profiles_sent_as_float32_give_the_drafts_float64_gives(
     assert offload.answered == 1 + len(odd)
 
 
+def test_batches_waiting_in_the_child_are_interpreted_in_one_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The child's loop (`_answers`): consecutive requests of one instrument that change no setting go
+    through the core in one call — one answer each, in order, holding that request's records — and a
+    request of another instrument, or with new settings or a new spec book, starts a call of its own."""
+    calls: list[list[int]] = []
+    real = Interpreter.__call__
+
+    def counting(self: Interpreter, info: DeviceInfo, readings: Any) -> list[RecordDrafts]:
+        calls.append([r.record_no for r in readings])
+        return real(self, info, readings)
+
+    monkeypatch.setattr(Interpreter, "__call__", counting)
+    golds = [r for r in _readings() if isinstance(r, GoldReading) and r.profile.shape == (1024,)]
+    a, b, c, d, e = (golds[i : i + 3] for i in range(0, 15, 3))
+    other = DeviceInfo("GR-2", "KJ-G8", "2.3", "gold-serial", "gold", 8)
+    settings = Interpreter(station=STATION, specs=SpecHolder()).settings()
+    book = SpecBook("cfg-9", SpecBook.builtin().kits, SpecBook.builtin().profiles)
+
+    def request(
+        settings: Any, book: Any, info: DeviceInfo, rds: list[GoldReading]
+    ) -> tuple[bytearray, bytearray]:
+        profiles = _profiles(rds)
+        return bytearray(_head(settings, book, info, _metas(rds), profiles)), bytearray(profiles.tobytes())
+
+    requests = [
+        request(settings, None, GOLD, a),
+        request(None, None, GOLD, b),  # joins a
+        request(None, None, other, c),  # another instrument
+        request(None, book, other, d),  # a new spec book
+        request(None, None, other, e),  # joins d
+    ]
+    answers = _answers({"holder": SpecHolder(), "interpreter": None}, requests)
+    numbers = [[r.record_no for r in x] for x in (a, b, c, d, e)]
+    assert calls == [numbers[0] + numbers[1], numbers[2], numbers[3] + numbers[4]]
+    assert [x[:1] for x in answers] == [b"D"] * 5
+    assert [[no for no, _drafts in pickle.loads(x[1:])] for x in answers] == numbers  # noqa: S301
+    versions = [pickle.loads(x[1:])[0][1][0][2][0] for x in answers]  # noqa: S301 - the first body part
+    assert [b'"config_version":"cfg-9"' in v for v in versions] == [False, False, False, True, True]
+
+
 def test_a_batch_sent_before_the_last_one_is_taken(offload: GoldOffload) -> None:
     """The worker hands its next batch over before it takes the drafts of the last (the child is never
-    idle): answers come back to the batch that asked, whatever the order they are taken in."""
+    idle): answers come back to the batch that asked, whatever the order they are taken in — made as the
+    thread makes them from the two batches apart, or from both in one call when the second was waiting
+    before the child began the first (`COALESCE`; the core's float32 sums may then differ in their last
+    bits, as they do for any other split of the same records into batches)."""
     readings = [r for r in _readings() if isinstance(r, GoldReading)]
     interp = Interpreter(station=STATION, specs=SpecHolder(), offload=offload)
     first = interp.submit(GOLD, readings[:20])
     second = interp.submit(GOLD, readings[20:])
     here = Interpreter(station=STATION, specs=SpecHolder())
-    _same(second(), here(GOLD, readings[20:]))
-    _same(first(), here(GOLD, readings[:20]))
+    got = (_drafts_of(first()), _drafts_of(second()))
+    apart = (_drafts_of(here(GOLD, readings[:20])), _drafts_of(here(GOLD, readings[20:])))
+    together = _drafts_of(here(GOLD, readings))
+    assert got in (apart, (together[:20], together[20:]))
     assert offload.answered == 2
 
 
