@@ -6,8 +6,8 @@ built-in defaults), build one supervised `InstrumentWorker` per enabled instrume
 (which connects in the background: the station measures and stores fully offline), apply config pushes
 atomically (stored with its version in the outbox first, then swapped in for the workers), and report a
 `Status` (instruments, versions, outbox depth, oldest unsent age, free disk); limit BLAS to one thread for
-the whole process (the interpretation core's matrix products are small) and tune glibc's malloc for a
-small resident set (`_tune_malloc`); offer sample registration
+the whole process (the interpretation core's matrix products are small) and glibc's malloc to two arenas
+(`_tune_malloc`); offer sample registration
 (`samples`, a `gateway.samples.SampleDesk`) and, with `[web] enabled`, the local registration page (and its
 `/metrics`, gateway.metrics).
 
@@ -306,24 +306,21 @@ class GatewayService:
         )
 
 
-_M_MMAP_THRESHOLD = -3  # glibc's mallopt parameters
-_M_ARENA_MAX = -8
+_M_ARENA_MAX = -8  # glibc's mallopt parameter
 
 
-def _tune_malloc(arenas: int = 2, mmap_threshold: int = 128 * 1024) -> None:
-    """glibc's malloc, before the threads start (and the interpretation process is forked): at most
-    `arenas` arenas — by default each thread that allocates may get one of its own (up to 8 per core), and
-    the payload-sized buffers the worker, the committer, the sender and the ack thread pass along leave free
-    space in each — and every block of `mmap_threshold` bytes or more mapped on its own and unmapped when
-    freed (by default the threshold rises to the largest block freed, and a strip batch's profiles, a
-    megabyte or more, then stay in the heap once freed). Measured in benchmarks/gateway.py: together about
-    5 MiB of the gateway's RSS, no cost in throughput seen. Nothing where malloc is not glibc's."""
+def _tune_malloc(arenas: int = 2) -> None:
+    """glibc's malloc at most `arenas` arenas, set before the threads start (and the interpretation process
+    is forked): by default each thread that allocates may get one of its own (up to 8 per core), and the
+    payload-sized buffers the worker, the committer, the sender and the ack thread pass along leave free
+    space in each — about 2 MiB of the gateway's RSS in benchmarks/gateway.py, no cost in throughput seen.
+    (A fixed mmap threshold saved 3 MiB more there but cost ~5 % of the throughput in page faults: not
+    set.) Nothing where malloc is not glibc's."""
     try:
         mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return
     mallopt.argtypes = (ctypes.c_int, ctypes.c_int)
     mallopt.restype = ctypes.c_int
-    for param, value in ((_M_ARENA_MAX, arenas), (_M_MMAP_THRESHOLD, mmap_threshold)):
-        if mallopt(param, value) != 1:
-            log.debug("mallopt(%d, %d) refused; malloc keeps its default", param, value)
+    if mallopt(_M_ARENA_MAX, arenas) != 1:
+        log.debug("mallopt(M_ARENA_MAX, %d) refused; malloc keeps its default arenas", arenas)
