@@ -1,5 +1,10 @@
 """Durable store-and-forward outbox of the station gateway: the store API (what the rows mean).
 
+One class, `Outbox`, in three modules along its sides: the acquisition side here (results in, cursors,
+memory resets, skipped records, stats, salvage), the delivery side (`gateway.outbox_delivery`: send order,
+payloads, acks, rejected rows) and the station's own rows (`gateway.outbox_station`: sample registrations,
+the pushed config).
+
 Does: in ONE transaction per batch of instrument records, allocate the persistent per-station `seq`,
 give each result its UUIDv7 id, sign it, store it, remember its unique key (instrument, epoch,
 record no, line) and advance the instrument's cursor — so a crash anywhere re-reads at most the records
@@ -33,19 +38,16 @@ interpret signals. Thread-safe (one connection, one lock).
 
 from __future__ import annotations
 
-import hashlib
-import json
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from gateway import salvage
-from gateway.errors import DuplicateCode, OutboxCorrupt
-from gateway.outbox_db import MIGRATIONS, Migration, OutboxDb
+from gateway.outbox_db import COUNT_ENQUEUED, MIGRATIONS, Migration, OutboxDb, keep_newest
+from gateway.outbox_delivery import DeliverySide, stored_sha256
+from gateway.outbox_station import StationSide
 from gateway.outbox_types import (
     KEEP_CONFIGS,
     KEEP_MEMORY_RESETS,
@@ -63,7 +65,7 @@ from gateway.outbox_types import (
 )
 from gateway.salvage import SalvageReport
 from kuaijian_schema.sqlite_append import append_rows
-from kuaijian_schema.wire import Rejection, Signer, new_result_ids, payload_sha256, seal, seal_parts
+from kuaijian_schema.wire import Signer, new_result_ids, seal, seal_parts
 
 __all__ = [
     "KEEP_CONFIGS",
@@ -95,13 +97,11 @@ _ADVANCE_CURSOR = (
 )
 
 
-# The seq counter set to the last seq given out, the enqueued total raised by the rows added (one statement).
-_COUNT_ENQUEUED = "UPDATE counters SET value = CASE name WHEN 'seq' THEN ? ELSE value + ? END WHERE name IN ('seq', 'enqueued')"
 _OUTBOX_COLUMNS = ("seq", "id", "instrument", "priority", "enqueued_at", "payload")
 _RECORD_COLUMNS = ("instrument", "epoch", "record_no", "line", "seq", "id")
 
 
-class Outbox:
+class Outbox(DeliverySide, StationSide):
     """The outbox database. Create with `Outbox.open(path)`; close with `close()`."""
 
     def __init__(self, db: OutboxDb, keep_record_keys: int = KEEP_RECORD_KEYS) -> None:
@@ -172,7 +172,7 @@ class Outbox:
                 " reason, at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (instrument, old.epoch, new.epoch, old.last_record, latest, reason, now),
             )
-            _keep_newest(conn, "memory_resets", KEEP_MEMORY_RESETS)
+            keep_newest(conn, "memory_resets", KEEP_MEMORY_RESETS)
             conn.execute(
                 "UPDATE cursors SET epoch = ?, last_record = 0, identity = NULL, updated_at = ? WHERE instrument = ?",
                 (new.epoch, now, instrument),
@@ -255,7 +255,7 @@ class Outbox:
                 keys.append((instrument, epoch, record_no, line, seq, rid))
                 out.append(Enqueued(seq, rid, priority))
             append_rows(conn, "outbox", _OUTBOX_COLUMNS, rows)
-            conn.execute(_COUNT_ENQUEUED, (seq, len(out)))
+            conn.execute(COUNT_ENQUEUED, (seq, len(out)))
             conn.execute(_ADVANCE_CURSOR, (instrument, epoch, hi, now, identity))
             self._store_keys(conn, instrument, horizon, keys)
         return out
@@ -312,190 +312,12 @@ class Outbox:
                 (instrument, epoch, record_no, reason, now),
             )
             conn.execute(_ADVANCE_CURSOR, (instrument, epoch, record_no, now, None))
-            _keep_newest(conn, "skipped", KEEP_SKIPPED)
+            keep_newest(conn, "skipped", KEEP_SKIPPED)
 
     def skipped_records(self) -> list[tuple[str, int, int, str]]:
         """(instrument, epoch, record_no, reason) of the skipped records kept (the newest `KEEP_SKIPPED`)."""
         rows = self._db.read("SELECT instrument, epoch, record_no, reason FROM skipped ORDER BY skipped_at")
         return [(str(a), int(b), int(c), str(d)) for a, b, c, d in rows]
-
-    # ------------------------------------------------------------------ delivery side
-    def due_order(self, limit: int, after: tuple[int, int] | None = None) -> list[tuple[int, int]]:
-        """(seq, priority) of up to `limit` outbox rows in send order: priority first, then seq; with `after`
-        = (priority, seq), only the rows that come after that one (whatever comes before it is not read).
-
-        The rows above priority 0 come from their own index (`outbox_urgent`), those at 0 (most results)
-        from the primary key in seq order, skipping any urgent row among them — no more than are still
-        queued behind `after` (the link's rows in flight) or, from the top, fewer than `limit`. Each read
-        returns its rows as JSON arrays in one row (`payloads` says why)."""
-        rows: list[tuple[int, int]] = []
-        start = 0  # the priority-0 rows are read after this seq
-        if after is None:
-            rows = self._urgent("", (), limit)
-        elif after[0] > 0:
-            prio, seq = after
-            rows = self._urgent("AND priority = ? AND seq > ?", (prio, seq), limit)
-            if len(rows) < limit:
-                rows += self._urgent("AND priority < ?", (prio,), limit - len(rows))
-        else:
-            start = after[1]
-        if len(rows) < limit:
-            found = self._db.read(
-                "SELECT json_group_array(seq) FROM"
-                " (SELECT seq FROM outbox WHERE seq > ? AND priority = 0 ORDER BY seq LIMIT ?)",
-                (start, limit - len(rows)),
-            )[0][0]
-            seqs: list[int] = orjson.loads(found)
-            seqs.sort()  # (the order an aggregate takes its rows in is not promised: the set is)
-            rows += [(s, 0) for s in seqs]
-        return rows
-
-    def _urgent(self, where: str, params: tuple[int, ...], limit: int) -> list[tuple[int, int]]:
-        """(seq, priority) of the first `limit` rows above priority 0 (and `where`) in send order."""
-        seqs, prios = self._db.read(
-            "SELECT json_group_array(seq), json_group_array(priority) FROM (SELECT seq, priority FROM outbox"  # noqa: S608
-            f" WHERE priority > 0 {where} ORDER BY priority DESC, seq LIMIT ?)",  # (`where` is ours)
-            (*params, limit),
-        )[0]
-        rows = list(zip(orjson.loads(seqs), orjson.loads(prios), strict=True))
-        rows.sort(key=_send_key)
-        return rows
-
-    def payloads(self, seqs: Sequence[int]) -> dict[int, bytes]:
-        """Stored signed JSON (UTF-8) of the given seqs (missing ones were acked meanwhile).
-
-        Read as one row per 500 seqs — their seqs and lengths as JSON arrays and the payloads end to end —
-        not a row per payload (each statement step lets go of the GIL, `kuaijian_schema.sqlite_append`)."""
-        out: dict[int, bytes] = {}
-        for i in range(0, len(seqs), 500):
-            chunk = list(seqs[i : i + 500])
-            # stored as a blob since 0006 (no decoding on the way in or out), as text before
-            marks = ",".join("?" * len(chunk))
-            sql = (
-                "SELECT json_group_array(seq), json_group_array(length(CAST(payload AS BLOB))),"  # noqa: S608
-                f" CAST(group_concat(payload, '') AS BLOB) FROM outbox WHERE seq IN ({marks})"  # (only ? marks)
-            )
-            found, lengths, joined = self._db.read(sql, chunk)[0]
-            at = 0
-            for seq, n in zip(orjson.loads(found), orjson.loads(lengths), strict=True):
-                out[seq] = joined[at : at + n]
-                at += n
-        return out
-
-    def ack(
-        self,
-        ids: Iterable[str] = (),
-        seqs: Iterable[int] = (),
-        rejected: Iterable[Rejection] = (),
-    ) -> AckOutcome:
-        """Apply an application ack: delete acked rows; move rejected rows aside.
-
-        A rejection moves a row only when its id, its seq and the SHA-256 of its stored payload all equal the
-        rejection's: the cloud received exactly this result and refused it. Any other rejection (forged
-        content under a real id or seq, an id not pending here, no hash from an older cloud) is counted in
-        `ignored` and changes nothing — a pending row stays and is re-sent.
-        """
-        acked: list[int] = []
-        moved: list[int] = []
-        unknown = 0
-        ignored = 0
-        now = time.time()
-        # Not durable (no fsync of its own): an ack undone by a power cut only sends its results again, and
-        # the cloud stores by id (a redelivery is a no-op). Results are only ever added durably.
-        with self._db.tx("applying an ack", essential=True, durable=False) as conn:
-            # By seq first (the primary key: the cloud names each result by both), then the ids not named
-            # by a row deleted here (an ack with ids alone, from an older cloud: the id index).
-            by_seq: set[str] = set()
-            seq_keys = [int(s) for s in seqs]
-            for i in range(0, len(seq_keys), 500):
-                chunk = seq_keys[i : i + 500]
-                gone, gone_ids = self._delete(conn, "seq", chunk)
-                acked += gone
-                by_seq.update(gone_ids)
-                unknown += len(chunk) - len(gone)
-            rest = [i for i in map(str, ids) if i not in by_seq]
-            for i in range(0, len(rest), 500):
-                id_chunk = rest[i : i + 500]
-                gone, _ = self._delete(conn, "id", id_chunk)
-                acked += gone
-                unknown += len(id_chunk) - len(gone)
-            for rej in rejected:
-                if rej.seq is None or rej.sha256 is None:
-                    ignored += 1
-                    continue
-                row = conn.execute(
-                    "SELECT seq, id, payload FROM outbox WHERE id = ? AND seq = ?", (rej.id, int(rej.seq))
-                ).fetchone()
-                if row is None or stored_sha256(row[2]) != rej.sha256:
-                    ignored += 1
-                    continue
-                conn.execute("DELETE FROM outbox WHERE seq = ?", (int(row[0]),))
-                conn.execute(
-                    "INSERT OR REPLACE INTO rejected (seq, id, reason, rejected_at, payload) "
-                    "VALUES (?, ?, ?, ?, ?)",
-                    (int(row[0]), str(row[1]), rej.reason, now, row[2]),
-                )
-                moved.append(int(row[0]))
-            if acked or moved:
-                conn.execute(
-                    "UPDATE counters SET value = value + CASE name WHEN 'acked' THEN ? ELSE ? END"
-                    " WHERE name IN ('acked', 'rejected')",
-                    (len(acked), len(moved)),
-                )
-        return AckOutcome(tuple(acked), tuple(moved), unknown, ignored)
-
-    @staticmethod
-    def _delete(conn: sqlite3.Connection, column: str, keys: Sequence[object]) -> tuple[list[int], list[str]]:
-        """Delete the outbox rows whose `column` ("seq" or "id") is one of `keys`; (their seqs, their ids).
-        Two statement steps, whatever the number of rows: their seqs and ids are read as JSON arrays in
-        one row (a `DELETE … RETURNING` steps once per row: see `payloads`)."""
-        where = f"WHERE {column} IN ({','.join('?' * len(keys))})"
-        found = conn.execute(
-            f"SELECT json_group_array(seq), json_group_array(id) FROM outbox {where}",  # noqa: S608 - ours
-            keys,
-        ).fetchone()
-        seqs: list[int] = orjson.loads(found[0])
-        if seqs:
-            conn.execute(f"DELETE FROM outbox {where}", keys)  # noqa: S608 - column ours, values bound
-        return seqs, orjson.loads(found[1])
-
-    def requeue_rejected(self, seqs: Sequence[int] | None = None) -> list[int]:
-        """Move rejected results (all, or those with `seqs`) back into the outbox, unchanged (same id, seq and
-        signature), for delivery once the cause is fixed — e.g. the station enrolled, or its key updated.
-        Returns the seqs requeued."""
-        now = time.time()
-        with self._db.tx("requeueing rejected results") as conn:
-            if seqs is None:
-                rows = conn.execute("SELECT seq, id, payload FROM rejected ORDER BY seq").fetchall()
-            else:
-                rows = [
-                    r
-                    for s in seqs
-                    if (
-                        r := conn.execute(
-                            "SELECT seq, id, payload FROM rejected WHERE seq = ?", (int(s),)
-                        ).fetchone()
-                    )
-                ]
-            moved: list[int] = []
-            for seq, rid, payload in rows:
-                doc = json.loads(payload)
-                inst = doc.get("instrument") or {}
-                instrument = f"{inst.get('driver', '?')}:{inst.get('serial', '?')}"
-                conn.execute(
-                    "INSERT INTO outbox (seq, id, instrument, priority, enqueued_at, payload) VALUES (?, ?, ?, ?, ?, ?)",
-                    (seq, rid, instrument, PRIORITY.get(str(doc.get("verdict")), 0), now, payload),
-                )
-                conn.execute("DELETE FROM rejected WHERE seq = ?", (seq,))
-                moved.append(int(seq))
-            conn.execute("UPDATE counters SET value = value - ? WHERE name = 'rejected'", (len(moved),))
-        return moved
-
-    def rejected_rows(self, limit: int = 100) -> list[RejectedRow]:
-        rows = self._db.read(
-            "SELECT seq, id, reason, rejected_at FROM rejected ORDER BY seq DESC LIMIT ?", (limit,)
-        )
-        return [RejectedRow(int(a), str(b), str(c), float(d)) for a, b, c, d in rows]
 
     def stats(self) -> OutboxStats:
         with self._db.snapshot():
@@ -542,103 +364,3 @@ class Outbox:
     def unsalvaged(self) -> list[Path]:
         """Corrupt outboxes moved aside next to this one that `salvage_from` has not processed yet."""
         return salvage.unsalvaged(self.path)
-
-    # ------------------------------------------------------------------ station-originated messages
-    def enqueue_registration(
-        self, code: str, body: dict[str, Any], priority: int, sign: Signer
-    ) -> tuple[Enqueued, dict[str, Any]]:
-        """Store a registration under its unique `code` and queue it for delivery, in ONE transaction with
-        the seq counter (same id/seq/sig/ack rules as a result). Raises DuplicateCode if `code` is taken."""
-        now = time.time()
-        with self._db.tx("enqueueing a registration", grows=True) as conn:
-            if priority < 0:
-                raise ValueError(f"priority {priority} is below 0")
-            if conn.execute("SELECT 1 FROM registrations WHERE code = ?", (code,)).fetchone():
-                raise DuplicateCode(f"样品编号 {code} 已被登记 (sample code {code} is already registered)")
-            seq = int(conn.execute("SELECT value FROM counters WHERE name = 'seq'").fetchone()[0]) + 1
-            doc = dict(body)
-            doc["id"] = new_result_ids(1)[0]
-            doc["seq"] = seq
-            sealed, doc["sig"] = seal(doc, sign)
-            conn.execute(
-                "INSERT INTO outbox (seq, id, instrument, priority, enqueued_at, payload) VALUES (?, ?, ?, ?, ?, ?)",
-                (seq, doc["id"], "@registrations", priority, now, sealed),
-            )
-            conn.execute(
-                "INSERT INTO registrations (code, seq, id, created_at, doc) VALUES (?, ?, ?, ?, ?)",
-                (code, seq, doc["id"], now, sealed.decode()),
-            )
-            conn.execute(_COUNT_ENQUEUED, (seq, 1))
-        return Enqueued(seq, doc["id"], priority), doc
-
-    def registrations(self, limit: int = 100, prefix: str = "") -> list[dict[str, Any]]:
-        """Stored registrations (newest first), optionally those whose code starts with `prefix`; each with
-        `delivered` (False while still in the outbox)."""
-        rows = self._db.read(
-            "SELECT r.doc, o.seq IS NULL FROM registrations r LEFT JOIN outbox o ON o.seq = r.seq"
-            " WHERE substr(r.code, 1, ?) = ? ORDER BY r.seq DESC LIMIT ?",
-            (len(prefix), prefix, limit),
-        )
-        return [{**json.loads(doc), "delivered": bool(done)} for doc, done in rows]
-
-    # ------------------------------------------------------------------ pushed config
-    def store_config(self, version: str, doc: dict[str, Any]) -> bool:
-        """Record `doc` as the current config `version` atomically; False when already current. In the same
-        transaction, the stored configs other than the one in force and the `KEEP_CONFIGS` stored last before
-        it are deleted."""
-        with self._db.tx("storing the station config") as conn:
-            row = conn.execute("SELECT value FROM settings WHERE name = 'config_version'").fetchone()
-            if row and row[0] == version:
-                return False
-            conn.execute(
-                "INSERT OR REPLACE INTO configs (version, doc, applied_at) VALUES (?, ?, ?)",
-                (version, json.dumps(doc, ensure_ascii=False, sort_keys=True), time.time()),
-            )
-            conn.execute(
-                "INSERT OR REPLACE INTO settings (name, value) VALUES ('config_version', ?)", (version,)
-            )
-            # The one in force is never deleted, wherever it stands (it is the newest while `store_config`
-            # is the only writer of both tables).
-            conn.execute(
-                "DELETE FROM configs WHERE version IS NOT (SELECT value FROM settings WHERE name = 'config_version')"
-                " AND rowid <= (SELECT rowid FROM configs WHERE version IS NOT"
-                " (SELECT value FROM settings WHERE name = 'config_version') ORDER BY rowid DESC LIMIT 1 OFFSET ?)",
-                (KEEP_CONFIGS,),
-            )
-        return True
-
-    def current_config(self) -> tuple[str, dict[str, Any]] | None:
-        rows = self._db.read(
-            "SELECT c.version, c.doc FROM settings s JOIN configs c ON c.version = s.value "
-            "WHERE s.name = 'config_version'"
-        )
-        if not rows:
-            return None
-        doc = json.loads(rows[0][1])
-        if not isinstance(doc, dict):
-            raise OutboxCorrupt(f"stored config {rows[0][0]} is not an object")
-        return str(rows[0][0]), doc
-
-
-def _keep_newest(conn: sqlite3.Connection, table: str, keep: int) -> None:
-    """Delete all but the `keep` rows of `table` added last (highest rowid: a new row, or one replaced, gets
-    one above every row there; time is not used, a station clock may be set back). Inside the caller's
-    transaction; one statement, finding the cut by stepping over the `keep` + 1 highest rowids."""
-    conn.execute(
-        f"DELETE FROM {table} WHERE rowid <="  # noqa: S608 - the table is ours, the value bound
-        f" (SELECT rowid FROM {table} ORDER BY rowid DESC LIMIT 1 OFFSET ?)",
-        (keep,),
-    )
-
-
-def _send_key(row: tuple[int, int]) -> tuple[int, int]:
-    """Sort key of a (seq, priority) row in send order."""
-    return -row[1], row[0]
-
-
-def stored_sha256(payload: str | bytes) -> str:
-    """`payload_sha256` of a stored payload (its canonical JSON; the raw text if it does not parse)."""
-    try:
-        return payload_sha256(json.loads(payload))
-    except (ValueError, TypeError, RecursionError):
-        return hashlib.sha256(payload.encode() if isinstance(payload, str) else payload).hexdigest()

@@ -11,7 +11,9 @@ Does:
 - `OutboxDb.tx`: one `BEGIN IMMEDIATE` write transaction under one lock, rolled back on any failure, with
   the space checks before it (`grows`: refused with `OutboxFull` before anything is written when there is no
   room; `essential`: the reserve is given back first on a full disk so an ack always applies);
-- `translate`: an `sqlite3.Error` → `OutboxFull` (SQLITE_FULL) / `OutboxCorrupt` / `OutboxError`.
+- `translate`: an `sqlite3.Error` → `OutboxFull` (SQLITE_FULL) / `OutboxCorrupt` / `OutboxError`;
+- what the store modules share inside a transaction: `COUNT_ENQUEUED` (the seq counter and the enqueued
+  total in one statement) and `keep_newest` (a history table cut to its newest rows).
 
 Does not: know what the rows mean (`gateway.outbox`), salvage a corrupt file (`gateway.salvage`), or decide
 how much space there is (`gateway.diskspace`).
@@ -341,3 +343,18 @@ class OutboxDb:
                 raise translate(exc, "opening the read connection") from exc
             self._reader = conn
         return self._reader
+
+
+# The seq counter set to the last seq given out, the enqueued total raised by the rows added (one statement).
+COUNT_ENQUEUED = "UPDATE counters SET value = CASE name WHEN 'seq' THEN ? ELSE value + ? END WHERE name IN ('seq', 'enqueued')"
+
+
+def keep_newest(conn: sqlite3.Connection, table: str, keep: int) -> None:
+    """Delete all but the `keep` rows of `table` added last (highest rowid: a new row, or one replaced, gets
+    one above every row there; time is not used, a station clock may be set back). Inside the caller's
+    transaction; one statement, finding the cut by stepping over the `keep` + 1 highest rowids."""
+    conn.execute(
+        f"DELETE FROM {table} WHERE rowid <="  # noqa: S608 - the table is ours, the value bound
+        f" (SELECT rowid FROM {table} ORDER BY rowid DESC LIMIT 1 OFFSET ?)",
+        (keep,),
+    )
