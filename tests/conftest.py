@@ -4,9 +4,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import settings
 
 from tests.helpers import Mosquitto
 from tests.postgres import PostgresServer, start_postgres
+
+# Property tests check what code does, not how fast (speed is measured by benchmarks/): no per-example
+# deadline, which a loaded 2-core machine trips at random (hypothesis's default is 200 ms an example). On
+# top of the profile in force: under CI that is hypothesis's own "ci" (derandomized, no database).
+settings.register_profile("kuaijian", parent=settings.default, deadline=None)
+settings.load_profile("kuaijian")
 
 ROOT = Path(__file__).resolve().parents[1]
 # Caches the tools keep in the repository on purpose (all in .gitignore).
