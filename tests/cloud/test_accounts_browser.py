@@ -28,7 +28,7 @@ from cloud.settings import Settings
 from kuaijian_schema.labels import ANALYTES
 from tests.cloud.factories import T0, build_grid
 from tests.cloud.test_dashboard import running_app
-from tests.cloud.test_dashboard_browser import browser, pytestmark  # noqa: F401 - fixture and marks
+from tests.cloud.test_dashboard_browser import browser, page_wait, pytestmark  # noqa: F401 - fixture and marks
 from tests.cloud.tofu import assert_draws_chinese
 
 TOWN_A_STATION = "370214101203-01"
@@ -165,7 +165,7 @@ def test_town_officer_and_station_technician_handle_a_case_in_chinese(
 ) -> None:
     base, cases = cloud
     browser.set_window_size(width, 900 if width > 500 else 844)
-    wait = WebDriverWait(browser, 20, poll_frequency=0.05)
+    wait = page_wait(browser)
     mine, other = cases[TOWN_A_STATION], cases[TOWN_B_STATION]
 
     # the town officer: own town only — its villages in the drill-down, its case, not the other town's
@@ -227,7 +227,7 @@ def test_wrong_password_five_times_locks_and_says_so_in_chinese(
     cloud: Any,
 ) -> None:
     base, _ = cloud
-    wait = WebDriverWait(browser, 20, poll_frequency=0.05)
+    wait = page_wait(browser)
     browser.get(f"{base}/dashboard/")
     wait.until(lambda d: d.find_element(By.ID, "login").is_displayed())
     for attempt in range(5):

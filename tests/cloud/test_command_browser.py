@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
 
 from cloud import risk
 from cloud.app import create_app
@@ -20,7 +19,7 @@ from cloud.clock import ManualClock
 from cloud.db import open_db
 from cloud.settings import Settings
 from tests.cloud.test_dashboard import running_app
-from tests.cloud.test_dashboard_browser import browser, pytestmark  # noqa: F401 - fixture and marks
+from tests.cloud.test_dashboard_browser import browser, page_wait, pytestmark  # noqa: F401 - fixture and marks
 from tests.cloud.test_risk import RISE_TOWN, RISE_WEEK, _utc, build_season
 
 
@@ -42,7 +41,7 @@ def test_command_view_as_county_officer(browser: webdriver.Chrome, tmp_path: Pat
     settings = Settings(db_path=season.db_path, broker_url=None, scheduler_enabled=False)
     chrome = browser
     chrome.set_window_size(width, 1600)
-    wait = WebDriverWait(chrome, 20, poll_frequency=0.05)
+    wait = page_wait(chrome)
     with running_app(create_app(settings, clock=ManualClock(now))) as base:
         chrome.get(f"{base}/dashboard/command.html")
         wait.until(lambda d: d.find_element(By.ID, "need-login").is_displayed())

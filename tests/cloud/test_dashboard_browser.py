@@ -17,6 +17,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 from selenium import webdriver
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -67,6 +68,14 @@ def browser(tmp_path: Path) -> Iterator[webdriver.Chrome]:
         driver.quit()
 
 
+def page_wait(driver: webdriver.Chrome, timeout: float = 20.0) -> WebDriverWait[webdriver.Chrome]:
+    """A wait for the live pages: an element the page redrew between finding it and reading it (a list
+    refreshed, a row replaced by a push) makes the condition poll again instead of failing the test."""
+    return WebDriverWait(
+        driver, timeout, poll_frequency=0.05, ignored_exceptions=(StaleElementReferenceException,)
+    )
+
+
 def _publish(broker: Mosquitto, topic: str, payload: bytes) -> None:
     client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-gateway", protocol=mqtt.MQTTv311)
     client.connect("127.0.0.1", broker.port)
@@ -100,7 +109,7 @@ def test_published_result_appears_live_and_language_switches(
     finally:
         db.close()
     app = create_app(settings, clock=ManualClock(T0 + timedelta(hours=1)))
-    wait = WebDriverWait(browser, 20, poll_frequency=0.05)
+    wait = page_wait(browser)
     with running_app(app) as base:
         browser.get(f"{base}/dashboard/")
         # Chinese by default, login box first
@@ -201,7 +210,7 @@ def offline_cloud(browser: webdriver.Chrome, tmp_path: Path) -> Iterator[Offline
         db.close()
     app = create_app(settings, clock=ManualClock(T0 + timedelta(hours=1)))
     with running_app(app) as base:
-        yield OfflineCloud(base, grid, settings, WebDriverWait(browser, 20, poll_frequency=0.05))
+        yield OfflineCloud(base, grid, settings, page_wait(browser))
 
 
 def test_token_link_logs_in_and_leaves_the_address_bar(

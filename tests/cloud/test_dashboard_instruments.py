@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 from selenium import webdriver
 from selenium.webdriver.common.by import By
-from selenium.webdriver.support.ui import WebDriverWait
 
 from cloud.app import create_app
 from cloud.clock import ManualClock
@@ -22,7 +21,7 @@ from cloud.ingest import Inbound, process_batch
 from cloud.settings import Settings
 from tests.cloud.factories import T0, Grid, build_grid
 from tests.cloud.test_dashboard import running_app
-from tests.cloud.test_dashboard_browser import CHROMEDRIVER, CHROMIUM, browser  # noqa: F401 - fixture
+from tests.cloud.test_dashboard_browser import CHROMEDRIVER, CHROMIUM, browser, page_wait  # noqa: F401 - fixture
 from tests.cloud.test_reports import api_client
 
 STATION = "370214101203-01"
@@ -111,7 +110,7 @@ def test_station_tile_marks_the_fault_and_the_page_lists_reasons(
     cloud: tuple[Settings, Grid],
 ) -> None:
     settings, grid = cloud
-    wait = WebDriverWait(browser, 20, poll_frequency=0.05)
+    wait = page_wait(browser)
     with running_app(create_app(settings, clock=ManualClock(T0 + timedelta(minutes=1)))) as base:
         browser.get(f"{base}/dashboard/#token={grid.tokens['county']}")
         tile = f'.tile[data-station="{STATION}"]'

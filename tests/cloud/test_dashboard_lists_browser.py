@@ -31,7 +31,7 @@ from cloud.settings import Settings
 from tests.cloud.factories import T0, Grid, build_grid
 from tests.cloud.test_accounts_browser import untranslated
 from tests.cloud.test_dashboard import running_app
-from tests.cloud.test_dashboard_browser import browser, pytestmark  # noqa: F401 - fixture and marks
+from tests.cloud.test_dashboard_browser import browser, page_wait, pytestmark  # noqa: F401 - fixture and marks
 
 STATION = "370214101203-01"
 USER, PASSWORD = "lina", "zhan-mima-203"
@@ -91,7 +91,7 @@ def test_phone_lists_live_pane_tiles_and_reports(
     base, settings, grid = cloud
     grid_: Grid = grid
     browser.set_window_size(390, 844)
-    wait = WebDriverWait(browser, 20, poll_frequency=0.05)
+    wait = page_wait(browser)
     browser.get(f"{base}/dashboard/")
     wait.until(lambda d: d.find_element(By.ID, "login").is_displayed())
     browser.find_element(By.ID, "login-user").send_keys(USER)
@@ -114,7 +114,8 @@ def test_phone_lists_live_pane_tiles_and_reports(
     # results: search by the Chinese name of the analyte, open one for its detail
     browser.find_element(By.ID, "results-q").send_keys("克百威\n")
     wait.until(lambda d: "共 1 条" in _text(d, "#results-range"))
-    browser.find_element(By.CSS_SELECTOR, "#results-table tr[data-result]").click()
+    # (the row may be redrawn between finding and clicking it: the wait finds it again)
+    wait.until(lambda d: d.find_element(By.CSS_SELECTOR, "#results-table tr[data-result]").click() or True)
     wait.until(lambda d: d.find_element(By.ID, "result-panel").is_displayed())
     detail = _text(browser, "#result-fields")
     assert "克百威" in detail
