@@ -144,7 +144,7 @@ class GoldOffload:
     ) -> Callable[[], list[RecordDrafts]]:
         """Send `readings` to the child and return what waits for their drafts (`interpret`'s) when called.
         Requests queue in the child in the order sent: a worker sends its next batch before it takes the
-        drafts of the last one, so the child never waits for it."""
+        drafts of the ones before (`gateway.worker.AHEAD`), so the child never waits for it."""
         settings = interpreter.settings()
         metas = _metas(readings)
         profiles = _profiles(readings)

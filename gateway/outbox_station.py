@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from gateway.errors import DuplicateCode, OutboxCorrupt
-from gateway.outbox_db import COUNT_ENQUEUED, OutboxDb
+from gateway.outbox_db import COUNT_ENQUEUED, OutboxDb, keep_newest
 from gateway.outbox_types import KEEP_CONFIGS, Enqueued
 from kuaijian_schema.wire import Signer, new_result_ids, seal
 
@@ -79,14 +79,9 @@ class StationSide:
             conn.execute(
                 "INSERT OR REPLACE INTO settings (name, value) VALUES ('config_version', ?)", (version,)
             )
-            # The one in force is never deleted, wherever it stands (it is the newest while `store_config`
-            # is the only writer of both tables).
-            conn.execute(
-                "DELETE FROM configs WHERE version IS NOT (SELECT value FROM settings WHERE name = 'config_version')"
-                " AND rowid <= (SELECT rowid FROM configs WHERE version IS NOT"
-                " (SELECT value FROM settings WHERE name = 'config_version') ORDER BY rowid DESC LIMIT 1 OFFSET ?)",
-                (KEEP_CONFIGS,),
-            )
+            # the one just stored, now in force, has the highest rowid (a replaced row gets a new one): the
+            # newest KEEP_CONFIGS + 1 are it and the KEEP_CONFIGS stored before it
+            keep_newest(conn, "configs", KEEP_CONFIGS + 1)
         return True
 
     def current_config(self) -> tuple[str, dict[str, Any]] | None:
