@@ -3,7 +3,8 @@
 Does: keep the station's current specs (`SpecBook`: built-in defaults, replaced by name by the cloud's
 pushed `StationConfig`, swapped atomically), group a batch of readings by kit/profile, call the numpy
 core (`interpret_strips` / `interpret_kinetics`) once per group (a strip group's verdicts, values and
-flags taken from its arrays at once, `StripResults.wire_rows`), and turn every strip test line /
+flags taken from its arrays at once, `StripResults.wire_table`, and a batch's values, sample ids and
+products encoded by one call each), and turn every strip test line /
 enzyme sample channel into a `Draft` whose body is the wire object of a `kuaijian_schema.ResultBody` —
 every `Result` field except id/seq/sig (the outbox adds those in its transaction) — made by
 `ResultBody.wire_of` without validating a model per result: what the model checks is made so here (lengths
@@ -42,7 +43,9 @@ import numpy.typing as npt
 from drivers.readings import DeviceInfo, EnzymeReading, GoldReading, Method, Reading
 from gateway.errors import OffloadError
 from gateway.interpret import ENZYME_ALGORITHM, GOLD_ALGORITHM, interpret_kinetics, interpret_strips
+from gateway.interpret.codes import GoldFlag, Verdict, flag_names
 from gateway.interpret.errors import InterpretError
+from gateway.interpret.gold import WIRE_NAMES, StripResults
 from gateway.offload import GoldOffload
 from gateway.outbox import PRIORITY, Draft, RecordDrafts
 from kuaijian_schema.kits import DEMO_KITS
@@ -55,6 +58,8 @@ from kuaijian_schema.wire import (
     StationConfig,
     VerdictName,
     canonical_finite,
+    canonical_float_maps,
+    canonical_strings,
     json_datetime,
 )
 
@@ -127,6 +132,17 @@ def _enc_names(names: str | tuple[str, ...]) -> bytes:
     """`canonical_finite` of a verdict name or a list of QC flag names (a few distinct values, encoded once)."""
     return canonical_finite(names if isinstance(names, str) else list(names))
 
+
+@functools.lru_cache(maxsize=1024)
+def _enc_qc(flags: int, no_sample_id: bool) -> bytes:
+    """The `"qc"` member of a strip test line with QC flag bits `flags` (a few distinct values, encoded once)."""
+    names = flag_names(GoldFlag, flags) + (("no-sample-id",) if no_sample_id else ())
+    return b',"qc":' + _enc_names(names)
+
+
+_VERDICTS: tuple[VerdictName, ...] = tuple(Verdict(c).wire for c in range(len(Verdict)))
+"""Wire verdict names by `Verdict` code."""
+_PRIORITIES = tuple(PRIORITY[v] for v in _VERDICTS)
 
 _ISO_TIME = re.compile(r"[0-9T:.+Z-]+")
 
@@ -265,7 +281,7 @@ class Interpreter:
             channel=channel,
             measured_at=measured_at,
             verdict=verdict,
-            values=dict(values),  # finite or None already: `values_for` / `wire_rows` make them so
+            values=dict(values),  # finite or None already: `values_for` makes them so
             qc=qc,
             algorithm=algorithm,
             config_version=config_version,
@@ -299,63 +315,75 @@ class Interpreter:
                 for rd in fits:
                     self._gold_one(info, rd, spec, book, out)
                 continue
-            self._gold_drafts(info, fits, res.analytes, res.wire_rows(), res.algorithm, book, out)
+            self._gold_drafts(info, fits, res, book, out)
 
     def _gold_drafts(
         self,
         info: DeviceInfo,
         readings: list[GoldReading],
-        analytes: Sequence[str],
-        rows: list[list[tuple[VerdictName, dict[str, float | None], tuple[str, ...]]]],
-        algorithm: str,
+        res: StripResults,
         book: SpecBook,
         out: dict[int, list[Draft]],
     ) -> None:
         """The drafts of a strip batch, already encoded (`Draft.parts`; the outbox seals them from their
         parts, `seal_parts`): what `_gold_draft` makes for each line of each strip (a test holds the parts
-        equal to `body_parts` of its wire objects), with what the batch or one strip shares made once. The
-        body's canonical JSON members are written in their sorted order, each value by `canonical_finite`:
-        algorithm analyte channel config_version | instrument measured_at method operator qc raw sample |
-        station values verdict."""
+        equal to `body_parts` of its wire objects), with what the batch or one strip shares made once and
+        the values, sample ids and products of the whole batch encoded by one call each
+        (`canonical_float_maps`, `canonical_strings`). The body's canonical JSON members are written in
+        their sorted order: algorithm analyte channel config_version | instrument measured_at method
+        operator qc raw sample | station values verdict."""
         enc = canonical_finite
+        verdicts, table, flags = res.wire_table()
+        values = canonical_float_maps(WIRE_NAMES, table)
         ref = _instrument_ref(info.serial, info.model, info.driver)
         instrument = b'"instrument":' + enc({"serial": ref.serial, "model": ref.model, "driver": ref.driver})
         version = b',"config_version":' + enc(book.version)
         heads = [
-            b'"algorithm":' + enc(algorithm) + b',"analyte":' + enc(a[:64] or "unknown") for a in analytes
+            b'"algorithm":' + enc(res.algorithm) + b',"analyte":' + enc(a[:64] or "unknown")
+            for a in res.analytes
         ]
-        station = b'"station":' + enc(self.station) + b',"values":'
-        for rd, lines in zip(readings, rows, strict=True):
-            product = (rd.product or "unknown")[:64]
-            if rd.sample_id:
-                sample = {"id": rd.sample_id[:64], "product": product}
-                missing: tuple[str, ...] = ()
-            else:
-                sample = {"id": f"{info.serial}-{rd.record_no}"[:64], "product": product}
-                missing = ("no-sample-id",)
+        station = enc(self.station).replace(b"%", b"%%")  # (a template: see the values below)
+        tails = [b'"station":' + station + b',"values":%b,"verdict":' + enc(v) for v in _VERDICTS]
+        texts: list[str] = []
+        for rd in readings:
             if not 0 <= rd.channel <= 255:
                 raise ValueError(f"channel {rd.channel} is outside 0–255")
-            channel = b',"channel":' + str(rd.channel).encode() + version
-            middle = (
-                instrument
-                + b',"measured_at":'
-                + _enc_time(json_datetime(rd.measured_at))
-                + b',"method":"gold"'
-            )
-            op = rd.operator or self.operator
-            if op:
-                middle += b',"operator":' + enc(op[:64])
+            texts.append((rd.sample_id or f"{info.serial}-{rd.record_no}")[:64])
+            texts.append((rd.product or "unknown")[:64])
+        strings = canonical_strings(texts)
+        # per line: "{instrument},measured_at,method,operator,qc,raw,sample" in one format
+        p1 = (
+            instrument.replace(b"%", b"%%")
+            + b',"measured_at":%b,"method":"gold"%b%b%b,"sample":{"id":%b,"product":%b}'
+        )
+        operators: dict[str, bytes] = {"": b""}
+        per_channel: dict[int, list[tuple[str, bytes]]] = {}  # channel → (line key, first part) per test line
+        k = len(heads)
+        for i, rd in enumerate(readings):
+            at = _enc_time(json_datetime(rd.measured_at))
+            op = (rd.operator or self.operator or "")[:64]
+            op_member = operators.get(op)
+            if op_member is None:
+                op_member = operators[op] = b',"operator":' + enc(op)
             raw = b',"raw":' + enc(_raw(rd.profile).model_dump(mode="json")) if self.include_raw else b""
-            end = raw + b',"sample":' + enc(sample)
+            sid, product = strings[2 * i], strings[2 * i + 1]
+            lines = per_channel.get(rd.channel)
+            if lines is None:
+                channel = b',"channel":' + str(rd.channel).encode() + version
+                lines = per_channel[rd.channel] = [
+                    (f"ch{rd.channel}/t{j}", head + channel) for j, head in enumerate(heads)
+                ]
+            missing = not rd.sample_id
             drafts = out[rd.record_no]
-            for k, (verdict, values, qc) in enumerate(lines):
+            for j, (key, first) in enumerate(lines):
+                v = verdicts[i][j]
                 parts = (
-                    heads[k] + channel,
-                    middle + b',"qc":' + _enc_names((*qc, *missing)) + end,
+                    first,
+                    p1 % (at, op_member, _enc_qc(flags[i][j], missing), raw, sid, product),
                     b"",
-                    station + enc(values) + b',"verdict":' + _enc_names(verdict),
+                    tails[v] % values[i * k + j],
                 )
-                drafts.append(Draft(f"ch{rd.channel}/t{k}", PRIORITY[verdict], None, parts))
+                drafts.append(Draft(key, _PRIORITIES[v], None, parts))
 
     def _gold_one(
         self, info: DeviceInfo, rd: GoldReading, spec: StripSpec, book: SpecBook, out: dict[int, list[Draft]]

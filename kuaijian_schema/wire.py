@@ -201,6 +201,71 @@ def canonical_finite(obj: Any) -> bytes:
     return _canonical(obj, finite=True)
 
 
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _float_map_template(keys: tuple[str, ...]) -> bytes:
+    """b'{"k0":%b,"k1":%b,…}' of sorted plain names (nothing in them to escape); ValueError otherwise."""
+    if not keys or list(keys) != sorted(keys) or len(set(keys)) != len(keys):
+        raise ValueError(f"keys must be distinct and sorted, got {keys!r}")
+    if not all(_NAME.fullmatch(k) for k in keys):
+        raise ValueError(f"keys must be plain names, got {keys!r}")
+    return b"{" + b",".join(b'"' + k.encode() + b'":%b' for k in keys) + b"}"
+
+
+_TEMPLATES: dict[tuple[str, ...], bytes] = {}
+
+
+def canonical_float_maps(keys: tuple[str, ...], rows: Any) -> list[bytes]:
+    """`canonical_finite({keys[j]: row[j] if finite else None})` of every row of `rows` — a list of
+    lists of floats, or a C-contiguous 2-D float64 numpy array — with NaN and ±inf standing for None
+    (null). `keys`: distinct plain names in sorted order (canonical JSON's), one per column.
+
+    The rows are encoded by one orjson call and cut apart (a number holds no comma): about a quarter of
+    encoding a dict per row. Where the output may spell a float otherwise than `repr` (`_spelled_apart`)
+    every row is encoded as its dict instead, so the bytes are always the reference's."""
+    template = _TEMPLATES.get(keys)
+    if template is None:
+        template = _TEMPLATES[keys] = _float_map_template(keys)
+    if len(rows) == 0:
+        return []
+    try:
+        out = orjson.dumps(rows, option=orjson.OPT_SERIALIZE_NUMPY)
+    except orjson.JSONEncodeError:  # (a non-contiguous array, say)
+        out = b""
+    width = len(keys)
+    if out and out.startswith(b"[[") and not _spelled_apart(out):
+        texts = out[2:-2].split(b"],[")
+        cells = [text.split(b",") for text in texts]
+        if len(texts) == len(rows) and all(len(c) == width for c in cells):
+            return [template % tuple(c) for c in cells]
+    listed = rows.tolist() if hasattr(rows, "tolist") else rows
+    return [
+        canonical_finite({k: (v if v - v == 0.0 else None) for k, v in zip(keys, row, strict=True)})
+        for row in listed
+    ]
+
+
+def canonical_strings(texts: list[str]) -> list[bytes]:
+    """`canonical_finite(text)` of every string of `texts`, by one orjson call of the list cut into its
+    strings at the '","' between them. Every quote inside a JSON string is escaped, so a '","' whose first
+    quote has no backslash before it separates two strings (a string "," that begins right after one is
+    passed by the cut before it); where a backslash stands before one ('\\","': an escaped quote, or a
+    string ending in a backslash) — or orjson refuses the list (a lone surrogate) — each string is encoded
+    on its own."""
+    if not texts:
+        return []
+    try:
+        out = orjson.dumps(texts)
+    except orjson.JSONEncodeError:
+        out = b""
+    if out and b'\\","' not in out:
+        cut = out[2:-2].split(b'","')
+        if len(cut) == len(texts):
+            return [b'"' + c + b'"' for c in cut]
+    return [canonical_finite(t) for t in texts]
+
+
 def _canonical(obj: Any, *, finite: bool) -> bytes:
     """`canonical_json(obj)`; `finite`: the caller vouches that `obj` holds no NaN or infinity, so a null in
     orjson's output is a None and the walk looking for them (`_non_finite`) is left out."""

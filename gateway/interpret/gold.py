@@ -52,7 +52,7 @@ from gateway.interpret.lines import MEDIANS, Layout, LineStats, Scan, finish, la
 from kuaijian_schema.specs import StripSpec
 from kuaijian_schema.wire import VerdictName
 
-__all__ = ["StripResults", "check_profiles", "interpret_strips"]
+__all__ = ["WIRE_NAMES", "StripResults", "check_profiles", "interpret_strips"]
 
 F64 = npt.NDArray[np.float64]
 F32 = npt.NDArray[np.float32]
@@ -120,27 +120,18 @@ class StripResults:
         """QC flag names of strip i, test line k."""
         return flag_names(GoldFlag, int(self.flags[i, k]))
 
-    def wire_rows(self) -> list[list[tuple[VerdictName, dict[str, float | None], tuple[str, ...]]]]:
-        """(verdict, values, QC flags) of every strip i and test line k ([i][k]) — what `verdict_for`,
-        `values_for` and `flags_for` give one by one — made from whole arrays at once (the gateway's
-        pipeline turns every result into wire form: one call per batch, not ~15 numpy scalar reads per
-        result)."""
+    def wire_table(self) -> tuple[list[list[int]], F64, list[list[int]]]:
+        """(verdict codes [i][k], values, QC flag bits [i][k]) of every strip i and test line k — what
+        `verdict_for`, `values_for` and `flags_for` give one by one — from whole arrays at once (the
+        gateway's pipeline encodes a batch from them, `kuaijian_schema.wire.canonical_float_maps`):
+        values is (N·K, len(WIRE_NAMES)), row i·K + k, columns in `WIRE_NAMES` order (sorted, as canonical
+        JSON writes them), NaN or ±inf where `values_for` gives None."""
         n, k = self.verdict.shape
-        table = np.empty((n, k, len(WIRE_VALUES)), dtype=np.float64)
-        for j, (_name, attr) in enumerate(WIRE_VALUES):
-            column = getattr(self, attr)
+        table = np.empty((n, k, len(WIRE_NAMES)), dtype=np.float64)
+        for j, name in enumerate(WIRE_NAMES):
+            column = getattr(self, _WIRE_ATTR[name])
             table[:, :, j] = column[:, None] if column.ndim == 1 else column
-        cells = table.astype(object)
-        cells[~np.isfinite(table)] = None  # NaN / inf → None
-        values = cells.tolist()
-        names = [name for name, _attr in WIRE_VALUES]
-        return [
-            [
-                (_VERDICT_NAMES[v], dict(zip(names, vals, strict=True)), flag_names(GoldFlag, f))
-                for v, vals, f in zip(vrow, valrow, frow, strict=True)
-            ]
-            for vrow, valrow, frow in zip(self.verdict.tolist(), values, self.flags.tolist(), strict=True)
-        ]
+        return self.verdict.tolist(), table.reshape(n * k, len(WIRE_NAMES)), self.flags.tolist()
 
 
 WIRE_VALUES: Final = (
@@ -156,7 +147,9 @@ WIRE_VALUES: Final = (
     ("margin_sd", "margin"),
 )
 """(wire name in a result's `values`, `StripResults` array: (N,) per strip or (N, K) per test line)."""
-_VERDICT_NAMES: Final = tuple(Verdict(c).wire for c in range(len(Verdict)))
+WIRE_NAMES: Final = tuple(sorted(name for name, _attr in WIRE_VALUES))
+"""The names of `WIRE_VALUES` in canonical JSON's (sorted) order: the columns of `StripResults.wire_table`."""
+_WIRE_ATTR: Final = dict(WIRE_VALUES)
 
 
 def _num(v: np.floating[Any] | float) -> float | None:

@@ -201,10 +201,11 @@ def test_batch_drafts_equal_the_one_by_one_drafts(include_raw: bool, operator: s
         ]
         res = interpret_strips(np.stack([r.profile for r in readings]), spec)
         batch: dict[int, list[Any]] = {r.record_no: [] for r in readings}
-        interp._gold_drafts(GOLD, readings, res.analytes, res.wire_rows(), res.algorithm, book, batch)
+        interp._gold_drafts(GOLD, readings, res, book, batch)
         one: dict[int, list[Any]] = {r.record_no: [] for r in readings}
-        for rd, lines in zip(readings, res.wire_rows(), strict=True):
-            for k, (analyte, (verdict, values, qc)) in enumerate(zip(res.analytes, lines, strict=True)):
+        for i, rd in enumerate(readings):
+            for k, analyte in enumerate(res.analytes):
+                verdict, values, qc = res.verdict_for(i, k), res.values_for(i, k), res.flags_for(i, k)
                 interp._gold_draft(GOLD, rd, book, one, analyte, verdict, values, qc, res.algorithm, k)
         assert {n: [(d.line, d.priority, _typed(d.wire)) for d in ds] for n, ds in batch.items()} == {
             n: [(d.line, d.priority, _typed(d.wire)) for d in ds] for n, ds in one.items()

@@ -159,3 +159,73 @@ def test_json_datetime_is_the_models_text(dt: datetime) -> None:
 def test_json_datetime_refuses_a_naive_time() -> None:
     with pytest.raises(ValueError, match="time zone"):
         json_datetime(datetime(2026, 1, 1))  # noqa: DTZ001
+
+
+KEYS = ("a", "b_c", "z")
+
+
+@settings(max_examples=300)
+@given(st.lists(st.lists(floats, min_size=3, max_size=3), max_size=12), st.booleans())
+def test_float_maps_are_the_reference_of_each_row(rows: list[list[float]], as_array: bool) -> None:
+    """One call for a batch of rows (a list, or a float64 array as the gold core's table) is each row's
+    dict encoded alone, NaN and ±inf as null — across the spellings where orjson and `repr` disagree."""
+    import numpy as np
+
+    given_rows: Any = np.array(rows, dtype=np.float64).reshape(len(rows), 3) if as_array else rows
+    expected = [
+        reference({k: (v if math.isfinite(v) else None) for k, v in zip(KEYS, row, strict=True)})
+        for row in rows
+    ]
+    assert wire.canonical_float_maps(KEYS, given_rows) == expected
+
+
+def test_float_maps_take_sorted_plain_names_only() -> None:
+    for keys in (("b", "a"), ("a", "a"), ("a b",), ('a"',), ()):
+        with pytest.raises(ValueError, match="keys must be"):
+            wire.canonical_float_maps(keys, [[1.0] * len(keys)])
+
+
+def test_float_maps_of_a_strided_array_fall_back_to_one_row_at_a_time() -> None:
+    import numpy as np
+
+    table = np.arange(12.0).reshape(3, 4)[:, ::2]  # not C-contiguous: orjson refuses it
+    assert wire.canonical_float_maps(("p", "q"), table) == [
+        reference({"p": r[0], "q": r[1]}) for r in table.tolist()
+    ]
+
+
+@settings(max_examples=300)
+@given(st.lists(st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF)), max_size=8))
+def test_strings_are_each_the_reference(texts: list[str]) -> None:
+    """Cut from one encoding of the list: quotes, backslashes, '","' inside a string, lone surrogates (which
+    orjson refuses: one call per string then, raising where the reference raises)."""
+    expected = [outcome(reference, t) for t in texts]
+    if "error" in expected:
+        with pytest.raises(UnicodeEncodeError, match="surrogates"):
+            wire.canonical_strings(texts)
+    else:
+        assert wire.canonical_strings(texts) == expected
+
+
+def test_strings_with_the_separator_inside_them() -> None:
+    texts = ['","', '\\",', '"', "\\", "", '\\","\\"', ",", ",", '","', "a\\"]
+    assert wire.canonical_strings(texts) == [reference(t) for t in texts]
+
+
+def test_strings_and_float_maps_take_the_one_call_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Strings of commas, empty ones and text beside them, and finite rows, are cut from the one encoding
+    (the encoding one at a time is not called)."""
+    texts = [",", ",", "", ",,", "样品 A", "x,y"]
+    rows = [[1.0, 2.5e-3, -7.0], [float("nan"), 1e300, 0.1]]
+    expected_strings = [reference(t) for t in texts]
+    expected_rows = [
+        reference({"a": 1.0, "b_c": 2.5e-3, "z": -7.0}),
+        reference({"a": None, "b_c": 1e300, "z": 0.1}),
+    ]
+
+    def refuse(_obj: Any) -> bytes:
+        raise AssertionError("encoded one at a time")
+
+    monkeypatch.setattr(wire, "canonical_finite", refuse)
+    assert wire.canonical_strings(texts) == expected_strings
+    assert wire.canonical_float_maps(KEYS, rows) == expected_rows

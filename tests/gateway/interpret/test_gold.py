@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import zlib
 
 import numpy as np
@@ -21,6 +22,8 @@ from gateway.interpret import (
     gold,
     interpret_strips,
 )
+from gateway.interpret.codes import flag_names
+from gateway.interpret.gold import WIRE_NAMES
 from gateway.interpret.reference import naive_interpret_strips
 from kuaijian_schema.kits import DEMO_KITS
 from kuaijian_schema.specs import StripSpec
@@ -336,20 +339,23 @@ def test_spec_with_a_line_off_the_profile() -> None:
 
 
 @pytest.mark.parametrize("kit", KITS)
-def test_wire_rows_are_the_one_by_one_wire_values(kit: str) -> None:
-    """The whole-array wire form (what the gateway's pipeline uses) is exactly `verdict_for` /
+def test_wire_table_is_the_one_by_one_wire_values(kit: str) -> None:
+    """The whole-array wire form (what the gateway's pipeline encodes) is exactly `verdict_for` /
     `values_for` / `flags_for` of every strip and test line — faulty strips (NaN → None) included."""
     spec = DEMO_KITS[kit]
     batch = generate_strips(spec, 96, np.random.default_rng(15), conditions=FAULTY)
     res = interpret_strips(batch.profiles, spec)
-    rows = res.wire_rows()
-    assert len(rows) == 96
-    assert {v for row in rows for v, _values, _qc in row} >= {"negative", "invalid"}
-    assert any(value is None for row in rows for _v, values, _qc in row for value in values.values())
-    for i, row in enumerate(rows):
-        assert len(row) == len(spec.analytes)
-        for k, (verdict, values, qc) in enumerate(row):
-            assert verdict == res.verdict_for(i, k)
-            assert values == res.values_for(i, k)
-            assert qc == res.flags_for(i, k)
-            assert all(type(v) is float for v in values.values() if v is not None)
+    verdicts, table, flags = res.wire_table()
+    k = len(spec.analytes)
+    assert table.shape == (96 * k, len(WIRE_NAMES))
+    assert list(WIRE_NAMES) == sorted(res.values_for(0, 0))
+    assert {Verdict(v).wire for row in verdicts for v in row} >= {"negative", "invalid"}
+    assert not np.isfinite(table).all()
+    for i in range(96):
+        assert len(verdicts[i]) == len(flags[i]) == k
+        for j in range(k):
+            assert Verdict(verdicts[i][j]).wire == res.verdict_for(i, j)
+            assert flag_names(GoldFlag, flags[i][j]) == res.flags_for(i, j)
+            row = table[i * k + j].tolist()
+            values = {n: (v if math.isfinite(v) else None) for n, v in zip(WIRE_NAMES, row, strict=True)}
+            assert values == res.values_for(i, j)
