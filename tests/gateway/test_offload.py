@@ -7,6 +7,7 @@ import logging
 import os
 import pickle
 import signal
+import socket
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,7 +20,7 @@ from drivers.readings import DeviceInfo, EnzymeReading, GoldReading, Reading
 from firmware_sim.signal_model import one_enzyme_run, one_gold_profile
 from gateway.config import load_config
 from gateway.interpret import interpret_strips
-from gateway.offload import GoldOffload, _answers, _head, _metas, _profiles
+from gateway.offload import NICE, SOCKET_BUFFER, GoldOffload, _answers, _head, _metas, _profiles
 from gateway.outbox import RecordDrafts
 from gateway.pipeline import Interpreter, SpecBook, SpecHolder
 from gateway.service import GatewayService
@@ -187,6 +188,24 @@ def test_batches_waiting_in_the_child_are_interpreted_in_one_call(monkeypatch: p
     assert [[no for no, _drafts in pickle.loads(x[1:])] for x in answers] == numbers  # noqa: S301
     versions = [pickle.loads(x[1:])[0][1][0][2][0] for x in answers]  # noqa: S301 - the first body part
     assert [b'"config_version":"cfg-9"' in v for v in versions] == [False, False, False, True, True]
+
+
+def test_the_child_runs_below_the_gateways_priority_with_room_for_a_batch(offload: GoldOffload) -> None:
+    """The child lowers its own CPU priority by `NICE` (the outbox and the link get the CPU first), and both
+    ends of its socket hold a batch of profiles (up to the kernel's cap on socket buffers)."""
+    pid = offload.pid
+    assert pid is not None
+    expected = min(19, os.getpriority(os.PRIO_PROCESS, 0) + NICE)
+    wait_for(
+        lambda: os.getpriority(os.PRIO_PROCESS, pid) == expected,
+        10,
+        f"the interpretation process did not lower its priority to {expected}",
+    )
+    child = offload._child
+    assert child is not None
+    for option, cap in ((socket.SO_SNDBUF, "wmem_max"), (socket.SO_RCVBUF, "rmem_max")):
+        kernel_max = int(Path(f"/proc/sys/net/core/{cap}").read_text())
+        assert child.sock.getsockopt(socket.SOL_SOCKET, option) >= min(SOCKET_BUFFER, kernel_max)
 
 
 def test_a_batch_sent_before_the_last_one_is_taken(offload: GoldOffload) -> None:
