@@ -308,25 +308,26 @@ class Link:
             log.warning("ignored message on %s: %s", message.topic, exc)
 
     def _ack_loop(self) -> None:
-        """Apply acks as they come: each time, all that are waiting, in one outbox transaction."""
+        """Apply acks as they come: each time, all that are waiting once the outbox's write lock is this
+        thread's (`Outbox.ack_turn`: those that came while a commit held it too), in one transaction."""
         while True:
-            first = self._acks.get()
-            payloads = [first]
-            while len(payloads) < 256:
-                try:
-                    payloads.append(self._acks.get_nowait())
-                except queue.Empty:
-                    break
-            acks: list[AckKeys] = []
-            for payload in payloads:
-                if payload is None:
-                    continue
-                try:
-                    acks.append(parse_ack(payload))
-                except ValidationError as exc:
-                    # An ack lost here is re-earned by a re-send.
-                    log.warning("ignored message on %s: %s", self._topics["ack"], exc)
-            self._apply(acks)
+            payloads = [self._acks.get()]
+            with self.outbox.ack_turn():
+                while len(payloads) < 256:
+                    try:
+                        payloads.append(self._acks.get_nowait())
+                    except queue.Empty:
+                        break
+                acks: list[AckKeys] = []
+                for payload in payloads:
+                    if payload is None:
+                        continue
+                    try:
+                        acks.append(parse_ack(payload))
+                    except ValidationError as exc:
+                        # An ack lost here is re-earned by a re-send.
+                        log.warning("ignored message on %s: %s", self._topics["ack"], exc)
+                self._apply(acks)
             if None in payloads:
                 return
 

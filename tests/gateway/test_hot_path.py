@@ -135,6 +135,44 @@ def test_acks_are_applied_off_the_network_thread(tmp_path: Path, mosquitto: Mosq
     assert set(threads) == {"gateway-link-acks"}, f"acks applied on {sorted(set(threads))}"
 
 
+def test_acks_that_come_while_the_write_lock_is_busy_are_applied_in_one_transaction(
+    tmp_path: Path, mosquitto: Mosquitto, acker: Acker
+) -> None:
+    """The ack thread waits for the outbox's write lock with the ack it has and then takes every ack that came
+    meanwhile (`Outbox.ack_turn`): 40 acks queued behind a held lock are one `ack` call, not 40."""
+    acker.ack_enabled = False
+    cfg = write_station(
+        tmp_path,
+        mosquitto.port,
+        [fast_instrument(total=40, rate=4000.0)],
+        link={"ack_timeout_s": 0.3, "batch_max": 1},
+    )
+    with RunningService(cfg) as svc:
+        box, link = svc.outbox, svc.link
+        assert box is not None
+        assert link is not None
+        calls: list[list[str]] = []
+        ack = box.ack
+
+        def recording_ack(*args: Any, **kwargs: Any) -> Any:
+            calls.append(list(kwargs.get("ids", ())))  # (the acker names results by id)
+            return ack(*args, **kwargs)
+
+        box.ack = recording_ack  # type: ignore[method-assign]
+        wait_for(lambda: len(acker.seqs()) == 40, 10, "not every result was published")
+        with box.ack_turn():  # as a commit holding the write lock
+            acker.ack_enabled = True  # the re-sends (one result per message) are acked now, one ack each
+            wait_for(
+                lambda: link._acks.qsize() >= 39,
+                15,
+                "the acks of the re-sends did not queue up behind the held lock",
+            )
+            assert calls == []
+        wait_for(lambda: drained(svc, 40), 15, "the outbox did not drain")
+    assert calls, "no ack was applied"
+    assert len(calls[0]) >= 40, f"the first transaction applied {len(calls[0])} acks, not every queued one"
+
+
 def _model_keys(payload: bytes) -> tuple[list[str], list[int], tuple[Rejection, ...]] | str:
     """What the ack model makes of `payload`, as the outbox keys it ("invalid" where it refuses)."""
     try:
