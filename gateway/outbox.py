@@ -39,10 +39,11 @@ interpret signals. Thread-safe (one connection, one lock).
 from __future__ import annotations
 
 import sqlite3
+import threading
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard
 
 from gateway import salvage
 from gateway.outbox_db import COUNT_ENQUEUED, MIGRATIONS, Migration, OutboxDb, keep_newest
@@ -65,7 +66,7 @@ from gateway.outbox_types import (
 )
 from gateway.salvage import SalvageReport
 from kuaijian_schema.sqlite_append import append_rows
-from kuaijian_schema.wire import Signer, new_result_ids, seal, seal_parts
+from kuaijian_schema.wire import BodyParts, Signer, new_result_ids, seal, seal_parts
 
 __all__ = [
     "KEEP_CONFIGS",
@@ -101,6 +102,11 @@ _OUTBOX_COLUMNS = ("seq", "id", "instrument", "priority", "enqueued_at", "payloa
 _RECORD_COLUMNS = ("instrument", "epoch", "record_no", "line", "seq", "id")
 
 
+def _all_encoded(parts: list[BodyParts | None]) -> TypeGuard[list[BodyParts]]:
+    """Whether every draft came encoded (`Draft.parts`)."""
+    return all(p is not None for p in parts)
+
+
 class Outbox(DeliverySide, StationSide):
     """The outbox database. Create with `Outbox.open(path)`; close with `close()`."""
 
@@ -111,6 +117,8 @@ class Outbox(DeliverySide, StationSide):
         self._keep = keep_record_keys
         self.path = db.path
         self.space = db.space
+        self._seq_lock = threading.Lock()
+        self._next_seq: int | None = None  # the seq the next enqueue is expected to start at (None: unknown)
 
     @classmethod
     def open(
@@ -203,9 +211,12 @@ class Outbox(DeliverySide, StationSide):
         after a crash). Each result is serialised once (`kuaijian_schema.wire.seal`, finite values vouched
         for by `Draft`; a draft the interpretation process encoded already is sealed from its parts,
         `seal_parts`): the bytes `sign` signs are the stored (and later sent) payload but for its "sig".
+        Encoded drafts are sealed before the write lock is taken, with the seqs they get when no other
+        enqueue commits first and none is a re-read (`_seal_ahead`: the usual case — the transaction checks
+        both and seals them again in it otherwise), so other writers (the acks) wait less for the lock.
         `identity` is that of the last of `records` (stored with the cursor when it moves there). Returns
-        the newly enqueued rows. A negative priority is refused (ValueError): send order keeps an index of
-        the rows above 0 only (`due_order`).
+        the newly enqueued rows. A negative priority is refused (ValueError) before anything is written: send
+        order keeps an index of the rows above 0 only (`due_order`).
 
         The keys do not pile up: in the same transaction, the keys of every record more than
         `keep_record_keys` records behind the instrument's cursor (and of its earlier epochs) are deleted and
@@ -219,46 +230,82 @@ class Outbox(DeliverySide, StationSide):
         lo = min(r.record_no for r in records)
         hi = max(r.record_no for r in records)
         docs = [(rec.record_no, draft.line, draft.priority, draft) for rec in records for draft in rec.drafts]
+        for record_no, _line, priority, _draft in docs:
+            if priority < 0:
+                raise ValueError(f"priority {priority} of {instrument} record {record_no} is below 0")
         ids = new_result_ids(len(docs))
         rows: list[tuple[int, str, str, int, float, bytes]] = []
         keys: list[tuple[str, int, int, str, int, str]] = []
         out: list[Enqueued] = []
-        with self._db.tx("enqueueing results", grows=True) as conn:
-            seq = int(conn.execute("SELECT value FROM counters WHERE name = 'seq'").fetchone()[0])
-            row = conn.execute(
-                "SELECT epoch, record_no FROM record_horizon WHERE instrument = ?", (instrument,)
-            ).fetchone()
-            horizon = (int(row[0]), int(row[1])) if row else None
-            known = {
-                (int(n), str(line))
-                for n, line in conn.execute(
-                    "SELECT record_no, line FROM records WHERE instrument = ? AND epoch = ?"
-                    " AND record_no BETWEEN ? AND ?",
-                    (instrument, epoch, lo, hi),
-                )
-            }
-            for (record_no, line, priority, draft), rid in zip(docs, ids, strict=True):
-                if (record_no, line) in known or (horizon is not None and (epoch, record_no) <= horizon):
-                    continue  # a re-read: its key is here, or it was taken long ago and its key pruned
-                if priority < 0:
-                    raise ValueError(f"priority {priority} of {instrument} record {record_no} is below 0")
-                known.add((record_no, line))
-                seq += 1
-                if draft.parts is not None:  # encoded already (the interpretation process)
-                    payload, _sig = seal_parts(draft.parts, rid, seq, sign)
-                else:
-                    doc = dict(draft.wire)
-                    doc["id"] = rid
-                    doc["seq"] = seq
-                    payload, _sig = seal(doc, sign, finite=True)
-                rows.append((seq, rid, instrument, priority, now, payload))
-                keys.append((instrument, epoch, record_no, line, seq, rid))
-                out.append(Enqueued(seq, rid, priority))
-            append_rows(conn, "outbox", _OUTBOX_COLUMNS, rows)
-            conn.execute(COUNT_ENQUEUED, (seq, len(out)))
-            conn.execute(_ADVANCE_CURSOR, (instrument, epoch, hi, now, identity))
-            self._store_keys(conn, instrument, horizon, keys)
+        try:
+            sealed = self._seal_ahead(docs, ids, sign)
+            with self._db.tx("enqueueing results", grows=True) as conn:
+                seq = int(conn.execute("SELECT value FROM counters WHERE name = 'seq'").fetchone()[0])
+                row = conn.execute(
+                    "SELECT epoch, record_no FROM record_horizon WHERE instrument = ?", (instrument,)
+                ).fetchone()
+                horizon = (int(row[0]), int(row[1])) if row else None
+                known = {
+                    (int(n), str(line))
+                    for n, line in conn.execute(
+                        "SELECT record_no, line FROM records WHERE instrument = ? AND epoch = ?"
+                        " AND record_no BETWEEN ? AND ?",
+                        (instrument, epoch, lo, hi),
+                    )
+                }
+                kept: list[tuple[tuple[int, str, int, Draft], str]] = []
+                for doc, rid in zip(docs, ids, strict=True):
+                    key = (doc[0], doc[1])
+                    if key in known or (horizon is not None and (epoch, doc[0]) <= horizon):
+                        continue  # a re-read: its key is here, or it was taken long ago and its key pruned
+                    known.add(key)  # (the same key twice in one call: the first one counts)
+                    kept.append((doc, rid))
+                if sealed is not None and (sealed[0] != seq + 1 or len(kept) != len(docs)):
+                    sealed = None  # another enqueue came first, or a re-read: sealed again here
+                for i, ((record_no, line, priority, draft), rid) in enumerate(kept):
+                    seq += 1
+                    if sealed is not None:
+                        payload = sealed[1][i]
+                    elif draft.parts is not None:  # encoded already (the interpretation process)
+                        payload, _sig = seal_parts(draft.parts, rid, seq, sign)
+                    else:
+                        wire = dict(draft.wire)
+                        wire["id"] = rid
+                        wire["seq"] = seq
+                        payload, _sig = seal(wire, sign, finite=True)
+                    rows.append((seq, rid, instrument, priority, now, payload))
+                    keys.append((instrument, epoch, record_no, line, seq, rid))
+                    out.append(Enqueued(seq, rid, priority))
+                append_rows(conn, "outbox", _OUTBOX_COLUMNS, rows)
+                conn.execute(COUNT_ENQUEUED, (seq, len(out)))
+                conn.execute(_ADVANCE_CURSOR, (instrument, epoch, hi, now, identity))
+                self._store_keys(conn, instrument, horizon, keys)
+                with self._seq_lock:
+                    self._next_seq = seq + 1
+        except BaseException:
+            with self._seq_lock:
+                self._next_seq = None  # not known: the next enqueue reads it in its transaction
+            raise
         return out
+
+    def _seal_ahead(
+        self, docs: list[tuple[int, str, int, Draft]], ids: list[str], sign: Signer
+    ) -> tuple[int, list[bytes]] | None:
+        """(first seq, payloads): the encoded drafts of an enqueue sealed before it takes the write lock,
+        with the seqs they get when no other enqueue commits first and none is a re-read — the usual case;
+        the transaction checks both and seals them again otherwise. None when the next seq is not known yet
+        (the first enqueue since opening, or after one failed) or a draft is not encoded."""
+        parts = [draft.parts for *_key, draft in docs]
+        if not _all_encoded(parts):
+            return None
+        with self._seq_lock:
+            first = self._next_seq
+            if first is None:
+                return None
+            self._next_seq = first + len(docs)
+        return first, [
+            seal_parts(p, rid, first + i, sign)[0] for i, (p, rid) in enumerate(zip(parts, ids, strict=True))
+        ]
 
     def _store_keys(
         self,

@@ -17,7 +17,14 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from gateway.errors import OutboxCorrupt, OutboxError, OutboxFull
 from gateway.outbox import MIGRATIONS, Cursor, Draft, Migration, Outbox, RecordDrafts, stored_sha256
-from kuaijian_schema.wire import Rejection, canonical_json, hmac_signer, payload_sha256, verify_payload
+from kuaijian_schema.wire import (
+    Rejection,
+    body_parts,
+    canonical_json,
+    hmac_signer,
+    payload_sha256,
+    verify_payload,
+)
 from tests.gateway.conftest import rejection, result_body
 
 KEY = b"0123456789abcdef-station-key"
@@ -71,6 +78,72 @@ def test_each_result_is_serialised_once_signed_stored_and_hashed_as_the_same_byt
             assert payloads[e.seq] == canonical_json(doc)
             assert data == canonical_json({k: v for k, v in doc.items() if k != "sig"})
             assert stored_sha256(payloads[e.seq]) == payload_sha256(doc)
+
+
+def _encoded(n: int, lines: int = 1) -> RecordDrafts:
+    """A record as the interpretation process hands it over (its drafts encoded: `Draft.parts`)."""
+    return RecordDrafts(
+        n, tuple(Draft(f"ch0/{k}", 0, None, body_parts(result_body(n, k).wire())) for k in range(lines))
+    )
+
+
+def test_encoded_drafts_are_sealed_outside_the_write_lock_and_again_inside_when_a_guess_fails(
+    tmp_path: Path,
+) -> None:
+    """An enqueue of encoded drafts seals them before it takes the write lock, with the seqs they will get;
+    where that guess fails — the first enqueue (no seq known yet), another writer first (an enqueue, a sample
+    registration), a re-read, an enqueue that failed — it seals them inside, with the seqs they get. Every
+    payload verifies and the seqs run 1, 2, 3, … without a gap."""
+    outside: list[bool] = []
+
+    def sign(data: bytes) -> str:
+        outside.append(not box._db.lock._is_owned())  # type: ignore[attr-defined]
+        return _sign(data)
+
+    def batch(first: int, count: int = 4) -> list[RecordDrafts]:
+        return [_encoded(n, lines=2) for n in range(first, first + count)]
+
+    with Outbox.open(tmp_path / "o.db") as box:
+        box.enqueue("i", 0, batch(1), sign)  # the first: the next seq is not known before it
+        assert outside == [False] * 8
+        outside.clear()
+        box.enqueue("i", 0, batch(5), sign)  # guessed right: all sealed before the lock
+        assert outside == [True] * 8
+        outside.clear()
+        box._seal_ahead(
+            [(99, "x", 0, d) for d in batch(99, 1)[0].drafts], ["a", "b"], sign
+        )  # another took 17-18
+        box.enqueue("i", 0, batch(9), sign)  # its guess (19-) is wrong: sealed again inside, from 17
+        assert outside == [True] * 2 + [True] * 8 + [False] * 8
+        outside.clear()
+        box.enqueue_registration("REG-1", {"kind": "sample", "code": "REG-1"}, 1, _sign)  # a seq of its own
+        box.enqueue("i", 0, batch(13), sign)
+        assert outside == [True] * 8 + [False] * 8
+        outside.clear()
+        box.enqueue("i", 0, batch(15), sign)  # 15 and 16 are known: a re-read
+        assert outside == [True] * 8 + [False] * 4
+        outside.clear()
+        outside.clear()
+
+        def failing(data: bytes) -> str:
+            raise RuntimeError("signer failed")
+
+        with pytest.raises(RuntimeError, match="signer failed"):
+            box.enqueue("i", 0, batch(19), failing)  # seqs taken ahead, nothing written
+        box.enqueue("i", 0, batch(19), sign)  # the next seq is not known: sealed inside
+        assert outside == [False] * 8
+        outside.clear()
+        box.enqueue("i", 0, batch(23), sign)
+        assert outside == [True] * 8
+
+        total = box.stats().enqueued_total
+        payloads = box.payloads(list(range(1, total + 1)))
+        docs = [json.loads(payloads[s]) for s in range(1, total + 1)]
+        assert [d["seq"] for d in docs] == list(range(1, total + 1))
+        assert all(verify_payload(d, KEY) for d in docs if d.get("kind") != "sample")
+        assert [(d["sample"]["id"], d["values"]) for d in docs if "sample" in d] == [
+            (f"S-{n}", result_body(n, k).wire()["values"]) for n in range(1, 27) for k in range(2)
+        ]
 
 
 def test_a_batch_costs_a_few_statements_not_one_per_result(tmp_path: Path) -> None:
@@ -392,12 +465,17 @@ class OutboxMachine(RuleBasedStateMachine):
         self.box.close()
         self.dir.cleanup()
 
-    @rule(lines=st.integers(1, 3), records=st.integers(1, 3), reread=st.integers(0, 3))
-    def enqueue(self, lines: int, records: int, reread: int) -> None:
+    @rule(lines=st.integers(1, 3), records=st.integers(1, 3), reread=st.integers(0, 3), encoded=st.booleans())
+    def enqueue(self, lines: int, records: int, reread: int, encoded: bool) -> None:
         start = max(1, self.next_record - reread)  # re-reads of records whose keys may be pruned
-        recs = [_record(n, lines) for n in range(start, self.next_record + records)]
+        make = _encoded if encoded else _record  # encoded: sealed ahead of the write lock where it can be
+        recs = [make(n, lines) for n in range(start, self.next_record + records)]
         out = self.box.enqueue("inst", 0, recs, _sign)
+        stored = self.box.payloads([e.seq for e in out])
         for e in out:
+            doc = json.loads(stored[e.seq])
+            assert (doc["id"], doc["seq"]) == (e.id, e.seq), "stored under another seq or id than it holds"
+            assert verify_payload(doc, KEY)
             assert e.seq not in self.issued, f"seq {e.seq} reused"
             assert all(e.seq > s for s in self.issued), "seq not strictly increasing"
             self.issued[e.seq] = e.id
@@ -438,8 +516,8 @@ class OutboxMachine(RuleBasedStateMachine):
         self.rejected -= chosen
         self.pending |= chosen
 
-    @rule(after=st.integers(0, 4))
-    def crash_inside_enqueue(self, after: int) -> None:
+    @rule(after=st.integers(0, 4), encoded=st.booleans())
+    def crash_inside_enqueue(self, after: int, encoded: bool) -> None:
         # The process dies in the middle of the enqueue transaction (after signing `after` results):
         # nothing of it may persist, the cursor must not move, no seq is consumed.
         calls = 0
@@ -454,7 +532,10 @@ class OutboxMachine(RuleBasedStateMachine):
         before = self.box.stats()
         with pytest.raises(_Crash):
             self.box.enqueue(
-                "inst", 0, [_record(self.next_record, 3), _record(self.next_record + 1, 3)], dying_sign
+                "inst",
+                0,
+                [(_encoded if encoded else _record)(self.next_record + i, 3) for i in range(2)],
+                dying_sign,
             )
         assert self.box.stats() == before
 
