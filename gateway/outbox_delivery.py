@@ -2,7 +2,7 @@
 
 Does: the send order (`due_order`: priority first, then seq — the rows above priority 0 from their own index,
 the rest from the primary key), the stored payloads of a batch of seqs (`payloads`), applying an application
-ack (`ack`, and `ack_turn` to gather acks while the write lock is busy: rows deleted by seq, then by the ids no seq named; a rejection moves a row to `rejected` only when
+ack (`ack`, and `ack_turn` to gather acks while the write lock is busy: rows deleted by seq — with their ids named too when the ack names ids —, then by the ids no seq named; a rejection moves a row to `rejected` only when
 its id, seq and payload hash all match, `stored_sha256`), the rejected rows and their requeue. Reads run on
 the read connection (`OutboxDb.read`), writes in one transaction each (`OutboxDb.tx`).
 
@@ -123,17 +123,22 @@ class DeliverySide:
         # Not durable (no fsync of its own): an ack undone by a power cut only sends its results again, and
         # the cloud stores by id (a redelivery is a no-op). Results are only ever added durably.
         with self._db.tx("applying an ack", essential=True, durable=False) as conn:
-            # By seq first (the primary key: the cloud names each result by both), then the ids not named
-            # by a row deleted here (an ack with ids alone, from an older cloud: the id index).
+            # By seq first (the primary key: the cloud names each result by both) — a row only when the ack
+            # names its id too (an ack that names ids: a stale ack for another result under the same seq, as
+            # one queued for an earlier outbox of the station, deletes nothing) —, then the ids not named by a
+            # row deleted here (an ack with ids alone, from an older cloud: the id index). An ack naming seqs
+            # alone deletes by seq.
+            id_keys = [str(i) for i in ids]
             by_seq: set[str] = set()
             seq_keys = [int(s) for s in seqs]
             for i in range(0, len(seq_keys), 500):
                 chunk = seq_keys[i : i + 500]
-                gone, gone_ids = self._delete(conn, "seq", chunk)
+                gone, gone_ids = self._delete(conn, "seq", chunk, id_keys or None)
                 acked += gone
                 by_seq.update(gone_ids)
-                unknown += len(chunk) - len(gone)
-            rest = [i for i in map(str, ids) if i not in by_seq]
+                if not id_keys:
+                    unknown += len(chunk) - len(gone)
+            rest = [i for i in id_keys if i not in by_seq]
             for i in range(0, len(rest), 500):
                 id_chunk = rest[i : i + 500]
                 gone, _ = self._delete(conn, "id", id_chunk)
@@ -165,18 +170,25 @@ class DeliverySide:
         return AckOutcome(tuple(acked), tuple(moved), unknown, ignored)
 
     @staticmethod
-    def _delete(conn: sqlite3.Connection, column: str, keys: Sequence[object]) -> tuple[list[int], list[str]]:
-        """Delete the outbox rows whose `column` ("seq" or "id") is one of `keys`; (their seqs, their ids).
-        Two statement steps, whatever the number of rows: their seqs and ids are read as JSON arrays in
-        one row (a `DELETE … RETURNING` steps once per row: see `payloads`)."""
+    def _delete(
+        conn: sqlite3.Connection, column: str, keys: Sequence[object], ids: Sequence[str] | None = None
+    ) -> tuple[list[int], list[str]]:
+        """Delete the outbox rows whose `column` ("seq" or "id") is one of `keys` — and, with `ids`, whose id
+        is one of those; (their seqs, their ids). Two statement steps, whatever the number of rows: their
+        seqs and ids are read as JSON arrays in one row (a `DELETE … RETURNING` steps once per row: see
+        `payloads`)."""
         where = f"WHERE {column} IN ({','.join('?' * len(keys))})"
+        params = list(keys)
+        if ids is not None:
+            where += " AND id IN (SELECT value FROM json_each(?))"
+            params.append(orjson.dumps(list(ids)).decode())
         found = conn.execute(
             f"SELECT json_group_array(seq), json_group_array(id) FROM outbox {where}",  # noqa: S608 - ours
-            keys,
+            params,
         ).fetchone()
         seqs: list[int] = orjson.loads(found[0])
         if seqs:
-            conn.execute(f"DELETE FROM outbox {where}", keys)  # noqa: S608 - column ours, values bound
+            conn.execute(f"DELETE FROM outbox {where}", params)  # noqa: S608 - column ours, values bound
         return seqs, orjson.loads(found[1])
 
     def requeue_rejected(self, seqs: Sequence[int] | None = None) -> list[int]:

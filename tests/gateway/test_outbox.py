@@ -248,19 +248,28 @@ def test_keys_a_batch_would_prune_at_once_are_never_written(tmp_path: Path) -> N
 
 
 def test_ack_by_id_and_seq_and_rejection(tmp_path: Path) -> None:
+    """An ack deletes rows by id, by seq where it names their ids too, or by seq alone when it names no ids;
+    a stale ack naming a seq under another id (one queued for an earlier outbox of the station, whose seqs
+    began at 1 as well) deletes nothing."""
     with Outbox.open(tmp_path / "o.db") as box:
-        out = box.enqueue("i", 0, [_record(n) for n in range(1, 6)], _sign)
-        res = box.ack(ids=[out[0].id], seqs=[out[1].seq])
+        out = box.enqueue("i", 0, [_record(n) for n in range(1, 7)], _sign)
+        res = box.ack(ids=[out[0].id, out[1].id], seqs=[out[1].seq])
         assert sorted(res.acked) == [1, 2]
         res = box.ack(ids=[out[0].id])  # redelivered ack: no-op
         assert res.acked == ()
         assert res.unknown == 1
+        res = box.ack(ids=[str(uuid.uuid4())], seqs=[out[4].seq])  # stale: seq 5 under an id never here
+        assert (res.acked, res.unknown) == ((), 1)
+        res = box.ack(ids=[out[3].id], seqs=[out[4].seq])  # seq 5 not named by its id: only 4 goes
+        assert res.acked == (4,)
+        res = box.ack(seqs=[out[5].seq])  # seqs alone
+        assert res.acked == (6,)
         res = box.ack(rejected=[rejection(box, out[2].id, 3, "bad signature")])
         assert res.rejected == (3,)
         rows = box.rejected_rows()
         assert [(r.seq, r.reason) for r in rows] == [(3, "bad signature")]
         st_ = box.stats()
-        assert (st_.depth, st_.acked_total, st_.rejected_total, st_.last_seq) == (2, 2, 1, 5)
+        assert (st_.depth, st_.acked_total, st_.rejected_total, st_.last_seq) == (1, 4, 1, 6)
 
 
 def test_rejection_applies_only_to_the_exact_stored_result(tmp_path: Path) -> None:
@@ -343,7 +352,7 @@ def test_send_order_pages_through_every_priority_and_indexes_only_urgent_rows(tm
 def test_an_ack_naming_ids_and_seqs_deletes_by_seq(tmp_path: Path) -> None:
     """The cloud names each result by id and seq: the rows go by seq (the primary key), the ids of the rows
     deleted that way are not looked up again, and nothing is counted unknown. An ack by ids alone (an older
-    cloud) still applies, by the id index."""
+    cloud) still applies, by the id index; a seq goes only with its id when the ack names ids."""
     with Outbox.open(tmp_path / "o.db") as box:
         out = box.enqueue("i", 0, [_record(n) for n in range(1, 7)], _sign)
         statements: list[str] = []
@@ -356,8 +365,10 @@ def test_an_ack_naming_ids_and_seqs_deletes_by_seq(tmp_path: Path) -> None:
         )
         res = box.ack(ids=[out[3].id, out[0].id])  # ids alone; one of them acked already
         assert (res.acked, res.unknown) == ((4,), 1)
-        res = box.ack(ids=[out[4].id], seqs=[out[5].seq])  # a row by id, another by seq
-        assert (sorted(res.acked), res.unknown) == ([5, 6], 0)
+        res = box.ack(ids=[out[4].id], seqs=[out[5].seq])  # seq 6 without its id: only 5 goes, by id
+        assert (sorted(res.acked), res.unknown) == ([5], 0)
+        res = box.ack(seqs=[out[5].seq])  # seqs alone: by seq
+        assert (res.acked, res.unknown) == ((6,), 0)
         assert box.stats().depth == 0
 
 
@@ -390,7 +401,9 @@ def test_an_outbox_from_before_0006_migrates_with_its_rows(
         assert _index_entries(path, "outbox_urgent") == 3
         assert [s for s, _ in box.due_order(100)] == [3, 6, 9, 1, 2, 4, 5, 7, 8]
         assert box.payloads([e.seq for e in out]) == sent
-        res = box.ack(rejected=[rejection(box, out[2].id, 3, "bad")], ids=[out[0].id], seqs=[out[1].seq])
+        res = box.ack(
+            rejected=[rejection(box, out[2].id, 3, "bad")], ids=[out[0].id, out[1].id], seqs=[out[1].seq]
+        )
         assert (sorted(res.acked), res.rejected) == ([1, 2], (3,))
         assert [s for s, _ in box.due_order(100)] == [6, 9, 4, 5, 7, 8]
 
