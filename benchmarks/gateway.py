@@ -28,6 +28,7 @@ Usage: .venv/bin/python benchmarks/gateway.py [--records N] [--pairs N] [--gold 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sqlite3
@@ -37,7 +38,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -312,6 +313,21 @@ def run_gateway(
     )
 
 
+@contextlib.contextmanager
+def fresh_broker(workdir: Path) -> Iterator[Mosquitto]:
+    """A Mosquitto of its own for one gateway run (and the raw link compared with it): every run starts a
+    gateway of the same station from an empty outbox (seqs from 1), and the gateway's session is persistent
+    (MQTT clean_start=False) — on a broker shared between runs, acks queued for the last run would reach the
+    next one."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    broker = Mosquitto(workdir=workdir, extra_conf="set_tcp_nodelay true")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()
+
+
 def run_raw(workdir: Path, broker: Mosquitto, items: list[dict[str, Any]], batch: int, rounds: int) -> Row:
     """The same signed results over a bare paho publisher (another process) to the same cloud, `rounds`
     times over (a pass takes a fraction of a second: one pass alone is timed too coarsely)."""
@@ -408,10 +424,8 @@ def main(argv: list[str] | None = None) -> int:
     pairs: list[tuple[Row, Row]] = []  # (fast-source, raw paho link) run one after the other
     with tempfile.TemporaryDirectory(prefix="kj-bench-gw-") as tmp:
         root = Path(tmp)
-        broker = Mosquitto(workdir=root, extra_conf="set_tcp_nodelay true")
-        broker.start()
-        try:
-            for i in range(1, args.pairs + 1):  # alternated: a pair ran in the same minute of a noisy machine
+        for i in range(1, args.pairs + 1):  # alternated: a pair ran in the same minute of a noisy machine
+            with fresh_broker(root / f"broker{i}") as broker:
                 fast, items = run_gateway(
                     f"fast-source #{i}",
                     root / f"fast{i}",
@@ -421,46 +435,45 @@ def main(argv: list[str] | None = None) -> int:
                 )
                 print(f"  fast-source #{i}: {fast.results} results in {fast.total_s:.2f}s", file=sys.stderr)
                 raw = run_raw(root / f"raw{i}", broker, items, int(LINK["batch_max"]), args.rounds)
-                raw.scenario = f"raw paho link #{i}"
-                print(f"  raw paho link #{i}: {raw.results} results in {raw.steady_s:.2f}s", file=sys.stderr)
-                rows += [fast, raw]
-                pairs.append((fast, raw))
+            raw.scenario = f"raw paho link #{i}"
+            print(f"  raw paho link #{i}: {raw.results} results in {raw.steady_s:.2f}s", file=sys.stderr)
+            rows += [fast, raw]
+            pairs.append((fast, raw))
 
-            def gold() -> tuple[list[dict[str, Any]], int, Callable[[], None]]:
-                sim = GoldSimulator(serial="GR-BENCH", seed=1)
-                sim.start()
-                kit = DEMO_KITS["imidacloprid-v1"]
-                for n in range(args.gold):
-                    sim.measure(kit.name, 1 + n % 8, f"S{n:05d}", "菠菜", 0.0 if n % 10 else 2.0)
-                return [{"name": "gold", "driver": "gold-serial", "port": sim.link_path}], args.gold, sim.stop
+        def gold() -> tuple[list[dict[str, Any]], int, Callable[[], None]]:
+            sim = GoldSimulator(serial="GR-BENCH", seed=1)
+            sim.start()
+            kit = DEMO_KITS["imidacloprid-v1"]
+            for n in range(args.gold):
+                sim.measure(kit.name, 1 + n % 8, f"S{n:05d}", "菠菜", 0.0 if n % 10 else 2.0)
+            return [{"name": "gold", "driver": "gold-serial", "port": sim.link_path}], args.gold, sim.stop
 
-            def enzyme() -> tuple[list[dict[str, Any]], int, Callable[[], None]]:
-                sim = EnzymeSimulator(
-                    serial="EN-BENCH",
-                    channels=12,
-                    profile=GB_T_5009_199,
-                    seed=2,
-                    memory_runs=max(200, args.enzyme_runs),
-                )
-                for n in range(args.enzyme_runs):
-                    sim.measure([f"R{n}-{c}" for c in range(1, 12)], ["白菜"] * 11)
-                host, port = sim.start_tcp()
-                inst = {"name": "enzyme", "driver": "enzyme-modbus", "host": host, "port": port}
-                return [inst], args.enzyme_runs * 11, sim.stop
+        def enzyme() -> tuple[list[dict[str, Any]], int, Callable[[], None]]:
+            sim = EnzymeSimulator(
+                serial="EN-BENCH",
+                channels=12,
+                profile=GB_T_5009_199,
+                seed=2,
+                memory_runs=max(200, args.enzyme_runs),
+            )
+            for n in range(args.enzyme_runs):
+                sim.measure([f"R{n}-{c}" for c in range(1, 12)], ["白菜"] * 11)
+            host, port = sim.start_tcp()
+            inst = {"name": "enzyme", "driver": "enzyme-modbus", "host": host, "port": port}
+            return [inst], args.enzyme_runs * 11, sim.stop
 
-            for name, setup in (("gold-sim (pty)", gold), ("enzyme-sim (Modbus TCP)", enzyme)):
-                instruments, expected, cleanup = setup()
-                if expected == 0:
-                    cleanup()
-                    continue
-                try:
+        for name, setup in (("gold-sim (pty)", gold), ("enzyme-sim (Modbus TCP)", enzyme)):
+            instruments, expected, cleanup = setup()
+            if expected == 0:
+                cleanup()
+                continue
+            try:
+                with fresh_broker(root / f"broker-{name.split()[0]}") as broker:
                     row, _ = run_gateway(name, root / name.split()[0], broker, instruments, expected)
-                finally:
-                    cleanup()
-                rows.append(row)
-                print(f"  {name}: {row.results} results in {row.total_s:.2f}s", file=sys.stderr)
-        finally:
-            broker.stop()
+            finally:
+                cleanup()
+            rows.append(row)
+            print(f"  {name}: {row.results} results in {row.total_s:.2f}s", file=sys.stderr)
     print()
     print(
         f"{'scenario':<26} {'results':>8} {'stored s':>8} {'total s':>8} {'total/s':>8} {'steady s':>9}"

@@ -177,10 +177,9 @@ class DeliverySide:
         is one of those; (their seqs, their ids). Two statement steps, whatever the number of rows: their
         seqs and ids are read as JSON arrays in one row (a `DELETE … RETURNING` steps once per row: see
         `payloads`)."""
-        where = f"WHERE {column} IN ({','.join('?' * len(keys))})"
+        where = delete_where(column, len(keys), with_ids=ids is not None)
         params = list(keys)
         if ids is not None:
-            where += " AND id IN (SELECT value FROM json_each(?))"
             params.append(orjson.dumps(list(ids)).decode())
         found = conn.execute(
             f"SELECT json_group_array(seq), json_group_array(id) FROM outbox {where}",  # noqa: S608 - ours
@@ -228,6 +227,14 @@ class DeliverySide:
             "SELECT seq, id, reason, rejected_at FROM rejected ORDER BY seq DESC LIMIT ?", (limit,)
         )
         return [RejectedRow(int(a), str(b), str(c), float(d)) for a, b, c, d in rows]
+
+
+def delete_where(column: str, count: int, *, with_ids: bool) -> str:
+    """The WHERE clause of `DeliverySide._delete`: `count` keys of `column` bound first, then — `with_ids` —
+    the ids as one JSON array, checked on the rows the keys find (the unary + keeps SQLite from probing the id
+    index once per key and id: measured 47 ms instead of 3.5 ms for an ack of 350 results)."""
+    where = f"WHERE {column} IN ({','.join('?' * count)})"
+    return where + " AND +id IN (SELECT value FROM json_each(?))" if with_ids else where  # noqa: S608 - only ? marks
 
 
 def _send_key(row: tuple[int, int]) -> tuple[int, int]:

@@ -18,6 +18,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from gateway.errors import OutboxCorrupt, OutboxError, OutboxFull
 from gateway.outbox import MIGRATIONS, Cursor, Draft, Migration, Outbox, RecordDrafts, stored_sha256
 from gateway.outbox_db import BIG_PAGES_FROM, PAGE_SIZE
+from gateway.outbox_delivery import delete_where
 from kuaijian_schema.wire import (
     Rejection,
     body_parts,
@@ -363,6 +364,13 @@ def test_an_ack_naming_ids_and_seqs_deletes_by_seq(tmp_path: Path) -> None:
         assert not [q for q in statements if "WHERE id IN" in q], (
             "ids looked up although their seqs named them"
         )
+        # an ack of 350 results: by the primary key, the ids only checked on the rows found (not a probe of
+        # the id index per seq and id)
+        sql = f"SELECT seq FROM outbox {delete_where('seq', 350, with_ids=True)}"  # noqa: S608
+        params = [*range(1, 351), json.dumps([str(uuid.uuid4()) for _ in range(350)])]
+        plan = " ".join(str(r[3]) for r in box._db._conn.execute(f"EXPLAIN QUERY PLAN {sql}", params))
+        assert "INTEGER PRIMARY KEY" in plan, plan
+        assert "sqlite_autoindex" not in plan, plan
         res = box.ack(ids=[out[3].id, out[0].id])  # ids alone; one of them acked already
         assert (res.acked, res.unknown) == ((4,), 1)
         res = box.ack(ids=[out[4].id], seqs=[out[5].seq])  # seq 6 without its id: only 5 goes, by id
