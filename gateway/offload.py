@@ -4,8 +4,7 @@ result bodies run on another core than the outbox, the signing and the MQTT link
 Does:
 - `GoldOffload.start`: fork one child (before the service starts its own threads); the child closes every
   descriptor it inherited except its socket, ignores SIGINT (a Ctrl-C reaches the whole process group: the
-  gateway stops it), runs `NICE` steps below the gateway's CPU priority and ends when the gateway closes
-  the socket or dies (end of file);
+  gateway stops it) and ends when the gateway closes the socket or dies (end of file);
 - `GoldOffload.submit` / `interpret`: send a batch of gold readings — their profiles as one contiguous
   buffer (float32 when that gives the numpy core the very same numbers, `_profiles`), the rest pickled —
   with the interpreter's settings and its spec book (each sent again only when it changed), run the very
@@ -51,10 +50,6 @@ if TYPE_CHECKING:
 
 MAX_RESTARTS = 3
 """Children forked again after one was lost; then the workers interpret in their own threads."""
-NICE = 5
-"""The child's CPU priority below the gateway's (`os.nice`): the interpretation has batches queued ahead of
-it, while the outbox's commits and the MQTT link wait on a lock or an ack; on a busy station computer they
-get the CPU first (measured on 2 cores: +7 % results/s, see docs/gateway.md)."""
 SOCKET_BUFFER = 4 << 20
 """Send and receive buffer of both ends of the child's socket, bytes (the kernel caps it at its
 net.core.wmem_max / rmem_max): a whole batch of profiles fits, so the worker hands it over in one write and
@@ -231,8 +226,6 @@ def _fork() -> _Child:
         code = 0
         try:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
-            with contextlib.suppress(OSError):
-                os.nice(NICE)
             keep = theirs.fileno()
             os.closerange(3, keep)
             os.closerange(keep + 1, _max_fd())
