@@ -4,8 +4,7 @@ Does:
 - the schema as named, recorded, transactional migrations (`MIGRATIONS`, applied in one transaction by
   `migrate` and recorded in `schema_migrations`);
 - `OutboxDb.open`: create the file 0600 (SQLite then creates its -wal/-shm with the same mode; an existing
-  one readable by others is tightened to 0600 — it holds signed results and sample data) with `PAGE_SIZE`
-  pages, set WAL +
+  one readable by others is tightened to 0600 — it holds signed results and sample data), set WAL +
   synchronous=FULL, run `PRAGMA quick_check` on an existing file (a corrupt one is handed to
   `gateway.salvage.move_aside` and `OutboxCorrupt` raised), apply the space policy (`gateway.diskspace`),
   migrate (a new outbox starts above the seq floor a corrupt predecessor left);
@@ -172,16 +171,6 @@ class CorruptFound(Exception):
     """`prepare`: quick_check reported problems (the message lists the first few)."""
 
 
-PAGE_SIZE = 16384
-"""Page size of a new outbox file, bytes (one that exists keeps its own: WAL mode cannot change it). A result
-is about 1 KiB: with 16 KiB pages a commit writes a quarter of the WAL frames 4 KiB pages take and its
-deletes touch fewer pages — measured on the outbox's tables, 24 % less SQLite CPU for inserting and deleting
-40,000 results and commits without the 12–15 ms tail (docs/gateway.md). An outbox capped below
-`BIG_PAGES_FROM` (storage.max_db_mb) gets SQLite's 4 KiB pages: its empty schema alone takes 384 KiB with
-big pages, 96 KiB with small ones."""
-BIG_PAGES_FROM = 16 << 20
-
-
 def prepare(conn: sqlite3.Connection, path: Path, *, check: bool) -> None:
     """Busy timeout, optional `PRAGMA quick_check` (→ `CorruptFound`), WAL journal, synchronous=FULL."""
     conn.execute("PRAGMA busy_timeout = 10000")
@@ -253,8 +242,6 @@ class OutboxDb:
         except (sqlite3.Error, OSError) as exc:
             raise OutboxError(f"cannot open outbox {path}: {exc}") from exc
         try:
-            if fresh and (max_db_bytes is None or max_db_bytes >= BIG_PAGES_FROM):
-                conn.execute(f"PRAGMA page_size = {PAGE_SIZE}")  # (only a new, empty file takes it)
             prepare(conn, path, check=check and not fresh)
             space = SpaceGuard(path, conn, max_bytes=max_db_bytes, reserve_bytes=reserve_bytes)
             space.configure()

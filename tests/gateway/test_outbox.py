@@ -17,7 +17,6 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from gateway.errors import OutboxCorrupt, OutboxError, OutboxFull
 from gateway.outbox import MIGRATIONS, Cursor, Draft, Migration, Outbox, RecordDrafts, stored_sha256
-from gateway.outbox_db import BIG_PAGES_FROM, PAGE_SIZE
 from gateway.outbox_delivery import delete_where
 from kuaijian_schema.wire import (
     Rejection,
@@ -58,27 +57,6 @@ def test_enqueue_assigns_seq_signs_and_advances_cursor(tmp_path: Path) -> None:
         assert box.applied_migrations() == [m.name for m in MIGRATIONS]
         conn = sqlite3.connect(tmp_path / "o.db")
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        conn.close()
-
-
-def test_a_new_outbox_has_big_pages_and_an_old_one_keeps_its_own(tmp_path: Path) -> None:
-    """A new file gets `PAGE_SIZE` pages (4 KiB under a cap below `BIG_PAGES_FROM`); a file made with SQLite's
-    default 4 KiB pages keeps them (WAL mode cannot change them) and works as before."""
-    with Outbox.open(tmp_path / "new.db") as box:
-        box.enqueue("i", 0, [_record(1)], _sign)
-    Outbox.open(tmp_path / "small.db", max_db_bytes=BIG_PAGES_FROM - 1).close()  # a small cap: small pages
-    old = tmp_path / "old.db"
-    conn = sqlite3.connect(old)
-    conn.execute("PRAGMA page_size = 4096")
-    conn.execute("CREATE TABLE made_by_an_older_gateway (x)")
-    conn.close()
-    with Outbox.open(old) as box:
-        out = box.enqueue("i", 0, [_record(1), _encoded(2)], _sign)
-        assert box.ack(seqs=[out[0].seq]).acked == (out[0].seq,)
-        assert box.stats().depth == 1
-    for path, size in ((tmp_path / "new.db", PAGE_SIZE), (tmp_path / "small.db", 4096), (old, 4096)):
-        conn = sqlite3.connect(path)
-        assert conn.execute("PRAGMA page_size").fetchone()[0] == size, path.name
         conn.close()
 
 
@@ -431,10 +409,10 @@ def test_corrupt_file_is_moved_aside_and_seq_continues(tmp_path: Path) -> None:
     path = tmp_path / "o.db"
     with Outbox.open(path) as box:
         box.enqueue("i", 0, [_record(n) for n in range(1, 40)], _sign)
-    # Overwrite the second page: garbage.
+    # Overwrite the middle of the file: pages become garbage.
     data = bytearray(path.read_bytes())
-    assert len(data) > 2 * PAGE_SIZE
-    data[PAGE_SIZE : 2 * PAGE_SIZE] = b"\xa5" * PAGE_SIZE
+    assert len(data) > 8192
+    data[4096:8192] = b"\xa5" * 4096
     path.write_bytes(bytes(data))
     with pytest.raises(OutboxCorrupt) as info:
         Outbox.open(path)
@@ -644,11 +622,8 @@ def _verify(doc: dict[str, Any]) -> bool:
 
 
 def _corrupt_middle(path: Path, pages: slice) -> None:
-    """Garbage over `pages` (0-based) of an SQLite file, in its own page size (header bytes 16–17)."""
     data = bytearray(path.read_bytes())
-    size = int.from_bytes(data[16:18], "big")
-    size = 65536 if size == 1 else size
-    start, stop = pages.start * size, pages.stop * size
+    start, stop = pages.start * 4096, pages.stop * 4096
     assert len(data) > stop
     data[start:stop] = b"\xa5" * (stop - start)
     path.write_bytes(bytes(data))
