@@ -56,64 +56,93 @@ from kuaijian_schema import labels
 Column = tuple[str, str]
 """(field name, header label)."""
 
-POSITIVITY_COLUMNS: tuple[Column, ...] = (
-    ("month", "月份 month"),
-    ("analyte", "检测项目 analyte"),
-    ("product", "样品 product"),
-    ("tests", "检测数 tests"),
-    ("valid", "有效数 valid"),
-    ("positives", "阳性数 positives"),
-    ("suspects", "可疑数 suspects"),
-    ("invalid", "无效数 invalid"),
-    ("positive_rate", "阳性率 positive_rate"),
+_HEADERS: dict[str, str] = {
+    "month": "月份 month",
+    "analyte": "检测项目 analyte",
+    "product": "样品 product",
+    "tests": "检测数 tests",
+    "valid": "有效数 valid",
+    "positives": "阳性数 positives",
+    "suspects": "可疑数 suspects",
+    "invalid": "无效数 invalid",
+    "positive_rate": "阳性率 positive_rate",
+    "rank": "排名 rank",
+    "code": "编码 code",
+    "name": "名称 name",
+    "level": "层级 level",
+    "score": "得分 score",
+    "stations_total": "站点数 stations_total",
+    "stations_active": "有检测站点 stations_active",
+    "coverage": "覆盖率 coverage",
+    "cases_due": "应办结案件 cases_due",
+    "cases_on_time": "按期办结 cases_on_time",
+    "on_time_rate": "按期办结率 on_time_rate",
+    "task_done": "任务完成数 task_done",
+    "task_target": "任务目标数 task_target",
+    "task_completion": "任务完成率 task_completion",
+    "timeliness": "上传及时率 timeliness",
+    "quality": "检测质量 quality",
+    "registration": "登记完整率 registration",
+    "opened": "立案数 opened",
+    "closed": "办结数 closed",
+    "closed_on_time": "按期办结 closed_on_time",
+    "closed_late": "超期办结 closed_late",
+    "open_overdue": "超期未结 open_overdue",
+    "open_pending": "未到期 open_pending",
+    "week": "周 week",
+}
+"""Header label of every report field: one label per field, whichever report shows it."""
+
+
+def _columns(*names: str) -> tuple[Column, ...]:
+    """The (field, header) columns of a report showing `names`, in that order."""
+    return tuple((name, _HEADERS[name]) for name in names)
+
+
+POSITIVITY_COLUMNS = _columns(
+    "month", "analyte", "product", "tests", "valid", "positives", "suspects", "invalid", "positive_rate"
 )
-RANKING_COLUMNS: tuple[Column, ...] = (
-    ("rank", "排名 rank"),
-    ("code", "编码 code"),
-    ("name", "名称 name"),
-    ("level", "层级 level"),
-    ("score", "得分 score"),
-    ("tests", "检测数 tests"),
-    ("valid", "有效数 valid"),
-    ("positives", "阳性数 positives"),
-    ("positive_rate", "阳性率 positive_rate"),
-    ("stations_total", "站点数 stations_total"),
-    ("stations_active", "有检测站点 stations_active"),
-    ("coverage", "覆盖率 coverage"),
-    ("cases_due", "应办结案件 cases_due"),
-    ("cases_on_time", "按期办结 cases_on_time"),
-    ("on_time_rate", "按期办结率 on_time_rate"),
-    ("task_done", "任务完成数 task_done"),
-    ("task_target", "任务目标数 task_target"),
-    ("task_completion", "任务完成率 task_completion"),
-    ("timeliness", "上传及时率 timeliness"),
-    ("quality", "检测质量 quality"),
-    ("registration", "登记完整率 registration"),
+RANKING_COLUMNS = _columns(
+    "rank",
+    "code",
+    "name",
+    "level",
+    "score",
+    "tests",
+    "valid",
+    "positives",
+    "positive_rate",
+    "stations_total",
+    "stations_active",
+    "coverage",
+    "cases_due",
+    "cases_on_time",
+    "on_time_rate",
+    "task_done",
+    "task_target",
+    "task_completion",
+    "timeliness",
+    "quality",
+    "registration",
 )
-CLOSURE_COLUMNS: tuple[Column, ...] = (
-    ("opened", "立案数 opened"),
-    ("closed", "办结数 closed"),
-    ("closed_on_time", "按期办结 closed_on_time"),
-    ("closed_late", "超期办结 closed_late"),
-    ("open_overdue", "超期未结 open_overdue"),
-    ("open_pending", "未到期 open_pending"),
-    ("on_time_rate", "按期办结率 on_time_rate"),
+CLOSURE_COLUMNS = _columns(
+    "opened", "closed", "closed_on_time", "closed_late", "open_overdue", "open_pending", "on_time_rate"
 )
-WEEKLY_COLUMNS: tuple[Column, ...] = (
-    ("week", "周 week"),
-    ("code", "编码 code"),
-    ("name", "名称 name"),
-    ("level", "层级 level"),
-    ("tests", "检测数 tests"),
-    ("valid", "有效数 valid"),
-    ("positives", "阳性数 positives"),
-    ("positive_rate", "阳性率 positive_rate"),
-    ("stations_total", "站点数 stations_total"),
-    ("stations_active", "有检测站点 stations_active"),
-    ("cases_due", "应办结案件 cases_due"),
-    ("cases_on_time", "按期办结 cases_on_time"),
-    ("on_time_rate", "按期办结率 on_time_rate"),
-    ("score", "得分 score"),
+WEEKLY_COLUMNS = _columns(
+    "week",
+    "code",
+    "name",
+    "level",
+    "tests",
+    "valid",
+    "positives",
+    "positive_rate",
+    "stations_total",
+    "stations_active",
+    "cases_due",
+    "cases_on_time",
+    "on_time_rate",
+    "score",
 )
 
 
