@@ -127,17 +127,11 @@ class SpecHolder:
             self.book = book
 
 
-@functools.lru_cache(maxsize=256)
-def _enc_names(names: str | tuple[str, ...]) -> bytes:
-    """`canonical_finite` of a verdict name or a list of QC flag names (a few distinct values, encoded once)."""
-    return canonical_finite(names if isinstance(names, str) else list(names))
-
-
 @functools.lru_cache(maxsize=1024)
 def _enc_qc(flags: int, no_sample_id: bool) -> bytes:
     """The `"qc"` member of a strip test line with QC flag bits `flags` (a few distinct values, encoded once)."""
     names = flag_names(GoldFlag, flags) + (("no-sample-id",) if no_sample_id else ())
-    return b',"qc":' + _enc_names(names)
+    return b',"qc":' + canonical_finite(list(names))
 
 
 _VERDICTS: tuple[VerdictName, ...] = tuple(Verdict(c).wire for c in range(len(Verdict)))
