@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import json
@@ -204,6 +205,7 @@ def canonical_finite(obj: Any) -> bytes:
 _NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
+@functools.lru_cache(maxsize=64)
 def _float_map_template(keys: tuple[str, ...]) -> bytes:
     """b'{"k0":%b,"k1":%b,…}' of sorted plain names (nothing in them to escape); ValueError otherwise."""
     if not keys or list(keys) != sorted(keys) or len(set(keys)) != len(keys):
@@ -211,9 +213,6 @@ def _float_map_template(keys: tuple[str, ...]) -> bytes:
     if not all(_NAME.fullmatch(k) for k in keys):
         raise ValueError(f"keys must be plain names, got {keys!r}")
     return b"{" + b",".join(b'"' + k.encode() + b'":%b' for k in keys) + b"}"
-
-
-_TEMPLATES: dict[tuple[str, ...], bytes] = {}
 
 
 def canonical_float_maps(keys: tuple[str, ...], rows: Any) -> list[bytes]:
@@ -224,9 +223,7 @@ def canonical_float_maps(keys: tuple[str, ...], rows: Any) -> list[bytes]:
     The rows are encoded by one orjson call and cut apart (a number holds no comma): about a quarter of
     encoding a dict per row. Where the output may spell a float otherwise than `repr` (`_spelled_apart`)
     every row is encoded as its dict instead, so the bytes are always the reference's."""
-    template = _TEMPLATES.get(keys)
-    if template is None:
-        template = _TEMPLATES[keys] = _float_map_template(keys)
+    template = _float_map_template(keys)
     if len(rows) == 0:
         return []
     try:
