@@ -7,8 +7,9 @@ Does:
   capped by SQLite (`max_page_count`) at the rest; reaching it is SQLITE_FULL → `OutboxFull`.
 - `SpaceGuard.room()` — before results are added: keep the WAL within its limit, re-create the reserve when
   space came back, and raise `OutboxFull` when adding would eat into the free disk the reserve stands for —
-  unless pages freed by acks inside the database (or an empty outbox) can take the batch. So the outbox
-  stops growing *before* the disk is full.
+  unless pages freed by acks inside the database (or an empty outbox) can take the batch; `fits()` — the
+  same for a transaction larger than that room (a group commit, raw signals), once its payloads are known.
+  So the outbox stops growing *before* the disk is full.
 - the reserve: a pre-allocated file `<db>.reserve` (`storage.reserve_mb`). When the disk is (nearly) full —
   filled by something else, or before this guard existed — `essential()` deletes it and checkpoints the WAL
   before an ack is applied, so deleting acknowledged rows (which writes to the WAL, and whose checkpoint may
@@ -41,6 +42,7 @@ checkpoint is two fsyncs inside a transaction that holds the outbox's write lock
 them ~10× less often than one of 512 KB under a backlog."""
 MIN_WAL = 64 * 1024
 ROOM = 64 * 1024  # room wanted for one more batch of results (an eighth of storage.max_db_mb if smaller)
+ROW_OVERHEAD = 256  # bytes a result adds besides its payload: its key row and its index entries
 RESERVE_SUFFIX = ".reserve"
 
 
@@ -123,15 +125,28 @@ class SpaceGuard:
             free = self._free()  # the truncated WAL gave some back
         sizes = self.sizes(free)
         self.ensure_reserve(sizes.disk_free)
-        room = self.room_bytes
+        self._refuse_unless(self.room_bytes, sizes)
+
+    def fits(self, rows: int, payload_bytes: int) -> None:
+        """Inside a transaction that adds `rows` results of `payload_bytes` in all, before it writes them:
+        raise `OutboxFull` unless they fit as `room` counts (`room` made sure of `room_bytes` already; a
+        group commit of many batches, or results with their raw signal, may need many times more — the
+        WAL frames of the table's and the indexes' pages). Refused here, nothing is written: the caller
+        rolls back and may try less at a time."""
+        need = payload_bytes * 5 // 4 + rows * ROW_OVERHEAD + 4 * self._page
+        if need > self.room_bytes:
+            self._refuse_unless(need, self.sizes())
+
+    def _refuse_unless(self, need: int, sizes: Sizes) -> None:
         held = self.reserve_bytes if not self.reserve.exists() else 0
-        if sizes.disk_free >= held + room:
+        if sizes.disk_free >= held + need:
             return
-        if sizes.free_pages >= room or self._conn.execute("SELECT 1 FROM outbox LIMIT 1").fetchone() is None:
+        if sizes.free_pages >= need or self._conn.execute("SELECT 1 FROM outbox LIMIT 1").fetchone() is None:
             return  # acks freed pages inside the database: new rows reuse them
         raise OutboxFull(
-            f"outbox full while enqueueing results: disk almost full ({sizes.disk_free} bytes free; "
-            f"the outbox keeps {self.reserve_bytes} bytes in reserve for applying acks) — free disk space"
+            f"outbox full while enqueueing results: disk almost full ({sizes.disk_free} bytes free, "
+            f"{need} wanted; the outbox keeps {self.reserve_bytes} bytes in reserve for applying acks)"
+            " — free disk space"
         )
 
     # ------------------------------------------------------------------ before deleting acked rows

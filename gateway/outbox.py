@@ -276,6 +276,7 @@ class Outbox(DeliverySide, StationSide):
                     rows.append((seq, rid, instrument, priority, now, payload))
                     keys.append((instrument, epoch, record_no, line, seq, rid))
                     out.append(Enqueued(seq, rid, priority))
+                self._db.space.fits(len(rows), sum(len(r[5]) for r in rows))
                 append_rows(conn, "outbox", _OUTBOX_COLUMNS, rows)
                 conn.execute(COUNT_ENQUEUED, (seq, len(out)))
                 conn.execute(_ADVANCE_CURSOR, (instrument, epoch, hi, now, identity))

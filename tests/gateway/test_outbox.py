@@ -461,6 +461,24 @@ def test_disk_full_rolls_back_and_keeps_cursor(tmp_path: Path) -> None:
         assert out[0].seq == n
 
 
+def test_a_transaction_larger_than_the_room_is_refused_before_it_is_written(tmp_path: Path) -> None:
+    """The space guard counts what an enqueue writes, not one batch's worth: a group commit of many records
+    with raw signals is refused before it eats into the free disk (SQLite would have written it here —
+    the real disk has room — so without the count it goes in)."""
+    with Outbox.open(tmp_path / "o.db") as box:
+        box._db.space._disk_free = lambda _p: 150 * 1024  # a disk with 150 KiB left
+        big = result_body(qc=("x" * 5000,))
+        box.enqueue("i", 0, [RecordDrafts(1, (Draft.of("l", 0, big),))], _sign)  # (an empty outbox may grow)
+        group = [RecordDrafts(n, (Draft.of("l", 0, big),)) for n in range(2, 42)]  # ≈ 200 KB of payloads
+        with pytest.raises(OutboxFull, match=r"disk almost full \(\d+ bytes free, \d+ wanted"):
+            box.enqueue("i", 0, group, _sign)
+        assert box.stats().depth == 1 and box.cursor("i") == Cursor(0, 1), "nothing of a refused group is written"
+        # a part of it fits: committed one batch at a time, the records go in
+        out = box.enqueue("i", 0, group[:8], _sign)
+        assert [e.seq for e in out] == list(range(2, 10))
+        assert box.cursor("i") == Cursor(0, 9)
+
+
 class _Crash(BaseException):
     """Stands for the process dying (not an Exception: nothing may catch it on the way out)."""
 
