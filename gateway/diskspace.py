@@ -76,6 +76,7 @@ class SpaceGuard:
         self._page = 4096
         self.room_bytes = ROOM if max_bytes is None else max(4096, min(ROOM, max_bytes // 8))
         self._disk_free = disk_free or (lambda p: shutil.disk_usage(p).free)
+        self._measured: Sizes | None = None  # what the last `room` measured (under the outbox's lock)
 
     def configure(self) -> None:
         """Bound the WAL (SQLite checkpoints it at half `wal_limit` and truncates it to `wal_limit`) and
@@ -125,6 +126,7 @@ class SpaceGuard:
             free = self._free()  # the truncated WAL gave some back
         sizes = self.sizes(free)
         self.ensure_reserve(sizes.disk_free)
+        self._measured = sizes
         self._refuse_unless(self.room_bytes, sizes)
 
     def fits(self, rows: int, payload_bytes: int) -> None:
@@ -132,10 +134,11 @@ class SpaceGuard:
         raise `OutboxFull` unless they fit as `room` counts (`room` made sure of `room_bytes` already; a
         group commit of many batches, or results with their raw signal, may need many times more — the
         WAL frames of the table's and the indexes' pages). Refused here, nothing is written: the caller
-        rolls back and may try less at a time."""
+        rolls back and may try less at a time. The sizes `room` measured at the start of the transaction
+        are used (nothing was written since)."""
         need = payload_bytes * 5 // 4 + rows * ROW_OVERHEAD + 4 * self._page
         if need > self.room_bytes:
-            self._refuse_unless(need, self.sizes())
+            self._refuse_unless(need, self._measured if self._measured is not None else self.sizes())
 
     def _refuse_unless(self, need: int, sizes: Sizes) -> None:
         held = self.reserve_bytes if not self.reserve.exists() else 0
