@@ -12,7 +12,10 @@ stable client id — `cloud.ingest_client_id`, or by default one derived from th
 (`Settings.ingest_session_id`), so a restart resumes the same session. Every id a worker used is recorded in
 the database (``ingest_sessions``); a worker that starts ends the broker session of every recorded id whose
 worker was stopped cleanly, so a session left by an earlier id (e.g. the cloud ran with ``--client-id
-kj-ingest-1`` and now runs without) no longer takes a share of the results it can never ack.
+kj-ingest-1`` and now runs without) no longer takes a share of the results it can never ack. A running worker
+writes a heartbeat (``seen_at``) every `Settings.ingest_heartbeat_s`; one that crashed (never recorded as
+stopped) is ended the same way by a running worker once its heartbeat is
+`cloud.ingest_sessions.INGEST_DEAD_AFTER` beats old (the bookkeeping: `cloud.ingest_sessions`).
 
 Connection state changes (connected, refused, lost, taken over, broker unreachable) are logged — a broker
 that stays unreachable is one line at the first failure, then at most one a minute with the attempt count.
@@ -37,9 +40,10 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from cloud.clock import Clock
-from cloud.db import Database, connect, transaction
+from cloud.db import Database, connect
 from cloud.errors import DatabaseError
 from cloud.ingest import BatchOutcome, Inbound, process_batch
+from cloud.ingest_sessions import SessionBook
 from cloud.metrics import CloudMetrics
 from cloud.settings import Settings
 from kuaijian_schema.mqtt_client import TlsFiles, make_client, parse_broker_url
@@ -263,6 +267,14 @@ class IngestWorker:
         )
         self.committed_batches = 0
         self.last_outcome: BatchOutcome | None = None
+        self._beat_thread: threading.Thread | None = None
+        self.sessions = SessionBook(
+            settings,
+            clock,
+            self.link.client_id,
+            lambda client_id: end_session(settings, client_id),
+            self._stop,
+        )
 
     def _on_message(self, message: mqtt.MQTTMessage) -> None:
         self._queue.put(
@@ -277,59 +289,25 @@ class IngestWorker:
         )
 
     def start(self) -> None:
-        """Record this worker's session, start receiving, and end the sessions of cleanly stopped workers."""
-        db = connect(self.settings.database)
-        try:
-            with transaction(db):
-                db.execute(
-                    "INSERT INTO ingest_sessions (client_id, started_at, stopped_at) VALUES (?, ?, NULL)"
-                    " ON CONFLICT (client_id) DO UPDATE SET started_at = excluded.started_at, stopped_at = NULL",
-                    [self.link.client_id, self.clock.now().isoformat()],
-                )
-                stale = [
-                    str(r[0])
-                    for r in db.execute(
-                        "SELECT client_id FROM ingest_sessions WHERE stopped_at IS NOT NULL AND client_id != ?",
-                        [self.link.client_id],
-                    ).fetchall()
-                ]
-        finally:
-            db.close()
+        """Record this worker's session, start receiving, end the sessions of cleanly stopped workers, and
+        start the heartbeat (which ends those of crashed ones too: `cloud.ingest_sessions`)."""
+        stale = self.sessions.started()
         self._thread = threading.Thread(target=self._run, name="kj-ingest", daemon=True)
         self._thread.start()
         self.link.start()
-        for client_id in stale:
-            if end_session(self.settings, client_id):
-                self._forget_session(client_id)
-
-    def _forget_session(self, client_id: str) -> None:
-        db = connect(self.settings.database)
-        try:
-            with transaction(db):
-                db.execute(
-                    "DELETE FROM ingest_sessions WHERE client_id = ? AND stopped_at IS NOT NULL", [client_id]
-                )
-        finally:
-            db.close()
-        log.info("ended the broker session of stopped ingest worker %s", client_id)
+        self.sessions.end(stale)
+        self._beat_thread = threading.Thread(
+            target=self.sessions.heartbeat, name="kj-ingest-beat", daemon=True
+        )
+        self._beat_thread.start()
 
     def stop(self) -> None:
         self.link.stop()
         self._stop.set()
-        if self._thread is not None:
-            self._thread.join(10)
-        try:
-            db = connect(self.settings.database)
-            try:
-                with transaction(db):
-                    db.execute(
-                        "UPDATE ingest_sessions SET stopped_at = ? WHERE client_id = ?",
-                        [self.clock.now().isoformat(), self.link.client_id],
-                    )
-            finally:
-                db.close()
-        except DatabaseError:
-            log.exception("could not record that ingest worker %s stopped", self.link.client_id)
+        for thread in (self._thread, self._beat_thread):
+            if thread is not None:
+                thread.join(10)
+        self.sessions.stopped()
 
     def _next_batch(self) -> list[Inbound]:
         """Up to `ingest_batch_size` messages: wait at most `ingest_batch_wait_s` for the batch to fill, but

@@ -30,7 +30,8 @@ text and compare with the same bound parameters everywhere. Tables:
     seq_gaps      id, station, first_seq, last_seq (missing range, inclusive), detected_at, closed_at
     dead_letters  id, received_at, topic, payload (text or hex for non-UTF-8), reason, station, result_id, sha256
                   (of the rejected item), stored_sha256 (conflicting duplicate: of the result stored under that id)
-    ingest_sessions  client_id (an ingest worker's MQTT client id), started_at, stopped_at (NULL while running)
+    ingest_sessions  client_id (an ingest worker's MQTT client id), started_at, stopped_at (NULL while running),
+                  seen_at (its last heartbeat: a running worker's, every ingest_heartbeat_s)
     cases         id, station, origin_node_id, node_id (current responsible node), level, status
                   (open|assigned|feedback|closed), reason (positive|repeated_suspect), result_id, product,
                   analyte, opened_at, deadline, assignee, closed_at, escalations, reminded (none|near|overdue
@@ -529,6 +530,7 @@ ingest_sessions = Table(
     Column("client_id", Text, primary_key=True),
     Column("started_at", Text, nullable=False),
     Column("stopped_at", Text),
+    Column("seen_at", Text),
 )
 
 TABLES: tuple[Table, ...] = tuple(metadata.sorted_tables)

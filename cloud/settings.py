@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     ingest_session_expiry_s: int = Field(
         default=7 * 24 * 3600, ge=0, description="MQTT 5 session expiry of a persistent ingest session"
     )
+    ingest_heartbeat_s: float = Field(
+        default=30.0,
+        gt=0,
+        description="how often a running ingest worker records that it is alive; a worker silent for "
+        "INGEST_DEAD_AFTER (3) beats counts as crashed and another worker ends its broker session",
+    )
     ingest_batch_size: int = Field(default=500, gt=0, description="max MQTT messages per commit")
     ingest_batch_wait_s: float = Field(default=0.05, ge=0, description="max wait to fill a batch")
     max_seq_jump: int = Field(
