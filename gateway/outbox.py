@@ -216,7 +216,8 @@ class Outbox(DeliverySide, StationSide):
         both and seals them again in it otherwise), so other writers (the acks) wait less for the lock.
         `identity` is that of the last of `records` (stored with the cursor when it moves there). Returns
         the newly enqueued rows. A negative priority is refused (ValueError) before anything is written: send
-        order keeps an index of the rows above 0 only (`due_order`).
+        order keeps an index of the rows above 0 only (`due_order`). So is a transaction the disk has no room
+        for (`OutboxFull`: `SpaceGuard.room` before it starts, `SpaceGuard.fits` once its payloads are known).
 
         The keys do not pile up: in the same transaction, the keys of every record more than
         `keep_record_keys` records behind the instrument's cursor (and of its earlier epochs) are deleted and
