@@ -35,6 +35,20 @@ def _worker(settings: Settings) -> IngestWorker:
     return worker
 
 
+def _every_result_acked(station: Recorder, grid: Grid, failure: str) -> None:
+    """Publish 20 results, one per message (each routed to a member of the shared group on its own), and wait
+    until every one is acked."""
+    station.subscribe(f"kj/v1/{A1}/ack")
+    results = [grid.result(A1) for _ in range(20)]
+    for r in results:
+        station.publish(f"kj/v1/{A1}/result", json.dumps(r).encode())
+
+    def acked() -> set[str]:
+        return {str(i) for p in station.received(f"kj/v1/{A1}/ack") for i in Ack.model_validate_json(p).ids}
+
+    wait_for(lambda: acked() == {r["id"] for r in results}, 10, failure)
+
+
 @pytest.mark.parametrize(
     ("protocol", "group"), [("5", ""), ("5", "kj-ingest"), ("3.1.1", "")], ids=["v5", "v5-shared", "v311"]
 )
@@ -114,17 +128,7 @@ def test_session_left_by_an_earlier_client_id_is_ended(
             10,
             "the old session was not ended",
         )
-        station.subscribe(f"kj/v1/{A1}/ack")
-        results = [grid.result(A1) for _ in range(20)]
-        for r in results:  # one per message: each is routed to a member of the shared group on its own
-            station.publish(f"kj/v1/{A1}/result", json.dumps(r).encode())
-
-        def acked() -> set[str]:
-            return {
-                str(i) for p in station.received(f"kj/v1/{A1}/ack") for i in Ack.model_validate_json(p).ids
-            }
-
-        wait_for(lambda: acked() == {r["id"] for r in results}, 10, "results went to the stale session")
+        _every_result_acked(station, grid, "results went to the stale session")
     finally:
         station.stop()
         worker.stop()
@@ -172,19 +176,7 @@ def test_session_of_a_crashed_worker_is_ended(
             "the crashed worker's session was not ended",
         )
         assert worker.sessions.heartbeats > INGEST_DEAD_AFTER, "judged before its own heartbeats were healthy"
-        station.subscribe(f"kj/v1/{A1}/ack")
-        results = [grid.result(A1) for _ in range(20)]
-        for r in results:  # one per message: each is routed to a member of the shared group on its own
-            station.publish(f"kj/v1/{A1}/result", json.dumps(r).encode())
-
-        def acked() -> set[str]:
-            return {
-                str(i) for p in station.received(f"kj/v1/{A1}/ack") for i in Ack.model_validate_json(p).ids
-            }
-
-        wait_for(
-            lambda: acked() == {r["id"] for r in results}, 10, "results went to the crashed worker's session"
-        )
+        _every_result_acked(station, grid, "results went to the crashed worker's session")
     finally:
         station.stop()
         if worker is not None:
