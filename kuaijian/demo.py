@@ -136,8 +136,14 @@ class Demo:
             raise DemoError(
                 f"{self.data_dir} already holds a demo ({self.cloud_db_file.name}); choose an empty --data-dir"
             )
+        if not 0 <= self.http_port <= 65535:
+            raise DemoError("--port must be between 0 and 65535 (0: any free port)")
+        if self.http_port == 0:
+            self.http_port = _free_port()  # as the broker's and the station pages' ports are chosen
         if not _port_free(self.http_port):
-            raise DemoError(f"port {self.http_port} on 127.0.0.1 is in use; choose another with --port")
+            raise DemoError(
+                f"port {self.http_port} on 127.0.0.1 is in use; choose another with --port (0: any free port)"
+            )
         self.data_dir.mkdir(parents=True, exist_ok=True)
         try:
             self._start_broker()

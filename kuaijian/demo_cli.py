@@ -120,7 +120,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="cloud database on a server, postgresql://user@host:port/db (must be empty; default: an embedded"
         " SQLite file in the data dir)",
     )
-    p.add_argument("--port", type=int, default=8800, help="HTTP port of the cloud/dashboard (default 8800)")
+    p.add_argument(
+        "--port",
+        type=int,
+        default=8800,
+        help="HTTP port of the cloud/dashboard (default 8800; 0: any free port)",
+    )
     p.add_argument("--towns", type=int, default=3, help="towns in the demo county (default 3)")
     p.add_argument("--stations-per-town", type=int, default=2, help="stations per town (default 2)")
     p.add_argument("--rate", type=float, default=6.0, help="measurements per minute per station (default 6)")

@@ -191,9 +191,8 @@ def test_demo_on_postgresql_stores_in_the_server(tmp_path: Path, postgres: Postg
     import psycopg
 
     url = postgres.create_database("kj_demo").replace("postgresql+psycopg://", "postgresql://")
-    port = free_port()
-    proc, out, reader = _start_demo(
-        "--port", str(port), "--data-dir", str(tmp_path / "run"), "--db", url, "--towns", "1",
+    proc, out, reader = _start_demo(  # --port 0: any free port, the one chosen in the banner
+        "--port", "0", "--data-dir", str(tmp_path / "run"), "--db", url, "--towns", "1",
         "--stations-per-town", "1", "--rate", "120", "--duration", "120",
     )  # fmt: skip
 
@@ -210,6 +209,10 @@ def test_demo_on_postgresql_stores_in_the_server(tmp_path: Path, postgres: Postg
         )
         assert isinstance(token_line, str), f"demo exited early with {proc.returncode}: {''.join(out)}"
         token = token_line.split("login token:")[1].strip()
+        urls = [m.group(1) for line in out if (m := re.search(r"http://127\.0\.0\.1:(\d+)/dashboard/", line))]
+        assert urls, "".join(out)
+        port = int(urls[0])
+        assert port != 0
         wait_for(lambda: stored() >= 3, 60, "no results reached the PostgreSQL database within 60 s")
         _, body = _get(f"http://127.0.0.1:{port}/api/health", token)
         assert int(json.loads(body)["results"]) >= 3
