@@ -17,9 +17,10 @@ Does not: talk MQTT itself (the `end` callable does), or receive anything.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 
 from cloud.clock import Clock
@@ -60,29 +61,31 @@ class SessionBook:
         self.heartbeats = 0
         """Heartbeats recorded since start."""
 
-    def started(self) -> Gone:
-        """Record this worker as started and seen now; the other workers recorded as stopped."""
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[Database]:
+        """One transaction on a connection of its own, closed after it."""
         db = connect(self.settings.database)
         try:
             with transaction(db):
-                now = self.clock.now().isoformat()
-                db.execute(_RECORD + ", started_at = excluded.started_at", [self.client_id, now, now])
-                return self._gone(db, crashed=False)
+                yield db
         finally:
             db.close()
+
+    def started(self) -> Gone:
+        """Record this worker as started and seen now; the other workers recorded as stopped."""
+        with self._transaction() as db:
+            now = self.clock.now().isoformat()
+            db.execute(_RECORD + ", started_at = excluded.started_at", [self.client_id, now, now])
+            return self._gone(db, crashed=False)
 
     def stopped(self) -> None:
         """Record that this worker stopped cleanly (logged, not raised, when the database cannot be reached)."""
         try:
-            db = connect(self.settings.database)
-            try:
-                with transaction(db):
-                    db.execute(
-                        "UPDATE ingest_sessions SET stopped_at = ? WHERE client_id = ?",
-                        [self.clock.now().isoformat(), self.client_id],
-                    )
-            finally:
-                db.close()
+            with self._transaction() as db:
+                db.execute(
+                    "UPDATE ingest_sessions SET stopped_at = ? WHERE client_id = ?",
+                    [self.clock.now().isoformat(), self.client_id],
+                )
         except DatabaseError:
             log.exception("could not record that ingest worker %s stopped", self.client_id)
 
@@ -120,16 +123,12 @@ class SessionBook:
         for client_id, seen in gone:
             if self._stop.is_set() or not self._end(client_id):
                 continue
-            db = connect(self.settings.database)
-            try:
-                with transaction(db):
-                    db.execute(
-                        "DELETE FROM ingest_sessions WHERE client_id = ? AND (stopped_at IS NOT NULL"
-                        " OR COALESCE(seen_at, started_at) = ?)",
-                        [client_id, seen],
-                    )
-            finally:
-                db.close()
+            with self._transaction() as db:
+                db.execute(
+                    "DELETE FROM ingest_sessions WHERE client_id = ? AND (stopped_at IS NOT NULL"
+                    " OR COALESCE(seen_at, started_at) = ?)",
+                    [client_id, seen],
+                )
             log.info("ended the broker session of ingest worker %s (stopped or crashed)", client_id)
 
     def _gone(self, db: Database, *, crashed: bool) -> Gone:
