@@ -38,7 +38,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -418,6 +418,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch", type=int, default=int(LINK["batch_max"]), help=argparse.SUPPRESS)
     ap.add_argument("--rounds", type=int, default=5, help="passes of the raw link over the payloads")
     args = ap.parse_args(argv)
+    if args.pairs < 1:
+        ap.error("--pairs must be at least 1")
     if args.raw_publish is not None:
         return raw_publish(args.raw_publish, args.port, args.batch, args.rounds)
     rows: list[Row] = []
@@ -494,13 +496,18 @@ def main(argv: list[str] | None = None) -> int:
         )
     ratios = sorted(f.steady_rate / r.steady_rate for f, r in pairs)
     fasts = [f for f, _r in pairs]
+
+    def highest(values: Iterable[float | None]) -> float | None:
+        """The largest of the figures measured (None when none was: e.g. no interpretation process)."""
+        return max((v for v in values if v is not None), default=None)
+
     print(
         f"\nfast-source / raw paho link (steady results/s, same payloads, same broker, batches of"
         f" {LINK['batch_max']}): {statistics.median(ratios):.1%}, the median of {len(ratios)} alternated"
         f" pairs ({', '.join(f'{x:.1%}' for x in ratios)}); gateway peak RSS"
-        f" {max(f.peak_rss_mib or 0.0 for f in fasts):.1f} MiB, its interpretation process"
-        f" {num(max((f.child_rss_mib or 0.0 for f in fasts), default=None))} MiB, PSS of both"
-        f" {num(max((f.pss_mib or 0.0 for f in fasts), default=None))} MiB (the highest of the pairs)"
+        f" {num(highest(f.peak_rss_mib for f in fasts))} MiB, its interpretation process"
+        f" {num(highest(f.child_rss_mib for f in fasts))} MiB, PSS of both"
+        f" {num(highest(f.pss_mib for f in fasts))} MiB (the highest of the pairs)"
         "\nstored: gateway process start -> every result in its outbox (the acquisition side); CPU s: the"
         "\ngateway's user + system CPU over its whole run (start-up included; above 'total s': several cores);"
         "\nchild: the gateway's interpretation process (acquisition.interpret_process), its RSS counting the"
