@@ -2,9 +2,10 @@
 
 Does: the send order (`due_order`: priority first, then seq — the rows above priority 0 from their own index,
 the rest from the primary key), the stored payloads of a batch of seqs (`payloads`), applying an application
-ack (`ack`, and `ack_turn` to gather acks while the write lock is busy: rows deleted by seq — with their ids named too when the ack names ids —, then by the ids no seq named; a rejection moves a row to `rejected` only when
-its id, seq and payload hash all match, `stored_sha256`), the rejected rows and their requeue. Reads run on
-the read connection (`OutboxDb.read`), writes in one transaction each (`OutboxDb.tx`).
+ack (`ack`, and `ack_turn` to gather acks while the write lock is busy: rows deleted by seq — with their ids
+named too when the ack names ids —, then by the ids no seq named; a rejection moves a row to `rejected` only
+when its id, seq and payload hash all match, `stored_sha256`), the rejected rows and their requeue. Reads run
+on the read connection (`OutboxDb.read`), writes in one transaction each (`OutboxDb.tx`).
 
 Does not: open or own the database (`gateway.outbox.Outbox` is this side together with the acquisition side
 and the station's own messages; `gateway.outbox_db` holds the connections and transactions), add results
