@@ -57,10 +57,10 @@ from kuaijian_schema.wire import (
     ResultBody,
     StationConfig,
     VerdictName,
+    canonical_datetimes,
     canonical_finite,
     canonical_float_maps,
     canonical_strings,
-    json_datetime,
 )
 
 BUILTIN_VERSION = "builtin"
@@ -137,13 +137,6 @@ def _enc_qc(flags: int, no_sample_id: bool) -> bytes:
 _VERDICTS: tuple[VerdictName, ...] = tuple(Verdict(c).wire for c in range(len(Verdict)))
 """Wire verdict names by `Verdict` code."""
 _PRIORITIES = tuple(PRIORITY[v] for v in _VERDICTS)
-
-_ISO_TIME = re.compile(r"[0-9T:.+Z-]+")
-
-
-def _enc_time(text: str) -> bytes:
-    """`canonical_finite` of a `json_datetime` text (nothing in it to escape: quoted as it is)."""
-    return b'"' + text.encode() + b'"' if _ISO_TIME.fullmatch(text) else canonical_finite(text)
 
 
 @functools.lru_cache(maxsize=64)
@@ -353,8 +346,9 @@ class Interpreter:
         operators: dict[str, bytes] = {"": b""}
         per_channel: dict[int, list[tuple[str, bytes]]] = {}  # channel → (line key, first part) per test line
         k = len(heads)
+        times = canonical_datetimes([rd.measured_at for rd in readings])
         for i, rd in enumerate(readings):
-            at = _enc_time(json_datetime(rd.measured_at))
+            at = times[i]
             op = (rd.operator or self.operator or "")[:64]
             op_member = operators.get(op)
             if op_member is None:

@@ -29,8 +29,8 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Callable, Mapping
-from datetime import date, datetime, timedelta
+from collections.abc import Callable, Iterable, Mapping
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal
 from uuid import UUID
 
@@ -261,6 +261,28 @@ def canonical_strings(texts: list[str]) -> list[bytes]:
         if len(cut) == len(texts):
             return [b'"' + c + b'"' for c in cut]
     return [canonical_finite(t) for t in texts]
+
+
+def canonical_datetimes(times: Iterable[datetime]) -> list[bytes]:
+    """`canonical_finite(json_datetime(t))` of every aware datetime of `times` (ValueError for a naive one).
+
+    A UTC time (`tzinfo` is `datetime.UTC`, as the drivers make them) is written as the text of its whole
+    second — made once per second in the call — and its microseconds, the way `isoformat` writes them (six
+    digits, none when there are none): about a quarter of the cost of `isoformat` a time. Any other time
+    goes through `json_datetime`."""
+    seconds: dict[tuple[int, int, int, int, int, int], bytes] = {}
+    out: list[bytes] = []
+    for dt in times:
+        if dt.tzinfo is not UTC:
+            out.append(canonical_finite(json_datetime(dt)))
+            continue
+        key = (dt.year, dt.month, dt.day, dt.hour, dt.minute, dt.second)
+        head = seconds.get(key)
+        if head is None:
+            head = seconds[key] = b'"' + dt.replace(microsecond=0).isoformat()[:-6].encode()
+        us = dt.microsecond
+        out.append(head + (b'.%06dZ"' % us if us else b'Z"'))
+    return out
 
 
 def _canonical(obj: Any, *, finite: bool) -> bytes:

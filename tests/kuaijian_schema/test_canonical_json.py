@@ -229,3 +229,24 @@ def test_strings_and_float_maps_take_the_one_call_path(monkeypatch: pytest.Monke
     monkeypatch.setattr(wire, "canonical_finite", refuse)
     assert wire.canonical_strings(texts) == expected_strings
     assert wire.canonical_float_maps(KEYS, rows) == expected_rows
+
+
+@given(
+    st.lists(
+        st.datetimes(timezones=st.timezones() | st.builds(timezone, _offsets) | st.just(UTC))
+        | st.builds(  # several in one second, with and without microseconds: the cached second's text
+            lambda second, us: datetime(2026, 12, 7, 9, 30, second, us, tzinfo=UTC),
+            st.integers(0, 1),
+            st.sampled_from([0, 1, 999_999, 123_450]),
+        ),
+        max_size=20,
+    )
+)
+def test_canonical_datetimes_are_the_canonical_json_of_each_time(times: list[datetime]) -> None:
+    """The pipeline's batch encoder writes each time as `canonical_json(json_datetime(t))` does."""
+    assert wire.canonical_datetimes(times) == [canonical_json(json_datetime(t)) for t in times]
+
+
+def test_canonical_datetimes_refuse_a_naive_time() -> None:
+    with pytest.raises(ValueError, match="time zone"):
+        wire.canonical_datetimes([datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 1)])  # noqa: DTZ001
