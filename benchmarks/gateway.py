@@ -22,7 +22,13 @@ reading its backlog included); "steady" from the first result reaching the cloud
 The fast-source run and the raw link are run `--pairs` times (default 3), one after the other, and the
 ratio reported is the median of the pairs' ratios: on a shared 2-core VM one run of either varies by ±10 %.
 
-Usage: .venv/bin/python benchmarks/gateway.py [--records N] [--pairs N] [--gold N] [--enzyme-runs N]
+With `--sides`, the two halves of the gateway are also timed apart on one outbox: the acquisition side
+alone (a cloud that never acks: the gateway reads, interprets, signs and stores every record, sending only its
+first window; first result stored → all stored) and then the delivery side alone (a gateway restarted on that
+full outbox, nothing left to read, delivering it all to an acking cloud) — whether they cost the cores one
+after the other (the combined rate near 1/(1/a + 1/d)) or run side by side (near the smaller of the two).
+
+Usage: .venv/bin/python benchmarks/gateway.py [--records N] [--pairs N] [--gold N] [--enzyme-runs N] [--sides]
 """
 
 from __future__ import annotations
@@ -75,7 +81,8 @@ class Cloud:
     so the checking costs nothing while the clock runs.
     """
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, *, ack: bool = True) -> None:
+        self.ack = ack  # False: receives and keeps, never acks (the acquisition side alone)
         self.lock = threading.Lock()
         self.payloads: list[bytes] = []
         self.results = 0
@@ -105,7 +112,8 @@ class Cloud:
         data = bytes(msg.payload)
         items = split_result_payload(data)
         ack = {"ids": [item["id"] for item in items], "seqs": [item["seq"] for item in items], "rejected": []}
-        client.publish(topic(STATION, "ack"), json.dumps(ack, separators=(",", ":")), qos=1)
+        if self.ack:
+            client.publish(topic(STATION, "ack"), json.dumps(ack, separators=(",", ":")), qos=1)
         with self.lock:
             if self.first is None:
                 self.first = time.monotonic()
@@ -224,12 +232,21 @@ class _Counters:
 
 
 def run_gateway(
-    name: str, workdir: Path, broker: Mosquitto, instruments: list[dict[str, Any]], expected: int
+    name: str,
+    workdir: Path,
+    broker: Mosquitto,
+    instruments: list[dict[str, Any]],
+    expected: int,
+    *,
+    acks: bool = True,
 ) -> tuple[Row, list[dict[str, Any]]]:
+    """One gateway run until it applied an ack for all `expected` results — or, `acks` False (a cloud that
+    never acks: the acquisition side alone), until all are in its outbox; its steady time is then first
+    result stored → all stored, and the results are left in the outbox for a run that delivers them."""
     workdir.mkdir(parents=True, exist_ok=True)
     config = write_station(workdir, broker.port, instruments, link=LINK, acquisition=ACQ)
     db = workdir / "data" / "outbox.db"
-    cloud = Cloud(broker.port)
+    cloud = Cloud(broker.port, ack=acks)
     cloud.start()
     log = (workdir / "gateway.log").open("wb")
     t0 = time.monotonic()
@@ -250,6 +267,7 @@ def run_gateway(
         stderr=log,
     )
     stored: float | None = None  # when every result was in the outbox
+    first_stored: float | None = None  # when the first was
     child_rss: float | None = None
     pss = 0.0
     child_cpu: float | None = None
@@ -268,21 +286,22 @@ def run_gateway(
         polls = 0
 
         def done() -> bool:
-            nonlocal stored, polls
+            nonlocal stored, first_stored, polls
             polls += 1
             if polls % 10 == 0:  # PSS every 0.1 s (reading smaps walks the page tables of both processes)
                 sample_children()
             if proc.poll() is not None:
                 raise RuntimeError(f"gateway exited: {(workdir / 'gateway.log').read_text()[-2000:]}")
             counters = outbox.counters()
+            if first_stored is None and counters.get("enqueued", 0) > 0:
+                first_stored = time.monotonic()
             if stored is None and counters.get("enqueued", 0) >= expected:
                 stored = time.monotonic()
-            return counters.get("acked", 0) >= expected
+            return counters.get("acked", 0) >= expected if acks else stored is not None
 
         with _Counters(db) as outbox:
-            wait_for(
-                done, 600, f"{name}: the gateway did not apply acks for all {expected} results", interval=0.01
-            )
+            what = "apply acks for" if acks else "store"
+            wait_for(done, 600, f"{name}: the gateway did not {what} all {expected} results", interval=0.01)
         end = time.monotonic()
         peak = _rss_peak_mib(proc.pid)  # (the kernel's high-water mark)
         sample_children()
@@ -292,8 +311,10 @@ def run_gateway(
         proc.wait(30)
         log.close()
         cloud.stop()
-    items = cloud.check(expected)
+    items = cloud.check(expected) if acks else []
     first = cloud.first if cloud.first is not None else t0
+    if not acks:  # the acquisition side: first result stored -> all stored
+        first, end = (first_stored or t0), (stored or end)
     stored_s = None if stored is None else stored - t0
     return (
         Row(
@@ -417,6 +438,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--port", type=int, help=argparse.SUPPRESS)
     ap.add_argument("--batch", type=int, default=int(LINK["batch_max"]), help=argparse.SUPPRESS)
     ap.add_argument("--rounds", type=int, default=5, help="passes of the raw link over the payloads")
+    ap.add_argument(
+        "--sides",
+        action="store_true",
+        help="also time the acquisition side alone (a cloud that never acks) and the delivery side alone"
+        " (the same full outbox delivered by a restarted gateway)",
+    )
     args = ap.parse_args(argv)
     if args.pairs < 1:
         ap.error("--pairs must be at least 1")
@@ -441,6 +468,23 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  raw paho link #{i}: {raw.results} results in {raw.steady_s:.2f}s", file=sys.stderr)
             rows += [fast, raw]
             pairs.append((fast, raw))
+
+        sides: tuple[Row, Row] | None = None
+        if args.sides:  # one outbox: filled by a gateway whose cloud never acks, then delivered by another
+            source = [fast_instrument(total=args.records, rate=1e9, t0=0.0)]
+            with fresh_broker(root / "broker-acquisition") as broker:
+                acquisition, _ = run_gateway(
+                    "acquisition alone", root / "sides", broker, source, args.records, acks=False
+                )
+            with fresh_broker(root / "broker-delivery") as broker:
+                delivery, _ = run_gateway("delivery alone", root / "sides", broker, source, args.records)
+            delivery.stored_s = None  # (its outbox was full from the start)
+            rows += [acquisition, delivery]
+            sides = (acquisition, delivery)
+            print(
+                f"  sides: {acquisition.steady_rate:.0f} / {delivery.steady_rate:.0f} results/s",
+                file=sys.stderr,
+            )
 
         def gold() -> tuple[list[dict[str, Any]], int, Callable[[], None]]:
             sim = GoldSimulator(serial="GR-BENCH", seed=1)
@@ -515,6 +559,15 @@ def main(argv: list[str] | None = None) -> int:
         "\n(shared pages counted once); total: gateway process start -> last ack applied (start-up, opening"
         "\nthe instrument and reading its backlog included); steady: first result at the cloud -> last ack."
     )
+    if sides is not None:
+        a, d = (r.steady_rate for r in sides)
+        print(
+            f"\nsides: acquisition alone {a:.0f} results/s (first result stored -> all stored, no acks), delivery"
+            f" alone {d:.0f} results/s (the same outbox, full, delivered by a restarted gateway); one after the"
+            f" other on the same cores they would make 1/(1/{a:.0f} + 1/{d:.0f}) = {1 / (1 / a + 1 / d):.0f}"
+            f" results/s, side by side at most {min(a, d):.0f}; fast-source measured"
+            f" {statistics.median(f.steady_rate for f in fasts):.0f} (median of the pairs)"
+        )
     return 0
 
 
