@@ -279,7 +279,9 @@ def canonical_datetimes(times: Iterable[datetime]) -> list[bytes]:
         key = (dt.year, dt.month, dt.day, dt.hour, dt.minute, dt.second)
         head = seconds.get(key)
         if head is None:
-            head = seconds[key] = b'"' + dt.replace(microsecond=0).isoformat()[:-6].encode()
+            head = seconds[key] = (
+                b'"' + json_datetime(dt.replace(microsecond=0))[:-1].encode()
+            )  # (its "Z" cut)
         us = dt.microsecond
         out.append(head + (b'.%06dZ"' % us if us else b'Z"'))
     return out
