@@ -9,14 +9,16 @@ Does:
   with the reason), the unreachable warning repeated at most every `mqtt.unreachable_log_s`.
 - birth `Status` (retained) on every connect and every `status_interval_s`; last will = offline (retained).
 - sender thread: picks due outbox rows in priority order (positives first, then seq), at most
-  `max_unacked` in flight (reading on from the last row it handed out, not past every row in flight), one result per message when idle and `{"results": [...]}` batches of up to
-  `batch_max` under load, rate-limited to `max_messages_per_s` (so a drain after an outage does not flood
-  the broker). A result is due when never sent by this process, or when `ack_timeout_s` passed without an
-  application ack — even if the broker sent PUBACK, since a broker can accept and still drop (each further
-  re-send of the same result waits twice as long, up to `ack_timeout_max_s`; the first ack that arrives
-  afterwards makes every backed-off result due at once, so a cloud outage does not leave results waiting
-  out their back-off after the cloud is back). A new
-  connection without a session (broker lost its state) makes everything in flight due at once.
+  `max_unacked` in flight (reading on from the last row it handed out, not past every row in flight), one
+  result per message when idle and `{"results": [...]}` batches of up to `batch_max` under load,
+  rate-limited to `max_messages_per_s` (so a drain after an outage does not flood the broker). No row is
+  sent before it is on the disk (`Outbox.unsynced_from`: an enqueue's rows, and every row after them in
+  send order, wait for its sync). A result is due when never sent by this process, or when `ack_timeout_s`
+  passed without an application ack — even if the broker sent PUBACK, since a broker can accept and still
+  drop (each further re-send of the same result waits twice as long, up to `ack_timeout_max_s`; the first
+  ack that arrives afterwards makes every backed-off result due at once, so a cloud outage does not leave
+  results waiting out their back-off after the cloud is back). A new connection without a session (broker
+  lost its state) makes everything in flight due at once.
 - ack topic: rows named in `ids`/`seqs` are deleted from the outbox; a `rejected` entry moves a row to the
   outbox's rejected table only when its id, seq and payload hash all match (`Outbox.ack`); other entries are
   counted in `ignored_rejections` and logged. Nothing is deleted on PUBACK. Acks are applied by their own
@@ -449,6 +451,12 @@ class Link:
             if not order:  # caught up: the next look is from the top (finds rows put back meanwhile)
                 with self._lock:
                     self._reset_frontier()
+        held = self.outbox.unsynced_from()
+        if held is not None:  # not on the disk yet: neither these rows nor any after them in send order
+            for i, (seq, _prio) in enumerate(order):
+                if seq >= held:
+                    order = order[:i]
+                    break
         with self._lock:  # only this thread adds to `_inflight`: nothing read above was sent meanwhile
             return [(seq, prio) for seq, prio in order if seq not in self._inflight][:want], resets
 

@@ -9,9 +9,12 @@ Does: in ONE transaction per batch of instrument records, allocate the persisten
 give each result its UUIDv7 id, sign it, store it, remember its unique key (instrument, epoch,
 record no, line) and advance the instrument's cursor — so a crash anywhere re-reads at most the records
 after the cursor, and a re-read is a no-op (keys more than `keep_record_keys` records behind the cursor are
-pruned in the same transaction; those records stay known through the instrument's `record_horizon`). Rows
-are keyed by seq / result id (never by time) and leave the outbox ONLY on the cloud's application ack
-(station-originated sample registrations take the same path,
+pruned in the same transaction; those records stay known through the instrument's `record_horizon`). That
+commit does not wait for the disk while it holds the write lock: the WAL is flushed right after it, outside
+the lock (`sync`: the acks and the other writers go on meanwhile), before `enqueue` returns, and no row is
+sent before it is on the disk (`unsynced_from`) — a power cut can undo only rows never sent, whose records
+are then read again. Rows are keyed by seq / result id (never by time) and leave the outbox ONLY on the
+cloud's application ack (station-originated sample registrations take the same path,
 `enqueue_registration`, and are also kept by code in `registrations`); rejected rows move to the `rejected`
 table with the reason. Also stores the cloud-pushed station config with its version, the instrument cursors
 and memory resets, and skipped records. `salvage_from` restores what `gateway.salvage` reads from a corrupt
@@ -38,6 +41,7 @@ interpret signals. Thread-safe (one connection, one lock).
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import threading
 import time
@@ -46,6 +50,7 @@ from pathlib import Path
 from typing import Any, TypeGuard
 
 from gateway import salvage
+from gateway.errors import OutboxError
 from gateway.outbox_db import COUNT_ENQUEUED, MIGRATIONS, Migration, OutboxDb, keep_newest
 from gateway.outbox_delivery import DeliverySide, stored_sha256
 from gateway.outbox_station import StationSide
@@ -119,6 +124,13 @@ class Outbox(DeliverySide, StationSide):
         self.space = db.space
         self._seq_lock = threading.Lock()
         self._next_seq: int | None = None  # the seq the next enqueue is expected to start at (None: unknown)
+        # Enqueues whose commit did not wait for the disk and that no `sync` has covered since: a number
+        # each (given in order, under the write lock) → the first seq it wrote. Rows from there on are not
+        # sent (`unsynced_from`) until a sync covers them.
+        self._unsynced: dict[int, int] = {}
+        self._unsynced_numbers = 0
+        self._sync_failed = False  # a sync raised: the next `unsynced_from` tries again
+        self._sync_lock = threading.Lock()
 
     @classmethod
     def open(
@@ -208,7 +220,9 @@ class Outbox(DeliverySide, StationSide):
         """Persist every result of `records` and advance the cursor, all in one transaction.
 
         Results whose key (instrument, epoch, record_no, line) is already known are skipped (a re-read
-        after a crash). Each result is serialised once (`kuaijian_schema.wire.seal`, finite values vouched
+        after a crash). The commit does not wait for the disk; the WAL is flushed after it, outside the
+        write lock (`sync`), and the rows are not sent until then (`unsynced_from`); `OutboxError` when the
+        flush fails (the rows stay stored and held). Each result is serialised once (`kuaijian_schema.wire.seal`, finite values vouched
         for by `Draft`; a draft the interpretation process encoded already is sealed from its parts,
         `seal_parts`): the bytes `sign` signs are the stored (and later sent) payload but for its "sig".
         Encoded drafts are sealed before the write lock is taken, with the seqs they get when no other
@@ -238,9 +252,10 @@ class Outbox(DeliverySide, StationSide):
         rows: list[tuple[int, str, str, int, float, bytes]] = []
         keys: list[tuple[str, int, int, str, int, str]] = []
         out: list[Enqueued] = []
+        unsynced = False
         try:
             sealed = self._seal_ahead(docs, ids, sign)
-            with self._db.tx("enqueueing results", grows=True) as conn:
+            with self._db.tx("enqueueing results", grows=True, durable=False) as conn:
                 seq = int(conn.execute("SELECT value FROM counters WHERE name = 'seq'").fetchone()[0])
                 row = conn.execute(
                     "SELECT epoch, record_no FROM record_horizon WHERE instrument = ?", (instrument,)
@@ -278,6 +293,9 @@ class Outbox(DeliverySide, StationSide):
                     keys.append((instrument, epoch, record_no, line, seq, rid))
                     out.append(Enqueued(seq, rid, priority))
                 self._db.space.fits(len(rows), sum(len(r[5]) for r in rows))
+                if rows:
+                    self._hold_unsynced(rows[0][0])  # before the commit makes the rows visible
+                    unsynced = True
                 append_rows(conn, "outbox", _OUTBOX_COLUMNS, rows)
                 conn.execute(COUNT_ENQUEUED, (seq, len(out)))
                 conn.execute(_ADVANCE_CURSOR, (instrument, epoch, hi, now, identity))
@@ -287,8 +305,52 @@ class Outbox(DeliverySide, StationSide):
         except BaseException:
             with self._seq_lock:
                 self._next_seq = None  # not known: the next enqueue reads it in its transaction
+            if unsynced:
+                with contextlib.suppress(OutboxError):
+                    self.sync()  # (rolled back, or committed: either way not left held)
             raise
+        if unsynced:
+            self.sync()
         return out
+
+    # ------------------------------------------------------------------ durability of the enqueued rows
+    def _hold_unsynced(self, first_seq: int) -> None:
+        """Inside an enqueue's transaction, before its commit: rows from `first_seq` on are not sent until
+        a `sync` begun after this commit covers them."""
+        with self._sync_lock:
+            self._unsynced_numbers += 1
+            self._unsynced[self._unsynced_numbers] = first_seq
+
+    def sync(self) -> None:
+        """Make every enqueue committed so far durable (`OutboxDb.sync`: the WAL flushed outside the write
+        lock, so the acks and the other writers go on meanwhile) and let its rows be sent. An enqueue calls
+        it after its commit, before it returns; `OutboxError` when the disk refuses (the rows stay held and
+        the next call — `unsynced_from` makes one — tries again)."""
+        with self._db.lock:  # every enqueue numbered before this point has committed or rolled back
+            with self._sync_lock:
+                covered = self._unsynced_numbers
+        try:
+            self._db.sync()
+        except OutboxError:
+            with self._sync_lock:
+                self._sync_failed = True
+            raise
+        with self._sync_lock:
+            for number in [n for n in self._unsynced if n <= covered]:
+                del self._unsynced[number]
+            if not self._unsynced:
+                self._sync_failed = False
+
+    def unsynced_from(self) -> int | None:
+        """The lowest seq not yet known to be on the disk (None: every row is): rows from it on must not
+        be sent — were one sent and then undone by a power cut, its seq would be given to another result.
+        Tries the sync again when the last one failed (`OutboxError` when it fails again)."""
+        with self._sync_lock:
+            failed = self._sync_failed
+        if failed:
+            self.sync()
+        with self._sync_lock:
+            return min(self._unsynced.values(), default=None)
 
     def _seal_ahead(
         self, docs: list[tuple[int, str, int, Draft]], ids: list[str], sign: Signer

@@ -10,7 +10,9 @@ Does:
   migrate (a new outbox starts above the seq floor a corrupt predecessor left);
 - `OutboxDb.tx`: one `BEGIN IMMEDIATE` write transaction under one lock, rolled back on any failure, with
   the space checks before it (`grows`: refused with `OutboxFull` before anything is written when there is no
-  room; `essential`: the reserve is given back first on a full disk so an ack always applies);
+  room; `essential`: the reserve is given back first on a full disk so an ack always applies); a commit
+  that does not wait for the disk (`durable=False`) and `OutboxDb.sync`, which flushes the WAL outside the
+  write lock (every commit so far made durable; on opening too);
 - `translate`: an `sqlite3.Error` → `OutboxFull` (SQLITE_FULL) / `OutboxCorrupt` / `OutboxError`;
 - what the store modules share inside a transaction: `COUNT_ENQUEUED` (the seq counter and the enqueued
   total in one statement) and `keep_newest` (a history table cut to its newest rows).
@@ -213,6 +215,8 @@ class OutboxDb:
         self.space = space
         self._reader: sqlite3.Connection | None = None  # opened on the first read
         self._read_lock = threading.RLock()
+        self._wal_fd: int | None = None  # the WAL file, opened by the first `sync`
+        self._wal_lock = threading.Lock()
 
     @classmethod
     def open(cls, path: Path, *, max_db_bytes: int | None, check: bool, reserve_bytes: int) -> OutboxDb:
@@ -249,6 +253,7 @@ class OutboxDb:
             with db.tx("migrating") as tx:
                 migrate(tx, salvage.read_seq_floor(path) if fresh else None)
             space.ensure_reserve()
+            db.sync()  # what a process that died before its last sync left is durable before it is sent
         except CorruptFound as exc:
             conn.close()
             raise salvage.move_aside(path, str(exc)) from exc
@@ -269,6 +274,43 @@ class OutboxDb:
                 self._reader = None
         with self.lock:
             self._conn.close()
+        with self._wal_lock:
+            if self._wal_fd is not None:
+                os.close(self._wal_fd)
+                self._wal_fd = None
+
+    def sync(self) -> None:
+        """Make every transaction committed so far durable — what a `durable=True` commit does at its end,
+        here without the write lock: other writers go on meanwhile (a commit that ends during this call
+        may or may not be included). The WAL file is flushed to the disk (`os.fsync` of a descriptor of
+        its own, opened again when the file was replaced); the database file when there is no WAL.
+        `OutboxError` when the disk refuses."""
+        wal = f"{self.path}-wal"
+        with self._wal_lock:
+            fd = self._wal_fd
+            try:
+                try:
+                    current = os.stat(wal)
+                except FileNotFoundError:
+                    current = None
+                if fd is not None and (current is None or not os.path.samestat(current, os.fstat(fd))):
+                    os.close(fd)
+                    fd = self._wal_fd = None
+                if fd is None and current is not None:
+                    fd = self._wal_fd = os.open(wal, os.O_RDONLY)
+            except OSError as exc:
+                raise OutboxError(f"cannot open the outbox's WAL {wal} to flush it: {exc}") from exc
+        try:
+            if fd is not None:
+                os.fsync(fd)
+            else:
+                main = os.open(self.path, os.O_RDONLY)
+                try:
+                    os.fsync(main)
+                finally:
+                    os.close(main)
+        except OSError as exc:
+            raise OutboxError(f"cannot flush the outbox {self.path} to the disk: {exc}") from exc
 
     @contextlib.contextmanager
     def tx(
@@ -278,8 +320,8 @@ class OutboxDb:
         written when there is no room (`SpaceGuard.room`); `essential`: it must succeed on a full disk (an ack
         deleting rows) — the reserve is given back first if the disk is full (`SpaceGuard.essential`);
         `durable=False`: the commit does not wait for the disk (synchronous=NORMAL for this transaction:
-        the next durable commit or checkpoint makes it durable; a power cut before that may undo it whole,
-        never part of it)."""
+        the next durable commit, checkpoint or `sync` makes it durable; a power cut before that may undo it
+        whole, never part of it)."""
         with self.lock:
             conn = self._conn
             if grows:

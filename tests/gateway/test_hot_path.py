@@ -18,12 +18,20 @@ from pydantic import ValidationError
 from drivers.readings import DeviceInfo, Reading
 from drivers.timeouts import Timeouts
 from gateway.link import parse_ack
-from gateway.outbox import Enqueued, Outbox, RecordDrafts
+from gateway.outbox import Draft, Enqueued, Outbox, RecordDrafts
 from gateway.pipeline import Interpreter, SpecHolder
 from gateway.worker import QUEUED_BATCHES, InstrumentWorker
 from kuaijian_schema.wire import Ack, Rejection, Signer, hmac_signer, new_result_id
 from tests.gateway.acker import Acker
-from tests.gateway.conftest import STATION, RunningService, drained, fast_instrument, write_station
+from tests.gateway.conftest import (
+    KEY_BYTES,
+    STATION,
+    RunningService,
+    drained,
+    fast_instrument,
+    result_body,
+    write_station,
+)
 from tests.gateway.fast_source import FastGoldSource
 from tests.helpers import Mosquitto, wait_for
 
@@ -171,6 +179,48 @@ def test_acks_that_come_while_the_write_lock_is_busy_are_applied_in_one_transact
         wait_for(lambda: drained(svc, 40), 15, "the outbox did not drain")
     assert calls, "no ack was applied"
     assert len(calls[0]) >= 40, f"the first transaction applied {len(calls[0])} acks, not every queued one"
+
+
+def test_rows_are_not_sent_before_their_enqueue_has_flushed_them(
+    tmp_path: Path, mosquitto: Mosquitto, acker: Acker
+) -> None:
+    """An enqueue commits without waiting for the disk and flushes the WAL after (`Outbox.sync`): the link
+    looks at the committed rows meanwhile and sends none of them until the flush has ended."""
+    cfg = write_station(tmp_path, mosquitto.port, [])
+    with RunningService(cfg) as svc:
+        box, link = svc.outbox, svc.link
+        assert box is not None
+        assert link is not None
+        wait_for(lambda: link.connected, 10, "the gateway did not connect")
+        flush, held = box._db.sync, box.unsynced_from
+        entered, release = threading.Event(), threading.Event()
+        looked: list[int | None] = []
+
+        def slow_flush() -> None:
+            entered.set()
+            assert release.wait(30), "the test did not release the flush"
+            flush()
+
+        def watched() -> int | None:
+            value = held()
+            looked.append(value)
+            return value
+
+        box._db.sync = slow_flush  # type: ignore[method-assign]
+        box.unsynced_from = watched  # type: ignore[method-assign]
+        records = [RecordDrafts(n, (Draft.of("ch0/t0", 0, result_body(n, 0)),)) for n in (1, 2, 3)]
+        enqueuer = threading.Thread(target=box.enqueue, args=("plugin:X", 0, records, hmac_signer(KEY_BYTES)))
+        enqueuer.start()
+        try:
+            assert entered.wait(30), "the enqueue did not flush"
+            link.wake()
+            wait_for(lambda: 1 in looked, 10, "the link did not look at the rows while they were held")
+            assert acker.seqs() == set(), "rows were sent before they were on the disk"
+        finally:
+            release.set()
+            enqueuer.join(30)
+        wait_for(lambda: acker.seqs() == {1, 2, 3}, 10, "the rows were not sent once flushed")
+        wait_for(lambda: drained(svc, 3), 10, "the outbox did not drain")
 
 
 def _model_keys(payload: bytes) -> tuple[list[str], list[int], tuple[Rejection, ...]] | str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import threading
 import uuid
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,55 @@ def test_encoded_drafts_are_sealed_outside_the_write_lock_and_again_inside_when_
         assert [(d["sample"]["id"], d["values"]) for d in docs if "sample" in d] == [
             (f"S-{n}", result_body(n, k).wire()["values"]) for n in range(1, 27) for k in range(2)
         ]
+
+
+def test_an_enqueue_flushes_the_wal_outside_the_write_lock_and_its_rows_wait_for_it(tmp_path: Path) -> None:
+    """The commit of an enqueue does not wait for the disk; its WAL flush (`sync`) comes after, with the
+    write lock free (an ack applies meanwhile), and until it ends the rows are visible but held: not to be
+    sent (`unsynced_from`). A flush that fails fails the enqueue, leaves its rows stored and held, and the
+    next look (`unsynced_from`) flushes again."""
+    with Outbox.open(tmp_path / "o.db") as box:
+        box.enqueue("i", 0, [_record(1)], _sign)
+        assert box.unsynced_from() is None
+        flush = box._db.sync
+        entered, release = threading.Event(), threading.Event()
+        lock_free: list[bool] = []
+
+        def slow_flush() -> None:
+            lock_free.append(not box._db.lock._is_owned())  # type: ignore[attr-defined]
+            entered.set()
+            assert release.wait(30), "the test did not release the flush"
+            flush()
+
+        box._db.sync = slow_flush  # type: ignore[method-assign]
+        done: list[Any] = []
+        enqueuer = threading.Thread(target=lambda: done.append(box.enqueue("i", 0, [_record(2, 2)], _sign)))
+        enqueuer.start()
+        try:
+            assert entered.wait(30), "the enqueue did not flush"
+            assert lock_free == [True], "the WAL was flushed with the write lock held"
+            assert [seq for seq, _p in box.due_order(10)] == [1, 2, 3]  # committed: visible to readers
+            assert box.unsynced_from() == 2  # … but held
+            assert box.ack(seqs=[1]).acked == (1,)  # the write lock is free while the WAL is flushed
+            assert done == []
+        finally:
+            release.set()
+            enqueuer.join(30)
+        assert [e.seq for e in done[0]] == [2, 3]
+        assert box.unsynced_from() is None
+
+        def broken_flush() -> None:
+            raise OutboxError("I/O error (simulated)")
+
+        box._db.sync = broken_flush  # type: ignore[method-assign]
+        with pytest.raises(OutboxError, match="simulated"):
+            box.enqueue("i", 0, [_record(3)], _sign)
+        assert box.cursor("i") == Cursor(0, 3)  # stored (and the record is not read again) …
+        with pytest.raises(OutboxError, match="simulated"):
+            box.unsynced_from()  # … held while the flush keeps failing
+        box._db.sync = flush  # type: ignore[method-assign]
+        assert box.unsynced_from() is None  # flushed by the next look
+        assert [seq for seq, _p in box.due_order(10)] == [2, 3, 4]
 
 
 def test_a_batch_costs_a_few_statements_not_one_per_result(tmp_path: Path) -> None:
