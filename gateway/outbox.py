@@ -52,7 +52,7 @@ from typing import Any, TypeGuard
 from gateway import salvage
 from gateway.errors import OutboxError
 from gateway.outbox_db import COUNT_ENQUEUED, MIGRATIONS, Migration, OutboxDb, keep_newest
-from gateway.outbox_delivery import DeliverySide, stored_sha256
+from gateway.outbox_delivery import DeliverySide, FreshPayloads, stored_sha256
 from gateway.outbox_station import StationSide
 from gateway.outbox_types import (
     KEEP_CONFIGS,
@@ -131,6 +131,7 @@ class Outbox(DeliverySide, StationSide):
         self._unsynced_numbers = 0
         self._sync_failed = False  # a sync raised: the next `unsynced_from` tries again
         self._sync_lock = threading.Lock()
+        self._fresh = FreshPayloads()
 
     @classmethod
     def open(
@@ -311,6 +312,7 @@ class Outbox(DeliverySide, StationSide):
             raise
         if unsynced:
             self.sync()
+        self._fresh.keep((row[0], row[5]) for row in rows)  # for their first send
         return out
 
     # ------------------------------------------------------------------ durability of the enqueued rows

@@ -17,6 +17,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
@@ -28,11 +29,70 @@ from gateway.outbox_db import OutboxDb
 from gateway.outbox_types import PRIORITY, AckOutcome, RejectedRow
 from kuaijian_schema.wire import Rejection, payload_sha256
 
+FRESH_BYTES = 2 * 1024 * 1024
+"""Payloads just enqueued kept in memory for their first send (`FreshPayloads`), in bytes at most."""
+
+
+class FreshPayloads:
+    """The payloads of the rows just enqueued, kept in memory until their first send takes them
+    (`DeliverySide.payloads`) so the link does not read back from the file what was written a moment ago;
+    at most `limit` bytes — when full, new payloads are not kept (the link sends the oldest rows first: those
+    it holds are the next to go) and are read from the file instead. A row acked or rejected is dropped. A
+    re-send always reads the file. Thread-safe."""
+
+    def __init__(self, limit: int = FRESH_BYTES) -> None:
+        self._limit = limit
+        self._held: dict[int, bytes] = {}
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def keep(self, rows: Iterable[tuple[int, bytes]]) -> None:
+        """Hold (seq, payload) rows, in order, while there is room."""
+        with self._lock:
+            held, size = self._held, self._bytes
+            for seq, payload in rows:
+                if size + len(payload) > self._limit:
+                    break
+                held[seq] = payload
+                size += len(payload)
+            self._bytes = size
+
+    def take(self, seqs: Iterable[int]) -> tuple[dict[int, bytes], list[int]]:
+        """(payloads of the held `seqs`, no longer held; the seqs not held)."""
+        found: dict[int, bytes] = {}
+        missing: list[int] = []
+        with self._lock:
+            if not self._held:
+                return found, list(seqs)
+            held = self._held
+            for seq in seqs:
+                payload = held.pop(seq, None)
+                if payload is None:
+                    missing.append(seq)
+                else:
+                    found[seq] = payload
+                    self._bytes -= len(payload)
+        return found, missing
+
+    def drop(self, seqs: Iterable[int]) -> None:
+        with self._lock:
+            if not self._held:
+                return
+            for seq in seqs:
+                payload = self._held.pop(seq, None)
+                if payload is not None:
+                    self._bytes -= len(payload)
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._held)
+
 
 class DeliverySide:
     """The delivery side of `gateway.outbox.Outbox` (see the module docstring)."""
 
     _db: OutboxDb
+    _fresh: FreshPayloads
 
     def due_order(self, limit: int, after: tuple[int, int] | None = None) -> list[tuple[int, int]]:
         """(seq, priority) of up to `limit` outbox rows in send order: priority first, then seq; with `after`
@@ -79,8 +139,9 @@ class DeliverySide:
         """Stored signed JSON (UTF-8) of the given seqs (missing ones were acked meanwhile).
 
         Read as one row per 500 seqs — their seqs and lengths as JSON arrays and the payloads end to end —
-        not a row per payload (each statement step lets go of the GIL, `kuaijian_schema.sqlite_append`)."""
-        out: dict[int, bytes] = {}
+        not a row per payload (each statement step lets go of the GIL, `kuaijian_schema.sqlite_append`);
+        those just enqueued and not sent yet come from memory instead (`FreshPayloads`)."""
+        out, seqs = self._fresh.take(seqs)
         for i in range(0, len(seqs), 500):
             chunk = list(seqs[i : i + 500])
             # stored as a blob since 0006 (no decoding on the way in or out), as text before
@@ -162,6 +223,7 @@ class DeliverySide:
                     (int(row[0]), str(row[1]), rej.reason, now, row[2]),
                 )
                 moved.append(int(row[0]))
+            self._fresh.drop([*acked, *moved])
             if acked or moved:
                 conn.execute(
                     "UPDATE counters SET value = value + CASE name WHEN 'acked' THEN ? ELSE ? END"

@@ -18,7 +18,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from gateway.errors import OutboxCorrupt, OutboxError, OutboxFull
 from gateway.outbox import MIGRATIONS, Cursor, Draft, Migration, Outbox, RecordDrafts, stored_sha256
-from gateway.outbox_delivery import delete_where
+from gateway.outbox_delivery import FreshPayloads, delete_where
 from kuaijian_schema.wire import (
     Rejection,
     body_parts,
@@ -195,6 +195,38 @@ def test_an_enqueue_flushes_the_wal_outside_the_write_lock_and_its_rows_wait_for
         box._db.sync = flush  # type: ignore[method-assign]
         assert box.unsynced_from() is None  # flushed by the next look
         assert [seq for seq, _p in box.due_order(10)] == [2, 3, 4]
+
+
+def test_the_first_send_of_a_row_takes_its_payload_from_memory_and_a_resend_from_the_file(
+    tmp_path: Path,
+) -> None:
+    """The payloads an enqueue stored are kept in memory (`FreshPayloads`, up to its limit: a row past it is
+    not kept) until their first send takes them; a re-send reads the file again, an acked row is dropped
+    from memory."""
+    with Outbox.open(tmp_path / "o.db") as box:
+        box.enqueue("i", 0, [_record(1)], _sign)
+        size = len(box.payloads([1])[1])  # (every payload of these records is as long)
+        box._fresh = FreshPayloads(limit=int(2.5 * size))
+        box.enqueue("i", 0, [_record(2), _record(3), _record(4)], _sign)  # 2 and 3 fit, 4 does not
+        assert len(box._fresh) == 2
+        read = box._db.read
+        reads: list[str] = []
+
+        def counted(sql: str, params: Any = ()) -> Any:
+            reads.append(sql)
+            return read(sql, params)
+
+        box._db.read = counted  # type: ignore[method-assign]
+        first = box.payloads([2, 3])
+        assert reads == [], "the first send read the file"
+        assert box.payloads([2, 3, 4]) == {**first, 4: box.payloads([4])[4]}  # re-sends and 4: the file
+        assert len(reads) == 2
+        assert all(verify_payload(json.loads(p), KEY) for p in first.values())
+        box.enqueue("i", 0, [_record(5)], _sign)
+        assert len(box._fresh) == 1
+        assert box.ack(seqs=[5]).acked == (5,)
+        assert len(box._fresh) == 0  # acked: not held for a send that will not come
+        assert box.payloads([5]) == {}
 
 
 def test_a_batch_costs_a_few_statements_not_one_per_result(tmp_path: Path) -> None:
