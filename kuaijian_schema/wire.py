@@ -413,10 +413,15 @@ def _string(text: str) -> bytes:
 
 def seal_parts(parts: BodyParts, rid: str, seq: int, sign: Signer) -> tuple[bytes, str]:
     """`seal` of the body `parts` came from (`body_parts`) with "id" `rid` and "seq" `seq` added — the same
-    bytes and signature — without encoding anything but the id, the seq and the signature."""
+    bytes and signature — without encoding anything but the id, the seq and the signature (a result's
+    parts — every run but the one between "seq" and "sig" there — in one formatting step each)."""
     if type(seq) is not int:
         raise TypeError(f"seq must be an int, not {type(seq).__name__}")
     p0, p1, p2, p3 = parts
+    if p0 and p1 and p3 and not p2:  # a result's (members before "id", between it and "seq", after "sig")
+        first = b'{%b,"id":%b,%b,"seq":%d' % (p0, _string(rid), p1, seq)
+        sig = sign(b"%b,%b}" % (first, p3))
+        return b'%b,"sig":%b,%b}' % (first, _string(sig), p3), sig
     head = b",".join(m for m in (p0, b'"id":' + _string(rid), p1, b'"seq":' + str(seq).encode(), p2) if m)
     sig = sign(b"{" + head + (b"," + p3 if p3 else b"") + b"}")
     return b"{" + head + b',"sig":' + _string(sig) + (b"," + p3 if p3 else b"") + b"}", sig
