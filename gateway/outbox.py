@@ -223,8 +223,9 @@ class Outbox(DeliverySide, StationSide):
         Results whose key (instrument, epoch, record_no, line) is already known are skipped (a re-read
         after a crash). The commit does not wait for the disk; the WAL is flushed after it, outside the
         write lock (`sync`), and the rows are not sent until then (`unsynced_from`); `OutboxError` when the
-        flush fails (the rows stay stored and held). Each result is serialised once (`kuaijian_schema.wire.seal`, finite values vouched
-        for by `Draft`; a draft the interpretation process encoded already is sealed from its parts,
+        flush fails (the rows stay stored and held). Their payloads are kept in memory for their first send
+        (`FreshPayloads`). Each result is serialised once (`kuaijian_schema.wire.seal`, finite values
+        vouched for by `Draft`; a draft the interpretation process encoded already is sealed from its parts,
         `seal_parts`): the bytes `sign` signs are the stored (and later sent) payload but for its "sig".
         Encoded drafts are sealed before the write lock is taken, with the seqs they get when no other
         enqueue commits first and none is a re-read (`_seal_ahead`: the usual case — the transaction checks
@@ -311,8 +312,9 @@ class Outbox(DeliverySide, StationSide):
                     self.sync()  # (rolled back, or committed: either way not left held)
             raise
         if unsynced:
+            # kept for their first send while they are still held: no send, and so no ack, comes before
+            self._fresh.keep((row[0], row[5]) for row in rows)
             self.sync()
-        self._fresh.keep((row[0], row[5]) for row in rows)  # for their first send
         return out
 
     # ------------------------------------------------------------------ durability of the enqueued rows

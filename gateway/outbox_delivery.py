@@ -36,9 +36,10 @@ FRESH_BYTES = 2 * 1024 * 1024
 class FreshPayloads:
     """The payloads of the rows just enqueued, kept in memory until their first send takes them
     (`DeliverySide.payloads`) so the link does not read back from the file what was written a moment ago;
-    at most `limit` bytes — when full, new payloads are not kept (the link sends the oldest rows first: those
-    it holds are the next to go) and are read from the file instead. A row acked or rejected is dropped. A
-    re-send always reads the file. Thread-safe."""
+    at most `limit` bytes — when full, new payloads are not kept (within a priority the link sends the oldest
+    rows first: those held go before them) and are read from the file instead. The enqueue keeps them while
+    its rows are still held from sending (`Outbox.unsynced_from`), so every row kept is either sent — its first
+    send takes it — or acked or rejected first — dropped then (`ack`). A re-send reads the file. Thread-safe."""
 
     def __init__(self, limit: int = FRESH_BYTES) -> None:
         self._limit = limit
@@ -75,6 +76,7 @@ class FreshPayloads:
         return found, missing
 
     def drop(self, seqs: Iterable[int]) -> None:
+        """No longer hold `seqs` (acked or rejected: no send will take them)."""
         with self._lock:
             if not self._held:
                 return
