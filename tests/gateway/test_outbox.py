@@ -228,6 +228,20 @@ def test_the_first_send_of_a_row_takes_its_payload_from_memory_and_a_resend_from
         assert len(box._fresh) == 0  # acked: not held for a send that will not come
         assert box.payloads([5]) == {}
 
+        # sent and acked the moment the flush lets them go, before the enqueue returns: nothing stays behind
+        flush = box._db.sync
+
+        def flush_then_send_and_ack() -> None:
+            flush()
+            sent = box.payloads([6, 7])
+            assert sorted(sent) == [6, 7]
+            box.ack(seqs=[6, 7])
+
+        box._db.read = read  # type: ignore[method-assign]
+        box._db.sync = flush_then_send_and_ack  # type: ignore[method-assign]
+        box.enqueue("i", 0, [_record(6), _record(7)], _sign)
+        assert len(box._fresh) == 0
+
 
 def test_a_batch_costs_a_few_statements_not_one_per_result(tmp_path: Path) -> None:
     """Enqueueing, reading for sending and acking 200 results each take a handful of statements, not one
