@@ -1,7 +1,8 @@
 """The outbox's delivery side: what the MQTT link reads from it and what the cloud's acks change in it.
 
 Does: the send order (`due_order`: priority first, then seq — the rows above priority 0 from their own index,
-the rest from the primary key), the stored payloads of a batch of seqs (`payloads`), applying an application
+the rest from the primary key), the stored payloads of a batch of seqs (`payloads`; a row's first send takes
+what its enqueue just stored from memory, `FreshPayloads`), applying an application
 ack (`ack`, and `ack_turn` to gather acks while the write lock is busy: rows deleted by seq — with their ids
 named too when the ack names ids —, then by the ids no seq named; a rejection moves a row to `rejected` only
 when its id, seq and payload hash all match, `stored_sha256`), the rejected rows and their requeue. Reads run
