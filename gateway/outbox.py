@@ -112,6 +112,43 @@ def _all_encoded(parts: list[BodyParts | None]) -> TypeGuard[list[BodyParts]]:
     return all(p is not None for p in parts)
 
 
+def _enqueue_rows(
+    instrument: str,
+    epoch: int,
+    docs: list[tuple[int, str, int, Draft]],
+    ids: list[str],
+    known: set[tuple[int, str]],
+    horizon: tuple[int, int] | None,
+    seq: int,
+    now: float,
+    sign: Signer,
+    rows: list[tuple[int, str, str, int, float, bytes]],
+    keys: list[tuple[str, int, int, str, int, str]],
+    out: list[Enqueued],
+) -> int:
+    """An enqueue's rows, keys and results one by one (appended to `rows`, `keys`, `out`), sealed in its
+    transaction: the drafts whose key is not `known` and not at or below the `horizon` — a re-read: its key is
+    here, or it was taken long ago and its key pruned — numbered from `seq` + 1 on (the same key twice in one
+    call: the first one counts). Returns the last seq given."""
+    for (record_no, line, priority, draft), rid in zip(docs, ids, strict=True):
+        key = (record_no, line)
+        if key in known or (horizon is not None and (epoch, record_no) <= horizon):
+            continue
+        known.add(key)
+        seq += 1
+        if draft.parts is not None:  # encoded already (the interpretation process)
+            payload, _sig = seal_parts(draft.parts, rid, seq, sign)
+        else:
+            wire = dict(draft.wire)
+            wire["id"] = rid
+            wire["seq"] = seq
+            payload, _sig = seal(wire, sign, finite=True)
+        rows.append((seq, rid, instrument, priority, now, payload))
+        keys.append((instrument, epoch, record_no, line, seq, rid))
+        out.append(Enqueued(seq, rid, priority))
+    return seq
+
+
 class Outbox(DeliverySide, StationSide):
     """The outbox database. Create with `Outbox.open(path)`; close with `close()`."""
 
@@ -271,29 +308,29 @@ class Outbox(DeliverySide, StationSide):
                         (instrument, epoch, lo, hi),
                     )
                 }
-                kept: list[tuple[tuple[int, str, int, Draft], str]] = []
-                for doc, rid in zip(docs, ids, strict=True):
-                    key = (doc[0], doc[1])
-                    if key in known or (horizon is not None and (epoch, doc[0]) <= horizon):
-                        continue  # a re-read: its key is here, or it was taken long ago and its key pruned
-                    known.add(key)  # (the same key twice in one call: the first one counts)
-                    kept.append((doc, rid))
-                if sealed is not None and (sealed[0] != seq + 1 or len(kept) != len(docs)):
-                    sealed = None  # another enqueue came first, or a re-read: sealed again here
-                for i, ((record_no, line, priority, draft), rid) in enumerate(kept):
-                    seq += 1
-                    if sealed is not None:
-                        payload = sealed[1][i]
-                    elif draft.parts is not None:  # encoded already (the interpretation process)
-                        payload, _sig = seal_parts(draft.parts, rid, seq, sign)
-                    else:
-                        wire = dict(draft.wire)
-                        wire["id"] = rid
-                        wire["seq"] = seq
-                        payload, _sig = seal(wire, sign, finite=True)
-                    rows.append((seq, rid, instrument, priority, now, payload))
-                    keys.append((instrument, epoch, record_no, line, seq, rid))
-                    out.append(Enqueued(seq, rid, priority))
+                if (
+                    sealed is not None
+                    and sealed[0] == seq + 1  # no other enqueue came first
+                    and not known  # no re-read …
+                    and (horizon is None or (epoch, lo) > horizon)
+                    and len({(doc[0], doc[1]) for doc in docs}) == len(docs)  # … and no key twice
+                ):
+                    # the usual case: every result new and sealed already — made in one pass each
+                    seqs = range(seq + 1, seq + 1 + len(docs))
+                    rows = [
+                        (n, rid, instrument, doc[2], now, payload)
+                        for n, rid, doc, payload in zip(seqs, ids, docs, sealed[1], strict=True)
+                    ]
+                    keys = [
+                        (instrument, epoch, doc[0], doc[1], n, rid)
+                        for n, rid, doc in zip(seqs, ids, docs, strict=True)
+                    ]
+                    out = [Enqueued(n, rid, doc[2]) for n, rid, doc in zip(seqs, ids, docs, strict=True)]
+                    seq += len(docs)
+                else:  # sealed again here: another enqueue came first, or a re-read
+                    seq = _enqueue_rows(
+                        instrument, epoch, docs, ids, known, horizon, seq, now, sign, rows, keys, out
+                    )
                 self._db.space.fits(len(rows), sum(len(r[5]) for r in rows))
                 if rows:
                     self._hold_unsynced(rows[0][0])  # before the commit makes the rows visible

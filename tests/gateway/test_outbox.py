@@ -137,6 +137,12 @@ def test_encoded_drafts_are_sealed_outside_the_write_lock_and_again_inside_when_
         outside.clear()
         box.enqueue("i", 0, batch(23), sign)
         assert outside == [True] * 8
+        outside.clear()
+        twice = batch(27, 2)
+        got = box.enqueue("i", 0, [twice[0], twice[0], twice[1]], sign)  # record 27 twice: it counts once
+        assert outside == [True] * 6 + [False] * 4
+        assert [e.seq for e in got] == list(range(got[0].seq, got[0].seq + 4))
+        outside.clear()
 
         total = box.stats().enqueued_total
         payloads = box.payloads(list(range(1, total + 1)))
@@ -144,7 +150,7 @@ def test_encoded_drafts_are_sealed_outside_the_write_lock_and_again_inside_when_
         assert [d["seq"] for d in docs] == list(range(1, total + 1))
         assert all(verify_payload(d, KEY) for d in docs if d.get("kind") != "sample")
         assert [(d["sample"]["id"], d["values"]) for d in docs if "sample" in d] == [
-            (f"S-{n}", result_body(n, k).wire()["values"]) for n in range(1, 27) for k in range(2)
+            (f"S-{n}", result_body(n, k).wire()["values"]) for n in range(1, 29) for k in range(2)
         ]
 
 
