@@ -113,8 +113,9 @@ def _run(args: argparse.Namespace) -> int:
     stop = threading.Event()
     # The cyclic collector's first generation is collected after this many net container allocations
     # instead of 700: the per-result objects are freed by reference counting as they flow through (no
-    # cycles), and at 700 the batches in flight set off ~216 collections per 40,000 results — 0.08-0.14 s of
-    # GIL time (gc.callbacks, benchmarks/gateway.py); at 20,000 none. (Cyclic garbage still goes, later.)
+    # cycles), and at 700 the batches in flight set off 211-218 collections per 40,000 results — 0.11-0.14 s
+    # of GIL time with the few older ones (gc.callbacks, benchmarks/gateway.py); at 20,000 none. (Cyclic
+    # garbage still goes, later.)
     gc.set_threshold(GC_YOUNG_THRESHOLD, *gc.get_threshold()[1:])
 
     def on_signal(signum: int, _frame: object) -> None:
