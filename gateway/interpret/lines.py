@@ -342,13 +342,11 @@ def finish(sc: Scan, lay: Layout) -> LineStats:
     core_cols = cols[_PER_H * nh :]
     # 5. adaptive window from the control line of each strip (every candidate width, control rows only)
     ccols = np.ascontiguousarray(cols[:, ::nl])  # (columns, m)
-    c_sig = np.empty((nh, m))
-    c_core = np.empty((nh, m))
-    for i in range(nh):
-        blk = ccols[_PER_H * i : _PER_H * (i + 1)]
-        b0_i, slope_i = _baseline(blk, lay.sub_pos[i], noise, lay.f)
-        c_sig[i] = blk[0] - (2 * hs[i] + 1) * b0_i
-        c_core[i] = _core(ccols[_PER_H * nh :], b0_i, slope_i)
+    # every width at once: (_PER_H, widths, m) statistics, (6, widths, 1) sub-flank centres
+    cblk = ccols[: _PER_H * nh].reshape(nh, _PER_H, m).transpose(1, 0, 2)
+    c_b0, c_slope = _baseline(cblk, lay.sub_pos.T[:, :, None], noise, lay.f)
+    c_sig = cblk[0] - (2 * hs[:, None] + 1) * c_b0
+    c_core = _core(ccols[_PER_H * nh :], c_b0, c_slope)
     with np.errstate(divide="ignore", invalid="ignore"):
         sigma_line = c_sig / (c_core / 3.0) / _SQRT_2PI
     fits = hs[:, None] >= WINDOW_SIGMAS * np.nan_to_num(sigma_line, nan=np.inf, neginf=np.inf)
@@ -439,7 +437,8 @@ def _baseline(blk: F64, sub_pos: F64, sigma: F64, f: int) -> tuple[F64, F64]:
     """Baseline OD at the centre and its slope per px from the stat columns `blk` (_PER_H, n) of one
     window width: per side the mean of the three sub-flank means when they agree within SPECK_SPREAD
     noise sds, else the lowest one plus the bias of a minimum of three. `sub_pos` (6[, n]) are the
-    sub-flank centres (px from the line centre), `sigma` (n,) the OD noise per px."""
+    sub-flank centres (px from the line centre), `sigma` (n,) the OD noise per px. (Any leading axes of `blk`
+    beyond the first broadcast: every candidate width at once, (_PER_H, widths, n) with `sub_pos` (6, widths, 1).)"""
     sd_mean = sigma / math.sqrt(f / SUBFLANKS)  # noise sd of one sub-flank mean
     levels, places = [], []
     for first in (0, SUBFLANKS):
@@ -458,7 +457,7 @@ def _baseline(blk: F64, sub_pos: F64, sigma: F64, f: int) -> tuple[F64, F64]:
 
 def _core(cores: F64, b0: F64, slope: F64) -> F64:
     """Highest 3-px OD sum above the baseline among the sums `cores` (2·CORE_SHIFT + 1, n) centred at
-    −CORE_SHIFT … +CORE_SHIFT px."""
+    −CORE_SHIFT … +CORE_SHIFT px; `b0` and `slope` (n,) or (widths, n)."""
     out = np.full(b0.shape, -np.inf)
     for j, o in enumerate(range(-CORE_SHIFT, CORE_SHIFT + 1)):
         np.maximum(out, cores[j] - 3.0 * (b0 + o * slope), out=out)
