@@ -156,3 +156,31 @@ def test_wide_bands_are_integrated_whole(kit: str) -> None:
     err = np.abs(res.ratio - batch.truth.ratio)
     assert np.percentile(err, 95) < 0.06
     assert np.median(err) < 0.02
+
+
+@pytest.mark.parametrize("kit", ["imidacloprid-v1", "nitrofurans-card-v1"])
+def test_the_control_lines_baseline_for_every_width_at_once_is_the_one_width_by_width(kit: str) -> None:
+    """`lines.finish` takes the control line's baseline and core for every candidate window width in one
+    set of element-wise steps (the widths as an axis): the same numbers, bit for bit, as one width at a
+    time — with sub-flanks that agree and sub-flanks a speck spoiled (both branches of the baseline)."""
+    from gateway.interpret import lines as lines_mod
+
+    lay = layout(DEMO_KITS[kit])
+    nh, per_h, m = len(lay.hs), lines_mod._PER_H, 257
+    rng = np.random.default_rng(5)
+    sigma = rng.uniform(0.001, 0.02, m)
+    stats = rng.normal(0.0, 0.01, (per_h, nh, m))
+    stats[rng.random((per_h, nh, m)) < 0.2] += 0.5  # specks: some sub-flanks far from the others
+    stats[2, :, :40] = stats[1, :, :40]  # ties between sub-flanks
+    cores = rng.normal(0.1, 0.05, (2 * lines_mod.CORE_SHIFT + 1, m))
+    b0, slope = lines_mod._baseline(stats, lay.sub_pos.T[:, :, None], sigma, lay.f)
+    core = lines_mod._core(cores, b0, slope)
+    spoiled = 0
+    for i in range(nh):
+        b0_i, slope_i = lines_mod._baseline(stats[:, i], lay.sub_pos[i], sigma, lay.f)
+        assert np.array_equal(b0[i], b0_i), f"width {i}"
+        assert np.array_equal(slope[i], slope_i), f"width {i}"
+        assert np.array_equal(core[i], lines_mod._core(cores, b0_i, slope_i)), f"width {i}"
+        a, b, c = stats[1:4, i]
+        spoiled += int((np.maximum(np.maximum(a, b), c) - np.minimum(np.minimum(a, b), c) > 0.1).sum())
+    assert 0 < spoiled < nh * m  # both branches taken
