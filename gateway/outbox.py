@@ -107,6 +107,10 @@ _OUTBOX_COLUMNS = ("seq", "id", "instrument", "priority", "enqueued_at", "payloa
 _RECORD_COLUMNS = ("instrument", "epoch", "record_no", "line", "seq", "id")
 
 
+_Rows = list[tuple[int, str, str, int, float, bytes]]  # outbox rows, `_OUTBOX_COLUMNS`
+_Keys = list[tuple[str, int, int, str, int, str]]  # record keys, `_RECORD_COLUMNS`
+
+
 def _all_encoded(parts: list[BodyParts | None]) -> TypeGuard[list[BodyParts]]:
     """Whether every draft came encoded (`Draft.parts`)."""
     return all(p is not None for p in parts)
@@ -122,14 +126,13 @@ def _enqueue_rows(
     seq: int,
     now: float,
     sign: Signer,
-    rows: list[tuple[int, str, str, int, float, bytes]],
-    keys: list[tuple[str, int, int, str, int, str]],
-    out: list[Enqueued],
-) -> int:
-    """An enqueue's rows, keys and results one by one (appended to `rows`, `keys`, `out`), sealed in its
-    transaction: the drafts whose key is not `known` and not at or below the `horizon` — a re-read: its key is
-    here, or it was taken long ago and its key pruned — numbered from `seq` + 1 on (the same key twice in one
-    call: the first one counts). Returns the last seq given."""
+) -> tuple[_Rows, _Keys, list[Enqueued]]:
+    """An enqueue's rows, keys and results one by one, sealed in its transaction: the drafts whose key is not
+    `known` and not at or below the `horizon` — a re-read: its key is here, or it was taken long ago and its
+    key pruned — numbered from `seq` + 1 on (the same key twice in one call: the first one counts)."""
+    rows: _Rows = []
+    keys: _Keys = []
+    out: list[Enqueued] = []
     for (record_no, line, priority, draft), rid in zip(docs, ids, strict=True):
         key = (record_no, line)
         if key in known or (horizon is not None and (epoch, record_no) <= horizon):
@@ -146,7 +149,7 @@ def _enqueue_rows(
         rows.append((seq, rid, instrument, priority, now, payload))
         keys.append((instrument, epoch, record_no, line, seq, rid))
         out.append(Enqueued(seq, rid, priority))
-    return seq
+    return rows, keys, out
 
 
 class Outbox(DeliverySide, StationSide):
@@ -288,9 +291,6 @@ class Outbox(DeliverySide, StationSide):
             if priority < 0:
                 raise ValueError(f"priority {priority} of {instrument} record {record_no} is below 0")
         ids = new_result_ids(len(docs))
-        rows: list[tuple[int, str, str, int, float, bytes]] = []
-        keys: list[tuple[str, int, int, str, int, str]] = []
-        out: list[Enqueued] = []
         unsynced = False
         try:
             sealed = self._seal_ahead(docs, ids, sign)
@@ -326,11 +326,11 @@ class Outbox(DeliverySide, StationSide):
                         for n, rid, doc in zip(seqs, ids, docs, strict=True)
                     ]
                     out = [Enqueued(n, rid, doc[2]) for n, rid, doc in zip(seqs, ids, docs, strict=True)]
-                    seq += len(docs)
                 else:  # sealed again here: another enqueue came first, or a re-read
-                    seq = _enqueue_rows(
-                        instrument, epoch, docs, ids, known, horizon, seq, now, sign, rows, keys, out
+                    rows, keys, out = _enqueue_rows(
+                        instrument, epoch, docs, ids, known, horizon, seq, now, sign
                     )
+                seq += len(rows)
                 self._db.space.fits(len(rows), sum(len(r[5]) for r in rows))
                 if rows:
                     self._hold_unsynced(rows[0][0])  # before the commit makes the rows visible
