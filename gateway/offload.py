@@ -1,5 +1,5 @@
-"""The colloidal-gold interpretation of a gateway in a child process: the numpy core and the building of the
-result bodies run on another core than the outbox, the signing and the MQTT link (one GIL each).
+"""The colloidal-gold interpretation of a gateway in a child process: the numpy core, the building of the
+result bodies and their sealing run on another core than the outbox and the MQTT link (one GIL each).
 
 Does:
 - `GoldOffload.start`: fork one child (before the service starts its own threads); the child closes every
@@ -14,12 +14,18 @@ Does:
   batches are answered in the order sent, several may wait in the child, and batches of one instrument
   already waiting when the child takes one are interpreted with it in one call (`COALESCE`: the core's
   cost per call is that of about a hundred strips);
+- `GoldOffload.seal_with`: from then on the child also seals each draft (`Draft.sealed`: a new id, the seq it
+  guesses — from `Outbox.next_seq` for a child's first request, then counting on — and the HMAC of the signer
+  the offload was made with, which the child has from the fork); the outbox stores a right guess as it is,
+  seals a wrong one again and reports what came next (`_SealedBatch.settled`), which goes to the child with
+  the next request and moves its later guesses by the error once (`_steer`);
 - failures: an exception in the child comes back as `OffloadError` with its text (the child goes on); a child
   that is gone (killed, crashed) is reaped and `OffloadError` raised — the caller interprets in its own thread
   then — and the next call forks a new one, at most `MAX_RESTARTS` times (after that the offload stays off).
 
-Does not: decide anything about results (gateway.pipeline does, in either process), touch the outbox, the
-MQTT link, a file or a log from the child, or interpret enzyme runs (a few per hour; they stay in the worker).
+Does not: decide anything about results (gateway.pipeline does, in either process), decide the seqs (the
+outbox's transaction does: a guess is only ever checked), touch the outbox, the MQTT link, a file or a log from
+the child, or interpret enzyme runs (a few per hour; they stay in the worker).
 """
 
 from __future__ import annotations
@@ -42,8 +48,8 @@ import numpy.typing as npt
 
 from drivers.readings import DeviceInfo, GoldReading
 from gateway.errors import OffloadError
-from gateway.outbox_types import Draft, RecordDrafts
-from kuaijian_schema.wire import BodyParts, body_parts
+from gateway.outbox_types import Draft, RecordDrafts, Sealed
+from kuaijian_schema.wire import BodyParts, Signer, body_parts, new_result_ids, seal_parts
 
 if TYPE_CHECKING:
     from gateway.pipeline import Interpreter, SpecBook
@@ -70,6 +76,8 @@ class _Child:
         self.lost: str | None = None
         self.settings: tuple[Any, ...] | None = None  # the last sent (the child keeps them)
         self.book: SpecBook | None = None
+        self.hinted = False  # the seq to seal from was sent (the child's guesses go on from there)
+        self.anchor: tuple[int, int, int] | None = None  # (chain, guessed next, actual next), to send
         self._reader = threading.Thread(target=self._read, name=f"offload-{pid}", daemon=True)
         self._reader.start()
 
@@ -108,12 +116,25 @@ class _Child:
 class GoldOffload:
     """One child process interpreting gold batches for every worker of a gateway (see the module docstring)."""
 
-    def __init__(self) -> None:
+    def __init__(self, sign: Signer | None = None) -> None:
         self._lock = threading.Lock()  # sending, forking
         self._child: _Child | None = None
+        self._sign = sign  # the station's signer: the child has it from the fork
+        self._next_seq: Callable[[], int] | None = None  # `seal_with`
         self.restarts = 0
         self.closed = False
         self.answered = 0  # batches whose drafts the child made
+
+    def seal_with(self, next_seq: Callable[[], int]) -> None:
+        """Have the child seal the drafts it makes (`Draft.sealed`), with the signer given at construction and
+        seqs guessed from `next_seq()` (the outbox's `Outbox.next_seq`, asked once per child) on; the outbox
+        stores those it guessed right as they are and tells their batch what came next when they were not
+        (another instrument's or a registration's enqueue came first: the child's next guesses move by the
+        difference, once — the batches sealed before it heard are sealed again by the outbox)."""
+        if self._sign is None:
+            raise ValueError("sealing in the interpretation process needs the station's signer")
+        with self._lock:
+            self._next_seq = next_seq
 
     @property
     def pid(self) -> int | None:
@@ -125,7 +146,7 @@ class GoldOffload:
         """Fork the child (once; `submit` forks again after a loss)."""
         with self._lock:
             if self._child is None and not self.closed:
-                self._child = _fork()
+                self._child = _fork(self._sign)
 
     def takes(self, readings: Sequence[GoldReading]) -> bool:
         """Whether to send `readings` here: a child runs or may be forked again, and it interprets them
@@ -154,12 +175,18 @@ class GoldOffload:
         profiles = _profiles(readings)
         with self._lock:
             child = self._running()
+            hint = None
+            if self._next_seq is not None and not child.hinted:
+                hint = self._next_seq()
+                child.hinted = True
+            anchor, child.anchor = child.anchor, None
             head = _head(
                 None if settings == child.settings else settings,
                 None if book is child.book else book,
                 info,
                 metas,
                 profiles,
+                (hint, anchor),
             )
             try:
                 _send(child.sock, head)
@@ -175,13 +202,33 @@ class GoldOffload:
             if answer[:1] == b"E":
                 raise OffloadError(f"interpretation process: {answer[1:].decode(errors='replace')}")
             self.answered += 1
-            made: list[tuple[int, list[tuple[str, int, BodyParts]]]] = pickle.loads(memoryview(answer)[1:])  # noqa: S301
+            chain, made = pickle.loads(memoryview(answer)[1:])  # noqa: S301
+            if chain is None:  # not sealed
+                return [
+                    RecordDrafts(no, tuple(Draft(line, prio, None, parts) for line, prio, parts in drafts))
+                    for no, drafts in made
+                ]
+            if self._sign is None:  # (a child seals only with the signer it was forked with)
+                raise OffloadError("the interpretation process sealed drafts without a signer")
+            batch = _SealedBatch(self, child, chain, self._sign)
             return [
-                RecordDrafts(no, tuple(Draft(line, prio, None, parts) for line, prio, parts in drafts))
+                RecordDrafts(
+                    no,
+                    tuple(
+                        Draft(line, prio, None, parts, Sealed(rid, seq, payload, batch))
+                        for line, prio, parts, rid, seq, payload in drafts
+                    ),
+                )
                 for no, drafts in made
             ]
 
         return drafts
+
+    def _settled(self, child: _Child, chain: int, guessed_next: int, actual_next: int) -> None:
+        """`_SealedBatch.settled`: sent to the child with the next request (the latest one only)."""
+        with self._lock:
+            if child is self._child:
+                child.anchor = (chain, guessed_next, actual_next)
 
     def _running(self) -> _Child:
         """The child, forked again when it was lost (called with the lock held)."""
@@ -194,7 +241,7 @@ class GoldOffload:
         if self.closed or self.restarts >= MAX_RESTARTS:
             raise OffloadError("no interpretation process")
         self.restarts += 1
-        self._child = _fork()
+        self._child = _fork(self._sign)
         return self._child
 
     def close(self) -> None:
@@ -207,8 +254,23 @@ class GoldOffload:
             child.end(_STOP_WAIT_S)
 
 
-def _fork() -> _Child:
-    """Fork a child serving `_serve` on one end of a new socket pair."""
+class _SealedBatch:
+    """`gateway.outbox_types.SealedBatch` of the drafts of one answer the child sealed (`Sealed.batch`)."""
+
+    __slots__ = ("_chain", "_child", "_offload", "sign")
+
+    def __init__(self, offload: GoldOffload, child: _Child, chain: int, sign: Signer) -> None:
+        self._offload = offload
+        self._child = child
+        self._chain = chain  # the child's guesses it was sealed under (`_steer`)
+        self.sign = sign
+
+    def settled(self, guessed_next: int, actual_next: int) -> None:
+        self._offload._settled(self._child, self._chain, guessed_next, actual_next)
+
+
+def _fork(sign: Signer | None) -> _Child:
+    """Fork a child serving `_serve` (sealing with `sign`) on one end of a new socket pair."""
     ours, theirs = socket.socketpair()
     for end in (ours, theirs):
         for option in (socket.SO_SNDBUF, socket.SO_RCVBUF):
@@ -229,7 +291,7 @@ def _fork() -> _Child:
             keep = theirs.fileno()
             os.closerange(3, keep)
             os.closerange(keep + 1, _max_fd())
-            _serve(theirs)
+            _serve(theirs, sign)
         except BaseException:  # noqa: BLE001 - the child only ever exits
             code = 1
         finally:
@@ -284,9 +346,11 @@ def _head(
     info: DeviceInfo,
     metas: list[tuple[Any, ...]],
     profiles: npt.NDArray[np.floating[Any]],
+    steer: tuple[int | None, tuple[int, int, int] | None] = (None, None),
 ) -> bytes:
-    """The first message of a request (settings and book None: unchanged since the last request)."""
-    return pickle.dumps((settings, book, info, metas, profiles.dtype.str), pickle.HIGHEST_PROTOCOL)
+    """The first message of a request (settings and book None: unchanged since the last request; `steer`:
+    the seq to seal from and the latest `settled` report, `_steer`)."""
+    return pickle.dumps((settings, book, info, metas, profiles.dtype.str, steer), pickle.HIGHEST_PROTOCOL)
 
 
 _F4_BOUND = 1e30
@@ -341,16 +405,14 @@ COALESCE = 4
 that of a hundred strips: one call for two batches of 128 is ~25 % cheaper per strip than two calls)."""
 
 
-def _serve(sock: socket.socket) -> None:
+def _serve(sock: socket.socket, sign: Signer | None = None) -> None:
     """The child's loop: a batch in — and every batch already waiting behind it, up to `COALESCE` —, their
     drafts (b"D" + pickle) or an error (b"E" + text) out, one answer per batch in order, until end of file."""
     from threadpoolctl import threadpool_limits
 
-    from gateway.pipeline import SpecHolder
-
     # one BLAS thread, as in the gateway (gateway.service): set again here, whatever a fork leaves of it
     threadpool_limits(limits=1, user_api="blas")
-    state: dict[str, Any] = {"holder": SpecHolder(), "interpreter": None}
+    state = _child_state(sign)
     while True:
         try:
             requests = [(_receive(sock), _receive(sock))]
@@ -360,6 +422,15 @@ def _serve(sock: socket.socket) -> None:
             return
         for answer in _answers(state, requests):
             _send(sock, answer)
+
+
+def _child_state(sign: Signer | None) -> dict[str, Any]:
+    """A new child's state: its spec book and interpreter (none until the first request's settings), its
+    signer, "next" — the seq the next sealed draft is guessed to get (None: not sealing yet) — and "chain" —
+    how often the guesses were corrected (`_steer`)."""
+    from gateway.pipeline import SpecHolder
+
+    return {"holder": SpecHolder(), "interpreter": None, "sign": sign, "next": None, "chain": 0}
 
 
 def _waiting(sock: socket.socket) -> bool:
@@ -372,28 +443,38 @@ def _waiting(sock: socket.socket) -> bool:
 
 def _answers(state: dict[str, Any], requests: list[tuple[bytearray, bytearray]]) -> list[bytes]:
     """One answer per request, in order: consecutive requests of the same instrument that change no setting
-    are interpreted in one call, any other on its own; a failure answers every request of its call."""
+    are interpreted in one call, any other on its own; a failure answers every request of its call. Each
+    request's drafts are sealed (`_seal`) when the child seals, after its `steer` (`_steer`)."""
     answers: list[bytes] = []
-    group: list[tuple[DeviceInfo, list[GoldReading]]] = []  # (device info, readings) of one call
+    # (device info, readings, steer) of one call
+    group: list[tuple[DeviceInfo, list[GoldReading], tuple[Any, Any]]] = []
 
     def flush() -> None:
         if not group:
             return
         try:
-            made = _drafts(state, group[0][0], [rd for _info, rds in group for rd in rds])
+            made = _drafts(state, group[0][0], [rd for _info, rds, _steer in group for rd in rds])
         except Exception as exc:  # noqa: BLE001 - reported to the parent, which interprets itself
+            for _info, _rds, steer in group:
+                _steer(state, *steer)
             text = b"E" + f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}".encode()
             answers.extend(text for _ in group)
         else:
             at = 0
-            for _info, rds in group:
-                answers.append(b"D" + pickle.dumps(made[at : at + len(rds)], pickle.HIGHEST_PROTOCOL))
+            for _info, rds, steer in group:
+                _steer(state, *steer)
+                part = made[at : at + len(rds)]
+                if state["next"] is None or state["sign"] is None:
+                    answer: tuple[int | None, list[Any]] = (None, part)
+                else:
+                    answer = (state["chain"], _seal(state, part))
+                answers.append(b"D" + pickle.dumps(answer, pickle.HIGHEST_PROTOCOL))
                 at += len(rds)
         group.clear()
 
     for head, buffer in requests:
         try:
-            settings, book, info, readings = _decode(head, buffer)
+            settings, book, info, readings, steer = _decode(head, buffer)
         except Exception as exc:  # noqa: BLE001 - reported to the parent, which interprets itself
             flush()
             answers.append(b"E" + f"{type(exc).__name__}: {exc}".encode())
@@ -401,14 +482,51 @@ def _answers(state: dict[str, Any], requests: list[tuple[bytearray, bytearray]])
         if settings is not None or book is not None or (group and info != group[0][0]):
             flush()
             _apply(state, settings, book)
-        group.append((info, readings))
+        group.append((info, readings, steer))
     flush()
     return answers
 
 
-def _decode(head: bytearray, buffer: bytearray) -> tuple[Any, Any, DeviceInfo, list[GoldReading]]:
-    """(settings or None, spec book or None, device info, readings) of one request."""
-    settings, book, info, metas, dtype = pickle.loads(head)  # noqa: S301 - from our own parent process
+def _steer(state: dict[str, Any], hint: int | None, anchor: tuple[int, int, int] | None) -> None:
+    """Before sealing a request's drafts: start guessing seqs at `hint` (the parent's `Outbox.next_seq`,
+    sent with a child's first request once sealing is on); correct the guesses by an `anchor` — (chain,
+    guessed next, actual next) of the last batch an enqueue stored — when that batch was sealed under the
+    guesses now in force (`chain`: a report about a batch sealed before the last correction says nothing
+    new) and its guess was wrong: every guess from here on moves by the difference."""
+    if hint is not None and state["next"] is None:
+        state["next"] = hint
+    if anchor is not None and state["next"] is not None:
+        chain, guessed, actual = anchor
+        if chain == state["chain"] and guessed != actual:
+            state["next"] += actual - guessed
+            state["chain"] += 1
+
+
+def _seal(
+    state: dict[str, Any], made: list[tuple[int, list[tuple[str, int, BodyParts]]]]
+) -> list[tuple[int, list[tuple[str, int, BodyParts, str, int, bytes]]]]:
+    """`made` sealed (`seal_parts`) with new ids and the seqs guessed from `state["next"]` on, in order:
+    (record no, [(line, priority, parts, id, seq, payload)]) per reading."""
+    sign: Signer = state["sign"]
+    ids = iter(new_result_ids(sum(len(drafts) for _no, drafts in made)))
+    seq = state["next"]
+    out = []
+    for no, drafts in made:
+        row = []
+        for line, prio, parts in drafts:
+            rid = next(ids)
+            row.append((line, prio, parts, rid, seq, seal_parts(parts, rid, seq, sign)[0]))
+            seq += 1
+        out.append((no, row))
+    state["next"] = seq
+    return out
+
+
+def _decode(
+    head: bytearray, buffer: bytearray
+) -> tuple[Any, Any, DeviceInfo, list[GoldReading], tuple[Any, Any]]:
+    """(settings or None, spec book or None, device info, readings, steer) of one request."""
+    settings, book, info, metas, dtype, steer = pickle.loads(head)  # noqa: S301 - from our own parent process
     profiles = np.frombuffer(buffer, dtype=np.dtype(dtype))
     readings: list[GoldReading] = []
     at = 0
@@ -427,7 +545,7 @@ def _decode(head: bytearray, buffer: bytearray) -> tuple[Any, Any, DeviceInfo, l
             )
         )
         at += n
-    return settings, book, info, readings
+    return settings, book, info, readings, steer
 
 
 def _apply(state: dict[str, Any], settings: Any, book: Any) -> None:

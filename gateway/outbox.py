@@ -116,6 +116,17 @@ def _all_encoded(parts: list[BodyParts | None]) -> TypeGuard[list[BodyParts]]:
     return all(p is not None for p in parts)
 
 
+def _result_ids(docs: list[tuple[int, str, int, Draft]]) -> list[str]:
+    """An id for each draft of an enqueue: a sealed draft's own (`Draft.sealed`: sealed again under it when
+    its guessed seq was not the one it gets), new ones for the others."""
+    seals = [doc[3].sealed for doc in docs]
+    missing = sum(s is None for s in seals)
+    if not missing:
+        return [s.id for s in seals if s is not None]
+    fresh = iter(new_result_ids(missing))
+    return [next(fresh) if s is None else s.id for s in seals]
+
+
 def _enqueue_rows(
     instrument: str,
     epoch: int,
@@ -270,7 +281,10 @@ class Outbox(DeliverySide, StationSide):
         Encoded drafts are sealed before the write lock is taken, with the seqs they get when no other
         enqueue commits first and none is a re-read (`_seal_ahead`: the usual case — the transaction checks
         both and seals them again in it otherwise), so other writers (the acks) wait less for the lock.
-        `identity` is that of the last of `records` (stored with the cursor when it moves there). Returns
+        Drafts the interpretation process sealed already (`Draft.sealed`) with the seqs they get and this
+        enqueue's `sign` are stored as they are, with no work here; any other is sealed again under its id.
+        After the commit the batch of the last draft, if sealed, is told which seq comes next
+        (`SealedBatch.settled`: its sealer corrects its guesses). `identity` is that of the last of `records` (stored with the cursor when it moves there). Returns
         the newly enqueued rows. A negative priority is refused (ValueError) before anything is written: send
         order keeps an index of the rows above 0 only (`due_order`). So is a transaction the disk has no room
         for (`OutboxFull`: `SpaceGuard.room` before it starts, `SpaceGuard.fits` once its payloads are known).
@@ -290,7 +304,7 @@ class Outbox(DeliverySide, StationSide):
         for record_no, _line, priority, _draft in docs:
             if priority < 0:
                 raise ValueError(f"priority {priority} of {instrument} record {record_no} is below 0")
-        ids = new_result_ids(len(docs))
+        ids = _result_ids(docs)
         unsynced = False
         try:
             sealed = self._seal_ahead(docs, ids, sign)
@@ -348,6 +362,9 @@ class Outbox(DeliverySide, StationSide):
                 with contextlib.suppress(OutboxError):
                     self.sync()  # (rolled back, or committed: either way not left held)
             raise
+        last = docs[-1][3].sealed
+        if last is not None and last.batch.sign is sign:
+            last.batch.settled(last.seq + 1, seq + 1)  # the sealer's next guesses start from the truth
         if unsynced:
             # kept for their first send while they are still held: no send, and so no ack, comes before
             self._fresh.keep((row[0], row[5]) for row in rows)
@@ -393,6 +410,20 @@ class Outbox(DeliverySide, StationSide):
         with self._sync_lock:
             return min(self._unsynced.values(), default=None)
 
+    def next_seq(self) -> int:
+        """The seq the next enqueue's first result is expected to get (after the enqueues this outbox has
+        begun; read from the file when none has run since it was opened, and kept as `_seal_ahead`'s guess):
+        where drafts are sealed before they come here (`gateway.offload`), the guess they start from. Every
+        enqueue checks the seqs."""
+        with self._seq_lock:
+            if self._next_seq is not None:
+                return self._next_seq
+        stored = int(self._db.read("SELECT value FROM counters WHERE name = 'seq'")[0][0]) + 1
+        with self._seq_lock:
+            if self._next_seq is None:  # (an enqueue that ended meanwhile knows better)
+                self._next_seq = stored  # the first enqueue's `_seal_ahead` starts from it too
+            return self._next_seq
+
     def _seal_ahead(
         self, docs: list[tuple[int, str, int, Draft]], ids: list[str], sign: Signer
     ) -> tuple[int, list[bytes]] | None:
@@ -408,6 +439,9 @@ class Outbox(DeliverySide, StationSide):
             if first is None:
                 return None
             self._next_seq = first + len(docs)
+        seals = [draft.sealed for *_key, draft in docs]
+        if all(s is not None and s.seq == first + i and s.batch.sign is sign for i, s in enumerate(seals)):
+            return first, [s.payload for s in seals if s is not None]  # sealed where made, as guessed
         return first, [
             seal_parts(p, rid, first + i, sign)[0] for i, (p, rid) in enumerate(zip(parts, ids, strict=True))
         ]

@@ -1,6 +1,7 @@
 """The values the outbox takes and gives (frozen dataclasses) and its policy constants.
 
-Does: describe results to enqueue (`Draft`, `RecordDrafts`), what enqueueing and acks did (`Enqueued`,
+Does: describe results to enqueue (`Draft`, `RecordDrafts`; `Sealed` and `SealedBatch` for a draft sealed
+where it was made), what enqueueing and acks did (`Enqueued`,
 `AckOutcome`), the acquisition bookkeeping (`Cursor`, `MemoryReset`) and the figures for the status
 (`OutboxStats`, `RejectedRow`); `PRIORITY` (send order by verdict), `KEEP_RECORD_KEYS` (default of
 `storage.keep_record_keys`) and the bounds of the outbox's history tables (`KEEP_CONFIGS`,
@@ -13,9 +14,9 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple, Protocol
 
-from kuaijian_schema.wire import BodyParts, ResultBody, parts_wire
+from kuaijian_schema.wire import BodyParts, ResultBody, Signer, parts_wire
 
 KEEP_RECORD_KEYS = 32
 """Default number of records per instrument, behind its cursor, whose de-duplication keys are kept."""
@@ -32,6 +33,33 @@ PRIORITY = {"positive": 3, "suspect": 2, "invalid": 1, "negative": 0}
 """Send priority by verdict: positives first (higher is sooner)."""
 
 
+class SealedBatch(Protocol):
+    """The batch of drafts a `Sealed` draft was sealed in, and where it was sealed (`gateway.offload`)."""
+
+    @property
+    def sign(self) -> Signer:
+        """The signer it was sealed with: the outbox takes its payload only from an enqueue given this one."""
+        ...
+
+    def settled(self, guessed_next: int, actual_next: int) -> None:
+        """Told by the enqueue that stored the batch's last draft, after its commit: the seq its sealer
+        guessed would come next (the last draft's guess + 1) and the one that does — so that the sealer's
+        next guesses are right again after another enqueue came first."""
+        ...
+
+
+class Sealed(NamedTuple):
+    """A draft sealed where it was made, with the id and the seq it would get: its signed `payload` (as
+    `kuaijian_schema.wire.seal_parts` makes it from the draft's parts). The outbox stores it as it is only
+    when `seq` is the one the enqueue gives it and `batch.sign` the enqueue's signer; it seals the draft
+    again (under the same `id`) otherwise."""
+
+    id: str
+    seq: int
+    payload: bytes
+    batch: SealedBatch
+
+
 class Draft:
     """One result to enqueue: its line key within the record, send priority, and body in wire form.
 
@@ -44,20 +72,29 @@ class Draft:
     A draft may come already encoded instead (`parts`: the body's canonical JSON cut where the id, the seq
     and the signature go, `kuaijian_schema.wire.body_parts` — the interpretation process makes them): the
     outbox then seals it without encoding it again (`seal_parts`), and `wire` is decoded from them only if
-    asked for.
+    asked for. An encoded draft may come sealed too (`sealed`: the interpretation process seals it with the
+    seq it guesses; the outbox checks the guess).
     """
 
-    __slots__ = ("_wire", "line", "parts", "priority")
+    __slots__ = ("_wire", "line", "parts", "priority", "sealed")
 
     def __init__(
-        self, line: str, priority: int, wire: dict[str, Any] | None = None, parts: BodyParts | None = None
+        self,
+        line: str,
+        priority: int,
+        wire: dict[str, Any] | None = None,
+        parts: BodyParts | None = None,
+        sealed: Sealed | None = None,
     ) -> None:
         if wire is None and parts is None:
             raise ValueError("a draft needs its wire object or its encoded parts")
+        if sealed is not None and parts is None:
+            raise ValueError("a sealed draft needs its encoded parts (to be sealed again under another seq)")
         self.line = line
         self.priority = priority
         self._wire = wire
         self.parts = parts
+        self.sealed = sealed
 
     @property
     def wire(self) -> dict[str, Any]:

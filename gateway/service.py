@@ -120,9 +120,10 @@ class GatewayService:
         _tune_malloc()
         max_bytes = None if cfg.storage.max_db_mb is None else int(cfg.storage.max_db_mb * 1024 * 1024)
         factories = [(inst, analyzer_factory(inst)) for inst in cfg.instruments]
+        sign = hmac_signer(key)
         if _wants_offload(cfg.acquisition.interpret_process):
             # forked before this process opens the outbox or starts a thread of its own
-            self.offload = GoldOffload()
+            self.offload = GoldOffload(sign)
             try:
                 self.offload.start()
             except OffloadError as exc:
@@ -149,7 +150,8 @@ class GatewayService:
             )
         self._restore_config(outbox)
 
-        sign = hmac_signer(key)
+        if self.offload is not None:
+            self.offload.seal_with(outbox.next_seq)  # the child seals what it makes with the seqs it guesses
         self.link = Link(cfg, outbox, status=self.status, on_config=self.apply_config)
         self.samples = SampleDesk(cfg.station_id, outbox, sign, on_enqueued=self.link.wake)
         for inst, factory in factories:

@@ -79,6 +79,13 @@ class _Uuid7Source:
         self._ms = -1
         self._rand = 0
 
+    def reset(self) -> None:
+        """Start afresh (a forked child: it must not go on from the parent's random state, which the parent
+        goes on from too, nor wait on a lock another thread of the parent held at the fork)."""
+        self._lock = threading.Lock()
+        self._ms = -1
+        self._rand = 0
+
     def take(self, n: int) -> list[str]:
         entropy = os.urandom(4 * n + 10)
         steps = struct.unpack(f">{n}I", entropy[: 4 * n])
@@ -112,6 +119,7 @@ def _uuid7_head(ms: int) -> str:
 
 
 _UUID7 = _Uuid7Source()
+os.register_at_fork(after_in_child=_UUID7.reset)
 
 
 def new_result_ids(n: int) -> list[str]:

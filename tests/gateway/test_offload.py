@@ -20,7 +20,7 @@ from drivers.readings import DeviceInfo, EnzymeReading, GoldReading, Reading
 from firmware_sim.signal_model import one_enzyme_run, one_gold_profile
 from gateway.config import load_config
 from gateway.interpret import interpret_strips
-from gateway.offload import SOCKET_BUFFER, GoldOffload, _answers, _head, _metas, _profiles
+from gateway.offload import SOCKET_BUFFER, GoldOffload, _answers, _child_state, _head, _metas, _profiles
 from gateway.outbox import RecordDrafts
 from gateway.pipeline import Interpreter, SpecBook, SpecHolder
 from gateway.service import GatewayService
@@ -181,12 +181,13 @@ def test_batches_waiting_in_the_child_are_interpreted_in_one_call(monkeypatch: p
         request(None, book, other, d),  # a new spec book
         request(None, None, other, e),  # joins d
     ]
-    answers = _answers({"holder": SpecHolder(), "interpreter": None}, requests)
+    answers = _answers(_child_state(None), requests)
     numbers = [[r.record_no for r in x] for x in (a, b, c, d, e)]
     assert calls == [numbers[0] + numbers[1], numbers[2], numbers[3] + numbers[4]]
     assert [x[:1] for x in answers] == [b"D"] * 5
-    assert [[no for no, _drafts in pickle.loads(x[1:])] for x in answers] == numbers  # noqa: S301
-    versions = [pickle.loads(x[1:])[0][1][0][2][0] for x in answers]  # noqa: S301 - the first body part
+    assert [pickle.loads(x[1:])[0] for x in answers] == [None] * 5  # noqa: S301 - not sealed (no signer)
+    assert [[no for no, _drafts in pickle.loads(x[1:])[1]] for x in answers] == numbers  # noqa: S301
+    versions = [pickle.loads(x[1:])[1][0][1][0][2][0] for x in answers]  # noqa: S301 - the first body part
     assert [b'"config_version":"cfg-9"' in v for v in versions] == [False, False, False, True, True]
 
 

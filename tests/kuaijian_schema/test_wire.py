@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import json
 import math
+import os
+import select
+import signal
 import time
 from datetime import UTC, datetime
 from uuid import RFC_4122, UUID
@@ -191,6 +195,34 @@ def test_result_ids_are_uuid7_increasing_and_now() -> None:
     assert [u.int for u in uuids] == sorted({u.int for u in uuids}), "strictly increasing, none repeated"
     stamps = [(u.int >> 80) / 1000 for u in uuids]
     assert before - 0.002 <= min(stamps) <= max(stamps) <= after + 0.002, "the id's time is its creation time"
+
+
+def test_a_forked_child_makes_its_ids_afresh() -> None:
+    """A forked process (the gateway's interpretation process) starts its own id source: not from the
+    parent's random state (which the parent goes on from), and not stuck on the parent's lock, held here by
+    this thread across the fork as another thread of the gateway might hold it."""
+    new_result_ids(5)  # the parent's state: this ms, some random position
+    read_end, write_end = os.pipe()
+    with wire._UUID7._lock:
+        pid = os.fork()
+        if pid == 0:  # the child: only ever exits
+            try:
+                os.write(write_end, json.dumps([wire._UUID7._ms, *new_result_ids(3)]).encode())
+            finally:
+                os._exit(0)
+    os.close(write_end)
+    try:
+        ready, _w, _x = select.select([read_end], [], [], 30)
+        assert ready, "the forked child made no ids in 30 s (stuck on the parent's lock?)"
+        ms, *ids = json.loads(os.read(read_end, 4096))
+    finally:
+        os.close(read_end)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    assert ms == -1, "the child went on from the parent's random state"
+    assert len(ids) == 3
+    assert all(UUID(i).version == 7 for i in ids)
 
 
 # ---- the orjson fast paths give exactly what json gives
