@@ -305,7 +305,7 @@ class Outbox(DeliverySide, StationSide):
             if priority < 0:
                 raise ValueError(f"priority {priority} of {instrument} record {record_no} is below 0")
         ids = _result_ids(docs)
-        unsynced = False
+        unsynced: int | None = None  # this enqueue's number (`_hold_unsynced`)
         try:
             sealed = self._seal_ahead(docs, ids, sign)
             with self._db.tx("enqueueing results", grows=True, durable=False) as conn:
@@ -347,8 +347,7 @@ class Outbox(DeliverySide, StationSide):
                 seq += len(rows)
                 self._db.space.fits(len(rows), sum(len(r[5]) for r in rows))
                 if rows:
-                    self._hold_unsynced(rows[0][0])  # before the commit makes the rows visible
-                    unsynced = True
+                    unsynced = self._hold_unsynced(rows[0][0])  # before the commit makes the rows visible
                 append_rows(conn, "outbox", _OUTBOX_COLUMNS, rows)
                 conn.execute(COUNT_ENQUEUED, (seq, len(out)))
                 conn.execute(_ADVANCE_CURSOR, (instrument, epoch, hi, now, identity))
@@ -358,35 +357,43 @@ class Outbox(DeliverySide, StationSide):
         except BaseException:
             with self._seq_lock:
                 self._next_seq = None  # not known: the next enqueue reads it in its transaction
-            if unsynced:
+            if unsynced is not None:
                 with contextlib.suppress(OutboxError):
                     self.sync()  # (rolled back, or committed: either way not left held)
             raise
         last = docs[-1][3].sealed
         if last is not None and last.batch.sign is sign:
             last.batch.settled(last.seq + 1, seq + 1)  # the sealer's next guesses start from the truth
-        if unsynced:
+        if unsynced is not None:
             # kept for their first send while they are still held: no send, and so no ack, comes before
             self._fresh.keep((row[0], row[5]) for row in rows)
-            self.sync()
+            self.sync(through=unsynced)
         return out
 
     # ------------------------------------------------------------------ durability of the enqueued rows
-    def _hold_unsynced(self, first_seq: int) -> None:
+    def _hold_unsynced(self, first_seq: int) -> int:
         """Inside an enqueue's transaction, before its commit: rows from `first_seq` on are not sent until
-        a `sync` begun after this commit covers them."""
+        a `sync` begun after this commit covers them. Returns the enqueue's number (given in commit order:
+        under the write lock)."""
         with self._sync_lock:
             self._unsynced_numbers += 1
             self._unsynced[self._unsynced_numbers] = first_seq
+            return self._unsynced_numbers
 
-    def sync(self) -> None:
+    def sync(self, through: int | None = None) -> None:
         """Make every enqueue committed so far durable (`OutboxDb.sync`: the WAL flushed outside the write
         lock, so the acks and the other writers go on meanwhile) and let its rows be sent. An enqueue calls
-        it after its commit, before it returns; `OutboxError` when the disk refuses (the rows stay held and
-        the next call — `unsynced_from` makes one — tries again)."""
-        with self._db.lock:  # every enqueue numbered before this point has committed or rolled back
-            with self._sync_lock:
-                covered = self._unsynced_numbers
+        it after its commit, before it returns, with its own number (`through`: every enqueue numbered up
+        to it has committed or rolled back — they were numbered and ended under the write lock, one after
+        the other — so the call need not wait for that lock, which an ack's transaction may hold);
+        `OutboxError` when the disk refuses (the rows stay held and the next call — `unsynced_from` makes
+        one — tries again)."""
+        if through is not None:
+            covered = through
+        else:
+            with self._db.lock:  # every enqueue numbered before this point has committed or rolled back
+                with self._sync_lock:
+                    covered = self._unsynced_numbers
         try:
             self._db.sync()
         except OutboxError:

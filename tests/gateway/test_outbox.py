@@ -203,6 +203,43 @@ def test_an_enqueue_flushes_the_wal_outside_the_write_lock_and_its_rows_wait_for
         assert [seq for seq, _p in box.due_order(10)] == [2, 3, 4]
 
 
+def test_an_enqueues_flush_does_not_wait_for_the_write_lock(tmp_path: Path) -> None:
+    """An enqueue flushes what it committed without taking the write lock again (`sync(through=…)`): an ack's
+    transaction that takes the lock between its commit and its flush does not hold it up — the enqueue
+    returns, its rows flushed and free to be sent, while the lock is still held."""
+    with Outbox.open(tmp_path / "o.db") as box:
+        box.enqueue("i", 0, [_record(1)], _sign)
+        taken, release = threading.Event(), threading.Event()
+
+        def hold_lock() -> None:
+            with box._db.lock:
+                taken.set()
+                assert release.wait(60), "the test did not release the write lock"
+
+        holder = threading.Thread(target=hold_lock)
+        keep = box._fresh.keep
+
+        def keep_then_lock(rows: Any) -> None:  # runs after the commit, just before the flush
+            keep(rows)
+            holder.start()
+            assert taken.wait(30), "the other thread did not take the write lock"
+
+        box._fresh.keep = keep_then_lock  # type: ignore[method-assign]
+        done: list[Any] = []
+        enqueuer = threading.Thread(target=lambda: done.append(box.enqueue("i", 0, [_record(2)], _sign)))
+        enqueuer.start()
+        try:
+            enqueuer.join(30)
+            assert done, "the enqueue's flush waited for the write lock another thread held"
+            assert box._db.lock._is_owned() is False  # type: ignore[attr-defined]  # (held by that thread)
+            assert box.unsynced_from() is None
+        finally:
+            release.set()
+            enqueuer.join(30)
+            holder.join(30)
+        assert [e.seq for e in done[0]] == [2]
+
+
 def test_the_first_send_of_a_row_takes_its_payload_from_memory_and_a_resend_from_the_file(
     tmp_path: Path,
 ) -> None:
