@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from gateway.diskspace import WAL_LIMIT
 from gateway.errors import OutboxCorrupt, OutboxError, OutboxFull
 from gateway.outbox import MIGRATIONS, Cursor, Draft, Migration, Outbox, RecordDrafts, stored_sha256
 from gateway.outbox_delivery import FreshPayloads, delete_where
@@ -617,6 +618,27 @@ def test_a_transaction_larger_than_the_room_is_refused_before_it_is_written(tmp_
         out = box.enqueue("i", 0, group[:8], _sign)
         assert [e.seq for e in out] == list(range(2, 10))
         assert box.cursor("i") == Cursor(0, 9)
+
+
+def test_the_wal_bound_follows_the_cap_and_the_free_disk(tmp_path: Path) -> None:
+    """SQLite checkpoints the WAL at half its bound and truncates it to the bound: 32 MiB on a roomy disk
+    (`WAL_LIMIT`), a sixteenth of the free disk when that is less (64 KiB at least), a quarter of
+    `storage.max_db_mb` when a cap is set."""
+    with Outbox.open(tmp_path / "roomy.db") as box:
+        box._db.space._disk_free = lambda _p: 64 * 1024**3
+        box._db.space.configure()
+        pragma = box._db._conn.execute
+        assert box._db.space.wal_limit == WAL_LIMIT == 32 * 1024**2
+        assert pragma("PRAGMA wal_autocheckpoint").fetchone()[0] == WAL_LIMIT // 4096 // 2
+        assert pragma("PRAGMA journal_size_limit").fetchone()[0] == WAL_LIMIT
+        box._db.space._disk_free = lambda _p: 160 * 1024**2  # 160 MiB free: a sixteenth of it
+        box._db.space.configure()
+        assert box._db.space.wal_limit == 10 * 1024**2
+        box._db.space._disk_free = lambda _p: 100 * 1024
+        box._db.space.configure()
+        assert box._db.space.wal_limit == 64 * 1024
+    with Outbox.open(tmp_path / "capped.db", max_db_bytes=8 * 1024**2) as box:
+        assert box._db.space.wal_limit == 2 * 1024**2
 
 
 class _Crash(BaseException):
