@@ -93,11 +93,13 @@ While one group commits the next gathers; a full group waits for the commit befo
 running and one waiting: bounds the drafts held in memory)."""
 
 
-AHEAD = 4
+AHEAD = 8
 """Read batches handed to the interpretation whose drafts are not taken yet: an interpretation process
 works on them while the worker reads the next, and takes those that wait in one call (`gateway.offload.
-COALESCE`). (Their readings stay in memory until their drafts are taken: a few MiB at most, at
-read_batch 128 and 1024-px profiles.)"""
+COALESCE`) — answering them only when the call is done, so the worker keeps twice that many in flight
+(measured under a backlog, 8 alternated benchmark pairs: 23.9 % of the raw link on average against 22.4 %
+at 4, gateway RSS 73.3-76.3 against 71.3-74.1 MiB). (Their readings stay in memory until their drafts are
+taken: about 8 MiB at read_batch 128 and 1024-px profiles.)"""
 
 
 @dataclass(frozen=True, slots=True)
