@@ -40,7 +40,7 @@ import socket
 import struct
 import threading
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -441,50 +441,50 @@ def _waiting(sock: socket.socket) -> bool:
         return False
 
 
-def _answers(state: dict[str, Any], requests: list[tuple[bytearray, bytearray]]) -> list[bytes]:
-    """One answer per request, in order: consecutive requests of the same instrument that change no setting
+def _answers(state: dict[str, Any], requests: list[tuple[bytearray, bytearray]]) -> Iterator[bytes]:
+    """One answer per request, in order, each given as soon as it is made (the parent waits for the first
+    while the child seals the others): consecutive requests of the same instrument that change no setting
     are interpreted in one call, any other on its own; a failure answers every request of its call. Each
     request's drafts are sealed (`_seal`) when the child seals, after its `steer` (`_steer`)."""
-    answers: list[bytes] = []
     # (device info, readings, steer) of one call
     group: list[tuple[DeviceInfo, list[GoldReading], tuple[Any, Any]]] = []
 
-    def flush() -> None:
+    def flush() -> Iterator[bytes]:
         if not group:
             return
+        calls = group[:]
+        group.clear()
         try:
-            made = _drafts(state, group[0][0], [rd for _info, rds, _steer in group for rd in rds])
+            made = _drafts(state, calls[0][0], [rd for _info, rds, _steer in calls for rd in rds])
         except Exception as exc:  # noqa: BLE001 - reported to the parent, which interprets itself
-            for _info, _rds, steer in group:
+            for _info, _rds, steer in calls:
                 _steer(state, *steer)
             text = b"E" + f"{type(exc).__name__}: {exc}\n{traceback.format_exc(limit=3)}".encode()
-            answers.extend(text for _ in group)
-        else:
-            at = 0
-            for _info, rds, steer in group:
-                _steer(state, *steer)
-                part = made[at : at + len(rds)]
-                if state["next"] is None or state["sign"] is None:
-                    answer: tuple[int | None, list[Any]] = (None, part)
-                else:
-                    answer = (state["chain"], _seal(state, part))
-                answers.append(b"D" + pickle.dumps(answer, pickle.HIGHEST_PROTOCOL))
-                at += len(rds)
-        group.clear()
+            yield from (text for _ in calls)
+            return
+        at = 0
+        for _info, rds, steer in calls:
+            _steer(state, *steer)
+            part = made[at : at + len(rds)]
+            if state["next"] is None or state["sign"] is None:
+                answer: tuple[int | None, list[Any]] = (None, part)
+            else:
+                answer = (state["chain"], _seal(state, part))
+            yield b"D" + pickle.dumps(answer, pickle.HIGHEST_PROTOCOL)
+            at += len(rds)
 
     for head, buffer in requests:
         try:
             settings, book, info, readings, steer = _decode(head, buffer)
         except Exception as exc:  # noqa: BLE001 - reported to the parent, which interprets itself
-            flush()
-            answers.append(b"E" + f"{type(exc).__name__}: {exc}".encode())
+            yield from flush()
+            yield b"E" + f"{type(exc).__name__}: {exc}".encode()
             continue
         if settings is not None or book is not None or (group and info != group[0][0]):
-            flush()
+            yield from flush()
             _apply(state, settings, book)
         group.append((info, readings, steer))
-    flush()
-    return answers
+    yield from flush()
 
 
 def _steer(state: dict[str, Any], hint: int | None, anchor: tuple[int, int, int] | None) -> None:

@@ -181,7 +181,7 @@ def test_batches_waiting_in_the_child_are_interpreted_in_one_call(monkeypatch: p
         request(None, book, other, d),  # a new spec book
         request(None, None, other, e),  # joins d
     ]
-    answers = _answers(_child_state(None), requests)
+    answers = list(_answers(_child_state(None), requests))
     numbers = [[r.record_no for r in x] for x in (a, b, c, d, e)]
     assert calls == [numbers[0] + numbers[1], numbers[2], numbers[3] + numbers[4]]
     assert [x[:1] for x in answers] == [b"D"] * 5

@@ -5,6 +5,7 @@ under the same id; one report of what came next puts the child's guesses right a
 from __future__ import annotations
 
 import json
+import pickle
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -16,7 +17,7 @@ import pytest
 from drivers.readings import DeviceInfo, GoldReading
 from firmware_sim.signal_model import one_gold_profile
 from gateway import outbox as outbox_module
-from gateway.offload import GoldOffload, _child_state, _steer
+from gateway.offload import GoldOffload, _answers, _child_state, _head, _metas, _profiles, _steer
 from gateway.outbox import Outbox, RecordDrafts
 from gateway.pipeline import Interpreter, SpecHolder
 from kuaijian_schema.kits import DEMO_KITS
@@ -194,3 +195,28 @@ def test_steer_moves_the_guesses_once_per_report_under_them() -> None:
     assert (state["next"], state["chain"]) == (23, 1)
     _steer(state, None, (1, 23, 22))  # one fewer: a re-read skipped
     assert (state["next"], state["chain"]) == (22, 2)
+
+
+def test_the_child_answers_each_request_as_soon_as_it_is_sealed() -> None:
+    """Requests taken in one core call are answered one by one (`_answers` yields): the first answer is
+    out — sealed from the hint on — before the second request's drafts are sealed, so the worker waiting
+    for it does not wait for the whole call."""
+    settings = Interpreter(station=STATION, specs=SpecHolder()).settings()
+    first, second = _readings(1, 4), _readings(11, 4)
+
+    def request(
+        rds: list[GoldReading], steer: tuple[Any, Any], with_settings: bool
+    ) -> tuple[bytearray, bytearray]:
+        profiles = _profiles(rds)
+        head = _head(settings if with_settings else None, None, GOLD, _metas(rds), profiles, steer)
+        return bytearray(head), bytearray(profiles.tobytes())
+
+    state = _child_state(hmac_signer(KEY_BYTES))
+    answers = _answers(state, [request(first, (100, None), True), request(second, (None, None), False)])
+    chain, made = pickle.loads(next(answers)[1:])  # noqa: S301 - our own answer
+    assert chain == 0
+    assert [draft[4] for _no, drafts in made for draft in drafts] == [100, 101, 102, 103]
+    assert state["next"] == 104, "the second request was sealed before the first answer was given"
+    _chain, made = pickle.loads(next(answers)[1:])  # noqa: S301
+    assert [draft[4] for _no, drafts in made for draft in drafts] == [104, 105, 106, 107]
+    assert next(answers, None) is None
