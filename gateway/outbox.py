@@ -361,13 +361,13 @@ class Outbox(DeliverySide, StationSide):
                 with contextlib.suppress(OutboxError):
                     self.sync()  # (rolled back, or committed: either way not left held)
             raise
-        last = docs[-1][3].sealed
-        if last is not None and last.batch.sign is sign:
-            last.batch.settled(last.seq + 1, seq + 1)  # the sealer's next guesses start from the truth
         if unsynced is not None:
             # kept for their first send while they are still held: no send, and so no ack, comes before
             self._fresh.keep((row[0], row[5]) for row in rows)
             self.sync(through=unsynced)
+        last = docs[-1][3].sealed
+        if last is not None and last.batch.sign is sign:
+            last.batch.settled(last.seq + 1, seq + 1)  # the sealer's next guesses start from the truth
         return out
 
     # ------------------------------------------------------------------ durability of the enqueued rows
