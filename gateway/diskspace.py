@@ -74,6 +74,7 @@ class SpaceGuard:
         self.reserve = path.with_name(path.name + RESERVE_SUFFIX)
         self._conn = conn
         self.max_bytes = max_bytes
+        self._reserve_asked = reserve_bytes
         self.reserve_bytes = reserve_bytes
         self.wal_limit = WAL_LIMIT if max_bytes is None else max(16 * 1024, min(WAL_LIMIT, max_bytes // 4))
         self._page = 4096
@@ -87,6 +88,8 @@ class SpaceGuard:
         conn = self._conn
         page = int(conn.execute("PRAGMA page_size").fetchone()[0])
         self._page = page
+        # the reserve holds as many pages as it was sized for at 4096 (an ack writes whole pages to the WAL)
+        self.reserve_bytes = self._reserve_asked * max(1, page // 4096)
         if self.max_bytes is None:
             self.wal_limit = self._uncapped_wal(self._free())
         self._bound_wal()

@@ -16,6 +16,7 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
+from gateway import outbox_db
 from gateway.diskspace import WAL_LIMIT
 from gateway.errors import OutboxCorrupt, OutboxError, OutboxFull
 from gateway.outbox import MIGRATIONS, Cursor, Draft, Migration, Outbox, RecordDrafts, stored_sha256
@@ -549,10 +550,11 @@ def test_corrupt_file_is_moved_aside_and_seq_continues(tmp_path: Path) -> None:
     path = tmp_path / "o.db"
     with Outbox.open(path) as box:
         box.enqueue("i", 0, [_record(n) for n in range(1, 40)], _sign)
-    # Overwrite the middle of the file: pages become garbage.
+    # Overwrite the second page of the file: it becomes garbage.
     data = bytearray(path.read_bytes())
-    assert len(data) > 8192
-    data[4096:8192] = b"\xa5" * 4096
+    page = int.from_bytes(data[16:18], "big")  # (the page size, in the file's header)
+    assert len(data) >= 3 * page
+    data[page : 2 * page] = b"\xa5" * page
     path.write_bytes(bytes(data))
     with pytest.raises(OutboxCorrupt) as info:
         Outbox.open(path)
@@ -620,6 +622,34 @@ def test_a_transaction_larger_than_the_room_is_refused_before_it_is_written(tmp_
         assert box.cursor("i") == Cursor(0, 9)
 
 
+def test_a_new_outbox_has_large_pages_where_there_is_room_and_an_old_one_keeps_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new outbox gets `PAGE_SIZE` pages on a roomy disk (with no cap, or a cap of at least 8 MiB) and
+    SQLite's 4096 otherwise; its reserve holds as many pages either way. One made with 4096 pages (on a
+    small disk, or by an earlier gateway) opens with them and works on: a WAL database's pages cannot change."""
+    gib, mib = 1024**3, 1024**2
+    assert outbox_db.page_size_for(None, 2 * gib) == outbox_db.PAGE_SIZE == 16384
+    assert outbox_db.page_size_for(16 * mib, 2 * gib) == 16384
+    assert outbox_db.page_size_for(4 * mib, 2 * gib) == 4096  # a small cap
+    assert outbox_db.page_size_for(None, 500 * mib) == 4096  # a disk that may fill
+    monkeypatch.setattr(outbox_db, "LARGE_PAGES_FREE", 0)  # (whatever this machine's disk)
+    with Outbox.open(tmp_path / "new.db", reserve_bytes=512 * 1024) as box:
+        assert box._db._conn.execute("PRAGMA page_size").fetchone()[0] == 16384
+        assert box.space.reserve_bytes == 4 * 512 * 1024  # 128 pages, as at 4096
+        assert box.space.reserve.stat().st_size == 4 * 512 * 1024
+    monkeypatch.setattr(outbox_db, "LARGE_PAGES_FREE", 2**62)  # no disk is that roomy
+    with Outbox.open(tmp_path / "old.db", reserve_bytes=512 * 1024) as box:
+        assert box.space.reserve_bytes == 512 * 1024
+        box.enqueue("i", 0, [_record(1)], _sign)
+    monkeypatch.setattr(outbox_db, "LARGE_PAGES_FREE", 0)
+    with Outbox.open(tmp_path / "old.db") as box:
+        assert box._db._conn.execute("PRAGMA page_size").fetchone()[0] == 4096
+        assert [e.seq for e in box.enqueue("i", 0, [_record(2)], _sign)] == [2]
+        assert box.ack(seqs=[1, 2]).acked == (1, 2)
+        assert box.stats().depth == 0
+
+
 def test_the_wal_bound_follows_the_cap_and_the_free_disk(tmp_path: Path) -> None:
     """SQLite checkpoints the WAL at half its bound and truncates it to the bound: 32 MiB on a roomy disk
     (`WAL_LIMIT`), a sixteenth of the free disk when that is less (64 KiB at least), a quarter of
@@ -629,7 +659,8 @@ def test_the_wal_bound_follows_the_cap_and_the_free_disk(tmp_path: Path) -> None
         box._db.space.configure()
         pragma = box._db._conn.execute
         assert box._db.space.wal_limit == WAL_LIMIT == 32 * 1024**2
-        assert pragma("PRAGMA wal_autocheckpoint").fetchone()[0] == WAL_LIMIT // 4096 // 2
+        page = pragma("PRAGMA page_size").fetchone()[0]
+        assert pragma("PRAGMA wal_autocheckpoint").fetchone()[0] == WAL_LIMIT // page // 2
         assert pragma("PRAGMA journal_size_limit").fetchone()[0] == WAL_LIMIT
         box._db.space._disk_free = lambda _p: 160 * 1024**2  # 160 MiB free: a sixteenth of it
         box._db.space.configure()
@@ -803,7 +834,8 @@ def _verify(doc: dict[str, Any]) -> bool:
 
 def _corrupt_middle(path: Path, pages: slice) -> None:
     data = bytearray(path.read_bytes())
-    start, stop = pages.start * 4096, pages.stop * 4096
+    size = int.from_bytes(data[16:18], "big")  # (the page size, in the file's header)
+    start, stop = pages.start * size, pages.stop * size
     assert len(data) > stop
     data[start:stop] = b"\xa5" * (stop - start)
     path.write_bytes(bytes(data))
