@@ -284,7 +284,8 @@ class Outbox(DeliverySide, StationSide):
         Drafts the interpretation process sealed already (`Draft.sealed`) with the seqs they get and this
         enqueue's `sign` are stored as they are, with no work here; any other is sealed again under its id.
         After the commit the batch of the last draft, if sealed, is told which seq comes next
-        (`SealedBatch.settled`: its sealer corrects its guesses). `identity` is that of the last of `records` (stored with the cursor when it moves there). Returns
+        (`SealedBatch.settled`: its sealer corrects its guesses). `identity` is that of the last of
+        `records` (stored with the cursor when it moves there). Returns
         the newly enqueued rows. A negative priority is refused (ValueError) before anything is written: send
         order keeps an index of the rows above 0 only (`due_order`). So is a transaction the disk has no room
         for (`OutboxFull`: `SpaceGuard.room` before it starts, `SpaceGuard.fits` once its payloads are known).

@@ -5,8 +5,9 @@ Does:
   `migrate` and recorded in `schema_migrations`);
 - `OutboxDb.open`: create the file 0600 (SQLite then creates its -wal/-shm with the same mode; an existing
   one readable by others is tightened to 0600 — it holds signed results and sample data), give a new file
-  pages of `PAGE_SIZE`, set WAL + synchronous=FULL, run `PRAGMA quick_check` on an existing file (a corrupt one is handed to
-  `gateway.salvage.move_aside` and `OutboxCorrupt` raised), apply the space policy (`gateway.diskspace`),
+  pages of `PAGE_SIZE` where there is room (`page_size_for`), set WAL + synchronous=FULL, run `PRAGMA
+  quick_check` on an existing file (a corrupt one is handed to `gateway.salvage.move_aside` and
+  `OutboxCorrupt` raised), apply the space policy (`gateway.diskspace`),
   migrate (a new outbox starts above the seq floor a corrupt predecessor left);
 - `OutboxDb.tx`: one `BEGIN IMMEDIATE` write transaction under one lock, rolled back on any failure, with
   the space checks before it (`grows`: refused with `OutboxFull` before anything is written when there is no
