@@ -22,7 +22,9 @@ from gateway.outbox import Outbox, RecordDrafts
 from gateway.pipeline import Interpreter, SpecHolder
 from kuaijian_schema.kits import DEMO_KITS
 from kuaijian_schema.wire import hmac_signer, verify_payload
-from tests.gateway.conftest import KEY_BYTES
+from tests.gateway.acker import Acker
+from tests.gateway.conftest import KEY_BYTES, RunningService, drained, fast_instrument, write_station
+from tests.helpers import Mosquitto, wait_for
 
 STATION = "370214101203-01"
 GOLD = DeviceInfo("GR-1", "KJ-G8", "2.3", "gold-serial", "gold", 8)
@@ -220,3 +222,29 @@ def test_the_child_answers_each_request_as_soon_as_it_is_sealed() -> None:
     _chain, made = pickle.loads(next(answers)[1:])  # noqa: S301
     assert [draft[4] for _no, drafts in made for draft in drafts] == [104, 105, 106, 107]
     assert next(answers, None) is None
+
+
+def test_two_instruments_through_one_sealing_child_lose_and_repeat_nothing(
+    tmp_path: Path, mosquitto: Mosquitto, acker: Acker
+) -> None:
+    """Two gold instruments read at once through the one interpretation process: their commits interleave, so
+    the child's guesses are often wrong and sealed again by the outbox — every result reaches the cloud once,
+    signed with the station key, under the seqs 1..N with no gap and no seq for two ids."""
+    total = 600
+    cfg = write_station(
+        tmp_path,
+        mosquitto.port,
+        [
+            fast_instrument("g1", serial="FAST-0001", total=total, rate=1e9),
+            fast_instrument("g2", serial="FAST-0002", total=total, rate=1e9),
+        ],
+        acquisition={"interpret_process": "on", "read_batch": 16},
+    )
+    with RunningService(cfg) as svc:
+        wait_for(lambda: drained(svc, 2 * total), 60, "the two instruments' results were not all acked")
+        assert svc.offload is not None
+        assert svc.offload.answered > 0, "no batch went through the interpretation process"
+    assert acker.bad == []
+    assert sorted(acker.seqs()) == list(range(1, 2 * total + 1))
+    samples = {item["sample"]["id"] for item in acker.received.values()}
+    assert len(samples) == 2 * total  # every record of both instruments, once
