@@ -120,8 +120,8 @@ def test_a_wrong_guess_is_sealed_again_and_put_right_once(
     outbox: Outbox, sealing: tuple[GoldOffload, Interpreter], reseals: list[int]
 ) -> None:
     """Another instrument's enqueue takes the first seqs while two sealed batches wait: both are sealed again by the
-    outbox (same ids, the seqs they get, the station key); the first one's report moves the child's guesses,
-    so the batch sent after it is stored as the child sealed it."""
+    outbox (same ids, the seqs they get, the station key); the report of what came next moves the child's
+    guesses once, so the batch sent after it is stored as the child sealed it."""
     off, interp = sealing
     sign = off._sign
     assert sign is not None
