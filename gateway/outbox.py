@@ -51,7 +51,7 @@ from typing import Any, TypeGuard
 
 from gateway import salvage
 from gateway.errors import OutboxError
-from gateway.outbox_db import COUNT_ENQUEUED, MIGRATIONS, Migration, OutboxDb, keep_newest
+from gateway.outbox_db import COUNT_ENQUEUED, LAST_SEQ, MIGRATIONS, Migration, OutboxDb, keep_newest
 from gateway.outbox_delivery import DeliverySide, FreshPayloads, stored_sha256
 from gateway.outbox_station import StationSide
 from gateway.outbox_types import (
@@ -68,6 +68,7 @@ from gateway.outbox_types import (
     OutboxStats,
     RecordDrafts,
     RejectedRow,
+    Sealed,
 )
 from gateway.salvage import SalvageReport
 from kuaijian_schema.sqlite_append import append_rows
@@ -116,10 +117,9 @@ def _all_encoded(parts: list[BodyParts | None]) -> TypeGuard[list[BodyParts]]:
     return all(p is not None for p in parts)
 
 
-def _result_ids(docs: list[tuple[int, str, int, Draft]]) -> list[str]:
-    """An id for each draft of an enqueue: a sealed draft's own (`Draft.sealed`: sealed again under it when
-    its guessed seq was not the one it gets), new ones for the others."""
-    seals = [doc[3].sealed for doc in docs]
+def _result_ids(seals: list[Sealed | None]) -> list[str]:
+    """An id for each draft of an enqueue (`seals`: their `Draft.sealed`): a sealed draft's own (sealed again
+    under it when its guessed seq was not the one it gets), new ones for the others."""
     missing = sum(s is None for s in seals)
     if not missing:
         return [s.id for s in seals if s is not None]
@@ -305,12 +305,13 @@ class Outbox(DeliverySide, StationSide):
         for record_no, _line, priority, _draft in docs:
             if priority < 0:
                 raise ValueError(f"priority {priority} of {instrument} record {record_no} is below 0")
-        ids = _result_ids(docs)
+        seals = [draft.sealed for *_key, draft in docs]
+        ids = _result_ids(seals)
         unsynced: int | None = None  # this enqueue's number (`_hold_unsynced`)
         try:
-            sealed = self._seal_ahead(docs, ids, sign)
+            sealed = self._seal_ahead(docs, ids, seals, sign)
             with self._db.tx("enqueueing results", grows=True, durable=False) as conn:
-                seq = int(conn.execute("SELECT value FROM counters WHERE name = 'seq'").fetchone()[0])
+                seq = int(conn.execute(LAST_SEQ).fetchone()[0])
                 row = conn.execute(
                     "SELECT epoch, record_no FROM record_horizon WHERE instrument = ?", (instrument,)
                 ).fetchone()
@@ -366,7 +367,7 @@ class Outbox(DeliverySide, StationSide):
             # kept for their first send while they are still held: no send, and so no ack, comes before
             self._fresh.keep((row[0], row[5]) for row in rows)
             self.sync(through=unsynced)
-        last = docs[-1][3].sealed
+        last = seals[-1]
         if last is not None and last.batch.sign is sign:
             last.batch.settled(last.seq + 1, seq + 1)  # the sealer's next guesses start from the truth
         return out
@@ -426,14 +427,18 @@ class Outbox(DeliverySide, StationSide):
         with self._seq_lock:
             if self._next_seq is not None:
                 return self._next_seq
-        stored = int(self._db.read("SELECT value FROM counters WHERE name = 'seq'")[0][0]) + 1
+        stored = int(self._db.read(LAST_SEQ)[0][0]) + 1
         with self._seq_lock:
             if self._next_seq is None:  # (an enqueue that ended meanwhile knows better)
                 self._next_seq = stored  # the first enqueue's `_seal_ahead` starts from it too
             return self._next_seq
 
     def _seal_ahead(
-        self, docs: list[tuple[int, str, int, Draft]], ids: list[str], sign: Signer
+        self,
+        docs: list[tuple[int, str, int, Draft]],
+        ids: list[str],
+        seals: list[Sealed | None],
+        sign: Signer,
     ) -> tuple[int, list[bytes]] | None:
         """(first seq, payloads): the encoded drafts of an enqueue sealed before it takes the write lock,
         with the seqs they get when no other enqueue commits first and none is a re-read — the usual case;
@@ -447,7 +452,6 @@ class Outbox(DeliverySide, StationSide):
             if first is None:
                 return None
             self._next_seq = first + len(docs)
-        seals = [draft.sealed for *_key, draft in docs]
         if all(s is not None and s.seq == first + i and s.batch.sign is sign for i, s in enumerate(seals)):
             return first, [s.payload for s in seals if s is not None]  # sealed where made, as guessed
         return first, [

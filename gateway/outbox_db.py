@@ -201,15 +201,16 @@ def page_size_for(max_db_bytes: int | None, disk_free: int) -> int:
     return PAGE_SIZE if roomy else 4096
 
 
-def prepare(conn: sqlite3.Connection, path: Path, *, check: bool, page_size: int = 4096) -> None:
-    """Busy timeout, optional `PRAGMA quick_check` (→ `CorruptFound`), `page_size` (a new, empty file only:
+def prepare(conn: sqlite3.Connection, path: Path, *, check: bool, page_size: int | None = None) -> None:
+    """Busy timeout, optional `PRAGMA quick_check` (→ `CorruptFound`), `page_size` (for a new, empty file:
     SQLite ignores it once the file holds a table), WAL journal, synchronous=FULL."""
     conn.execute("PRAGMA busy_timeout = 10000")
     if check:
         rows = conn.execute("PRAGMA quick_check").fetchall()
         if rows != [("ok",)]:
             raise CorruptFound("; ".join(str(r[0]) for r in rows[:5]))
-    conn.execute(f"PRAGMA page_size = {int(page_size)}")  # before WAL mode: an empty file takes it
+    if page_size is not None:
+        conn.execute(f"PRAGMA page_size = {int(page_size)}")  # before WAL mode: an empty file takes it
     mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()
     if mode is None or str(mode[0]).lower() != "wal":
         raise OutboxError(f"cannot switch {path} to WAL journal mode (got {mode})")
@@ -276,7 +277,7 @@ class OutboxDb:
         except (sqlite3.Error, OSError) as exc:
             raise OutboxError(f"cannot open outbox {path}: {exc}") from exc
         try:
-            page = page_size_for(max_db_bytes, shutil.disk_usage(path.parent).free) if fresh else 4096
+            page = page_size_for(max_db_bytes, shutil.disk_usage(path.parent).free) if fresh else None
             prepare(conn, path, check=check and not fresh, page_size=page)
             space = SpaceGuard(path, conn, max_bytes=max_db_bytes, reserve_bytes=reserve_bytes)
             space.configure()
@@ -418,6 +419,8 @@ class OutboxDb:
         return self._reader
 
 
+LAST_SEQ = "SELECT value FROM counters WHERE name = 'seq'"
+"""The last seq given out (the seq counter)."""
 # The seq counter set to the last seq given out, the enqueued total raised by the rows added (one statement).
 COUNT_ENQUEUED = "UPDATE counters SET value = CASE name WHEN 'seq' THEN ? ELSE value + ? END WHERE name IN ('seq', 'enqueued')"
 

@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from gateway.errors import DuplicateCode, OutboxCorrupt
-from gateway.outbox_db import COUNT_ENQUEUED, OutboxDb, keep_newest
+from gateway.outbox_db import COUNT_ENQUEUED, LAST_SEQ, OutboxDb, keep_newest
 from gateway.outbox_types import KEEP_CONFIGS, Enqueued
 from kuaijian_schema.wire import Signer, new_result_ids, seal
 
@@ -37,7 +37,7 @@ class StationSide:
                 raise ValueError(f"priority {priority} is below 0")
             if conn.execute("SELECT 1 FROM registrations WHERE code = ?", (code,)).fetchone():
                 raise DuplicateCode(f"样品编号 {code} 已被登记 (sample code {code} is already registered)")
-            seq = int(conn.execute("SELECT value FROM counters WHERE name = 'seq'").fetchone()[0]) + 1
+            seq = int(conn.execute(LAST_SEQ).fetchone()[0]) + 1
             doc = dict(body)
             doc["id"] = new_result_ids(1)[0]
             doc["seq"] = seq

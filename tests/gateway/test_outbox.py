@@ -115,7 +115,7 @@ def test_encoded_drafts_are_sealed_outside_the_write_lock_and_again_inside_when_
         assert outside == [True] * 8
         outside.clear()
         box._seal_ahead(
-            [(99, "x", 0, d) for d in batch(99, 1)[0].drafts], ["a", "b"], sign
+            [(99, "x", 0, d) for d in batch(99, 1)[0].drafts], ["a", "b"], [None, None], sign
         )  # another took 17-18
         box.enqueue("i", 0, batch(9), sign)  # its guess (19-) is wrong: sealed again inside, from 17
         assert outside == [True] * 2 + [True] * 8 + [False] * 8
